@@ -1,0 +1,90 @@
+"""The search-algorithm plugin contract: search space + settings + full trial history in, new assignments out."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
+
+from katibx.search_space import SearchSpace
+from katibx.spec import Experiment
+from katibx.trial import TrialRecord
+
+
+class AlgorithmSettingsError(ValueError):
+    """Invalid algorithm settings or an algorithm that cannot serve this experiment; one line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One proposed trial: typed parameter values, and optionally a trial name and labels chosen by the algorithm."""
+
+    assignments: dict[str, Any]
+    name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class SearchAlgorithm(abc.ABC):
+    """Base of every ``katibx.algorithms`` plugin.
+
+    The constructor validates everything up front (raise :class:`AlgorithmSettingsError`); :meth:`suggest`
+    is then called with the whole history, which is the single source of truth, so a resumed experiment
+    gets the same suggestions as an uninterrupted one.
+    """
+
+    #: Katib's ``algorithmName``.
+    name: ClassVar[str]
+    #: Setting name -> default (as Katib's string); names not listed here are refused.
+    default_settings: ClassVar[Mapping[str, str | None]] = {}
+
+    def __init__(self, experiment: Experiment, space: SearchSpace) -> None:
+        self.experiment = experiment
+        self.space = space
+        algorithm = experiment.spec.algorithm
+        given = algorithm.settings_dict() if algorithm else {}
+        unknown = sorted(set(given) - set(self.default_settings))
+        if unknown:
+            known = ", ".join(self.default_settings) or "none"
+            raise AlgorithmSettingsError(
+                [f"spec.algorithm.algorithmSettings: unknown setting {n!r} for algorithm {self.name!r} (known: {known})" for n in unknown]
+            )
+        self.settings = {**self.default_settings, **given}
+        errors: list[str] = []
+        self.configure(self.settings, errors)
+        if errors:
+            raise AlgorithmSettingsError(errors)
+
+    def configure(self, settings: Mapping[str, str | None], errors: list[str]) -> None:
+        """Parse and check settings, appending ``path: message`` lines to ``errors``."""
+
+    @abc.abstractmethod
+    def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
+        """Up to ``count`` new suggestions given every trial so far.
+
+        Returning fewer than asked means "nothing more for now"; returning none while no trial is
+        active ends the experiment (ExperimentSuggestionEndReached).
+        """
+
+
+def setting_path(name: str) -> str:
+    return f"spec.algorithm.algorithmSettings[{name}]"
+
+
+def int_setting(settings: Mapping[str, str | None], name: str, errors: list[str], minimum: int = 0) -> int | None:
+    """Parse an optional integer setting that must be >= ``minimum``."""
+    raw = settings.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        errors.append(f"{setting_path(name)}: must be an integer (got {raw!r})")
+        return None
+    if value < minimum:
+        errors.append(f"{setting_path(name)}: must be >= {minimum} (got {value})")
+        return None
+    return value

@@ -1,0 +1,271 @@
+"""The experiment controller: Katib's reconcile loop, driven by store state so a crash at any moment loses nothing.
+
+Order of work is always: commit to the store, then act (start or stop a worker), so a restarted
+controller finds every trial the previous one created and never creates one twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from algorithms.base import SearchAlgorithm
+from katibx import plugins
+from katibx.collectors import MetricLog
+from katibx.search_space import SearchSpace
+from katibx.status import (
+    FAILED,
+    REASON_RESTARTING,
+    REASON_RUNNING,
+    REASON_SUGGESTION_END,
+    RESTARTING,
+    RUNNING,
+    SUCCEEDED,
+    TrialCounts,
+    completion,
+    is_completed,
+    set_condition,
+)
+from katibx.store import ExperimentRecord, Store
+from katibx.trial import TRIAL_REASONS, TrialRecord, TrialState, summarize
+from workers.base import Backend, TrialExited, TrialJob, TrialMetrics, TrialStartError
+
+log = logging.getLogger(__name__)
+
+TrialListener = Callable[[ExperimentRecord, list[TrialRecord]], None]
+_SUFFIX = string.ascii_lowercase + string.digits
+
+
+def create_algorithm(record: ExperimentRecord) -> SearchAlgorithm:
+    """Instantiate the experiment's algorithm plugin (validates its settings)."""
+    experiment = record.experiment
+    assert experiment.spec.algorithm and experiment.spec.algorithm.algorithm_name
+    cls = plugins.load(plugins.ALGORITHMS, experiment.spec.algorithm.algorithm_name)
+    return cls(experiment, SearchSpace.from_experiment(experiment))
+
+
+class Controller:
+    """Runs one experiment to completion on a backend.
+
+    ``kill_running_on_completion`` ends trials that are still running once the experiment completes
+    (Katib lets them finish); ``listener`` is called after every change, for progress displays.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        record: ExperimentRecord,
+        backend: Backend,
+        *,
+        function: Callable[..., Any] | None = None,
+        kill_running_on_completion: bool = False,
+        listener: TrialListener | None = None,
+        poll_timeout: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.record = record
+        self.backend = backend
+        self.function = function
+        self.kill_running_on_completion = kill_running_on_completion
+        self.listener = listener
+        self.poll_timeout = poll_timeout
+        self.algorithm = create_algorithm(record)
+        self.trials: list[TrialRecord] = store.trials(record.id)
+        self._by_name = {t.name: t for t in self.trials}
+        self._logs: dict[str, list[tuple[float, str, str]]] = {}
+        self._started: set[str] = set()
+        self._killing: dict[str, TrialState] = {}
+
+    @property
+    def experiment(self):  # noqa: ANN201 - the record's Experiment
+        return self.record.experiment
+
+    # main loop ----------------------------------------------------------------------------
+    def run(self) -> ExperimentRecord:
+        """Reconcile until the experiment is completed and no trial is active; returns the final record."""
+        self._recover()
+        self._mark_running()
+        try:
+            while True:
+                self._reconcile()
+                if is_completed(self.record.conditions) and not self._active():
+                    break
+                for event in self.backend.poll(self.poll_timeout):
+                    if isinstance(event, TrialMetrics):
+                        self._observe(event.trial_name, event.logs)
+                    elif isinstance(event, TrialExited):
+                        self._observe(event.trial_name, event.logs)
+                        self._finish(event)
+        finally:
+            self.backend.close()
+        return self.record
+
+    def _active(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.state.is_active]
+
+    def _recover(self) -> None:
+        """Trials a previous controller left active are stopped and run again from scratch, under the same name."""
+        for trial in self._active():
+            handle = self.store.trial_handle(trial)
+            if handle:
+                self.backend.release(handle)
+            self.store.clear_observations(trial.id)
+            if trial.state is TrialState.RUNNING:
+                log.info("trial %s was running when the controller stopped; running it again", trial.name)
+                self._set_state(trial, TrialState.CREATED, "TrialCreated", "Trial is re-run after a controller restart")
+
+    def _mark_running(self) -> None:
+        conditions = self.record.conditions
+        if is_completed(conditions) and self._can_restart():
+            set_condition(conditions, RESTARTING, True, REASON_RESTARTING, "Experiment is restarting")
+            for ctype in (SUCCEEDED, FAILED):
+                conditions[:] = [c for c in conditions if c["type"] != ctype]
+            self.record.completed = None
+        if not is_completed(conditions):
+            set_condition(conditions, RUNNING, True, REASON_RUNNING, "Experiment is running")
+        self._save_experiment()
+
+    def _can_restart(self) -> bool:
+        spec = self.experiment.spec
+        return completion(self.experiment, self.trials) is None and (
+            spec.max_trial_count is None or spec.max_trial_count > len(self.trials)
+        )
+
+    def _reconcile(self) -> None:
+        """Check completion, then create and start trials up to parallelTrialCount."""
+        if not is_completed(self.record.conditions):
+            self._check_completion()
+        if not is_completed(self.record.conditions):
+            self._create_trials()
+        for trial in self.trials:
+            if trial.state is TrialState.CREATED and trial.name not in self._started:
+                self._start(trial)
+
+    def _create_trials(self) -> None:
+        spec = self.experiment.spec
+        counts = TrialCounts.of(self.trials)
+        wanted = (spec.parallel_trial_count or 1) - counts.active
+        if spec.max_trial_count is not None:
+            wanted = min(wanted, spec.max_trial_count - counts.trials)
+        if wanted <= 0:
+            return
+        suggestions = self.algorithm.suggest(list(self.trials), wanted)[:wanted]
+        if not suggestions:
+            if counts.active == 0:
+                self._complete(SUCCEEDED, REASON_SUGGESTION_END, "Experiment has succeeded because the search algorithm has no more suggestions")
+            return
+        space = SearchSpace.from_experiment(self.experiment)
+        new = []
+        for s in suggestions:
+            name = s.name or self._trial_name()
+            trial = TrialRecord(
+                name=name, index=len(self.trials) + len(new), assignments=space.cast(s.assignments),
+                labels={"katib.kubeflow.org/experiment": self.experiment.name, **s.labels},
+            )
+            self._condition(trial, TrialState.CREATED, TRIAL_REASONS[TrialState.CREATED], "Trial is created")
+            new.append(trial)
+        self.store.add_trials(self.record.id, new)
+        for trial in new:
+            self.trials.append(trial)
+            self._by_name[trial.name] = trial
+        self._notify()
+
+    def _trial_name(self) -> str:
+        while True:
+            name = f"{self.experiment.name}-" + "".join(secrets.choice(_SUFFIX) for _ in range(8))
+            if name not in self._by_name:
+                return name
+
+    def _start(self, trial: TrialRecord) -> None:
+        job = TrialJob(
+            experiment=self.experiment, trial=trial, workdir=Path(self.record.workdir),
+            trial_dir=self.store.trial_dir(self.record, trial.name), function=self.function,
+        )
+        self._started.add(trial.name)
+        self._logs[trial.name] = []
+        trial.start_time = time.time()
+        try:
+            handle = self.backend.start(job)
+        except TrialStartError as exc:
+            self._set_state(trial, TrialState.FAILED, "TrialFailed. Job reason: StartError", str(exc))
+            return
+        self._condition(trial, TrialState.RUNNING, TRIAL_REASONS[TrialState.RUNNING], "Trial is running")
+        self.store.save_trial(trial, handle)
+        self._notify()
+
+    # events -------------------------------------------------------------------------------
+    def _observe(self, trial_name: str, logs: list[MetricLog]) -> None:
+        trial = self._by_name.get(trial_name)
+        if trial is None or not logs:
+            return
+        now = time.time()
+        rows = [(m.timestamp if m.timestamp is not None else now, m.name, m.value) for m in logs]
+        self.store.add_observations(trial.id, rows)
+        self._logs.setdefault(trial_name, []).extend(rows)
+
+    def _finish(self, event: TrialExited) -> None:
+        trial = self._by_name.get(event.trial_name)
+        if trial is None or trial.state.is_terminal:
+            return
+        trial.observation = summarize(self._logs.pop(trial.name, []))
+        trial.completion_time = time.time()
+        forced = self._killing.pop(trial.name, None)
+        if forced is not None:
+            state, reason, message = forced, TRIAL_REASONS[forced], f"Trial was stopped by the controller ({event.message})"
+        elif event.succeeded:
+            metric = self.experiment.spec.objective.objective_metric_name  # type: ignore[union-attr]
+            if metric in trial.observation:
+                state, reason, message = TrialState.SUCCEEDED, f"TrialSucceeded. Job reason: {event.reason}", "Trial has succeeded"
+            else:
+                state, reason = TrialState.METRICS_UNAVAILABLE, TRIAL_REASONS[TrialState.METRICS_UNAVAILABLE]
+                message = f"Metrics are not available: objective metric {metric!r} was not reported"
+        else:
+            state, reason, message = TrialState.FAILED, f"TrialFailed. Job reason: {event.reason}", f"Trial has failed: {event.message}"
+        self._set_state(trial, state, reason, message)
+
+    def _set_state(self, trial: TrialRecord, state: TrialState, reason: str, message: str) -> None:
+        if state.is_terminal and trial.completion_time is None:
+            trial.completion_time = time.time()
+        self._condition(trial, state, reason, message)
+        self.store.save_trial(trial)
+        self._notify()
+
+    @staticmethod
+    def _condition(trial: TrialRecord, state: TrialState, reason: str, message: str) -> None:
+        trial.state, trial.reason, trial.message = state, reason, message
+        if state is not TrialState.RUNNING:
+            for cond in trial.conditions:
+                if cond["type"] == TrialState.RUNNING.value:
+                    set_condition(trial.conditions, TrialState.RUNNING.value, False, reason, message)
+        set_condition(trial.conditions, state.value, True, reason, message)
+
+    # completion ---------------------------------------------------------------------------
+    def _check_completion(self) -> None:
+        done = completion(self.experiment, self.trials)
+        if done is not None:
+            self._complete(*done)
+
+    def _complete(self, ctype: str, reason: str, message: str) -> None:
+        set_condition(self.record.conditions, RUNNING, False, reason, message)
+        set_condition(self.record.conditions, ctype, True, reason, message)
+        self.record.completed = time.time()
+        self._save_experiment()
+        log.info("experiment %s %s: %s", self.experiment.name, ctype, message)
+        for trial in self._active():
+            if trial.state is TrialState.CREATED:
+                self._set_state(trial, TrialState.KILLED, TRIAL_REASONS[TrialState.KILLED], "Experiment completed before the trial started")
+            elif self.kill_running_on_completion:
+                self._killing[trial.name] = TrialState.KILLED
+                self.backend.kill(trial.name)
+
+    def _save_experiment(self) -> None:
+        self.store.save_experiment(self.record)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self.listener is not None:
+            self.listener(self.record, self.trials)

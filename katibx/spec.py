@@ -1,0 +1,206 @@
+"""Pydantic models of Katib's ``kubeflow.org/v1beta1`` Experiment, with Katib's field names.
+
+Models are strict about unknown fields (a typo is an error, not a silently ignored key) and keep
+Katib's string-typed ``feasibleSpace`` values. Defaults are applied by :mod:`katibx.defaults`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+_StrList = list[str]
+API_VERSION = "kubeflow.org/v1beta1"
+KIND = "Experiment"
+
+
+class KatibModel(BaseModel):
+    """Base: camelCase field names as in Katib's YAML, unknown keys refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=False
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Katib-shaped plain data (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _as_string(value: Any) -> Any:
+    """Katib stores feasibleSpace values as strings; accept YAML numbers and keep them textual."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+class ObjectiveType(str, Enum):
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+
+class MetricStrategy(KatibModel):
+    name: str
+    value: str  # min | max | latest
+
+
+class Objective(KatibModel):
+    type: Optional[str] = None
+    goal: Optional[float] = None
+    objective_metric_name: Optional[str] = None
+    additional_metric_names: list[str] = Field(default_factory=list)
+    metric_strategies: list[MetricStrategy] = Field(default_factory=list)
+
+
+class AlgorithmSetting(KatibModel):
+    name: str
+    value: str
+
+    _coerce = field_validator("value", mode="before")(_as_string)
+
+
+class Algorithm(KatibModel):
+    algorithm_name: Optional[str] = None
+    algorithm_settings: list[AlgorithmSetting] = Field(default_factory=list)
+
+    def settings_dict(self) -> dict[str, str]:
+        return {s.name: s.value for s in self.algorithm_settings}
+
+
+class FeasibleSpace(KatibModel):
+    min: Optional[str] = None
+    max: Optional[str] = None
+    step: Optional[str] = None
+    list: Optional[_StrList] = None  # Katib's field name shadows the builtin inside this class
+    distribution: Optional[str] = None
+
+    _coerce = field_validator("min", "max", "step", mode="before")(_as_string)
+
+    @field_validator("list", mode="before")
+    @classmethod
+    def _coerce_list(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [_as_string(v) for v in value]
+        return value
+
+
+class ParameterSpec(KatibModel):
+    name: str = ""
+    parameter_type: str = ""
+    feasible_space: FeasibleSpace = Field(default_factory=FeasibleSpace)
+
+
+class TrialParameter(KatibModel):
+    name: str = ""
+    description: Optional[str] = None
+    reference: str = ""
+
+
+class ConfigMapSource(KatibModel):
+    config_map_name: Optional[str] = None
+    config_map_namespace: Optional[str] = None
+    template_path: Optional[str] = None
+
+
+class TrialTemplate(KatibModel):
+    retain: Optional[bool] = None
+    trial_spec: Optional[dict[str, Any]] = None
+    config_map: Optional[ConfigMapSource] = None
+    trial_parameters: Optional[list[TrialParameter]] = None
+    primary_pod_labels: Optional[dict[str, str]] = None
+    primary_container_name: Optional[str] = None
+    success_condition: Optional[str] = None
+    failure_condition: Optional[str] = None
+
+
+class FileSystemPath(KatibModel):
+    path: Optional[str] = None
+    kind: Optional[str] = None  # File | Directory
+    format: Optional[str] = None  # TEXT | JSON
+
+
+class MetricsFilter(KatibModel):
+    metrics_format: list[str] = Field(default_factory=list)
+
+
+class MetricsSource(KatibModel):
+    http_get: Optional[dict[str, Any]] = None
+    file_system_path: Optional[FileSystemPath] = None
+    filter: Optional[MetricsFilter] = None
+
+
+class Collector(KatibModel):
+    kind: Optional[str] = None
+    custom_collector: Optional[dict[str, Any]] = None
+
+
+class MetricsCollectorSpec(KatibModel):
+    collector: Optional[Collector] = None
+    source: Optional[MetricsSource] = None
+
+
+class GraphConfig(KatibModel):
+    num_layers: Optional[int] = None
+    input_sizes: Optional[list[int]] = None
+    output_sizes: Optional[list[int]] = None
+
+
+class Operation(KatibModel):
+    operation_type: Optional[str] = None
+    parameters: list[ParameterSpec] = Field(default_factory=list)
+
+
+class NasConfig(KatibModel):
+    graph_config: Optional[GraphConfig] = None
+    operations: list[Operation] = Field(default_factory=list)
+
+
+class ExperimentSpec(KatibModel):
+    parameters: list[ParameterSpec] = Field(default_factory=list)
+    objective: Optional[Objective] = None
+    algorithm: Optional[Algorithm] = None
+    early_stopping: Optional[Algorithm] = None
+    trial_template: Optional[TrialTemplate] = None
+    parallel_trial_count: Optional[int] = None
+    max_trial_count: Optional[int] = None
+    max_failed_trial_count: Optional[int] = None
+    metrics_collector_spec: Optional[MetricsCollectorSpec] = None
+    nas_config: Optional[NasConfig] = None
+    resume_policy: Optional[str] = None
+
+
+class ObjectMeta(KatibModel):
+    """The subset of Kubernetes ObjectMeta an Experiment carries; other keys are kept as given."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    name: Optional[str] = None
+    namespace: Optional[str] = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Experiment(KatibModel):
+    """A Katib Experiment: metadata plus spec. Status lives in the store, not here."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid"
+    )
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ExperimentSpec = Field(default_factory=ExperimentSpec)
+    status: Optional[dict[str, Any]] = None  # accepted (kubectl get -o yaml output) and ignored
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name or ""
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace or "default"

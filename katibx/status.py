@@ -1,0 +1,185 @@
+"""Experiment status as Katib computes it: conditions, trial counters, the optimal trial and the completion rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from katibx.collectors import as_float
+from katibx.spec import Experiment
+from katibx.trial import TrialRecord, TrialState
+
+# Experiment condition types and Katib's reasons.
+CREATED, RUNNING, RESTARTING, SUCCEEDED, FAILED = "Created", "Running", "Restarting", "Succeeded", "Failed"
+REASON_CREATED = "ExperimentCreated"
+REASON_RUNNING = "ExperimentRunning"
+REASON_RESTARTING = "ExperimentRestarting"
+REASON_GOAL_REACHED = "ExperimentGoalReached"
+REASON_MAX_TRIALS = "ExperimentMaxTrialsReached"
+REASON_SUGGESTION_END = "ExperimentSuggestionEndReached"
+REASON_FAILED = "ExperimentFailed"
+
+
+def timestamp(seconds: float | None = None) -> str:
+    moment = dt.datetime.fromtimestamp(seconds, dt.timezone.utc) if seconds else dt.datetime.now(dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(conditions: list[dict[str, Any]], ctype: str, status: bool, reason: str, message: str) -> None:
+    """Add or update a Katib condition in place (transition time changes only when status flips)."""
+    now = timestamp()
+    value = "True" if status else "False"
+    for cond in conditions:
+        if cond["type"] == ctype:
+            if cond["status"] != value:
+                cond["lastTransitionTime"] = now
+            cond.update(status=value, reason=reason, message=message, lastUpdateTime=now)
+            return
+    conditions.append({"type": ctype, "status": value, "reason": reason, "message": message,
+                       "lastUpdateTime": now, "lastTransitionTime": now})
+
+
+def current_condition(conditions: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last condition with status True (what kubectl shows as the experiment's status)."""
+    true = [c for c in conditions if c["status"] == "True"]
+    return true[-1] if true else None
+
+
+def is_completed(conditions: Sequence[dict[str, Any]]) -> bool:
+    return any(c["type"] in (SUCCEEDED, FAILED) and c["status"] == "True" for c in conditions)
+
+
+@dataclass
+class TrialCounts:
+    """Katib's status counters."""
+
+    trials: int = 0
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    killed: int = 0
+    early_stopped: int = 0
+    metrics_unavailable: int = 0
+
+    @classmethod
+    def of(cls, trials: Sequence[TrialRecord]) -> "TrialCounts":
+        c = cls(trials=len(trials))
+        field = {
+            TrialState.CREATED: "pending", TrialState.RUNNING: "running", TrialState.SUCCEEDED: "succeeded",
+            TrialState.FAILED: "failed", TrialState.KILLED: "killed", TrialState.EARLY_STOPPED: "early_stopped",
+            TrialState.METRICS_UNAVAILABLE: "metrics_unavailable",
+        }
+        for t in trials:
+            name = field[t.state]
+            setattr(c, name, getattr(c, name) + 1)
+        return c
+
+    @property
+    def active(self) -> int:
+        return self.pending + self.running
+
+    @property
+    def completed(self) -> int:
+        return self.trials - self.active
+
+    @property
+    def failures(self) -> int:
+        """What maxFailedTrialCount counts: Failed plus MetricsUnavailable."""
+        return self.failed + self.metrics_unavailable
+
+
+def objective_strategy(experiment: Experiment, metric: str) -> str:
+    objective = experiment.spec.objective
+    for s in objective.metric_strategies if objective else []:
+        if s.name == metric:
+            return s.value
+    return "latest"
+
+
+def optimal_trial(experiment: Experiment, trials: Sequence[TrialRecord]) -> TrialRecord | None:
+    """Katib's currentOptimalTrial: best strategy value of the objective; a non-numeric value (a genotype) wins outright."""
+    objective = experiment.spec.objective
+    assert objective is not None and objective.objective_metric_name
+    metric = objective.objective_metric_name
+    strategy = objective_strategy(experiment, metric)
+    maximize = objective.type == "maximize"
+    best: TrialRecord | None = None
+    best_value: float | None = None
+    for trial in trials:
+        if trial.state not in (TrialState.SUCCEEDED, TrialState.EARLY_STOPPED):
+            continue
+        raw = trial.metric(metric, strategy)
+        if raw is None:
+            continue
+        value = as_float(raw)
+        if value is None:
+            best, best_value = trial, None
+            continue
+        if best is None or (best_value is not None and (value > best_value if maximize else value < best_value)):
+            best, best_value = trial, value
+    return best
+
+
+def completion(experiment: Experiment, trials: Sequence[TrialRecord]) -> tuple[str, str, str] | None:
+    """Katib's completion rules in order: goal, max failed, max trials. Returns (type, reason, message) or None."""
+    spec = experiment.spec
+    objective = spec.objective
+    assert objective is not None
+    counts = TrialCounts.of(trials)
+    if objective.goal is not None:
+        best = optimal_trial(experiment, trials)
+        metric = objective.objective_metric_name or ""
+        raw = best.metric(metric, objective_strategy(experiment, metric)) if best else None
+        value = as_float(raw) if raw is not None else None
+        if value is not None and (value >= objective.goal if objective.type == "maximize" else value <= objective.goal):
+            return SUCCEEDED, REASON_GOAL_REACHED, f"Experiment has succeeded because Objective goal has reached ({metric}={raw})"
+    if spec.max_failed_trial_count is not None and counts.failures > 0 and counts.failures >= spec.max_failed_trial_count:
+        return FAILED, REASON_FAILED, f"Experiment has failed because max failed count has reached ({counts.failures} failed trials)"
+    if spec.max_trial_count is not None and counts.completed >= spec.max_trial_count:
+        return SUCCEEDED, REASON_MAX_TRIALS, "Experiment has succeeded because max trial count has reached"
+    return None
+
+
+def experiment_status(record: Any, trials: Sequence[TrialRecord]) -> dict[str, Any]:
+    """Katib's ExperimentStatus for an ExperimentRecord and its trials."""
+    experiment: Experiment = record.experiment
+    counts = TrialCounts.of(trials)
+    lists: dict[str, list[str]] = {}
+    key = {
+        TrialState.CREATED: "pendingTrialList", TrialState.RUNNING: "runningTrialList",
+        TrialState.SUCCEEDED: "succeededTrialList", TrialState.FAILED: "failedTrialList",
+        TrialState.KILLED: "killedTrialList", TrialState.EARLY_STOPPED: "earlyStoppedTrialList",
+        TrialState.METRICS_UNAVAILABLE: "metricsUnavailableTrialList",
+    }
+    for t in trials:
+        lists.setdefault(key[t.state], []).append(t.name)
+    status: dict[str, Any] = {
+        "startTime": timestamp(record.created),
+        "conditions": record.conditions,
+        "currentOptimalTrial": optimal_trial_status(experiment, trials),
+        **lists,
+        "trials": counts.trials,
+        "trialsSucceeded": counts.succeeded,
+        "trialsFailed": counts.failed,
+        "trialsKilled": counts.killed,
+        "trialsPending": counts.pending,
+        "trialsRunning": counts.running,
+        "trialsEarlyStopped": counts.early_stopped,
+        "trialMetricsUnavailable": counts.metrics_unavailable,
+    }
+    if record.completed:
+        status["completionTime"] = timestamp(record.completed)
+    return status
+
+
+def optimal_trial_status(experiment: Experiment, trials: Sequence[TrialRecord]) -> dict[str, Any]:
+    best = optimal_trial(experiment, trials)
+    if best is None:
+        return {"bestTrialName": "", "parameterAssignments": [], "observation": {"metrics": []}}
+    return {
+        "bestTrialName": best.name,
+        "parameterAssignments": [{"name": k, "value": str(v)} for k, v in best.assignments.items()],
+        "observation": {"metrics": [m.to_dict() for m in best.observation.values()]},
+    }

@@ -1,0 +1,108 @@
+"""Trial templates: ``${trialParameters.x}`` / ``${trialSpec.*}`` substitution and finding the primary container.
+
+Substitution is done per string inside the parsed template, never on serialized text, so a value can
+neither break the document's structure nor reach a shell.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from katibx.spec import Experiment
+
+PLACEHOLDER = re.compile(r"\$\{trialParameters\.([^}]*)\}")
+_META = re.compile(r"^\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|Labels\[([^\]]+)\]|Annotations\[([^\]]+)\])\}$")
+FUNCTION_KIND = "Function"
+# Replica keys whose pod runs the trial's main process, by preference.
+_PRIMARY_REPLICAS = ("Master", "Chief", "Launcher", "Worker")
+
+
+def format_value(value: Any) -> str:
+    """How a typed assignment value is written into a template (Katib's string form)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def trial_parameter_values(experiment: Experiment, trial_name: str, assignments: dict[str, Any]) -> dict[str, str]:
+    """Value of every trialParameter for one trial: a parameter assignment or trial metadata."""
+    template = experiment.spec.trial_template
+    assert template is not None
+    trial_spec = template.trial_spec or {}
+    meta = trial_spec.get("metadata") or {}
+    values: dict[str, str] = {}
+    for tp in template.trial_parameters or []:
+        match = _META.match(tp.reference)
+        if match is None:
+            if tp.reference in assignments:
+                values[tp.name] = format_value(assignments[tp.reference])
+            continue
+        field, label, annotation = match.groups()
+        if label is not None:
+            values[tp.name] = str((meta.get("labels") or {}).get(label, ""))
+        elif annotation is not None:
+            values[tp.name] = str((meta.get("annotations") or {}).get(annotation, ""))
+        else:
+            values[tp.name] = {
+                "Name": trial_name, "Namespace": experiment.namespace,
+                "Kind": str(trial_spec.get("kind", "")), "APIVersion": str(trial_spec.get("apiVersion", "")),
+            }[field]
+    return values
+
+
+def substitute(obj: Any, values: dict[str, str]) -> Any:
+    """A copy of ``obj`` with placeholders in every string replaced (unknown names are left as they are)."""
+    if isinstance(obj, str):
+        return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), obj)
+    if isinstance(obj, list):
+        return [substitute(v, values) for v in obj]
+    if isinstance(obj, dict):
+        return {k: substitute(v, values) for k, v in obj.items()}
+    return obj
+
+
+def render_trial_spec(experiment: Experiment, trial_name: str, assignments: dict[str, Any]) -> dict[str, Any]:
+    """The worker object for one trial: the template with its values substituted, named after the trial."""
+    template = experiment.spec.trial_template
+    assert template is not None and template.trial_spec is not None
+    rendered = substitute(template.trial_spec, trial_parameter_values(experiment, trial_name, assignments))
+    rendered.setdefault("metadata", {})
+    rendered["metadata"] = {**rendered["metadata"], "name": trial_name, "namespace": experiment.namespace}
+    return rendered
+
+
+def pod_specs(worker: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(replica, pod spec) pairs of a Job or a Kubeflow training job, primary replicas first."""
+    spec = worker.get("spec") or {}
+    template = spec.get("template")
+    if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+        return [("", template["spec"])]
+    found: list[tuple[str, dict[str, Any]]] = []
+    for key, replicas in spec.items():
+        if key.endswith("ReplicaSpecs") and isinstance(replicas, dict):
+            for role, replica in replicas.items():
+                pod = ((replica or {}).get("template") or {}).get("spec")
+                if isinstance(pod, dict):
+                    found.append((role, pod))
+    rank = {r: i for i, r in enumerate(_PRIMARY_REPLICAS)}
+    return sorted(found, key=lambda item: rank.get(item[0], len(rank)))
+
+
+def primary_container(worker: dict[str, Any], name: str | None) -> dict[str, Any] | None:
+    """The container named ``name`` in the primary replica's pod (TrainJob: the trainer section)."""
+    if worker.get("kind") == "TrainJob":
+        trainer = (worker.get("spec") or {}).get("trainer")
+        return trainer if isinstance(trainer, dict) else None
+    for _, pod in pod_specs(worker):
+        for container in pod.get("containers") or []:
+            if isinstance(container, dict) and container.get("name") == name:
+                return container
+    return None
+
+
+def active_deadline_seconds(worker: dict[str, Any]) -> float | None:
+    """Job ``spec.activeDeadlineSeconds`` or a training job's ``spec.runPolicy.activeDeadlineSeconds``."""
+    spec = worker.get("spec") or {}
+    value = spec.get("activeDeadlineSeconds", (spec.get("runPolicy") or {}).get("activeDeadlineSeconds"))
+    return float(value) if value is not None else None

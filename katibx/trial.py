@@ -1,0 +1,101 @@
+"""Trials as the controller, the store and the algorithms see them: Katib's states and observations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from katibx.collectors import as_float
+
+
+class TrialState(str, Enum):
+    """Katib's trial condition types; a trial's state is its latest one."""
+
+    CREATED = "Created"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    KILLED = "Killed"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    EARLY_STOPPED = "EarlyStopped"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (TrialState.CREATED, TrialState.RUNNING)
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_terminal
+
+
+# Katib's reasons, by state.
+TRIAL_REASONS = {
+    TrialState.CREATED: "TrialCreated",
+    TrialState.RUNNING: "TrialRunning",
+    TrialState.SUCCEEDED: "TrialSucceeded",
+    TrialState.FAILED: "TrialFailed",
+    TrialState.KILLED: "TrialKilled",
+    TrialState.METRICS_UNAVAILABLE: "MetricsUnavailable",
+    TrialState.EARLY_STOPPED: "TrialEarlyStopped",
+}
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """Katib's per-metric observation: min, max and latest values as strings (non-numeric values only update latest)."""
+
+    name: str
+    min: str | None
+    max: str | None
+    latest: str
+
+    def value(self, strategy: str) -> str:
+        """The value a metric strategy picks, falling back to latest when min/max are unavailable."""
+        picked = {"min": self.min, "max": self.max}.get(strategy)
+        return picked if picked is not None else self.latest
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "min": self.min or "unavailable", "max": self.max or "unavailable", "latest": self.latest}
+
+
+def summarize(logs: list[tuple[float, str, str]]) -> dict[str, MetricSummary]:
+    """Fold (timestamp, name, value) logs, in arrival order, into per-metric summaries."""
+    out: dict[str, MetricSummary] = {}
+    latest_ts: dict[str, float] = {}
+    for ts, name, value in logs:
+        prev = out.get(name)
+        number = as_float(value)
+        lo, hi = (prev.min, prev.max) if prev else (None, None)
+        if number is not None:
+            lo = value if lo is None or number < float(lo) else lo
+            hi = value if hi is None or number > float(hi) else hi
+        latest = value
+        if prev is not None and ts < latest_ts[name]:
+            latest = prev.latest
+        else:
+            latest_ts[name] = ts
+        out[name] = MetricSummary(name, lo, hi, latest)
+    return out
+
+
+@dataclass
+class TrialRecord:
+    """A trial with its typed assignments and, once terminal, its observation."""
+
+    name: str
+    index: int
+    assignments: dict[str, Any]
+    state: TrialState = TrialState.CREATED
+    labels: dict[str, str] = field(default_factory=dict)
+    observation: dict[str, MetricSummary] = field(default_factory=dict)
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""
+    message: str = ""
+    start_time: float | None = None
+    completion_time: float | None = None
+    id: int = 0
+
+    def metric(self, name: str, strategy: str = "latest") -> str | None:
+        summary = self.observation.get(name)
+        return summary.value(strategy) if summary else None
