@@ -143,9 +143,13 @@ class LocalBackend(Backend):
         return proc.pid, proc.poll
 
     def _start_function(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> tuple[int, Callable[[], int | None]]:
-        function = job.function or _import_function(str((worker.get("spec") or {}).get("function", "")))
+        spec = worker.get("spec") or {}
+        function = job.function or _import_function(str(spec.get("function", "")))
+        for item in spec.get("env") or []:
+            env[str(item["name"])] = str(item["value"])
+        arguments = {**(spec.get("fixedParameters") or {}), **job.trial.assignments}
         process = self._fork.Process(
-            target=_run_function, args=(function, dict(job.trial.assignments), env, str(job.workdir),
+            target=_run_function, args=(function, arguments, env, str(job.workdir),
                                         str(job.trial_dir / STDOUT_LOG)),
             name=f"katibx-trial-{job.trial.name}", daemon=False,
         )

@@ -1,0 +1,16 @@
+"""katibx: Kubeflow Katib experiments anywhere, from the same v1beta1 YAML or a few lines of Python."""
+
+from katibx import search
+from katibx.client import KatibxClient
+from katibx.loader import load_experiment
+from katibx.report import report_metrics
+from katibx.runner import resume_experiment, run_experiment
+from katibx.spec import Experiment
+from katibx.store import Store
+from katibx.tune import tune
+from katibx.validation import ValidationError
+
+__all__ = [
+    "Experiment", "KatibxClient", "Store", "ValidationError", "load_experiment", "report_metrics",
+    "resume_experiment", "run_experiment", "search", "tune",
+]

@@ -1,0 +1,287 @@
+"""``katibx``: kubectl-like verbs over experiments. Exit codes: 0 Succeeded, 1 Failed, 2 invalid input or usage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+import click
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from katibx.client import KatibxClient, trial_object
+from katibx.collectors import MetricsCollectorUnavailable
+from katibx.loader import load_experiment, load_experiments
+from katibx.runner import DEFAULT_BACKEND, check_experiment, create_backend, resume_experiment, run_experiment
+from katibx.status import TrialCounts, current_condition, optimal_trial, objective_strategy
+from katibx.store import ExperimentRecord, Store, StoreError
+from katibx.trial import TrialRecord
+from katibx.validation import ValidationError
+
+EXIT_SUCCEEDED, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+out = Console()
+err = Console(stderr=True)
+
+store_option = click.option(
+    "--store", envvar="KATIBX_STORE", default=None, metavar="URL",
+    help="SQLite store: a path or sqlite:///path (default ./.katibx/katibx.db, env KATIBX_STORE).",
+)
+namespace_option = click.option("-n", "--namespace", default=None, help="Namespace of the experiment.")
+
+
+def _fail(lines: list[str], source: str | None = None, code: int = EXIT_INVALID) -> NoReturn:
+    prefix = f"{source}: " if source else ""
+    for line in lines:
+        err.print(f"[red]error:[/red] {prefix}{line}", markup=True, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user mistakes raised by the library into one-line messages and exit code 2."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError as exc:
+            _fail(exc.errors, exc.source)
+        except (StoreError, MetricsCollectorUnavailable) as exc:
+            _fail([str(exc)])
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="katibx")
+def main() -> None:
+    """Run Kubeflow Katib experiments on this machine, a Ray cluster or Kubernetes."""
+
+
+# run / resume ------------------------------------------------------------------------------
+class _ProgressListener:
+    """Live progress bar: trial counts and the best objective value so far."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def __call__(self, record: ExperimentRecord, trials: list[TrialRecord]) -> None:
+        spec = record.experiment.spec
+        counts = TrialCounts.of(trials)
+        if self.task is None:
+            self.task = self.progress.add_task(record.name, total=spec.max_trial_count)
+        best = optimal_trial(record.experiment, trials)
+        metric = spec.objective.objective_metric_name if spec.objective else ""
+        best_text = "-"
+        if best is not None and metric:
+            best_text = f"{metric}={best.metric(metric, objective_strategy(record.experiment, metric))}"
+        desc = (f"{record.name}  running {counts.running}  succeeded {counts.succeeded}  "
+                f"failed {counts.failures}  killed {counts.killed + counts.early_stopped}  best {best_text}")
+        self.progress.update(self.task, completed=counts.completed, description=desc)
+
+
+def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quiet: bool) -> NoReturn:
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, transient=False, disable=quiet)
+    try:
+        with progress:
+            record = run(_ProgressListener(progress))
+    except KeyboardInterrupt:
+        err.print(f"interrupted; the running trials were stopped. Continue with: katibx resume {name}")
+        sys.exit(EXIT_INTERRUPTED)
+    trials = store.trials(record.id)
+    _print_summary(record, trials)
+    cond = current_condition(record.conditions) or {}
+    sys.exit(EXIT_SUCCEEDED if cond.get("type") == "Succeeded" else EXIT_FAILED)
+
+
+def _print_summary(record: ExperimentRecord, trials: list[TrialRecord]) -> None:
+    cond = current_condition(record.conditions) or {}
+    colour = "green" if cond.get("type") == "Succeeded" else "red"
+    out.print(f"experiment [bold]{record.name}[/bold]: [{colour}]{cond.get('type')}[/{colour}] ({cond.get('reason')}) "
+              f"- {cond.get('message')}", highlight=False)
+    counts = TrialCounts.of(trials)
+    out.print(f"trials: {counts.trials} total, {counts.succeeded} succeeded, {counts.failed} failed, "
+              f"{counts.metrics_unavailable} metrics unavailable, {counts.killed} killed, {counts.early_stopped} early stopped",
+              highlight=False)
+    best = optimal_trial(record.experiment, trials)
+    if best is None:
+        out.print("no trial reported the objective metric")
+        return
+    table = Table(title=f"best trial {best.name}", title_justify="left")
+    table.add_column("name")
+    table.add_column("value")
+    for key, value in best.assignments.items():
+        table.add_row(key, str(value))
+    for metric in best.observation.values():
+        table.add_row(f"[bold]{metric.name}[/bold] (min / max / latest)",
+                      f"{metric.min or '-'} / {metric.max or '-'} / {metric.latest}")
+    out.print(table)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Worker backend plugin.")
+@store_option
+@click.option("--kill-running-on-completion", is_flag=True, help="Stop trials still running when the experiment completes.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_guard
+def run(file: str, backend: str, store: str | None, kill_running_on_completion: bool, quiet: bool) -> None:
+    """Run the Experiment in FILE until it completes."""
+    experiment = load_experiment(file)
+    worker = create_backend(backend)
+    st = Store(store)
+    _drive(experiment.name, lambda listener: run_experiment(
+        experiment, store=st, backend=worker, workdir=Path(file).absolute().parent,
+        kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet)
+
+
+@main.command()
+@click.argument("name")
+@namespace_option
+@click.option("--max-trial-count", type=click.IntRange(min=1), default=None, help="Raise the trial budget.")
+@click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Worker backend plugin.")
+@store_option
+@click.option("--kill-running-on-completion", is_flag=True, help="Stop trials still running when the experiment completes.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_guard
+def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str, store: str | None,
+           kill_running_on_completion: bool, quiet: bool) -> None:
+    """Continue experiment NAME after an interruption, or with a larger --max-trial-count."""
+    worker = create_backend(backend)
+    st = Store(store)
+    _drive(name, lambda listener: resume_experiment(
+        name, store=st, namespace=namespace, backend=worker, max_trial_count=max_trial_count,
+        kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet)
+
+
+# validate ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Also check what this backend can run.")
+def validate(files: tuple[str, ...], backend: str) -> None:
+    """Check Experiment FILES; print every problem, one line each. Exit 2 if any file is invalid."""
+    try:
+        worker = create_backend(backend)
+    except ValidationError as exc:
+        _fail(exc.errors)
+    bad = 0
+    for file in files:
+        try:
+            errors = [e for exp in load_experiments(file) for e in check_experiment(exp, worker)]
+        except ValidationError as exc:
+            errors = exc.errors
+        if errors:
+            bad += 1
+            for line in errors:
+                err.print(f"[red]invalid[/red] {file}: {line}", highlight=False, soft_wrap=True)
+        else:
+            out.print(f"[green]valid[/green]   {file}", highlight=False)
+    sys.exit(EXIT_INVALID if bad else EXIT_SUCCEEDED)
+
+
+# get / list / delete / logs ---------------------------------------------------------------
+def _emit(data: Any, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+
+
+@main.group()
+def get() -> None:
+    """Show an experiment or its trials."""
+
+
+@get.command("experiment")
+@click.argument("name")
+@namespace_option
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@store_option
+@_guard
+def get_experiment(name: str, namespace: str | None, output: str, store: str | None) -> None:
+    """Experiment NAME as a Katib object: spec, conditions, counters, currentOptimalTrial."""
+    _emit(KatibxClient(store).get_experiment(name, namespace), output)
+
+
+@get.command("trials")
+@click.argument("name")
+@namespace_option
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+@store_option
+@_guard
+def get_trials(name: str, namespace: str | None, output: str, store: str | None) -> None:
+    """The trials of experiment NAME."""
+    st = Store(store)
+    record = st.get_experiment(name, namespace)
+    trials = st.trials(record.id)
+    if output != "table":
+        _emit([trial_object(record, t) for t in trials], output)
+        return
+    table = Table()
+    metrics = _metric_names(record)
+    for column in ("trial", "status", *[p.name for p in record.experiment.spec.parameters], *metrics):
+        table.add_column(column)
+    for t in trials:
+        values = [str(t.assignments.get(p.name, "")) for p in record.experiment.spec.parameters]
+        table.add_row(t.name, t.state.value, *values,
+                      *[t.metric(m, objective_strategy(record.experiment, m)) or "" for m in metrics])
+    out.print(table)
+
+
+def _metric_names(record: ExperimentRecord) -> list[str]:
+    objective = record.experiment.spec.objective
+    return [objective.objective_metric_name or "", *objective.additional_metric_names] if objective else []
+
+
+@main.command("list")
+@store_option
+@_guard
+def list_experiments(store: str | None) -> None:
+    """All experiments in the store with their status and best value."""
+    st = Store(store)
+    table = Table()
+    for column in ("namespace", "name", "status", "trials", "succeeded", "failed", "best"):
+        table.add_column(column)
+    for record in st.list_experiments():
+        trials = st.trials(record.id)
+        counts = TrialCounts.of(trials)
+        cond = current_condition(record.conditions) or {}
+        best = optimal_trial(record.experiment, trials)
+        metric = _metric_names(record)[0]
+        best_text = best.metric(metric, objective_strategy(record.experiment, metric)) if best else ""
+        table.add_row(record.namespace, record.name, cond.get("type", ""), str(counts.trials), str(counts.succeeded),
+                      str(counts.failures), f"{metric}={best_text}" if best else "")
+    out.print(table)
+
+
+@main.command()
+@click.argument("name")
+@namespace_option
+@store_option
+@_guard
+def delete(name: str, namespace: str | None, store: str | None) -> None:
+    """Delete experiment NAME with its trials and trial directories."""
+    KatibxClient(store).delete_experiment(name, namespace)
+    out.print(f"experiment {name} deleted")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("trial")
+@namespace_option
+@store_option
+@_guard
+def logs(name: str, trial: str, namespace: str | None, store: str | None) -> None:
+    """Output (stdout and stderr) of TRIAL of experiment NAME."""
+    click.echo(KatibxClient(store).get_trial_logs(name, trial, namespace), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
