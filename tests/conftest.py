@@ -1,0 +1,94 @@
+"""Shared fixtures: a fresh SQLite store per test and a builder for Katib Experiment documents."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from katibx.store import Store
+
+BASE_EXPERIMENT: dict[str, Any] = {
+    "apiVersion": "kubeflow.org/v1beta1",
+    "kind": "Experiment",
+    "metadata": {"name": "exp"},
+    "spec": {
+        "objective": {"type": "maximize", "objectiveMetricName": "result"},
+        "algorithm": {"algorithmName": "random", "algorithmSettings": [{"name": "random_state", "value": "7"}]},
+        "parallelTrialCount": 2,
+        "maxTrialCount": 4,
+        "parameters": [
+            {"name": "a", "parameterType": "int", "feasibleSpace": {"min": "10", "max": "20"}},
+            {"name": "b", "parameterType": "double", "feasibleSpace": {"min": "0.1", "max": "0.2"}},
+        ],
+        "trialTemplate": {
+            "primaryContainerName": "main",
+            "trialParameters": [{"name": "a", "reference": "a"}, {"name": "b", "reference": "b"}],
+            "trialSpec": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{
+                    "name": "main",
+                    "image": "python:3.11",
+                    "command": ["python3", "objective.py", "--a=${trialParameters.a}", "--b=${trialParameters.b}"],
+                }]}}},
+            },
+        },
+    },
+}
+
+# Trial script used by BASE_EXPERIMENT: prints Katib's e2e objective 4a - b^2.
+OBJECTIVE_SCRIPT = """
+import argparse
+p = argparse.ArgumentParser()
+p.add_argument("--a", type=int)
+p.add_argument("--b", type=float)
+args = p.parse_args()
+print(f"result={4 * args.a - args.b ** 2}")
+"""
+
+
+def experiment_doc(**spec_overrides: Any) -> dict[str, Any]:
+    """A deep copy of BASE_EXPERIMENT with top-level spec keys replaced."""
+    doc = copy.deepcopy(BASE_EXPERIMENT)
+    doc["spec"].update(copy.deepcopy(spec_overrides))
+    return doc
+
+
+def set_command(doc: dict[str, Any], command: list[str]) -> dict[str, Any]:
+    """Replace the primary container's command."""
+    doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["command"] = command
+    return doc
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    st = Store(tmp_path / "store" / "katibx.db")
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def write_experiment(tmp_path: Path):
+    """Write an experiment document (and the default objective script) into tmp_path; returns the YAML path."""
+
+    def write(doc: dict[str, Any], name: str = "experiment.yaml", script: str = OBJECTIVE_SCRIPT) -> Path:
+        (tmp_path / "objective.py").write_text(script)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    return write
+
+
+def katibx_cli(*args: str, cwd: Path, store: Path, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real ``katibx`` CLI in a subprocess with a given store."""
+    env = {**os.environ, "KATIBX_STORE": str(store), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "katibx.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)

@@ -1,0 +1,379 @@
+"""Controller semantics through real trial processes and a real SQLite store: Katib's completion rules,
+parallelism, conditions, and crash safety (kill -9 of the controller, then resume)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import experiment_doc, katibx_cli, set_command
+from katibx.loader import experiment_from_dict
+from katibx.runner import resume_experiment, run_experiment
+from katibx.status import current_condition
+from katibx.store import Store
+from katibx.trial import TrialState
+
+SLEEPY_SCRIPT = """
+import argparse, os, sys, time
+p = argparse.ArgumentParser()
+p.add_argument("--a", type=int)
+p.add_argument("--b", type=float)
+p.add_argument("--sleep", type=float, default=0.0)
+args = p.parse_args()
+with open("starts.log", "a") as f:
+    f.write(os.environ["KATIB_TRIAL_NAME"] + "\\n")
+time.sleep(args.sleep)
+print(f"result={4 * args.a - args.b ** 2}")
+"""
+
+
+def _sleepy(doc: dict, seconds: float) -> dict:
+    return set_command(doc, ["python3", "objective.py", "--a=${trialParameters.a}", "--b=${trialParameters.b}",
+                             f"--sleep={seconds}"])
+
+
+def _run(doc: dict, store: Store, workdir: Path, **kwargs):
+    record = run_experiment(experiment_from_dict(doc), store=store, workdir=workdir, **kwargs)
+    return record, store.trials(record.id)
+
+
+def test_max_trial_count_reached_with_parallelism_respected(tmp_path, store, write_experiment):
+    doc = _sleepy(experiment_doc(maxTrialCount=5, parallelTrialCount=2), 0.2)
+    write_experiment(doc, script=SLEEPY_SCRIPT)
+    record, trials = _run(doc, store, tmp_path)
+    cond = current_condition(record.conditions)
+    assert (cond["type"], cond["reason"]) == ("Succeeded", "ExperimentMaxTrialsReached")
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 5
+    # Never more than parallelTrialCount trials alive at once.
+    edges = sorted([(t.start_time, 1) for t in trials] + [(t.completion_time, -1) for t in trials])
+    alive = peak = 0
+    for _, delta in edges:
+        alive += delta
+        peak = max(peak, alive)
+    assert peak == 2
+    assert {c["type"] for c in record.conditions} >= {"Created", "Running", "Succeeded"}
+    running = next(c for c in record.conditions if c["type"] == "Running")
+    assert running["status"] == "False"
+
+
+def test_goal_reached_before_max_trial_count(tmp_path, store, write_experiment):
+    doc = experiment_doc(maxTrialCount=20, parallelTrialCount=1,
+                         objective={"type": "maximize", "objectiveMetricName": "result", "goal": 40})
+    write_experiment(doc)
+    record, trials = _run(doc, store, tmp_path)
+    cond = current_condition(record.conditions)
+    assert (cond["type"], cond["reason"]) == ("Succeeded", "ExperimentGoalReached")
+    assert len(trials) < 20  # every value 4a - b^2 with a >= 10 is >= 40: the first trial reaches the goal
+    assert len(trials) == 1
+
+
+def test_goal_for_minimize_uses_less_or_equal(tmp_path, store, write_experiment):
+    script = "print('loss=0.5')\n"
+    doc = set_command(experiment_doc(maxTrialCount=3, parallelTrialCount=1,
+                                     objective={"type": "minimize", "objectiveMetricName": "loss", "goal": 0.5}),
+                      ["python3", "objective.py", "${trialParameters.a}", "${trialParameters.b}"])
+    write_experiment(doc, script=script)
+    record, trials = _run(doc, store, tmp_path)
+    assert current_condition(record.conditions)["reason"] == "ExperimentGoalReached"
+    assert len(trials) == 1
+
+
+def test_failing_trials_fail_the_experiment_at_max_failed_trial_count(tmp_path, store, write_experiment):
+    doc = set_command(experiment_doc(maxTrialCount=10, parallelTrialCount=1, maxFailedTrialCount=2),
+                      ["python3", "objective.py", "${trialParameters.a}", "${trialParameters.b}"])
+    write_experiment(doc, script="import sys\nprint('boom', file=sys.stderr)\nsys.exit(3)\n")
+    record, trials = _run(doc, store, tmp_path)
+    cond = current_condition(record.conditions)
+    assert (cond["type"], cond["reason"]) == ("Failed", "ExperimentFailed")
+    assert "max failed count" in cond["message"]
+    assert [t.state for t in trials] == [TrialState.FAILED, TrialState.FAILED]
+    assert "exited with code 3" in trials[0].message
+    assert trials[0].reason.startswith("TrialFailed")
+
+
+def test_metrics_unavailable_counts_as_failure(tmp_path, store, write_experiment):
+    doc = set_command(experiment_doc(maxTrialCount=5, parallelTrialCount=1, maxFailedTrialCount=1),
+                      ["python3", "objective.py", "${trialParameters.a}", "${trialParameters.b}"])
+    write_experiment(doc, script="print('accuracy=0.5')\n")
+    record, trials = _run(doc, store, tmp_path)
+    assert current_condition(record.conditions)["type"] == "Failed"
+    assert [t.state for t in trials] == [TrialState.METRICS_UNAVAILABLE]
+
+
+def test_max_failed_trial_count_zero_fails_on_first_failure(tmp_path, store, write_experiment):
+    doc = set_command(experiment_doc(maxTrialCount=3, parallelTrialCount=1, maxFailedTrialCount=0),
+                      ["python3", "objective.py", "${trialParameters.a}", "${trialParameters.b}"])
+    write_experiment(doc, script="raise SystemExit(1)\n")
+    record, trials = _run(doc, store, tmp_path)
+    assert current_condition(record.conditions)["type"] == "Failed"
+    assert len(trials) == 1
+
+
+def test_failures_below_the_limit_still_count_toward_max_trials(tmp_path, store, write_experiment):
+    script = "import sys\nv = int(sys.argv[1])\nsys.exit(1) if v % 2 else print(f'result={v}')\n"
+    doc = set_command(
+        experiment_doc(maxTrialCount=6, parallelTrialCount=2, maxFailedTrialCount=6,
+                       algorithm={"algorithmName": "grid"},
+                       parameters=[{"name": "a", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "6"}},
+                                   {"name": "b", "parameterType": "discrete", "feasibleSpace": {"list": ["0"]}}]),
+        ["python3", "objective.py", "${trialParameters.a}", "${trialParameters.b}"])
+    write_experiment(doc, script=script)
+    record, trials = _run(doc, store, tmp_path)
+    assert current_condition(record.conditions)["reason"] == "ExperimentMaxTrialsReached"
+    states = {t.assignments["a"]: t.state for t in trials}
+    assert states == {1: TrialState.FAILED, 2: TrialState.SUCCEEDED, 3: TrialState.FAILED,
+                      4: TrialState.SUCCEEDED, 5: TrialState.FAILED, 6: TrialState.SUCCEEDED}
+
+
+def test_exhausted_grid_ends_with_suggestion_end_reached(tmp_path, store, write_experiment):
+    doc = experiment_doc(
+        maxTrialCount=None, parallelTrialCount=3, algorithm={"algorithmName": "grid"},
+        parameters=[{"name": "a", "parameterType": "int", "feasibleSpace": {"min": "10", "max": "11"}},
+                    {"name": "b", "parameterType": "double", "feasibleSpace": {"min": "0.1", "max": "0.2", "step": "0.1"}}])
+    del doc["spec"]["maxTrialCount"]
+    write_experiment(doc)
+    record, trials = _run(doc, store, tmp_path)
+    cond = current_condition(record.conditions)
+    assert (cond["type"], cond["reason"]) == ("Succeeded", "ExperimentSuggestionEndReached")
+    assert sorted((t.assignments["a"], t.assignments["b"]) for t in trials) == [(10, 0.1), (10, 0.2), (11, 0.1), (11, 0.2)]
+
+
+def test_running_trials_finish_after_completion_by_default(tmp_path, store, write_experiment):
+    """Katib's behaviour: when the goal is reached, trials already running run to their end."""
+    script = SLEEPY_SCRIPT.replace("time.sleep(args.sleep)", "time.sleep(0.0 if args.a == 20 else 1.0)")
+    doc = experiment_doc(
+        maxTrialCount=2, parallelTrialCount=2, algorithm={"algorithmName": "grid"},
+        objective={"type": "maximize", "objectiveMetricName": "result", "goal": 79},
+        parameters=[{"name": "a", "parameterType": "discrete", "feasibleSpace": {"list": ["20", "10"]}},
+                    {"name": "b", "parameterType": "discrete", "feasibleSpace": {"list": ["0"]}}])
+    write_experiment(doc, script=script)
+    record, trials = _run(doc, store, tmp_path)
+    assert current_condition(record.conditions)["reason"] == "ExperimentGoalReached"
+    assert sorted(t.state.value for t in trials) == ["Succeeded", "Succeeded"]
+
+
+def test_kill_running_on_completion_option(tmp_path, store, write_experiment):
+    script = SLEEPY_SCRIPT.replace("time.sleep(args.sleep)", "time.sleep(0.0 if args.a == 20 else 30.0)")
+    doc = experiment_doc(
+        maxTrialCount=2, parallelTrialCount=2, algorithm={"algorithmName": "grid"},
+        objective={"type": "maximize", "objectiveMetricName": "result", "goal": 79},
+        parameters=[{"name": "a", "parameterType": "discrete", "feasibleSpace": {"list": ["20", "10"]}},
+                    {"name": "b", "parameterType": "discrete", "feasibleSpace": {"list": ["0"]}}])
+    write_experiment(doc, script=script)
+    record, trials = _run(doc, store, tmp_path, kill_running_on_completion=True)
+    by_a = {t.assignments["a"]: t for t in trials}
+    assert by_a[20].state is TrialState.SUCCEEDED
+    assert by_a[10].state is TrialState.KILLED
+    assert by_a[10].completion_time - by_a[10].start_time < 25
+
+
+def test_best_trial_uses_metric_strategy(tmp_path, store, write_experiment):
+    # Each trial reports the series (a, 25 - a): a=10 -> 10, 15 and a=20 -> 20, 5.
+    script = "import sys\na = int(sys.argv[1])\nfor v in (a, 25 - a):\n    print(f'result={v}')\n"
+    for strategy, expected in (("max", 20), ("latest", 10), ("min", 10)):
+        doc = set_command(
+            experiment_doc(maxTrialCount=2, parallelTrialCount=1, algorithm={"algorithmName": "grid"},
+                           objective={"type": "maximize", "objectiveMetricName": "result",
+                                      "metricStrategies": [{"name": "result", "value": strategy}]},
+                           parameters=[{"name": "a", "parameterType": "discrete", "feasibleSpace": {"list": ["10", "20"]}},
+                                       {"name": "b", "parameterType": "discrete", "feasibleSpace": {"list": ["0"]}}]),
+            ["python3", "objective.py", "${trialParameters.a}", "${trialParameters.b}"])
+        doc["metadata"]["name"] = f"strategy-{strategy}"
+        write_experiment(doc, script=script)
+        record, trials = _run(doc, store, tmp_path)
+        best = next(t for t in trials if t.name == _client_best(store, record.name))
+        assert best.assignments["a"] == expected
+        summary = next(t for t in trials if t.assignments["a"] == 20).observation["result"]
+        assert (summary.min, summary.max, summary.latest) == ("5", "20", "5")
+
+
+def _client_best(store: Store, name: str) -> str:
+    from katibx.client import KatibxClient
+
+    return KatibxClient(store).get_optimal_hyperparameters(name)["bestTrialName"]
+
+
+def test_duplicate_experiment_is_refused_and_nothing_is_lost(tmp_path, store, write_experiment):
+    doc = experiment_doc()
+    write_experiment(doc)
+    record, trials = _run(doc, store, tmp_path)
+    from katibx.store import ExperimentExists
+
+    with pytest.raises(ExperimentExists, match="already exists"):
+        _run(doc, store, tmp_path)
+    assert [t.name for t in store.trials(record.id)] == [t.name for t in trials]
+
+
+def test_resume_completed_experiment_with_larger_budget(tmp_path, store, write_experiment):
+    doc = experiment_doc(maxTrialCount=2, parallelTrialCount=1)
+    write_experiment(doc)
+    record, first = _run(doc, store, tmp_path)
+    record = resume_experiment("exp", store=store, max_trial_count=5)
+    trials = store.trials(record.id)
+    assert len(trials) == 5
+    assert [t.name for t in trials[:2]] == [t.name for t in first]
+    assert current_condition(record.conditions)["reason"] == "ExperimentMaxTrialsReached"
+    assert any(c["type"] == "Restarting" for c in record.conditions)
+
+
+def test_seeded_random_resume_matches_uninterrupted_run(tmp_path, write_experiment):
+    """The history in the store is the algorithm's only state: 2 trials then 3 more equal 5 at once."""
+    doc = experiment_doc(maxTrialCount=5, parallelTrialCount=1)
+    write_experiment(doc)
+    s1, s2 = Store(tmp_path / "one.db"), Store(tmp_path / "two.db")
+    whole = run_experiment(experiment_from_dict(doc), store=s1, workdir=tmp_path)
+    doc["spec"]["maxTrialCount"] = 2
+    run_experiment(experiment_from_dict(doc), store=s2, workdir=tmp_path)
+    split = resume_experiment("exp", store=s2, max_trial_count=5)
+    assert [t.assignments for t in s1.trials(whole.id)] == [t.assignments for t in s2.trials(split.id)]
+
+
+# crash safety ------------------------------------------------------------------------------
+def _start_controller(args: list[str], cwd: Path, store_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "KATIBX_STORE": str(store_path)}
+    return subprocess.Popen([sys.executable, "-m", "katibx.cli", *args, "-q"], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def _trial_processes(experiment: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("KATIBX_EXPERIMENT") == experiment:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(tmp_path, write_experiment):
+    doc = _sleepy(experiment_doc(maxTrialCount=6, parallelTrialCount=2), 0.6)
+    doc["metadata"]["name"] = "crashy"
+    path = write_experiment(doc, script=SLEEPY_SCRIPT)
+    store_path = tmp_path / "crash.db"
+    probe = Store(store_path)
+    controller = _start_controller(["run", str(path)], tmp_path, store_path)
+
+    def some_done_some_running() -> bool:
+        try:
+            record = probe.get_experiment("crashy")
+        except Exception:  # noqa: BLE001 - not created yet
+            return False
+        states = [t.state for t in probe.trials(record.id)]
+        return states.count(TrialState.SUCCEEDED) >= 2 and TrialState.RUNNING in states
+
+    _wait_for(some_done_some_running)
+    controller.send_signal(signal.SIGKILL)
+    controller.wait()
+    record = probe.get_experiment("crashy")
+    before = {t.name: t.state for t in probe.trials(record.id)}
+    orphans = _trial_processes("crashy")
+    assert orphans, "the killed controller's trials keep running until resume stops them"
+
+    result = katibx_cli("resume", "crashy", "-q", cwd=tmp_path, store=store_path)
+    assert result.returncode == 0, result.stderr
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
+    trials = probe.trials(record.id)
+    assert len(trials) == 6 and len({t.name for t in trials}) == 6
+    assert all(t.state is TrialState.SUCCEEDED for t in trials)
+    for name, state in before.items():  # finished trials kept their results; in-flight ones re-ran under their name
+        assert name in {t.name for t in trials}
+    starts = (tmp_path / "starts.log").read_text().split()
+    in_flight = [n for n, s in before.items() if s.is_active]
+    assert sorted(set(starts)) == sorted(t.name for t in trials)
+    assert all(starts.count(n) == 1 for n, s in before.items() if s is TrialState.SUCCEEDED)
+    assert all(starts.count(n) <= 2 for n in in_flight)
+    assert current_condition(probe.get_experiment("crashy").conditions)["reason"] == "ExperimentMaxTrialsReached"
+
+
+def test_repeated_kill_9_at_random_moments_ends_with_exact_counts(tmp_path, write_experiment):
+    import random
+
+    doc = _sleepy(experiment_doc(maxTrialCount=8, parallelTrialCount=3), 0.3)
+    doc["metadata"]["name"] = "chaos"
+    path = write_experiment(doc, script=SLEEPY_SCRIPT)
+    store_path = tmp_path / "chaos.db"
+    rng = random.Random(1234)
+    controller = _start_controller(["run", str(path)], tmp_path, store_path)
+    for _ in range(4):
+        time.sleep(rng.uniform(0.3, 1.2))
+        if controller.poll() is not None:
+            break
+        controller.send_signal(signal.SIGKILL)
+        controller.wait()
+        controller = _start_controller(["resume", "chaos"], tmp_path, store_path)
+    assert controller.wait(timeout=120) == 0, controller.stderr.read().decode()
+    probe = Store(store_path)
+    record = probe.get_experiment("chaos")
+    trials = probe.trials(record.id)
+    assert len(trials) == 8 and len({t.name for t in trials}) == 8
+    assert all(t.state is TrialState.SUCCEEDED for t in trials)
+    assert sorted(t.index for t in trials) == list(range(8))
+
+
+def test_ctrl_c_stops_trials_and_resume_finishes(tmp_path, write_experiment):
+    doc = _sleepy(experiment_doc(maxTrialCount=3, parallelTrialCount=2), 1.0)
+    doc["metadata"]["name"] = "interrupted"
+    path = write_experiment(doc, script=SLEEPY_SCRIPT)
+    store_path = tmp_path / "int.db"
+    probe = Store(store_path)
+    controller = _start_controller(["run", str(path)], tmp_path, store_path)
+
+    def running() -> bool:
+        try:
+            record = probe.get_experiment("interrupted")
+        except Exception:  # noqa: BLE001
+            return False
+        return any(t.state is TrialState.RUNNING for t in probe.trials(record.id))
+
+    _wait_for(running)
+    controller.send_signal(signal.SIGINT)
+    assert controller.wait(timeout=30) == 130
+    assert "katibx resume interrupted" in controller.stderr.read().decode()
+    _wait_for(lambda: not [p for p in _trial_processes("interrupted") if p.status() != psutil.STATUS_ZOMBIE], 10)
+    result = katibx_cli("resume", "interrupted", "-q", cwd=tmp_path, store=store_path)
+    assert result.returncode == 0, result.stderr
+    record = probe.get_experiment("interrupted")
+    assert [t.state for t in probe.trials(record.id)] == [TrialState.SUCCEEDED] * 3
+
+
+def test_controller_in_thread_sees_observations_committed_before_trial_ends(tmp_path, store, write_experiment):
+    """Metrics reach the store while the trial is still running."""
+    script = ("import os, time\nprint('result=1', flush=True)\n"
+              "while not os.path.exists('release'):\n    time.sleep(0.02)\nprint('result=2')\n")
+    doc = set_command(experiment_doc(maxTrialCount=1, parallelTrialCount=1),
+                      ["python3", "objective.py", "${trialParameters.a}", "${trialParameters.b}"])
+    write_experiment(doc, script=script)
+    thread = threading.Thread(target=_run, args=(doc, Store(store.path), tmp_path))
+    thread.start()
+    try:
+        def observed() -> bool:
+            try:
+                record = store.get_experiment("exp")
+            except Exception:  # noqa: BLE001
+                return False
+            trials = store.trials(record.id)
+            return bool(trials) and trials[0].state is TrialState.RUNNING and bool(store.observation_logs(trials[0].id))
+
+        _wait_for(observed, 30)
+    finally:
+        (tmp_path / "release").write_text("")
+        thread.join(60)
+    record = store.get_experiment("exp")
+    assert store.trials(record.id)[0].observation["result"].latest == "2"
