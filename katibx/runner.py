@@ -9,6 +9,7 @@ from typing import Any, Callable
 from algorithms.base import AlgorithmSettingsError
 from katibx import plugins
 from katibx.controller import Controller, TrialListener, create_algorithm
+from katibx.functions import function_reference, import_function
 from katibx.status import CREATED, REASON_CREATED, set_condition
 from katibx.store import ExperimentRecord, Store
 from katibx.spec import Experiment
@@ -53,6 +54,9 @@ def run_experiment(
     errors = check_experiment(experiment, backend)
     if errors:
         raise ValidationError(errors)
+    reference = function_reference(experiment)
+    if function is None and reference is not None:
+        function = import_function(reference, str(Path(workdir).absolute()))
     conditions: list[dict[str, Any]] = []
     set_condition(conditions, CREATED, True, REASON_CREATED, "Experiment is created")
     record = store.create_experiment(experiment, conditions, str(Path(workdir).absolute()))
@@ -86,6 +90,9 @@ def resume_experiment(
     errors = check_experiment(record.experiment, backend)
     if errors:
         raise ValidationError(errors)
+    reference = function_reference(record.experiment)
+    if function is None and reference is not None:
+        function = import_function(reference, record.workdir)
     store.save_experiment(record)
     return Controller(store, record, backend, function=function, kill_running_on_completion=kill_running_on_completion,
                       listener=listener).run()
