@@ -52,6 +52,7 @@ def apply_defaults(experiment: Experiment) -> Experiment:
 
 
 def _default_metric_strategies(exp: Experiment) -> None:
+    """Objective and additional metrics without a strategy follow the objective direction (Katib's code)."""
     objective = exp.spec.objective
     if objective is None or not objective.objective_metric_name:
         return
@@ -63,6 +64,7 @@ def _default_metric_strategies(exp: Experiment) -> None:
 
 
 def _default_trial_template(exp: Experiment) -> None:
+    """Success/failure conditions and primary pod labels of known worker kinds (inline trialSpec only)."""
     template = exp.spec.trial_template
     if template is None or template.trial_spec is None:
         return
@@ -79,12 +81,15 @@ def _default_trial_template(exp: Experiment) -> None:
 
 
 def _default_metrics_collector(exp: Experiment) -> None:
+    """StdOut when unset; default source paths and format for File, TensorFlowEvent and PrometheusMetric."""
     spec = exp.spec
     if spec.metrics_collector_spec is None:
         spec.metrics_collector_spec = MetricsCollectorSpec()
     mc = spec.metrics_collector_spec
-    if mc.collector is None or not mc.collector.kind:
+    if mc.collector is None:
         mc.collector = Collector(kind="StdOut")
+    elif not mc.collector.kind and not mc.collector.custom_collector:
+        mc.collector.kind = "StdOut"
     kind = mc.collector.kind
     if kind == "File":
         mc.source = mc.source or MetricsSource()

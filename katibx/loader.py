@@ -2,18 +2,56 @@
 
 from __future__ import annotations
 
+import difflib
+import typing
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from katibx.defaults import apply_defaults
 from katibx.spec import Experiment
 from katibx.validation import ValidationError, validate
 
+# pydantic error type -> Katib-style message
+_MESSAGES = {
+    "missing": "Required value",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+}
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys, which PyYAML would otherwise silently overwrite."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    """A mapping, after checking that no key appears twice."""
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        if isinstance(key, Hashable) and key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        if isinstance(key, Hashable):
+            seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
 
 def _loc(loc: tuple[Any, ...]) -> str:
+    """Katib's path notation: ``spec.parameters[0].name``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -23,28 +61,90 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(document)"
 
 
-def pydantic_errors(exc: PydanticValidationError) -> list[str]:
-    """One ``path: message`` line per pydantic error, with Katib's camelCase paths."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{_loc(loc)}: unknown field")
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside an annotation such as ``Optional[list[Model]]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _field_names(loc: tuple[Any, ...]) -> list[str]:
+    """Katib's field names of the object at ``loc`` (empty when it is not one of our models)."""
+    model: type[BaseModel] = Experiment
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        found = _model_of(fields[part].annotation) if part in fields else None
+        if found is None:
+            return []
+        model = found
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _unknown_field(loc: tuple[Any, ...]) -> str:
+    """The unknown-field line, with the closest Katib field name when there is one."""
+    names = _field_names(loc[:-1])
+    key = str(loc[-1])
+    close = [n for n in names if n.lower() == key.lower()] or difflib.get_close_matches(key, names, n=1)
+    return f"{_loc(loc)}: unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def _clean(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without pydantic's validator-function steps."""
+    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+
+
+def _got(value: Any) -> str:
+    """`` (got …)`` showing a scalar input, or naming the kind of a container."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return f" (got {value!r})"
+    return f" (got a {'mapping' if isinstance(value, dict) else 'list' if isinstance(value, list) else type(value).__name__})"
+
+
+def _position(data: Any, loc: tuple[Any, ...]) -> tuple[int, ...]:
+    """Where ``loc`` sits in the document (key and item indexes), to report errors top to bottom."""
+    out = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            out.append(list(data).index(part))
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            out.append(part)
         else:
-            given = err.get("input")
-            shown = f" (got {given!r})" if isinstance(given, (str, int, float, bool)) or given is None else ""
-            lines.append(f"{_loc(loc)}: {err['msg']}{shown}")
+            return (*out, 1 << 30)  # a missing key: after what is there
+        data = data[part]
+    return tuple(out)
+
+
+def pydantic_errors(exc: PydanticValidationError, data: Any = None) -> list[str]:
+    """One ``path: message`` line per pydantic error, with Katib's camelCase paths, in document order."""
+    lines = []
+    errors = exc.errors(include_url=False)
+    for err in sorted(errors, key=lambda e: _position(data, _clean(e["loc"]))):
+        loc = _clean(err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(_unknown_field(loc))
+        elif err["type"] == "missing":
+            lines.append(f"{_loc(loc)}: Required value")
+        elif err["type"] == "invalid_key":
+            lines.append(f"{_loc(loc[:-1])}: keys must be strings (got {loc[-1]!r})")
+        else:
+            lines.append(f"{_loc(loc)}: {_MESSAGES.get(err['type'], err['msg'])}{_got(err.get('input'))}")
     return lines
 
 
 def experiment_from_dict(data: Any, source: str | None = None) -> Experiment:
     """Parse, default and validate one Experiment document; raise ValidationError listing every problem."""
     if not isinstance(data, dict):
-        raise ValidationError([f"(document): must be a mapping with apiVersion, kind, metadata and spec (got {type(data).__name__})"], source)
+        raise ValidationError([f"(document): must be a mapping with apiVersion, kind, metadata and spec{_got(data)}"], source)
     try:
         experiment = Experiment.model_validate(data)
     except PydanticValidationError as exc:
-        raise ValidationError(pydantic_errors(exc), source) from None
+        raise ValidationError(pydantic_errors(exc, data), source) from None
     experiment = apply_defaults(experiment)
     errors = validate(experiment)
     if errors:
@@ -58,11 +158,13 @@ def load_documents(path: str | Path) -> list[Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValidationError([f"{path}: cannot read file ({exc.strerror or exc})"], str(path)) from None
+        raise ValidationError([f"(file): cannot read ({exc.strerror or exc})"], str(path)) from None
+    except UnicodeDecodeError:
+        raise ValidationError(["(file): not UTF-8 text"], str(path)) from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ValidationError([f"(yaml): {where}{problem}"], str(path)) from None
@@ -73,7 +175,8 @@ def load_documents(path: str | Path) -> list[Any]:
 
 def load_experiments(path: str | Path) -> list[Experiment]:
     """All Experiments in a file, each validated; errors of every document are reported together."""
-    experiments, errors = [], []
+    experiments: list[Experiment] = []
+    errors: list[str] = []
     docs = load_documents(path)
     for i, doc in enumerate(docs):
         try:

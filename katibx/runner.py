@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from algorithms.base import AlgorithmSettingsError
 from katibx import plugins
-from katibx.controller import Controller, TrialListener, create_algorithm
+from katibx.controller import Controller, TrialListener, create_algorithm, create_early_stopping
 from katibx.functions import function_reference, import_function
 from katibx.status import CREATED, REASON_CREATED, set_condition
 from katibx.store import ExperimentRecord, Store
@@ -31,10 +31,13 @@ def create_backend(name: str = DEFAULT_BACKEND, **options: Any) -> Backend:
 def check_experiment(experiment: Experiment, backend: Backend) -> list[str]:
     """Problems found before anything runs: algorithm settings and what the backend cannot do."""
     errors = list(backend.check(experiment))
-    try:
-        create_algorithm(ExperimentRecord(0, experiment))
-    except AlgorithmSettingsError as exc:
-        errors[:0] = exc.errors
+    for create in (create_algorithm, create_early_stopping):
+        try:
+            create(experiment)
+        except AlgorithmSettingsError as exc:
+            errors.extend(exc.errors)
+        except KeyError as exc:  # plugin not installed (validation reports it first with the field path)
+            errors.append(f"spec.algorithm: {exc.args[0]}")
     return errors
 
 

@@ -110,13 +110,14 @@ class SearchSpace:
         params = []
         for i, spec in enumerate(experiment.spec.parameters):
             param, errors = parse_parameter(spec, f"spec.parameters[{i}]", typed.get(spec.name))
-            if errors:
+            if param is None:
                 raise ValueError("; ".join(errors))
             params.append(param)
         return cls(tuple(params))
 
 
 def _number(raw: str | None, path: str, errors: list[str], integer: bool) -> float | None:
+    """``raw`` as a finite float (an integer when asked); None and a message in ``errors`` when it is not."""
     if raw is None or raw == "":
         return None
     try:
@@ -134,6 +135,7 @@ def _number(raw: str | None, path: str, errors: list[str], integer: bool) -> flo
 
 
 def _discrete_value(raw: str) -> float | int:
+    """A discrete list item: an int when written as one, else a float."""
     value = float(raw)
     return int(value) if value.is_integer() and "." not in raw and "e" not in raw.lower() else value
 
@@ -148,12 +150,15 @@ def parse_parameter(
     ptype = spec.parameter_type
     distribution = fs.distribution or "uniform"
     if ptype in ("double", "int"):
+        if not fs.min or not fs.max:
+            return None, [f"{fpath}: min and max must be specified for parameterType {ptype}"]
         integer = ptype == "int"
         low = _number(fs.min, f"{fpath}.min", errors, integer)
         high = _number(fs.max, f"{fpath}.max", errors, integer)
         step = _number(fs.step, f"{fpath}.step", errors, integer)
-        if low is not None and high is not None and low >= high:
-            errors.append(f"{fpath}: min ({fs.min}) must be less than max ({fs.max})")
+        # min == max is a fixed value (Katib's hyperband example pins its resource parameter this way)
+        if low is not None and high is not None and low > high:
+            errors.append(f"{fpath}: min ({fs.min}) must not be greater than max ({fs.max})")
         if step is not None and step <= 0:
             errors.append(f"{fpath}.step: must be greater than 0")
         if distribution in ("logUniform", "logNormal") and low is not None and low <= 0:
@@ -180,4 +185,6 @@ def parse_parameter(
         if errors:
             return None, errors
         return Parameter(spec.name, ptype, values=tuple(values), distribution=distribution), []
-    return None, []  # unsupported type: reported by the webhook-rule validator
+    if not ptype:
+        return None, [f"{path}.parameterType: Required value"]
+    return None, [f"{path}.parameterType: {ptype!r} is not supported; must be one of {', '.join(PARAMETER_TYPES)}"]

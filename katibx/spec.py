@@ -6,10 +6,17 @@ Katib's string-typed ``feasibleSpace`` values. Defaults are applied by :mod:`kat
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 from pydantic.alias_generators import to_camel
 
 _StrList = list[str]
@@ -18,11 +25,20 @@ KIND = "Experiment"
 
 
 class KatibModel(BaseModel):
-    """Base: camelCase field names as in Katib's YAML, unknown keys refused."""
+    """Base: camelCase field names as in Katib's YAML, unknown keys refused, no lossy coercion ("3" is not 3)."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=False
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True)
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_defaults(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        """Leave out empty lists and maps that only stand for "not given", so output mirrors the input."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, field in type(self).model_fields.items():
+                key = field.alias if info.by_alias and field.alias else name
+                if field.default_factory is not None and data.get(key) in ([], {}):
+                    del data[key]
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         """Katib-shaped plain data (camelCase, unset fields left out)."""
@@ -38,17 +54,16 @@ def _as_string(value: Any) -> Any:
     return value
 
 
-class ObjectiveType(str, Enum):
-    MINIMIZE = "minimize"
-    MAXIMIZE = "maximize"
-
-
 class MetricStrategy(KatibModel):
+    """Which aggregate of a metric's series is the trial's value: min, max or latest."""
+
     name: str
     value: str  # min | max | latest
 
 
 class Objective(KatibModel):
+    """What to optimise: direction, optional goal, objective and additional metrics."""
+
     type: Optional[str] = None
     goal: Optional[float] = None
     objective_metric_name: Optional[str] = None
@@ -57,6 +72,8 @@ class Objective(KatibModel):
 
 
 class AlgorithmSetting(KatibModel):
+    """One algorithm setting; Katib keeps values as strings."""
+
     name: str
     value: str
 
@@ -64,14 +81,19 @@ class AlgorithmSetting(KatibModel):
 
 
 class Algorithm(KatibModel):
+    """An algorithm name and its settings (the shape of both algorithm and earlyStopping)."""
+
     algorithm_name: Optional[str] = None
     algorithm_settings: list[AlgorithmSetting] = Field(default_factory=list)
 
     def settings_dict(self) -> dict[str, str]:
+        """Settings as a name -> value mapping."""
         return {s.name: s.value for s in self.algorithm_settings}
 
 
 class FeasibleSpace(KatibModel):
+    """Range (min/max/step) or list of a parameter, all strings, plus the distribution."""
+
     min: Optional[str] = None
     max: Optional[str] = None
     step: Optional[str] = None
@@ -83,30 +105,39 @@ class FeasibleSpace(KatibModel):
     @field_validator("list", mode="before")
     @classmethod
     def _coerce_list(cls, value: Any) -> Any:
+        """Keep list items textual, as Katib does."""
         if isinstance(value, (list, tuple)):
             return [_as_string(v) for v in value]
         return value
 
 
 class ParameterSpec(KatibModel):
+    """One search-space parameter."""
+
     name: str = ""
     parameter_type: str = ""
     feasible_space: FeasibleSpace = Field(default_factory=FeasibleSpace)
 
 
 class TrialParameter(KatibModel):
+    """A ``${trialParameters.<name>}`` placeholder and the parameter or metadata it takes its value from."""
+
     name: str = ""
     description: Optional[str] = None
     reference: str = ""
 
 
 class ConfigMapSource(KatibModel):
+    """Where a trial template stored in a ConfigMap lives."""
+
     config_map_name: Optional[str] = None
     config_map_namespace: Optional[str] = None
     template_path: Optional[str] = None
 
 
 class TrialTemplate(KatibModel):
+    """How a trial's worker is made and judged: inline trialSpec or a ConfigMap, plus placeholders."""
+
     retain: Optional[bool] = None
     trial_spec: Optional[dict[str, Any]] = None
     config_map: Optional[ConfigMapSource] = None
@@ -118,48 +149,66 @@ class TrialTemplate(KatibModel):
 
 
 class FileSystemPath(KatibModel):
+    """A metrics file or directory: path, kind (File | Directory) and format (TEXT | JSON)."""
+
     path: Optional[str] = None
     kind: Optional[str] = None  # File | Directory
     format: Optional[str] = None  # TEXT | JSON
 
 
 class MetricsFilter(KatibModel):
+    """Regular expressions with two groups (metric name and value) for TEXT metrics."""
+
     metrics_format: list[str] = Field(default_factory=list)
 
 
 class MetricsSource(KatibModel):
+    """Where metrics come from: an HTTP endpoint, a file or directory, and line filters."""
+
     http_get: Optional[dict[str, Any]] = None
     file_system_path: Optional[FileSystemPath] = None
     filter: Optional[MetricsFilter] = None
 
 
 class Collector(KatibModel):
+    """The metrics collector kind, and its container for kind Custom."""
+
     kind: Optional[str] = None
     custom_collector: Optional[dict[str, Any]] = None
 
 
 class MetricsCollectorSpec(KatibModel):
+    """How trial metrics are collected."""
+
     collector: Optional[Collector] = None
     source: Optional[MetricsSource] = None
 
 
 class GraphConfig(KatibModel):
+    """NAS network shape: number of layers, input and output sizes."""
+
     num_layers: Optional[int] = None
     input_sizes: Optional[list[int]] = None
     output_sizes: Optional[list[int]] = None
 
 
 class Operation(KatibModel):
+    """One NAS operation type and its parameters."""
+
     operation_type: Optional[str] = None
     parameters: list[ParameterSpec] = Field(default_factory=list)
 
 
 class NasConfig(KatibModel):
+    """The NAS search space: graph shape and candidate operations."""
+
     graph_config: Optional[GraphConfig] = None
     operations: list[Operation] = Field(default_factory=list)
 
 
 class ExperimentSpec(KatibModel):
+    """The whole ``spec`` of a v1beta1 Experiment."""
+
     parameters: list[ParameterSpec] = Field(default_factory=list)
     objective: Optional[Objective] = None
     algorithm: Optional[Algorithm] = None
@@ -176,7 +225,7 @@ class ExperimentSpec(KatibModel):
 class ObjectMeta(KatibModel):
     """The subset of Kubernetes ObjectMeta an Experiment carries; other keys are kept as given."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", strict=True)
 
     name: Optional[str] = None
     namespace: Optional[str] = None
@@ -187,10 +236,6 @@ class ObjectMeta(KatibModel):
 class Experiment(KatibModel):
     """A Katib Experiment: metadata plus spec. Status lives in the store, not here."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid"
-    )
-
     api_version: str = API_VERSION
     kind: str = KIND
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
@@ -199,8 +244,10 @@ class Experiment(KatibModel):
 
     @property
     def name(self) -> str:
+        """``metadata.name``, or an empty string."""
         return self.metadata.name or ""
 
     @property
     def namespace(self) -> str:
+        """``metadata.namespace``, ``default`` when unset."""
         return self.metadata.namespace or "default"

@@ -6,20 +6,17 @@ Algorithm settings are checked by the algorithm plugin itself (see :mod:`katibx.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
 
 from katibx.search_space import DISTRIBUTIONS, PARAMETER_TYPES, parse_parameter
-from katibx.spec import Experiment, TrialTemplate
+from katibx.spec import Experiment, FileSystemPath, TrialTemplate
+from katibx.template import FUNCTION_KIND, PLACEHOLDER
 
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_PLACEHOLDER_RE = re.compile(r"\$\{trialParameters\.([^}]*)\}")
 _META_REF_RE = re.compile(r"^\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|Labels\[[^\]]+\]|Annotations\[[^\]]+\])\}$")
 RESUME_POLICIES = ("Never", "LongRunning", "FromVolume")
 COLLECTOR_KINDS = ("StdOut", "File", "TensorFlowEvent", "PrometheusMetric", "Custom", "Push")
-# Collector kinds katibx can run; the others validate but are refused with a reason at run time.
-LOCAL_COLLECTOR_KINDS = ("StdOut", "File", "TensorFlowEvent", "Push")
-_TWO_GROUPS_RE = re.compile(r".*\(.*\).*\(.*\).*")
 
 
 class ValidationError(ValueError):
@@ -36,8 +33,7 @@ def validate(experiment: Experiment) -> list[str]:
     errors: list[str] = []
     _check_metadata(experiment, errors)
     _check_counts(experiment, errors)
-    if not _check_objective(experiment, errors):
-        return errors  # Katib stops at an objective error
+    _check_objective(experiment, errors)  # Katib stops at an objective error; we go on to report everything
     _check_algorithm(experiment, errors)
     policy = experiment.spec.resume_policy
     if policy and policy not in RESUME_POLICIES:
@@ -49,6 +45,7 @@ def validate(experiment: Experiment) -> list[str]:
 
 
 def _check_metadata(exp: Experiment, errors: list[str]) -> None:
+    """metadata.name (DNS label, at most 40 characters), apiVersion and kind."""
     name = exp.metadata.name
     if not name:
         errors.append("metadata.name: Required value")
@@ -57,7 +54,7 @@ def _check_metadata(exp: Experiment, errors: list[str]) -> None:
             f"metadata.name: {name!r} must consist of lower case alphanumeric characters or '-', "
             "start with a letter and end with an alphanumeric character"
         )
-    elif len(name) > 40:
+    if name and len(name) > 40:
         errors.append(f"metadata.name: must be no more than 40 characters (got {len(name)})")
     if exp.api_version != "kubeflow.org/v1beta1":
         errors.append(f"apiVersion: must be kubeflow.org/v1beta1 (got {exp.api_version!r})")
@@ -66,6 +63,7 @@ def _check_metadata(exp: Experiment, errors: list[str]) -> None:
 
 
 def _check_counts(exp: Experiment, errors: list[str]) -> None:
+    """Trial counts: positive, and no larger than spec.maxTrialCount."""
     spec = exp.spec
     if spec.max_failed_trial_count is not None and spec.max_failed_trial_count < 0:
         errors.append("spec.maxFailedTrialCount: should not be less than 0")
@@ -73,19 +71,19 @@ def _check_counts(exp: Experiment, errors: list[str]) -> None:
         errors.append("spec.maxTrialCount: must be greater than 0")
     if spec.parallel_trial_count is not None and spec.parallel_trial_count <= 0:
         errors.append("spec.parallelTrialCount: must be greater than 0")
-    if spec.max_trial_count is not None:
+    if spec.max_trial_count is not None and spec.max_trial_count > 0:  # else the comparisons are noise
         if spec.max_failed_trial_count is not None and spec.max_failed_trial_count > spec.max_trial_count:
             errors.append("spec.maxFailedTrialCount: should be less than or equal to spec.maxTrialCount")
         if spec.parallel_trial_count is not None and spec.parallel_trial_count > spec.max_trial_count:
             errors.append("spec.parallelTrialCount: should be less than or equal to spec.maxTrialCount")
 
 
-def _check_objective(exp: Experiment, errors: list[str]) -> bool:
+def _check_objective(exp: Experiment, errors: list[str]) -> None:
+    """Objective type, metric names and metric strategies."""
     obj = exp.spec.objective
     if obj is None:
         errors.append("spec.objective: Required value")
-        return False
-    before = len(errors)
+        return
     if obj.type not in ("minimize", "maximize"):
         errors.append(f"spec.objective.type: must be minimize or maximize (got {obj.type!r})")
     if not obj.objective_metric_name:
@@ -95,10 +93,10 @@ def _check_objective(exp: Experiment, errors: list[str]) -> bool:
     for i, strategy in enumerate(obj.metric_strategies):
         if strategy.value not in ("min", "max", "latest"):
             errors.append(f"spec.objective.metricStrategies[{i}].value: must be min, max or latest (got {strategy.value!r})")
-    return len(errors) == before
 
 
 def _check_algorithm(exp: Experiment, errors: list[str]) -> None:
+    """The search and early-stopping algorithms must be installed plugins."""
     from katibx.plugins import algorithm_names, early_stopping_names  # plugin discovery, lazily
 
     algo = exp.spec.algorithm
@@ -106,7 +104,7 @@ def _check_algorithm(exp: Experiment, errors: list[str]) -> None:
         errors.append("spec.algorithm: Required value")
     elif not algo.algorithm_name:
         errors.append("spec.algorithm.algorithmName: Required value")
-    elif exp.spec.nas_config is None and algo.algorithm_name not in algorithm_names():
+    elif algo.algorithm_name not in algorithm_names():
         errors.append(
             f"spec.algorithm.algorithmName: unknown algorithm {algo.algorithm_name!r}; "
             f"available: {', '.join(sorted(algorithm_names()))}"
@@ -121,6 +119,7 @@ def _check_algorithm(exp: Experiment, errors: list[str]) -> None:
 
 
 def _check_trial_template(exp: Experiment, errors: list[str]) -> None:
+    """Katib's trialTemplate rules, in Katib's order."""
     tt = exp.spec.trial_template
     path = "spec.trialTemplate"
     if tt is None:
@@ -144,21 +143,24 @@ def _check_trial_template(exp: Experiment, errors: list[str]) -> None:
         for field, value in (("configMapName", cm.config_map_name), ("configMapNamespace", cm.config_map_namespace), ("templatePath", cm.template_path)):
             if not value:
                 errors.append(f"{path}.configMap.{field}: Required value")
-        return  # the template itself is resolved by a backend that can read ConfigMaps
-    _check_trial_parameters(exp, tt, errors)
+        # the template itself is read by a backend that can reach ConfigMaps: placeholders are checked there
+        _check_trial_parameters(exp, tt, None, errors)
+        return
+    _check_trial_parameters(exp, tt, None if _is_function_template(tt) else json.dumps(tt.trial_spec), errors)
     _check_trial_spec(tt.trial_spec or {}, errors)
 
 
 def _is_function_template(tt: TrialTemplate) -> bool:
-    return bool(tt.trial_spec) and tt.trial_spec.get("kind") == "Function"
+    """katibx's own ``kind: Function`` template (Python API): no containers, no placeholders."""
+    return tt.trial_spec is not None and tt.trial_spec.get("kind") == FUNCTION_KIND
 
 
-def _check_trial_parameters(exp: Experiment, tt: TrialTemplate, errors: list[str]) -> None:
+def _check_trial_parameters(exp: Experiment, tt: TrialTemplate, template_text: str | None, errors: list[str]) -> None:
+    """Katib's trialParameters rules; placeholder use is checked only when the template text is known."""
     path = "spec.trialTemplate.trialParameters"
     params = tt.trial_parameters or []
     param_names = {p.name for p in exp.spec.parameters}
-    template_text = _template_text(tt.trial_spec)
-    placeholders = set(_PLACEHOLDER_RE.findall(template_text))
+    placeholders = set(PLACEHOLDER.findall(template_text or ""))
     names: set[str] = set()
     references: set[str] = set()
     for i, tp in enumerate(params):
@@ -177,22 +179,17 @@ def _check_trial_parameters(exp: Experiment, tt: TrialTemplate, errors: list[str
         is_meta = bool(_META_REF_RE.match(tp.reference))
         if not is_meta and param_names and tp.reference not in param_names:
             errors.append(f"{ipath}.reference: {tp.reference!r} is not a parameter in spec.parameters")
-        if not _is_function_template(tt) and tp.name not in placeholders:
+        if template_text is not None and tp.name not in placeholders:
             errors.append(f"{ipath}: parameter {tp.name!r} is not used in spec.trialTemplate as ${{trialParameters.{tp.name}}}")
     for name in sorted(placeholders - names):
         errors.append(f"spec.trialTemplate: ${{trialParameters.{name}}} is used but not declared in spec.trialTemplate.trialParameters")
     if exp.spec.nas_config is None:
-        for name in sorted(param_names - references):
+        for name in sorted(param_names - references - {""}):
             errors.append(f"spec.parameters: parameter {name!r} is not referenced by any spec.trialTemplate.trialParameters")
 
 
-def _template_text(trial_spec: dict[str, Any] | None) -> str:
-    import json
-
-    return json.dumps(trial_spec or {})
-
-
-def _check_trial_spec(trial_spec: dict[str, Any], errors: list[str]) -> None:
+def _check_trial_spec(trial_spec: dict[str, object], errors: list[str]) -> None:
+    """The inline worker object: no name/namespace of its own, apiVersion and kind given."""
     path = "spec.trialTemplate.trialSpec"
     meta = trial_spec.get("metadata") or {}
     if not isinstance(meta, dict):
@@ -207,6 +204,7 @@ def _check_trial_spec(trial_spec: dict[str, Any], errors: list[str]) -> None:
 
 
 def _check_parameters(exp: Experiment, errors: list[str]) -> None:
+    """spec.parameters vs spec.nasConfig, then each parameter's type and feasible space."""
     spec = exp.spec
     if not spec.parameters and spec.nas_config is None:
         errors.append("spec: spec.parameters or spec.nasConfig must be specified")
@@ -224,28 +222,26 @@ def _check_parameters(exp: Experiment, errors: list[str]) -> None:
             errors.append(f"{path}.name: duplicate parameter name {param.name!r}")
         seen.add(param.name)
         if param.parameter_type not in PARAMETER_TYPES:
-            errors.append(f"{path}.parameterType: {param.parameter_type!r} is not supported; must be one of {', '.join(PARAMETER_TYPES)}")
+            errors.extend(parse_parameter(param, path)[1])  # names the supported types
             continue
         if fs.distribution and fs.distribution not in DISTRIBUTIONS:
             errors.append(f"{path}.feasibleSpace.distribution: {fs.distribution!r} is not supported; must be one of {', '.join(DISTRIBUTIONS)}")
             continue
-        if fs.min is None and fs.max is None and fs.step is None and fs.list is None:
+        if not (fs.min or fs.max or fs.step or fs.list is not None):
             errors.append(f"{path}.feasibleSpace: feasibleSpace must be specified")
             continue
         if param.parameter_type in ("double", "int"):
             if fs.list is not None:
                 errors.append(f"{path}.feasibleSpace.list: is not supported for parameterType {param.parameter_type}")
                 continue
-            if fs.min is None or fs.max is None:
-                errors.append(f"{path}.feasibleSpace: min and max must be specified for parameterType {param.parameter_type}")
-                continue
-        elif fs.min is not None or fs.max is not None or fs.step is not None:
+        elif fs.min or fs.max or fs.step:
             errors.append(f"{path}.feasibleSpace: min, max and step are not supported for parameterType {param.parameter_type}; use list")
             continue
         errors.extend(parse_parameter(param, path)[1])
 
 
 def _check_metrics_collector(exp: Experiment, errors: list[str]) -> None:
+    """Collector kind and what each kind needs from its source."""
     mc = exp.spec.metrics_collector_spec
     if mc is None or mc.collector is None:
         return
@@ -256,18 +252,19 @@ def _check_metrics_collector(exp: Experiment, errors: list[str]) -> None:
         return
     source = mc.source
     fsp = source.file_system_path if source else None
+    fpath = f"{path}.source.fileSystemPath"
     if kind == "File":
-        if fsp is None or fsp.kind != "File" or not fsp.path:
-            errors.append(f"{path}.source.fileSystemPath: file path where metrics file exists is required (kind File)")
+        if not _is_absolute(fsp, "File"):
+            errors.append(f"{fpath}: file path where metrics file exists is required (kind File, absolute path)")
         if fsp is not None and fsp.format not in ("TEXT", "JSON"):
-            errors.append(f"{path}.source.fileSystemPath.format: format of metrics file is required and must be TEXT or JSON")
+            errors.append(f"{fpath}.format: format of metrics file is required and must be TEXT or JSON")
         if fsp is not None and fsp.format == "JSON" and source and source.filter and source.filter.metrics_format:
             errors.append(f"{path}.source.filter: filter must be nil when format of metrics file is json")
     elif kind == "TensorFlowEvent":
-        if fsp is None or fsp.kind != "Directory" or not fsp.path:
-            errors.append(f"{path}.source.fileSystemPath: directory path where tensorflow event files exist is required (kind Directory)")
-        elif fsp.format:
-            errors.append(f"{path}.source.fileSystemPath.format: must be empty for TensorFlowEvent")
+        if not _is_absolute(fsp, "Directory"):
+            errors.append(f"{fpath}: directory path where tensorflow event files exist is required (kind Directory, absolute path)")
+        elif fsp is not None and fsp.format:
+            errors.append(f"{fpath}.format: must be empty for TensorFlowEvent")
     elif kind == "PrometheusMetric":
         http = (source.http_get if source else None) or {}
         port = http.get("port")
@@ -275,15 +272,23 @@ def _check_metrics_collector(exp: Experiment, errors: list[str]) -> None:
             errors.append(f"{path}.source.httpGet.port: must be a positive integer")
         if not str(http.get("path", "")).startswith("/"):
             errors.append(f"{path}.source.httpGet.path: must start with '/'")
-    elif kind == "Custom" and not mc.collector.custom_collector:
-        errors.append(f"{path}.collector.customCollector: Required value for kind Custom")
+    elif kind == "Custom":
+        if not mc.collector.custom_collector:
+            errors.append(f"{path}.collector.customCollector: Required value for kind Custom")
+        if fsp is not None and not (_is_absolute(fsp, "File") or _is_absolute(fsp, "Directory")):
+            errors.append(f"{fpath}: must be an absolute path with kind File or Directory")
     if source and source.filter:
         for i, fmt in enumerate(source.filter.metrics_format):
-            fpath = f"{path}.source.filter.metricsFormat[{i}]"
+            rpath = f"{path}.source.filter.metricsFormat[{i}]"
             try:
-                re.compile(fmt)
+                groups = re.compile(fmt).groups
             except re.error as exc:
-                errors.append(f"{fpath}: invalid regular expression ({exc})")
+                errors.append(f"{rpath}: invalid regular expression ({exc})")
                 continue
-            if not _TWO_GROUPS_RE.match(fmt):
-                errors.append(f"{fpath}: two top subexpressions are required (metric name and value)")
+            if groups < 2:
+                errors.append(f"{rpath}: two top subexpressions are required (metric name and value)")
+
+
+def _is_absolute(fsp: FileSystemPath | None, kind: str) -> bool:
+    """Whether ``fsp`` names an absolute path of the given kind (File or Directory)."""
+    return fsp is not None and fsp.kind == kind and bool(fsp.path) and str(fsp.path).startswith("/")
