@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from algorithms.base import SearchAlgorithm
+from algorithms.early_stopping import EarlyStoppingAlgorithm
 from katibx import plugins
 from katibx.collectors import MetricLog
 from katibx.search_space import SearchSpace
+from katibx.spec import Experiment
 from katibx.status import (
     FAILED,
     REASON_RESTARTING,
@@ -40,12 +42,19 @@ TrialListener = Callable[[ExperimentRecord, list[TrialRecord]], None]
 _SUFFIX = string.ascii_lowercase + string.digits
 
 
-def create_algorithm(record: ExperimentRecord) -> SearchAlgorithm:
-    """Instantiate the experiment's algorithm plugin (validates its settings)."""
-    experiment = record.experiment
+def create_algorithm(experiment: Experiment) -> SearchAlgorithm:
+    """Instantiate the experiment's search-algorithm plugin (validates its settings)."""
     assert experiment.spec.algorithm and experiment.spec.algorithm.algorithm_name
     cls = plugins.load(plugins.ALGORITHMS, experiment.spec.algorithm.algorithm_name)
     return cls(experiment, SearchSpace.from_experiment(experiment))
+
+
+def create_early_stopping(experiment: Experiment) -> EarlyStoppingAlgorithm | None:
+    """Instantiate the experiment's early-stopping plugin, if it has one (validates its settings)."""
+    spec = experiment.spec.early_stopping
+    if spec is None or not spec.algorithm_name:
+        return None
+    return plugins.load(plugins.EARLY_STOPPING, spec.algorithm_name)(experiment)
 
 
 class Controller:
@@ -73,15 +82,20 @@ class Controller:
         self.kill_running_on_completion = kill_running_on_completion
         self.listener = listener
         self.poll_timeout = poll_timeout
-        self.algorithm = create_algorithm(record)
+        self.algorithm = create_algorithm(record.experiment)
+        self.early_stopping = create_early_stopping(record.experiment)
         self.trials: list[TrialRecord] = store.trials(record.id)
+        if self.early_stopping is not None:
+            for trial in self.trials:  # the store's history is the early-stopping state too
+                if trial.state.is_terminal:
+                    self.early_stopping.observe(trial, store.observation_logs(trial.id))
         self._by_name = {t.name: t for t in self.trials}
         self._logs: dict[str, list[tuple[float, str, str]]] = {}
         self._started: set[str] = set()
         self._killing: dict[str, TrialState] = {}
 
     @property
-    def experiment(self):  # noqa: ANN201 - the record's Experiment
+    def experiment(self) -> Experiment:
         return self.record.experiment
 
     # main loop ----------------------------------------------------------------------------
@@ -205,16 +219,25 @@ class Controller:
         now = time.time()
         rows = [(m.timestamp if m.timestamp is not None else now, m.name, m.value) for m in logs]
         self.store.add_observations(trial.id, rows)
-        self._logs.setdefault(trial_name, []).extend(rows)
+        history = self._logs.setdefault(trial_name, [])
+        history.extend(rows)
+        if (self.early_stopping is not None and trial.state is TrialState.RUNNING and trial.name not in self._killing
+                and not is_completed(self.record.conditions) and self.early_stopping.should_stop(trial, history)):
+            log.info("early stopping trial %s", trial.name)
+            self._killing[trial.name] = TrialState.EARLY_STOPPED
+            self.backend.kill(trial.name)
 
     def _finish(self, event: TrialExited) -> None:
         trial = self._by_name.get(event.trial_name)
         if trial is None or trial.state.is_terminal:
             return
-        trial.observation = summarize(self._logs.pop(trial.name, []))
+        logs = self._logs.pop(trial.name, [])
+        trial.observation = summarize(logs)
         trial.completion_time = time.time()
         forced = self._killing.pop(trial.name, None)
-        if forced is not None:
+        if forced is TrialState.EARLY_STOPPED:
+            state, reason, message = forced, TRIAL_REASONS[forced], "Trial is early stopped"
+        elif forced is not None:
             state, reason, message = forced, TRIAL_REASONS[forced], f"Trial was stopped by the controller ({event.message})"
         elif event.succeeded:
             metric = self.experiment.spec.objective.objective_metric_name  # type: ignore[union-attr]
@@ -226,6 +249,8 @@ class Controller:
         else:
             state, reason, message = TrialState.FAILED, f"TrialFailed. Job reason: {event.reason}", f"Trial has failed: {event.message}"
         self._set_state(trial, state, reason, message)
+        if self.early_stopping is not None:
+            self.early_stopping.observe(trial, logs)
 
     def _set_state(self, trial: TrialRecord, state: TrialState, reason: str, message: str) -> None:
         if state.is_terminal and trial.completion_time is None:
