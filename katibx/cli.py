@@ -24,8 +24,8 @@ from katibx.validation import ValidationError
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 store_option = click.option(
     "--store", envvar="KATIBX_STORE", default=None, metavar="URL",
@@ -74,7 +74,8 @@ class _ProgressListener:
     def __call__(self, record: ExperimentRecord, trials: list[TrialRecord]) -> None:
         spec = record.experiment.spec
         counts = TrialCounts.of(trials)
-        if self.task is None:
+        if self.task is None:  # started on the first event, so an early error prints no empty bar
+            self.progress.start()
             self.task = self.progress.add_task(record.name, total=spec.max_trial_count)
         best = optimal_trial(record.experiment, trials)
         metric = spec.objective.objective_metric_name if spec.objective else ""
@@ -89,9 +90,13 @@ class _ProgressListener:
 def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quiet: bool) -> NoReturn:
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err, transient=False, disable=quiet)
+    listener = _ProgressListener(progress)
     try:
-        with progress:
-            record = run(_ProgressListener(progress))
+        try:
+            record = run(listener)
+        finally:
+            if listener.task is not None:
+                progress.stop()
     except KeyboardInterrupt:
         err.print(f"interrupted; the running trials were stopped. Continue with: katibx resume {name}")
         sys.exit(EXIT_INTERRUPTED)
@@ -136,6 +141,9 @@ def run(file: str, backend: str, store: str | None, kill_running_on_completion: 
     """Run the Experiment in FILE until it completes."""
     experiment = load_experiment(file)
     worker = create_backend(backend)
+    errors = check_experiment(experiment, worker)
+    if errors:
+        raise ValidationError(errors, file)
     st = Store(store)
     _drive(experiment.name, lambda listener: run_experiment(
         experiment, store=st, backend=worker, workdir=Path(file).absolute().parent,

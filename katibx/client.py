@@ -7,10 +7,10 @@ import shutil
 from typing import Any
 
 from katibx.collection import STDOUT_LOG
-from katibx.status import current_condition, experiment_status, optimal_trial_status, timestamp
+from katibx.status import experiment_status, optimal_trial_status, timestamp
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.template import format_value
-from katibx.trial import TrialRecord
+from katibx.trial import TrialRecord, TrialState
 
 
 def experiment_object(record: ExperimentRecord, trials: list[TrialRecord]) -> dict[str, Any]:
@@ -60,6 +60,14 @@ class KatibxClient:
         record, trials = self._record(name, namespace)
         return [trial_object(record, t) for t in trials]
 
+    def get_success_trial_details(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Succeeded trials as Katib lists them: name, parameter_assignments and metrics."""
+        record, trials = self._record(name, namespace)
+        return [{"name": t.name,
+                 "parameter_assignments": [{"name": k, "value": format_value(v)} for k, v in t.assignments.items()],
+                 "metrics": [m.to_dict() for m in t.observation.values()]}
+                for t in trials if t.state is TrialState.SUCCEEDED]
+
     def get_optimal_hyperparameters(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """``status.currentOptimalTrial``, or None while no trial has the objective metric."""
         record, trials = self._record(name, namespace)
@@ -70,8 +78,14 @@ class KatibxClient:
         return self.store.get_experiment(name, namespace).conditions
 
     def _has_condition(self, name: str, namespace: str | None, ctype: str) -> bool:
-        cond = current_condition(self.get_experiment_conditions(name, namespace))
-        return cond is not None and cond["type"] == ctype
+        """Katib's ``has_condition``: a condition of this type with status True."""
+        return any(c["type"] == ctype and c["status"] == "True" for c in self.get_experiment_conditions(name, namespace))
+
+    def is_experiment_created(self, name: str, namespace: str | None = None) -> bool:
+        return self._has_condition(name, namespace, "Created")
+
+    def is_experiment_restarting(self, name: str, namespace: str | None = None) -> bool:
+        return self._has_condition(name, namespace, "Restarting")
 
     def is_experiment_succeeded(self, name: str, namespace: str | None = None) -> bool:
         return self._has_condition(name, namespace, "Succeeded")

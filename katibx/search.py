@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from katibx.spec import FeasibleSpace, ParameterSpec
+from katibx.template import format_value
+from katibx.validation import ValidationError
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,20 @@ def double(min: float, max: float, step: float | None = None, distribution: str 
 
 
 def categorical(values: Sequence[Any]) -> Domain:
-    """One of ``values``; the objective receives the value itself (ints stay ints, bools stay bools)."""
+    """One of ``values``; the objective receives the value itself (ints stay ints, bools stay bools).
+
+    Values must be strings, numbers or bools, each with a distinct text form (``1`` and ``"1"`` clash).
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValidationError([f"categorical: values must be a list, got {type(values).__name__}"])
     values = tuple(values)
-    return Domain("categorical", FeasibleSpace(list=[str(v) for v in values]), values)
+    bad = [f"categorical[{i}]: must be a string, number or bool, got {type(v).__name__}"
+           for i, v in enumerate(values) if not isinstance(v, (str, builtins.int, float))]
+    if bad:
+        raise ValidationError(bad)
+    return Domain("categorical", FeasibleSpace(list=[format_value(v) for v in values]), values)
 
 
 def discrete(values: Sequence[float]) -> Domain:
     """One of the numbers in ``values``."""
-    return Domain("discrete", FeasibleSpace(list=[str(v) for v in values]))
+    return Domain("discrete", FeasibleSpace(list=[format_value(v) for v in values]))

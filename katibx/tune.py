@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any, Callable, Mapping
 
 from katibx.client import KatibxClient
-from katibx.defaults import apply_defaults
-from katibx.runner import DEFAULT_BACKEND, run_experiment
+from katibx.loader import experiment_from_dict
+from katibx.runner import DEFAULT_BACKEND, check_experiment, create_backend, run_experiment
 from katibx.search import Domain
 from katibx.search_space import TYPED_VALUES_ANNOTATION
-from katibx.spec import Algorithm, AlgorithmSetting, Collector, Experiment, ExperimentSpec, MetricsCollectorSpec, ObjectMeta, Objective, TrialParameter, TrialTemplate
+from katibx.spec import API_VERSION, KIND, Experiment
 from katibx.store import Store
 from katibx.template import FUNCTION_KIND
-from katibx.validation import ValidationError, validate
+from katibx.validation import ValidationError
+
+# Experiment field path -> the ``tune`` argument it comes from, named in error messages.
+_ARGUMENTS = {
+    "metadata.name": "name", "metadata.namespace": "namespace", "spec.parameters": "parameters",
+    "spec.objective.type": "objective_type", "spec.objective.goal": "objective_goal",
+    "spec.objective.objectiveMetricName": "objective_metric_name",
+    "spec.objective.additionalMetricNames": "additional_metric_names",
+    "spec.algorithm.algorithmName": "algorithm_name", "spec.algorithm.algorithmSettings": "algorithm_settings",
+    "spec.maxTrialCount": "max_trial_count", "spec.parallelTrialCount": "parallel_trial_count",
+    "spec.maxFailedTrialCount": "max_failed_trial_count",
+}
+
+
+def _with_argument(line: str) -> str:
+    """``spec.objective.type: ...`` -> ``spec.objective.type (objective_type): ...``."""
+    path, sep, rest = line.partition(": ")
+    for prefix, argument in _ARGUMENTS.items():
+        if path == prefix or path.startswith((prefix + ".", prefix + "[")):
+            return f"{path} ({argument}){sep}{rest}"
+    return line
+
+
+def _check_objective(objective: Any) -> list[str]:
+    if not callable(objective):
+        return [f"objective: must be a callable taking one dict argument, got {type(objective).__name__}"]
+    try:
+        inspect.signature(objective).bind({})
+    except TypeError:
+        return ["objective: must accept exactly one positional argument (the dict of parameter values)"]
+    except ValueError:  # no signature (some builtins): let the trial tell
+        pass
+    return []
 
 
 def function_experiment(
@@ -31,49 +64,62 @@ def function_experiment(
     max_trial_count: int | None = None,
     parallel_trial_count: int | None = None,
     max_failed_trial_count: int | None = None,
-    env_per_trial: Mapping[str, str] | None = None,
+    env_per_trial: Mapping[str, Any] | None = None,
     trial_active_deadline_seconds: float | None = None,
 ) -> Experiment:
-    """The Experiment ``tune`` runs: search domains become parameters, other values are passed through unchanged."""
-    if not callable(objective):
-        raise ValidationError([f"objective: must be a callable taking one dict argument, got {type(objective).__name__}"])
-    domains = {k: v for k, v in parameters.items() if isinstance(v, Domain)}
-    fixed = {k: v for k, v in parameters.items() if not isinstance(v, Domain)}
-    try:
-        json.dumps(fixed)
-    except TypeError as exc:
-        raise ValidationError([f"parameters: fixed values must be JSON data ({exc})"]) from None
-    typed = {k: list(d.values) for k, d in domains.items() if d.values is not None}
-    function_spec: dict[str, Any] = {"function": f"{objective.__module__}:{objective.__qualname__}", "fixedParameters": fixed}
-    if env_per_trial:
-        function_spec["env"] = [{"name": k, "value": str(v)} for k, v in env_per_trial.items()]
-    if trial_active_deadline_seconds is not None:
-        function_spec["activeDeadlineSeconds"] = trial_active_deadline_seconds
-    experiment = Experiment(
-        metadata=ObjectMeta(name=name, namespace=namespace,
-                            annotations={TYPED_VALUES_ANNOTATION: json.dumps(typed)} if typed else {}),
-        spec=ExperimentSpec(
-            parameters=[d.to_spec(k) for k, d in domains.items()],
-            objective=Objective(type=objective_type, goal=objective_goal, objective_metric_name=objective_metric_name,
-                                additional_metric_names=list(additional_metric_names or [])),
-            algorithm=Algorithm(algorithm_name=algorithm_name, algorithm_settings=[
-                AlgorithmSetting(name=str(k), value=str(v)) for k, v in (algorithm_settings or {}).items()]),
-            trial_template=TrialTemplate(
-                primary_container_name="function",
-                trial_parameters=[TrialParameter(name=k, reference=k) for k in domains],
-                trial_spec={"apiVersion": "katibx.io/v1alpha1", "kind": FUNCTION_KIND, "spec": function_spec},
-            ),
-            parallel_trial_count=parallel_trial_count,
-            max_trial_count=max_trial_count,
-            max_failed_trial_count=max_failed_trial_count,
-            metrics_collector_spec=MetricsCollectorSpec(collector=Collector(kind="StdOut")),
-        ),
-    )
-    experiment = apply_defaults(experiment)
-    errors = validate(experiment)
+    """The Experiment ``tune`` runs: search domains become parameters, other values are passed through unchanged.
+
+    Raises ValidationError, one ``field.path (argument): message`` line per problem.
+    """
+    errors = _check_objective(objective)
+    for argument, value in (("parameters", parameters), ("algorithm_settings", algorithm_settings),
+                            ("env_per_trial", env_per_trial)):
+        if value is not None and not isinstance(value, Mapping):
+            errors.append(f"{argument}: must be a dict, got {type(value).__name__}")
     if errors:
         raise ValidationError(errors)
-    return experiment
+    domains = {str(k): v for k, v in parameters.items() if isinstance(v, Domain)}
+    fixed = {str(k): v for k, v in parameters.items() if not isinstance(v, Domain)}
+    try:
+        json.dumps(fixed)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError([f"parameters: values that are not katibx.search domains must be JSON data ({exc})"]) from None
+    typed = {k: list(d.values) for k, d in domains.items() if d.values is not None}
+    function_spec: dict[str, Any] = {"function": f"{getattr(objective, '__module__', '')}:{getattr(objective, '__qualname__', '')}",
+                                     "fixedParameters": fixed}
+    if env_per_trial:
+        function_spec["env"] = [{"name": str(k), "value": str(v)} for k, v in env_per_trial.items()]
+    if trial_active_deadline_seconds is not None:
+        function_spec["activeDeadlineSeconds"] = trial_active_deadline_seconds
+    objective_spec = {"type": objective_type, "goal": objective_goal, "objectiveMetricName": objective_metric_name,
+                      "additionalMetricNames": list(additional_metric_names or [])}
+    doc: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace,
+                     "annotations": {TYPED_VALUES_ANNOTATION: json.dumps(typed)} if typed else {}},
+        "spec": {
+            "parameters": [d.to_spec(k).to_dict() for k, d in domains.items()],
+            "objective": {k: v for k, v in objective_spec.items() if v is not None},
+            "algorithm": {"algorithmName": algorithm_name, "algorithmSettings": [
+                {"name": str(k), "value": str(v)} for k, v in (algorithm_settings or {}).items()]},
+            "trialTemplate": {
+                "primaryContainerName": "function",
+                "trialParameters": [{"name": k, "reference": k} for k in domains],
+                "trialSpec": {"apiVersion": "katibx.io/v1alpha1", "kind": FUNCTION_KIND, "spec": function_spec},
+            },
+            "parallelTrialCount": parallel_trial_count,
+            "maxTrialCount": max_trial_count,
+            "maxFailedTrialCount": max_failed_trial_count,
+            "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
+        },
+    }
+    doc["metadata"] = {k: v for k, v in doc["metadata"].items() if v is not None}
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    try:
+        return experiment_from_dict(doc)
+    except ValidationError as exc:
+        raise ValidationError([_with_argument(e) for e in exc.errors]) from None
 
 
 def tune(
@@ -90,9 +136,18 @@ def tune(
 
     The objective gets one dict of typed values and either returns a dict of metrics or calls
     :func:`katibx.report_metrics`; printing ``name=value`` lines works too. Each trial runs in its own process.
+    Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
     """
     experiment = function_experiment(name, objective, parameters, **experiment_options)
+    worker = create_backend(backend)
+    errors = check_experiment(experiment, worker)
+    if errors:
+        raise ValidationError([_with_argument(e) for e in errors])
     st = store if isinstance(store, Store) else Store(store)
-    record = run_experiment(experiment, store=st, backend=backend, function=objective,
-                            kill_running_on_completion=kill_running_on_completion)
-    return KatibxClient(st).get_experiment(record.name, record.namespace)
+    try:
+        record = run_experiment(experiment, store=st, backend=worker, function=objective,
+                                kill_running_on_completion=kill_running_on_completion)
+        return KatibxClient(st).get_experiment(record.name, record.namespace)
+    finally:
+        if st is not store:
+            st.close()

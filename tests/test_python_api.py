@@ -1,0 +1,230 @@
+"""The Python API: ``katibx.tune`` (Katib's ``KatibClient.tune`` with typed values), the client, YAML from Python and
+``katibx.report_metrics``. Real trial processes (forked by the local backend) and a real SQLite store.
+
+Katib's e2e tune case: maximize 4a - b^2, a int in [10, 20], b double in [0.1, 0.2], 4 trials. With
+``random_state: 7`` the first four draws of ``a`` are 20, 19, 13, 18 (seeds 0..14 tried; 7 is the first whose first
+trial reaches a=20); a categorical ``c`` drawn after ``a`` and ``b`` does not change them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import katibx
+from conftest import experiment_doc
+from katibx.report import METRICS_FILE_ENV, TRIAL_NAME_ENV
+from katibx.template import format_value
+
+CHOICES = ["adam", 3, 0.5]
+FIXED = {"epochs": 2, "tags": ["x", "y"], "note": None}
+
+
+def e2e_objective(p: dict[str, Any]) -> dict[str, float]:
+    """Returns its metrics; fails the trial unless every value arrives typed and the fixed values unchanged."""
+    assert type(p["a"]) is int and 10 <= p["a"] <= 20, p
+    assert type(p["b"]) is float and 0.1 <= p["b"] <= 0.2, p
+    assert p["c"] in CHOICES and type(p["c"]) is type(CHOICES[CHOICES.index(p["c"])]), p
+    assert {k: p[k] for k in FIXED} == FIXED, p
+    print(f"a={p['a']} b={p['b']} c={p['c']!r}")
+    return {"result": 4 * p["a"] - p["b"] ** 2}
+
+
+def reporting_objective(p: dict[str, Any]) -> None:
+    """Calls report_metrics once per 'epoch' instead of returning."""
+    for epoch in range(3):
+        katibx.report_metrics({"loss": p["x"] * (3 - epoch), "epoch": epoch})
+
+
+def bad_metric_objective(p: dict[str, Any]) -> dict[str, Any]:
+    return {"result": True}
+
+
+def crashing_objective(p: dict[str, Any]) -> None:
+    raise RuntimeError("objective crashed on purpose")
+
+
+def tune_args(store: Path, **overrides: Any) -> dict[str, Any]:
+    args: dict[str, Any] = dict(
+        name="tune-e2e", objective=e2e_objective,
+        parameters={"a": katibx.search.int(10, 20), "b": katibx.search.double(0.1, 0.2),
+                    "c": katibx.search.categorical(CHOICES), **FIXED},
+        objective_metric_name="result", objective_type="maximize", algorithm_name="random",
+        algorithm_settings={"random_state": 7}, max_trial_count=4, parallel_trial_count=2, max_failed_trial_count=1,
+        store=str(store),
+    )
+    args.update(overrides)
+    return args
+
+
+def assignments(trial_or_optimal: dict[str, Any]) -> dict[str, str]:
+    items = trial_or_optimal.get("parameterAssignments") or trial_or_optimal["spec"]["parameterAssignments"]
+    return {p["name"]: p["value"] for p in items}
+
+
+def test_tune_e2e_typed_values_and_client(tmp_path: Path) -> None:
+    store = tmp_path / "store.db"
+    experiment = katibx.tune(**tune_args(store))
+
+    assert experiment["kind"] == "Experiment" and experiment["metadata"]["name"] == "tune-e2e"
+    status = experiment["status"]
+    assert status["trials"] == status["trialsSucceeded"] == 4  # every typed-value assertion held
+    client = katibx.KatibxClient(store)
+    assert client.is_experiment_created("tune-e2e") and client.is_experiment_succeeded("tune-e2e")
+    assert not client.is_experiment_failed("tune-e2e") and not client.is_experiment_running("tune-e2e")
+    assert [c["reason"] for c in client.get_experiment_conditions("tune-e2e") if c["type"] == "Succeeded"] == [
+        "ExperimentMaxTrialsReached"]
+
+    trials = client.list_trials("tune-e2e")
+    assert len(trials) == 4
+
+    def value(t: dict[str, Any]) -> float:
+        a = assignments(t)
+        return 4 * int(a["a"]) - float(a["b"]) ** 2
+
+    best = max(trials, key=value)
+    optimal = client.get_optimal_hyperparameters("tune-e2e")
+    assert optimal == status["currentOptimalTrial"]
+    assert optimal["bestTrialName"] == best["metadata"]["name"]
+    assert assignments(optimal)["a"] == "20" and set(assignments(optimal)) == {"a", "b", "c"}
+    assert float(optimal["observation"]["metrics"][0]["latest"]) == pytest.approx(value(best))
+    details = client.get_success_trial_details("tune-e2e")
+    assert sorted(d["name"] for d in details) == sorted(t["metadata"]["name"] for t in trials)
+    logs = client.get_trial_logs("tune-e2e", best["metadata"]["name"])
+    assert logs.startswith(f"a=20 b={assignments(best)['b']}")
+    assert katibx.KatibClient is katibx.KatibxClient
+
+    with pytest.raises(katibx.StoreError, match="already exists"):
+        katibx.tune(**tune_args(store, max_trial_count=1, parallel_trial_count=1))
+    assert len(client.list_trials("tune-e2e")) == 4
+    with pytest.raises(katibx.StoreError, match="not found"):
+        client.get_experiment("nope")
+
+
+def test_tune_with_a_closure_and_report_metrics(tmp_path: Path) -> None:
+    seen_scale = 10.0
+
+    def objective(p: dict[str, Any]) -> None:  # a closure: the local backend forks, so it needs no import
+        katibx.report_metrics({"loss": seen_scale * p["x"]})
+        katibx.report_metrics({"loss": seen_scale * p["x"] / 2, "accuracy": 0.5})
+
+    experiment = katibx.tune(
+        name="closure", objective=objective, parameters={"x": katibx.search.discrete([1, 2, 4])},
+        objective_metric_name="loss", additional_metric_names=["accuracy"], objective_type="minimize",
+        algorithm_name="grid", max_trial_count=3, parallel_trial_count=3, store=tmp_path / "s.db",
+    )
+    assert experiment["status"]["trialsSucceeded"] == 3
+    optimal = experiment["status"]["currentOptimalTrial"]
+    assert assignments(optimal) == {"x": "1"}
+    metrics = {m["name"]: m for m in optimal["observation"]["metrics"]}
+    assert metrics["loss"] == {"name": "loss", "min": "5.0", "max": "10.0", "latest": "5.0"}
+    assert metrics["accuracy"]["latest"] == "0.5"
+
+
+def test_report_metrics_series_gives_min_max_latest(tmp_path: Path) -> None:
+    experiment = katibx.tune(
+        name="series", objective=reporting_objective, parameters={"x": katibx.search.double(1.0, 2.0)},
+        objective_metric_name="loss", objective_type="minimize", max_trial_count=1, parallel_trial_count=1,
+        store=tmp_path / "s.db",
+    )
+    (loss,) = [m for m in experiment["status"]["currentOptimalTrial"]["observation"]["metrics"] if m["name"] == "loss"]
+    x = float(assignments(experiment["status"]["currentOptimalTrial"])["x"])
+    assert float(loss["min"]) == pytest.approx(x) and float(loss["max"]) == pytest.approx(3 * x)
+    assert float(loss["latest"]) == pytest.approx(x)
+
+
+@pytest.mark.parametrize("objective, text", [
+    (bad_metric_objective, "ValueError: metric 'result': value must be a number or a string, got bool"),
+    (crashing_objective, "RuntimeError: objective crashed on purpose"),
+])
+def test_failing_objective_fails_trial_and_experiment(tmp_path: Path, objective: Any, text: str) -> None:
+    store = tmp_path / "s.db"
+    experiment = katibx.tune(**tune_args(store, name="fails", objective=objective, parallel_trial_count=1))
+    assert experiment["status"]["trialsFailed"] == 1 and experiment["status"]["trials"] == 1
+    client = katibx.KatibxClient(store)
+    assert client.is_experiment_failed("fails") and client.get_optimal_hyperparameters("fails") is None
+    (trial,) = experiment["status"]["failedTrialList"]
+    assert text in client.get_trial_logs("fails", trial)
+
+
+def test_yaml_experiment_from_python_load_run_resume(tmp_path: Path, write_experiment, store: katibx.Store) -> None:
+    path = write_experiment(experiment_doc())
+    experiment = katibx.load_experiment(path)
+    assert isinstance(experiment, katibx.Experiment) and experiment.spec.parallel_trial_count == 2
+    record = katibx.run_experiment(experiment, store=store, workdir=path.parent)
+    client = katibx.KatibxClient(store)
+    assert record.name == "exp" and client.is_experiment_succeeded("exp")
+    assert assignments(client.get_optimal_hyperparameters("exp"))["a"] == "20"
+
+    katibx.resume_experiment("exp", store=store, max_trial_count=5)
+    assert len(client.list_trials("exp")) == 5 and client.is_experiment_succeeded("exp")
+    client.delete_experiment("exp")
+    assert client.list_experiments() == []
+
+    bad = write_experiment(experiment_doc(maxTrailCount=1), name="bad.yaml")
+    with pytest.raises(katibx.ValidationError) as info:
+        katibx.load_experiment(bad)
+    assert info.value.errors == ["spec.maxTrailCount: unknown field (did you mean 'maxTrialCount'?)"]
+
+
+def two_arguments(a: dict[str, Any], b: int) -> None:
+    pass
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"objective": "not a function"}, "objective: must be a callable taking one dict argument, got str"),
+    ({"objective": two_arguments}, "objective: must accept exactly one positional argument"),
+    ({"objective_type": "max"}, "spec.objective.type (objective_type): must be minimize or maximize (got 'max')"),
+    ({"objective_metric_name": None}, "spec.objective.objectiveMetricName (objective_metric_name): Required value"),
+    ({"algorithm_settings": {"seed": 1}},
+     "spec.algorithm.algorithmSettings (algorithm_settings): unknown setting 'seed' for algorithm 'random'"),
+    ({"algorithm_settings": {"random_state": "x"}},
+     "spec.algorithm.algorithmSettings[random_state] (algorithm_settings): must be an integer (got 'x')"),
+    ({"algorithm_name": "nope"}, "spec.algorithm.algorithmName (algorithm_name): unknown algorithm 'nope'"),
+    ({"max_trial_count": "4"}, "spec.maxTrialCount (max_trial_count): must be an integer (got '4')"),
+    ({"parallel_trial_count": 5}, "spec.parallelTrialCount (parallel_trial_count): should be less than or equal"),
+    ({"name": "Bad_Name"}, "metadata.name (name): 'Bad_Name' must consist of lower case"),
+    ({"parameters": {"a": katibx.search.int(20, 10)}},
+     "spec.parameters[0].feasibleSpace (parameters): min (20)"),
+    ({"parameters": {"a": katibx.search.int(1, 5), "f": object()}}, "parameters: values that are not katibx.search"),
+    ({"parameters": [("a", 1)]}, "parameters: must be a dict, got list"),
+])
+def test_bad_tune_input_raises_validation_error_before_anything_is_stored(
+        tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
+    store = tmp_path / "s.db"
+    with pytest.raises(katibx.ValidationError) as info:
+        katibx.tune(**tune_args(store, **overrides))
+    assert any(line.startswith(message) for line in info.value.errors), info.value.errors
+    assert not store.exists()
+
+
+def test_search_helpers_refuse_unusable_categorical_values() -> None:
+    with pytest.raises(katibx.ValidationError, match=r"categorical\[1\]: must be a string, number or bool, got dict"):
+        katibx.search.categorical(["a", {"b": 1}])
+    with pytest.raises(katibx.ValidationError, match="values must be a list"):
+        katibx.search.categorical("abc")
+    domain = katibx.search.categorical([True, 2, "x"])
+    assert domain.values == (True, 2, "x") and domain.feasible_space.list == [format_value(v) for v in (True, 2, "x")]
+
+
+def test_report_metrics_outside_a_trial_and_bad_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TRIAL_NAME_ENV, raising=False)
+    monkeypatch.delenv(METRICS_FILE_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="must be called inside a katibx trial"):
+        katibx.report_metrics({"loss": 0.1})
+
+    metrics_file = tmp_path / "metrics.jsonl"
+    monkeypatch.setenv(TRIAL_NAME_ENV, "t-1")
+    monkeypatch.setenv(METRICS_FILE_ENV, str(metrics_file))
+    for value in (True, None, [1.0]):
+        with pytest.raises(ValueError, match="value must be a number or a string"):
+            katibx.report_metrics({"loss": value})
+    assert not metrics_file.exists()
+    katibx.report_metrics({"loss": 1})
+    (line,) = metrics_file.read_text().splitlines()
+    assert json.loads(line)["loss"] == 1
+    assert os.environ[TRIAL_NAME_ENV] == "t-1"
