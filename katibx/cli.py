@@ -146,7 +146,7 @@ def run(file: str, backend: str, store: str | None, kill_running_on_completion: 
         raise ValidationError(errors, file)
     st = Store(store)
     _drive(experiment.name, lambda listener: run_experiment(
-        experiment, store=st, backend=worker, workdir=Path(file).absolute().parent,
+        experiment, store=st, backend=worker,
         kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet)
 
 

@@ -141,6 +141,8 @@ class Controller:
             self.record.completed = None
         if not is_completed(conditions):
             set_condition(conditions, RUNNING, True, REASON_RUNNING, "Experiment is running")
+            if any(c["type"] == RESTARTING and c["status"] == "True" for c in conditions):
+                set_condition(conditions, RESTARTING, False, REASON_RUNNING, "Experiment has restarted")
         self._save_experiment()
 
     def _can_restart(self) -> bool:

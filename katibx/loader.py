@@ -186,6 +186,8 @@ def load_experiments(path: str | Path) -> list[Experiment]:
             errors.extend(prefix + e for e in exc.errors)
     if errors:
         raise ValidationError(errors, str(path))
+    for experiment in experiments:
+        experiment._source_dir = str(Path(path).absolute().parent)
     return experiments
 
 

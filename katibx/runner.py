@@ -46,12 +46,16 @@ def run_experiment(
     *,
     store: Store | None = None,
     backend: Backend | str = DEFAULT_BACKEND,
-    workdir: str | os.PathLike[str] = ".",
+    workdir: str | os.PathLike[str] | None = None,
     function: Callable[..., Any] | None = None,
     kill_running_on_completion: bool = False,
     listener: TrialListener | None = None,
 ) -> ExperimentRecord:
-    """Store a new experiment and run it to completion; ValidationError before anything is stored."""
+    """Store a new experiment and run it to completion; ValidationError before anything is stored.
+
+    Trials run in ``workdir``: by default the folder of the YAML file the experiment was loaded from, else cwd.
+    """
+    workdir = Path(workdir or experiment.source_dir or ".").absolute()
     store = store or Store()
     backend = create_backend(backend) if isinstance(backend, str) else backend
     errors = check_experiment(experiment, backend)
@@ -59,10 +63,10 @@ def run_experiment(
         raise ValidationError(errors)
     reference = function_reference(experiment)
     if function is None and reference is not None:
-        function = import_function(reference, str(Path(workdir).absolute()))
+        function = import_function(reference, str(workdir))
     conditions: list[dict[str, Any]] = []
     set_condition(conditions, CREATED, True, REASON_CREATED, "Experiment is created")
-    record = store.create_experiment(experiment, conditions, str(Path(workdir).absolute()))
+    record = store.create_experiment(experiment, conditions, str(workdir))
     return Controller(store, record, backend, function=function, kill_running_on_completion=kill_running_on_completion,
                       listener=listener).run()
 

@@ -42,8 +42,11 @@ class Parameter:
             return int(round(float(value)))
         if self.type == "double":
             return float(value)
+        for choice in self.values:  # exact type first: 1, 1.0 and True are different categories
+            if type(choice) is type(value) and choice == value:
+                return choice
         for choice in self.values:
-            if choice == value or str(choice) == str(value):
+            if str(choice) == str(value):
                 return choice
         raise ValueError(f"{value!r} is not one of {list(self.values)} for parameter {self.name!r}")
 

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     field_validator,
@@ -241,6 +242,14 @@ class Experiment(KatibModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ExperimentSpec = Field(default_factory=ExperimentSpec)
     status: Optional[dict[str, Any]] = None  # accepted (kubectl get -o yaml output) and ignored
+
+    # Folder of the file the experiment was loaded from: the default working directory of its trials.
+    _source_dir: Optional[str] = PrivateAttr(default=None)
+
+    @property
+    def source_dir(self) -> str | None:
+        """The folder of the YAML file this experiment came from, if any."""
+        return self._source_dir
 
     @property
     def name(self) -> str:

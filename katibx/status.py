@@ -27,17 +27,17 @@ def timestamp(seconds: float | None = None) -> str:
 
 
 def set_condition(conditions: list[dict[str, Any]], ctype: str, status: bool, reason: str, message: str) -> None:
-    """Add or update a Katib condition in place (transition time changes only when status flips)."""
-    now = timestamp()
+    """Katib's setCondition: an unchanged condition stays put; a changed one moves to the end of the list
+    (keeping its transition time when only the reason changed)."""
     value = "True" if status else "False"
-    for cond in conditions:
-        if cond["type"] == ctype:
-            if cond["status"] != value:
-                cond["lastTransitionTime"] = now
-            cond.update(status=value, reason=reason, message=message, lastUpdateTime=now)
-            return
+    current = next((c for c in conditions if c["type"] == ctype), None)
+    if current is not None and current["status"] == value and current["reason"] == reason:
+        return
+    now = timestamp()
+    transition = current["lastTransitionTime"] if current is not None and current["status"] == value else now
+    conditions[:] = [c for c in conditions if c["type"] != ctype]
     conditions.append({"type": ctype, "status": value, "reason": reason, "message": message,
-                       "lastUpdateTime": now, "lastTransitionTime": now})
+                       "lastUpdateTime": now, "lastTransitionTime": transition})
 
 
 def current_condition(conditions: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

@@ -383,3 +383,27 @@ def test_controller_in_thread_sees_observations_committed_before_trial_ends(tmp_
         thread.join(60)
     record = store.get_experiment("exp")
     assert store.trials(record.id)[0].observation["result"].latest == "2"
+
+
+def test_trials_run_in_the_experiment_files_folder_by_default(tmp_path, store, write_experiment, monkeypatch):
+    from katibx.loader import load_experiment
+
+    path = write_experiment(experiment_doc(maxTrialCount=1, parallelTrialCount=1))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # objective.py is only found relative to the YAML file
+    record = run_experiment(load_experiment(path), store=store)
+    assert [t.state for t in store.trials(record.id)] == [TrialState.SUCCEEDED]
+
+
+def test_conditions_follow_katib_order_after_a_restart(tmp_path, store, write_experiment):
+    doc = experiment_doc(maxTrialCount=1, parallelTrialCount=1)
+    write_experiment(doc)
+    run_experiment(experiment_from_dict(doc), store=store, workdir=tmp_path)
+    seen = []
+    record = resume_experiment("exp", store=store, max_trial_count=2,
+                               listener=lambda rec, trials: seen.append(current_condition(rec.conditions)["type"]))
+    assert "Running" in seen and "Restarting" not in seen[seen.index("Running"):]
+    types = [(c["type"], c["status"]) for c in record.conditions]
+    assert types[-1] == ("Succeeded", "True")
+    assert ("Restarting", "False") in types
