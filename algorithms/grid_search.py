@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,15 +42,16 @@ class GridSearch(SearchAlgorithm):
 
     def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
         names = self.space.names
-        seen = {self._key(t.assignments, names) for t in trials}
+        seen = {_key(t.assignments.get(n) for n in names) for t in trials}
         out: list[Suggestion] = []
         for point in self._grid:
             if len(out) == count:
                 break
-            if point not in seen:
+            if _key(point) not in seen:
                 out.append(Suggestion(dict(zip(names, point))))
         return out
 
-    @staticmethod
-    def _key(assignments: Mapping[str, Any], names: list[str]) -> tuple[Any, ...]:
-        return tuple(assignments.get(n) for n in names)
+
+def _key(values: Iterable[Any]) -> tuple[tuple[bool, Any], ...]:
+    """A grid point's identity: ``True`` and ``1`` are different choices of a categorical parameter."""
+    return tuple((isinstance(v, bool), v) for v in values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ class RandomSearch(SearchAlgorithm):
 
     def configure(self, settings: Mapping[str, str | None], errors: list[str]) -> None:
         self.seed = int_setting(settings, "random_state", errors)
-        self._entropy = np.random.SeedSequence().entropy if self.seed is None else self.seed
+        self._entropy = secrets.randbits(128) if self.seed is None else self.seed
 
     def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
         out = []

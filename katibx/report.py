@@ -13,6 +13,20 @@ TRIAL_DIR_ENV = "KATIBX_TRIAL_DIR"
 METRICS_FILE_ENV = "KATIBX_METRICS_FILE"
 
 
+def _metric_value(name: str, value: Any) -> int | float | str:
+    """A number as float (NumPy and framework scalars too), a string as is; anything else is refused."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)  # kept as written: 3, not 3.0
+    if not isinstance(value, bool) and not (isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)):
+        try:
+            return float(value)  # also NumPy scalars and 0-d tensors
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"metric {name!r}: value must be a number or a string, got {type(value).__name__}")
+
+
 def report_metrics(metrics: Mapping[str, Any]) -> None:
     """Record metric values for the current trial; call it as often as you like (each call is one observation).
 
@@ -26,9 +40,9 @@ def report_metrics(metrics: Mapping[str, Any]) -> None:
         )
     record: dict[str, Any] = {}
     for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
-            raise ValueError(f"metric {name!r}: value must be a number or a string, got {type(value).__name__}")
-        record[str(name)] = value if isinstance(value, str) else float(value)
+        if str(name) == "timestamp":
+            raise ValueError("metric name 'timestamp' is reserved for the time of the report")
+        record[str(name)] = _metric_value(str(name), value)
     record["timestamp"] = time.time()
     line = json.dumps(record) + "\n"
     with open(path, "a", encoding="utf-8") as f:

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from katibx.spec import Experiment, ParameterSpec
+from katibx.template import format_value
 
 PARAMETER_TYPES = ("double", "int", "discrete", "categorical")
 DISTRIBUTIONS = ("uniform", "logUniform", "normal", "logNormal")
@@ -46,7 +47,7 @@ class Parameter:
             if type(choice) is type(value) and choice == value:
                 return choice
         for choice in self.values:
-            if str(choice) == str(value):
+            if format_value(choice) == str(value) or str(choice) == str(value):
                 return choice
         raise ValueError(f"{value!r} is not one of {list(self.values)} for parameter {self.name!r}")
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from katibx.collectors import as_float
 from katibx.spec import Experiment
+from katibx.template import format_value
 from katibx.trial import TrialRecord, TrialState
 
 # Experiment condition types and Katib's reasons.
@@ -180,6 +181,6 @@ def optimal_trial_status(experiment: Experiment, trials: Sequence[TrialRecord]) 
         return {"bestTrialName": "", "parameterAssignments": [], "observation": {"metrics": []}}
     return {
         "bestTrialName": best.name,
-        "parameterAssignments": [{"name": k, "value": str(v)} for k, v in best.assignments.items()],
+        "parameterAssignments": [{"name": k, "value": format_value(v)} for k, v in best.assignments.items()],
         "observation": {"metrics": [m.to_dict() for m in best.observation.values()]},
     }

@@ -6,6 +6,7 @@ neither break the document's structure nor reach a shell.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -19,7 +20,7 @@ _PRIMARY_REPLICAS = ("Master", "Chief", "Launcher", "Worker")
 
 
 def format_value(value: Any) -> str:
-    """How a typed assignment value is written into a template (Katib's string form)."""
+    """How a typed assignment value is written into a template (Katib's string form; bools as YAML writes them)."""
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
@@ -105,4 +106,12 @@ def active_deadline_seconds(worker: dict[str, Any]) -> float | None:
     """Job ``spec.activeDeadlineSeconds`` or a training job's ``spec.runPolicy.activeDeadlineSeconds``."""
     spec = worker.get("spec") or {}
     value = spec.get("activeDeadlineSeconds", (spec.get("runPolicy") or {}).get("activeDeadlineSeconds"))
-    return float(value) if value is not None else None
+    if value is None:
+        return None
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"activeDeadlineSeconds must be a positive number of seconds (got {value!r})")
+    return seconds

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
+import importlib.util
+import io
 import logging
 import multiprocessing
 import os
+import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,16 +23,18 @@ from typing import Any, Callable
 
 import psutil
 
-from katibx.collection import PUSH_FILE, STDOUT_LOG, MetricsCollector
+from katibx.collection import PUSH_FILE, STDOUT_LOG, MetricsCollector, collector_kind, source_path
 from katibx.report import METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV, report_metrics
 from katibx.spec import Experiment
-from katibx.template import FUNCTION_KIND, active_deadline_seconds, primary_container, render_trial_spec
+from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
 from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
 
 KILL_GRACE_SECONDS = 3.0
 _SUPPORTED_COLLECTORS = ("StdOut", "File", "TensorFlowEvent", "Push")
+# Where a trial's File/TensorFlowEvent paths named in its command are moved to, inside its trial directory.
+FILES_DIR = "files"
 
 
 @dataclass
@@ -69,12 +76,16 @@ class LocalBackend(Backend):
                 "inline the template as spec.trialTemplate.trialSpec or use --backend kubernetes"
             )
             return errors
-        mc = experiment.spec.metrics_collector_spec
-        kind = mc.collector.kind if mc and mc.collector else "StdOut"
+        kind = collector_kind(experiment)
         if kind not in _SUPPORTED_COLLECTORS:
             errors.append(
                 f"spec.metricsCollectorSpec.collector.kind: {kind} collectors need a Kubernetes cluster; "
                 f"the local backend supports {', '.join(_SUPPORTED_COLLECTORS)}"
+            )
+        elif kind == "TensorFlowEvent" and importlib.util.find_spec("tensorboard") is None:
+            errors.append(
+                "spec.metricsCollectorSpec.collector.kind: TensorFlowEvent metrics collector needs the "
+                "'tensorboard' package: pip install 'katibx[tensorboard]'"
             )
         spec = tt.trial_spec or {}
         if spec.get("kind") == FUNCTION_KIND:
@@ -86,15 +97,17 @@ class LocalBackend(Backend):
                 f"{path}: no container named {tt.primary_container_name!r} in the {spec.get('kind')} template "
                 "(the local backend runs the primary container's command)"
             )
-        elif not container.get("command") and not container.get("args"):
+        elif not container.get("command"):
             errors.append(
                 f"{path}: container {tt.primary_container_name!r} has no command; the local backend cannot read "
                 "an image's entrypoint, so give the command explicitly"
             )
         else:
             for env in container.get("env") or []:
-                if "value" not in env and "valueFrom" in env:
+                if isinstance(env, dict) and "valueFrom" in env:
                     errors.append(f"{path}: env {env.get('name')!r} uses valueFrom, which only a cluster can resolve")
+            if container.get("envFrom"):
+                errors.append(f"{path}: container {tt.primary_container_name!r} uses envFrom, which only a cluster can resolve")
         return errors
 
     # lifecycle ---------------------------------------------------------------------------
@@ -102,36 +115,64 @@ class LocalBackend(Backend):
         job.trial_dir.mkdir(parents=True, exist_ok=True)
         for stale in (STDOUT_LOG, PUSH_FILE):
             (job.trial_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(job.trial_dir / FILES_DIR, ignore_errors=True)
         env = {
             **os.environ,
+            "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1"),  # metrics lines arrive as they are printed
             TRIAL_NAME_ENV: job.trial.name,
             TRIAL_DIR_ENV: str(job.trial_dir),
             METRICS_FILE_ENV: str(job.trial_dir / PUSH_FILE),
             "KATIBX_EXPERIMENT": job.experiment.name,
         }
-        worker = render_trial_spec(job.experiment, job.trial.name, job.trial.assignments)
-        deadline = active_deadline_seconds(worker)
+        try:
+            worker = render_trial_spec(job.experiment, job.trial.name, job.trial.assignments)
+            deadline = active_deadline_seconds(worker)
+        except (TypeError, ValueError) as exc:
+            raise TrialStartError(f"invalid trial template: {exc}") from None
         if worker.get("kind") == FUNCTION_KIND:
+            collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir)
             pid, wait = self._start_function(job, worker, env)
         else:
-            pid, wait = self._start_command(job, worker, env)
+            argv, source = self._command(job, worker, env)
+            collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir, source)
+            pid, wait = self._start_command(job, argv, env)
         pidfd = os.pidfd_open(pid)
-        collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir)
         self._running[job.trial.name] = _Running(
             job.trial.name, pid, pidfd, wait, collector, time.monotonic() + deadline if deadline else None
         )
-        return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+        try:
+            created = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            created = None
+        return {"pid": pid, "create_time": created}
 
-    def _start_command(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> tuple[int, Callable[[], int | None]]:
+    @staticmethod
+    def _command(job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> tuple[list[str], Path | None]:
+        """The primary container's argv, its env merged into ``env``, and where its File/event metrics will be."""
         tt = job.experiment.spec.trial_template
         assert tt is not None
         container = primary_container(worker, tt.primary_container_name) or {}
         argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
-        if argv and argv[0] in ("python", "python3"):
+        if not argv:
+            raise TrialStartError(f"container {tt.primary_container_name!r} has no command")
+        if argv[0] in ("python", "python3"):
             argv[0] = sys.executable
+        names: list[str] = []
         for item in container.get("env") or []:
-            if "value" in item:
-                env[str(item["name"])] = str(item["value"])
+            if isinstance(item, dict) and item.get("name") and "valueFrom" not in item:
+                value = item.get("value")
+                env[str(item["name"])] = "" if value is None else format_value(value)
+                names.append(str(item["name"]))
+        declared = source_path(job.experiment)
+        if not declared:
+            return argv, None
+        values, source = relocate(argv + [env[n] for n in names], declared, job.trial_dir / FILES_DIR,
+                                  directory=collector_kind(job.experiment) == "TensorFlowEvent")
+        env.update(zip(names, values[len(argv):]))
+        return values[:len(argv)], source
+
+    @staticmethod
+    def _start_command(job: TrialJob, argv: list[str], env: dict[str, str]) -> tuple[int, Callable[[], int | None]]:
         with open(job.trial_dir / STDOUT_LOG, "wb") as out:
             try:
                 proc = subprocess.Popen(
@@ -139,14 +180,15 @@ class LocalBackend(Backend):
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )
             except OSError as exc:
-                raise TrialStartError(f"cannot start {argv[0] if argv else 'an empty command'!r}: {exc.strerror or exc}") from None
+                raise TrialStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         return proc.pid, proc.poll
 
     def _start_function(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> tuple[int, Callable[[], int | None]]:
         spec = worker.get("spec") or {}
-        function = job.function or _import_function(str(spec.get("function", "")))
+        # Without the function object (a resumed experiment), the child imports it: user code never runs here.
+        function: Callable[..., Any] | str = job.function or str(spec.get("function", ""))
         for item in spec.get("env") or []:
-            env[str(item["name"])] = str(item["value"])
+            env[str(item["name"])] = format_value(item.get("value", ""))
         arguments = {**(spec.get("fixedParameters") or {}), **job.trial.assignments}
         process = self._fork.Process(
             target=_run_function, args=(function, arguments, env, str(job.workdir),
@@ -165,9 +207,11 @@ class LocalBackend(Backend):
     def poll(self, timeout: float) -> list[TrialEvent]:
         events: list[TrialEvent] = []
         wait = min(timeout, self.metrics_poll_interval)
-        fds = [r.pidfd for r in self._running.values()]
-        if fds:
-            select.select(fds, [], [], max(wait, 0))
+        if self._running:
+            poller = select.poll()
+            for run in self._running.values():
+                poller.register(run.pidfd, select.POLLIN)
+            poller.poll(max(wait, 0) * 1000)
         elif wait > 0:
             time.sleep(wait)
         now = time.monotonic()
@@ -191,6 +235,8 @@ class LocalBackend(Backend):
     def _exit_event(self, run: _Running, code: int, logs: list[Any]) -> TrialExited:
         if run.timed_out:
             return TrialExited(run.name, False, "DeadlineExceeded", "Job was active longer than specified deadline", logs)
+        if code == 0 and run.collector.error:
+            return TrialExited(run.name, False, "MetricsCollectorError", f"metrics collection failed: {run.collector.error}", logs)
         if code == 0:
             return TrialExited(run.name, True, "Completed", "process exited with code 0", logs)
         if code < 0:
@@ -209,7 +255,10 @@ class LocalBackend(Backend):
         try:
             os.killpg(run.pid, sig)
         except (ProcessLookupError, PermissionError):
-            pass
+            try:  # a forked function trial that has not made its own session yet
+                os.kill(run.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _reap(self, run: _Running) -> None:
         # Stop anything the trial left behind in its session, then forget it.
@@ -228,8 +277,11 @@ class LocalBackend(Backend):
             proc = psutil.Process(int(pid))
             if created is not None and abs(proc.create_time() - float(created)) > 0.01:
                 return  # the pid was reused by an unrelated process
+        except psutil.NoSuchProcess:
+            pass  # the leader is gone; a group with its id can only hold what the trial left behind
+        try:
             os.killpg(int(pid), signal.SIGKILL)
-        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+        except (ProcessLookupError, PermissionError):
             return
 
     def close(self) -> None:
@@ -243,8 +295,47 @@ class LocalBackend(Backend):
             time.sleep(0.02)
         for run in list(self._running.values()):
             self._signal(run, signal.SIGKILL)
+            _wait_pid(run.pidfd, KILL_GRACE_SECONDS)
             run.wait()
             self._reap(run)
+
+
+def _wait_pid(pidfd: int, timeout: float) -> None:
+    """Wait until the process behind ``pidfd`` has exited, at most ``timeout`` seconds."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.poll(timeout * 1000)
+
+
+_PATH_CHARS = r"[\w./-]"
+
+
+def relocate(values: list[str], declared: str, root: Path, directory: bool = False) -> tuple[list[str], Path | None]:
+    """Move the metrics path named in the command or env under the trial's ``root``; the new path or None."""
+    # Katib gives every pod its own metrics volume; locally, parallel trials must not share one file, and
+    # /var/log/katib is not writable. Only whole mentions move: the declared file, or for a TensorFlowEvent
+    # ``directory`` also one of its parent folders (scripts often take the log root and add "train"/"test").
+    norm = os.path.normpath(declared)
+    if norm in (".", "/") or norm.startswith(".."):
+        return values, None
+    candidates = [norm]
+    if directory:
+        parent = os.path.dirname(norm)
+        while parent not in ("", "/", "."):
+            candidates.append(parent)
+            parent = os.path.dirname(parent)
+    for mention in candidates:
+        pattern = re.compile(rf"(?<!{_PATH_CHARS}){re.escape(mention)}(?=/?(?!{_PATH_CHARS}))")
+        if not any(pattern.search(v) for v in values):
+            continue
+        moved = root / mention.lstrip("/")
+        target = root / norm.lstrip("/")
+        (target if directory else target.parent).mkdir(parents=True, exist_ok=True)
+        return [pattern.sub(lambda _m: str(moved), v) for v in values], target
+    return values, None
+
+
+_INHERITED_STREAMS: list[Any] = []
 
 
 def _import_function(ref: str) -> Callable[..., Any]:
@@ -258,21 +349,32 @@ def _import_function(ref: str) -> Callable[..., Any]:
     return obj
 
 
-def _run_function(function: Callable[..., Any], assignments: dict[str, Any], env: dict[str, str], workdir: str, log_path: str) -> None:
+def _run_function(
+    function: Callable[..., Any] | str, assignments: dict[str, Any], env: dict[str, str], workdir: str, log_path: str
+) -> None:
     """Child side of a function trial: own session, output to the trial log, returned dict pushed as metrics."""
     os.setsid()
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    # The parent's streams may be a notebook's or pytest's, and may hold the parent's unflushed output: keep
+    # them alive and never flush them (that would print the parent's output twice); write to the trial log.
+    _INHERITED_STREAMS.extend((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__))
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), line_buffering=True)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    faulthandler.enable(sys.stderr)  # a crash in native code leaves its Python traceback in the trial log
     os.environ.clear()
     os.environ.update(env)
     os.chdir(workdir)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
+        if isinstance(function, str):
+            sys.path.insert(0, workdir)
+            function = _import_function(function)
         result = function(assignments)
         if isinstance(result, dict):
             report_metrics(result)
