@@ -262,20 +262,27 @@ def _trial_processes(experiment: str) -> list[psutil.Process]:
     return found
 
 
-def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(tmp_path, write_experiment):
-    doc = _sleepy(experiment_doc(maxTrialCount=6, parallelTrialCount=2), 0.6)
-    doc["metadata"]["name"] = "crashy"
+def _states(probe: Store, name: str) -> list[TrialState]:
+    """Trial states of a stored experiment, [] while it is not stored yet."""
+    records = [r for r in probe.list_experiments() if r.name == name]
+    return [t.state for t in probe.trials(records[0].id)] if records else []
+
+
+def _launch(doc: dict, name: str, sleep: float, tmp_path: Path, write_experiment) -> tuple[Store, Path, subprocess.Popen]:
+    """Write a sleepy experiment called ``name`` and start ``katibx run`` on it in a subprocess."""
+    doc = _sleepy(doc, sleep)
+    doc["metadata"]["name"] = name
     path = write_experiment(doc, script=SLEEPY_SCRIPT)
-    store_path = tmp_path / "crash.db"
-    probe = Store(store_path)
-    controller = _start_controller(["run", str(path)], tmp_path, store_path)
+    store_path = tmp_path / f"{name}.db"
+    return Store(store_path), store_path, _start_controller(["run", str(path)], tmp_path, store_path)
+
+
+def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(tmp_path, write_experiment):
+    probe, store_path, controller = _launch(experiment_doc(maxTrialCount=6, parallelTrialCount=2), "crashy", 0.6,
+                                            tmp_path, write_experiment)
 
     def some_done_some_running() -> bool:
-        try:
-            record = probe.get_experiment("crashy")
-        except Exception:  # noqa: BLE001 - not created yet
-            return False
-        states = [t.state for t in probe.trials(record.id)]
+        states = _states(probe, "crashy")
         return states.count(TrialState.SUCCEEDED) >= 2 and TrialState.RUNNING in states
 
     _wait_for(some_done_some_running)
@@ -334,21 +341,9 @@ def test_repeated_kill_9_at_random_moments_ends_with_exact_counts(tmp_path, writ
 
 
 def test_ctrl_c_stops_trials_and_resume_finishes(tmp_path, write_experiment):
-    doc = _sleepy(experiment_doc(maxTrialCount=3, parallelTrialCount=2), 1.0)
-    doc["metadata"]["name"] = "interrupted"
-    path = write_experiment(doc, script=SLEEPY_SCRIPT)
-    store_path = tmp_path / "int.db"
-    probe = Store(store_path)
-    controller = _start_controller(["run", str(path)], tmp_path, store_path)
-
-    def running() -> bool:
-        try:
-            record = probe.get_experiment("interrupted")
-        except Exception:  # noqa: BLE001
-            return False
-        return any(t.state is TrialState.RUNNING for t in probe.trials(record.id))
-
-    _wait_for(running)
+    probe, store_path, controller = _launch(experiment_doc(maxTrialCount=3, parallelTrialCount=2), "interrupted", 1.0,
+                                            tmp_path, write_experiment)
+    _wait_for(lambda: TrialState.RUNNING in _states(probe, "interrupted"))
     controller.send_signal(signal.SIGINT)
     assert controller.wait(timeout=30) == 130
     assert "katibx resume interrupted" in controller.stderr.read().decode()
