@@ -32,7 +32,7 @@ NO_COMMAND = "spec.trialTemplate.trialSpec: container 'xgboost' has no command"
 
 # Example path -> substrings that the reasons for refusing it must contain (every reason matched); () = it validates.
 VERDICTS: dict[str, tuple[str, ...]] = {
-    "argo/argo-workflow.yaml": ("spec.trialTemplate.trialSpec: no container named 'main' in the Workflow template",),
+    "argo/argo-workflow.yaml": ("spec.trialTemplate.trialSpec.kind: the local backend cannot run Workflow (argoproj.io/v1alpha1) trials",),
     "early-stopping/median-stop-with-json-format.yaml": early_stopping("medianstop"),
     "early-stopping/median-stop.yaml": early_stopping("medianstop"),
     "fpga/xgboost-example.yaml": (),

@@ -449,3 +449,18 @@ def test_function_named_by_reference_runs_in_a_trial_process(store: Store, tmp_p
     assert sorted((t.assignments["a"], t.observation["result"].latest) for t in trials) == [(1, "2"), (2, "4")]
     for t in trials:
         assert int((store.trial_dir(record, t.name) / "pid").read_text()) != os.getpid()
+
+
+def test_templates_the_local_backend_cannot_run_are_refused_up_front():
+    from katibx.runner import check_experiment, create_backend
+
+    backend = create_backend("local")
+    doc = experiment_doc()
+    container = doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = "python3 objective.py --a=${trialParameters.a} --b=${trialParameters.b}"
+    errors = check_experiment(experiment_from_dict(doc), backend)
+    assert any("command must be a list of strings" in e for e in errors), errors
+    doc = experiment_doc()
+    doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["activeDeadlineSeconds"] = -5
+    errors = check_experiment(experiment_from_dict(doc), backend)
+    assert any("activeDeadlineSeconds must be a positive number" in e for e in errors), errors

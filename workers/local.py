@@ -25,6 +25,7 @@ import psutil
 
 from katibx.collection import PUSH_FILE, STDOUT_LOG, MetricsCollector, collector_kind, source_path
 from katibx.report import METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV, report_metrics
+from katibx.defaults import WORKER_DEFAULTS
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
 from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
@@ -88,10 +89,21 @@ class LocalBackend(Backend):
                 "'tensorboard' package: pip install 'katibx[tensorboard]'"
             )
         spec = tt.trial_spec or {}
+        path = "spec.trialTemplate.trialSpec"
+        try:
+            active_deadline_seconds(spec)
+        except (TypeError, ValueError) as exc:
+            if "${trialParameters." not in str(exc):  # a substituted deadline is checked when the trial starts
+                errors.append(f"{path}.spec: {exc}")
         if spec.get("kind") == FUNCTION_KIND:
             return errors
+        if spec.get("kind") not in WORKER_DEFAULTS:
+            errors.append(
+                f"{path}.kind: the local backend cannot run {spec.get('kind')} ({spec.get('apiVersion')}) trials; "
+                f"it runs {', '.join(WORKER_DEFAULTS)}; use --backend kubernetes for other kinds"
+            )
+            return errors
         container = primary_container(spec, tt.primary_container_name)
-        path = "spec.trialTemplate.trialSpec"
         if container is None:
             errors.append(
                 f"{path}: no container named {tt.primary_container_name!r} in the {spec.get('kind')} template "
@@ -103,6 +115,10 @@ class LocalBackend(Backend):
                 "an image's entrypoint, so give the command explicitly"
             )
         else:
+            for field in ("command", "args"):
+                value = container.get(field)
+                if value is not None and (not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value)):
+                    errors.append(f"{path}: container {tt.primary_container_name!r} {field} must be a list of strings")
             for env in container.get("env") or []:
                 if isinstance(env, dict) and "valueFrom" in env:
                     errors.append(f"{path}: env {env.get('name')!r} uses valueFrom, which only a cluster can resolve")
