@@ -191,6 +191,7 @@ class Store:
         now = time.time()
         with self._transaction():
             for t in trials:
+                t.creation_time = now
                 cur = self._db.execute(
                     "INSERT INTO trials (experiment_id, name, seq, assignments, labels, state, reason, message, conditions, created)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -211,7 +212,8 @@ class Store:
 
     def trials(self, experiment_id: int) -> list[TrialRecord]:
         rows = self._db.execute(
-            "SELECT id, name, seq, assignments, labels, state, reason, message, conditions, observation, started, completed"
+            "SELECT id, name, seq, assignments, labels, state, reason, message, conditions, observation, started, completed,"
+            " created"
             " FROM trials WHERE experiment_id=? ORDER BY seq",
             (experiment_id,),
         ).fetchall()
@@ -220,7 +222,7 @@ class Store:
                 name=r[1], index=r[2], assignments=json.loads(r[3]), labels=json.loads(r[4]), state=TrialState(r[5]),
                 reason=r[6], message=r[7], conditions=json.loads(r[8]),
                 observation={k: MetricSummary(k, _avail(v["min"]), _avail(v["max"]), v["latest"]) for k, v in json.loads(r[9]).items()},
-                start_time=r[10], completion_time=r[11], id=r[0],
+                start_time=r[10], completion_time=r[11], creation_time=r[12], id=r[0],
             )
             for r in rows
         ]

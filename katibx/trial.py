@@ -92,6 +92,7 @@ class TrialRecord:
     conditions: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
     message: str = ""
+    creation_time: float | None = None
     start_time: float | None = None
     completion_time: float | None = None
     id: int = 0
