@@ -40,6 +40,8 @@ class SearchAlgorithm(abc.ABC):
     name: ClassVar[str]
     #: Setting name -> default (as Katib's string); names not listed here are refused.
     default_settings: ClassVar[Mapping[str, str | None]] = {}
+    #: Whether the algorithm handles several objectives (``spec.objective.additionalObjectives``).
+    supports_multi_objective: ClassVar[bool] = False
 
     def __init__(self, experiment: Experiment, space: SearchSpace) -> None:
         self.experiment = experiment
@@ -52,6 +54,12 @@ class SearchAlgorithm(abc.ABC):
             raise AlgorithmSettingsError(
                 [f"spec.algorithm.algorithmSettings: unknown setting {n!r} for algorithm {self.name!r} (known: {known})" for n in unknown]
             )
+        objective = experiment.spec.objective
+        if objective is not None and objective.additional_objectives and not self.supports_multi_objective:
+            raise AlgorithmSettingsError([
+                f"spec.objective.additionalObjectives: algorithm {self.name!r} optimises a single objective; "
+                "use an algorithm that supports several (see the README)"
+            ])
         self.settings = {**self.default_settings, **given}
         errors: list[str] = []
         self.configure(self.settings, errors)

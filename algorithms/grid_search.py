@@ -17,6 +17,7 @@ class GridSearch(SearchAlgorithm):
 
     name = "grid"
     default_settings = {"random_state": None}
+    supports_multi_objective = True
 
     def configure(self, settings: Mapping[str, str | None], errors: list[str]) -> None:
         seed = int_setting(settings, "random_state", errors)

@@ -16,6 +16,7 @@ class RandomSearch(SearchAlgorithm):
 
     name = "random"
     default_settings = {"random_state": None}
+    supports_multi_objective = True
 
     def configure(self, settings: Mapping[str, str | None], errors: list[str]) -> None:
         self.seed = int_setting(settings, "random_state", errors)

@@ -17,7 +17,7 @@ from katibx.client import KatibxClient, trial_object
 from katibx.collectors import MetricsCollectorUnavailable
 from katibx.loader import load_experiment, load_experiments
 from katibx.runner import DEFAULT_BACKEND, check_experiment, create_backend, resume_experiment, run_experiment
-from katibx.status import TrialCounts, current_condition, optimal_trial, objective_strategy
+from katibx.status import TrialCounts, current_condition, objective_strategy, objective_values, optimal_trial, pareto_front
 from katibx.store import ExperimentRecord, Store, StoreError
 from katibx.trial import TrialRecord
 from katibx.validation import ValidationError
@@ -127,6 +127,25 @@ def _print_summary(record: ExperimentRecord, trials: list[TrialRecord]) -> None:
     for metric in best.observation.values():
         table.add_row(f"[bold]{metric.name}[/bold] (min / max / latest)",
                       f"{metric.min or '-'} / {metric.max or '-'} / {metric.latest}")
+    out.print(table)
+    objective = record.experiment.spec.objective
+    if objective is not None and objective.additional_objectives:
+        _print_pareto_front(record, trials)
+
+
+def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> None:
+    """The non-dominated trials of a multi-objective experiment, one row each."""
+    objective = record.experiment.spec.objective
+    assert objective is not None
+    front = pareto_front(record.experiment, trials)
+    table = Table(title=f"Pareto front ({len(front)} trials)", title_justify="left")
+    names = [p.name for p in record.experiment.spec.parameters]
+    objectives = objective.objectives()
+    for column in ("trial", *names, *[f"{name} ({kind})" for name, kind in objectives]):
+        table.add_column(column)
+    rows = sorted((objective_values(record.experiment, t) or [], t) for t in front)
+    for values, trial in rows:
+        table.add_row(trial.name, *[str(trial.assignments.get(n, "")) for n in names], *[f"{v:g}" for v in values])
     out.print(table)
 
 

@@ -24,10 +24,10 @@ _TFEVENT_SLACK_SECONDS = 1.0
 
 
 def metric_names(experiment: Experiment) -> list[str]:
-    """The objective metric first, then the additional metrics."""
+    """The objective metric first, then further objectives, then the additional metrics."""
     objective = experiment.spec.objective
     assert objective is not None and objective.objective_metric_name
-    return [objective.objective_metric_name, *objective.additional_metric_names]
+    return [name for name, _ in objective.objectives()] + list(objective.additional_metric_names)
 
 
 def collector_kind(experiment: Experiment) -> str:

@@ -52,15 +52,20 @@ def apply_defaults(experiment: Experiment) -> Experiment:
 
 
 def _default_metric_strategies(exp: Experiment) -> None:
-    """Objective and additional metrics without a strategy follow the objective direction (Katib's code)."""
+    """Objective and additional metrics without a strategy follow the objective direction (Katib's code);
+    each additional objective follows its own direction."""
     objective = exp.spec.objective
     if objective is None or not objective.objective_metric_name:
         return
-    strategy = {"minimize": "min", "maximize": "max"}.get(objective.type or "", "latest")
+    by_type = {"minimize": "min", "maximize": "max"}
+    strategy = by_type.get(objective.type or "", "latest")
     have = {s.name for s in objective.metric_strategies}
-    for name in [objective.objective_metric_name, *objective.additional_metric_names]:
-        if name not in have:
-            objective.metric_strategies.append(MetricStrategy(name=name, value=strategy))
+    wanted = [(name, by_type.get(kind, "latest")) for name, kind in objective.objectives()]
+    wanted += [(name, strategy) for name in objective.additional_metric_names]
+    for name, value in wanted:
+        if name and name not in have:
+            have.add(name)
+            objective.metric_strategies.append(MetricStrategy(name=name, value=value))
 
 
 def _default_trial_template(exp: Experiment) -> None:

@@ -62,14 +62,31 @@ class MetricStrategy(KatibModel):
     value: str  # min | max | latest
 
 
+class AdditionalObjective(KatibModel):
+    """A further objective of a multi-objective experiment, with its own direction (katibx extension)."""
+
+    objective_metric_name: Optional[str] = None
+    type: Optional[str] = None
+
+
 class Objective(KatibModel):
-    """What to optimise: direction, optional goal, objective and additional metrics."""
+    """What to optimise: direction, optional goal, objective and additional metrics.
+
+    ``additionalObjectives`` (katibx extension) makes the experiment multi-objective; Katib YAML without it
+    is unchanged.
+    """
 
     type: Optional[str] = None
     goal: Optional[float] = None
     objective_metric_name: Optional[str] = None
     additional_metric_names: list[str] = Field(default_factory=list)
     metric_strategies: list[MetricStrategy] = Field(default_factory=list)
+    additional_objectives: list[AdditionalObjective] = Field(default_factory=list)
+
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric name, minimize|maximize) of every objective, the primary one first."""
+        first = [(self.objective_metric_name or "", self.type or "")]
+        return first + [(o.objective_metric_name or "", o.type or "") for o in self.additional_objectives]
 
 
 class AlgorithmSetting(KatibModel):

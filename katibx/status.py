@@ -6,6 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 from katibx.collectors import as_float
 from katibx.spec import Experiment
 from katibx.template import format_value
@@ -123,6 +125,42 @@ def optimal_trial(experiment: Experiment, trials: Sequence[TrialRecord]) -> Tria
     return best
 
 
+def objective_values(experiment: Experiment, trial: TrialRecord) -> list[float] | None:
+    """The trial's value for every objective (by metric strategy), or None if any is missing or not numeric."""
+    objective = experiment.spec.objective
+    assert objective is not None
+    values = []
+    for name, _ in objective.objectives():
+        raw = trial.metric(name, objective_strategy(experiment, name))
+        value = as_float(raw) if raw is not None else None
+        if value is None:
+            return None
+        values.append(value)
+    return values
+
+
+def pareto_front(experiment: Experiment, trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Completed trials no other trial dominates on every objective (each in its own direction)."""
+    objective = experiment.spec.objective
+    assert objective is not None
+    signs = np.array([-1.0 if kind == "maximize" else 1.0 for _, kind in objective.objectives()])
+    candidates, points = [], []
+    for trial in trials:
+        values = objective_values(experiment, trial) if trial.state in (TrialState.SUCCEEDED, TrialState.EARLY_STOPPED) else None
+        if values is not None:
+            candidates.append(trial)
+            points.append(values)
+    if not candidates:
+        return []
+    costs = np.array(points) * signs  # minimise every column
+    front = []
+    for i, cost in enumerate(costs):
+        dominated = np.any(np.all(costs <= cost, axis=1) & np.any(costs < cost, axis=1))
+        if not dominated:
+            front.append(candidates[i])
+    return front
+
+
 def completion(experiment: Experiment, trials: Sequence[TrialRecord]) -> tuple[str, str, str] | None:
     """Katib's completion rules in order: goal, max failed, max trials. Returns (type, reason, message) or None."""
     spec = experiment.spec
@@ -170,17 +208,24 @@ def experiment_status(record: Any, trials: Sequence[TrialRecord]) -> dict[str, A
         "trialsEarlyStopped": counts.early_stopped,
         "trialMetricsUnavailable": counts.metrics_unavailable,
     }
+    if experiment.spec.objective and experiment.spec.objective.additional_objectives:
+        status["paretoFront"] = [_trial_summary(t) for t in pareto_front(experiment, trials)]
     if record.completed:
         status["completionTime"] = timestamp(record.completed)
     return status
+
+
+def _trial_summary(trial: TrialRecord) -> dict[str, Any]:
+    return {
+        "trialName": trial.name,
+        "parameterAssignments": [{"name": k, "value": format_value(v)} for k, v in trial.assignments.items()],
+        "observation": {"metrics": [m.to_dict() for m in trial.observation.values()]},
+    }
 
 
 def optimal_trial_status(experiment: Experiment, trials: Sequence[TrialRecord]) -> dict[str, Any]:
     best = optimal_trial(experiment, trials)
     if best is None:
         return {"bestTrialName": "", "parameterAssignments": [], "observation": {"metrics": []}}
-    return {
-        "bestTrialName": best.name,
-        "parameterAssignments": [{"name": k, "value": format_value(v)} for k, v in best.assignments.items()],
-        "observation": {"metrics": [m.to_dict() for m in best.observation.values()]},
-    }
+    summary = _trial_summary(best)
+    return {"bestTrialName": summary.pop("trialName"), **summary}

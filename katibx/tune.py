@@ -22,6 +22,7 @@ _ARGUMENTS = {
     "spec.objective.type": "objective_type", "spec.objective.goal": "objective_goal",
     "spec.objective.objectiveMetricName": "objective_metric_name",
     "spec.objective.additionalMetricNames": "additional_metric_names",
+    "spec.objective.additionalObjectives": "additional_objectives",
     "spec.algorithm.algorithmName": "algorithm_name", "spec.algorithm.algorithmSettings": "algorithm_settings",
     "spec.maxTrialCount": "max_trial_count", "spec.parallelTrialCount": "parallel_trial_count",
     "spec.maxFailedTrialCount": "max_failed_trial_count",
@@ -59,6 +60,7 @@ def function_experiment(
     algorithm_settings: Mapping[str, Any] | None = None,
     objective_metric_name: str | None = None,
     additional_metric_names: list[str] | None = None,
+    additional_objectives: Mapping[str, str] | None = None,
     objective_type: str = "maximize",
     objective_goal: float | None = None,
     max_trial_count: int | None = None,
@@ -73,7 +75,7 @@ def function_experiment(
     """
     errors = _check_objective(objective)
     for argument, value in (("parameters", parameters), ("algorithm_settings", algorithm_settings),
-                            ("env_per_trial", env_per_trial)):
+                            ("env_per_trial", env_per_trial), ("additional_objectives", additional_objectives)):
         if value is not None and not isinstance(value, Mapping):
             errors.append(f"{argument}: must be a dict, got {type(value).__name__}")
     if errors:
@@ -93,6 +95,9 @@ def function_experiment(
         function_spec["activeDeadlineSeconds"] = trial_active_deadline_seconds
     objective_spec = {"type": objective_type, "goal": objective_goal, "objectiveMetricName": objective_metric_name,
                       "additionalMetricNames": list(additional_metric_names or [])}
+    if additional_objectives:  # multi-objective: metric name -> minimize | maximize
+        objective_spec["additionalObjectives"] = [{"objectiveMetricName": str(k), "type": v}
+                                                  for k, v in additional_objectives.items()]
     doc: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -93,6 +93,18 @@ def _check_objective(exp: Experiment, errors: list[str]) -> None:
     for i, strategy in enumerate(obj.metric_strategies):
         if strategy.value not in ("min", "max", "latest"):
             errors.append(f"spec.objective.metricStrategies[{i}].value: must be min, max or latest (got {strategy.value!r})")
+    seen = {obj.objective_metric_name}
+    for i, extra in enumerate(obj.additional_objectives):
+        path = f"spec.objective.additionalObjectives[{i}]"
+        if not extra.objective_metric_name:
+            errors.append(f"{path}.objectiveMetricName: Required value")
+        elif extra.objective_metric_name in seen:
+            errors.append(f"{path}.objectiveMetricName: {extra.objective_metric_name!r} is already an objective")
+        elif extra.objective_metric_name in obj.additional_metric_names:
+            errors.append(f"{path}.objectiveMetricName: {extra.objective_metric_name!r} is also in spec.objective.additionalMetricNames")
+        seen.add(extra.objective_metric_name)
+        if extra.type not in ("minimize", "maximize"):
+            errors.append(f"{path}.type: must be minimize or maximize (got {extra.type!r})")
 
 
 def _check_algorithm(exp: Experiment, errors: list[str]) -> None:
