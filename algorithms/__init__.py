@@ -1,7 +1,32 @@
-"""Search-algorithm plugins (entry-point group ``katibx.algorithms``) and their contract."""
+"""Search-algorithm plugins (entry-point group ``katibx.algorithms``) and their contract.
+
+The optuna- and scikit-optimize-backed algorithms are imported on first use, so importing katibx imports neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from algorithms.base import AlgorithmSettingsError, SearchAlgorithm, Suggestion
 from algorithms.grid_search import GridSearch
 from algorithms.random_search import RandomSearch
 
-__all__ = ["AlgorithmSettingsError", "GridSearch", "RandomSearch", "SearchAlgorithm", "Suggestion"]
+_LAZY = {
+    "Asha": "algorithms.asha",
+    "Hyperband": "algorithms.hyperband",
+    "BayesianOptimization": "algorithms.bayesian_optimization",
+    "CmaEs": "algorithms.cmaes",
+    "MultivariateTpe": "algorithms.multivariate_tpe",
+    "Sobol": "algorithms.sobol",
+    "Tpe": "algorithms.tpe",
+}
+
+__all__ = ["AlgorithmSettingsError", "Asha", "BayesianOptimization", "CmaEs", "GridSearch", "Hyperband",
+           "MultivariateTpe", "RandomSearch", "SearchAlgorithm", "Sobol", "Suggestion", "Tpe"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'algorithms' has no attribute {name!r}")

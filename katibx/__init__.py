@@ -1,18 +1,43 @@
-"""katibx: Kubeflow Katib experiments anywhere, from the same v1beta1 YAML or a few lines of Python."""
+"""katibx: Kubeflow Katib experiments anywhere, from the same v1beta1 YAML or a few lines of Python.
 
-from katibx import search
-from katibx.client import KatibxClient
-from katibx.loader import load_experiment
-from katibx.report import report_metrics
-from katibx.runner import resume_experiment, run_experiment
-from katibx.spec import Experiment
-from katibx.store import Store, StoreError
-from katibx.tune import tune
-from katibx.validation import ValidationError
+Names are imported on first use, so a trial that only calls ``katibx.report_metrics`` starts fast and
+plugins can import katibx's modules without import cycles.
+"""
 
-KatibClient = KatibxClient  # Katib's name, for code ported from kubeflow.katib
+from __future__ import annotations
 
-__all__ = [
-    "Experiment", "KatibClient", "KatibxClient", "Store", "StoreError", "ValidationError", "load_experiment",
-    "report_metrics", "resume_experiment", "run_experiment", "search", "tune",
-]
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_EXPORTS = {
+    "Experiment": "katibx.spec",
+    "KatibxClient": "katibx.client",
+    "KatibClient": "katibx.client",
+    "Store": "katibx.store",
+    "StoreError": "katibx.store",
+    "ValidationError": "katibx.validation",
+    "load_experiment": "katibx.loader",
+    "report_metrics": "katibx.report",
+    "resume_experiment": "katibx.runner",
+    "run_experiment": "katibx.runner",
+    "search": "katibx.search",
+    "tune": "katibx.tuning",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'katibx' has no attribute {name!r}")
+    if name == "search":
+        return importlib.import_module(module)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -109,3 +109,4 @@ class KatibxClient:
         record = self.store.get_experiment(name, namespace)
         self.store.delete_experiment(record)
         shutil.rmtree(self.store.trials_root / record.namespace / record.name, ignore_errors=True)
+KatibClient = KatibxClient  # Katib's name, for code ported from kubeflow.katib
