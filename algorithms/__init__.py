@@ -18,12 +18,13 @@ _LAZY = {
     "BayesianOptimization": "algorithms.bayesian_optimization",
     "CmaEs": "algorithms.cmaes",
     "MultivariateTpe": "algorithms.multivariate_tpe",
+    "PopulationBasedTraining": "algorithms.pbt",
     "Sobol": "algorithms.sobol",
     "Tpe": "algorithms.tpe",
 }
 
 __all__ = ["AlgorithmSettingsError", "Asha", "BayesianOptimization", "CmaEs", "GridSearch", "Hyperband",
-           "MultivariateTpe", "RandomSearch", "SearchAlgorithm", "Sobol", "Suggestion", "Tpe"]
+           "MultivariateTpe", "PopulationBasedTraining", "RandomSearch", "SearchAlgorithm", "Sobol", "Suggestion", "Tpe"]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shutil
 import string
 import time
 from pathlib import Path
@@ -33,7 +34,8 @@ from katibx.status import (
     set_condition,
 )
 from katibx.store import ExperimentRecord, Store
-from katibx.trial import TRIAL_REASONS, TrialRecord, TrialState, summarize
+from katibx.report import CHECKPOINT_DIR
+from katibx.trial import CHECKPOINT_FROM_LABEL, TRIAL_REASONS, TrialRecord, TrialState, summarize
 from workers.base import Backend, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,7 @@ class Controller:
         self._logs[trial.name] = []
         trial.start_time = time.time()
         try:
+            self._copy_checkpoint(trial, job.trial_dir / CHECKPOINT_DIR)
             handle = self.backend.start(job)
         except TrialStartError as exc:
             self._set_state(trial, TrialState.FAILED, "TrialFailed. Job reason: StartError", str(exc))
@@ -212,6 +215,24 @@ class Controller:
         self._condition(trial, TrialState.RUNNING, TRIAL_REASONS[TrialState.RUNNING], "Trial is running")
         self.store.save_trial(trial, handle)
         self._notify()
+
+    def _copy_checkpoint(self, trial: TrialRecord, target: Path) -> None:
+        """Replace ``target`` with a copy of the checkpoint directory of the trial named by CHECKPOINT_FROM_LABEL."""
+        source = trial.labels.get(CHECKPOINT_FROM_LABEL)
+        if not source:
+            return
+        if source == trial.name or source not in self._by_name:
+            raise TrialStartError(f"label {CHECKPOINT_FROM_LABEL}: no other trial {source!r} in this experiment")
+        origin = self.store.trial_dir(self.record, source) / CHECKPOINT_DIR
+        try:
+            if target.exists():
+                shutil.rmtree(target)
+            if origin.is_dir():
+                shutil.copytree(origin, target, symlinks=True)
+            else:  # the parent saved nothing
+                target.mkdir(parents=True)
+        except OSError as exc:
+            raise TrialStartError(f"cannot copy the checkpoint of trial {source!r}: {exc}") from None
 
     # events -------------------------------------------------------------------------------
     def _observe(self, trial_name: str, logs: list[MetricLog]) -> None:

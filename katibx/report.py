@@ -11,6 +11,9 @@ from typing import Any, Mapping
 TRIAL_NAME_ENV = "KATIB_TRIAL_NAME"
 TRIAL_DIR_ENV = "KATIBX_TRIAL_DIR"
 METRICS_FILE_ENV = "KATIBX_METRICS_FILE"
+# Every trial has ``<trial dir>/checkpoint`` for its own state, given to it as $KATIBX_CHECKPOINT_DIR.
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_ENV = "KATIBX_CHECKPOINT_DIR"
 
 
 def _metric_value(name: str, value: Any) -> int | float | str:

@@ -29,6 +29,10 @@ class TrialState(str, Enum):
         return not self.is_terminal
 
 
+# A trial labelled ``katibx.io/checkpoint-from: <trial>`` starts from a copy of that trial's checkpoint directory,
+# made each time it starts (a re-run after a controller restart gets a fresh copy); PBT sets it on every child.
+CHECKPOINT_FROM_LABEL = "katibx.io/checkpoint-from"
+
 # Katib's reasons, by state.
 TRIAL_REASONS = {
     TrialState.CREATED: "TrialCreated",

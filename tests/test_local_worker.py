@@ -438,12 +438,12 @@ def objective(params):
 
 
 def test_function_named_by_reference_runs_in_a_trial_process(store: Store, tmp_path: Path) -> None:
-    (tmp_path / "objectives.py").write_text(FUNCTION_MODULE)
+    (tmp_path / "worker_objectives.py").write_text(FUNCTION_MODULE)
     doc = grid_doc([{"name": "a", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "2"}}], [])
     doc["spec"]["trialTemplate"] = {
         "primaryContainerName": "function",
         "trialParameters": [{"name": "a", "reference": "a"}],
-        "trialSpec": {"apiVersion": "katibx.io/v1alpha1", "kind": "Function", "spec": {"function": "objectives:objective"}},
+        "trialSpec": {"apiVersion": "katibx.io/v1alpha1", "kind": "Function", "spec": {"function": "worker_objectives:objective"}},
     }
     record, trials = run(doc, store, tmp_path)
     assert sorted((t.assignments["a"], t.observation["result"].latest) for t in trials) == [(1, "2"), (2, "4")]

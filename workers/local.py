@@ -24,7 +24,7 @@ from typing import Any, Callable
 import psutil
 
 from katibx.collection import PUSH_FILE, STDOUT_LOG, MetricsCollector, collector_kind, source_path
-from katibx.report import METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV, report_metrics
+from katibx.report import CHECKPOINT_DIR, CHECKPOINT_ENV, METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV, report_metrics
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
@@ -36,6 +36,8 @@ KILL_GRACE_SECONDS = 3.0
 _SUPPORTED_COLLECTORS = ("StdOut", "File", "TensorFlowEvent", "Push")
 # Where a trial's File/TensorFlowEvent paths named in its command are moved to, inside its trial directory.
 FILES_DIR = "files"
+# Algorithm setting naming the checkpoint path trials use (Katib's pbt mounts a volume there).
+CHECKPOINT_SETTING = "suggestion_trial_dir"
 
 
 @dataclass
@@ -132,6 +134,8 @@ class LocalBackend(Backend):
         for stale in (STDOUT_LOG, PUSH_FILE):
             (job.trial_dir / stale).unlink(missing_ok=True)
         shutil.rmtree(job.trial_dir / FILES_DIR, ignore_errors=True)
+        checkpoint = job.trial_dir / CHECKPOINT_DIR  # the controller may have filled it from a parent trial
+        checkpoint.mkdir(exist_ok=True)
         env = {
             **os.environ,
             "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1"),  # metrics lines arrive as they are printed
@@ -139,6 +143,7 @@ class LocalBackend(Backend):
             TRIAL_DIR_ENV: str(job.trial_dir),
             METRICS_FILE_ENV: str(job.trial_dir / PUSH_FILE),
             "KATIBX_EXPERIMENT": job.experiment.name,
+            CHECKPOINT_ENV: str(checkpoint),
         }
         try:
             worker = render_trial_spec(job.experiment, job.trial.name, job.trial.assignments)
@@ -179,11 +184,15 @@ class LocalBackend(Backend):
                 value = item.get("value")
                 env[str(item["name"])] = "" if value is None else format_value(value)
                 names.append(str(item["name"]))
+        values, source = argv + [env[n] for n in names], None
         declared = source_path(job.experiment)
-        if not declared:
-            return argv, None
-        values, source = relocate(argv + [env[n] for n in names], declared, job.trial_dir / FILES_DIR,
-                                  directory=collector_kind(job.experiment) == "TensorFlowEvent")
+        if declared:
+            values, source = relocate(values, declared, job.trial_dir / FILES_DIR,
+                                      directory=collector_kind(job.experiment) == "TensorFlowEvent")
+        algorithm = job.experiment.spec.algorithm
+        mount = (algorithm.settings_dict() if algorithm else {}).get(CHECKPOINT_SETTING)
+        if mount:
+            values = mount_checkpoint(values, mount, job.trial_dir / CHECKPOINT_DIR)
         env.update(zip(names, values[len(argv):]))
         return values[:len(argv)], source
 
@@ -349,6 +358,16 @@ def relocate(values: list[str], declared: str, root: Path, directory: bool = Fal
         (target if directory else target.parent).mkdir(parents=True, exist_ok=True)
         return [pattern.sub(lambda _m: str(moved), v) for v in values], target
     return values, None
+
+
+def mount_checkpoint(values: list[str], declared: str, checkpoint: Path) -> list[str]:
+    """Point mentions of the checkpoint path ``declared`` (and paths below it) at the trial's ``checkpoint`` dir."""
+    # Katib mounts a volume at the pbt setting suggestion_trial_dir; locally the trial's own directory stands in.
+    norm = os.path.normpath(declared)
+    if not os.path.isabs(norm) or norm == "/":
+        return values
+    pattern = re.compile(rf"(?<!{_PATH_CHARS}){re.escape(norm)}(?=/|(?!{_PATH_CHARS}))")
+    return [pattern.sub(lambda _m: str(checkpoint), v) for v in values]
 
 
 _INHERITED_STREAMS: list[Any] = []
