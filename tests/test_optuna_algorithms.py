@@ -1,0 +1,342 @@
+"""The optuna-backed algorithms (tpe, multivariate-tpe, cmaes, sobol) through the real controller: settings,
+types, parallel suggestions, reproducibility, resume and search quality on closed-form objectives."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import katibx
+from conftest import experiment_doc
+from katibx import plugins
+from katibx.loader import experiment_from_dict
+from katibx.runner import resume_experiment, run_experiment
+from katibx.search_space import SearchSpace
+from katibx.store import Store
+from katibx.trial import MetricSummary, TrialRecord, TrialState
+from objectives import BRANIN_MIN, branin, hartmann6
+
+ALGORITHMS = ["tpe", "multivariate-tpe", "cmaes", "sobol"]
+BRANIN = {"x1": katibx.search.double(-5, 10), "x2": katibx.search.double(0, 15)}
+HARTMANN6 = {f"x{i}": katibx.search.double(0, 1) for i in range(6)}
+# Settings that bring every algorithm past its random start within a dozen trials.
+QUICK = {"multivariate-tpe": {"n_startup_trials": "3"}}
+
+
+def tune(store: Store, name: str, algorithm: str, settings: dict[str, Any] | None = None, *,
+         parameters: dict[str, Any] = BRANIN, objective: Any = branin, parallel_trial_count: int = 1,
+         **options: Any) -> list[TrialRecord]:
+    """Minimise ``loss`` with ``algorithm`` (one trial at a time unless told) and return the stored trials."""
+    katibx.tune(name=name, objective=objective, parameters=parameters, objective_metric_name="loss",
+                objective_type="minimize", algorithm_name=algorithm, algorithm_settings=settings or {},
+                store=store, parallel_trial_count=parallel_trial_count, **options)
+    return store.trials(store.get_experiment(name).id)
+
+
+def best(trials: list[TrialRecord]) -> float:
+    return min(float(t.metric("loss")) for t in trials if t.state is TrialState.SUCCEEDED)  # type: ignore[arg-type]
+
+
+def settings_doc(algorithm: str, settings: dict[str, str], parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    parameters = parameters or [
+        {"name": "a", "parameterType": "int", "feasibleSpace": {"min": "10", "max": "20"}},
+        {"name": "b", "parameterType": "double", "feasibleSpace": {"min": "0.1", "max": "0.2"}},
+    ]
+    doc = experiment_doc(parameters=parameters, objective={"type": "minimize", "objectiveMetricName": "loss"}, algorithm={
+        "algorithmName": algorithm, "algorithmSettings": [{"name": k, "value": v} for k, v in settings.items()]})
+    doc["spec"]["trialTemplate"]["trialParameters"] = [{"name": p["name"], "reference": p["name"]} for p in parameters]
+    doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["command"] = [
+        "echo", *(f"${{trialParameters.{p['name']}}}" for p in parameters)]
+    return doc
+
+
+def refused(doc: dict[str, Any], store: Store, tmp_path: Path) -> list[str]:
+    with pytest.raises(katibx.ValidationError) as info:
+        run_experiment(experiment_from_dict(doc), store=store, workdir=tmp_path)
+    assert store.list_experiments() == []
+    return info.value.errors
+
+
+def algorithm(doc: dict[str, Any]) -> Any:
+    experiment = experiment_from_dict(doc)
+    cls = plugins.load(plugins.ALGORITHMS, experiment.spec.algorithm.algorithm_name)  # type: ignore[union-attr,arg-type]
+    return cls(experiment, SearchSpace.from_experiment(experiment))
+
+
+# settings -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "settings", "expected"), [
+    ("tpe", {"gamma": "1.5"}, "[gamma]: gamma should be in the range of (0, 1) (got '1.5')"),
+    ("tpe", {"gamma": "0"}, "[gamma]: gamma should be in the range of (0, 1)"),
+    ("tpe", {"gamma": "low"}, "[gamma]: must be a number (got 'low')"),
+    ("tpe", {"prior_weight": "0"}, "[prior_weight]: prior_weight should be greater than zero"),
+    ("tpe", {"n_EI_candidates": "0"}, "[n_EI_candidates]: must be >= 1 (got 0)"),
+    ("tpe", {"random_state": "-1"}, "[random_state]: must be >= 0"),
+    ("multivariate-tpe", {"n_startup_trials": "-1"}, "[n_startup_trials]: must be >= 0"),
+    ("multivariate-tpe", {"n_ei_candidates": "1.5"}, "[n_ei_candidates]: must be an integer"),
+    ("cmaes", {"sigma": "0"}, "[sigma]: sigma should be greater than zero"),
+    ("cmaes", {"sigma": "nan"}, "[sigma]: sigma should be greater than zero"),
+    ("cmaes", {"restart_strategy": "restart"}, "[restart_strategy]: restart_strategy 'restart' is not supported"),
+    ("sobol", {"random_state": "seven"}, "[random_state]: must be an integer"),
+])
+def test_invalid_settings_are_refused_naming_the_setting(store: Store, tmp_path: Path, name: str,
+                                                         settings: dict[str, str], expected: str) -> None:
+    (error,) = refused(settings_doc(name, settings), store, tmp_path)
+    assert error.startswith("spec.algorithm.algorithmSettings" + expected), error
+
+
+@pytest.mark.parametrize(("name", "unknown"), [
+    ("tpe", "n_startup_trials"), ("multivariate-tpe", "n_EI_candidates"), ("cmaes", "popsize"), ("sobol", "scramble"),
+])
+def test_unknown_settings_are_refused(store: Store, tmp_path: Path, name: str, unknown: str) -> None:
+    (error,) = refused(settings_doc(name, {unknown: "1"}), store, tmp_path)
+    assert error.startswith(f"spec.algorithm.algorithmSettings: unknown setting {unknown!r} for algorithm {name!r}")
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_katib_settings_and_defaults_are_accepted(name: str) -> None:
+    settings = {"tpe": {"gamma": "0.3", "prior_weight": "0.5", "n_EI_candidates": "12", "random_state": "1"},
+                "multivariate-tpe": {"n_startup_trials": "0", "n_ei_candidates": "8", "random_state": "1"},
+                "cmaes": {"sigma": "0.3", "restart_strategy": "bipop", "random_state": "1"},
+                "sobol": {}}[name]
+    for given in (settings, {}):
+        assert len(algorithm(settings_doc(name, given)).suggest([], 2)) == 2
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_normal_distributions_are_refused_up_front(store: Store, tmp_path: Path, name: str) -> None:
+    parameters = [
+        {"name": "a", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}},
+        {"name": "b", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1", "distribution": "normal"}},
+        {"name": "c", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "9", "distribution": "logNormal"}},
+    ]
+    assert refused(settings_doc(name, {}, parameters), store, tmp_path) == [
+        f"spec.parameters[1].feasibleSpace.distribution: normal is not supported by algorithm {name!r} (supported: uniform, logUniform)",
+        f"spec.parameters[2].feasibleSpace.distribution: logNormal is not supported by algorithm {name!r} (supported: uniform, logUniform)",
+    ]
+
+
+def test_cmaes_needs_two_continuous_parameters(store: Store, tmp_path: Path) -> None:
+    parameters = [
+        {"name": "lr", "parameterType": "double", "feasibleSpace": {"min": "0.01", "max": "0.1"}},
+        {"name": "fixed", "parameterType": "int", "feasibleSpace": {"min": "3", "max": "3"}},
+        {"name": "act", "parameterType": "categorical", "feasibleSpace": {"list": ["relu", "tanh"]}},
+    ]
+    assert refused(settings_doc("cmaes", {}, parameters), store, tmp_path) == [
+        "spec.parameters: CMA-ES only supports two or more dimensional continuous search space."]
+
+
+# types and parallel suggestions ---------------------------------------------------------------------------------
+
+TYPED = {
+    "i": katibx.search.int(1, 5),
+    "istep": katibx.search.int(0, 22, step=5),
+    "ilog": katibx.search.int(1, 1000, distribution="logUniform"),
+    "d": katibx.search.double(0.5, 1.5),
+    "dstep": katibx.search.double(0.1, 1.05, step=0.25),
+    "dlog": katibx.search.double(1e-4, 1, distribution="logUniform"),
+    "act": katibx.search.categorical(["relu", "tanh", "gelu"]),
+    "flag": katibx.search.categorical([1, True, "one"]),
+    "k": katibx.search.discrete([1, 2.5, 10]),
+}
+
+
+def typed_objective(p: dict[str, Any]) -> dict[str, float]:
+    """Checks every value's type and range inside the trial (a wrong one fails the trial); loss rewards small values."""
+    assert type(p["i"]) is int and 1 <= p["i"] <= 5
+    assert type(p["istep"]) is int and p["istep"] in (0, 5, 10, 15, 20)
+    assert type(p["ilog"]) is int and 1 <= p["ilog"] <= 1000
+    assert type(p["d"]) is float and 0.5 <= p["d"] <= 1.5
+    assert type(p["dstep"]) is float and p["dstep"] in (0.1, 0.35, 0.6, 0.85)
+    assert type(p["dlog"]) is float and 1e-4 <= p["dlog"] <= 1
+    assert p["act"] in ("relu", "tanh", "gelu")
+    assert any(type(p["flag"]) is type(c) and p["flag"] == c for c in (1, True, "one"))
+    assert p["k"] in (1, 2.5, 10) and type(p["k"]) is (float if p["k"] == 2.5 else int)
+    return {"loss": p["i"] + p["istep"] / 5 + math.log10(p["ilog"]) + p["d"] + p["dstep"] - math.log10(p["dlog"])
+            + (p["act"] == "relu") + (p["flag"] is True) + p["k"]}
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_values_keep_their_type_step_and_bounds(store: Store, name: str) -> None:
+    trials = tune(store, f"typed-{name}", name, {"random_state": 3, **QUICK.get(name, {})}, parameters=TYPED,
+                  objective=typed_objective, max_trial_count=14, parallel_trial_count=2)
+    assert len(trials) == 14 and all(t.state is TrialState.SUCCEEDED for t in trials), [t.message for t in trials]
+    assert all(typed_objective(t.assignments) for t in trials)  # the stored values too
+    assert len({type(t.assignments["flag"]) for t in trials}) > 1 and len({t.assignments["act"] for t in trials}) > 1
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_parallel_suggestions_never_repeat_a_pending_point(store: Store, name: str) -> None:
+    space = {"a": katibx.search.int(1, 4), "b": katibx.search.int(1, 4), "c": katibx.search.categorical(["x", "y"])}
+
+    def slow(p: dict[str, Any]) -> dict[str, float]:
+        import time
+        time.sleep(0.05)
+        return {"loss": (p["a"] - 2) ** 2 + (p["b"] - 3) ** 2 + (p["c"] == "x")}
+
+    trials = tune(store, f"pending-{name}", name, {"random_state": 1, **QUICK.get(name, {})}, parameters=space,
+                  objective=slow, max_trial_count=18, parallel_trial_count=3)
+    assert len(trials) == 18
+    for t in trials:  # every trial differs from the trials still pending when it was created
+        pending = [u for u in trials if u.index < t.index and (u.completion_time or math.inf) > (t.creation_time or 0)]
+        assert all(u.assignments != t.assignments for u in pending), (t.assignments, [u.assignments for u in pending])
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_one_batch_has_no_repeats_in_a_small_space(name: str) -> None:
+    space = [{"name": n, "parameterType": "int", "feasibleSpace": {"min": "1", "max": "3"}} for n in ("a", "b")]
+    for seed in ("1", "2"):
+        batch = [s.assignments for s in algorithm(settings_doc(name, {"random_state": seed}, space)).suggest([], 5)]
+        assert len({(a["a"], a["b"]) for a in batch}) == 5, batch
+
+
+# history: values, reproducibility, resume -----------------------------------------------------------------------
+
+
+def record(index: int, assignments: dict[str, Any], state: TrialState, loss: dict[str, str] | None = None,
+           created: float = 0.0, completed: float | None = None) -> TrialRecord:
+    observation = {"loss": MetricSummary("loss", loss["min"], loss["max"], loss["latest"])} if loss else {}
+    return TrialRecord(name=f"t{index}", index=index, assignments=assignments, state=state, observation=observation,
+                       creation_time=created, completion_time=completed)
+
+
+def test_the_study_sees_the_metric_strategy_value_and_katib_states() -> None:
+    doc = settings_doc("tpe", {"random_state": "1"})
+    doc["spec"]["objective"] = {"type": "maximize", "objectiveMetricName": "loss",
+                                "metricStrategies": [{"name": "loss", "value": "max"}]}
+    search = algorithm(doc)
+    points = [s.assignments for s in search.suggest([], 6)]
+    loss = {"min": "1", "max": "5", "latest": "2"}
+    states = [TrialState.SUCCEEDED, TrialState.EARLY_STOPPED, TrialState.FAILED, TrialState.METRICS_UNAVAILABLE,
+              TrialState.RUNNING, TrialState.KILLED]
+    history = [record(i, p, s, loss if i < 3 else None, 0.0, None if s.is_active else 1.0)
+               for i, (p, s) in enumerate(zip(points, states))]
+    search.suggest(history, 1)
+    study = search._study
+    assert study.direction.name == "MAXIMIZE"
+    assert [(t.state.name, t.value) for t in study.trials[:6]] == [
+        ("COMPLETE", 5.0), ("COMPLETE", 5.0), ("FAIL", None), ("FAIL", None), ("RUNNING", None), ("FAIL", None)]
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_random_state_reproduces_the_same_trials(store: Store, name: str) -> None:
+    def run(experiment: str, seed: int) -> list[dict[str, Any]]:
+        settings = {"random_state": seed, **QUICK.get(name, {})}
+        return [t.assignments for t in tune(store, experiment, name, settings, max_trial_count=12)]
+
+    first = run("seeded-a", 11)
+    assert run("seeded-b", 11) == first
+    assert run("seeded-c", 12) != first
+    assert len({(a["x1"], a["x2"]) for a in first}) == 12
+
+
+def test_sobol_without_a_seed_is_the_plain_sequence_from_the_centre() -> None:
+    doc = settings_doc("sobol", {}, [{"name": "x1", "parameterType": "double", "feasibleSpace": {"min": "-5", "max": "10"}},
+                                     {"name": "x2", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "15"}}])
+    first = [s.assignments for s in algorithm(doc).suggest([], 4)]
+    assert first == [{"x1": 2.5, "x2": 7.5}, {"x1": 6.25, "x2": 3.75}, {"x1": -1.25, "x2": 11.25}, {"x1": 0.625, "x2": 5.625}]
+    assert [s.assignments for s in algorithm(doc).suggest([], 4)] == first
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_resume_continues_exactly_like_an_uninterrupted_run(store: Store, name: str) -> None:
+    settings = {"random_state": 5, **QUICK.get(name, {})}
+    full = tune(store, "whole", name, settings, max_trial_count=12)
+    part = tune(store, "split", name, settings, max_trial_count=6)
+    assert [t.assignments for t in part] == [t.assignments for t in full[:6]]
+    resume_experiment("split", store=store, max_trial_count=12, function=branin)
+    assert [t.assignments for t in store.trials(store.get_experiment("split").id)] == [t.assignments for t in full]
+
+
+def as_seen_when_created(trials: list[TrialRecord], batch: list[TrialRecord]) -> list[TrialRecord]:
+    """The history the controller passed when it asked for ``batch``: later completions still running."""
+    created = batch[0].creation_time or 0.0
+    seen = []
+    for t in trials[: batch[0].index]:
+        if t.completion_time is not None and t.completion_time <= created:
+            seen.append(t)
+        else:
+            seen.append(dataclasses.replace(t, state=TrialState.RUNNING, observation={}, completion_time=None))
+    return seen
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_a_rebuilt_algorithm_suggests_what_the_running_one_did(store: Store, name: str, parallel: int) -> None:
+    # A resumed controller rebuilds the algorithm from the stored history alone; at every point of a parallel
+    # run, the rebuilt one must propose exactly the batch that the algorithm that never stopped proposed.
+    settings = {"random_state": 2, **QUICK.get(name, {})}
+    trials = tune(store, "history", name, settings, parameters=HARTMANN6, objective=hartmann6,
+                  max_trial_count=16, parallel_trial_count=parallel)
+    batches: dict[float, list[TrialRecord]] = {}
+    for t in trials:
+        batches.setdefault(t.creation_time or 0.0, []).append(t)
+    assert max(len(b) for b in batches.values()) == parallel
+    doc = settings_doc(name, {k: str(v) for k, v in settings.items()},
+                       [{"name": n, "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}} for n in HARTMANN6])
+    for batch in list(batches.values())[1:]:
+        rebuilt = algorithm(doc).suggest(as_seen_when_created(trials, batch), len(batch))
+        assert [s.assignments for s in rebuilt] == [t.assignments for t in batch]
+
+
+def test_an_unseeded_resume_keeps_the_trials_that_ran() -> None:
+    doc = settings_doc("cmaes", {})
+    first = algorithm(doc)
+    history = [record(i, s.assignments, TrialState.SUCCEEDED, {"min": str(i), "max": str(i), "latest": str(i)}, i, i + 0.5)
+               for i, s in enumerate(first.suggest([], 8))]
+    rebuilt = algorithm(doc)
+    assert len(rebuilt.suggest(history, 2)) == 2
+    study = rebuilt._study
+    assert [rebuilt._from_optuna(t.params) for t in study.trials[:8]] == [t.assignments for t in history]
+
+
+@pytest.mark.parametrize(("strategy", "restarts", "sizes"), [
+    ("none", 0, {6}), ("ipop", 1, {12}), ("bipop", 1, set(range(6, 12))),
+])
+def test_cmaes_restarts_when_it_converges(strategy: str, restarts: int, sizes: set[int]) -> None:
+    search = algorithm(settings_doc("cmaes", {"restart_strategy": strategy, "random_state": "0"}))
+    history: list[TrialRecord] = []
+    while len(history) < 200:  # a flat objective: CMA-ES (population 6 in 2-D) stops after about 21 generations
+        (s,) = search.suggest(history, 1)
+        history.append(record(len(history), s.assignments, TrialState.SUCCEEDED, {"min": "1", "max": "1", "latest": "1"}))
+    cma = search._cma  # IPOP doubles the population; BIPOP's second run is a small one, between 6 and 12
+    assert (cma._restarts, cma._optimizer.population_size in sizes) == (restarts, True)
+
+
+# quality --------------------------------------------------------------------------------------------------------
+
+QUALITY_SEEDS = (3, 4, 5)
+QUALITY_BUDGET = 50
+
+
+def sequential_best(name: str, seed: int) -> float:
+    """Best Branin value after QUALITY_BUDGET trials run one at a time, driving the plugin as the controller does.
+
+    A sequential run through the controller gives the same trials (checked when written) in 20 times the time.
+    """
+    space = [{"name": "x1", "parameterType": "double", "feasibleSpace": {"min": "-5", "max": "10"}},
+             {"name": "x2", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "15"}}]
+    search = algorithm(settings_doc(name, {"random_state": str(seed)}, space))
+    history: list[TrialRecord] = []
+    for index in range(QUALITY_BUDGET):
+        (s,) = search.suggest(history, 1)
+        loss = str(branin(s.assignments)["loss"])
+        history.append(record(index, s.assignments, TrialState.SUCCEEDED, {"min": loss, "max": loss, "latest": loss},
+                              created=2 * index, completed=2 * index + 1))
+    return best(history)
+
+
+def test_model_based_algorithms_beat_random_search_on_branin() -> None:
+    # Seeded sequential runs are deterministic, so these medians are fixed numbers: random 1.23, tpe 0.62,
+    # multivariate-tpe 0.53, cmaes 0.54 when written (over seeds 0-19: random 1.20, tpe 0.54, multivariate-tpe
+    # 0.54, cmaes 0.82; at 40 trials cmaes is no better than random, 1.40 vs 1.33).
+    medians = {name: statistics.median(sequential_best(name, seed) for seed in QUALITY_SEEDS)
+               for name in ("random", "tpe", "multivariate-tpe", "cmaes")}
+    for name in ("tpe", "multivariate-tpe", "cmaes"):
+        assert BRANIN_MIN < medians[name] < 0.75 * medians["random"], medians
