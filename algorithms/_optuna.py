@@ -110,9 +110,10 @@ class OptunaSearch(SearchAlgorithm):
             return
         objective = self.experiment.spec.objective
         assert objective is not None and objective.objective_metric_name
-        self._metric = objective.objective_metric_name
-        self._strategy = objective_strategy(self.experiment, self._metric)
-        self._direction = StudyDirection.MAXIMIZE if objective.type == "maximize" else StudyDirection.MINIMIZE
+        # Every objective (several with additionalObjectives): its metric, strategy and direction.
+        self._objectives = [(name, objective_strategy(self.experiment, name),
+                             StudyDirection.MAXIMIZE if kind == "maximize" else StudyDirection.MINIMIZE)
+                            for name, kind in objective.objectives()]
         self.distributions = {p.name: distribution(p) for p in self.space}
         self._study: optuna.Study | None = None
         self._numbers: dict[str, int] = {}  # katibx trial name -> optuna trial number
@@ -130,7 +131,7 @@ class OptunaSearch(SearchAlgorithm):
     def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
         if self._study is None:
             self._study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=self.sampler(0),
-                                              direction=self._direction)
+                                              directions=[direction for _, _, direction in self._objectives])
             self._replay(sorted(trials, key=lambda t: t.index))
         else:
             self._link(trials)
@@ -189,13 +190,18 @@ class OptunaSearch(SearchAlgorithm):
                 else:
                     self._study.tell(self._numbers[trial.name], value)
 
-    def _value(self, trial: TrialRecord) -> float | None:
-        """The objective value optuna sees: the metric strategy's pick, for Succeeded and EarlyStopped trials."""
+    def _value(self, trial: TrialRecord) -> list[float] | None:
+        """The objective values optuna sees: each metric strategy's pick, for Succeeded and EarlyStopped trials."""
         if trial.state not in (TrialState.SUCCEEDED, TrialState.EARLY_STOPPED):
             return None
-        raw = trial.metric(self._metric, self._strategy)
-        value = as_float(raw) if raw is not None else None
-        return value if value is not None and math.isfinite(value) else None
+        values = []
+        for metric, strategy, _ in self._objectives:
+            raw = trial.metric(metric, strategy)
+            value = as_float(raw) if raw is not None else None
+            if value is None or not math.isfinite(value):
+                return None
+            values.append(value)
+        return values
 
     def _ask(self) -> tuple[optuna.Trial, dict[str, Any]]:
         """A new optuna trial whose assignment no pending trial has, unless re-draws run out."""

@@ -14,6 +14,7 @@ class MultivariateTpe(OptunaSearch):
     """Katib's ``multivariate-tpe``: settings ``n_startup_trials`` (10), ``n_ei_candidates`` (24) and ``random_state``."""
 
     name = "multivariate-tpe"
+    supports_multi_objective = True
     default_settings = {"n_startup_trials": "10", "n_ei_candidates": "24", "random_state": None}
 
     def configure_sampler(self, settings: Mapping[str, str | None], errors: list[str]) -> None:

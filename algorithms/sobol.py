@@ -29,6 +29,7 @@ class Sobol(OptunaSearch):
     """Katib's ``sobol``: the plain Sobol' sequence (Joe-Kuo directions, as goptuna); ``random_state`` scrambles it."""
 
     name = "sobol"
+    supports_multi_objective = True
 
     def configure_sampler(self, settings: Mapping[str, str | None], errors: list[str]) -> None:
         self._sobol: _WholeSpaceQMC | None = None

@@ -29,6 +29,7 @@ class Tpe(OptunaSearch):
     """Katib's ``tpe``: settings ``gamma``, ``prior_weight``, ``n_EI_candidates`` and ``random_state``."""
 
     name = "tpe"
+    supports_multi_objective = True
     default_settings = {"gamma": "0.25", "prior_weight": "1.0", "n_EI_candidates": "24", "random_state": None}
 
     def configure_sampler(self, settings: Mapping[str, str | None], errors: list[str]) -> None:

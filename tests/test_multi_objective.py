@@ -80,3 +80,22 @@ def test_single_objective_algorithms_refuse_several_objectives():
 
     with pytest.raises(AlgorithmSettingsError, match="algorithm 'single' optimises a single objective"):
         SingleObjective(exp, SearchSpace.from_experiment(exp))
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "multivariate-tpe", "sobol"])
+def test_optuna_algorithms_optimise_several_objectives(store, algorithm):
+    result = katibx.tune(
+        name=f"mo-{algorithm}", objective=two_objectives, parameters={"x": katibx.search.double(0, 1)},
+        algorithm_name=algorithm, algorithm_settings={"random_state": 5}, objective_metric_name="error",
+        objective_type="minimize", additional_objectives={"cost": "minimize"}, max_trial_count=14,
+        parallel_trial_count=2, store=store)
+    assert result["status"]["trialsSucceeded"] == 14
+    assert len(result["status"]["paretoFront"]) >= 2
+
+
+def test_cmaes_refuses_several_objectives():
+    doc = experiment_doc(objective={"type": "maximize", "objectiveMetricName": "result",
+                                    "additionalObjectives": [{"objectiveMetricName": "cost", "type": "minimize"}]},
+                         algorithm={"algorithmName": "cmaes"})
+    errors = check_experiment(experiment_from_dict(doc), create_backend("local"))
+    assert any("algorithm 'cmaes' optimises a single objective" in e for e in errors), errors
