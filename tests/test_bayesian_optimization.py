@@ -1,0 +1,255 @@
+"""bayesianoptimization (scikit-optimize) through real experiments: settings, the space mapping and typed values,
+what the model is told, pending points in parallel runs, seeded and resumed runs, and quality against random search."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import katibx
+from algorithms.bayesian_optimization import BayesianOptimization
+from katibx.loader import experiment_from_dict
+from katibx.runner import resume_experiment, run_experiment
+from katibx.search_space import SearchSpace
+from katibx.store import Store
+from katibx.tuning import function_experiment
+from katibx.trial import MetricSummary, TrialRecord, TrialState
+from objectives import BRANIN_MIN, branin, hartmann6
+from test_algorithms import algorithm_doc
+
+BO = "bayesianoptimization"
+BRANIN = {"x1": katibx.search.double(-5, 10), "x2": katibx.search.double(0, 15)}
+HARTMANN6 = {f"x{i}": katibx.search.double(0, 1) for i in range(6)}
+CHOICES = ["relu", 3, 0.5, True]
+TYPED = {
+    "i": katibx.search.int(1, 5),
+    "istep": katibx.search.int(0, 20, step=5),
+    "ilog": katibx.search.int(1, 1000, distribution="logUniform"),
+    "d": katibx.search.double(0.5, 1.5),
+    "dstep": katibx.search.double(0, 1, step=0.25),
+    "dlog": katibx.search.double(0.0001, 1, distribution="logUniform"),
+    "dlogstep": katibx.search.double(0.01, 1, step=0.01, distribution="logUniform"),
+    "fixed": katibx.search.double(2, 2),
+    "act": katibx.search.categorical(CHOICES),
+    "k": katibx.search.discrete([1, 2.5, 10]),
+}
+
+
+def typed_objective(p: dict[str, Any]) -> dict[str, float]:
+    """Fails the trial unless every value has its parameter's type and lies in its space."""
+    assert type(p["i"]) is int and 1 <= p["i"] <= 5, p
+    assert type(p["istep"]) is int and p["istep"] in (0, 5, 10, 15, 20), p
+    assert type(p["ilog"]) is int and 1 <= p["ilog"] <= 1000, p
+    assert type(p["d"]) is float and 0.5 <= p["d"] <= 1.5, p
+    assert type(p["dstep"]) is float and p["dstep"] in (0.0, 0.25, 0.5, 0.75, 1.0), p
+    assert type(p["dlog"]) is float and 0.0001 <= p["dlog"] <= 1, p
+    assert type(p["dlogstep"]) is float and p["dlogstep"] == round(p["dlogstep"], 2) and 0.01 <= p["dlogstep"] <= 1, p
+    assert p["fixed"] == 2.0 and type(p["fixed"]) is float, p
+    assert any(type(c) is type(p["act"]) and c == p["act"] for c in CHOICES), p
+    assert (p["k"], type(p["k"])) in ((1, int), (2.5, float), (10, int)), p
+    index = next(i for i, c in enumerate(CHOICES) if type(c) is type(p["act"]) and c == p["act"])
+    return {"loss": (p["i"] - 2) ** 2 + p["istep"] / 5 + abs(math.log(p["ilog"] / 30)) + p["dstep"] + index + p["k"]}
+
+
+def peak(p: dict[str, Any]) -> dict[str, float]:
+    """A score to maximize, best at x = 0.8."""
+    return {"score": -((p["x"] - 0.8) ** 2)}
+
+
+def slow_bowl(p: dict[str, Any]) -> dict[str, float]:
+    """A bowl over a 10 x 10 integer grid, slow enough for three trials to run at once."""
+    time.sleep(0.2)
+    return {"loss": (p["x"] - 7) ** 2 + (p["y"] - 2) ** 2}
+
+
+def tune(store: Store, name: str, settings: dict[str, Any], algorithm: str = BO, **options: Any) -> list[TrialRecord]:
+    """Run ``katibx.tune`` (Branin, 6 trials one at a time unless overridden) and return its stored trials."""
+    args: dict[str, Any] = dict(objective=branin, parameters=BRANIN, objective_metric_name="loss",
+                                objective_type="minimize", max_trial_count=6, parallel_trial_count=1)
+    katibx.tune(name=name, algorithm_name=algorithm, algorithm_settings=settings, store=store, **{**args, **options})
+    return store.trials(store.get_experiment(name).id)
+
+
+def points(trials: list[TrialRecord]) -> list[tuple[Any, ...]]:
+    return [tuple(t.assignments.values()) for t in trials]
+
+
+def best(trials: list[TrialRecord], metric: str = "loss") -> float:
+    return min(float(t.observation[metric].latest) for t in trials if t.state is TrialState.SUCCEEDED)
+
+
+# settings -------------------------------------------------------------------------------------------------------
+
+NUMERIC = [{"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}]
+LISTS = [{"name": "c", "parameterType": "categorical", "feasibleSpace": {"list": ["a", "b", "c"]}}]
+
+
+@pytest.mark.parametrize(("settings", "space", "expected"), [
+    ({"base_estimator": "XGB"}, NUMERIC, "[base_estimator]: must be one of GP, RF, ET, GBRT (got 'XGB')"),
+    ({"acq_func": "UCB"}, NUMERIC, "[acq_func]: must be one of gp_hedge, LCB, EI, PI, EIps, PIps (got 'UCB')"),
+    ({"acq_optimizer": "adam"}, NUMERIC, "[acq_optimizer]: must be one of auto, sampling, lbfgs (got 'adam')"),
+    ({"n_initial_points": "-1"}, NUMERIC, "[n_initial_points]: must be >= 0 (got -1)"),
+    ({"n_initial_points": "many"}, NUMERIC, "[n_initial_points]: must be an integer (got 'many')"),
+    ({"random_state": "-2"}, NUMERIC, "[random_state]: must be >= 0 (got -2)"),
+    ({"base_estimator": "RF", "acq_optimizer": "lbfgs"}, NUMERIC, "[acq_optimizer]: lbfgs needs base_estimator GP"),
+    ({"acq_optimizer": "lbfgs"}, LISTS, "[acq_optimizer]: lbfgs needs base_estimator GP and an int or double"),
+    ({"n_startup_trials": "3"}, NUMERIC, ": unknown setting 'n_startup_trials' for algorithm 'bayesianoptimization'"),
+])
+def test_invalid_settings_are_refused_by_name(store: Store, tmp_path: Path, settings: dict[str, str],
+                                              space: list[dict[str, Any]], expected: str) -> None:
+    with pytest.raises(katibx.ValidationError) as info:
+        run_experiment(experiment_from_dict(algorithm_doc(space, BO, settings)), store=store, workdir=tmp_path)
+    assert [e for e in info.value.errors if e.startswith("spec.algorithm.algorithmSettings")] == info.value.errors
+    assert any(expected in e for e in info.value.errors), info.value.errors
+    assert store.list_experiments() == []
+
+
+def test_every_invalid_setting_is_reported_at_once(store: Store, tmp_path: Path) -> None:
+    settings = {"base_estimator": "gp", "acq_func": "ei", "acq_optimizer": "LBFGS", "n_initial_points": "-3"}
+    with pytest.raises(katibx.ValidationError) as info:
+        run_experiment(experiment_from_dict(algorithm_doc(NUMERIC, BO, settings)), store=store, workdir=tmp_path)
+    assert sorted(e.split(":")[0] for e in info.value.errors) == [
+        f"spec.algorithm.algorithmSettings[{name}]" for name in ("acq_func", "acq_optimizer", "base_estimator", "n_initial_points")]
+
+
+@pytest.mark.parametrize(("ptype", "distribution"), [("double", "normal"), ("int", "logNormal")])
+def test_normal_distributions_are_refused_naming_the_parameter(store: Store, tmp_path: Path, ptype: str,
+                                                               distribution: str) -> None:
+    space = [*NUMERIC, {"name": "width", "parameterType": ptype,
+                        "feasibleSpace": {"min": "1", "max": "9", "distribution": distribution}}]
+    with pytest.raises(katibx.ValidationError) as info:
+        run_experiment(experiment_from_dict(algorithm_doc(space, BO)), store=store, workdir=tmp_path)
+    (error,) = info.value.errors
+    assert error.startswith("spec.parameters[1].feasibleSpace.distribution: parameter 'width'") and distribution in error
+    assert store.list_experiments() == []
+
+
+# space and types ------------------------------------------------------------------------------------------------
+
+
+def test_values_keep_their_types_and_lie_in_their_space(store: Store) -> None:
+    trials = tune(store, "typed", {"random_state": 3, "n_initial_points": 3}, objective=typed_objective,
+                  parameters=TYPED, max_trial_count=7)
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 7, [t.message for t in trials]
+    for trial in trials:  # as stored, too
+        typed_objective(trial.assignments)
+    assert len(set(points(trials))) == 7
+
+
+def test_random_points_follow_each_prior() -> None:
+    space = [
+        {"name": "dlog", "parameterType": "double", "feasibleSpace": {"min": "0.0001", "max": "1", "distribution": "logUniform"}},
+        {"name": "d", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}},
+        {"name": "ilog", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "1000", "distribution": "logUniform"}},
+        {"name": "lstep", "parameterType": "int",
+         "feasibleSpace": {"min": "16", "max": "1024", "step": "16", "distribution": "logUniform"}},
+    ]
+    experiment = experiment_from_dict(algorithm_doc(space, BO, {"random_state": "1", "n_initial_points": "500"}))
+    draws = [s.assignments for s in BayesianOptimization(experiment, SearchSpace.from_experiment(experiment)).suggest([], 400)]
+
+    def share(name: str, below: float) -> float:
+        return sum(a[name] < below for a in draws) / len(draws)
+
+    # Log-uniform puts half of the mass below the geometric middle; uniform would put 1-6% there.
+    assert 0.4 < share("dlog", 0.01) < 0.6 and 0.4 < share("ilog", 32) < 0.6 and 0.4 < share("lstep", 128) < 0.6
+    assert 0.4 < share("d", 0.5) < 0.6
+    assert {a["lstep"] % 16 for a in draws} == {0} and min(a["lstep"] for a in draws) == 16
+    assert len({tuple(a.values()) for a in draws}) == 400  # a batch never repeats a point
+
+
+# what the model is told -----------------------------------------------------------------------------------------
+
+
+def record(index: int, state: TrialState, x: float, result: tuple[str, str, str] | None, completed: float | None) -> TrialRecord:
+    observation = {"result": MetricSummary("result", *result)} if result else {}
+    return TrialRecord(name=f"t{index}", index=index, assignments={"x": x}, state=state, observation=observation,
+                       creation_time=float(index), completion_time=completed)
+
+
+def test_completed_trials_are_told_once_in_completion_order() -> None:
+    doc = algorithm_doc(NUMERIC, BO, {"random_state": "1", "n_initial_points": "20"})
+    doc["spec"]["objective"]["metricStrategies"] = [{"name": "result", "value": "min"}]  # maximize "result"
+    experiment = experiment_from_dict(doc)
+    algorithm = BayesianOptimization(experiment, SearchSpace.from_experiment(experiment))
+    history = [
+        record(0, TrialState.SUCCEEDED, 0.1, ("1", "5", "3"), 9.0),
+        record(1, TrialState.FAILED, 0.2, ("7", "7", "7"), 2.0),
+        record(2, TrialState.METRICS_UNAVAILABLE, 0.3, None, 3.0),
+        record(3, TrialState.KILLED, 0.4, None, 4.0),
+        record(4, TrialState.EARLY_STOPPED, 0.5, ("2", "8", "8"), 5.0),
+        record(5, TrialState.SUCCEEDED, 0.6, (None, None, "n/a"), 6.0),  # type: ignore[arg-type]
+        record(6, TrialState.RUNNING, 0.7, None, None),
+    ]
+    (first,) = algorithm.suggest(history, 1)
+    optimizer = algorithm._opt
+    assert (optimizer.Xi, optimizer.yi) == ([[0.5], [0.1]], [-2.0, -1.0])  # strategy "min", negated to maximize
+    assert first.assignments["x"] not in (0.1, 0.5, 0.7)
+    history[6] = record(6, TrialState.SUCCEEDED, 0.7, ("4", "4", "4"), 10.0)
+    algorithm.suggest([*history, record(7, TrialState.RUNNING, first.assignments["x"], None, None)], 2)
+    assert algorithm._opt is optimizer and optimizer.yi == [-2.0, -1.0, -4.0]
+
+
+def test_maximize_moves_toward_the_maximum(store: Store) -> None:
+    trials = tune(store, "peak", {"random_state": 1, "n_initial_points": 3}, objective=peak, objective_metric_name="score",
+                  objective_type="maximize", parameters={"x": katibx.search.double(0, 1)}, max_trial_count=8)
+    # The model's points gather around the maximum at 0.8; minimizing would push them to 0 and 1 (mean distance > 0.6).
+    assert statistics.fmean(abs(t.assignments["x"] - 0.8) for t in trials[3:]) < 0.2, [t.assignments for t in trials]
+
+
+# parallel runs --------------------------------------------------------------------------------------------------
+
+
+def test_parallel_trials_never_share_a_point(store: Store) -> None:
+    """Katib's skopt service asks without its running trials and proposes them again (kubeflow/katib#1700)."""
+    space = {"x": katibx.search.int(0, 9), "y": katibx.search.int(0, 9)}
+    trials = tune(store, "bowl", {"random_state": 5, "n_initial_points": 4}, objective=slow_bowl, parameters=space,
+                  max_trial_count=12, parallel_trial_count=3)
+    overlapping = 0
+    for trial in trials:
+        assert trial.creation_time is not None and trial.state is TrialState.SUCCEEDED
+        for other in trials[:trial.index]:  # running (or about to) when ``trial`` was created
+            if other.completion_time is None or other.completion_time > trial.creation_time:
+                overlapping += 1
+                assert other.assignments != trial.assignments, (other.name, trial.name)
+    assert overlapping >= 12
+    assert len(set(points(trials))) == 12  # completed points are not proposed again either
+    assert best(trials) <= 1
+
+
+@pytest.mark.parametrize(("estimator", "acq_func"), [("RF", "EIps"), ("ET", "PI"), ("GBRT", "LCB"), ("GP", "PIps")])
+def test_every_estimator_and_acquisition_runs(store: Store, estimator: str, acq_func: str) -> None:
+    space = {"x1": katibx.search.double(-5, 10), "x2": katibx.search.double(0, 15), "unused": katibx.search.categorical(["a", "b"])}
+    trials = tune(store, "estimators", {"random_state": 1, "n_initial_points": 2, "base_estimator": estimator,
+                                        "acq_func": acq_func}, parameters=space, max_trial_count=5, parallel_trial_count=2)
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 5 and len(set(points(trials))) == 5
+
+
+# seeds, resume and quality --------------------------------------------------------------------------------------
+
+
+def test_seeded_run_resumed_midway_matches_an_uninterrupted_one(tmp_path: Path) -> None:
+    one, two = Store(tmp_path / "one.db"), Store(tmp_path / "two.db")
+    settings = {"random_state": 4, "n_initial_points": 2}
+    whole = tune(one, "h6", settings, objective=hartmann6, parameters=HARTMANN6)
+    tune(two, "h6", settings, objective=hartmann6, parameters=HARTMANN6, max_trial_count=3)
+    record = resume_experiment("h6", store=two, max_trial_count=6)
+    split = two.trials(record.id)
+    assert points(split) == points(whole) and len(set(points(whole))) == 6
+    other = tune(one, "h6-other-seed", {**settings, "random_state": 5}, objective=hartmann6, parameters=HARTMANN6,
+                 max_trial_count=3)
+    assert all(a != b for a, b in zip(points(other), points(whole)))
+
+
+def test_beats_random_search_on_branin(store: Store) -> None:
+    """Median over three seeds of the best of 30 trials: GP-based search lands near the minimum (0.398)."""
+    found: dict[str, list[float]] = {}
+    for algorithm, settings in ((BO, {"n_initial_points": 8}), ("random", {})):
+        found[algorithm] = [best(tune(store, f"{algorithm}-{seed}", {**settings, "random_state": seed}, algorithm,
+                                      max_trial_count=30)) for seed in (0, 1, 2)]
+    assert statistics.median(found[BO]) < statistics.median(found["random"]), found
+    assert statistics.median(found[BO]) < BRANIN_MIN + 0.1, found
