@@ -32,6 +32,17 @@ store_option = click.option(
     help="SQLite store: a path or sqlite:///path (default ./.katibx/katibx.db, env KATIBX_STORE).",
 )
 namespace_option = click.option("-n", "--namespace", default=None, help="Namespace of the experiment.")
+ray_address_option = click.option(
+    "--ray-address", envvar="RAY_ADDRESS", default=None, metavar="ADDR",
+    help="With --backend ray: the cluster to connect to (env RAY_ADDRESS); default: start a local one.",
+)
+
+
+def _backend(name: str, ray_address: str | None) -> Any:
+    """The worker backend plugin, with --ray-address passed to the ray backend."""
+    if ray_address and name == "ray":
+        return create_backend(name, address=ray_address)
+    return create_backend(name)
 
 
 def _fail(lines: list[str], source: str | None = None, code: int = EXIT_INVALID) -> NoReturn:
@@ -155,11 +166,13 @@ def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> 
 @store_option
 @click.option("--kill-running-on-completion", is_flag=True, help="Stop trials still running when the experiment completes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@ray_address_option
 @_guard
-def run(file: str, backend: str, store: str | None, kill_running_on_completion: bool, quiet: bool) -> None:
+def run(file: str, backend: str, store: str | None, kill_running_on_completion: bool, quiet: bool,
+        ray_address: str | None) -> None:
     """Run the Experiment in FILE until it completes."""
     experiment = load_experiment(file)
-    worker = create_backend(backend)
+    worker = _backend(backend, ray_address)
     errors = check_experiment(experiment, worker)
     if errors:
         raise ValidationError(errors, file)
@@ -177,11 +190,12 @@ def run(file: str, backend: str, store: str | None, kill_running_on_completion: 
 @store_option
 @click.option("--kill-running-on-completion", is_flag=True, help="Stop trials still running when the experiment completes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@ray_address_option
 @_guard
 def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str, store: str | None,
-           kill_running_on_completion: bool, quiet: bool) -> None:
+           kill_running_on_completion: bool, quiet: bool, ray_address: str | None) -> None:
     """Continue experiment NAME after an interruption, or with a larger --max-trial-count."""
-    worker = create_backend(backend)
+    worker = _backend(backend, ray_address)
     st = Store(store)
     _drive(name, lambda listener: resume_experiment(
         name, store=st, namespace=namespace, backend=worker, max_trial_count=max_trial_count,

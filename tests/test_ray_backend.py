@@ -1,0 +1,295 @@
+"""The ``ray`` backend against a real local Ray head (one per module: starting Ray takes ~9 s).
+
+Ray is a test dependency (``katibx[test]`` installs it): without it these tests fail, they never skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import psutil
+import pytest
+
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",  # Ray >= 2.59 turns on token auth for local clusters; head and clients must agree
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every Ray listener on loopback only (read when ray is imported)
+}
+os.environ.update(RAY_ENV)
+
+import ray  # noqa: E402 - a missing ray must fail this module, not skip it
+
+import katibx  # noqa: E402
+from conftest import experiment_doc, katibx_cli, set_command
+from katibx.loader import experiment_from_dict
+from katibx.runner import run_experiment
+from katibx.store import Store, StoreError
+from katibx.trial import TrialState
+from test_early_stopping import SERIES_SCRIPT, _doc as medianstop_doc
+from workers.ray_backend import RayBackend, quantity, trial_resources
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory: pytest.TempPathFactory):
+    """A 2-CPU Ray head on loopback for the whole module; this process is connected to it."""
+    saved = {"RAY_ADDRESS": os.environ.get("RAY_ADDRESS")}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    logs = tmp_path_factory.mktemp("ray") / "head.log"
+    with open(logs, "wb") as out:
+        head = subprocess.Popen(
+            ["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert head.poll() is None, logs.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Ray head did not come up:\n" + logs.read_text()
+                time.sleep(0.2)
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        os.environ["RAY_ADDRESS"] = address
+        yield address
+    finally:
+        ray.shutdown()
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# end to end -----------------------------------------------------------------------------------------------------
+
+
+def test_command_trials_run_on_ray_from_the_cli_and_their_logs_are_kept(ray_address, tmp_path, write_experiment):
+    path = write_experiment(experiment_doc(maxTrialCount=4, parallelTrialCount=2))
+    db = tmp_path / "db" / "katibx.db"
+    result = katibx_cli("run", str(path), "--backend", "ray", "--ray-address", ray_address, "-q", cwd=tmp_path, store=db)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Succeeded" in result.stdout
+    store = Store(db)
+    try:
+        record = store.get_experiment("exp")
+        trials = store.trials(record.id)
+        assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 4
+        for t in trials:  # Katib's e2e objective 4a - b^2, computed by the trial process on a Ray worker
+            assert float(t.observation["result"].latest) == pytest.approx(4 * t.assignments["a"] - t.assignments["b"] ** 2)
+            assert (store.trial_dir(record, t.name) / "ray-worker.json").is_file()
+    finally:
+        store.close()
+    logs = katibx_cli("logs", "exp", trials[0].name, cwd=tmp_path, store=db)
+    assert logs.returncode == 0 and logs.stdout.startswith("result="), logs.stdout + logs.stderr
+
+
+def e2e_objective(params: dict[str, Any]) -> dict[str, float]:
+    return {"result": 4 * params["a"] - params["b"] ** 2, "worker_pid": float(os.getppid())}
+
+
+def test_function_trials_run_on_reused_ray_workers(ray_address, tmp_path):
+    store = Store(tmp_path / "katibx.db")
+    try:
+        experiment = katibx.tune(
+            name="fn", objective=e2e_objective, backend="ray", store=store,
+            parameters={"a": katibx.search.int(10, 20), "b": katibx.search.double(0.1, 0.2)},
+            objective_metric_name="result", additional_metric_names=["worker_pid"],
+            max_trial_count=8, parallel_trial_count=2,
+        )
+        assert experiment["status"]["conditions"][-1]["type"] == "Succeeded"
+        trials = store.trials(store.get_experiment("fn").id)
+        assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 8
+        for t in trials:
+            assert float(t.observation["result"].latest) == pytest.approx(4 * t.assignments["a"] - t.assignments["b"] ** 2)
+        workers = {t.observation["worker_pid"].latest for t in trials}
+        assert len(workers) <= 2, "trials run in a pool of parallelTrialCount long-lived actors"
+        assert str(float(os.getpid())) not in workers
+    finally:
+        store.close()
+
+
+# resources --------------------------------------------------------------------------------------------------------
+
+TIMED_SCRIPT = """
+import json, os, sys, time
+start = time.time()
+time.sleep(0.6)
+with open(os.path.join(os.environ["KATIBX_TRIAL_DIR"], "span.json"), "w") as f:
+    json.dump([start, time.time()], f)
+print("result=" + sys.argv[1])
+"""
+
+
+def test_resource_quantities():
+    assert quantity("500m") == 0.5 and quantity("2") == 2 and quantity(3) == 3 and quantity("1Gi") == 2**30
+    job = {"kind": "Job", "spec": {"template": {"spec": {"containers": [{"name": "main", "resources": {
+        "requests": {"cpu": "1500m", "memory": "1Gi"}, "limits": {"cpu": "4", "nvidia.com/gpu": 1}}}]}}}}
+    assert trial_resources(job, "main") == {"CPU": 1.5, "memory": 2.0**30, "GPU": 1.0}
+    assert trial_resources({"kind": "Function", "spec": {"resources": {"cpu": 2, "gpu": "1"}}}, None) == {"CPU": 2, "GPU": 1}
+    assert trial_resources({"kind": "Function", "spec": {}}, None) == {"CPU": 1.0}
+    with pytest.raises(ValueError, match="resources cpu"):
+        trial_resources({"kind": "Function", "spec": {"resources": {"cpu": "lots"}}}, None)
+
+
+def test_trials_wait_for_cpus_and_a_trial_no_node_can_hold_is_refused(ray_address, tmp_path, store):
+    (tmp_path / "objective.py").write_text(TIMED_SCRIPT)
+    doc = experiment_doc(
+        algorithm={"algorithmName": "grid"}, maxTrialCount=3, parallelTrialCount=3,
+        parameters=[{"name": "a", "parameterType": "categorical", "feasibleSpace": {"list": ["1", "2", "3"]}}],
+    )
+    doc["spec"]["trialTemplate"]["trialParameters"] = [{"name": "a", "reference": "a"}]
+    set_command(doc, ["python3", "objective.py", "${trialParameters.a}"])
+    container = doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    # The 2-CPU cluster holds one 2-CPU trial at a time: three in parallel must take turns.
+    container["resources"] = {"requests": {"cpu": "2"}}
+    record = run_experiment(experiment_from_dict(doc), store=store, workdir=tmp_path, backend=RayBackend())
+    trials = store.trials(record.id)
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 3
+    spans = sorted(json.loads((store.trial_dir(record, t.name) / "span.json").read_text()) for t in trials)
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end - 0.05, f"2-CPU trials overlapped on a 2-CPU cluster: {spans}"
+
+    container["resources"] = {"limits": {"cpu": "16"}}
+    doc["metadata"]["name"] = "too-big"
+    doc["spec"]["maxTrialCount"] = doc["spec"]["parallelTrialCount"] = 1
+    record = run_experiment(experiment_from_dict(doc), store=store, workdir=tmp_path, backend=RayBackend())
+    (trial,) = store.trials(record.id)
+    assert trial.state is TrialState.FAILED and "StartError" in trial.reason
+    assert "needs CPU 16 but no node of the Ray cluster has that much (nodes: CPU 2)" in trial.message
+
+
+# stopping -----------------------------------------------------------------------------------------------------------
+
+
+def test_medianstop_stops_running_trials_on_ray_workers(ray_address, tmp_path, store, write_experiment):
+    doc = medianstop_doc()
+    write_experiment(doc, script=SERIES_SCRIPT)
+    record = run_experiment(experiment_from_dict(doc), store=store, workdir=tmp_path, backend=RayBackend())
+    trials = {t.assignments["a"]: t for t in store.trials(record.id)}
+    assert [trials[a].state for a in (1, 3, 9, 0, 8)] == [
+        TrialState.SUCCEEDED, TrialState.SUCCEEDED, TrialState.EARLY_STOPPED, TrialState.SUCCEEDED,
+        TrialState.EARLY_STOPPED]
+    assert 2 <= len(store.observation_logs(trials[9].id)) < 10, "stopped while running, after start_step reports"
+    assert trials[9].reason == "TrialEarlyStopped"
+
+
+def dying_worker_objective(params: dict[str, Any]) -> dict[str, float]:
+    """``die``: kills the Ray worker process running this trial, then hangs (the orphan must be stopped)."""
+    if params["mode"] == "die":
+        with open(os.path.join(os.environ["KATIBX_TRIAL_DIR"], "pids.json"), "w") as f:
+            json.dump({"trial": os.getpid(), "worker": os.getppid()}, f)
+        time.sleep(0.5)  # the worker has recorded where the trial runs
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(60)
+    return {"result": 1.0}
+
+
+def test_a_dead_worker_process_fails_its_trial_and_the_experiment_goes_on(ray_address, tmp_path):
+    store = Store(tmp_path / "katibx.db")
+    try:
+        katibx.tune(
+            name="dying", objective=dying_worker_objective, backend="ray", store=store,
+            parameters={"mode": katibx.search.categorical(["die", "ok", "fine"])},
+            objective_metric_name="result", algorithm_name="grid", parallel_trial_count=1,
+        )
+        record = store.get_experiment("dying")
+        trials = {t.assignments["mode"]: t for t in store.trials(record.id)}
+        assert trials["die"].state is TrialState.FAILED
+        assert trials["die"].reason == "TrialFailed. Job reason: WorkerDied"
+        assert "Ray worker running the trial died" in trials["die"].message
+        assert trials["ok"].state is TrialState.SUCCEEDED and trials["fine"].state is TrialState.SUCCEEDED
+        pids = json.loads((store.trial_dir(record, trials["die"].name) / "pids.json").read_text())
+        assert gone(pids["worker"]) and gone(pids["trial"]), "the orphaned trial process was stopped"
+    finally:
+        store.close()
+
+
+# controller crash ---------------------------------------------------------------------------------------------------
+
+SLOW_SCRIPT = """
+import os, sys, time
+with open(os.path.join(os.environ["KATIBX_TRIAL_DIR"], "pid"), "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(0.6)
+print("result=" + sys.argv[1])
+"""
+
+
+def test_resume_after_the_controller_is_killed_completes_with_exact_counts(ray_address, tmp_path, write_experiment):
+    doc = experiment_doc(maxTrialCount=6, parallelTrialCount=2)
+    set_command(doc, ["python3", "objective.py", "${trialParameters.a}", "${trialParameters.b}"])
+    path = write_experiment(doc, script=SLOW_SCRIPT)
+    db = tmp_path / "db" / "katibx.db"
+    env = {**os.environ, "KATIBX_STORE": str(db)}
+    controller = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "--backend", "ray", "-q"],
+                                  cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    orphans: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not orphans:  # kill it while two trials run and two have completed
+            assert time.monotonic() < deadline and controller.poll() is None
+            time.sleep(0.2)
+            if not db.exists():
+                continue
+            store = Store(db)
+            try:
+                trials = store.trials(store.get_experiment("exp").id)
+                record = store.get_experiment("exp")
+                running = [t for t in trials if t.state is TrialState.RUNNING]
+                pid_files = [store.trial_dir(record, t.name) / "pid" for t in running]
+                if sum(t.state is TrialState.SUCCEEDED for t in trials) >= 2 and len(running) == 2 and all(
+                        p.exists() for p in pid_files):
+                    controller.kill()
+                    orphans = [int(p.read_text()) for p in pid_files]
+            except StoreError:
+                pass
+            finally:
+                store.close()
+    finally:
+        controller.kill()
+        controller.wait()
+    result = katibx_cli("resume", "exp", "--backend", "ray", "--ray-address", ray_address, "-q", cwd=tmp_path, store=db)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(gone(pid, 1) for pid in orphans), "trials left running by the killed controller were stopped"
+    store = Store(db)
+    try:
+        trials = store.trials(store.get_experiment("exp").id)
+        assert len(trials) == 6 and [t.state for t in trials] == [TrialState.SUCCEEDED] * 6
+    finally:
+        store.close()
+    assert "6 total, 6 succeeded" in result.stdout

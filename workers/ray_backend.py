@@ -1,0 +1,557 @@
+"""The ``ray`` backend: trials run on a Ray cluster, each inside a long-lived worker actor.
+
+Design (issue 5):
+
+- A pool of worker actors (at most ``parallelTrialCount`` at a time) is kept for the whole run; each actor holds
+  one trial's resources (``num_cpus``/``num_gpus``/``memory`` from the trial template's container ``resources``)
+  and runs one trial at a time, so a trial costs one actor call, not an actor start (Ray Tune starts an actor
+  per trial). Actors that Ray cannot place yet stay pending: trials wait for resources, never oversubscribe.
+- Inside the actor the trial is run by the local backend itself (:class:`workers.local.LocalBackend`): the same
+  substitution without a shell, env, trial directory, ``activeDeadlineSeconds``, forked function trials and
+  metrics collection. The collector runs on the worker, so only parsed metrics travel back: the controller keeps
+  one outstanding ``poll`` call per busy actor, which returns as soon as the local backend has events.
+- Killing a trial calls the actor, which stops the trial's process group (SIGTERM, SIGKILL after a grace period).
+  A dead actor fails its trial with reason ``WorkerDied`` and the processes it left are stopped. A Ray cluster
+  that goes away raises :class:`RayClusterError` (one line from the CLI); the store keeps every committed state.
+- Nothing is retried by Ray (``max_restarts=0``, ``max_task_retries=0``, ``max_retries=0``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from katibx.store import StoreError
+from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
+from katibx.validation import ValidationError
+from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialStartError
+from workers.local import LocalBackend
+
+log = logging.getLogger(__name__)
+
+ADDRESS_ENV = "RAY_ADDRESS"
+WORKER_FILE = "ray-worker.json"  # in the trial dir: where the trial's process runs, for release()
+# How long one poll call on a worker actor may wait for events before answering empty.
+WORKER_POLL_SECONDS = 2.0
+# How long actors may stay unreachable before the cluster is taken as gone.
+UNREACHABLE_SECONDS = 10.0
+# An actor not placed this long after its creation is taken as waiting for resources that idle actors may hold.
+PLACEMENT_GRACE_SECONDS = 1.0
+_IGNORED_RESOURCES = ("ephemeral-storage", "storage", "pods")
+
+
+class RayClusterError(StoreError):
+    """The Ray cluster cannot be reached any more (reported by the CLI on one line like a store problem)."""
+
+
+# resources ---------------------------------------------------------------------------------------------------
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_FACTORS = {None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+            "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60}
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity (``500m``, ``2``, ``1Gi``, ``1e3``) as a number; ValueError when it is none."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a quantity: {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        match = _QUANTITY.match(str(value).strip())
+        if match is None:
+            raise ValueError(f"not a quantity: {value!r}")
+        number = float(match.group(1)) * _FACTORS[match.group(2)]
+    if number < 0:
+        raise ValueError(f"must not be negative: {value!r}")
+    return number
+
+
+def trial_resources(worker: dict[str, Any], container_name: str | None) -> dict[str, float]:
+    """Ray resources of one rendered trial: ``CPU`` (default 1), ``GPU``, ``memory`` (bytes) and custom ones.
+
+    From the primary container's ``resources`` (requests, else limits; ``nvidia.com/gpu`` or ``gpu`` is GPUs), or a
+    Function trial's ``spec.resources`` (Katib's ``resources_per_trial``: ``{"cpu": 2, "memory": "1Gi", "gpu": 1}``).
+    """
+    if worker.get("kind") == FUNCTION_KIND:
+        section = (worker.get("spec") or {}).get("resources") or {}
+    else:
+        section = (primary_container(worker, container_name) or {}).get("resources") or {}
+    if not isinstance(section, dict):
+        raise ValueError("resources must be a mapping")
+    if "requests" in section or "limits" in section:
+        flat = {**(section.get("limits") or {}), **(section.get("requests") or {})}
+    else:
+        flat = dict(section)
+    result: dict[str, float] = {"CPU": 1.0}
+    for name, value in flat.items():
+        if name in _IGNORED_RESOURCES or str(name).startswith("hugepages-"):
+            continue
+        try:
+            amount = quantity(value)
+        except ValueError as exc:
+            raise ValueError(f"resources {name}: {exc}") from None
+        key = {"cpu": "CPU", "memory": "memory", "gpu": "GPU", "nvidia.com/gpu": "GPU"}.get(str(name), str(name))
+        result[key] = amount
+    return {k: v for k, v in result.items() if v > 0 or k == "CPU"}
+
+
+def _actor_options(resources: dict[str, float]) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": resources.get("CPU", 1.0), "num_gpus": resources.get("GPU", 0.0)}
+    if resources.get("memory"):
+        options["memory"] = int(resources["memory"])
+    custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU", "memory")}
+    if custom:
+        options["resources"] = custom
+    return options
+
+
+# worker side -------------------------------------------------------------------------------------------------
+class TrialWorker:
+    """A Ray actor running one trial at a time with the local backend; reused for many trials."""
+
+    def __init__(self, sys_path: list[str], poll_interval: float) -> None:
+        # Function trials pickled by reference import their module: make the controller's import path usable here.
+        for entry in sys_path:
+            if entry and entry not in sys.path and os.path.isdir(entry):
+                sys.path.append(entry)
+        self._local = LocalBackend(metrics_poll_interval=poll_interval)
+        self._lock = threading.Lock()
+        self._poll_interval = poll_interval
+
+    def info(self) -> dict[str, Any]:
+        import ray
+
+        return {"worker_pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+    def start(self, job: TrialJob, function: bytes | None) -> dict[str, Any]:
+        """Start the trial; its handle, or ``{"error": message}`` when it cannot start."""
+        from ray import cloudpickle
+
+        try:
+            if function is not None or _is_function(job):
+                job.function = _Detached(cloudpickle.loads(function) if function is not None else None, job)
+            with self._lock:
+                handle = self._local.start(job)
+            handle = {**handle, **self.info()}
+            (job.trial_dir / WORKER_FILE).write_text(json.dumps(handle))
+            return handle
+        except TrialStartError as exc:
+            return {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - e.g. an objective that cannot be unpickled on this worker
+            return {"error": f"cannot start the trial on the Ray worker: {type(exc).__name__}: {exc}"}
+
+    def poll(self, timeout: float) -> list[TrialEvent]:
+        """The local backend's events, waiting up to ``timeout`` seconds for the first one."""
+        end = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                events = self._local.poll(min(self._poll_interval, max(end - time.monotonic(), 0)))
+                idle = not self._local._running
+            if events or idle or time.monotonic() >= end:
+                return events
+
+    def kill(self, trial_name: str) -> None:
+        with self._lock:
+            self._local.kill(trial_name)
+
+    def close(self) -> None:
+        with self._lock:
+            self._local.close()
+
+
+def _is_function(job: TrialJob) -> bool:
+    tt = job.experiment.spec.trial_template
+    return bool(tt and tt.trial_spec and tt.trial_spec.get("kind") == FUNCTION_KIND)
+
+
+class _Detached:
+    """A function trial as the local backend forks it from the actor, first closing what it inherited from Ray.
+
+    The forked trial must not keep the actor's sockets open: Ray notices a dead worker process only when its
+    connections close, and a hanging trial holding them would hide the death until it ended.
+    """
+
+    def __init__(self, function: Any, job: TrialJob) -> None:
+        tt = job.experiment.spec.trial_template
+        assert tt is not None and tt.trial_spec is not None
+        self.function = function
+        self.reference = str((tt.trial_spec.get("spec") or {}).get("function", ""))
+        self.workdir = str(job.workdir)
+
+    def __call__(self, params: dict[str, Any]) -> Any:
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        function = self.function
+        if function is None:  # a resumed experiment: import it by reference, as the local backend does
+            from workers.local import _import_function
+
+            sys.path.insert(0, self.workdir)
+            function = _import_function(self.reference)
+        return function(params)
+
+
+def _release_on_node(trial_dir: str) -> bool:
+    """Stop what a trial left running on this node (its process group), from the worker file in its trial dir."""
+    try:
+        handle = json.loads((Path(trial_dir) / WORKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    LocalBackend().release(handle)
+    return True
+
+
+# controller side ---------------------------------------------------------------------------------------------
+@dataclass
+class _Worker:
+    actor: Any
+    key: tuple[tuple[str, float], ...]
+    trial: str | None = None
+    trial_dir: str = ""
+    start_ref: Any = None
+    poll_ref: Any = None
+    handle: dict[str, Any] = field(default_factory=dict)
+    kill_requested: bool = False
+    unreachable_since: float | None = None
+    ready_ref: Any = None  # resolves once Ray has placed the actor (it holds its resources from then on)
+    ready: bool = False
+    polled: float = 0.0  # when the outstanding poll call was sent
+    created: float = field(default_factory=time.monotonic)
+
+
+class RayBackend(Backend):
+    """Runs trials on a Ray cluster: ``address`` (or ``$RAY_ADDRESS``) to connect, else a local cluster is started."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, metrics_poll_interval: float = 0.05,
+                 unreachable_seconds: float = UNREACHABLE_SECONDS) -> None:
+        self.address = address or os.environ.get(ADDRESS_ENV) or None
+        self.metrics_poll_interval = metrics_poll_interval
+        self.unreachable_seconds = unreachable_seconds
+        self._ray: Any = None
+        self._owns_connection = False
+        self._worker_class: Any = None
+        self._workers: list[_Worker] = []
+        self._events: list[TrialEvent] = []
+        self._pool_size = 1
+        self._node_resources: list[dict[str, float]] | None = None
+        self._lost = False
+
+    # connection --------------------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        if self._ray is not None:
+            return self._ray
+        try:
+            import ray
+        except ImportError:
+            raise ValidationError(["--backend ray: the 'ray' package is not installed: pip install 'katibx[ray]'"]) from None
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "namespace": "katibx"}
+            try:
+                if self.address:
+                    ray.init(address=self.address, **options)
+                else:
+                    ray.init(address="local", include_dashboard=False, **options)
+            except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ... all mean "cannot connect"
+                where = f"at {self.address}" if self.address else "(local cluster)"
+                raise ValidationError([f"--ray-address: cannot connect to Ray {where}: {_one_line(exc)}"]) from None
+            self._owns_connection = True
+        self._ray = ray
+        self._worker_class = ray.remote(TrialWorker)
+        return ray
+
+    def _nodes(self, refresh: bool = False) -> list[dict[str, float]]:
+        """Total resources of each alive node (cached; ``refresh`` asks the cluster again)."""
+        if refresh or self._node_resources is None:
+            self._node_resources = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        return self._node_resources
+
+    # checks ------------------------------------------------------------------------------------------------
+    def check(self, experiment: Any) -> list[str]:
+        errors = [e.replace("the local backend", "the ray backend") for e in LocalBackend().check(experiment)]
+        tt = experiment.spec.trial_template
+        if tt is not None and tt.trial_spec and not errors:
+            try:
+                spec = tt.trial_spec
+                if "${trialParameters." not in json.dumps(spec):
+                    trial_resources(spec, tt.primary_container_name)
+                else:
+                    trial_resources(json.loads(re.sub(r"\$\{trialParameters\.[^}]*\}", "1", json.dumps(spec))),
+                                    tt.primary_container_name)
+            except ValueError as exc:
+                errors.append(f"spec.trialTemplate.trialSpec: {exc}")
+        if not errors:
+            try:
+                self._connect()
+            except ValidationError as exc:
+                errors.extend(exc.errors)
+        return errors
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+    def start(self, job: TrialJob) -> dict[str, Any]:
+        self._connect()
+        tt = job.experiment.spec.trial_template
+        assert tt is not None
+        try:
+            resources = trial_resources(render_trial_spec(job.experiment, job.trial.name, job.trial.assignments),
+                                        tt.primary_container_name)
+        except (TypeError, ValueError) as exc:
+            raise TrialStartError(f"invalid trial template: {exc}") from None
+        self._refuse_unplaceable(resources)
+        function = None
+        if job.function is not None:
+            from ray import cloudpickle
+
+            try:
+                function = cloudpickle.dumps(job.function)
+            except Exception as exc:  # noqa: BLE001
+                raise TrialStartError(f"the objective cannot be sent to Ray: {exc}") from None
+        self._pool_size = max(self._pool_size, job.experiment.spec.parallel_trial_count or 1)
+        worker = self._idle_worker(tuple(sorted(resources.items())))
+        job.trial_dir.mkdir(parents=True, exist_ok=True)
+        (job.trial_dir / WORKER_FILE).unlink(missing_ok=True)
+        worker.trial, worker.trial_dir, worker.kill_requested = job.trial.name, str(job.trial_dir), False
+        worker.handle, worker.poll_ref = {}, None
+        worker.start_ref = worker.actor.start.remote(replace(job, function=None), function)
+        self._make_room()
+        return {"backend": self.name, "trial_dir": str(job.trial_dir), "resources": resources}
+
+    def _refuse_unplaceable(self, resources: dict[str, float]) -> None:
+        """A trial no node of the cluster could ever hold fails now instead of waiting for ever."""
+        def fits(nodes: list[dict[str, float]]) -> bool:
+            return any(all(node.get(k, 0.0) >= v for k, v in resources.items()) for node in nodes)
+
+        if fits(self._nodes()) or fits(nodes := self._nodes(refresh=True)):
+            return
+        wanted = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(resources.items()))
+        largest = "; ".join(", ".join(f"{k} {_fmt(node.get(k, 0.0))}" for k in sorted(resources)) for node in nodes)
+        raise TrialStartError(f"the trial needs {wanted} but no node of the Ray cluster has that much "
+                              f"(nodes: {largest or 'none'})")
+
+    def _idle_worker(self, key: tuple[tuple[str, float], ...]) -> _Worker:
+        idle = [w for w in self._workers if w.trial is None]
+        for worker in idle:
+            if worker.key == key:
+                return worker
+        if len(self._workers) >= self._pool_size and idle:  # make room: an idle actor of another shape goes
+            self._drop(idle[0])
+        options = _actor_options(dict(key))
+        actor = self._worker_class.options(max_restarts=0, max_task_retries=0, max_concurrency=4, **options).remote(
+            [p for p in sys.path if p], self.metrics_poll_interval)
+        worker = _Worker(actor, key, ready_ref=actor.info.remote())
+        self._workers.append(worker)
+        return worker
+
+    def _make_room(self) -> None:
+        """Idle actors hold resources: drop them while an actor that is still waiting to be placed needs them."""
+        ray = self._ray
+        waiting = [w for w in self._workers if not w.ready]
+        if waiting:
+            done, _ = ray.wait([w.ready_ref for w in waiting], num_returns=len(waiting), timeout=0)
+            for w in waiting:
+                w.ready = w.ready_ref in done
+            # An actor normally starts within a second or two; one still not placed after that waits for resources.
+            waiting = [w for w in waiting if not w.ready and w.trial is not None
+                       and time.monotonic() - w.created > PLACEMENT_GRACE_SECONDS]
+        idle = [w for w in self._workers if w.trial is None and w.ready]
+        if not waiting or not idle:
+            return
+        # Only when this run's own placed actors leave no room for it: a waiting actor may just be starting
+        # (then it is already placed), or wait for someone else's resources (then dropping ours does not help).
+        total = dict(ray.cluster_resources())
+        held: dict[str, float] = {}
+        for w in self._workers:
+            if w.ready:
+                for k, v in w.key:
+                    held[k] = held.get(k, 0.0) + v
+        for w in waiting:
+            while idle and any(held.get(k, 0.0) + v > total.get(k, 0.0) for k, v in w.key):
+                freed = idle.pop()
+                self._drop(freed)
+                for k, v in freed.key:
+                    held[k] -= v
+
+    def _drop(self, worker: _Worker) -> None:
+        self._workers.remove(worker)
+        try:
+            self._ray.kill(worker.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def poll(self, timeout: float) -> list[TrialEvent]:
+        ray = self._ray
+        events, self._events = self._events, []
+        refs: dict[Any, _Worker] = {}
+        for worker in self._workers:
+            if worker.trial is None:
+                continue
+            if worker.start_ref is None and worker.poll_ref is None:
+                worker.poll_ref, worker.polled = worker.actor.poll.remote(WORKER_POLL_SECONDS), time.monotonic()
+            refs[worker.start_ref if worker.start_ref is not None else worker.poll_ref] = worker
+        if not refs:
+            if timeout > 0 and not events:
+                time.sleep(min(timeout, 0.05))
+            return events
+        if not all(w.ready for w in self._workers):
+            timeout = min(timeout, 0.5)  # look again soon whether idle actors must make room
+        ready, rest = ray.wait(list(refs), num_returns=1, timeout=0 if events else timeout)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        for ref in ready:
+            events.extend(self._result(refs[ref], ref))
+        events.extend(self._silent(set(ready)))
+        if not all(w.ready for w in self._workers):
+            self._make_room()
+        return events
+
+    def _result(self, worker: _Worker, ref: Any) -> list[TrialEvent]:
+        ray = self._ray
+        name = worker.trial
+        assert name is not None
+        try:
+            value = ray.get(ref)
+        except ray.exceptions.ActorUnavailableError as exc:
+            return self._unreachable(worker, exc)
+        except ray.exceptions.RayActorError as exc:
+            self._workers.remove(worker)
+            self._release_trial(worker.trial_dir)
+            return [TrialExited(name, False, "WorkerDied", f"the Ray worker running the trial died: {_one_line(exc)}")]
+        worker.unreachable_since = None
+        if ref is worker.start_ref:
+            worker.start_ref = None
+            if "error" in value:
+                worker.trial = None
+                return [TrialExited(name, False, "StartError", value["error"])]
+            worker.handle, worker.ready = value, True
+            if worker.kill_requested:
+                worker.actor.kill.remote(name)
+            worker.poll_ref, worker.polled = worker.actor.poll.remote(WORKER_POLL_SECONDS), time.monotonic()
+            return []
+        worker.poll_ref = None
+        events: list[TrialEvent] = list(value)
+        if any(isinstance(e, TrialExited) for e in events):
+            worker.trial = None
+        else:
+            worker.poll_ref, worker.polled = worker.actor.poll.remote(WORKER_POLL_SECONDS), time.monotonic()
+        return events
+
+    def _silent(self, answered: set[Any]) -> list[TrialEvent]:
+        """Actors that stopped answering (a poll answers within WORKER_POLL_SECONDS): their node or the cluster is gone."""
+        now = time.monotonic()
+        limit = WORKER_POLL_SECONDS + self.unreachable_seconds
+        busy = [w for w in self._workers if w.trial is not None and w.start_ref is None]
+        silent = [w for w in busy if (w.poll_ref is not None and w.poll_ref not in answered and now - w.polled > limit)
+                  or (w.unreachable_since is not None and now - w.unreachable_since > self.unreachable_seconds)]
+        if not silent:
+            return []
+        if len(silent) == len(busy):
+            self._lost = True
+            where = self.address or "the local Ray cluster"
+            raise RayClusterError(f"lost the Ray cluster at {where}: no Ray worker has answered for {limit:g} s; the "
+                                  "experiment's state is saved, continue with: katibx resume NAME --backend ray")
+        events: list[TrialEvent] = []
+        for worker in silent:
+            assert worker.trial is not None
+            events.append(TrialExited(worker.trial, False, "WorkerDied",
+                                      f"the Ray worker running the trial has not answered for {limit:g} s"))
+            self._drop(worker)
+            self._release_trial(worker.trial_dir)
+        return events
+
+    def _unreachable(self, worker: _Worker, exc: Exception) -> list[TrialEvent]:
+        """An actor that cannot be reached: retried, until it has been so long that the cluster is taken as gone."""
+        now = time.monotonic()
+        worker.unreachable_since = worker.unreachable_since or now
+        if now - worker.unreachable_since > self.unreachable_seconds:
+            self._lost = True
+            where = self.address or "the local Ray cluster"
+            raise RayClusterError(f"lost the Ray cluster at {where}: {_one_line(exc)}; the experiment's state is saved, "
+                                  "continue with: katibx resume NAME --backend ray")
+        if worker.start_ref is None:  # a start that may or may not have run is never re-sent
+            worker.poll_ref = None
+        time.sleep(0.2)
+        return []
+
+    def kill(self, trial_name: str) -> None:
+        for worker in self._workers:
+            if worker.trial != trial_name:
+                continue
+            worker.kill_requested = True
+            if worker.start_ref is None:
+                worker.actor.kill.remote(trial_name)
+                return
+            ready, _ = self._ray.wait([worker.start_ref], timeout=0)
+            if not ready:  # still waiting for resources (or starting): drop the actor, the trial never ran
+                self._drop(worker)
+                self._release_trial(worker.trial_dir)
+                self._events.append(TrialExited(trial_name, False, "Killed", "stopped before it started on Ray"))
+            return
+
+    def _release_trial(self, trial_dir: str) -> None:
+        """Stop processes a trial left on any node (found through its worker file); best effort, bounded in time."""
+        ray = self._ray
+        if ray is None or not trial_dir:
+            return
+        if _release_on_node(trial_dir) or self._lost:  # this machine is a node, or shares the trial directory
+            return
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        task = ray.remote(_release_on_node)
+        try:
+            refs = [task.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                n["NodeID"], soft=False)).remote(trial_dir) for n in ray.nodes() if n.get("Alive")]
+            ray.wait(refs, num_returns=len(refs), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - release is best effort
+            log.warning("could not release trial processes of %s: %s", trial_dir, exc)
+
+    def release(self, handle: dict[str, Any]) -> None:
+        if handle.get("backend") != self.name:
+            LocalBackend().release(handle)
+            return
+        self._connect()
+        self._release_trial(str(handle.get("trial_dir", "")))
+
+    def close(self) -> None:
+        ray = self._ray
+        if ray is None:
+            return
+        busy = [w for w in self._workers if w.trial is not None]
+        if self._lost:  # stop what runs on this machine; nothing can be asked of the cluster any more
+            for worker in busy:
+                self._release_trial(worker.trial_dir)
+            self._ray, self._workers = None, []
+            return
+        try:
+            refs = [w.actor.close.remote() for w in busy]
+            if refs:
+                ray.wait(refs, num_returns=len(refs), timeout=10)
+        except Exception:  # noqa: BLE001 - closing after the cluster went away
+            pass
+        for worker in busy:
+            self._release_trial(worker.trial_dir)
+        for worker in list(self._workers):
+            self._drop(worker)
+        if self._owns_connection:
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+        self._ray = None
+        self._owns_connection = False
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
