@@ -154,8 +154,8 @@ class BayesianOptimization(SearchAlgorithm):
         self._seed = secrets.randbelow(2**31) if seed is None else seed
         for i, p in enumerate(self.space):
             if p.is_numeric_range and p.distribution in ("normal", "logNormal"):
-                errors.append(f"spec.parameters[{i}].feasibleSpace.distribution: parameter {p.name!r}: {p.distribution} "
-                              "is not supported by bayesianoptimization (use uniform or logUniform)")
+                errors.append(f"spec.parameters[{i}].feasibleSpace.distribution: parameter {p.name!r}: "
+                              f"{p.distribution} is not supported by bayesianoptimization (use uniform or logUniform)")
         self._axes = [_Axis(p) for p in self.space]
         self._free = [a for a in self._axes if not a.fixed]
         gradients = self._estimator == "GP" and any(a.param.is_numeric_range for a in self._free)
@@ -214,7 +214,8 @@ class BayesianOptimization(SearchAlgorithm):
 
     def _encode(self, trial: TrialRecord) -> list[int | float] | None:
         """A trial's point in the optimizer's space, or None when an assignment is missing or out of the space."""
-        x = [a.encode(trial.assignments[a.param.name]) if a.param.name in trial.assignments else None for a in self._free]
+        values = trial.assignments
+        x = [a.encode(values[a.param.name]) if a.param.name in values else None for a in self._free]
         return None if any(v is None for v in x) else x  # type: ignore[return-value]
 
     def _objective(self, trial: TrialRecord) -> float | tuple[float, float] | None:
@@ -229,7 +230,7 @@ class BayesianOptimization(SearchAlgorithm):
         return self._sign * value, max((trial.completion_time or start) - start, 1e-3)
 
     def _next(self, index: int, pending: list[list[Any]]) -> list[Any] | None:
-        """Trial ``index``'s point: random while initial points remain, else the model's, with pending points as liars."""
+        """Trial ``index``'s point: random while initial points remain, else the model's (pending points as liars)."""
         rng = np.random.RandomState(np.random.SeedSequence([self._seed, index]).generate_state(1)[0])
         opt = self._opt
         candidates: list[list[Any]] = []
@@ -245,14 +246,16 @@ class BayesianOptimization(SearchAlgorithm):
             candidates = [self._point(x) for x in xs]
         return self._pick(candidates, pending, rng)
 
-    def _pick(self, candidates: list[list[Any]], pending: list[list[Any]], rng: np.random.RandomState) -> list[Any] | None:
+    def _pick(self, candidates: list[list[Any]], pending: list[list[Any]],
+              rng: np.random.RandomState) -> list[Any] | None:
         """The first candidate, then random point, neither evaluated nor pending; a completed point again only in a
         small finite space; None when every point found is pending."""
         busy = {tuple(x) for x in pending}
         seen = busy | {tuple(x) for x in self._opt.Xi}
         tried: list[list[Any]] = []
         for draws in (0, 1, _DRAWS):
-            batch = [self._point(x) for x in self._opt.space.rvs(n_samples=draws, random_state=rng)] if draws else candidates
+            batch = candidates if not draws else [
+                self._point(x) for x in self._opt.space.rvs(n_samples=draws, random_state=rng)]
             fresh = [x for x in batch if tuple(x) not in seen]
             if fresh:
                 return fresh[0]
