@@ -258,6 +258,7 @@ class Controller:
         trial.observation = summarize(logs)
         trial.completion_time = time.time()
         forced = self._killing.pop(trial.name, None)
+        state: TrialState
         if forced is TrialState.EARLY_STOPPED:
             state, reason, message = forced, TRIAL_REASONS[forced], "Trial is early stopped"
         elif forced is not None:

@@ -93,7 +93,7 @@ def function_experiment(
         function_spec["env"] = [{"name": str(k), "value": str(v)} for k, v in env_per_trial.items()]
     if trial_active_deadline_seconds is not None:
         function_spec["activeDeadlineSeconds"] = trial_active_deadline_seconds
-    objective_spec = {"type": objective_type, "goal": objective_goal, "objectiveMetricName": objective_metric_name,
+    objective_spec: dict[str, Any] = {"type": objective_type, "goal": objective_goal, "objectiveMetricName": objective_metric_name,
                       "additionalMetricNames": list(additional_metric_names or [])}
     if additional_objectives:  # multi-objective: metric name -> minimize | maximize
         objective_spec["additionalObjectives"] = [{"objectiveMetricName": str(k), "type": v}
