@@ -16,7 +16,7 @@ import contextlib
 import math
 import secrets
 import warnings
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import optuna
@@ -25,7 +25,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState as OptunaState
 
-from algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
+from algorithms.base import SearchAlgorithm, Suggestion, int_setting
 from katibx.collectors import as_float
 from katibx.search_space import Parameter
 from katibx.status import objective_strategy
@@ -54,23 +54,6 @@ def quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-def float_setting(settings: Mapping[str, str | None], name: str, errors: list[str],
-                  valid: Callable[[float], bool], requirement: str) -> float | None:
-    """Parse an optional number setting; ``requirement`` says what ``valid`` checks, for the error line."""
-    raw = settings.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        errors.append(f"{setting_path(name)}: must be a number (got {raw!r})")
-        return None
-    if not math.isfinite(value) or not valid(value):
-        errors.append(f"{setting_path(name)}: {requirement} (got {raw!r})")
-        return None
-    return value
 
 
 def distribution(param: Parameter) -> BaseDistribution:

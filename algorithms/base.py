@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from katibx.search_space import SearchSpace
 from katibx.spec import Experiment
@@ -94,5 +95,22 @@ def int_setting(settings: Mapping[str, str | None], name: str, errors: list[str]
         return None
     if value < minimum:
         errors.append(f"{setting_path(name)}: must be >= {minimum} (got {value})")
+        return None
+    return value
+
+
+def float_setting(settings: Mapping[str, str | None], name: str, errors: list[str],
+                  valid: Callable[[float], bool], requirement: str) -> float | None:
+    """Parse an optional number setting; ``requirement`` says what ``valid`` checks, for the error line."""
+    raw = settings.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        errors.append(f"{setting_path(name)}: must be a number (got {raw!r})")
+        return None
+    if not math.isfinite(value) or not valid(value):
+        errors.append(f"{setting_path(name)}: {requirement} (got {raw!r})")
         return None
     return value

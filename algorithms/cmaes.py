@@ -12,7 +12,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from algorithms._optuna import OptunaSearch, derive_seed, float_setting
+from algorithms._optuna import OptunaSearch, derive_seed
+from algorithms.base import float_setting
 from algorithms.base import setting_path
 
 if TYPE_CHECKING:

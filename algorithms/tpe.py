@@ -8,7 +8,8 @@ from typing import Mapping
 
 from optuna.samplers import BaseSampler, TPESampler
 
-from algorithms._optuna import OptunaSearch, derive_seed, float_setting, quiet
+from algorithms._optuna import OptunaSearch, derive_seed, quiet
+from algorithms.base import float_setting
 from algorithms.base import int_setting
 
 # Random draws before the Parzen estimators take over (optuna's default; Katib's hyperopt service uses the

@@ -117,10 +117,10 @@ class LocalBackend(Backend):
                 "an image's entrypoint, so give the command explicitly"
             )
         else:
-            for field in ("command", "args"):
-                value = container.get(field)
+            for key in ("command", "args"):
+                value = container.get(key)
                 if value is not None and (not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value)):
-                    errors.append(f"{path}: container {tt.primary_container_name!r} {field} must be a list of strings")
+                    errors.append(f"{path}: container {tt.primary_container_name!r} {key} must be a list of strings")
             for env in container.get("env") or []:
                 if isinstance(env, dict) and "valueFrom" in env:
                     errors.append(f"{path}: env {env.get('name')!r} uses valueFrom, which only a cluster can resolve")
