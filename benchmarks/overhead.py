@@ -1,35 +1,69 @@
-"""Per-trial cost of katibx itself, measured side by side with the lower bounds a user would compare against.
+"""Per-trial cost of katibx itself, measured side by side with what a user would compare it against.
 
-- command trials vs the bare interpreter start-up (``python -c``), which no framework can beat;
-- function trials vs optuna in-process with its random sampler (no durability, no process isolation).
+The objective is trivial, so only the framework is timed: the wall time of a whole N-trial experiment
+from an empty store (store and study creation included), divided by N. Rows, each a ratio katibx / other
+measured in the same repetition (arms interleaved, so a change of load hits every arm alike), reported as
+the median over the repetitions:
 
-Run: ``python -m benchmarks.overhead [--trials N] [--repeats R]``; prints medians and ratios as JSON.
+- function trials vs optuna in-process, in-memory storage (random and TPE);
+- function trials vs optuna with its durable storages (SQLite ``RDBStorage``, ``JournalFileBackend``):
+  katibx commits every trial to SQLite, so these are the like-for-like rows;
+- command trials vs the bare interpreter start-up (``python -S -c``), a floor no framework beats;
+- parallelTrialCount 2 vs 1 (speed-up and parallel efficiency of the controller);
+- katibx on Ray vs Ray Tune, same trial count and CPUs (only once a ``ray`` worker backend is installed).
+
+Run alone: ``python -m benchmarks.overhead [--quick] [--trials N] [--repeats R]``; prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import katibx
 from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.store import Store
 
+from benchmarks.common import cpu_count, limit_threads, load_average, log, median
 
+METRIC = "result"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Trial counts per kind of row, and repetitions."""
+
+    inprocess: int = 1000  # function trials vs optuna in-memory (random and TPE)
+    durable: int = 200  # function trials vs optuna SQLite / journal; also the parallel rows
+    command: int = 30  # command trials vs bare interpreter
+    ray: int = 10  # katibx-on-Ray vs Ray Tune (0: skip); Ray Tune takes about 1 s per trivial trial here
+    repeats: int = 3
+
+
+FULL = Sizes()
+QUICK = Sizes(inprocess=10, durable=5, command=2, ray=0, repeats=3)
+
+
+# --- katibx ------------------------------------------------------------------------------------------------
 def _command_experiment(name: str, trials: int) -> dict:
     return {
         "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": name},
         "spec": {
-            "objective": {"type": "maximize", "objectiveMetricName": "result"},
+            "objective": {"type": "maximize", "objectiveMetricName": METRIC},
             "algorithm": {"algorithmName": "random"},
             "parallelTrialCount": 1, "maxTrialCount": trials,
             "parameters": [{"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}],
@@ -56,58 +90,283 @@ def bare_interpreter(runs: int) -> float:
 
 def katibx_command(trials: int, workdir: Path) -> float:
     """Seconds per trivial command trial through the katibx controller (parallelTrialCount 1)."""
+    start = time.perf_counter()
     store = Store(workdir / f"cmd-{time.monotonic_ns()}.db")
-    start = time.perf_counter()
-    run_experiment(experiment_from_dict(_command_experiment("overhead-cmd", trials)), store=store, workdir=workdir)
+    try:
+        run_experiment(experiment_from_dict(_command_experiment("overhead-cmd", trials)), store=store, workdir=workdir)
+    finally:
+        store.close()
     return (time.perf_counter() - start) / trials
 
 
-def _trivial(params: dict) -> dict:
-    return {"result": params["x"]}
+def trivial(params: dict) -> dict:
+    """The objective of every function-trial row: a 2-D quadratic (a double and an int), nothing else."""
+    return {METRIC: params["x"] ** 2 + params["k"]}
 
 
-def katibx_function(trials: int, workdir: Path) -> float:
-    """Seconds per trivial function trial (each runs in its own forked process, results committed to SQLite)."""
+def _space() -> dict:
+    return {"x": katibx.search.double(-100, 100), "k": katibx.search.int(-100, 100)}
+
+
+def katibx_function(trials: int, workdir: Path, algorithm: str = "random", parallel: int = 1,
+                    backend: str = "local") -> float:
+    """Seconds per trivial function trial (each a forked process, every result committed to SQLite)."""
+    start = time.perf_counter()
     store = Store(workdir / f"fn-{time.monotonic_ns()}.db")
-    start = time.perf_counter()
-    katibx.tune(name="overhead-fn", objective=_trivial, parameters={"x": katibx.search.double(0, 1)},
-                objective_metric_name="result", max_trial_count=trials, parallel_trial_count=1, store=store)
+    try:
+        experiment = katibx.tune(name="overhead-fn", objective=trivial, parameters=_space(), objective_metric_name=METRIC,
+                                 objective_type="minimize", algorithm_name=algorithm,
+                                 algorithm_settings={"random_state": 0}, max_trial_count=trials,
+                                 parallel_trial_count=parallel, store=store, backend=backend)
+    finally:
+        store.close()
+    succeeded = experiment["status"].get("trialsSucceeded")
+    if succeeded != trials:
+        raise RuntimeError(f"katibx {algorithm}: {succeeded} of {trials} trials succeeded")
     return (time.perf_counter() - start) / trials
 
 
-def optuna_random(trials: int) -> float:
-    """Seconds per trial of optuna in-process with RandomSampler and in-memory storage."""
+# --- optuna ------------------------------------------------------------------------------------------------
+def optuna_study(trials: int, sampler: str = "random", storage: str = "memory", workdir: Path | None = None) -> float:
+    """Seconds per trial of optuna ``study.optimize`` in-process (storage and study creation included)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     start = time.perf_counter()
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=trials)
+    if storage == "memory":
+        store: Any = None
+    elif storage == "sqlite":
+        assert workdir is not None
+        store = optuna.storages.RDBStorage(f"sqlite:///{workdir / f'optuna-{time.monotonic_ns()}.db'}")
+    elif storage == "journal":
+        from optuna.storages.journal import JournalFileBackend
+
+        assert workdir is not None
+        store = optuna.storages.JournalStorage(JournalFileBackend(str(workdir / f"optuna-{time.monotonic_ns()}.log")))
+    else:
+        raise ValueError(storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if sampler == "random":
+            smp: Any = optuna.samplers.RandomSampler(seed=0)
+        else:  # the settings of katibx's tpe (and of the quality benchmark's optuna-tpe arm)
+            from benchmarks.quality import N_EI_CANDIDATES, N_INITIAL_POINTS, tpe_gamma
+
+            smp = optuna.samplers.TPESampler(multivariate=False, constant_liar=True, n_startup_trials=N_INITIAL_POINTS,
+                                             n_ei_candidates=N_EI_CANDIDATES, prior_weight=1.0, gamma=tpe_gamma, seed=0)
+        study = optuna.create_study(direction="minimize", sampler=smp, storage=store)
+        study.optimize(lambda t: t.suggest_float("x", -100, 100) ** 2 + t.suggest_int("k", -100, 100), n_trials=trials)
     return (time.perf_counter() - start) / trials
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    logging.disable(logging.INFO)
-    rows: dict[str, list[float]] = {k: [] for k in ("bare_interpreter", "katibx_command", "optuna_random", "katibx_function")}
+# --- Ray ---------------------------------------------------------------------------------------------------
+def ray_status() -> str:
+    """"ok", or why the Ray row cannot run."""
+    from katibx import plugins
+
+    if "ray" not in plugins.backend_names():
+        return "not available: katibx has no Ray worker backend yet (no 'ray' plugin in katibx.workers)"
+    try:
+        missing = importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.tune") is None
+    except ImportError:
+        missing = True
+    return "not installed: ray[tune] (pip install 'ray[tune]')" if missing else "ok"
+
+
+def ray_start(cpus: int) -> None:
+    """A fresh local Ray cluster with ``cpus`` CPUs (never one that happens to run on this machine already)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
+
+
+def ray_stop() -> None:
+    try:
+        import ray
+    except ImportError:
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _ray_trainable(config: dict) -> dict:
+    return {METRIC: config["x"] ** 2 + config["k"]}
+
+
+def ray_tune(trials: int, cpus: int) -> float:
+    """Seconds per trivial trial of Ray Tune (BasicVariantGenerator), ``max_concurrent_trials`` = CPUs.
+
+    The cluster is started before the clock (once per run, like a user's ``ray.init``)."""
+    from ray import tune
+
+    ray_start(cpus)
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):  # interleaved, so load changes hit every arm alike
-            rows["bare_interpreter"].append(bare_interpreter(args.trials))
-            rows["katibx_command"].append(katibx_command(args.trials, Path(tmp)))
-            rows["optuna_random"].append(optuna_random(args.trials))
-            rows["katibx_function"].append(katibx_function(args.trials, Path(tmp)))
-    med = {k: statistics.median(v) for k, v in rows.items()}
-    report = {
-        "trials": args.trials, "repeats": args.repeats, "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
-        "seconds_per_trial_median": med,
-        "ratio_command_vs_bare_interpreter": med["katibx_command"] / med["bare_interpreter"],
-        "ratio_function_vs_optuna_random": med["katibx_function"] / med["optuna_random"],
-        "katibx_overhead_per_command_trial_ms": 1000 * (med["katibx_command"] - med["bare_interpreter"]),
+        start = time.perf_counter()
+        quiet = io.StringIO()  # Tune prints a configuration box and a summary even with verbose=0
+        tuner = tune.Tuner(
+            _ray_trainable,
+            param_space={"x": tune.uniform(-100, 100), "k": tune.randint(-100, 101)},
+            tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=cpus, metric=METRIC, mode="min"),
+            run_config=tune.RunConfig(storage_path=tmp, name="overhead", verbose=0),
+        )
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            results = tuner.fit()
+        seconds = time.perf_counter() - start
+    if results.num_errors or len(results) != trials:
+        raise RuntimeError(f"ray tune: {len(results)} results, {results.num_errors} errors")
+    return seconds / trials
+
+
+def katibx_ray(trials: int, workdir: Path, cpus: int) -> float:
+    """Seconds per trivial function trial of katibx on its Ray backend, parallelTrialCount = CPUs, same cluster."""
+    ray_start(cpus)
+    return katibx_function(trials, workdir, "random", parallel=cpus, backend="ray")
+
+
+# --- the rows ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    name: str
+    katibx: str  # arm key in the samples
+    other: str
+    description: str
+    trials: int
+
+
+def rows(sizes: Sizes) -> list[Row]:
+    return [
+        Row("function-random-vs-optuna-inmemory", "katibx_function_random", "optuna_random_memory",
+            "katibx function trials, random / optuna RandomSampler, in-memory storage", sizes.inprocess),
+        Row("function-tpe-vs-optuna-inmemory", "katibx_function_tpe", "optuna_tpe_memory",
+            "katibx function trials, tpe / optuna TPESampler (same settings), in-memory storage", sizes.inprocess),
+        Row("function-random-vs-optuna-sqlite", "katibx_function_random_durable", "optuna_random_sqlite",
+            "katibx function trials (SQLite store) / optuna RandomSampler with RDBStorage on SQLite", sizes.durable),
+        Row("function-random-vs-optuna-journal", "katibx_function_random_durable", "optuna_random_journal",
+            "katibx function trials (SQLite store) / optuna RandomSampler with JournalFileBackend", sizes.durable),
+        Row("command-vs-bare-interpreter", "katibx_command", "bare_interpreter",
+            "katibx command trials / `python -S -c` started sequentially (the floor)", sizes.command),
+        Row("parallel-2-vs-1", "katibx_function_random_parallel2", "katibx_function_random_durable",
+            "katibx function trials, parallelTrialCount 2 / 1 (seconds per trial; 0.5 is perfect scaling)",
+            sizes.durable),
+        Row("ray-vs-ray-tune", "katibx_ray", "ray_tune",
+            "katibx on its Ray backend / Ray Tune, same trials and CPUs", sizes.ray),
+    ]
+
+
+def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[], float]]:
+    arms: dict[str, Callable[[], float]] = {
+        "bare_interpreter": lambda: bare_interpreter(sizes.command),
+        "katibx_command": lambda: katibx_command(sizes.command, workdir),
+        "optuna_random_memory": lambda: optuna_study(sizes.inprocess, "random"),
+        "katibx_function_random": lambda: katibx_function(sizes.inprocess, workdir, "random"),
+        "optuna_tpe_memory": lambda: optuna_study(sizes.inprocess, "tpe"),
+        "katibx_function_tpe": lambda: katibx_function(sizes.inprocess, workdir, "tpe"),
+        "optuna_random_sqlite": lambda: optuna_study(sizes.durable, "random", "sqlite", workdir),
+        "optuna_random_journal": lambda: optuna_study(sizes.durable, "random", "journal", workdir),
+        "katibx_function_random_durable": lambda: katibx_function(sizes.durable, workdir, "random"),
+        "katibx_function_random_parallel2": lambda: katibx_function(sizes.durable, workdir, "random", parallel=2),
     }
-    print(json.dumps(report, indent=2))
+    if with_ray:
+        cpus = cpu_count()
+        arms["ray_tune"] = lambda: ray_tune(sizes.ray, cpus)
+        arms["katibx_ray"] = lambda: katibx_ray(sizes.ray, workdir, cpus)
+    return arms
+
+
+def run(sizes: Sizes = FULL) -> dict[str, Any]:
+    """Every arm once per repetition (interleaved); per-row ratios per repetition and their medians."""
+    from katibx import plugins
+
+    logging.disable(logging.INFO)
+    ray = ray_status() if sizes.ray else "skipped in --quick mode (starting Ray alone takes about 10 s)"
+    samples: dict[str, list[float]] = {}
+    errors: dict[str, str] = {}
+    load = [load_average()]
+    with tempfile.TemporaryDirectory(prefix="katibx-overhead-") as tmp:
+        workdir = Path(tmp)
+        arms = _arms(sizes, workdir, ray == "ok")
+        warm_ups = [lambda: bare_interpreter(1), lambda: katibx_command(1, workdir),
+                    lambda: katibx_function(2, workdir, "tpe"), lambda: optuna_study(2, "tpe"),
+                    lambda: optuna_study(2, "random", "sqlite", workdir),
+                    lambda: optuna_study(2, "random", "journal", workdir)]
+        if ray == "ok":  # cluster start, worker processes, imports
+            warm_ups += [lambda: ray_tune(2, cpu_count()), lambda: katibx_ray(2, workdir, cpu_count())]
+        try:
+            for warm_up in warm_ups:
+                try:  # not recorded (a broken arm is reported by its measured run)
+                    warm_up()
+                except Exception:  # noqa: BLE001
+                    pass
+            for rep in range(sizes.repeats):
+                for arm, measure in arms.items():
+                    if arm in errors:
+                        continue
+                    try:
+                        samples.setdefault(arm, []).append(measure())
+                    except Exception as exc:  # noqa: BLE001 - one broken arm must not stop the others
+                        errors[arm] = f"{type(exc).__name__}: {exc}"
+                load.append(load_average())
+                log(f"  overhead: repetition {rep + 1}/{sizes.repeats} done")
+        finally:
+            ray_stop()
+    out_rows = []
+    for row in rows(sizes):
+        entry: dict[str, Any] = {**asdict(row)}
+        if row.name == "ray-vs-ray-tune" and ray != "ok":
+            entry["status"] = ray
+            out_rows.append(entry)
+            continue
+        missing = [a for a in (row.katibx, row.other) if a not in samples or a in errors]
+        if missing:
+            entry["status"] = "error: " + "; ".join(f"{a}: {errors.get(a, 'no samples')}" for a in missing)
+            out_rows.append(entry)
+            continue
+        a, b = samples[row.katibx], samples[row.other]
+        ratios = [x / y for x, y in zip(a, b)]
+        entry.update({
+            "status": "ok",
+            "katibx_ms_per_trial": round(1000 * median(a), 4),
+            "other_ms_per_trial": round(1000 * median(b), 4),
+            "ratio": round(median(ratios), 4),
+            "ratios": [round(r, 4) for r in ratios],
+        })
+        if row.name == "command-vs-bare-interpreter":
+            entry["katibx_overhead_ms_per_trial"] = round(1000 * median(x - y for x, y in zip(a, b)), 3)
+        if row.name == "parallel-2-vs-1":
+            speedup = 1 / entry["ratio"]
+            entry["speedup"] = round(speedup, 3)
+            entry["parallel_efficiency"] = round(speedup / 2, 3)
+        out_rows.append(entry)
+    return {
+        "settings": {**asdict(sizes), "objective": "x**2 + k, x double [-100, 100], k int [-100, 100]",
+                     "measure": "wall time of an N-trial experiment from an empty store / N",
+                     "algorithms_installed": sorted(plugins.algorithm_names()),
+                     "backends_installed": sorted(plugins.backend_names())},
+        "samples_seconds_per_trial": {k: [round(v, 6) for v in vs] for k, vs in samples.items()},
+        "rows": out_rows,
+        "errors": errors,
+        "load_average_per_repetition": load,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI-sized trial counts")
+    parser.add_argument("--trials", type=int, help="trials of the in-process rows (default 1000)")
+    parser.add_argument("--repeats", type=int, help="repetitions (default 3)")
+    args = parser.parse_args()
+    limit_threads()
+    sizes = QUICK if args.quick else FULL
+    if args.trials:
+        sizes = Sizes(**{**asdict(sizes), "inprocess": args.trials})
+    if args.repeats:
+        sizes = Sizes(**{**asdict(sizes), "repeats": args.repeats})
+    result = run(sizes)
+    result["cpus"], result["loadavg"] = os.cpu_count(), load_average()
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,129 @@
+"""``python -m benchmarks``: quality, overhead and growth benchmarks; JSON, Markdown report and plots.
+
+    python -m benchmarks                      # full run (< 10 min on an idle 2-core machine) -> benchmarks/results/
+    python -m benchmarks --quick --out DIR    # CI-sized (< 60 s); without --out it writes to a new temp dir
+    python -m benchmarks --only overhead      # some sections only (quality, overhead, growth)
+
+Order: the untimed work first (quality runs and the memory runs, on ``--workers`` processes), then the
+timed sections one at a time (suggestion latency, overhead). A run is marked loaded when the 1-minute load
+average exceeds the CPU count at its start or its end.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS / OpenMP thread per process, before anything imports numpy (children inherit it).
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import logging  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from benchmarks import growth, overhead, quality, report  # noqa: E402
+from benchmarks.common import REPO, cpu_count, environment, limit_threads, load_average, log  # noqa: E402
+
+SECTIONS = ("quality", "overhead", "growth")
+DEFAULT_OUT = REPO / "benchmarks" / "results"
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of every descendant it has reaped (pool workers, trials, subprocesses)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, Any]:
+    limit_threads()
+    logging.disable(logging.INFO)
+    cpus = cpu_count()
+    started = time.time()
+    load_start = load_average()
+    section_seconds: dict[str, float] = {}
+    section_cpu: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    log(f"benchmarks: {'quick' if quick else 'full'} run of {', '.join(sections)} on {cpus} CPUs, "
+        f"load average {load_start}, writing to {out}")
+
+    # 1. untimed work on the pool: quality runs, memory runs
+    memory_sizes = (growth.QUICK_MEMORY_TRIALS if quick else growth.MEMORY_TRIALS) if "growth" in sections else ()
+    memory_results: list[dict[str, Any]] = []
+    if "quality" in sections or memory_sizes:
+        t, c = time.perf_counter(), cpu_seconds()
+        plan = quality.plan(quick) if "quality" in sections else quality.Plan([], [], {}, 0, 0)
+        extra = [(growth.memory_run, (n,)) for n in sorted(memory_sizes, reverse=True)]
+
+        def on_memory(i: int, result: dict[str, Any]) -> None:
+            memory_results.append(result if "trials" in result else {"trials": sorted(memory_sizes, reverse=True)[i],
+                                                                     **result})
+            log(f"  memory: {memory_results[-1]}")
+
+        summary = quality.run(plan, workers, extra, on_memory)
+        if "quality" in sections:
+            results["quality"] = summary
+        section_seconds["quality+memory"] = time.perf_counter() - t
+        section_cpu["quality+memory"] = cpu_seconds() - c
+
+    # 2. suggestion latency (timed, alone)
+    if "growth" in sections:
+        t, c = time.perf_counter(), cpu_seconds()
+        latency = growth.suggest_latency(
+            growth.QUICK_TPE_SIZES if quick else growth.TPE_SIZES, growth.QUICK_BO_SIZES if quick else growth.BO_SIZES,
+            growth.QUICK_STEPS if quick else growth.TPE_STEPS, growth.QUICK_STEPS if quick else growth.BO_STEPS)
+        results["growth"] = {"suggest_latency": latency, "memory": growth.memory_summary(memory_results)}
+        section_seconds["growth-latency"] = time.perf_counter() - t
+        section_cpu["growth-latency"] = cpu_seconds() - c
+
+    # 3. overhead (timed, alone)
+    if "overhead" in sections:
+        t, c = time.perf_counter(), cpu_seconds()
+        results["overhead"] = overhead.run(overhead.QUICK if quick else overhead.FULL)
+        section_seconds["overhead"] = time.perf_counter() - t
+        section_cpu["overhead"] = cpu_seconds() - c
+
+    load_end = load_average()
+    meta = {
+        "quick": quick, "sections": sections, "workers": workers,
+        "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.time() - started, 1),
+        "section_seconds": {k: round(v, 1) for k, v in section_seconds.items()},
+        # CPU seconds per section (this process and its reaped descendants): less sensitive to other load than
+        # wall time, so a rough idle-machine estimate is the pool's CPU spread over its workers plus the rest.
+        "section_cpu_seconds": {k: round(v, 1) for k, v in section_cpu.items()},
+        "estimated_idle_wall_seconds": round(
+            sum(v / (min(workers, cpus) if k == "quality+memory" else 1) for k, v in section_cpu.items()), 1),
+        "load_average_start": load_start, "load_average_end": load_end,
+        "loaded": load_start[0] > cpus or load_end[0] > cpus,
+        "environment": environment(),
+    }
+    return {"meta": meta, **results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (under 60 s)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT.relative_to(REPO)}; "
+                                                 "with --quick a new temporary folder)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the untimed runs (default 2)")
+    args = parser.parse_args(argv)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="katibx-benchmarks-")) if args.quick else DEFAULT_OUT)
+    sections = [s for s in SECTIONS if s in (args.only or SECTIONS)]
+    results = run(args.quick, sections, out, args.workers)
+    written = report.write(results, out)
+    print(written["text"])
+    print(f"\nwrote {written['json']}, {written['report']}" + "".join(f", {p}" for p in written["plots"]))
+    if results["meta"]["loaded"]:
+        print("note: the machine was loaded (1-minute load average above the CPU count); timings are upper bounds")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Shared helpers: one BLAS thread per process, the machine and version record, the worker pool, timing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from importlib import metadata
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Distributions whose versions every result records (the peers first).
+PEERS = ("optuna", "scikit-optimize", "scikit-learn", "cmaes", "ray")
+OTHERS = ("katibx", "numpy", "scipy", "psutil", "matplotlib")
+
+
+def limit_threads() -> None:
+    """One BLAS/OpenMP thread per process (the protocol's hygiene rule): set before numpy loads, enforce after."""
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+
+def worker_init() -> None:
+    """Pool worker start-up: thread limits and no INFO logs from the controller."""
+    limit_threads()
+    logging.disable(logging.INFO)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def pinned_versions() -> dict[str, str]:
+    """Distribution -> requirement of the ``benchmarks`` extra (pyproject.toml of this checkout, else metadata)."""
+    requirements: list[str] = []
+    pyproject = REPO / "pyproject.toml"
+    if pyproject.is_file():
+        import tomllib
+
+        with pyproject.open("rb") as fh:
+            requirements = tomllib.load(fh).get("project", {}).get("optional-dependencies", {}).get("benchmarks", [])
+    else:  # pragma: no cover - installed without the source tree
+        requirements = [r.split(";")[0] for r in metadata.requires("katibx") or [] if 'extra == "benchmarks"' in r]
+    out = {}
+    for req in requirements:
+        match = re.match(r"\s*([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*(.*)", req)
+        if match:
+            out[match.group(1).lower()] = match.group(3).strip() or "*"
+    return out
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def environment() -> dict[str, Any]:
+    """Versions, machine and git state, recorded with every result."""
+    pins = pinned_versions()
+    versions = {}
+    for dist in PEERS + OTHERS:
+        installed = version(dist)
+        pin = pins.get(dist)
+        row: dict[str, Any] = {"installed": installed}
+        if pin:
+            row["pinned"] = pin
+            exact = pin[2:] if pin.startswith("==") else None
+            row["matches_pin"] = installed is not None and (exact is None or installed == exact)
+        versions[dist] = row
+    git: dict[str, Any] = {}
+    try:
+        git["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                       timeout=10).stdout.strip() or None
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        git["dirty"] = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": cpu_count(),
+        "threads_per_process": {n: os.environ.get(n) for n in THREAD_VARIABLES},
+        "versions": versions,
+        "git": git,
+    }
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_pool(jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], workers: int,
+             on_result: Callable[[int, Any], None]) -> None:
+    """Run ``fn(*args)`` for every job on ``workers`` fresh (spawned) processes, in the given order.
+
+    Jobs are handed out in order, so list the longest first. ``on_result(index, result)`` gets each result
+    as it arrives; an exception in a job becomes ``{"error": "..."}``.
+    """
+    if workers <= 1:
+        worker_init()
+        for i, (fn, args) in enumerate(jobs):
+            try:
+                result = fn(*args)
+            except Exception as exc:  # noqa: BLE001 - one broken arm must not stop the benchmark
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            on_result(i, result)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=worker_init) as pool:
+        futures = {pool.submit(fn, *args): i for i, (fn, args) in enumerate(jobs)}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            on_result(futures[future], result)

@@ -1,0 +1,292 @@
+"""Write the results: ``latest.json``, a Markdown report (``report.md``) and its plots (PNG), plus text tables.
+
+Plots need matplotlib (the ``benchmarks`` extra); without it the report says so and has tables only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+JSON_NAME = "latest.json"
+REPORT_NAME = "report.md"
+PLOTS = {"quality": "regret_curves.png", "overhead": "overhead.png", "growth": "growth.png"}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 10 ** -digits):
+            return f"{value:.{digits}g}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- sections ----------------------------------------------------------------------------------------------
+def meta_section(meta: dict[str, Any]) -> str:
+    env = meta["environment"]
+    out = [f"Mode: **{'quick (CI-sized)' if meta['quick'] else 'full'}**; sections: {', '.join(meta['sections'])}. "
+           f"Started {meta['started']}, wall time {meta['wall_seconds']:.0f} s "
+           f"({', '.join(f'{k} {v:.0f} s' for k, v in meta['section_seconds'].items())}); CPU time "
+           f"{', '.join(f'{k} {v:.0f} s' for k, v in meta['section_cpu_seconds'].items())}, so about "
+           f"{meta['estimated_idle_wall_seconds']:.0f} s on an idle machine.",
+           "",
+           f"Machine: {env['cpus']} CPUs, {env['platform']}, Python {env['python']}; one BLAS thread per process. "
+           f"Load average (1, 5, 15 min) at start {meta['load_average_start']}, at end {meta['load_average_end']}."]
+    if meta["loaded"]:
+        out += ["", "**LOADED MACHINE**: the 1-minute load average exceeded the CPU count at the start or the end "
+                    "of the run; timings are upper bounds, compare ratios rather than absolute times."]
+    git = env.get("git", {})
+    if git.get("commit"):
+        out += ["", f"Code: commit `{git['commit'][:12]}`{' with uncommitted changes' if git.get('dirty') else ''}."]
+    rows = [[d, v.get("installed") or "not installed", v.get("pinned", ""),
+             "" if "matches_pin" not in v else ("yes" if v["matches_pin"] else "**no**")]
+            for d, v in env["versions"].items()]
+    out += ["", table(["distribution", "installed", "pinned (benchmarks extra)", "matches pin"], rows)]
+    return "\n".join(out)
+
+
+def quality_section(q: dict[str, Any], plot: str | None) -> str:
+    s = q["settings"]
+    problems = s["problems"]
+    arms = [a for a, info in q["arms"].items() if info["status"] == "ok"]
+    out = [f"{s['trials']} trials, seeds {s['seeds']}, parallelTrialCount {s['parallel_trial_count']}. "
+           f"Metric: {s['metric']}. katibx arms run through `katibx.tune` (function trials, SQLite store); "
+           "direct arms call the library in-process with the same settings.", ""]
+    skipped = {a: info["status"] for a, info in q["arms"].items() if info["status"] != "ok"}
+    if skipped:
+        out += ["Not run: " + "; ".join(f"`{a}` ({st})" for a, st in skipped.items()) + ".", ""]
+    ranks = q["average_rank"]
+    rows = [[a, *[q["median_log10_regret"][p].get(a) for p in problems], ranks.get(a),
+             q["median_seconds_per_run"].get(a)] for a in sorted(arms, key=lambda a: ranks.get(a, math.inf))]
+    out += ["Median log10 simple regret (lower is better), average rank over the problems, median seconds per run:", "",
+            table(["arm", *problems, "avg rank", "s/run"], rows), ""]
+    tests = q["mann_whitney"]
+    if tests:
+        out += [f"Mann-Whitney U, katibx vs the direct call of the same library, on the {len(s['seeds'])} final "
+                f"regrets per problem (p_worse: one-sided, katibx has larger regret; alpha {s['alpha']}):", "",
+                table(["problem", "katibx arm", "direct arm", "median katibx", "median direct", "U", "p two-sided",
+                       "p_worse", "verdict"],
+                      [[t["problem"], t["katibx"], t["direct"], t.get("median_katibx"), t.get("median_direct"),
+                        t.get("u"), t.get("p_two_sided"), t.get("p_worse"), t["verdict"]] for t in tests]), ""]
+        worse = [t for t in tests if t["verdict"] == "katibx worse"]
+        tested = [t for t in tests if t.get("p_worse") is not None]
+        out += [f"katibx significantly worse than its library in {len(worse)} of {len(tested)} comparisons"
+                + (": " + ", ".join(f"{t['katibx']} on {t['problem']}" for t in worse) if worse else "")
+                + f" (each side is a one-sided test at {s['alpha']}, so about {s['alpha'] * len(tested):.1f} of "
+                f"{len(tested)} comparisons come out 'worse' by chance alone).", ""]
+    if q.get("errors"):
+        out += ["Failed runs: " + "; ".join(f"{e.get('arm')} {e.get('problem')} seed {e.get('seed')}: {e.get('error')}"
+                                            for e in q["errors"][:10]), ""]
+    if plot:
+        out += [f"![regret curves]({plot})", ""]
+    return "\n".join(out)
+
+
+def overhead_section(o: dict[str, Any], plot: str | None) -> str:
+    s = o["settings"]
+    out = [f"Trivial objective ({s['objective']}); {s['measure']}; median of {s['repeats']} repetitions, arms "
+           "interleaved; ratio = katibx / other within each repetition, then the median.", ""]
+    rows = []
+    for r in o["rows"]:
+        if r["status"] != "ok":
+            rows.append([r["name"], r["trials"], None, None, r["status"], ""])
+            continue
+        extra = ""
+        if "speedup" in r:
+            extra = f"speed-up {r['speedup']:.2f}, efficiency {r['parallel_efficiency']:.2f}"
+        elif "katibx_overhead_ms_per_trial" in r:
+            extra = f"katibx adds {r['katibx_overhead_ms_per_trial']:.1f} ms/trial"
+        rows.append([r["name"], r["trials"], r["katibx_ms_per_trial"], r["other_ms_per_trial"], r["ratio"], extra])
+    out += [table(["row", "trials", "katibx ms/trial", "other ms/trial", "ratio (median)", "note"], rows), ""]
+    out += ["Rows: " + "; ".join(f"`{r['name']}`: {r['description']}" for r in o["rows"]) + ".", ""]
+    if o.get("errors"):
+        out += ["Errors: " + "; ".join(f"{k}: {v}" for k, v in o["errors"].items()), ""]
+    if plot:
+        out += [f"![overhead per trial]({plot})", ""]
+    return "\n".join(out)
+
+
+def growth_section(g: dict[str, Any], plot: str | None) -> str:
+    out = []
+    for algorithm, entry in g.get("suggest_latency", {}).items():
+        out += [f"**{algorithm}** suggestion latency (one controller step: the plugin's `suggest(history, 1)` after "
+                f"one more finished trial; median of {entry['steps_per_size']} steps) vs {entry['library']}:", ""]
+        if entry.get("status") != "ok":
+            out += [entry.get("status", ""), ""]
+            continue
+        out += [table(["history n", "katibx ms", "library ms", "ratio"],
+                      [[r["n"], r.get("katibx_ms"), r.get("library_ms"), r.get("ratio", r.get("error"))]
+                       for r in entry["rows"]]), ""]
+    mem = g.get("memory")
+    if mem:
+        out += [f"Controller memory ({mem['measure']}; {mem['algorithm']} algorithm, {mem['objective']}, "
+                f"parallelTrialCount {mem['parallel_trial_count']}):", "",
+                table(["trials", "baseline RSS MB", "peak RSS MB", "end RSS MB", "s", "ms/trial (not a timing row)"],
+                      [[r["trials"], r.get("baseline_rss_mb"), r.get("peak_rss_mb"), r.get("end_rss_mb"),
+                        r.get("seconds"), r.get("ms_per_trial", r.get("error"))] for r in mem["rows"]]), ""]
+        if "kb_per_trial" in mem:
+            out += [f"Growth: {mem['kb_per_trial']:.2f} KiB of controller RSS per trial ({mem['kb_per_trial_from']}).", ""]
+    if plot:
+        out += [f"![growth]({plot})", ""]
+    return "\n".join(out)
+
+
+# --- plots -------------------------------------------------------------------------------------------------
+_FAMILY = {"random": 0, "tpe": 1, "multivariate-tpe": 2, "cmaes": 3, "bayesianoptimization": 4, "gp": 4}
+
+
+def _family(arm: str) -> int:
+    for key in ("multivariate-tpe", "bayesianoptimization", "random", "cmaes", "tpe", "gp"):
+        if arm.endswith(key):
+            return _FAMILY[key]
+    return 5
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_quality(q: dict[str, Any], path: Path) -> None:
+    import numpy as np
+
+    plt = _pyplot()
+    problems = q["settings"]["problems"]
+    cols = min(3, len(problems))
+    rows = math.ceil(len(problems) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, problem in zip(axes.flat, problems):
+        for arm, cell in sorted(q["runs"].get(problem, {}).items()):
+            curves = [c for c in cell["curves"] if c and None not in c]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            med = np.median(np.array([c[:length] for c in curves]), axis=0)
+            ax.plot(range(1, length + 1), med, label=arm, color=colors(_family(arm)),
+                    linestyle="-" if arm.startswith("katibx") else "--", linewidth=1.4)
+        ax.set_title(f"{problem} (f* = {q['problems'][problem]['optimum']:g})")
+        ax.set_xlabel("trial")
+        ax.set_ylabel("median log10 regret")
+        ax.grid(alpha=0.3)
+    spare = list(axes.flat)[len(problems):]
+    for ax in spare:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if spare:  # the legend goes into the first empty panel
+        spare[0].legend(handles, labels, loc="center", fontsize=8, frameon=False,
+                        title="solid: katibx, dashed: direct call")
+        fig.tight_layout()
+    else:
+        fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False,
+                   title="solid: katibx\ndashed: direct call")
+        fig.set_size_inches(5 * cols + 3, 3.6 * rows)
+        fig.tight_layout(rect=(0, 0, (5 * cols) / (5 * cols + 3), 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_overhead(o: dict[str, Any], path: Path) -> None:
+    import numpy as np
+
+    plt = _pyplot()
+    rows = [r for r in o["rows"] if r["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.6))
+    y = np.arange(len(rows))
+    ax.barh(y - 0.2, [r["katibx_ms_per_trial"] for r in rows], height=0.4, label="katibx", color="tab:blue")
+    ax.barh(y + 0.2, [r["other_ms_per_trial"] for r in rows], height=0.4, label="compared with", color="tab:gray")
+    for i, r in enumerate(rows):
+        ax.text(max(r["katibx_ms_per_trial"], r["other_ms_per_trial"]) * 1.15, i, f"× {r['ratio']:.2f}",
+                va="center", fontsize=8)
+    ax.set_yticks(y, [f"{r['name']}\n({r['katibx']} / {r['other']})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(right=max(max(r["katibx_ms_per_trial"], r["other_ms_per_trial"]) for r in rows) * 5)
+    ax.set_xlabel("ms per trial (median of repetitions, log scale)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_growth(g: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    entries = [(a, e) for a, e in g.get("suggest_latency", {}).items() if e.get("status") == "ok"]
+    fig, axes = plt.subplots(1, max(1, len(entries)), figsize=(5 * max(1, len(entries)), 3.6), squeeze=False)
+    for ax, (algorithm, entry) in zip(axes.flat, entries):
+        rows = [r for r in entry["rows"] if "katibx_ms" in r]
+        ax.plot([r["n"] for r in rows], [r["katibx_ms"] for r in rows], "o-", label=f"katibx {algorithm}")
+        ax.plot([r["n"] for r in rows], [r["library_ms"] for r in rows], "s--", label=entry["library"])
+        ax.set_xlabel("trials in history")
+        ax.set_ylabel("ms per suggestion")
+        ax.set_title(algorithm)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+def write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Write JSON, plots and the Markdown report into ``out_dir``; returns {"json", "report", "plots", "text"}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, str] = {}
+    plot_note = None
+    try:
+        _pyplot()
+    except ImportError:
+        plot_note = "Plots skipped: matplotlib is not installed (`pip install -e '.[benchmarks]'`)."
+    if plot_note is None:
+        for section, fn in (("quality", plot_quality), ("overhead", plot_overhead), ("growth", plot_growth)):
+            if section in results:
+                try:
+                    fn(results[section], out_dir / PLOTS[section])
+                    plots[section] = PLOTS[section]
+                except Exception as exc:  # noqa: BLE001 - a plot must not lose the numbers
+                    plot_note = f"Plot {section} failed: {type(exc).__name__}: {exc}"
+    results["meta"]["plots"] = plots
+    if plot_note:
+        results["meta"]["plot_note"] = plot_note
+    json_path = out_dir / JSON_NAME
+    json_path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+
+    parts = {"Run": meta_section(results["meta"])}
+    if "quality" in results:
+        parts["Quality at a fixed budget"] = quality_section(results["quality"], plots.get("quality"))
+    if "overhead" in results:
+        parts["Overhead per trial"] = overhead_section(results["overhead"], plots.get("overhead"))
+    if "growth" in results:
+        parts["Growth"] = growth_section(results["growth"], plots.get("growth"))
+    body = ["# katibx benchmarks", "",
+            "Generated by `python -m benchmarks` (see `benchmarks/__main__.py`); the numbers are in "
+            f"`{JSON_NAME}`.", ""]
+    if plot_note:
+        body += [plot_note, ""]
+    for title, text in parts.items():
+        body += [f"## {title}", "", text.rstrip(), ""]
+    report_path = out_dir / REPORT_NAME
+    report_path.write_text("\n".join(body))
+    text = "\n\n".join(f"== {title} ==\n{_strip_images(t)}" for title, t in parts.items())
+    return {"json": json_path, "report": report_path, "plots": [out_dir / p for p in plots.values()], "text": text}
+
+
+def _strip_images(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("!["))

@@ -1,0 +1,132 @@
+"""The benchmark harness in its CI-sized mode, so it never rots: ``python -m benchmarks --quick --out DIR``.
+
+The full run (``python -m benchmarks``, about 10 minutes) is not a test; this one checks that every section
+runs and writes sane numbers, the Markdown report and, with matplotlib installed, the plots.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # benchmarks/ is not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.problems import OPTIMA, PROBLEMS, REGRET_FLOOR  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)  # the quick run itself takes under a minute on an idle 2-core machine
+
+
+def test_problems_reach_their_known_optimum() -> None:
+    for name, problem in PROBLEMS.items():
+        value = problem.value(OPTIMA[name])
+        assert abs(value - problem.optimum) < 1e-6, name
+        assert problem.regret(problem.optimum - 1.0) == REGRET_FLOOR
+        assert len(problem.katibx_parameters()) == problem.dims == len(problem.skopt_dimensions())
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Quality at a fixed budget" in proc.stdout  # the tables are printed too
+    return out, json.loads((out / "latest.json").read_text()), (out / "report.md").read_text()
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_quick_run_meta(quick_run: tuple[Path, dict, str]) -> None:
+    _, results, report = quick_run
+    meta = results["meta"]
+    assert meta["quick"] is True and meta["sections"] == ["quality", "overhead", "growth"]
+    assert isinstance(meta["loaded"], bool) and len(meta["load_average_start"]) == 3
+    env = meta["environment"]
+    assert env["cpus"] >= 1 and env["versions"]["optuna"]["installed"]
+    assert env["versions"]["optuna"]["pinned"].startswith("==")  # peers are pinned in the benchmarks extra
+    assert _positive(meta["wall_seconds"])
+    for title in ("## Run", "## Quality at a fixed budget", "## Overhead per trial", "## Growth"):
+        assert title in report
+
+
+def test_quick_run_quality(quick_run: tuple[Path, dict, str]) -> None:
+    _, results, report = quick_run
+    q = results["quality"]
+    assert q["arms"]["katibx-random"]["status"] == "ok" and q["arms"]["optuna-random"]["status"] == "ok"
+    for arm, info in q["arms"].items():
+        assert info["status"] == "ok" or info["status"].startswith("not installed"), (arm, info["status"])
+    ran = [a for a, info in q["arms"].items() if info["status"] == "ok"]
+    assert not q["errors"], q["errors"]
+    for problem in q["settings"]["problems"]:
+        for arm in ran:
+            cell = q["runs"][problem][arm]
+            assert cell["seeds"] == q["settings"]["seeds"]
+            assert all(len(c) == q["settings"]["trials"] for c in cell["curves"])
+            assert all(c[i] >= c[i + 1] for c in cell["curves"] for i in range(len(c) - 1))  # best so far
+            assert cell["missing_values"] == [0] * len(cell["seeds"])
+            assert -12 <= q["median_log10_regret"][problem][arm] < 6
+    assert set(q["average_rank"]) == set(ran)
+    assert all(1 <= r <= len(ran) for r in q["average_rank"].values())
+    tests = q["mann_whitney"]
+    assert {t["katibx"] for t in tests} == {a for a in ran if a.startswith("katibx-")}
+    assert all(t["verdict"] for t in tests)
+    assert "Mann-Whitney" in report
+
+
+def test_quick_run_overhead(quick_run: tuple[Path, dict, str]) -> None:
+    _, results, _ = quick_run
+    rows = {r["name"]: r for r in results["overhead"]["rows"]}
+    assert set(rows) >= {"function-random-vs-optuna-inmemory", "function-tpe-vs-optuna-inmemory",
+                         "function-random-vs-optuna-sqlite", "function-random-vs-optuna-journal",
+                         "command-vs-bare-interpreter", "parallel-2-vs-1", "ray-vs-ray-tune"}
+    for name, row in rows.items():
+        if name == "ray-vs-ray-tune" and row["status"] != "ok":
+            assert row["status"].startswith(("not available", "not installed", "skipped"))
+            continue
+        if name == "function-tpe-vs-optuna-inmemory" and results["quality"]["arms"]["katibx-tpe"]["status"] != "ok":
+            continue
+        assert row["status"] == "ok", (name, row["status"])
+        assert _positive(row["katibx_ms_per_trial"]) and _positive(row["other_ms_per_trial"]) and _positive(row["ratio"])
+        assert len(row["ratios"]) == results["overhead"]["settings"]["repeats"] >= 3
+    assert rows["function-random-vs-optuna-inmemory"]["ratio"] > 1  # a forked process per trial costs something
+    assert _positive(rows["parallel-2-vs-1"]["parallel_efficiency"])
+
+
+def test_quick_run_growth(quick_run: tuple[Path, dict, str]) -> None:
+    _, results, _ = quick_run
+    g = results["growth"]
+    for algorithm in ("tpe", "bayesianoptimization"):
+        entry = g["suggest_latency"][algorithm]
+        if entry["status"] != "ok":
+            assert entry["status"].startswith("not installed")
+            continue
+        assert entry["rows"]
+        for row in entry["rows"]:
+            assert "error" not in row, row
+            assert _positive(row["katibx_ms"]) and _positive(row["library_ms"]) and _positive(row["ratio"])
+    mem = g["memory"]["rows"]
+    assert len(mem) == 2
+    for row in mem:
+        assert "error" not in row, row
+        assert row["succeeded"] == row["trials"]
+        assert 0 < row["baseline_rss_mb"] <= row["peak_rss_mb"] < 4096
+
+
+def test_quick_run_plots(quick_run: tuple[Path, dict, str]) -> None:
+    out, results, report = quick_run
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "matplotlib is not installed" in report
+        return
+    for name in ("regret_curves.png", "overhead.png", "growth.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in report
