@@ -110,12 +110,26 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+            self._setup()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"--store: cannot open store {self.path}: {exc}") from None
+
+    def _setup(self) -> None:
+        """WAL mode and schema. SQLite answers "locked" without waiting when two connections set the file up
+        at once (the busy timeout does not cover lock upgrades), so retry that for a while."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @property
     def trials_root(self) -> Path:
