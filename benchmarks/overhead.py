@@ -1,7 +1,9 @@
 """Per-trial cost of katibx itself, measured side by side with what a user would compare it against.
 
 The objective is trivial, so only the framework is timed: the wall time of a whole N-trial experiment
-from an empty store (store and study creation included), divided by N. Rows, each a ratio katibx / other
+from an empty store (store and study creation included), divided by N. The arms run in a fresh
+interpreter (the Ray arms in another one), because function trials are forked from the measuring process
+and a process bloated by the rest of the benchmark (scikit-learn, a Ray runtime) makes every fork dearer. Rows, each a ratio katibx / other
 measured in the same repetition (arms interleaved, so a change of load hits every arm alike), reported as
 the median over the repetitions:
 
@@ -38,7 +40,7 @@ from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.store import Store
 
-from benchmarks.common import cpu_count, limit_threads, load_average, log, median
+from benchmarks.common import REPO, cpu_count, limit_threads, load_average, log, median
 
 METRIC = "result"
 
@@ -256,6 +258,9 @@ def rows(sizes: Sizes) -> list[Row]:
     ]
 
 
+RAY_ARMS = ("ray_tune", "katibx_ray")
+
+
 def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[], float]]:
     arms: dict[str, Callable[[], float]] = {
         "bare_interpreter": lambda: bare_interpreter(sizes.command),
@@ -276,24 +281,26 @@ def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[],
     return arms
 
 
-def run(sizes: Sizes = FULL) -> dict[str, Any]:
-    """Every arm once per repetition (interleaved); per-row ratios per repetition and their medians."""
-    from katibx import plugins
+def measure(sizes: Sizes, group: str) -> dict[str, Any]:
+    """Samples of one group of arms ("local" or "ray"), every arm once per repetition (interleaved).
 
+    Runs in a fresh interpreter (see :func:`run`): function trials are forked from this process, so it must
+    hold what a user's process holds (katibx, optuna), not the benchmark's other imports or a Ray runtime.
+    """
     logging.disable(logging.INFO)
-    ray = ray_status() if sizes.ray else "skipped in --quick mode (starting Ray alone takes about 10 s)"
     samples: dict[str, list[float]] = {}
     errors: dict[str, str] = {}
     load = [load_average()]
     with tempfile.TemporaryDirectory(prefix="katibx-overhead-") as tmp:
         workdir = Path(tmp)
-        arms = _arms(sizes, workdir, ray == "ok")
-        warm_ups = [lambda: bare_interpreter(1), lambda: katibx_command(1, workdir),
-                    lambda: katibx_function(2, workdir, "tpe"), lambda: optuna_study(2, "tpe"),
-                    lambda: optuna_study(2, "random", "sqlite", workdir),
-                    lambda: optuna_study(2, "random", "journal", workdir)]
-        if ray == "ok":  # cluster start, worker processes, imports
-            warm_ups += [lambda: ray_tune(2, cpu_count()), lambda: katibx_ray(2, workdir, cpu_count())]
+        arms = {k: v for k, v in _arms(sizes, workdir, group == "ray").items() if (k in RAY_ARMS) == (group == "ray")}
+        if group == "ray":  # cluster start, worker processes, imports
+            warm_ups = [lambda: ray_tune(2, cpu_count()), lambda: katibx_ray(2, workdir, cpu_count())]
+        else:  # imports, first fork, page cache
+            warm_ups = [lambda: bare_interpreter(1), lambda: katibx_command(1, workdir),
+                        lambda: katibx_function(2, workdir, "tpe"), lambda: optuna_study(2, "tpe"),
+                        lambda: optuna_study(2, "random", "sqlite", workdir),
+                        lambda: optuna_study(2, "random", "journal", workdir)]
         try:
             for warm_up in warm_ups:
                 try:  # not recorded (a broken arm is reported by its measured run)
@@ -301,17 +308,38 @@ def run(sizes: Sizes = FULL) -> dict[str, Any]:
                 except Exception:  # noqa: BLE001
                     pass
             for rep in range(sizes.repeats):
-                for arm, measure in arms.items():
+                for arm, measure_arm in arms.items():
                     if arm in errors:
                         continue
                     try:
-                        samples.setdefault(arm, []).append(measure())
+                        samples.setdefault(arm, []).append(measure_arm())
                     except Exception as exc:  # noqa: BLE001 - one broken arm must not stop the others
                         errors[arm] = f"{type(exc).__name__}: {exc}"
                 load.append(load_average())
-                log(f"  overhead: repetition {rep + 1}/{sizes.repeats} done")
+                log(f"  overhead ({group}): repetition {rep + 1}/{sizes.repeats} done")
         finally:
             ray_stop()
+    return {"samples": samples, "errors": errors, "load": load}
+
+
+def _measure_in_child(sizes: Sizes, group: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.overhead", "--group", group, "--sizes",
+                           json.dumps(asdict(sizes))], cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=3600)
+    if proc.returncode != 0:
+        return {"samples": {}, "errors": {group: f"measuring process exited with {proc.returncode}"}, "load": []}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(sizes: Sizes = FULL) -> dict[str, Any]:
+    """Measure every arm (the local ones, then Ray's, each group in a fresh process) and build the rows:
+    per-repetition ratios and their medians."""
+    from katibx import plugins
+
+    ray = ray_status() if sizes.ray else "skipped in --quick mode (starting Ray alone takes about 10 s)"
+    measured = [_measure_in_child(sizes, "local")] + ([_measure_in_child(sizes, "ray")] if ray == "ok" else [])
+    samples = {k: v for m in measured for k, v in m["samples"].items()}
+    errors = {k: v for m in measured for k, v in m["errors"].items()}
+    load = [x for m in measured for x in m["load"]]
     out_rows = []
     for row in rows(sizes):
         entry: dict[str, Any] = {**asdict(row)}
@@ -354,11 +382,16 @@ def run(sizes: Sizes = FULL) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--group", choices=("local", "ray"), help=argparse.SUPPRESS)  # run one group, print samples
+    parser.add_argument("--sizes", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="CI-sized trial counts")
     parser.add_argument("--trials", type=int, help="trials of the in-process rows (default 1000)")
     parser.add_argument("--repeats", type=int, help="repetitions (default 3)")
     args = parser.parse_args()
     limit_threads()
+    if args.group:
+        print(json.dumps(measure(Sizes(**json.loads(args.sizes)), args.group)))
+        return
     sizes = QUICK if args.quick else FULL
     if args.trials:
         sizes = Sizes(**{**asdict(sizes), "inprocess": args.trials})
