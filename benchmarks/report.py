@@ -219,7 +219,7 @@ def plot_overhead(o: dict[str, Any], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlim(right=max(max(r["katibx_ms_per_trial"], r["other_ms_per_trial"]) for r in rows) * 5)
     ax.set_xlabel("ms per trial (median of repetitions, log scale)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper right")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
