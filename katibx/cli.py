@@ -37,6 +37,20 @@ ray_address_option = click.option(
 )
 
 
+def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options shared by ``run`` and ``resume``: backend, store, completion policy, output."""
+    for option in reversed([
+        click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Worker backend plugin."),
+        store_option,
+        click.option("--kill-running-on-completion", is_flag=True,
+                     help="Stop trials still running when the experiment completes."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+        ray_address_option,
+    ]):
+        fn = option(fn)
+    return fn
+
+
 def _backend(name: str, ray_address: str | None) -> Any:
     """The worker backend plugin, with --ray-address passed to the ray backend."""
     if ray_address and name == "ray":
@@ -161,11 +175,7 @@ def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Worker backend plugin.")
-@store_option
-@click.option("--kill-running-on-completion", is_flag=True, help="Stop trials still running when the experiment completes.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@ray_address_option
+@run_options
 @_guard
 def run(file: str, backend: str, store: str | None, kill_running_on_completion: bool, quiet: bool,
         ray_address: str | None) -> None:
@@ -185,11 +195,7 @@ def run(file: str, backend: str, store: str | None, kill_running_on_completion: 
 @click.argument("name")
 @namespace_option
 @click.option("--max-trial-count", type=click.IntRange(min=1), default=None, help="Raise the trial budget.")
-@click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Worker backend plugin.")
-@store_option
-@click.option("--kill-running-on-completion", is_flag=True, help="Stop trials still running when the experiment completes.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@ray_address_option
+@run_options
 @_guard
 def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str, store: str | None,
            kill_running_on_completion: bool, quiet: bool, ray_address: str | None) -> None:

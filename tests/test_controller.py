@@ -146,29 +146,27 @@ def test_exhausted_grid_ends_with_suggestion_end_reached(tmp_path, store, write_
     assert sorted((t.assignments["a"], t.assignments["b"]) for t in trials) == [(10, 0.1), (10, 0.2), (11, 0.1), (11, 0.2)]
 
 
-def test_running_trials_finish_after_completion_by_default(tmp_path, store, write_experiment):
-    """Katib's behaviour: when the goal is reached, trials already running run to their end."""
-    script = SLEEPY_SCRIPT.replace("time.sleep(args.sleep)", "time.sleep(0.0 if args.a == 20 else 1.0)")
+def _goal_race(slow_seconds: float, tmp_path, store, write_experiment, **kwargs):
+    """Two parallel trials: a=20 reaches the goal at once, a=10 is still running for ``slow_seconds``."""
+    script = SLEEPY_SCRIPT.replace("time.sleep(args.sleep)", f"time.sleep(0.0 if args.a == 20 else {slow_seconds})")
     doc = experiment_doc(
         maxTrialCount=2, parallelTrialCount=2, algorithm={"algorithmName": "grid"},
         objective={"type": "maximize", "objectiveMetricName": "result", "goal": 79},
         parameters=[{"name": "a", "parameterType": "discrete", "feasibleSpace": {"list": ["20", "10"]}},
                     {"name": "b", "parameterType": "discrete", "feasibleSpace": {"list": ["0"]}}])
     write_experiment(doc, script=script)
-    record, trials = _run(doc, store, tmp_path)
+    return _run(doc, store, tmp_path, **kwargs)
+
+
+def test_running_trials_finish_after_completion_by_default(tmp_path, store, write_experiment):
+    """Katib's behaviour: when the goal is reached, trials already running run to their end."""
+    record, trials = _goal_race(1.0, tmp_path, store, write_experiment)
     assert current_condition(record.conditions)["reason"] == "ExperimentGoalReached"
     assert sorted(t.state.value for t in trials) == ["Succeeded", "Succeeded"]
 
 
 def test_kill_running_on_completion_option(tmp_path, store, write_experiment):
-    script = SLEEPY_SCRIPT.replace("time.sleep(args.sleep)", "time.sleep(0.0 if args.a == 20 else 30.0)")
-    doc = experiment_doc(
-        maxTrialCount=2, parallelTrialCount=2, algorithm={"algorithmName": "grid"},
-        objective={"type": "maximize", "objectiveMetricName": "result", "goal": 79},
-        parameters=[{"name": "a", "parameterType": "discrete", "feasibleSpace": {"list": ["20", "10"]}},
-                    {"name": "b", "parameterType": "discrete", "feasibleSpace": {"list": ["0"]}}])
-    write_experiment(doc, script=script)
-    record, trials = _run(doc, store, tmp_path, kill_running_on_completion=True)
+    record, trials = _goal_race(30.0, tmp_path, store, write_experiment, kill_running_on_completion=True)
     by_a = {t.assignments["a"]: t for t in trials}
     assert by_a[20].state is TrialState.SUCCEEDED
     assert by_a[10].state is TrialState.KILLED
