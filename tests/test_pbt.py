@@ -43,14 +43,23 @@ SETTINGS = {"suggestion_trial_dir": "/var/log/katib/checkpoints/", "n_population
 LR = {"lr": katibx.search.double(0.0001, 0.02, step=0.0001)}
 
 
+def steady_step(accuracy: float, lr: float) -> float:
+    """The example's toy without its noise: progress shrinks with the distance to the optimal rate, never negative.
+
+    The noisy original can leave a whole random population of five without progress, which made the improvement
+    assertion below fail now and then; here only PBT's bookkeeping decides the outcome.
+    """
+    best = pbt_trial.optimal_lr(accuracy)
+    return min(100.0, accuracy + min(lr, best) / max(lr, best))
+
+
 def toy(params: dict[str, Any]) -> dict[str, float]:
     """The example's toy, as a function trial: resume from the checkpoint, 20 steps, save; the lineage is recorded."""
     path = Path(os.environ["KATIBX_CHECKPOINT_DIR"]) / "state.json"
     state = json.loads(path.read_text()) if path.exists() else {"lineage": [], "accuracy": 0.0}
     state["lineage"].append(os.environ["KATIB_TRIAL_NAME"])
-    rng = np.random.default_rng()
     for _ in range(20):
-        state["accuracy"] = pbt_trial.step(state["accuracy"], params["lr"], rng)
+        state["accuracy"] = steady_step(state["accuracy"], params["lr"])
     path.write_text(json.dumps(state))
     return {"accuracy": state["accuracy"] / 100, "loss": 1 - state["accuracy"] / 100}
 
@@ -341,7 +350,9 @@ def test_kill_9_mid_run_then_resume_continues_the_population(tmp_path: Path, wri
 
     deadline = time.monotonic() + 60
     while not children_running():
-        assert time.monotonic() < deadline and controller.poll() is None, "no child trial seen running"
+        if controller.poll() is not None:
+            pytest.fail(f"the controller exited early: {controller.stderr.read().decode()}")
+        assert time.monotonic() < deadline, "no child trial seen running"
         time.sleep(0.05)
     controller.send_signal(signal.SIGKILL)
     controller.wait()
