@@ -232,6 +232,26 @@ def validate(files: tuple[str, ...], backend: str) -> None:
     sys.exit(EXIT_INVALID if bad else EXIT_SUCCEEDED)
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-n", "--count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many trials' manifests to print.")
+@click.option("--namespace", default=None, help="Namespace of the objects (default: the experiment's).")
+@_guard
+def render(file: str, count: int, namespace: str | None) -> None:
+    """Print the worker manifests COUNT trials of FILE would create on Kubernetes (YAML documents, no cluster)."""
+    from workers._manifests import render as render_workers
+
+    experiment = load_experiment(file)
+    try:
+        workers = render_workers(experiment, count, namespace)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            raise ValidationError(exc.errors, file) from None
+        raise ValidationError([f"spec.trialTemplate.trialSpec: {exc}"], file) from None
+    click.echo(yaml.safe_dump_all(workers, sort_keys=False), nl=False)
+
+
 # get / list / delete / logs ---------------------------------------------------------------
 def _emit(data: Any, output: str) -> None:
     if output == "json":
