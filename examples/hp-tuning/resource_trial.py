@@ -6,6 +6,7 @@ resource the algorithm hands out; the script prints Katib's default metrics form
 """
 
 import argparse
+import time
 
 import numpy as np
 
@@ -16,6 +17,8 @@ def main() -> None:
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-epochs", type=int, required=True)
+    parser.add_argument("--epoch-seconds", type=float, default=0.0,
+                        help="pause after each epoch, as real training would (lets early stopping act mid-trial)")
     args = parser.parse_args()
 
     data = np.random.default_rng(0)
@@ -43,6 +46,7 @@ def main() -> None:
         loss = -np.mean(log_p[np.arange(len(y_valid)), y_valid])
         accuracy = np.mean(np.argmax(logits, axis=1) == y_valid)
         print(f"epoch={epoch} loss={loss:.5f} accuracy={accuracy:.4f}", flush=True)
+        time.sleep(args.epoch_seconds)
 
 
 if __name__ == "__main__":
