@@ -1,0 +1,431 @@
+"""The fake kubelet: runs each pod's containers as local processes and reports the pod's status.
+
+Images are ignored: a container's `command` + `args` run directly on this host (`python`/`python3` with the
+interpreter running the tests), without a shell, in their own process group, with the host environment plus the
+container's `env` (values, `fieldRef`, `configMapKeyRef`, `secretKeyRef`), `$(VAR)` expansion as Kubernetes does,
+and `workingDir` when that folder exists on the host (otherwise a per-pod folder under the cluster's directory).
+stdout and stderr of each container go to one log file that `pods/{name}/log` serves. Init containers run one
+after another before the others. restartPolicy OnFailure/Always restarts a container in place (restartCount).
+One thread starts and kills processes; one more waits on all of them through pidfds (polling where unavailable).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .clock import now_rfc3339
+from .errors import ApiError
+from .resources import ResourceType
+from .store import CLOSE, Event, Store
+
+HOST_IP = "127.0.0.1"
+
+
+def log_path(root: Path, namespace: str, pod: str, container: str) -> Path:
+    """Where a container's output is kept."""
+    return root / "pods" / namespace / pod / f"{container}.log"
+
+
+@dataclass
+class ContainerRun:
+    """One container of a running pod."""
+
+    spec: dict[str, Any]
+    init: bool = False
+    process: subprocess.Popen[bytes] | None = None
+    pidfd: int = -1
+    started_at: str = ""
+    restart_count: int = 0
+    state: dict[str, Any] = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name", ""))
+
+
+@dataclass
+class PodRun:
+    """A pod the kubelet is running."""
+
+    namespace: str
+    name: str
+    uid: str
+    pod: dict[str, Any]
+    directory: Path
+    init: list[ContainerRun]
+    main: list[ContainerRun]
+    start_time: str = ""
+    deleted: bool = False
+
+    @property
+    def restart_policy(self) -> str:
+        return str(self.pod.get("spec", {}).get("restartPolicy", "Always"))
+
+
+class Kubelet:
+    """Runs the pods of the fake cluster's single node."""
+
+    def __init__(self, store: Store, pods: ResourceType, root: Path, extra_env: dict[str, str]) -> None:
+        self.store = store
+        self.pods_type = pods
+        self.root = root
+        self.extra_env = extra_env
+        self._lock = threading.RLock()
+        self._runs: dict[str, PodRun] = {}
+        self._by_pid: dict[int, tuple[PodRun, ContainerRun]] = {}
+        self._events = store.listen()
+        self._stopping = threading.Event()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._pending_fds: list[int] = []
+        self._threads = [threading.Thread(target=self._sync_loop, name="fake-kubelet-sync", daemon=True),
+                         threading.Thread(target=self._reap_loop, name="fake-kubelet-reaper", daemon=True)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop both threads and kill every pod's processes, waiting for them to end."""
+        self._stopping.set()
+        self.store.unlisten(self._events)
+        os.write(self._wake_w, b"x")
+        for thread in self._threads:
+            thread.join(10)
+        with self._lock:
+            runs = list({id(run): run for run in list(self._runs.values()) + [r for r, _ in self._by_pid.values()]}
+                        .values())
+            self._runs.clear()
+            self._by_pid.clear()
+        for run in runs:
+            self._kill(run)
+        for run in runs:
+            for container in run.init + run.main:
+                if container.process is not None:
+                    try:
+                        container.process.wait(10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                self._close_pidfd(container)
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        """The container processes still running."""
+        with self._lock:
+            return [c.process for run in self._runs.values() for c in run.init + run.main
+                    if c.process is not None and c.process.poll() is None]
+
+    # ------------------------------------------------------------ pod events
+    def _sync_loop(self) -> None:
+        while True:
+            item = self._events.get()
+            if item is CLOSE or self._stopping.is_set():
+                return
+            event: Event = item
+            if event.rtype is not self.pods_type:
+                continue
+            try:
+                self._on_pod_event(event)
+            except Exception as error:  # a bug here must not stop the node
+                print(f"fake kubelet: {error!r}", file=sys.stderr)
+
+    def _on_pod_event(self, event: Event) -> None:
+        meta = event.obj["metadata"]
+        uid = meta["uid"]
+        if event.type == "DELETED" or meta.get("deletionTimestamp"):
+            with self._lock:
+                run = self._runs.pop(uid, None)
+            if run is not None:
+                run.deleted = True
+                self._kill(run)
+            return
+        if event.type == "ADDED" and event.obj.get("status", {}).get("phase", "Pending") == "Pending":
+            with self._lock:
+                if uid in self._runs:
+                    return
+            self._start_pod(event.obj)
+
+    def _start_pod(self, pod: dict[str, Any]) -> None:
+        meta, spec = pod["metadata"], pod.get("spec", {})
+        directory = self.root / "pods" / meta["namespace"] / meta["name"]
+        directory.mkdir(parents=True, exist_ok=True)
+        run = PodRun(meta["namespace"], meta["name"], meta["uid"], pod, directory,
+                     [ContainerRun(c, init=True) for c in spec.get("initContainers") or []],
+                     [ContainerRun(c) for c in spec.get("containers") or []], start_time=now_rfc3339())
+        with self._lock:
+            self._runs[run.uid] = run
+            if run.init:
+                self._start_container(run, run.init[0])
+            else:
+                for container in run.main:
+                    self._start_container(run, container)
+            self._report(run)
+
+    # ------------------------------------------------------------ containers
+    def _start_container(self, run: PodRun, container: ContainerRun) -> None:
+        """Start one container's process (or record why it cannot run). Lock held."""
+        container.started_at = now_rfc3339()
+        try:
+            env = self._environment(run, container.spec)
+            argv = [_expand(part, env) for part in
+                    list(container.spec.get("command") or []) + list(container.spec.get("args") or [])]
+            if not container.spec.get("command"):
+                raise RuntimeError("the fake kubelet ignores images: a container needs an explicit command")
+            if argv[0] in ("python", "python3"):
+                argv[0] = sys.executable
+            working_dir = container.spec.get("workingDir")
+            cwd = working_dir if working_dir and os.path.isdir(working_dir) else str(run.directory)
+            path = log_path(self.root, run.namespace, run.name, container.name)
+            with open(path, "ab") as log:
+                process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            log_path(self.root, run.namespace, run.name, container.name).open("ab").close()
+            container.process = None
+            container.state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": str(error),
+                                              "startedAt": container.started_at, "finishedAt": now_rfc3339()}}
+            self._after_exit(run, container)
+            return
+        container.process = process
+        container.state = {"running": {"startedAt": container.started_at}}
+        self._by_pid[process.pid] = (run, container)
+        try:
+            container.pidfd = os.pidfd_open(process.pid)
+            self._pending_fds.append(container.pidfd)
+            os.write(self._wake_w, b"x")
+        except (AttributeError, OSError):
+            container.pidfd = -1
+
+    def _environment(self, run: PodRun, spec: dict[str, Any]) -> dict[str, str]:
+        """The process environment: host, cluster access, then the container's envFrom and env."""
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["HOSTNAME"] = run.name
+        for source in spec.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            if "configMapRef" in source:
+                data = self._config_data("configmaps", run.namespace, source["configMapRef"])
+            else:
+                data = self._config_data("secrets", run.namespace, source.get("secretRef", {}))
+            env.update({prefix + key: value for key, value in data.items()})
+        for entry in spec.get("env") or []:
+            if "value" in entry or "valueFrom" not in entry:
+                env[entry["name"]] = _expand(str(entry.get("value", "")), env)
+                continue
+            value = self._value_from(run, entry["valueFrom"])
+            if value is not None:
+                env[entry["name"]] = value
+        return env
+
+    def _config_data(self, plural: str, namespace: str, ref: dict[str, Any]) -> dict[str, str]:
+        """A ConfigMap's data or a Secret's decoded data; a missing required one cannot start the container."""
+        rtype = self.store.registry.get("", "v1", plural)
+        obj = self.store.find(rtype, namespace, ref.get("name", "")) if rtype else None
+        if obj is None:
+            if ref.get("optional"):
+                return {}
+            raise RuntimeError(f'{plural[:-1]} "{ref.get("name")}" not found')
+        if plural == "secrets":
+            decoded = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+            decoded.update(obj.get("stringData") or {})
+            return decoded
+        return dict(obj.get("data") or {})
+
+    def _value_from(self, run: PodRun, source: dict[str, Any]) -> str | None:
+        """An env value from fieldRef, configMapKeyRef or secretKeyRef."""
+        if "fieldRef" in source:
+            path = source["fieldRef"].get("fieldPath", "")
+            meta, spec = run.pod["metadata"], run.pod.get("spec", {})
+            if match := re.match(r"metadata\.(labels|annotations)\['(.+)'\]$", path):
+                return (meta.get(match.group(1)) or {}).get(match.group(2), "")
+            values = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"],
+                      "metadata.uid": meta["uid"], "spec.nodeName": spec.get("nodeName", ""),
+                      "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+                      "status.podIP": HOST_IP, "status.hostIP": HOST_IP}
+            return values.get(path)
+        for key, plural in (("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")):
+            if key in source:
+                ref = source[key]
+                data = self._config_data(plural, run.namespace, ref)
+                if ref.get("key") not in data and not ref.get("optional"):
+                    raise RuntimeError(f'couldn\'t find key {ref.get("key")} in {plural[:-1]} {ref.get("name")}')
+                return data.get(ref.get("key", ""))
+        return None
+
+    # --------------------------------------------------------------- exits
+    def _reap_loop(self) -> None:
+        poll_all = False
+        while not self._stopping.is_set():
+            with self._lock:
+                for fd in self._pending_fds:
+                    self._selector.register(fd, selectors.EVENT_READ)
+                self._pending_fds.clear()
+            ready = self._selector.select(timeout=0.05)
+            for key, _ in ready:
+                if key.fd == self._wake_r:
+                    os.read(self._wake_r, 4096)
+            if self._stopping.is_set():
+                return
+            poll_all = poll_all or any(key.fd != self._wake_r for key, _ in ready) or not ready
+            if poll_all:
+                self._collect_exits()
+                poll_all = False
+
+    def _collect_exits(self) -> None:
+        """Record every container process that has ended."""
+        with self._lock:
+            candidates = list(self._by_pid.items())
+        for pid, (run, container) in candidates:
+            process = container.process
+            if process is None or process.poll() is None:
+                continue
+            with self._lock:
+                self._by_pid.pop(pid, None)
+                _kill_group(pid)
+                self._close_pidfd(container)
+                code = process.returncode
+                exit_code = code if code >= 0 else 128 - code
+                container.state = {"terminated": {
+                    "exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                    "startedAt": container.started_at, "finishedAt": now_rfc3339(),
+                    "containerID": f"fake://{pid}"}}
+                if not run.deleted:
+                    self._after_exit(run, container)
+
+    def _close_pidfd(self, container: ContainerRun) -> None:
+        if container.pidfd >= 0:
+            try:
+                self._selector.unregister(container.pidfd)
+            except (KeyError, ValueError, OSError):
+                pass
+            if container.pidfd in self._pending_fds:
+                self._pending_fds.remove(container.pidfd)
+            os.close(container.pidfd)
+            container.pidfd = -1
+
+    def _after_exit(self, run: PodRun, container: ContainerRun) -> None:
+        """Restart, start the next init container or the main ones, and report. Lock held."""
+        code = container.state["terminated"]["exitCode"]
+        policy = run.restart_policy
+        if policy == "Always" or (policy == "OnFailure" and code != 0):
+            if not (container.init and code == 0):
+                container.last_state = container.state
+                container.restart_count += 1
+                self._start_container(run, container)
+                self._report(run)
+                return
+        if container.init and code == 0:
+            waiting = [c for c in run.init if "waiting" in c.state]
+            if waiting:
+                self._start_container(run, waiting[0])
+            else:
+                for main in run.main:
+                    self._start_container(run, main)
+        self._report(run)
+        if self._phase(run) in ("Succeeded", "Failed"):
+            self._runs.pop(run.uid, None)
+
+    # -------------------------------------------------------------- status
+    def _phase(self, run: PodRun) -> str:
+        init_failed = any("terminated" in c.state and c.state["terminated"]["exitCode"] != 0 for c in run.init)
+        if init_failed and run.restart_policy == "Never":
+            return "Failed"
+        containers = run.main
+        if not containers or any("terminated" not in c.state for c in run.init + containers):
+            return "Running" if any("running" in c.state for c in run.init + containers) else "Pending"
+        codes = [c.state["terminated"]["exitCode"] for c in containers]
+        return "Succeeded" if all(code == 0 for code in codes) else "Failed"
+
+    def _report(self, run: PodRun) -> None:
+        """Write the pod's status (phase, containerStatuses, conditions). Lock held."""
+        phase = self._phase(run)
+        running = phase == "Running" and all("running" in c.state for c in run.main)
+        now = now_rfc3339()
+
+        def statuses(containers: list[ContainerRun]) -> list[dict[str, Any]]:
+            return [{"name": c.name, "image": c.spec.get("image", ""), "imageID": "",
+                     "containerID": f"fake://{c.process.pid}" if c.process else "",
+                     "ready": "running" in c.state, "started": "running" in c.state,
+                     "restartCount": c.restart_count, "state": copy.deepcopy(c.state),
+                     "lastState": copy.deepcopy(c.last_state)} for c in containers]
+
+        def condition(kind: str, true: bool) -> dict[str, Any]:
+            return {"type": kind, "status": "True" if true else "False", "lastProbeTime": None,
+                    "lastTransitionTime": now}
+
+        initialized = all("terminated" in c.state for c in run.init)
+        status: dict[str, Any] = {
+            "phase": phase, "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}], "podIP": HOST_IP,
+            "podIPs": [{"ip": HOST_IP}], "startTime": run.start_time, "qosClass": "BestEffort",
+            "conditions": [condition("PodReadyToStartContainers", True), condition("Initialized", initialized),
+                           condition("Ready", running), condition("ContainersReady", running),
+                           condition("PodScheduled", True)],
+            "containerStatuses": statuses(run.main)}
+        if run.init:
+            status["initContainerStatuses"] = statuses(run.init)
+
+        def mutate(pod: dict[str, Any]) -> None:
+            old = pod.get("status", {})
+            for new_condition in status["conditions"]:
+                for old_condition in old.get("conditions", []):
+                    if old_condition["type"] == new_condition["type"] and \
+                            old_condition["status"] == new_condition["status"]:
+                        new_condition["lastTransitionTime"] = old_condition["lastTransitionTime"]
+            pod["status"] = status
+
+        try:
+            self.store.update(self.pods_type, run.namespace, run.name, mutate, subresource="status")
+        except ApiError:
+            pass
+
+    # ---------------------------------------------------------------- kill
+    def _kill(self, run: PodRun) -> None:
+        """SIGKILL every process group of a pod."""
+        with self._lock:
+            for container in run.init + run.main:
+                if container.process is not None and container.process.poll() is None:
+                    _kill_group(container.process.pid)
+
+
+def _kill_group(pid: int) -> None:
+    """Kill a process group, ignoring one that is already gone."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion (`$$` escapes; unknown names are left as they are)."""
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", replace, text)
+
+
+def wait_for_exit(processes: list[subprocess.Popen[bytes]], timeout: float) -> bool:
+    """Whether all processes ended within the timeout (for tests)."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+    return True
