@@ -68,6 +68,7 @@ def function_experiment(
     max_failed_trial_count: int | None = None,
     env_per_trial: Mapping[str, Any] | None = None,
     trial_active_deadline_seconds: float | None = None,
+    resources_per_trial: Mapping[str, Any] | None = None,
 ) -> Experiment:
     """The Experiment ``tune`` runs: search domains become parameters, other values are passed through unchanged.
 
@@ -75,7 +76,8 @@ def function_experiment(
     """
     errors = _check_objective(objective)
     for argument, value in (("parameters", parameters), ("algorithm_settings", algorithm_settings),
-                            ("env_per_trial", env_per_trial), ("additional_objectives", additional_objectives)):
+                            ("env_per_trial", env_per_trial), ("additional_objectives", additional_objectives),
+                            ("resources_per_trial", resources_per_trial)):
         if value is not None and not isinstance(value, Mapping):
             errors.append(f"{argument}: must be a dict, got {type(value).__name__}")
     if errors:
@@ -93,6 +95,8 @@ def function_experiment(
         function_spec["env"] = [{"name": str(k), "value": str(v)} for k, v in env_per_trial.items()]
     if trial_active_deadline_seconds is not None:
         function_spec["activeDeadlineSeconds"] = trial_active_deadline_seconds
+    if resources_per_trial:  # Katib SDK's name; a Kubernetes container's quantities: {"cpu": 2, "memory": "1Gi", "gpu": 1}
+        function_spec["resources"] = {str(k): v for k, v in resources_per_trial.items()}
     objective_spec: dict[str, Any] = {"type": objective_type, "goal": objective_goal, "objectiveMetricName": objective_metric_name,
                       "additionalMetricNames": list(additional_metric_names or [])}
     if additional_objectives:  # multi-objective: metric name -> minimize | maximize

@@ -193,6 +193,31 @@ def test_trials_wait_for_cpus_and_a_trial_no_node_can_hold_is_refused(ray_addres
     assert "needs CPU 16 but no node of the Ray cluster has that much (nodes: CPU 2)" in trial.message
 
 
+def timed_objective(params: dict[str, Any]) -> dict[str, float]:
+    """Sleeps a little and reports when it ran, so a test can see whether trials overlapped."""
+    start = time.time()
+    time.sleep(0.6)
+    return {"result": params["a"], "start": start, "end": time.time()}
+
+
+def test_resources_per_trial_from_the_python_api(ray_address, tmp_path, store):
+    options = {"objective": timed_objective, "backend": "ray", "store": store, "objective_metric_name": "result",
+               "parameters": {"a": katibx.search.categorical([1, 2, 3])}, "algorithm_name": "grid",
+               "additional_metric_names": ["start", "end"], "max_trial_count": 3, "parallel_trial_count": 3}
+    katibx.tune("two-cpus", resources_per_trial={"cpu": 2}, **options)
+    trials = store.trials(store.get_experiment("two-cpus").id)
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 3
+    spans = sorted((float(t.metric("start")), float(t.metric("end"))) for t in trials)
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end - 0.05, f"2-CPU trials overlapped on a 2-CPU cluster: {spans}"
+
+    with pytest.raises(katibx.ValidationError, match="resources cpu: not a quantity: 'lots'"):
+        katibx.tune("bad-quantity", resources_per_trial={"cpu": "lots"}, **options)
+    with pytest.raises(katibx.ValidationError, match="resources_per_trial: must be a dict, got int"):
+        katibx.tune("not-a-dict", resources_per_trial=2, **options)
+    assert {r.name for r in store.list_experiments()} == {"two-cpus"}
+
+
 # stopping -----------------------------------------------------------------------------------------------------------
 
 
