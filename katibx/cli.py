@@ -35,6 +35,11 @@ ray_address_option = click.option(
     "--ray-address", envvar="RAY_ADDRESS", default=None, metavar="ADDR",
     help="With --backend ray: the cluster to connect to (env RAY_ADDRESS); default: start a local one.",
 )
+kubeconfig_option = click.option(
+    "--kubeconfig", envvar="KUBECONFIG", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+    help="With --backend kubernetes: the kubeconfig file (env KUBECONFIG; default ~/.kube/config or in-cluster).",
+)
+context_option = click.option("--context", default=None, help="With --backend kubernetes: the kubeconfig context.")
 
 
 def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,15 +51,32 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Stop trials still running when the experiment completes."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
         ray_address_option,
+        kubeconfig_option,
+        context_option,
+        click.option("--push-address", default=None, metavar="HOST:PORT",
+                     help="With --backend kubernetes: where the push-metrics endpoint listens (default 127.0.0.1, "
+                          "any free port)."),
+        click.option("--push-url", default=None, metavar="URL",
+                     help="With --backend kubernetes: the push endpoint's URL as pods reach it (default: from "
+                          "--push-address)."),
     ]):
         fn = option(fn)
     return fn
 
 
-def _backend(name: str, ray_address: str | None) -> Any:
-    """The worker backend plugin, with --ray-address passed to the ray backend."""
+def _backend(name: str, ray_address: str | None = None, kubeconfig: str | None = None, context: str | None = None,
+             push_address: str | None = None, push_url: str | None = None) -> Any:
+    """The worker backend plugin, with --ray-address passed to the ray backend and the cluster options to kubernetes."""
     if ray_address and name == "ray":
         return create_backend(name, address=ray_address)
+    if name == "kubernetes":
+        options: dict[str, Any] = {"kubeconfig": kubeconfig, "context": context, "push_url": push_url}
+        if push_address:
+            host, _, port = push_address.rpartition(":")
+            if not host or not port.isdigit() or int(port) > 65535:
+                raise ValidationError([f"--push-address: expected HOST:PORT, got {push_address!r}"])
+            options.update(push_host=host.strip("[]"), push_port=int(port))
+        return create_backend(name, **options)
     return create_backend(name)
 
 
@@ -175,13 +197,18 @@ def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-n", "--namespace", default=None,
+              help="Namespace of the experiment (replaces metadata.namespace); on Kubernetes, of its trial objects.")
 @run_options
 @_guard
-def run(file: str, backend: str, store: str | None, kill_running_on_completion: bool, quiet: bool,
-        ray_address: str | None) -> None:
+def run(file: str, namespace: str | None, backend: str, store: str | None, kill_running_on_completion: bool,
+        quiet: bool, ray_address: str | None, kubeconfig: str | None, context: str | None, push_address: str | None,
+        push_url: str | None) -> None:
     """Run the Experiment in FILE until it completes."""
     experiment = load_experiment(file)
-    worker = _backend(backend, ray_address)
+    if namespace:
+        experiment.metadata.namespace = namespace
+    worker = _backend(backend, ray_address, kubeconfig, context, push_address, push_url)
     errors = check_experiment(experiment, worker)
     if errors:
         raise ValidationError(errors, file)
@@ -198,9 +225,10 @@ def run(file: str, backend: str, store: str | None, kill_running_on_completion: 
 @run_options
 @_guard
 def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str, store: str | None,
-           kill_running_on_completion: bool, quiet: bool, ray_address: str | None) -> None:
+           kill_running_on_completion: bool, quiet: bool, ray_address: str | None, kubeconfig: str | None,
+           context: str | None, push_address: str | None, push_url: str | None) -> None:
     """Continue experiment NAME after an interruption, or with a larger --max-trial-count."""
-    worker = _backend(backend, ray_address)
+    worker = _backend(backend, ray_address, kubeconfig, context, push_address, push_url)
     st = Store(store)
     _drive(name, lambda listener: resume_experiment(
         name, store=st, namespace=namespace, backend=worker, max_trial_count=max_trial_count,
@@ -343,10 +371,21 @@ def delete(name: str, namespace: str | None, store: str | None) -> None:
 @click.argument("trial")
 @namespace_option
 @store_option
+@kubeconfig_option
+@context_option
 @_guard
-def logs(name: str, trial: str, namespace: str | None, store: str | None) -> None:
-    """Output (stdout and stderr) of TRIAL of experiment NAME."""
-    click.echo(KatibxClient(store).get_trial_logs(name, trial, namespace), nl=False)
+def logs(name: str, trial: str, namespace: str | None, store: str | None, kubeconfig: str | None,
+         context: str | None) -> None:
+    """Output (stdout and stderr) of TRIAL of experiment NAME; a running Kubernetes trial's from its pods."""
+    client = KatibxClient(store)
+    text = client.get_trial_logs(name, trial, namespace)
+    if not text:
+        record = client.store.get_experiment(name, namespace)
+        found = [t for t in client.store.trials(record.id) if t.name == trial]
+        handle = client.store.trial_handle(found[0]) if found else None
+        if handle and handle.get("kind") and "uid" in handle:  # a kubernetes backend's handle
+            text = _backend("kubernetes", kubeconfig=kubeconfig, context=context).pod_logs(handle)
+    click.echo(text, nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

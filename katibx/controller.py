@@ -124,12 +124,18 @@ class Controller:
         return [t for t in self.trials if t.state.is_active]
 
     def _recover(self) -> None:
-        """Trials a previous controller left active are stopped and run again from scratch, under the same name."""
+        """Trials a previous controller left running are re-attached when the backend can (their metrics are collected
+        again from the start), else stopped and run again from scratch, under the same name."""
         for trial in self._active():
             handle = self.store.trial_handle(trial)
+            self.store.clear_observations(trial.id)
+            if handle and trial.state is TrialState.RUNNING and self.backend.attach(self._job(trial), handle):
+                log.info("trial %s is still running; re-attached to it", trial.name)
+                self._started.add(trial.name)
+                self._logs[trial.name] = []
+                continue
             if handle:
                 self.backend.release(handle)
-            self.store.clear_observations(trial.id)
             if trial.state is TrialState.RUNNING:
                 log.info("trial %s was running when the controller stopped; running it again", trial.name)
                 self._set_state(trial, TrialState.CREATED, "TrialCreated", "Trial is re-run after a controller restart")
@@ -198,11 +204,14 @@ class Controller:
             if name not in self._by_name:
                 return name
 
-    def _start(self, trial: TrialRecord) -> None:
-        job = TrialJob(
+    def _job(self, trial: TrialRecord) -> TrialJob:
+        return TrialJob(
             experiment=self.experiment, trial=trial, workdir=Path(self.record.workdir),
             trial_dir=self.store.trial_dir(self.record, trial.name), function=self.function,
         )
+
+    def _start(self, trial: TrialRecord) -> None:
+        job = self._job(trial)
         self._started.add(trial.name)
         self._logs[trial.name] = []
         trial.start_time = time.time()

@@ -1,4 +1,9 @@
-"""Push metrics from inside a trial (Katib's ``report_metrics``), for command and function trials alike."""
+"""Push metrics from inside a trial (Katib's ``report_metrics``), for command and function trials alike.
+
+Locally the record is appended to ``$KATIBX_METRICS_FILE``. In a Kubernetes pod the backend sets
+``$KATIBX_PUSH_URL`` (its push endpoint) and ``$KATIBX_PUSH_TOKEN`` instead: the record is POSTed there as
+JSON ``{"trial", "token", "metrics"}``, and the call returns once the controller has it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import json
 import numbers
 import os
 import time
+import urllib.error
+import urllib.request
 from typing import Any, Mapping
 
 TRIAL_NAME_ENV = "KATIB_TRIAL_NAME"
@@ -14,6 +21,10 @@ METRICS_FILE_ENV = "KATIBX_METRICS_FILE"
 # Every trial has ``<trial dir>/checkpoint`` for its own state, given to it as $KATIBX_CHECKPOINT_DIR.
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_ENV = "KATIBX_CHECKPOINT_DIR"
+PUSH_URL_ENV = "KATIBX_PUSH_URL"  # set by the kubernetes backend in the trial's primary container
+PUSH_TOKEN_ENV = "KATIBX_PUSH_TOKEN"
+PUSH_ATTEMPTS = 5
+PUSH_TIMEOUT_SECONDS = 30.0
 
 
 def _metric_value(name: str, value: Any) -> int | float | str:
@@ -35,11 +46,11 @@ def report_metrics(metrics: Mapping[str, Any]) -> None:
 
     Values must be numbers (strings are accepted for non-numeric metrics such as a DARTS genotype).
     """
-    path = os.environ.get(METRICS_FILE_ENV)
-    if not os.environ.get(TRIAL_NAME_ENV) or not path:
+    path, url = os.environ.get(METRICS_FILE_ENV), os.environ.get(PUSH_URL_ENV)
+    if not os.environ.get(TRIAL_NAME_ENV) or not (path or url):
         raise RuntimeError(
             "katibx.report_metrics() must be called inside a katibx trial "
-            f"(environment variables {TRIAL_NAME_ENV} and {METRICS_FILE_ENV} are not set)"
+            f"(environment variables {TRIAL_NAME_ENV} and {METRICS_FILE_ENV} or {PUSH_URL_ENV} are not set)"
         )
     record: dict[str, Any] = {}
     for name, value in metrics.items():
@@ -47,6 +58,32 @@ def report_metrics(metrics: Mapping[str, Any]) -> None:
             raise ValueError("metric name 'timestamp' is reserved for the time of the report")
         record[str(name)] = _metric_value(str(name), value)
     record["timestamp"] = time.time()
+    if url:
+        _post(url, record)
+        return
+    assert path is not None
     line = json.dumps(record) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
+
+
+def _post(url: str, record: dict[str, Any]) -> None:
+    """Send one record to the controller's push endpoint, retrying transient failures; RuntimeError if it fails."""
+    body = json.dumps({"trial": os.environ[TRIAL_NAME_ENV], "token": os.environ.get(PUSH_TOKEN_ENV, ""),
+                       "metrics": record}).encode()
+    delay, problem = 0.2, ""
+    for attempt in range(PUSH_ATTEMPTS):
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=PUSH_TIMEOUT_SECONDS):
+                return
+        except urllib.error.HTTPError as exc:
+            problem = f"HTTP {exc.code}: {exc.read().decode(errors='replace').strip()}"
+            if exc.code < 500:
+                break  # refused (unknown or finished trial, bad token, bad record): retrying cannot help
+        except (urllib.error.URLError, OSError) as exc:
+            problem = str(getattr(exc, "reason", exc))
+        if attempt + 1 < PUSH_ATTEMPTS:
+            time.sleep(delay)
+            delay *= 2
+    raise RuntimeError(f"katibx.report_metrics(): the controller at {url} did not take the metrics ({problem})")

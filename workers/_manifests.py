@@ -20,8 +20,6 @@ from katibx.template import primary_container, render_trial_spec
 EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
 TRIAL_LABEL = "katib.kubeflow.org/trial"
 OWNER_LABEL = "katibx.io/owner"  # on the experiment's owner ConfigMap
-PUSH_URL_ENV = "KATIBX_PUSH_URL"
-PUSH_TOKEN_ENV = "KATIBX_PUSH_TOKEN"
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,12 @@ class Backend(abc.ABC):
     def kill(self, trial_name: str) -> None:
         """Stop a running trial; its TrialExited event follows from ``poll``."""
 
+    def attach(self, job: TrialJob, handle: dict[str, Any]) -> bool:
+        """Take over a trial a crashed controller left running, from its stored handle; True if its worker is still
+        there (its metrics are then collected again from the start and its exit reported by ``poll``), False to have
+        the controller ``release`` it and run the trial again. The default never attaches."""
+        return False
+
     @abc.abstractmethod
     def release(self, handle: dict[str, Any]) -> None:
         """Stop whatever a crashed controller left running for a trial (the trial is then re-run)."""

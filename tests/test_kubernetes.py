@@ -1,0 +1,197 @@
+"""The kubernetes backend end to end: the real client against the fake API server, real pod processes, real SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from katibx.loader import experiment_from_dict
+from katibx.runner import resume_experiment, run_experiment
+from katibx.store import Store
+from katibx.trial import TrialState
+from support.fake_kube import FakeCluster
+from support.fake_kube.fixtures import fake_cluster  # noqa: F401 - pytest fixture
+from workers.kubernetes import KubernetesBackend, KubernetesClusterError
+
+JOBS = "/apis/batch/v1/namespaces/default/jobs"
+# The trial's program, by ${trialParameters.mode}.
+PROGRAM = """
+import sys, time
+mode = sys.argv[1]
+if mode == "ok":
+    print("epoch 1 loss=0.5"); print("loss=0.25")
+elif mode == "fail":
+    print("loss=0.1"); sys.exit(3)
+elif mode == "push":
+    import katibx
+    katibx.report_metrics({"loss": 0.125})
+    katibx.report_metrics({"loss": 0.0625})
+elif mode.startswith("slow"):
+    time.sleep(2); print("loss=0.75")
+elif mode == "bad":
+    for i in range(300):
+        print(f"loss={5 + i}", flush=True); time.sleep(0.2)
+"""
+
+
+def experiment(modes: list[str], parallel: int, *, name: str = "k8s", extra: dict[str, Any] | None = None,
+               template: dict[str, Any] | None = None) -> Any:
+    """An experiment whose trials run PROGRAM with each of ``modes`` (grid order) as a batch/v1 Job."""
+    trial_template: dict[str, Any] = {
+        "primaryContainerName": "training-container",
+        "trialParameters": [{"name": "mode", "reference": "mode"}],
+        "trialSpec": {
+            "apiVersion": "batch/v1", "kind": "Job",
+            "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
+                "name": "training-container", "image": "python:3.11",
+                "command": ["python", "-c", PROGRAM, "${trialParameters.mode}"]}]}}},
+        },
+        **(template or {}),
+    }
+    doc = {
+        "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "objective": {"type": "minimize", "objectiveMetricName": "loss"},
+            "algorithm": {"algorithmName": "grid"},
+            "parallelTrialCount": parallel, "maxTrialCount": len(modes), "maxFailedTrialCount": len(modes),
+            "parameters": [{"name": "mode", "parameterType": "categorical", "feasibleSpace": {"list": modes}}],
+            "trialTemplate": trial_template,
+            **(extra or {}),
+        },
+    }
+    return experiment_from_dict(doc)
+
+
+def backend(cluster: FakeCluster, **options: Any) -> KubernetesBackend:
+    return KubernetesBackend(kubeconfig=str(cluster.kubeconfig), **options)
+
+
+def job_creations(cluster: FakeCluster) -> list[Any]:
+    return [c for c in cluster.calls if c.method == "POST" and c.path == JOBS]
+
+
+def by_mode(store: Store, record: Any) -> dict[str, Any]:
+    return {t.assignments["mode"]: t for t in store.trials(record.id)}
+
+
+def test_experiment_on_the_fake_cluster(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    store = Store(tmp_path / "db.sqlite")
+    record = run_experiment(experiment(["ok", "fail", "push", "nometric"], 4), store=store,
+                            backend=backend(fake_cluster), workdir=tmp_path)
+    trials = by_mode(store, record)
+    assert trials["ok"].state is TrialState.SUCCEEDED
+    assert trials["ok"].observation["loss"].latest == "0.25" and trials["ok"].observation["loss"].max == "0.5"
+    assert trials["push"].state is TrialState.SUCCEEDED
+    assert trials["push"].observation["loss"].min == "0.0625"
+    assert trials["fail"].state is TrialState.FAILED
+    assert "BackoffLimitExceeded" in trials["fail"].reason
+    assert trials["nometric"].state is TrialState.METRICS_UNAVAILABLE
+    assert len(job_creations(fake_cluster)) == 4
+    # Jobs are labelled, reference the owner ConfigMap, and are deleted once finished (retain is false).
+    assert fake_cluster.objects("batch/v1", "Job") == []
+    owners = fake_cluster.objects("v1", "ConfigMap")
+    assert [o["metadata"]["name"] for o in owners if o["metadata"]["name"] == "k8s-katibx"]
+    log_text = (store.trial_dir(record, trials["ok"].name) / "stdout.log").read_text()
+    assert "epoch 1 loss=0.5" in log_text
+    # the watch is used, not polling: a handful of list calls for the whole experiment
+    lists = [c for c in fake_cluster.calls if c.method == "GET" and c.path == JOBS and c.query.get("watch") != "true"]
+    assert len(lists) <= 3
+
+
+def test_retain_keeps_jobs_with_labels_and_owner(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    store = Store(tmp_path / "db.sqlite")
+    record = run_experiment(experiment(["ok"], 1, template={"retain": True}), store=store,
+                            backend=backend(fake_cluster), workdir=tmp_path)
+    (trial,) = store.trials(record.id)
+    assert trial.state is TrialState.SUCCEEDED
+    (job,) = fake_cluster.objects("batch/v1", "Job")
+    assert job["metadata"]["name"] == trial.name
+    assert job["metadata"]["labels"]["katib.kubeflow.org/trial"] == trial.name
+    assert job["metadata"]["labels"]["katib.kubeflow.org/experiment"] == "k8s"
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert owner["kind"] == "ConfigMap" and owner["name"] == "k8s-katibx"
+    pods = fake_cluster.objects("v1", "Pod")
+    assert pods and all(p["metadata"]["labels"]["katib.kubeflow.org/trial"] == trial.name for p in pods)
+
+
+def test_early_stopping_deletes_the_job(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    store = Store(tmp_path / "db.sqlite")
+    exp = experiment(["ok", "bad"], 1, extra={"earlyStopping": {"algorithmName": "medianstop", "algorithmSettings": [
+        {"name": "min_trials_required", "value": "1"}, {"name": "start_step", "value": "2"}]}})
+    started = time.monotonic()
+    record = run_experiment(exp, store=store, backend=backend(fake_cluster), workdir=tmp_path)
+    trials = by_mode(store, record)
+    assert trials["bad"].state is TrialState.EARLY_STOPPED
+    assert time.monotonic() - started < 30  # stopped from streamed log lines, long before its 60 s run ends
+    deletes = [c for c in fake_cluster.calls if c.method == "DELETE" and c.path == f"{JOBS}/{trials['bad'].name}"]
+    assert deletes
+    assert fake_cluster.objects("batch/v1", "Job") == []
+
+
+def test_watch_expiry_and_api_errors_are_survived(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    store = Store(tmp_path / "db.sqlite")
+    fake_cluster.fail("POST", f"^{JOBS}$", 500, times=1)
+    fake_cluster.fail("POST", f"^{JOBS}$", 429, times=1)
+    expired: list[bool] = []
+
+    def listener(record: Any, trials: list[Any]) -> None:
+        if not expired and any(t.state is TrialState.RUNNING for t in trials):
+            expired.append(True)
+            fake_cluster.expire_watches()
+
+    record = run_experiment(experiment(["slow", "ok", "push"], 3), store=store, backend=backend(fake_cluster),
+                            workdir=tmp_path, listener=listener)
+    assert expired
+    assert [t.state for t in store.trials(record.id)] == [TrialState.SUCCEEDED] * 3
+    statuses = [c.status for c in job_creations(fake_cluster)]
+    assert statuses.count(500) == 1 and statuses.count(429) == 1 and statuses.count(201) == 3
+    relists = [c for c in fake_cluster.calls if c.method == "GET" and c.path == JOBS and c.query.get("watch") != "true"]
+    assert len(relists) >= 2  # a fresh list after the 410
+
+
+def test_resume_after_a_controller_kill_reattaches(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    exp_file = tmp_path / "exp.yaml"
+    exp = experiment(["slow1", "slow2"], 2)
+    doc = exp.model_dump(by_alias=True, exclude_none=True)
+    exp_file.write_text(yaml.safe_dump(doc))
+    db = tmp_path / "db.sqlite"
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "katibx.cli", "run", str(exp_file), "--backend", "kubernetes", "--kubeconfig",
+         str(fake_cluster.kubeconfig), "--store", str(db), "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while len(fake_cluster.objects("batch/v1", "Job")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the handles are committed right after the creations
+    os.killpg(controller.pid, signal.SIGKILL)
+    controller.wait()
+    assert len(fake_cluster.objects("batch/v1", "Job")) == 2
+    store = Store(db)
+    before = store.trials(store.get_experiment("k8s").id)
+    assert [t.state for t in before] == [TrialState.RUNNING] * 2
+    record = resume_experiment("k8s", store=store, backend=backend(fake_cluster))
+    trials = store.trials(record.id)
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 2
+    assert all(t.observation["loss"].latest == "0.75" for t in trials)
+    assert len(job_creations(fake_cluster)) == 2  # re-attached: no Job created twice
+
+
+def test_unreachable_cluster_is_one_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\n"
+                      "users:\n- name: u\n  user: {}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\n"
+                      "current-context: c\n")
+    store = Store(tmp_path / "db.sqlite")
+    with pytest.raises(KubernetesClusterError, match="cannot reach the Kubernetes API server at http://127.0.0.1:9"):
+        run_experiment(experiment(["ok"], 1), store=store, backend=KubernetesBackend(kubeconfig=str(config),
+                                                                                    retry_seconds=0.5))
+    (trial,) = store.trials(store.get_experiment("k8s").id)
+    assert trial.state is TrialState.CREATED  # kept for `katibx resume`

@@ -1,0 +1,964 @@
+"""The ``kubernetes`` backend: each trial is a Kubernetes object (a Job, a training-operator job, any custom resource).
+
+Design (issue 6):
+
+- ``start`` creates the trial's worker object from the trial template (:mod:`workers._manifests`): a ``batch/v1``
+  Job through BatchV1Api, any other kind through CustomObjectsApi (a table of known kinds, else API discovery).
+  Every object references the experiment's owner ConfigMap (``<experiment>-katibx``): deleting it deletes them all.
+- Status comes from watches, never from polling objects: one list+watch per worker kind and one for pods, on the
+  namespace with the selector ``katib.kubeflow.org/experiment=<name>``. A watch that expires (410) is replaced by a
+  fresh list and a watch from its resourceVersion; 409/429/5xx and connection errors are retried with backoff
+  (honouring ``Retry-After``). A trial whose object vanished while nobody watched ends ``Failed`` (reason
+  ``Deleted``), so no trial is ever lost.
+- ``successCondition`` / ``failureCondition`` are evaluated with :mod:`workers._gjson` (failure first, as Katib).
+- Metrics: StdOut from the logs of the trial's primary pods (``primaryPodLabels``, container
+  ``primaryContainerName``), followed while they run (up to ``max_log_streams`` at once; the others are read when
+  the trial ends), so early stopping works; the text is kept as the trial's ``stdout.log`` for ``katibx logs``.
+  Push: ``katibx.report_metrics`` in the pod POSTs to a small HTTP endpoint this backend serves
+  (``push_host``/``push_port``, advertised to pods as ``push_url``), authenticated by a per-experiment token.
+- A finished trial's object is deleted unless ``retain``; ``kill`` deletes it (``propagation_policy``).
+  After a controller crash ``attach`` re-adopts objects that still exist instead of creating new ones.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import queue
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from katibx.collection import STDOUT_LOG, collector_kind, metric_names
+from katibx.collectors import LineParser, MetricLog, MetricsFormatError
+from katibx.defaults import WORKER_DEFAULTS
+from katibx.report import PUSH_TOKEN_ENV, PUSH_URL_ENV
+from katibx.spec import Experiment
+from katibx.store import StoreError
+from katibx.template import FUNCTION_KIND, active_deadline_seconds, primary_container
+from workers import _gjson
+from workers._manifests import (
+    EXPERIMENT_LABEL,
+    TRIAL_LABEL,
+    Resource,
+    build_worker,
+    known_resource,
+    owner_config_map,
+    owner_name,
+    pod_selector,
+)
+from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
+
+log = logging.getLogger(__name__)
+
+_SUPPORTED_COLLECTORS = ("StdOut", "Push")
+_RETRY_STATUSES = (429, 500, 502, 503, 504)
+TOKEN_KEY = "pushToken"  # in the owner ConfigMap's data
+# How long a finished trial waits for its followed log streams to end.
+LOG_DRAIN_SECONDS = 10.0
+
+
+class KubernetesClusterError(StoreError):
+    """The Kubernetes API server cannot be reached (reported by the CLI on one line, like a store problem)."""
+
+
+@dataclass
+class _Trial:
+    """One trial's worker object and what has been collected from it."""
+
+    name: str
+    namespace: str
+    resource: Resource
+    experiment: str
+    selector: str  # its pods
+    primary_labels: dict[str, str]
+    container: str | None
+    success: str
+    failure: str
+    retain: bool
+    stdout: bool  # StdOut metrics: parse the primary pods' logs
+    parser: Callable[[], LineParser]
+    push_parser: LineParser
+    trial_dir: Any
+    uid: str | None = None
+    created_at: float = float("inf")  # when the create call returned (a list before that cannot show the object)
+    finishing: bool = False
+    killed: bool = False
+    followers: dict[str, threading.Thread] = field(default_factory=dict)  # pod name -> log follower
+    texts: dict[str, str] = field(default_factory=dict)  # pod name -> log text read so far
+    complete: set[str] = field(default_factory=set)  # pods whose whole log has been read
+    drained: bool = False  # followers must stop feeding: the final read takes over
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class KubernetesBackend(Backend):
+    """Runs trials as objects in a Kubernetes cluster, through the official client."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        namespace: str | None = None,
+        *,
+        push_host: str = "127.0.0.1",
+        push_port: int = 0,
+        push_url: str | None = None,
+        propagation_policy: str = "Background",
+        watch_timeout: int = 60,
+        max_log_streams: int = 64,
+        retry_seconds: float = 30.0,
+        api_client: Any = None,
+    ) -> None:
+        self.kubeconfig, self.context, self.namespace = kubeconfig, context, namespace
+        self.push_host, self.push_port, self.push_url = push_host, push_port, push_url
+        self.propagation_policy = propagation_policy
+        self.watch_timeout = watch_timeout
+        self.max_log_streams = max_log_streams
+        self.retry_seconds = retry_seconds
+        self._api: Any = api_client
+        self._context_namespace: str | None = None
+        self._events: queue.Queue[TrialEvent] = queue.Queue()
+        self._trials: dict[str, _Trial] = {}
+        self._pods: dict[str, dict[str, dict[str, Any]]] = {}  # trial name -> pod name -> pod
+        self._lock = threading.RLock()
+        self._watchers: dict[tuple[str, ...], threading.Thread] = {}
+        self._watches: list[Any] = []
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._streams = threading.BoundedSemaphore(max(max_log_streams, 1)) if max_log_streams > 0 else None
+        self._owners: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, experiment) -> owner ConfigMap
+        self._templates: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._discovered: dict[tuple[str, str], Resource] = {}
+        self._push_server: http.server.ThreadingHTTPServer | None = None
+        self._error: BaseException | None = None
+
+    # connection --------------------------------------------------------------------------
+    def _client(self) -> Any:
+        """The API client, from the kubeconfig (or in-cluster config) on first use."""
+        if self._api is not None:
+            return self._api
+        from kubernetes import client, config
+
+        try:
+            if self.kubeconfig is None and not _has_kubeconfig():
+                config.load_incluster_config()
+                self._api = client.ApiClient()
+            else:
+                self._api = config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
+                _, active = config.list_kube_config_contexts(config_file=self.kubeconfig)
+                if self.context:
+                    contexts, _ = config.list_kube_config_contexts(config_file=self.kubeconfig)
+                    active = next((c for c in contexts if c.get("name") == self.context), active)
+                self._context_namespace = ((active or {}).get("context") or {}).get("namespace")
+        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+            raise KubernetesClusterError(f"--kubeconfig: cannot load the Kubernetes configuration: {exc}") from None
+        self._api.configuration.connection_pool_maxsize = max(self.max_log_streams, 0) + 32
+        self._api.rest_client = type(self._api.rest_client)(self._api.configuration)
+        return self._api
+
+    def _apis(self) -> tuple[Any, Any, Any]:
+        from kubernetes import client
+
+        api = self._client()
+        return client.BatchV1Api(api), client.CoreV1Api(api), client.CustomObjectsApi(api)
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, retried on 429/5xx and connection errors with backoff for ``retry_seconds``."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        deadline, delay = time.monotonic() + self.retry_seconds, 0.1
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status not in _RETRY_STATUSES or time.monotonic() > deadline or self._stop.is_set():
+                    raise
+                wait = _retry_after(exc) or delay
+                log.info("%s: HTTP %s, retrying in %.1fs", what, exc.status, wait)
+            except (HTTPError, OSError) as exc:
+                if time.monotonic() > deadline or self._stop.is_set():
+                    host = self._client().configuration.host
+                    raise KubernetesClusterError(f"cannot reach the Kubernetes API server at {host}: {exc}") from None
+                wait = delay
+                log.info("%s: %s, retrying in %.1fs", what, exc, wait)
+            time.sleep(wait)
+            delay = min(delay * 2, 5.0)
+
+    def _namespace(self, experiment: Experiment) -> str:
+        """--namespace, else the experiment's metadata.namespace, else the kubeconfig context's, else default."""
+        self._client()
+        return self.namespace or experiment.metadata.namespace or self._context_namespace or "default"
+
+    # checks ------------------------------------------------------------------------------
+    def check(self, experiment: Experiment) -> list[str]:
+        tt = experiment.spec.trial_template
+        errors: list[str] = []
+        if tt is None:
+            return errors
+        kind = collector_kind(experiment)
+        if kind not in _SUPPORTED_COLLECTORS:
+            errors.append(
+                f"spec.metricsCollectorSpec.collector.kind: the kubernetes backend collects "
+                f"{' and '.join(_SUPPORTED_COLLECTORS)} metrics, not {kind}: print the metrics or push them with "
+                "katibx.report_metrics"
+            )
+        for field_name, value in (("successCondition", tt.success_condition), ("failureCondition", tt.failure_condition)):
+            if value:
+                try:
+                    _gjson.check(value)
+                except _gjson.GJSONSyntaxError as exc:
+                    errors.append(f"spec.trialTemplate.{field_name}: {exc}")
+        spec = tt.trial_spec
+        if spec is None:
+            return errors  # a ConfigMap template is checked when it is read from the cluster
+        errors.extend(self._check_template(experiment, spec, "spec.trialTemplate.trialSpec"))
+        return errors
+
+    @staticmethod
+    def _check_template(experiment: Experiment, spec: dict[str, Any], path: str) -> list[str]:
+        tt = experiment.spec.trial_template
+        assert tt is not None
+        errors: list[str] = []
+        kind, api_version = spec.get("kind"), spec.get("apiVersion")
+        if kind == FUNCTION_KIND:
+            return [f"{path}.kind: Function trials run in this process; use the local or ray backend"]
+        if not isinstance(kind, str) or not isinstance(api_version, str) or not kind or not api_version:
+            return [f"{path}: apiVersion and kind are required"]
+        if kind not in WORKER_DEFAULTS and not (tt.success_condition and tt.failure_condition):
+            errors.append(f"spec.trialTemplate.successCondition: {kind} has no default success and failure "
+                          "conditions; set successCondition and failureCondition")
+        try:
+            active_deadline_seconds(spec)
+        except (TypeError, ValueError) as exc:
+            if "${trialParameters." not in str(exc):
+                errors.append(f"{path}.spec: {exc}")
+        if kind in WORKER_DEFAULTS and kind != "TrainJob" and primary_container(spec, tt.primary_container_name) is None:
+            errors.append(f"spec.trialTemplate.primaryContainerName: no container named {tt.primary_container_name!r} "
+                          f"in the {kind} template")
+        return errors
+
+    # lifecycle ---------------------------------------------------------------------------
+    def start(self, job: TrialJob) -> dict[str, Any]:
+        self._raise_background_error()
+        experiment = job.experiment
+        namespace = self._namespace(experiment)
+        owner = self._owner(experiment, namespace)
+        template = self._template(experiment)
+        resource = self._resource(template)
+        env = {PUSH_URL_ENV: self._push_endpoint(), PUSH_TOKEN_ENV: owner["data"][TOKEN_KEY]}
+        owner_ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]["name"],
+                     "uid": owner["metadata"]["uid"]}
+        try:
+            worker = build_worker(experiment, job.trial.name, job.trial.assignments, namespace=namespace,
+                                  template=template if experiment.spec.trial_template.trial_spec is None else None,  # type: ignore[union-attr]
+                                  trial_labels=job.trial.labels, owner=owner_ref, env=env)
+        except (TypeError, ValueError) as exc:
+            raise TrialStartError(f"invalid trial template: {exc}") from None
+        trial = self._track(job, worker, resource, namespace)
+        created = self._create(trial, worker)
+        trial.uid = created["metadata"].get("uid")
+        trial.created_at = time.monotonic()
+        return {"namespace": namespace, "apiVersion": resource.api_version, "kind": resource.kind,
+                "name": trial.name, "uid": trial.uid}
+
+    def _track(self, job: TrialJob, worker: dict[str, Any], resource: Resource, namespace: str) -> _Trial:
+        """Register a trial before its object exists, so no watch event about it is missed."""
+        experiment = job.experiment
+        tt = experiment.spec.trial_template
+        assert tt is not None
+        defaults = WORKER_DEFAULTS.get(resource.kind, ("", "", None))
+        mc = experiment.spec.metrics_collector_spec
+        src = mc.source if mc else None
+        formats = src.filter.metrics_format if src and src.filter else None
+        names = metric_names(experiment)
+        primary = tt.primary_pod_labels if tt.primary_pod_labels is not None else (defaults[2] or {})
+        trial = _Trial(
+            name=job.trial.name, namespace=namespace, resource=resource, experiment=experiment.name,
+            selector=pod_selector(worker, job.trial.name), primary_labels=dict(primary),
+            container=tt.primary_container_name, success=tt.success_condition or defaults[0],
+            failure=tt.failure_condition or defaults[1], retain=bool(tt.retain),
+            stdout=collector_kind(experiment) == "StdOut", parser=lambda: LineParser(names, formats),
+            push_parser=LineParser(names, file_format="JSON"), trial_dir=job.trial_dir,
+        )
+        job.trial_dir.mkdir(parents=True, exist_ok=True)
+        (job.trial_dir / STDOUT_LOG).unlink(missing_ok=True)
+        with self._lock:
+            self._trials[trial.name] = trial
+        self._ensure_push_server()
+        self._watch(namespace, experiment.name, resource)
+        if trial.selector.startswith(TRIAL_LABEL + "="):
+            self._watch(namespace, experiment.name, None)
+        return trial
+
+    def _create(self, trial: _Trial, worker: dict[str, Any]) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        batch, _core, custom = self._apis()
+        r = trial.resource
+        what = f"create {r.kind} {trial.namespace}/{trial.name}"
+        try:
+            if r.is_job:
+                return _json(self._call(what, batch.create_namespaced_job, trial.namespace, worker, _preload_content=False))
+            return _json(self._call(what, custom.create_namespaced_custom_object, r.group, r.version, trial.namespace,
+                                    r.plural, worker, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 409:  # created by an earlier attempt whose answer was lost, or someone else's
+                existing = self._get(trial)
+                labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+                if existing and labels.get(TRIAL_LABEL) == trial.name and labels.get(EXPERIMENT_LABEL) == trial.experiment:
+                    return existing
+            with self._lock:
+                self._trials.pop(trial.name, None)
+            raise TrialStartError(f"the API server refused {r.kind} {trial.namespace}/{trial.name}: "
+                                  f"{_api_message(exc)}") from None
+
+    def _get(self, trial: _Trial) -> dict[str, Any] | None:
+        """The trial's object, or None when it does not exist."""
+        from kubernetes.client.exceptions import ApiException
+
+        batch, _core, custom = self._apis()
+        r = trial.resource
+        try:
+            if r.is_job:
+                return _json(self._call("get", batch.read_namespaced_job, trial.name, trial.namespace, _preload_content=False))
+            return _json(self._call("get", custom.get_namespaced_custom_object, r.group, r.version, trial.namespace,
+                                    r.plural, trial.name, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _delete(self, trial: _Trial) -> None:
+        """Delete the trial's object (its pods follow, by ``propagation_policy``); a missing object is fine."""
+        from kubernetes.client.exceptions import ApiException
+
+        batch, _core, custom = self._apis()
+        r = trial.resource
+        try:
+            if r.is_job:
+                self._call("delete", batch.delete_namespaced_job, trial.name, trial.namespace,
+                           propagation_policy=self.propagation_policy, _preload_content=False)
+            else:
+                self._call("delete", custom.delete_namespaced_custom_object, r.group, r.version, trial.namespace,
+                           r.plural, trial.name, propagation_policy=self.propagation_policy, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _owner(self, experiment: Experiment, namespace: str) -> dict[str, Any]:
+        """The experiment's owner ConfigMap (created on first use), holding the push token."""
+        from kubernetes.client.exceptions import ApiException
+
+        key = (namespace, experiment.name)
+        if key in self._owners:
+            return self._owners[key]
+        _batch, core, _custom = self._apis()
+        name = owner_name(experiment.name)
+        try:
+            owner = _json(self._call("get owner", core.read_namespaced_config_map, name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KubernetesClusterError(f"cannot read ConfigMap {namespace}/{name}: {_api_message(exc)}") from None
+            body = owner_config_map(experiment, namespace)
+            body["data"][TOKEN_KEY] = secrets.token_urlsafe(24)
+            try:
+                owner = _json(self._call("create owner", core.create_namespaced_config_map, namespace, body,
+                                         _preload_content=False))
+            except ApiException as exc2:
+                if exc2.status != 409:
+                    raise KubernetesClusterError(f"cannot create ConfigMap {namespace}/{name}: {_api_message(exc2)}") from None
+                owner = _json(self._call("get owner", core.read_namespaced_config_map, name, namespace, _preload_content=False))
+        owner.setdefault("data", {}).setdefault(TOKEN_KEY, "")
+        self._owners[key] = owner
+        return owner
+
+    def _template(self, experiment: Experiment) -> dict[str, Any]:
+        """The trial template: inline, or read (once) from the ConfigMap the experiment names."""
+        from kubernetes.client.exceptions import ApiException
+
+        tt = experiment.spec.trial_template
+        assert tt is not None
+        if tt.trial_spec is not None:
+            return tt.trial_spec
+        cm = tt.config_map
+        assert cm is not None
+        namespace = cm.config_map_namespace or self._namespace(experiment)
+        key = (namespace, str(cm.config_map_name), str(cm.template_path))
+        if key not in self._templates:
+            import yaml
+
+            _batch, core, _custom = self._apis()
+            where = f"spec.trialTemplate.configMap: ConfigMap {namespace}/{cm.config_map_name}"
+            try:
+                data = _json(self._call("get template", core.read_namespaced_config_map, cm.config_map_name, namespace,
+                                        _preload_content=False)).get("data") or {}
+            except ApiException as exc:
+                raise TrialStartError(f"{where}: {_api_message(exc)}") from None
+            if cm.template_path not in data:
+                raise TrialStartError(f"{where} has no key {cm.template_path!r}")
+            try:
+                template = yaml.safe_load(data[cm.template_path])
+            except yaml.YAMLError as exc:
+                raise TrialStartError(f"{where} key {cm.template_path!r}: not YAML: {exc}") from None
+            if not isinstance(template, dict):
+                raise TrialStartError(f"{where} key {cm.template_path!r}: not a Kubernetes object")
+            problems = self._check_template(experiment, template, f"{where} key {cm.template_path}")
+            if problems:
+                raise TrialStartError("; ".join(problems))
+            defaults = WORKER_DEFAULTS.get(str(template.get("kind")))
+            if defaults is not None:  # Katib's webhook defaults only inline templates; the controller needs them
+                tt.success_condition = tt.success_condition or defaults[0]
+                tt.failure_condition = tt.failure_condition or defaults[1]
+                if tt.primary_pod_labels is None and defaults[2] is not None:
+                    tt.primary_pod_labels = dict(defaults[2])
+            self._templates[key] = template
+        return self._templates[key]
+
+    def _resource(self, worker: dict[str, Any]) -> Resource:
+        """Where the worker's kind lives: the known table, else API discovery; TrialStartError when nowhere."""
+        from kubernetes.client.exceptions import ApiException
+
+        api_version, kind = str(worker.get("apiVersion")), str(worker.get("kind"))
+        found = known_resource(api_version, kind) or self._discovered.get((api_version, kind))
+        if found is not None:
+            return found
+        group, _, version = api_version.rpartition("/")
+        if not group:
+            raise TrialStartError(f"spec.trialTemplate.trialSpec.kind: {kind} ({api_version}) is not a kind the "
+                                  "kubernetes backend can create (core-group objects are not trial workers)")
+        _batch, _core, custom = self._apis()
+        try:
+            listing = _json(self._call("discovery", custom.get_api_resources, group, version, _preload_content=False))
+        except ApiException as exc:
+            raise TrialStartError(f"spec.trialTemplate.trialSpec.kind: the cluster does not serve {api_version} "
+                                  f"({_api_message(exc)}); is the {kind} CRD installed?") from None
+        for item in listing.get("resources") or []:
+            if item.get("kind") == kind and "/" not in str(item.get("name")) and item.get("namespaced", True):
+                self._discovered[(api_version, kind)] = Resource(group, version, str(item["name"]), kind)
+                return self._discovered[(api_version, kind)]
+        raise TrialStartError(f"spec.trialTemplate.trialSpec.kind: the cluster serves no {kind} in {api_version}")
+
+    # watching ----------------------------------------------------------------------------
+    def _watch(self, namespace: str, experiment: str, resource: Resource | None) -> None:
+        """Start (once) the list+watch thread for a worker kind, or for pods when ``resource`` is None."""
+        key = (namespace, experiment, resource.api_version if resource else "v1", resource.kind if resource else "Pod")
+        with self._lock:
+            if key in self._watchers:
+                return
+            thread = threading.Thread(target=self._watch_loop, args=(namespace, experiment, resource),
+                                      name=f"katibx-watch-{key[3]}", daemon=True)
+            self._watchers[key] = thread
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="katibx-k8s")
+        thread.start()
+
+    def _list_function(self, resource: Resource | None) -> Callable[..., Any]:
+        """A list function for Watch.stream; without a docstring, so events carry plain dicts."""
+        batch, core, custom = self._apis()
+        if resource is None:
+            def list_pods(namespace: str, **kwargs: Any) -> Any:
+                return core.list_namespaced_pod(namespace, **kwargs)
+            return list_pods
+        if resource.is_job:
+            def list_jobs(namespace: str, **kwargs: Any) -> Any:
+                return batch.list_namespaced_job(namespace, **kwargs)
+            return list_jobs
+
+        def list_custom(namespace: str, **kwargs: Any) -> Any:
+            return custom.list_namespaced_custom_object(resource.group, resource.version, namespace, resource.plural,
+                                                        **kwargs)
+        return list_custom
+
+    def _watch_loop(self, namespace: str, experiment: str, resource: Resource | None) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        selector = f"{EXPERIMENT_LABEL}={experiment}"
+        handle = self._on_pod if resource is None else self._on_object
+        what = f"watch {'Pod' if resource is None else resource.kind} {namespace} {selector}"
+        list_fn = self._list_function(resource)
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                listed_at = time.monotonic()
+                listing = _json(self._call(what, list_fn, namespace, label_selector=selector, _preload_content=False))
+                version = (listing.get("metadata") or {}).get("resourceVersion")
+                names = set()
+                for obj in listing.get("items") or []:
+                    names.add(obj["metadata"]["name"])
+                    handle("ADDED", obj)
+                if resource is not None:
+                    self._vanished(resource, namespace, names, listed_at)
+                while not self._stop.is_set():
+                    w = watch.Watch()
+                    self._watches.append(w)
+                    try:
+                        for event in w.stream(list_fn, namespace, label_selector=selector, resource_version=version,
+                                              timeout_seconds=self.watch_timeout, allow_watch_bookmarks=True,
+                                              deserialize=False):
+                            obj = event.get("object") or {}
+                            version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                                handle(event["type"], obj)
+                            if self._stop.is_set():
+                                break
+                    finally:
+                        self._watches.remove(w)
+                    delay = 0.1
+            except ApiException as exc:
+                if self._stop.is_set():
+                    return
+                if exc.status == 410:
+                    log.info("%s: resourceVersion expired; listing again", what)
+                    continue
+                log.warning("%s: HTTP %s (%s); retrying in %.1fs", what, exc.status, _api_message(exc), delay)
+            except KubernetesClusterError as exc:
+                self._error = exc
+                return
+            except Exception as exc:  # noqa: BLE001 - a broken stream or connection: list and watch again
+                if self._stop.is_set():
+                    return
+                log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
+            self._stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _vanished(self, resource: Resource, namespace: str, names: set[str], listed_at: float) -> None:
+        """Trials whose object was created before a list that does not show it were deleted unseen."""
+        with self._lock:
+            gone = [t for t in self._trials.values() if t.resource == resource and t.namespace == namespace
+                    and t.uid is not None and t.created_at < listed_at and t.name not in names]
+        for trial in gone:
+            self._on_object("DELETED", {"metadata": {"name": trial.name, "uid": trial.uid}})
+
+    def _on_object(self, kind: str, obj: dict[str, Any]) -> None:
+        """A worker object changed: finish its trial once a condition holds or it is gone."""
+        meta = obj.get("metadata") or {}
+        with self._lock:
+            trial = self._trials.get(str(meta.get("name")))
+            if trial is None or trial.finishing or (trial.uid is not None and meta.get("uid") not in (None, trial.uid)):
+                return
+            if trial.uid is None:
+                trial.uid = meta.get("uid")
+            if kind == "DELETED":
+                trial.finishing = True
+                outcome: tuple[bool, dict[str, Any]] | None = (False, {"reason": "Killed" if trial.killed else "Deleted",
+                                                                      "message": f"{trial.resource.kind} was deleted"})
+            else:
+                outcome = None
+                failed = _gjson.condition_match(obj, trial.failure) if trial.failure else None
+                if failed is not None:
+                    outcome = (False, failed)
+                else:
+                    succeeded = _gjson.condition_match(obj, trial.success) if trial.success else None
+                    if succeeded is not None:
+                        outcome = (True, succeeded)
+                if outcome is None:
+                    return
+                trial.finishing = True
+        assert self._pool is not None
+        self._pool.submit(self._finish, trial, outcome[0], outcome[1], kind == "DELETED")
+
+    def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        """A trial pod changed: follow a primary pod's log once it runs."""
+        meta = pod.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(TRIAL_LABEL)
+        if not name:
+            return
+        with self._lock:
+            trial = self._trials.get(name)
+            if trial is None:
+                return
+            pods = self._pods.setdefault(name, {})
+            if kind == "DELETED":
+                pods.pop(meta.get("name"), None)
+            else:
+                pods[meta["name"]] = pod
+        if kind != "DELETED":
+            self._maybe_follow(trial, pod)
+
+    def _maybe_follow(self, trial: _Trial, pod: dict[str, Any]) -> None:
+        phase = (pod.get("status") or {}).get("phase")
+        pod_name = pod["metadata"]["name"]
+        if phase != "Running" or not trial.stdout or not self._is_primary(trial, pod) or self._streams is None:
+            return
+        with trial.lock:
+            if trial.finishing or pod_name in trial.followers or not self._streams.acquire(blocking=False):
+                return
+            thread = threading.Thread(target=self._follow, args=(trial, pod), name=f"katibx-log-{pod_name}", daemon=True)
+            trial.followers[pod_name] = thread
+        thread.start()
+
+    def _is_primary(self, trial: _Trial, pod: dict[str, Any]) -> bool:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        return all(labels.get(k) == v for k, v in trial.primary_labels.items())
+
+    # metrics ------------------------------------------------------------------------------
+    def _container(self, trial: _Trial, pod: dict[str, Any]) -> str | None:
+        names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+        return trial.container if trial.container in names else None
+
+    def _follow(self, trial: _Trial, pod: dict[str, Any]) -> None:
+        """Stream a running pod's log into the trial's metrics until the container ends (reconnecting if cut)."""
+        _batch, core, _custom = self._apis()
+        pod_name = pod["metadata"]["name"]
+        parser, seen = trial.parser(), 0
+        try:
+            for _attempt in range(5):
+                text, decoder = "", _decoder()
+                try:
+                    resp = core.read_namespaced_pod_log(pod_name, trial.namespace, container=self._container(trial, pod),
+                                                        follow=True, _preload_content=False)
+                    try:
+                        for chunk in resp.stream(4096):
+                            text += decoder.decode(chunk)
+                            if len(text) > seen:  # after a reconnect the log starts again from the beginning
+                                if trial.drained:
+                                    return
+                                self._feed(trial, pod_name, parser, text[seen:])
+                                seen = len(text)
+                    finally:
+                        resp.release_conn()
+                except Exception as exc:  # noqa: BLE001 - reconnect; the final read covers what is missed
+                    if trial.killed or trial.drained:
+                        return
+                    log.info("log of pod %s: %s; reconnecting", pod_name, exc)
+                    time.sleep(0.5)
+                    continue
+                with trial.lock:
+                    if trial.drained:
+                        return
+                    trial.complete.add(pod_name)
+                self._flush(trial, parser, pod_name)
+                return
+        finally:
+            assert self._streams is not None
+            self._streams.release()
+
+    def _feed(self, trial: _Trial, pod_name: str, parser: LineParser, text: str, parse: str | None = None) -> None:
+        """Keep newly read log ``text`` (for ``katibx logs``), parse ``parse`` (default: ``text``), queue the metrics."""
+        with trial.lock:
+            trial.texts[pod_name] = trial.texts.get(pod_name, "") + text
+        logs: list[MetricLog] = []
+        for line in (text if parse is None else parse).splitlines(keepends=True):
+            try:
+                logs.extend(parser.feed(line))
+            except MetricsFormatError as exc:
+                trial.errors.append(f"pod {pod_name}: {exc}")
+        if logs:
+            self._events.put(TrialMetrics(trial.name, logs))
+
+    def _flush(self, trial: _Trial, parser: LineParser, pod_name: str) -> None:
+        """Parse a last log line without a newline."""
+        try:
+            logs = parser.flush()
+        except MetricsFormatError as exc:
+            trial.errors.append(f"pod {pod_name}: {exc}")
+            return
+        if logs:
+            self._events.put(TrialMetrics(trial.name, logs))
+
+    def _read_remaining(self, trial: _Trial) -> None:
+        """Once the trial ended, read what followers did not of every primary pod's log (all of it if unfollowed)."""
+        from kubernetes.client.exceptions import ApiException
+
+        _batch, core, _custom = self._apis()
+        with self._lock:
+            pods = list(self._pods.get(trial.name, {}).values())
+        if not pods:
+            listing = _json(self._call("list pods", core.list_namespaced_pod, trial.namespace,
+                                       label_selector=trial.selector, _preload_content=False))
+            pods = listing.get("items") or []
+        deadline = time.monotonic() + LOG_DRAIN_SECONDS
+        for follower in list(trial.followers.values()):
+            follower.join(max(deadline - time.monotonic(), 0))
+        with trial.lock:
+            trial.drained = True
+        for pod in pods:
+            pod_name = pod["metadata"]["name"]
+            if pod_name in trial.complete or not self._is_primary(trial, pod):
+                continue
+            try:
+                data = self._call("read log", core.read_namespaced_pod_log, pod_name, trial.namespace,
+                                  container=self._container(trial, pod), _preload_content=False).data
+            except ApiException as exc:
+                log.info("trial %s: cannot read the log of pod %s: %s", trial.name, pod_name, _api_message(exc))
+                continue
+            text = data.decode("utf-8", errors="replace")
+            prior = trial.texts.get(pod_name, "")
+            partial = prior[prior.rfind("\n") + 1:]  # a line the follower had not finished
+            rest = text[len(prior):] if text.startswith(prior) else text
+            parser = trial.parser()
+            self._feed(trial, pod_name, parser, rest, partial + rest)
+            self._flush(trial, parser, pod_name)
+
+    def _finish(self, trial: _Trial, succeeded: bool, condition: dict[str, Any], deleted: bool) -> None:
+        """Collect the last metrics, delete the object unless retained, then report the exit."""
+        reason = str(condition.get("reason") or ("Completed" if succeeded else "Failed"))
+        message = str(condition.get("message") or condition.get("type") or condition.get("phase") or reason)
+        try:
+            if not deleted and trial.stdout:
+                self._read_remaining(trial)
+            if not deleted and not trial.retain:
+                self._delete(trial)
+        except Exception as exc:  # noqa: BLE001 - the trial's exit must be reported whatever happens
+            log.warning("trial %s: %s", trial.name, exc)
+            if isinstance(exc, KubernetesClusterError):
+                self._error = exc
+        self._write_log(trial)
+        if succeeded and trial.errors:
+            succeeded, reason, message = False, "MetricsCollectorError", f"metrics collection failed: {trial.errors[0]}"
+        with self._lock:
+            self._trials.pop(trial.name, None)
+            self._pods.pop(trial.name, None)
+        self._events.put(TrialExited(trial.name, succeeded, reason, message))
+
+    def _write_log(self, trial: _Trial) -> None:
+        """The primary pods' logs as the trial's stdout.log (what ``katibx logs`` shows)."""
+        with trial.lock:
+            texts = dict(trial.texts)
+        if not texts:
+            return
+        parts = [texts[p] for p in sorted(texts)] if len(texts) == 1 else [
+            f"==> pod {p} <==\n{texts[p]}" for p in sorted(texts)]
+        try:
+            (trial.trial_dir / STDOUT_LOG).write_text("".join(parts), encoding="utf-8")
+        except OSError as exc:
+            log.warning("trial %s: cannot write its log: %s", trial.name, exc)
+
+    # push endpoint -----------------------------------------------------------------------
+    def _ensure_push_server(self) -> None:
+        if self._push_server is not None:
+            return
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length") or 0)
+                code, text = backend._pushed(self.rfile.read(length))
+                body = text.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+                log.debug("push: " + format, *args)
+
+        server = http.server.ThreadingHTTPServer((self.push_host, self.push_port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="katibx-push", daemon=True).start()
+        self._push_server = server
+
+    def _push_endpoint(self) -> str:
+        """The URL pods POST metrics to (``push_url``, else the address the endpoint listens on)."""
+        self._ensure_push_server()
+        assert self._push_server is not None
+        if self.push_url:
+            return self.push_url
+        host, port = self._push_server.server_address[:2]
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"http://{host}:{port}/metrics"
+
+    def _pushed(self, body: bytes) -> tuple[int, str]:
+        """Take one pushed record: (HTTP status, message)."""
+        try:
+            data = json.loads(body)
+            name, token, metrics = str(data["trial"]), str(data.get("token", "")), data["metrics"]
+            if not isinstance(metrics, dict):
+                raise TypeError("metrics must be an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, f"expected JSON {{trial, token, metrics}}: {exc}"
+        with self._lock:
+            trial = self._trials.get(name)
+        if trial is None:
+            return 404, f"trial {name!r} is not running under this controller"
+        owner = self._owners.get((trial.namespace, trial.experiment)) or {}
+        if not secrets.compare_digest(token, str((owner.get("data") or {}).get(TOKEN_KEY, ""))):
+            return 403, "wrong token"
+        try:
+            with trial.lock:
+                logs = trial.push_parser.feed(json.dumps(metrics) + "\n")
+        except MetricsFormatError as exc:
+            return 400, str(exc)
+        if logs:
+            self._events.put(TrialMetrics(name, logs))
+        return 200, "ok"
+
+    # contract ----------------------------------------------------------------------------
+    def poll(self, timeout: float) -> list[TrialEvent]:
+        self._raise_background_error()
+        events: list[TrialEvent] = []
+        try:
+            events.append(self._events.get(timeout=max(timeout, 0)))
+        except queue.Empty:
+            return events
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def _raise_background_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def kill(self, trial_name: str) -> None:
+        with self._lock:
+            trial = self._trials.get(trial_name)
+        if trial is None or trial.killed:
+            return
+        trial.killed = True
+        assert self._pool is not None
+        self._pool.submit(self._kill, trial)
+
+    def _kill(self, trial: _Trial) -> None:
+        try:
+            self._delete(trial)
+        except Exception as exc:  # noqa: BLE001 - reported as the trial's exit below
+            log.warning("trial %s: cannot delete its %s: %s", trial.name, trial.resource.kind, exc)
+        else:
+            if self._get(trial) is not None:
+                return  # the watch reports the deletion once the object is gone
+        self._on_object("DELETED", {"metadata": {"name": trial.name}})
+
+    def attach(self, job: TrialJob, handle: dict[str, Any]) -> bool:
+        if handle.get("kind") is None or handle.get("name") != job.trial.name:
+            return False
+        namespace = str(handle.get("namespace") or self._namespace(job.experiment))
+        self._owner(job.experiment, namespace)
+        template = self._template(job.experiment)
+        resource = self._resource(template)
+        if (resource.api_version, resource.kind) != (handle.get("apiVersion"), handle.get("kind")):
+            return False
+        worker = build_worker(job.experiment, job.trial.name, job.trial.assignments, namespace=namespace,
+                              template=template if job.experiment.spec.trial_template.trial_spec is None else None)  # type: ignore[union-attr]
+        trial = self._track(job, worker, resource, namespace)
+        existing = self._get(trial)
+        if existing is None or (handle.get("uid") and existing["metadata"].get("uid") != handle["uid"]):
+            with self._lock:
+                self._trials.pop(trial.name, None)
+            return False
+        trial.uid = existing["metadata"].get("uid")
+        trial.created_at = 0.0
+        self._on_object("MODIFIED", existing)
+        return True
+
+    def release(self, handle: dict[str, Any]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        if not handle.get("kind") or not handle.get("name"):
+            return
+        resource = known_resource(str(handle.get("apiVersion")), str(handle["kind"])) or self._discovered.get(
+            (str(handle.get("apiVersion")), str(handle["kind"])))
+        if resource is None:
+            resource = self._resource({"apiVersion": handle.get("apiVersion"), "kind": handle["kind"]})
+        stub = _Trial(name=str(handle["name"]), namespace=str(handle.get("namespace") or "default"), resource=resource,
+                      experiment="", selector="", primary_labels={}, container=None, success="", failure="",
+                      retain=False, stdout=False, parser=lambda: LineParser([]), push_parser=LineParser([]), trial_dir=None)
+        try:
+            existing = self._get(stub)
+            if existing is not None and (not handle.get("uid") or existing["metadata"].get("uid") == handle["uid"]):
+                self._delete(stub)
+        except ApiException as exc:
+            log.warning("cannot delete %s %s: %s", resource.kind, stub.name, _api_message(exc))
+
+    def pod_logs(self, handle: dict[str, Any]) -> str:
+        """The current logs of a trial's pods, from its stored handle (for ``katibx logs`` while it runs)."""
+        from kubernetes.client.exceptions import ApiException
+
+        _batch, core, _custom = self._apis()
+        namespace, name = str(handle.get("namespace") or "default"), str(handle.get("name"))
+        selector = pod_selector({"kind": handle.get("kind"), "spec": {"template": {}}}, name)
+        try:
+            pods = _json(self._call("list pods", core.list_namespaced_pod, namespace, label_selector=selector,
+                                    _preload_content=False)).get("items") or []
+            texts = [(p["metadata"]["name"], self._call("read log", core.read_namespaced_pod_log, p["metadata"]["name"],
+                                                        namespace, _preload_content=False).data.decode(errors="replace"))
+                     for p in pods]
+        except ApiException as exc:
+            raise KubernetesClusterError(f"cannot read the pods of {name}: {_api_message(exc)}") from None
+        if len(texts) == 1:
+            return texts[0][1]
+        return "".join(f"==> pod {pod} <==\n{text}" for pod, text in sorted(texts))
+
+    def close(self) -> None:
+        with self._lock:
+            running = [t for t in self._trials.values() if not t.finishing]
+        for trial in running:
+            trial.killed = True
+            try:
+                self._delete(trial)
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                log.warning("trial %s: cannot delete its %s: %s", trial.name, trial.resource.kind, exc)
+        self._stop.set()
+        for w in list(self._watches):
+            w.stop()
+            resp = getattr(w, "_resp", None)
+            if resp is not None:
+                try:
+                    resp.close()
+                except Exception:  # noqa: BLE001 - already closed
+                    pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._push_server is not None:
+            self._push_server.shutdown()
+            self._push_server.server_close()
+            self._push_server = None
+
+
+def _json(resp: Any) -> dict[str, Any]:
+    """The JSON body of an unparsed client response (or an already decoded dict)."""
+    if isinstance(resp, dict):
+        return resp
+    data = resp.data if hasattr(resp, "data") else resp
+    return json.loads(data) if data else {}
+
+
+def _decoder() -> Any:
+    import codecs
+
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def _retry_after(exc: Any) -> float | None:
+    """Seconds from a Retry-After header, if any."""
+    headers = getattr(exc, "headers", None) or {}
+    try:
+        value = headers.get("Retry-After")
+        return min(float(value), 30.0) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _api_message(exc: Any) -> str:
+    """The ``message`` of an API error's Status body, else its reason."""
+    try:
+        body = json.loads(exc.body)
+        return str(body.get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return f"HTTP {getattr(exc, 'status', '?')} {getattr(exc, 'reason', '')}".strip()
+
+
+def _has_kubeconfig() -> bool:
+    """Whether a kubeconfig file is configured ($KUBECONFIG or ~/.kube/config); else in-cluster config is used."""
+    import os
+
+    from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
+
+    paths = os.environ.get("KUBECONFIG", KUBE_CONFIG_DEFAULT_LOCATION)
+    return any(os.path.exists(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p) or not os.environ.get(
+        "KUBERNETES_SERVICE_HOST")
