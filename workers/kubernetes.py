@@ -595,7 +595,7 @@ class KubernetesBackend(Backend):
                 return
             thread = threading.Thread(target=self._follow, args=(trial, pod), name=f"katibx-log-{pod_name}", daemon=True)
             trial.followers[pod_name] = thread
-        thread.start()
+            thread.start()  # under the lock: a finishing trial joins only started followers
 
     def _is_primary(self, trial: _Trial, pod: dict[str, Any]) -> bool:
         labels = (pod.get("metadata") or {}).get("labels") or {}
@@ -678,7 +678,9 @@ class KubernetesBackend(Backend):
                                        label_selector=trial.selector, _preload_content=False))
             pods = listing.get("items") or []
         deadline = time.monotonic() + LOG_DRAIN_SECONDS
-        for follower in list(trial.followers.values()):
+        with trial.lock:  # no follower starts once the trial is finishing
+            followers = list(trial.followers.values())
+        for follower in followers:
             follower.join(max(deadline - time.monotonic(), 0))
         with trial.lock:
             trial.drained = True
