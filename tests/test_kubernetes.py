@@ -195,3 +195,58 @@ def test_unreachable_cluster_is_one_clear_error(tmp_path: Path) -> None:
                                                                                     retry_seconds=0.5))
     (trial,) = store.trials(store.get_experiment("k8s").id)
     assert trial.state is TrialState.CREATED  # kept for `katibx resume`
+
+
+def test_pytorchjob_through_custom_objects(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    replica = {"replicas": 1, "restartPolicy": "OnFailure", "template": {"spec": {"containers": [{
+        "name": "pytorch", "image": "python:3.11", "command": ["python", "-c", PROGRAM, "${trialParameters.mode}"]}]}}}
+    template = {"primaryContainerName": "pytorch", "trialSpec": {
+        "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+        "spec": {"pytorchReplicaSpecs": {"Master": replica, "Worker": replica}}}}
+    store = Store(tmp_path / "db.sqlite")
+    record = run_experiment(experiment(["ok", "fail"], 2, template=template), store=store,
+                            backend=backend(fake_cluster), workdir=tmp_path)
+    trials = by_mode(store, record)
+    assert trials["ok"].state is TrialState.SUCCEEDED and trials["ok"].observation["loss"].latest == "0.25"
+    assert trials["fail"].state is TrialState.FAILED
+    created = [c for c in fake_cluster.calls if c.method == "POST" and c.path.endswith("/pytorchjobs")]
+    assert len(created) == 2 and created[0].path == "/apis/kubeflow.org/v1/namespaces/default/pytorchjobs"
+
+
+def test_unknown_kind_fails_the_trial_with_the_reason(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    template = {"successCondition": "status.done", "failureCondition": "status.failed", "trialSpec": {
+        "apiVersion": "example.com/v1", "kind": "Widget", "spec": {"mode": "${trialParameters.mode}"}}}
+    store = Store(tmp_path / "db.sqlite")
+    record = run_experiment(experiment(["ok"], 1, template=template), store=store, backend=backend(fake_cluster),
+                            workdir=tmp_path)
+    (trial,) = store.trials(record.id)
+    assert trial.state is TrialState.FAILED
+    assert "the cluster does not serve example.com/v1" in trial.message and "Widget CRD" in trial.message
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"metricsCollectorSpec": {"collector": {"kind": "File"}}},
+     "spec.metricsCollectorSpec.collector.kind: the kubernetes backend collects StdOut and Push metrics, not File"),
+    ({"trialTemplate": {"successCondition": "status.@reverse", "failureCondition": "status.failed",
+                        "primaryContainerName": "main", "trialParameters": [{"name": "mode", "reference": "mode"}],
+                        "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"x": "${trialParameters.mode}"}}}},
+     "spec.trialTemplate.successCondition: modifier '@reverse' is not supported"),
+    ({"trialTemplate": {"primaryContainerName": "nope", "trialParameters": [{"name": "mode", "reference": "mode"}],
+                        "trialSpec": {"apiVersion": "example.com/v1", "kind": "Widget", "spec": {"x": "${trialParameters.mode}"}}}},
+     "spec.trialTemplate: successCondition and failureCondition must be specified"),
+])
+def test_bad_input_is_one_line_naming_the_field(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    from click.testing import CliRunner
+
+    from katibx.cli import main
+
+    doc = experiment(["ok"], 1).model_dump(by_alias=True, exclude_none=True)
+    doc["spec"].update(change)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(main, ["validate", "--backend", "kubernetes", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output.replace("\n", " ")
+    result = CliRunner().invoke(main, ["run", "--backend", "kubernetes", "--kubeconfig", str(tmp_path / "none"),
+                                       "--store", str(tmp_path / "db"), str(path)])
+    assert result.exit_code == 2 and message in result.output.replace("\n", " ")
