@@ -250,3 +250,62 @@ def test_bad_input_is_one_line_naming_the_field(tmp_path: Path, change: dict[str
     result = CliRunner().invoke(main, ["run", "--backend", "kubernetes", "--kubeconfig", str(tmp_path / "none"),
                                        "--store", str(tmp_path / "db"), str(path)])
     assert result.exit_code == 2 and message in result.output.replace("\n", " ")
+
+
+def test_logs_from_the_trial_and_its_pods(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    from click.testing import CliRunner
+
+    from katibx.cli import main
+
+    db = tmp_path / "db.sqlite"
+    store = Store(db)
+    record = run_experiment(experiment(["ok"], 1, template={"retain": True}), store=store,
+                            backend=backend(fake_cluster), workdir=tmp_path)
+    (trial,) = store.trials(record.id)
+    result = CliRunner().invoke(main, ["logs", "k8s", trial.name, "--store", str(db)])
+    assert result.exit_code == 0 and "epoch 1 loss=0.5\nloss=0.25\n" in result.output
+    # a trial whose output was not collected yet (still running) is read from its pods
+    (store.trial_dir(record, trial.name) / "stdout.log").unlink()
+    result = CliRunner().invoke(main, ["logs", "k8s", trial.name, "--store", str(db),
+                                       "--kubeconfig", str(fake_cluster.kubeconfig)])
+    assert result.exit_code == 0 and "loss=0.25" in result.output
+
+
+def test_push_endpoint_checks_trial_and_token(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    import json
+    import urllib.error
+    import urllib.request
+
+    from katibx.report import PUSH_TOKEN_ENV, PUSH_URL_ENV
+
+    kube = backend(fake_cluster)
+    store = Store(tmp_path / "db.sqlite")
+    record = store.create_experiment(experiment(["slow"], 1), [], str(tmp_path))
+    from katibx.trial import TrialRecord
+    from workers.base import TrialJob
+
+    trial = TrialRecord(name="k8s-push", index=0, assignments={"mode": "slow"})
+    job = TrialJob(experiment=record.experiment, trial=trial, workdir=tmp_path, trial_dir=tmp_path / "t")
+    kube.start(job)
+    try:
+        (worker,) = fake_cluster.objects("batch/v1", "Job")
+        env = {e["name"]: e["value"] for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+        def post(body: dict[str, Any]) -> int:
+            request = urllib.request.Request(env[PUSH_URL_ENV], data=json.dumps(body).encode(), method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return response.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        token = env[PUSH_TOKEN_ENV]
+        assert post({"trial": "k8s-push", "token": "wrong", "metrics": {"loss": 1}}) == 403
+        assert post({"trial": "other", "token": token, "metrics": {"loss": 1}}) == 404
+        assert post({"trial": "k8s-push", "token": token, "metrics": "x"}) == 400
+        assert post({"trial": "k8s-push", "token": token, "metrics": {"loss": 1, "timestamp": 5.0}}) == 200
+        events = kube.poll(5)
+        assert [(e.trial_name, [m.value for m in e.logs]) for e in events][0] == ("k8s-push", ["1"])
+    finally:
+        kube.close()
+    assert fake_cluster.objects("batch/v1", "Job") == []  # close() deleted the running trial
