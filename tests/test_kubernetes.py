@@ -309,3 +309,13 @@ def test_push_endpoint_checks_trial_and_token(fake_cluster: FakeCluster, tmp_pat
     finally:
         kube.close()
     assert fake_cluster.objects("batch/v1", "Job") == []  # close() deleted the running trial
+
+
+def test_active_deadline_fails_the_trial(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    exp = experiment(["bad"], 1)
+    exp.spec.trial_template.trial_spec["spec"]["activeDeadlineSeconds"] = 1
+    store = Store(tmp_path / "db.sqlite")
+    record = run_experiment(exp, store=store, backend=backend(fake_cluster), workdir=tmp_path)
+    (trial,) = store.trials(record.id)
+    assert trial.state is TrialState.FAILED and "DeadlineExceeded" in trial.reason
+    assert trial.observation["loss"].min == "5"  # metrics streamed before the deadline are kept

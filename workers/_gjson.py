@@ -133,7 +133,9 @@ def _component(value: Any, raw: str) -> Any:
 
 def _split_commas(text: str) -> list[str]:
     """Top-level comma-separated parts of a multipath."""
-    parts, buf, depth, quoted = [], [], 0, False
+    parts: list[str] = []
+    buf: list[str] = []
+    depth, quoted = 0, False
     for ch in text:
         if quoted:
             quoted = ch != '"'

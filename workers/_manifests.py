@@ -149,7 +149,7 @@ def _ordered(obj: dict[str, Any]) -> dict[str, Any]:
             ordered = {"metadata": pod["metadata"], **pod}
             pod.clear()
             pod.update(ordered)
-    head = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
+    head: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
     return {**head, **obj}
 
 

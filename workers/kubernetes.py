@@ -564,7 +564,7 @@ class KubernetesBackend(Backend):
                 if outcome is None:
                     return
                 trial.finishing = True
-        assert self._pool is not None
+        assert self._pool is not None and outcome is not None
         self._pool.submit(self._finish, trial, outcome[0], outcome[1], kind == "DELETED")
 
     def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
@@ -579,7 +579,7 @@ class KubernetesBackend(Backend):
                 return
             pods = self._pods.setdefault(name, {})
             if kind == "DELETED":
-                pods.pop(meta.get("name"), None)
+                pods.pop(str(meta.get("name")), None)
             else:
                 pods[meta["name"]] = pod
         if kind != "DELETED":
@@ -767,7 +767,8 @@ class KubernetesBackend(Backend):
         assert self._push_server is not None
         if self.push_url:
             return self.push_url
-        host, port = self._push_server.server_address[:2]
+        address = self._push_server.server_address
+        host, port = str(address[0]), address[1]
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
         return f"http://{host}:{port}/metrics"
