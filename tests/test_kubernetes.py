@@ -319,3 +319,23 @@ def test_active_deadline_fails_the_trial(fake_cluster: FakeCluster, tmp_path: Pa
     (trial,) = store.trials(record.id)
     assert trial.state is TrialState.FAILED and "DeadlineExceeded" in trial.reason
     assert trial.observation["loss"].min == "5"  # metrics streamed before the deadline are kept
+
+
+def test_configmap_template_read_from_the_cluster(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    import kubernetes
+
+    job = experiment(["ok"], 1).spec.trial_template.trial_spec
+    core = kubernetes.client.CoreV1Api(fake_cluster.api_client())
+    core.create_namespaced_config_map("default", {"metadata": {"name": "trial-templates"},
+                                                  "data": {"job.yaml": yaml.safe_dump(job)}})
+    template = {"trialSpec": None, "configMap": {"configMapName": "trial-templates", "configMapNamespace": "default",
+                                                 "templatePath": "job.yaml"},
+                "successCondition": 'status.conditions.#(type=="Complete")#|#(status=="True")#',
+                "failureCondition": 'status.conditions.#(type=="Failed")#|#(status=="True")#'}
+    doc = experiment(["ok"], 1).model_dump(by_alias=True, exclude_none=True)
+    doc["spec"]["trialTemplate"].pop("trialSpec")
+    doc["spec"]["trialTemplate"].update({k: v for k, v in template.items() if v is not None})
+    store = Store(tmp_path / "db.sqlite")
+    record = run_experiment(experiment_from_dict(doc), store=store, backend=backend(fake_cluster), workdir=tmp_path)
+    (trial,) = store.trials(record.id)
+    assert trial.state is TrialState.SUCCEEDED and trial.observation["loss"].latest == "0.25"
