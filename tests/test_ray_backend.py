@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -42,40 +43,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ray_address(tmp_path_factory: pytest.TempPathFactory):
-    """A 2-CPU Ray head on loopback for the whole module; this process is connected to it."""
-    saved = {"RAY_ADDRESS": os.environ.get("RAY_ADDRESS")}
+def start_head(logs: Path) -> tuple[subprocess.Popen, str]:
+    """``ray start --head`` on loopback with 2 CPUs, in its own process group; returns it once it accepts clients."""
     port = _free_port()
-    address = f"127.0.0.1:{port}"
-    logs = tmp_path_factory.mktemp("ray") / "head.log"
     with open(logs, "wb") as out:
         head = subprocess.Popen(
             ["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
              "--include-dashboard=false", "--disable-usage-stats"],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
+    address = f"127.0.0.1:{port}"
+    # The GCS port opens before the head's node has registered (a client then gets "No node info found"): wait
+    # until a separate driver can connect, so neither this process nor a controller races the start-up.
+    probe = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); ray.shutdown()"
+    deadline = time.monotonic() + 90
+    while True:
+        assert head.poll() is None, logs.read_text()
+        if subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60).returncode == 0:
+            return head, address
+        if time.monotonic() > deadline:
+            stop_head(head)
+            pytest.fail("the Ray head did not come up:\n" + logs.read_text())
+        time.sleep(0.5)
+
+
+def stop_head(head: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the head's whole process group (GCS, raylet, workers); SIGKILL after 5 s."""
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert head.poll() is None, logs.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the Ray head did not come up:\n" + logs.read_text()
-                time.sleep(0.2)
+        os.killpg(head.pid, sig)
+        head.wait(5)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory: pytest.TempPathFactory):
+    """A 2-CPU Ray head on loopback for the whole module; this process is connected to it."""
+    saved = {"RAY_ADDRESS": os.environ.get("RAY_ADDRESS")}
+    head, address = start_head(tmp_path_factory.mktemp("ray") / "head.log")
+    try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         os.environ["RAY_ADDRESS"] = address
         yield address
     finally:
         ray.shutdown()
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        stop_head(head)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -318,3 +333,46 @@ def test_resume_after_the_controller_is_killed_completes_with_exact_counts(ray_a
     finally:
         store.close()
     assert "6 total, 6 succeeded" in result.stdout
+
+
+# losing the cluster -------------------------------------------------------------------------------------------------
+
+HANGING_SCRIPT = """
+import os, time
+with open(os.path.join(os.environ["KATIBX_TRIAL_DIR"], "pid"), "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def test_a_cluster_that_goes_away_stops_the_controller_with_one_line_and_the_store_intact(tmp_path, write_experiment):
+    """A second head, killed with SIGKILL while two trials run: exit 2, a one-line error naming the address, the
+    trials still recorded as running (so `katibx resume` re-runs them), and no trial process left behind."""
+    head, address = start_head(tmp_path / "head.log")
+    try:
+        doc = experiment_doc(maxTrialCount=4, parallelTrialCount=2)
+        set_command(doc, ["python3", "objective.py", "${trialParameters.a}", "${trialParameters.b}"])
+        path = write_experiment(doc, script=HANGING_SCRIPT)
+        db = tmp_path / "db" / "katibx.db"
+        env = {**os.environ, "KATIBX_STORE": str(db), "RAY_ADDRESS": address}
+        controller = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "--backend", "ray", "-q"],
+                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("db/**/pid"))) < 2:
+            assert time.monotonic() < deadline and controller.poll() is None, controller.communicate()
+            time.sleep(0.2)
+        pids = [int(f.read_text()) for f in tmp_path.glob("db/**/pid")]
+        stop_head(head, signal.SIGKILL)
+        out, err = controller.communicate(timeout=90)
+    finally:
+        stop_head(head, signal.SIGKILL)
+    assert controller.returncode == 2, out + err
+    assert err.startswith(f"error: lost the Ray cluster at {address}") and err.count("\n") == 1, err
+    assert "katibx resume NAME --backend ray" in err and "Traceback" not in err
+    store = Store(db)
+    try:
+        trials = store.trials(store.get_experiment("exp").id)
+        assert [t.state for t in trials] == [TrialState.RUNNING] * 2
+    finally:
+        store.close()
+    assert all(gone(pid) for pid in pids), "the trials' processes were stopped"
