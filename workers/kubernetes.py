@@ -22,26 +22,23 @@ Design (issue 6):
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import queue
 import secrets
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from katibx.collection import STDOUT_LOG, collector_kind, metric_names
-from katibx.collectors import LineParser, MetricLog, MetricsFormatError
+from katibx.collectors import LineParser, MetricsFormatError
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.report import PUSH_TOKEN_ENV, PUSH_URL_ENV
 from katibx.spec import Experiment
-from katibx.store import StoreError
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, primary_container
 from workers import _gjson
+from workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body, list_and_watch, stop_watches
 from workers._manifests import (
     EXPERIMENT_LABEL,
     TRIAL_LABEL,
@@ -52,49 +49,17 @@ from workers._manifests import (
     owner_name,
     pod_selector,
 )
+from workers._pod_logs import PodLogs, read_pod_logs, write_log
+from workers._push import PushServer, parse_record
+from workers._tracked import TrackedTrial
 from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
 
+__all__ = ["KubernetesBackend", "KubernetesClusterError"]
+
 _SUPPORTED_COLLECTORS = ("StdOut", "Push")
-_RETRY_STATUSES = (429, 500, 502, 503, 504)
 TOKEN_KEY = "pushToken"  # in the owner ConfigMap's data
-# How long a finished trial waits for its followed log streams to end.
-LOG_DRAIN_SECONDS = 10.0
-
-
-class KubernetesClusterError(StoreError):
-    """The Kubernetes API server cannot be reached (reported by the CLI on one line, like a store problem)."""
-
-
-@dataclass
-class _Trial:
-    """One trial's worker object and what has been collected from it."""
-
-    name: str
-    namespace: str
-    resource: Resource
-    experiment: str
-    selector: str  # its pods
-    primary_labels: dict[str, str]
-    container: str | None
-    success: str
-    failure: str
-    retain: bool
-    stdout: bool  # StdOut metrics: parse the primary pods' logs
-    parser: Callable[[], LineParser]
-    push_parser: LineParser
-    trial_dir: Any
-    uid: str | None = None
-    created_at: float = float("inf")  # when the create call returned (a list before that cannot show the object)
-    finishing: bool = False
-    killed: bool = False
-    followers: dict[str, threading.Thread] = field(default_factory=dict)  # pod name -> log follower
-    texts: dict[str, str] = field(default_factory=dict)  # pod name -> log text read so far
-    complete: set[str] = field(default_factory=set)  # pods whose whole log has been read
-    drained: bool = False  # followers must stop feeding: the final read takes over
-    errors: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class KubernetesBackend(Backend):
@@ -123,80 +88,35 @@ class KubernetesBackend(Backend):
         self.watch_timeout = watch_timeout
         self.max_log_streams = max_log_streams
         self.retry_seconds = retry_seconds
-        self._api: Any = api_client
-        self._context_namespace: str | None = None
+        self._stop = threading.Event()
+        self._kube = KubeApi(kubeconfig, context, max_connections=max(max_log_streams, 0) + 32,
+                             retry_seconds=retry_seconds, stop=self._stop, api_client=api_client)
         self._events: queue.Queue[TrialEvent] = queue.Queue()
-        self._trials: dict[str, _Trial] = {}
+        self._logs = PodLogs(self._kube, self._events, max_log_streams)
+        self._trials: dict[str, TrackedTrial] = {}
         self._pods: dict[str, dict[str, dict[str, Any]]] = {}  # trial name -> pod name -> pod
         self._lock = threading.RLock()
         self._watchers: dict[tuple[str, ...], threading.Thread] = {}
         self._watches: list[Any] = []
-        self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
-        self._streams = threading.BoundedSemaphore(max(max_log_streams, 1)) if max_log_streams > 0 else None
         self._owners: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, experiment) -> owner ConfigMap
         self._templates: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._discovered: dict[tuple[str, str], Resource] = {}
-        self._push_server: http.server.ThreadingHTTPServer | None = None
+        self._push_server: PushServer | None = None
         self._error: BaseException | None = None
 
     # connection --------------------------------------------------------------------------
-    def _client(self) -> Any:
-        """The API client, from the kubeconfig (or in-cluster config) on first use."""
-        if self._api is not None:
-            return self._api
-        from kubernetes import client, config
-
-        try:
-            if self.kubeconfig is None and not _has_kubeconfig():
-                config.load_incluster_config()
-                self._api = client.ApiClient()
-            else:
-                self._api = config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
-                _, active = config.list_kube_config_contexts(config_file=self.kubeconfig)
-                if self.context:
-                    contexts, _ = config.list_kube_config_contexts(config_file=self.kubeconfig)
-                    active = next((c for c in contexts if c.get("name") == self.context), active)
-                self._context_namespace = ((active or {}).get("context") or {}).get("namespace")
-        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
-            raise KubernetesClusterError(f"--kubeconfig: cannot load the Kubernetes configuration: {exc}") from None
-        self._api.configuration.connection_pool_maxsize = max(self.max_log_streams, 0) + 32
-        self._api.rest_client = type(self._api.rest_client)(self._api.configuration)
-        return self._api
-
     def _apis(self) -> tuple[Any, Any, Any]:
-        from kubernetes import client
-
-        api = self._client()
-        return client.BatchV1Api(api), client.CoreV1Api(api), client.CustomObjectsApi(api)
+        return self._kube.apis()
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)``, retried on 429/5xx and connection errors with backoff for ``retry_seconds``."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        deadline, delay = time.monotonic() + self.retry_seconds, 0.1
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except ApiException as exc:
-                if exc.status not in _RETRY_STATUSES or time.monotonic() > deadline or self._stop.is_set():
-                    raise
-                wait = _retry_after(exc) or delay
-                log.info("%s: HTTP %s, retrying in %.1fs", what, exc.status, wait)
-            except (HTTPError, OSError) as exc:
-                if time.monotonic() > deadline or self._stop.is_set():
-                    host = self._client().configuration.host
-                    raise KubernetesClusterError(f"cannot reach the Kubernetes API server at {host}: {exc}") from None
-                wait = delay
-                log.info("%s: %s, retrying in %.1fs", what, exc, wait)
-            time.sleep(wait)
-            delay = min(delay * 2, 5.0)
+        """``fn(*args, **kwargs)``, retried on 429/5xx and connection errors (:meth:`KubeApi.call`)."""
+        return self._kube.call(what, fn, *args, **kwargs)
 
     def _namespace(self, experiment: Experiment) -> str:
         """--namespace, else the experiment's metadata.namespace, else the kubeconfig context's, else default."""
-        self._client()
-        return self.namespace or experiment.metadata.namespace or self._context_namespace or "default"
+        self._kube.client()
+        return self.namespace or experiment.metadata.namespace or self._kube.context_namespace or "default"
 
     # checks ------------------------------------------------------------------------------
     def check(self, experiment: Experiment) -> list[str]:
@@ -270,7 +190,7 @@ class KubernetesBackend(Backend):
         return {"namespace": namespace, "apiVersion": resource.api_version, "kind": resource.kind,
                 "name": trial.name, "uid": trial.uid}
 
-    def _track(self, job: TrialJob, worker: dict[str, Any], resource: Resource, namespace: str) -> _Trial:
+    def _track(self, job: TrialJob, worker: dict[str, Any], resource: Resource, namespace: str) -> TrackedTrial:
         """Register a trial before its object exists, so no watch event about it is missed."""
         experiment = job.experiment
         tt = experiment.spec.trial_template
@@ -281,7 +201,7 @@ class KubernetesBackend(Backend):
         formats = src.filter.metrics_format if src and src.filter else None
         names = metric_names(experiment)
         primary = tt.primary_pod_labels if tt.primary_pod_labels is not None else (defaults[2] or {})
-        trial = _Trial(
+        trial = TrackedTrial(
             name=job.trial.name, namespace=namespace, resource=resource, experiment=experiment.name,
             selector=pod_selector(worker, job.trial.name), primary_labels=dict(primary),
             container=tt.primary_container_name, success=tt.success_condition or defaults[0],
@@ -299,7 +219,7 @@ class KubernetesBackend(Backend):
             self._watch(namespace, experiment.name, None)
         return trial
 
-    def _create(self, trial: _Trial, worker: dict[str, Any]) -> dict[str, Any]:
+    def _create(self, trial: TrackedTrial, worker: dict[str, Any]) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
         batch, _core, custom = self._apis()
@@ -307,8 +227,8 @@ class KubernetesBackend(Backend):
         what = f"create {r.kind} {trial.namespace}/{trial.name}"
         try:
             if r.is_job:
-                return _json(self._call(what, batch.create_namespaced_job, trial.namespace, worker, _preload_content=False))
-            return _json(self._call(what, custom.create_namespaced_custom_object, r.group, r.version, trial.namespace,
+                return json_body(self._call(what, batch.create_namespaced_job, trial.namespace, worker, _preload_content=False))
+            return json_body(self._call(what, custom.create_namespaced_custom_object, r.group, r.version, trial.namespace,
                                     r.plural, worker, _preload_content=False))
         except ApiException as exc:
             if exc.status == 409:  # created by an earlier attempt whose answer was lost, or someone else's
@@ -319,9 +239,9 @@ class KubernetesBackend(Backend):
             with self._lock:
                 self._trials.pop(trial.name, None)
             raise TrialStartError(f"the API server refused {r.kind} {trial.namespace}/{trial.name}: "
-                                  f"{_api_message(exc)}") from None
+                                  f"{api_message(exc)}") from None
 
-    def _get(self, trial: _Trial) -> dict[str, Any] | None:
+    def _get(self, trial: TrackedTrial) -> dict[str, Any] | None:
         """The trial's object, or None when it does not exist."""
         from kubernetes.client.exceptions import ApiException
 
@@ -329,15 +249,15 @@ class KubernetesBackend(Backend):
         r = trial.resource
         try:
             if r.is_job:
-                return _json(self._call("get", batch.read_namespaced_job, trial.name, trial.namespace, _preload_content=False))
-            return _json(self._call("get", custom.get_namespaced_custom_object, r.group, r.version, trial.namespace,
+                return json_body(self._call("get", batch.read_namespaced_job, trial.name, trial.namespace, _preload_content=False))
+            return json_body(self._call("get", custom.get_namespaced_custom_object, r.group, r.version, trial.namespace,
                                     r.plural, trial.name, _preload_content=False))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
-    def _delete(self, trial: _Trial) -> None:
+    def _delete(self, trial: TrackedTrial) -> None:
         """Delete the trial's object (its pods follow, by ``propagation_policy``); a missing object is fine."""
         from kubernetes.client.exceptions import ApiException
 
@@ -364,19 +284,19 @@ class KubernetesBackend(Backend):
         _batch, core, _custom = self._apis()
         name = owner_name(experiment.name)
         try:
-            owner = _json(self._call("get owner", core.read_namespaced_config_map, name, namespace, _preload_content=False))
+            owner = json_body(self._call("get owner", core.read_namespaced_config_map, name, namespace, _preload_content=False))
         except ApiException as exc:
             if exc.status != 404:
-                raise KubernetesClusterError(f"cannot read ConfigMap {namespace}/{name}: {_api_message(exc)}") from None
+                raise KubernetesClusterError(f"cannot read ConfigMap {namespace}/{name}: {api_message(exc)}") from None
             body = owner_config_map(experiment, namespace)
             body["data"][TOKEN_KEY] = secrets.token_urlsafe(24)
             try:
-                owner = _json(self._call("create owner", core.create_namespaced_config_map, namespace, body,
+                owner = json_body(self._call("create owner", core.create_namespaced_config_map, namespace, body,
                                          _preload_content=False))
             except ApiException as exc2:
                 if exc2.status != 409:
-                    raise KubernetesClusterError(f"cannot create ConfigMap {namespace}/{name}: {_api_message(exc2)}") from None
-                owner = _json(self._call("get owner", core.read_namespaced_config_map, name, namespace, _preload_content=False))
+                    raise KubernetesClusterError(f"cannot create ConfigMap {namespace}/{name}: {api_message(exc2)}") from None
+                owner = json_body(self._call("get owner", core.read_namespaced_config_map, name, namespace, _preload_content=False))
         owner.setdefault("data", {}).setdefault(TOKEN_KEY, "")
         self._owners[key] = owner
         return owner
@@ -399,10 +319,10 @@ class KubernetesBackend(Backend):
             _batch, core, _custom = self._apis()
             where = f"spec.trialTemplate.configMap: ConfigMap {namespace}/{cm.config_map_name}"
             try:
-                data = _json(self._call("get template", core.read_namespaced_config_map, cm.config_map_name, namespace,
+                data = json_body(self._call("get template", core.read_namespaced_config_map, cm.config_map_name, namespace,
                                         _preload_content=False)).get("data") or {}
             except ApiException as exc:
-                raise TrialStartError(f"{where}: {_api_message(exc)}") from None
+                raise TrialStartError(f"{where}: {api_message(exc)}") from None
             if cm.template_path not in data:
                 raise TrialStartError(f"{where} has no key {cm.template_path!r}")
             try:
@@ -437,10 +357,10 @@ class KubernetesBackend(Backend):
                                   "kubernetes backend can create (core-group objects are not trial workers)")
         _batch, _core, custom = self._apis()
         try:
-            listing = _json(self._call("discovery", custom.get_api_resources, group, version, _preload_content=False))
+            listing = json_body(self._call("discovery", custom.get_api_resources, group, version, _preload_content=False))
         except ApiException as exc:
             raise TrialStartError(f"spec.trialTemplate.trialSpec.kind: the cluster does not serve {api_version} "
-                                  f"({_api_message(exc)}); is the {kind} CRD installed?") from None
+                                  f"({api_message(exc)}); is the {kind} CRD installed?") from None
         for item in listing.get("resources") or []:
             if item.get("kind") == kind and "/" not in str(item.get("name")) and item.get("namespaced", True):
                 self._discovered[(api_version, kind)] = Resource(group, version, str(item["name"]), kind)
@@ -479,57 +399,21 @@ class KubernetesBackend(Backend):
         return list_custom
 
     def _watch_loop(self, namespace: str, experiment: str, resource: Resource | None) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
+        """List and watch one worker kind (or pods) of the experiment until the backend closes."""
         selector = f"{EXPERIMENT_LABEL}={experiment}"
-        handle = self._on_pod if resource is None else self._on_object
         what = f"watch {'Pod' if resource is None else resource.kind} {namespace} {selector}"
-        list_fn = self._list_function(resource)
-        delay = 0.1
-        while not self._stop.is_set():
-            try:
-                listed_at = time.monotonic()
-                listing = _json(self._call(what, list_fn, namespace, label_selector=selector, _preload_content=False))
-                version = (listing.get("metadata") or {}).get("resourceVersion")
-                names = set()
-                for obj in listing.get("items") or []:
-                    names.add(obj["metadata"]["name"])
-                    handle("ADDED", obj)
-                if resource is not None:
-                    self._vanished(resource, namespace, names, listed_at)
-                while not self._stop.is_set():
-                    w = watch.Watch()
-                    self._watches.append(w)
-                    try:
-                        for event in w.stream(list_fn, namespace, label_selector=selector, resource_version=version,
-                                              timeout_seconds=self.watch_timeout, allow_watch_bookmarks=True,
-                                              deserialize=False):
-                            obj = event.get("object") or {}
-                            version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                                handle(event["type"], obj)
-                            if self._stop.is_set():
-                                break
-                    finally:
-                        self._watches.remove(w)
-                    delay = 0.1
-            except ApiException as exc:
-                if self._stop.is_set():
-                    return
-                if exc.status == 410:
-                    log.info("%s: resourceVersion expired; listing again", what)
-                    continue
-                log.warning("%s: HTTP %s (%s); retrying in %.1fs", what, exc.status, _api_message(exc), delay)
-            except KubernetesClusterError as exc:
-                self._error = exc
-                return
-            except Exception as exc:  # noqa: BLE001 - a broken stream or connection: list and watch again
-                if self._stop.is_set():
-                    return
-                log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
-            self._stop.wait(delay)
-            delay = min(delay * 2, 5.0)
+
+        def listed(names: set[str], listed_at: float) -> None:
+            assert resource is not None
+            self._vanished(resource, namespace, names, listed_at)
+
+        def on_error(exc: BaseException) -> None:
+            self._error = exc
+
+        list_and_watch(self._kube, what, self._list_function(resource), namespace, selector,
+                       handle=self._on_pod if resource is None else self._on_object,
+                       listed=None if resource is None else listed, on_error=on_error, watches=self._watches,
+                       watch_timeout=self.watch_timeout)
 
     def _vanished(self, resource: Resource, namespace: str, names: set[str], listed_at: float) -> None:
         """Trials whose object was created before a list that does not show it were deleted unseen."""
@@ -583,139 +467,24 @@ class KubernetesBackend(Backend):
             else:
                 pods[meta["name"]] = pod
         if kind != "DELETED":
-            self._maybe_follow(trial, pod)
+            self._logs.maybe_follow(trial, pod)
 
-    def _maybe_follow(self, trial: _Trial, pod: dict[str, Any]) -> None:
-        phase = (pod.get("status") or {}).get("phase")
-        pod_name = pod["metadata"]["name"]
-        if phase != "Running" or not trial.stdout or not self._is_primary(trial, pod) or self._streams is None:
-            return
-        with trial.lock:
-            if trial.finishing or pod_name in trial.followers or not self._streams.acquire(blocking=False):
-                return
-            thread = threading.Thread(target=self._follow, args=(trial, pod), name=f"katibx-log-{pod_name}", daemon=True)
-            trial.followers[pod_name] = thread
-            thread.start()  # under the lock: a finishing trial joins only started followers
-
-    def _is_primary(self, trial: _Trial, pod: dict[str, Any]) -> bool:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        return all(labels.get(k) == v for k, v in trial.primary_labels.items())
-
-    # metrics ------------------------------------------------------------------------------
-    def _container(self, trial: _Trial, pod: dict[str, Any]) -> str | None:
-        names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
-        return trial.container if trial.container in names else None
-
-    def _follow(self, trial: _Trial, pod: dict[str, Any]) -> None:
-        """Stream a running pod's log into the trial's metrics until the container ends (reconnecting if cut)."""
-        _batch, core, _custom = self._apis()
-        pod_name = pod["metadata"]["name"]
-        parser, seen = trial.parser(), 0
-        try:
-            for _attempt in range(5):
-                text, decoder = "", _decoder()
-                try:
-                    resp = core.read_namespaced_pod_log(pod_name, trial.namespace, container=self._container(trial, pod),
-                                                        follow=True, _preload_content=False)
-                    try:
-                        for chunk in resp.stream(4096):
-                            text += decoder.decode(chunk)
-                            if len(text) > seen:  # after a reconnect the log starts again from the beginning
-                                if trial.drained:
-                                    return
-                                self._feed(trial, pod_name, parser, text[seen:])
-                                seen = len(text)
-                    finally:
-                        resp.release_conn()
-                except Exception as exc:  # noqa: BLE001 - reconnect; the final read covers what is missed
-                    if trial.killed or trial.drained:
-                        return
-                    log.info("log of pod %s: %s; reconnecting", pod_name, exc)
-                    time.sleep(0.5)
-                    continue
-                with trial.lock:
-                    if trial.drained:
-                        return
-                    trial.complete.add(pod_name)
-                self._flush(trial, parser, pod_name)
-                return
-        finally:
-            assert self._streams is not None
-            self._streams.release()
-
-    def _feed(self, trial: _Trial, pod_name: str, parser: LineParser, text: str, parse: str | None = None) -> None:
-        """Keep newly read log ``text`` (for ``katibx logs``), parse ``parse`` (default: ``text``), queue the metrics."""
-        with trial.lock:
-            trial.texts[pod_name] = trial.texts.get(pod_name, "") + text
-        logs: list[MetricLog] = []
-        for line in (text if parse is None else parse).splitlines(keepends=True):
-            try:
-                logs.extend(parser.feed(line))
-            except MetricsFormatError as exc:
-                trial.errors.append(f"pod {pod_name}: {exc}")
-        if logs:
-            self._events.put(TrialMetrics(trial.name, logs))
-
-    def _flush(self, trial: _Trial, parser: LineParser, pod_name: str) -> None:
-        """Parse a last log line without a newline."""
-        try:
-            logs = parser.flush()
-        except MetricsFormatError as exc:
-            trial.errors.append(f"pod {pod_name}: {exc}")
-            return
-        if logs:
-            self._events.put(TrialMetrics(trial.name, logs))
-
-    def _read_remaining(self, trial: _Trial) -> None:
-        """Once the trial ended, read what followers did not of every primary pod's log (all of it if unfollowed)."""
-        from kubernetes.client.exceptions import ApiException
-
-        _batch, core, _custom = self._apis()
-        with self._lock:
-            pods = list(self._pods.get(trial.name, {}).values())
-        if not pods:
-            listing = _json(self._call("list pods", core.list_namespaced_pod, trial.namespace,
-                                       label_selector=trial.selector, _preload_content=False))
-            pods = listing.get("items") or []
-        deadline = time.monotonic() + LOG_DRAIN_SECONDS
-        with trial.lock:  # no follower starts once the trial is finishing
-            followers = list(trial.followers.values())
-        for follower in followers:
-            follower.join(max(deadline - time.monotonic(), 0))
-        with trial.lock:
-            trial.drained = True
-        for pod in pods:
-            pod_name = pod["metadata"]["name"]
-            if pod_name in trial.complete or not self._is_primary(trial, pod):
-                continue
-            try:
-                data = self._call("read log", core.read_namespaced_pod_log, pod_name, trial.namespace,
-                                  container=self._container(trial, pod), _preload_content=False).data
-            except ApiException as exc:
-                log.info("trial %s: cannot read the log of pod %s: %s", trial.name, pod_name, _api_message(exc))
-                continue
-            text = data.decode("utf-8", errors="replace")
-            prior = trial.texts.get(pod_name, "")
-            partial = prior[prior.rfind("\n") + 1:]  # a line the follower had not finished
-            rest = text[len(prior):] if text.startswith(prior) else text
-            parser = trial.parser()
-            self._feed(trial, pod_name, parser, rest, partial + rest)
-            self._flush(trial, parser, pod_name)
-
-    def _finish(self, trial: _Trial, succeeded: bool, condition: dict[str, Any], deleted: bool) -> None:
+    def _finish(self, trial: TrackedTrial, succeeded: bool, condition: dict[str, Any], deleted: bool) -> None:
         """Collect the last metrics, delete the object unless retained, then report the exit."""
         reason = str(condition.get("reason") or ("Completed" if succeeded else "Failed"))
         message = str(condition.get("message") or condition.get("type") or condition.get("phase") or reason)
         try:
             if not deleted and trial.stdout:
-                self._read_remaining(trial)
+                with self._lock:
+                    pods = list(self._pods.get(trial.name, {}).values())
+                self._logs.read_remaining(trial, pods)
             if not deleted and not trial.retain:
                 self._delete(trial)
         except Exception as exc:  # noqa: BLE001 - the trial's exit must be reported whatever happens
             log.warning("trial %s: %s", trial.name, exc)
             if isinstance(exc, KubernetesClusterError):
                 self._error = exc
-        self._write_log(trial)
+        write_log(trial)
         if succeeded and trial.errors:
             succeeded, reason, message = False, "MetricsCollectorError", f"metrics collection failed: {trial.errors[0]}"
         with self._lock:
@@ -723,63 +492,21 @@ class KubernetesBackend(Backend):
             self._pods.pop(trial.name, None)
         self._events.put(TrialExited(trial.name, succeeded, reason, message))
 
-    def _write_log(self, trial: _Trial) -> None:
-        """The primary pods' logs as the trial's stdout.log (what ``katibx logs`` shows)."""
-        with trial.lock:
-            texts = dict(trial.texts)
-        if not texts:
-            return
-        parts = [texts[p] for p in sorted(texts)] if len(texts) == 1 else [
-            f"==> pod {p} <==\n{texts[p]}" for p in sorted(texts)]
-        try:
-            (trial.trial_dir / STDOUT_LOG).write_text("".join(parts), encoding="utf-8")
-        except OSError as exc:
-            log.warning("trial %s: cannot write its log: %s", trial.name, exc)
-
     # push endpoint -----------------------------------------------------------------------
     def _ensure_push_server(self) -> None:
-        if self._push_server is not None:
-            return
-        backend = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                length = int(self.headers.get("Content-Length") or 0)
-                code, text = backend._pushed(self.rfile.read(length))
-                body = text.encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
-                log.debug("push: " + format, *args)
-
-        server = http.server.ThreadingHTTPServer((self.push_host, self.push_port), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name="katibx-push", daemon=True).start()
-        self._push_server = server
+        if self._push_server is None:
+            self._push_server = PushServer(self.push_host, self.push_port, self._pushed)
 
     def _push_endpoint(self) -> str:
         """The URL pods POST metrics to (``push_url``, else the address the endpoint listens on)."""
         self._ensure_push_server()
         assert self._push_server is not None
-        if self.push_url:
-            return self.push_url
-        address = self._push_server.server_address
-        host, port = str(address[0]), address[1]
-        if host in ("0.0.0.0", "::"):
-            host = socket.gethostname()
-        return f"http://{host}:{port}/metrics"
+        return self._push_server.url(self.push_url)
 
     def _pushed(self, body: bytes) -> tuple[int, str]:
         """Take one pushed record: (HTTP status, message)."""
         try:
-            data = json.loads(body)
-            name, token, metrics = str(data["trial"]), str(data.get("token", "")), data["metrics"]
-            if not isinstance(metrics, dict):
-                raise TypeError("metrics must be an object")
+            name, token, metrics = parse_record(body)
         except (ValueError, KeyError, TypeError) as exc:
             return 400, f"expected JSON {{trial, token, metrics}}: {exc}"
         with self._lock:
@@ -826,7 +553,7 @@ class KubernetesBackend(Backend):
         assert self._pool is not None
         self._pool.submit(self._kill, trial)
 
-    def _kill(self, trial: _Trial) -> None:
+    def _kill(self, trial: TrackedTrial) -> None:
         try:
             self._delete(trial)
         except Exception as exc:  # noqa: BLE001 - reported as the trial's exit below
@@ -867,7 +594,7 @@ class KubernetesBackend(Backend):
             (str(handle.get("apiVersion")), str(handle["kind"])))
         if resource is None:
             resource = self._resource({"apiVersion": handle.get("apiVersion"), "kind": handle["kind"]})
-        stub = _Trial(name=str(handle["name"]), namespace=str(handle.get("namespace") or "default"), resource=resource,
+        stub = TrackedTrial(name=str(handle["name"]), namespace=str(handle.get("namespace") or "default"), resource=resource,
                       experiment="", selector="", primary_labels={}, container=None, success="", failure="",
                       retain=False, stdout=False, parser=lambda: LineParser([]), push_parser=LineParser([]), trial_dir=None)
         try:
@@ -875,26 +602,11 @@ class KubernetesBackend(Backend):
             if existing is not None and (not handle.get("uid") or existing["metadata"].get("uid") == handle["uid"]):
                 self._delete(stub)
         except ApiException as exc:
-            log.warning("cannot delete %s %s: %s", resource.kind, stub.name, _api_message(exc))
+            log.warning("cannot delete %s %s: %s", resource.kind, stub.name, api_message(exc))
 
     def pod_logs(self, handle: dict[str, Any]) -> str:
         """The current logs of a trial's pods, from its stored handle (for ``katibx logs`` while it runs)."""
-        from kubernetes.client.exceptions import ApiException
-
-        _batch, core, _custom = self._apis()
-        namespace, name = str(handle.get("namespace") or "default"), str(handle.get("name"))
-        selector = pod_selector({"kind": handle.get("kind"), "spec": {"template": {}}}, name)
-        try:
-            pods = _json(self._call("list pods", core.list_namespaced_pod, namespace, label_selector=selector,
-                                    _preload_content=False)).get("items") or []
-            texts = [(p["metadata"]["name"], self._call("read log", core.read_namespaced_pod_log, p["metadata"]["name"],
-                                                        namespace, _preload_content=False).data.decode(errors="replace"))
-                     for p in pods]
-        except ApiException as exc:
-            raise KubernetesClusterError(f"cannot read the pods of {name}: {_api_message(exc)}") from None
-        if len(texts) == 1:
-            return texts[0][1]
-        return "".join(f"==> pod {pod} <==\n{text}" for pod, text in sorted(texts))
+        return read_pod_logs(self._kube, handle)
 
     def close(self) -> None:
         with self._lock:
@@ -906,62 +618,11 @@ class KubernetesBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - best effort on the way out
                 log.warning("trial %s: cannot delete its %s: %s", trial.name, trial.resource.kind, exc)
         self._stop.set()
-        for w in list(self._watches):
-            w.stop()
-            resp = getattr(w, "_resp", None)
-            if resp is not None:
-                try:
-                    resp.close()
-                except Exception:  # noqa: BLE001 - already closed
-                    pass
+        stop_watches(self._watches)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._push_server is not None:
-            self._push_server.shutdown()
-            self._push_server.server_close()
+            self._push_server.close()
             self._push_server = None
 
-
-def _json(resp: Any) -> dict[str, Any]:
-    """The JSON body of an unparsed client response (or an already decoded dict)."""
-    if isinstance(resp, dict):
-        return resp
-    data = resp.data if hasattr(resp, "data") else resp
-    return json.loads(data) if data else {}
-
-
-def _decoder() -> Any:
-    import codecs
-
-    return codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-
-def _retry_after(exc: Any) -> float | None:
-    """Seconds from a Retry-After header, if any."""
-    headers = getattr(exc, "headers", None) or {}
-    try:
-        value = headers.get("Retry-After")
-        return min(float(value), 30.0) if value else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _api_message(exc: Any) -> str:
-    """The ``message`` of an API error's Status body, else its reason."""
-    try:
-        body = json.loads(exc.body)
-        return str(body.get("message") or exc.reason)
-    except (TypeError, ValueError, AttributeError):
-        return f"HTTP {getattr(exc, 'status', '?')} {getattr(exc, 'reason', '')}".strip()
-
-
-def _has_kubeconfig() -> bool:
-    """Whether a kubeconfig file is configured ($KUBECONFIG or ~/.kube/config); else in-cluster config is used."""
-    import os
-
-    from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
-
-    paths = os.environ.get("KUBECONFIG", KUBE_CONFIG_DEFAULT_LOCATION)
-    return any(os.path.exists(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p) or not os.environ.get(
-        "KUBERNETES_SERVICE_HOST")

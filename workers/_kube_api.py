@@ -1,0 +1,201 @@
+"""Reaching the Kubernetes API for the kubernetes backend: client set-up, calls retried with backoff, list+watch.
+
+- :class:`KubeApi` loads the client (kubeconfig or in-cluster) on first use and retries calls on 429/5xx and
+  connection errors with backoff (honouring ``Retry-After``) for ``retry_seconds``, then raises
+  :class:`KubernetesClusterError` (one line for the CLI) for connection errors.
+- :func:`list_and_watch` is an informer: a list, then watches from its resourceVersion; an expired watch (410)
+  lists again, other errors list again after a backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from katibx.store import StoreError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class KubernetesClusterError(StoreError):
+    """The Kubernetes API server cannot be reached (reported by the CLI on one line, like a store problem)."""
+
+
+class KubeApi:
+    """The API client of one controller, with retried calls."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None, *, max_connections: int, retry_seconds: float,
+                 stop: threading.Event, api_client: Any = None) -> None:
+        self.kubeconfig, self.context = kubeconfig, context
+        self.max_connections = max_connections
+        self.retry_seconds = retry_seconds
+        self.stop = stop
+        self.context_namespace: str | None = None
+        self._api: Any = api_client
+
+    def client(self) -> Any:
+        """The API client, from the kubeconfig (or in-cluster config) on first use."""
+        if self._api is not None:
+            return self._api
+        from kubernetes import client, config
+
+        try:
+            if self.kubeconfig is None and not _has_kubeconfig():
+                config.load_incluster_config()
+                self._api = client.ApiClient()
+            else:
+                self._api = config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
+                _, active = config.list_kube_config_contexts(config_file=self.kubeconfig)
+                if self.context:
+                    contexts, _ = config.list_kube_config_contexts(config_file=self.kubeconfig)
+                    active = next((c for c in contexts if c.get("name") == self.context), active)
+                self.context_namespace = ((active or {}).get("context") or {}).get("namespace")
+        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+            raise KubernetesClusterError(f"--kubeconfig: cannot load the Kubernetes configuration: {exc}") from None
+        self._api.configuration.connection_pool_maxsize = self.max_connections
+        self._api.rest_client = type(self._api.rest_client)(self._api.configuration)
+        return self._api
+
+    def apis(self) -> tuple[Any, Any, Any]:
+        """BatchV1Api, CoreV1Api and CustomObjectsApi on the client."""
+        from kubernetes import client
+
+        api = self.client()
+        return client.BatchV1Api(api), client.CoreV1Api(api), client.CustomObjectsApi(api)
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, retried on 429/5xx and connection errors with backoff for ``retry_seconds``."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        deadline, delay = time.monotonic() + self.retry_seconds, 0.1
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status not in RETRY_STATUSES or time.monotonic() > deadline or self.stop.is_set():
+                    raise
+                wait = _retry_after(exc) or delay
+                log.info("%s: HTTP %s, retrying in %.1fs", what, exc.status, wait)
+            except (HTTPError, OSError) as exc:
+                if time.monotonic() > deadline or self.stop.is_set():
+                    host = self.client().configuration.host
+                    raise KubernetesClusterError(f"cannot reach the Kubernetes API server at {host}: {exc}") from None
+                wait = delay
+                log.info("%s: %s, retrying in %.1fs", what, exc, wait)
+            time.sleep(wait)
+            delay = min(delay * 2, 5.0)
+
+
+def list_and_watch(api: KubeApi, what: str, list_fn: Callable[..., Any], namespace: str, selector: str, *,
+                   handle: Callable[[str, dict[str, Any]], None],
+                   listed: Callable[[set[str], float], None] | None,
+                   on_error: Callable[[BaseException], None], watches: list[Any], watch_timeout: int) -> None:
+    """Hand every listed object, then every watch event, to ``handle(type, obj)`` until ``api.stop`` is set.
+
+    ``listed(names, listed_at)`` follows each full list; a :class:`KubernetesClusterError` goes to ``on_error`` and
+    ends the loop. Running watches are kept in ``watches`` so they can be stopped from outside.
+    """
+    from kubernetes import watch
+    from kubernetes.client.exceptions import ApiException
+
+    stop = api.stop
+    delay = 0.1
+    while not stop.is_set():
+        try:
+            listed_at = time.monotonic()
+            listing = json_body(api.call(what, list_fn, namespace, label_selector=selector, _preload_content=False))
+            version = (listing.get("metadata") or {}).get("resourceVersion")
+            names = set()
+            for obj in listing.get("items") or []:
+                names.add(obj["metadata"]["name"])
+                handle("ADDED", obj)
+            if listed is not None:
+                listed(names, listed_at)
+            while not stop.is_set():
+                w = watch.Watch()
+                watches.append(w)
+                try:
+                    for event in w.stream(list_fn, namespace, label_selector=selector, resource_version=version,
+                                          timeout_seconds=watch_timeout, allow_watch_bookmarks=True,
+                                          deserialize=False):
+                        obj = event.get("object") or {}
+                        version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                        if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                            handle(event["type"], obj)
+                        if stop.is_set():
+                            break
+                finally:
+                    watches.remove(w)
+                delay = 0.1
+        except ApiException as exc:
+            if stop.is_set():
+                return
+            if exc.status == 410:
+                log.info("%s: resourceVersion expired; listing again", what)
+                continue
+            log.warning("%s: HTTP %s (%s); retrying in %.1fs", what, exc.status, api_message(exc), delay)
+        except KubernetesClusterError as exc:
+            on_error(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a broken stream or connection: list and watch again
+            if stop.is_set():
+                return
+            log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
+        stop.wait(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def stop_watches(watches: list[Any]) -> None:
+    """Stop running watches and close their connections."""
+    for w in list(watches):
+        w.stop()
+        resp = getattr(w, "_resp", None)
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+
+
+def json_body(resp: Any) -> dict[str, Any]:
+    """The JSON body of an unparsed client response (or an already decoded dict)."""
+    if isinstance(resp, dict):
+        return resp
+    data = resp.data if hasattr(resp, "data") else resp
+    return json.loads(data) if data else {}
+
+
+def api_message(exc: Any) -> str:
+    """The ``message`` of an API error's Status body, else its reason."""
+    try:
+        body = json.loads(exc.body)
+        return str(body.get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return f"HTTP {getattr(exc, 'status', '?')} {getattr(exc, 'reason', '')}".strip()
+
+
+def _retry_after(exc: Any) -> float | None:
+    """Seconds from a Retry-After header, if any."""
+    headers = getattr(exc, "headers", None) or {}
+    try:
+        value = headers.get("Retry-After")
+        return min(float(value), 30.0) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _has_kubeconfig() -> bool:
+    """Whether a kubeconfig file is configured ($KUBECONFIG or ~/.kube/config); else in-cluster config is used."""
+    import os
+
+    from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
+
+    paths = os.environ.get("KUBECONFIG", KUBE_CONFIG_DEFAULT_LOCATION)
+    return any(os.path.exists(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p) or not os.environ.get(
+        "KUBERNETES_SERVICE_HOST")

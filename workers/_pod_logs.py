@@ -1,0 +1,181 @@
+"""Pod logs for the kubernetes backend: followers that stream running primary pods' logs into metrics, the final
+read once a trial ends, the trial's ``stdout.log``, and ``katibx logs`` straight from the pods."""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from katibx.collection import STDOUT_LOG
+from katibx.collectors import LineParser, MetricLog, MetricsFormatError
+from workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body
+from workers._manifests import pod_selector
+from workers._tracked import TrackedTrial
+from workers.base import TrialEvent, TrialMetrics
+
+log = logging.getLogger(__name__)
+
+# How long a finished trial waits for its followed log streams to end.
+LOG_DRAIN_SECONDS = 10.0
+
+
+class PodLogs:
+    """Reads trials' primary pod logs: followed while they run (at most ``max_streams`` at once), then read to the end."""
+
+    def __init__(self, api: KubeApi, events: queue.Queue[TrialEvent], max_streams: int) -> None:
+        self._api = api
+        self._events = events
+        self._streams = threading.BoundedSemaphore(max(max_streams, 1)) if max_streams > 0 else None
+
+    def maybe_follow(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
+        """Start following a running primary pod's log, if a stream is free and nobody follows it yet."""
+        phase = (pod.get("status") or {}).get("phase")
+        pod_name = pod["metadata"]["name"]
+        if phase != "Running" or not trial.stdout or not trial.is_primary(pod) or self._streams is None:
+            return
+        with trial.lock:
+            if trial.finishing or pod_name in trial.followers or not self._streams.acquire(blocking=False):
+                return
+            thread = threading.Thread(target=self._follow, args=(trial, pod), name=f"katibx-log-{pod_name}", daemon=True)
+            trial.followers[pod_name] = thread
+            thread.start()  # under the lock: a finishing trial joins only started followers
+
+    def _follow(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
+        """Stream a running pod's log into the trial's metrics until the container ends (reconnecting if cut)."""
+        _batch, core, _custom = self._api.apis()
+        pod_name = pod["metadata"]["name"]
+        parser, seen = trial.parser(), 0
+        try:
+            for _attempt in range(5):
+                text, decoder = "", _decoder()
+                try:
+                    resp = core.read_namespaced_pod_log(pod_name, trial.namespace, container=trial.container_of(pod),
+                                                        follow=True, _preload_content=False)
+                    try:
+                        for chunk in resp.stream(4096):
+                            text += decoder.decode(chunk)
+                            if len(text) > seen:  # after a reconnect the log starts again from the beginning
+                                if trial.drained:
+                                    return
+                                self._feed(trial, pod_name, parser, text[seen:])
+                                seen = len(text)
+                    finally:
+                        resp.release_conn()
+                except Exception as exc:  # noqa: BLE001 - reconnect; the final read covers what is missed
+                    if trial.killed or trial.drained:
+                        return
+                    log.info("log of pod %s: %s; reconnecting", pod_name, exc)
+                    time.sleep(0.5)
+                    continue
+                with trial.lock:
+                    if trial.drained:
+                        return
+                    trial.complete.add(pod_name)
+                self._flush(trial, parser, pod_name)
+                return
+        finally:
+            assert self._streams is not None
+            self._streams.release()
+
+    def _feed(self, trial: TrackedTrial, pod_name: str, parser: LineParser, text: str, parse: str | None = None) -> None:
+        """Keep newly read log ``text`` (for ``katibx logs``), parse ``parse`` (default: ``text``), queue the metrics."""
+        with trial.lock:
+            trial.texts[pod_name] = trial.texts.get(pod_name, "") + text
+        logs: list[MetricLog] = []
+        for line in (text if parse is None else parse).splitlines(keepends=True):
+            try:
+                logs.extend(parser.feed(line))
+            except MetricsFormatError as exc:
+                trial.errors.append(f"pod {pod_name}: {exc}")
+        if logs:
+            self._events.put(TrialMetrics(trial.name, logs))
+
+    def _flush(self, trial: TrackedTrial, parser: LineParser, pod_name: str) -> None:
+        """Parse a last log line without a newline."""
+        try:
+            logs = parser.flush()
+        except MetricsFormatError as exc:
+            trial.errors.append(f"pod {pod_name}: {exc}")
+            return
+        if logs:
+            self._events.put(TrialMetrics(trial.name, logs))
+
+    def read_remaining(self, trial: TrackedTrial, pods: list[dict[str, Any]]) -> None:
+        """Once the trial ended, read what followers did not of every primary pod's log (all of it if unfollowed).
+
+        ``pods`` are the trial's pods as watched; when none were seen they are listed.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        _batch, core, _custom = self._api.apis()
+        if not pods:
+            listing = json_body(self._api.call("list pods", core.list_namespaced_pod, trial.namespace,
+                                               label_selector=trial.selector, _preload_content=False))
+            pods = listing.get("items") or []
+        deadline = time.monotonic() + LOG_DRAIN_SECONDS
+        with trial.lock:  # no follower starts once the trial is finishing
+            followers = list(trial.followers.values())
+        for follower in followers:
+            follower.join(max(deadline - time.monotonic(), 0))
+        with trial.lock:
+            trial.drained = True
+        for pod in pods:
+            pod_name = pod["metadata"]["name"]
+            if pod_name in trial.complete or not trial.is_primary(pod):
+                continue
+            try:
+                data = self._api.call("read log", core.read_namespaced_pod_log, pod_name, trial.namespace,
+                                      container=trial.container_of(pod), _preload_content=False).data
+            except ApiException as exc:
+                log.info("trial %s: cannot read the log of pod %s: %s", trial.name, pod_name, api_message(exc))
+                continue
+            text = data.decode("utf-8", errors="replace")
+            prior = trial.texts.get(pod_name, "")
+            partial = prior[prior.rfind("\n") + 1:]  # a line the follower had not finished
+            rest = text[len(prior):] if text.startswith(prior) else text
+            parser = trial.parser()
+            self._feed(trial, pod_name, parser, rest, partial + rest)
+            self._flush(trial, parser, pod_name)
+
+
+def write_log(trial: TrackedTrial) -> None:
+    """The primary pods' logs as the trial's stdout.log (what ``katibx logs`` shows)."""
+    with trial.lock:
+        texts = dict(trial.texts)
+    if not texts:
+        return
+    parts = [texts[p] for p in sorted(texts)] if len(texts) == 1 else [
+        f"==> pod {p} <==\n{texts[p]}" for p in sorted(texts)]
+    try:
+        (trial.trial_dir / STDOUT_LOG).write_text("".join(parts), encoding="utf-8")
+    except OSError as exc:
+        log.warning("trial %s: cannot write its log: %s", trial.name, exc)
+
+
+def read_pod_logs(api: KubeApi, handle: dict[str, Any]) -> str:
+    """The current logs of a trial's pods, from its stored handle (for ``katibx logs`` while it runs)."""
+    from kubernetes.client.exceptions import ApiException
+
+    _batch, core, _custom = api.apis()
+    namespace, name = str(handle.get("namespace") or "default"), str(handle.get("name"))
+    selector = pod_selector({"kind": handle.get("kind"), "spec": {"template": {}}}, name)
+    try:
+        pods = json_body(api.call("list pods", core.list_namespaced_pod, namespace, label_selector=selector,
+                                  _preload_content=False)).get("items") or []
+        texts = [(p["metadata"]["name"], api.call("read log", core.read_namespaced_pod_log, p["metadata"]["name"],
+                                                  namespace, _preload_content=False).data.decode(errors="replace"))
+                 for p in pods]
+    except ApiException as exc:
+        raise KubernetesClusterError(f"cannot read the pods of {name}: {api_message(exc)}") from None
+    if len(texts) == 1:
+        return texts[0][1]
+    return "".join(f"==> pod {pod} <==\n{text}" for pod, text in sorted(texts))
+
+
+def _decoder() -> Any:
+    """An incremental UTF-8 decoder that replaces bad bytes."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -1,0 +1,50 @@
+"""What the kubernetes backend keeps about one running trial: its worker object, conditions and collected logs."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from katibx.collectors import LineParser
+from workers._manifests import Resource
+
+
+@dataclass
+class TrackedTrial:
+    """One trial's worker object and what has been collected from it."""
+
+    name: str
+    namespace: str
+    resource: Resource
+    experiment: str
+    selector: str  # its pods
+    primary_labels: dict[str, str]
+    container: str | None
+    success: str
+    failure: str
+    retain: bool
+    stdout: bool  # StdOut metrics: parse the primary pods' logs
+    parser: Callable[[], LineParser]
+    push_parser: LineParser
+    trial_dir: Any
+    uid: str | None = None
+    created_at: float = float("inf")  # when the create call returned (a list before that cannot show the object)
+    finishing: bool = False
+    killed: bool = False
+    followers: dict[str, threading.Thread] = field(default_factory=dict)  # pod name -> log follower
+    texts: dict[str, str] = field(default_factory=dict)  # pod name -> log text read so far
+    complete: set[str] = field(default_factory=set)  # pods whose whole log has been read
+    drained: bool = False  # followers must stop feeding: the final read takes over
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def is_primary(self, pod: dict[str, Any]) -> bool:
+        """Whether ``pod`` carries the trial's ``primaryPodLabels``."""
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        return all(labels.get(k) == v for k, v in self.primary_labels.items())
+
+    def container_of(self, pod: dict[str, Any]) -> str | None:
+        """The primary container's name when ``pod`` has it, else None (the pod's only container)."""
+        names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+        return self.container if self.container in names else None
