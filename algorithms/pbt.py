@@ -136,6 +136,7 @@ class PopulationBasedTraining(SearchAlgorithm):
         (every trial at 0 accuracy, say) still replaces its bottom trials.
         """
         count, threshold, size = self.n_population, self.truncation_threshold, len(pool)
+        assert count is not None and threshold is not None  # required settings, checked in configure()
         values = [self._value(t) for t in pool]
         known = [v for v in values if v is not None]
         worst = min(known) - 1.0 if known else 0.0  # a trial without an objective value ranks last

@@ -183,7 +183,7 @@ class Controller:
                 self._complete(SUCCEEDED, REASON_SUGGESTION_END, "Experiment has succeeded because the search algorithm has no more suggestions")
             return
         space = SearchSpace.from_experiment(self.experiment)
-        new = []
+        new: list[TrialRecord] = []
         for s in suggestions:
             name = s.name or self._trial_name()
             trial = TrialRecord(
