@@ -60,7 +60,8 @@ def evaluate(genotype: Genotype, dataset: Dataset, num_layers: int = 5, init_cha
     for epoch in range(epochs):
         t0 = time.perf_counter()
         model.train()
-        correct = seen = steps = 0
+        correct = torch.zeros((), dtype=torch.int64, device=device)  # on the device: no host sync per step
+        seen = steps = 0
         for xb, yb in batches(x, y, batch_size, gen, augment=dataset.augment):
             if max_steps_per_epoch is not None and steps >= max_steps_per_epoch:
                 break
@@ -72,11 +73,11 @@ def evaluate(genotype: Genotype, dataset: Dataset, num_layers: int = 5, init_cha
             if grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
-            correct += int((logits.argmax(1) == yb).sum())
+            correct += (logits.argmax(1) == yb).sum()
             seen += len(yb)
             steps += 1
         scheduler.step()
-        record = {"epoch": epoch + 1, "train_accuracy": correct / max(seen, 1), "loss": float(loss.detach()),
+        record = {"epoch": epoch + 1, "train_accuracy": int(correct) / max(seen, 1), "loss": float(loss.detach()),
                   "seconds": time.perf_counter() - t0, "steps": steps}
         history.append(record)
         log.info("evaluation epoch %d/%d: train accuracy %.4f, loss %.4f", epoch + 1, epochs, record["train_accuracy"], record["loss"])
