@@ -355,15 +355,52 @@ def list_experiments(store: str | None) -> None:
     out.print(table)
 
 
+# Retries of the one-shot API calls of `delete` before the cluster counts as unreachable.
+DELETE_RETRY_SECONDS = 5.0
+
+
+def _is_kubernetes_handle(handle: dict[str, Any] | None) -> bool:
+    """Whether a stored trial handle is the kubernetes backend's (older handles carry no backend name)."""
+    if not handle:
+        return False
+    backend = handle.get("backend")
+    return backend == "kubernetes" or (backend is None and bool(handle.get("kind")) and "uid" in handle)
+
+
 @main.command()
 @click.argument("name")
 @namespace_option
 @store_option
+@kubeconfig_option
+@context_option
+@click.option("--force", is_flag=True,
+              help="Delete it from the store even when its Kubernetes cluster cannot be reached.")
 @_guard
-def delete(name: str, namespace: str | None, store: str | None) -> None:
-    """Delete experiment NAME with its trials and trial directories."""
-    KatibxClient(store).delete_experiment(name, namespace)
-    out.print(f"experiment {name} deleted")
+def delete(name: str, namespace: str | None, store: str | None, kubeconfig: str | None, context: str | None,
+           force: bool) -> None:
+    """Delete experiment NAME with its trials and trial directories (on Kubernetes, its trial objects too)."""
+    client = KatibxClient(store)
+    record = client.store.get_experiment(name, namespace)
+    handles = [h for t in client.store.trials(record.id) if _is_kubernetes_handle(h := client.store.trial_handle(t))]
+    cleaned = ""
+    if handles:
+        namespaces = sorted({str(h.get("namespace") or "default") for h in handles})
+        worker: Any = create_backend("kubernetes", kubeconfig=kubeconfig, context=context,
+                                retry_seconds=DELETE_RETRY_SECONDS)
+        try:
+            found = worker.delete_experiment(record.name, namespaces)
+        except StoreError as exc:  # the cluster cannot be reached or refused
+            if not force:
+                _fail([f"{exc}; experiment {name} is kept (katibx delete {name} --force deletes it from the store "
+                       "anyway, leaving its Kubernetes objects)"])
+            err.print(f"[yellow]warning:[/yellow] {exc}; its Kubernetes objects are left", highlight=False)
+        else:
+            if found:
+                cleaned = f"; its Kubernetes objects in namespace {', '.join(found)} are being garbage-collected"
+        finally:
+            worker.close()
+    client.delete_experiment(name, namespace)
+    out.print(f"experiment {name} deleted{cleaned}", highlight=False)
 
 
 @main.command()
@@ -383,7 +420,7 @@ def logs(name: str, trial: str, namespace: str | None, store: str | None, kubeco
         record = client.store.get_experiment(name, namespace)
         found = [t for t in client.store.trials(record.id) if t.name == trial]
         handle = client.store.trial_handle(found[0]) if found else None
-        if handle and handle.get("kind") and "uid" in handle:  # a kubernetes backend's handle
+        if _is_kubernetes_handle(handle):
             text = _backend("kubernetes", kubeconfig=kubeconfig, context=context).pod_logs(handle)
     click.echo(text, nl=False)
 

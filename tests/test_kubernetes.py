@@ -74,6 +74,15 @@ def backend(cluster: FakeCluster, **options: Any) -> KubernetesBackend:
     return KubernetesBackend(kubeconfig=str(cluster.kubeconfig), **options)
 
 
+def unreachable_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig whose server refuses connections (port 9)."""
+    config = tmp_path / "kubeconfig"
+    config.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\n"
+                      "users:\n- name: u\n  user: {}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\n"
+                      "current-context: c\n")
+    return config
+
+
 def job_creations(cluster: FakeCluster) -> list[Any]:
     return [c for c in cluster.calls if c.method == "POST" and c.path == JOBS]
 
@@ -185,10 +194,7 @@ def test_resume_after_a_controller_kill_reattaches(fake_cluster: FakeCluster, tm
 
 
 def test_unreachable_cluster_is_one_clear_error(tmp_path: Path) -> None:
-    config = tmp_path / "kubeconfig"
-    config.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\n"
-                      "users:\n- name: u\n  user: {}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\n"
-                      "current-context: c\n")
+    config = unreachable_kubeconfig(tmp_path)
     store = Store(tmp_path / "db.sqlite")
     with pytest.raises(KubernetesClusterError, match="cannot reach the Kubernetes API server at http://127.0.0.1:9"):
         run_experiment(experiment(["ok"], 1), store=store, backend=KubernetesBackend(kubeconfig=str(config),
@@ -339,3 +345,67 @@ def test_configmap_template_read_from_the_cluster(fake_cluster: FakeCluster, tmp
     record = run_experiment(experiment_from_dict(doc), store=store, backend=backend(fake_cluster), workdir=tmp_path)
     (trial,) = store.trials(record.id)
     assert trial.state is TrialState.SUCCEEDED and trial.observation["loss"].latest == "0.25"
+
+
+def wait_for(condition: Any, seconds: float = 10.0) -> bool:
+    """Whether ``condition()`` became true within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_delete_cleans_the_cluster(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    from click.testing import CliRunner
+
+    from katibx.cli import main
+
+    db = tmp_path / "db.sqlite"
+    store = Store(db)
+    record = run_experiment(experiment(["ok", "slow"], 2, template={"retain": True}), store=store,
+                            backend=backend(fake_cluster), workdir=tmp_path)
+    assert [t.state for t in store.trials(record.id)] == [TrialState.SUCCEEDED] * 2
+    assert len(fake_cluster.objects("batch/v1", "Job")) == 2 and fake_cluster.objects("v1", "Pod")
+    unrelated = [o["metadata"]["name"] for o in fake_cluster.objects("v1", "ConfigMap")
+                 if o["metadata"]["name"] != "k8s-katibx"]
+    result = CliRunner().invoke(main, ["delete", "k8s", "--store", str(db), "--kubeconfig", str(fake_cluster.kubeconfig)])
+    assert result.exit_code == 0, result.output
+    assert "experiment k8s deleted; its Kubernetes objects in namespace default are being garbage-collected" in (
+        result.output.replace("\n", " "))
+    deletes = [c for c in fake_cluster.calls if c.method == "DELETE" and c.path.endswith("/configmaps/k8s-katibx")]
+    assert [c.query.get("propagationPolicy") for c in deletes] == ["Background"]
+    assert wait_for(lambda: not fake_cluster.objects("batch/v1", "Job") and not fake_cluster.objects("v1", "Pod"))
+    assert [o["metadata"]["name"] for o in fake_cluster.objects("v1", "ConfigMap")] == unrelated
+    assert Store(db).list_experiments() == []
+
+
+def test_delete_with_the_cluster_unreachable_keeps_the_experiment(tmp_path: Path, monkeypatch: Any) -> None:
+    from click.testing import CliRunner
+
+    import katibx.cli
+    from katibx.cli import main
+
+    db = tmp_path / "db.sqlite"
+    store = Store(db)
+    record = store.create_experiment(experiment(["ok"], 1), [], str(tmp_path))
+    from katibx.trial import TrialRecord
+
+    trial = TrialRecord(name="k8s-0", index=0, assignments={"mode": "ok"})
+    store.add_trials(record.id, [trial])
+    store.save_trial(trial, {"backend": "kubernetes", "namespace": "default", "apiVersion": "batch/v1", "kind": "Job",
+                             "name": "k8s-0", "uid": "u"})
+    config = unreachable_kubeconfig(tmp_path)
+    monkeypatch.setattr(katibx.cli, "DELETE_RETRY_SECONDS", 0.3)
+    result = CliRunner().invoke(main, ["delete", "k8s", "--store", str(db), "--kubeconfig", str(config)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, lines
+    text = lines[0]
+    assert "error: cannot reach the Kubernetes API server at http://127.0.0.1:9" in text
+    assert "experiment k8s is kept" in text and "Traceback" not in text
+    assert [r.name for r in Store(db).list_experiments()] == ["k8s"]
+    result = CliRunner().invoke(main, ["delete", "k8s", "--store", str(db), "--kubeconfig", str(config), "--force"])
+    assert result.exit_code == 0 and "its Kubernetes objects are left" in result.output.replace("\n", " ")
+    assert Store(db).list_experiments() == []

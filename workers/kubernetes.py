@@ -187,8 +187,8 @@ class KubernetesBackend(Backend):
         created = self._create(trial, worker)
         trial.uid = created["metadata"].get("uid")
         trial.created_at = time.monotonic()
-        return {"namespace": namespace, "apiVersion": resource.api_version, "kind": resource.kind,
-                "name": trial.name, "uid": trial.uid}
+        return {"backend": self.name, "namespace": namespace, "apiVersion": resource.api_version,
+                "kind": resource.kind, "name": trial.name, "uid": trial.uid}
 
     def _track(self, job: TrialJob, worker: dict[str, Any], resource: Resource, namespace: str) -> TrackedTrial:
         """Register a trial before its object exists, so no watch event about it is missed."""
@@ -273,6 +273,27 @@ class KubernetesBackend(Backend):
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def delete_experiment(self, experiment: str, namespaces: list[str]) -> list[str]:
+        """Delete the experiment's owner ConfigMap in each namespace with Background propagation, so the API server's
+        garbage collector deletes every trial object (and their pods); the namespaces where one was found.
+
+        Raises :class:`KubernetesClusterError` when the cluster cannot be reached or refuses the deletion.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        _batch, core, _custom = self._apis()
+        name, deleted = owner_name(experiment), []
+        for namespace in namespaces:
+            try:
+                self._call(f"delete ConfigMap {namespace}/{name}", core.delete_namespaced_config_map, name, namespace,
+                           propagation_policy="Background", _preload_content=False)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise KubernetesClusterError(f"cannot delete ConfigMap {namespace}/{name}: {api_message(exc)}") from None
+            deleted.append(namespace)
+        return deleted
 
     def _owner(self, experiment: Experiment, namespace: str) -> dict[str, Any]:
         """The experiment's owner ConfigMap (created on first use), holding the push token."""
