@@ -200,22 +200,35 @@ def plot_genotype(genotype: Genotype, path: Path) -> Path | None:
     return path
 
 
+_SHORT = {"separable_convolution": "sep", "dilated_convolution": "dil", "convolution": "conv", "avg_pooling": "avg pool",
+          "max_pooling": "max pool", SKIP: "skip", NONE: "none"}
+
+
+def short_name(op: str) -> str:
+    """``separable_convolution_3x3`` -> ``sep 3x3`` (labels of the picture)."""
+    prim = parse_primitive(op)
+    return _SHORT[prim.kind] + (f" {prim.size}x{prim.size}" if prim.size else "")
+
+
 def _draw_cell(ax: Any, title: str, nodes: list[Node], concat: list[int]) -> None:
     """One cell as a left-to-right DAG: inputs c_{k-2}, c_{k-1}, intermediate nodes, output c_{k}."""
     n = len(nodes)
-    pos = {0: (0.0, 0.8), 1: (0.0, 0.2)}
+    pos = {0: (0.0, 0.85), 1: (0.0, 0.15)}
+    levels = (0.2, 0.8, 0.5, 0.05, 0.95, 0.35, 0.65)
     for i in range(n):
-        pos[i + 2] = (1.0 + i, 0.5 + (0.3 if i % 2 else -0.3) * (1 if n > 1 else 0))
+        pos[i + 2] = (1.0 + i, levels[i % len(levels)])
     out = (n + 1.0, 0.5)
     labels = {0: "c_{k-2}", 1: "c_{k-1}", **{i + 2: str(i) for i in range(n)}}
-    arrow = dict(arrowstyle="->", color="0.3", shrinkA=14, shrinkB=14)
+    arrow = dict(arrowstyle="->", color="0.3", shrinkA=12, shrinkB=12)
+    for c in concat:
+        ax.annotate("", xy=out, xytext=pos[c], arrowprops={**arrow, "color": "0.8"})
     for i, node in enumerate(nodes):
         for op, j in node:
             (x0, y0), (x1, y1) = pos[j], pos[i + 2]
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={**arrow, "connectionstyle": "arc3,rad=0.15"})
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.04, op.replace("_", " "), fontsize=7, ha="center", color="tab:blue")
-    for c in concat:
-        ax.annotate("", xy=out, xytext=pos[c], arrowprops={**arrow, "color": "0.7"})
+            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=arrow)
+            t = 0.62  # nearer the target: edges into one node start from different places
+            ax.text(x0 + t * (x1 - x0), y0 + t * (y1 - y0), short_name(op), fontsize=8, ha="center", va="center",
+                    color="tab:blue", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
     for key, (x, y) in pos.items():
         colour = "lightgreen" if key < 2 else "lightblue"
         ax.text(x, y, labels[key], ha="center", va="center", bbox=dict(boxstyle="round", fc=colour))

@@ -24,6 +24,7 @@ from algorithms.darts import Darts  # noqa: E402
 from conftest import katibx_cli  # noqa: E402
 from katibx.loader import experiment_from_dict  # noqa: E402
 from katibx.search_space import SearchSpace  # noqa: E402
+from katibx.store import Store  # noqa: E402
 from nas.architect import Architect  # noqa: E402
 from nas.data import DataError, Dataset, load_cifar10, load_digits  # noqa: E402
 from nas.evaluate import all_skip_genotype, evaluate  # noqa: E402
@@ -379,16 +380,29 @@ def test_core_imports_stay_free_of_torch() -> None:
 
 
 def test_katib_darts_cpu_example_runs_through_the_controller(tmp_path: Path) -> None:
-    shutil.copy(REPO / "examples" / "nas" / "darts-cpu.yaml", tmp_path)
+    doc = yaml.safe_load((REPO / "examples" / "nas" / "darts-cpu.yaml").read_text())
+    doc["spec"]["algorithm"]["algorithmSettings"][0]["value"] = "2"  # two epochs, to see the per-epoch stream
+    doc["spec"]["objective"]["additionalMetricNames"] = ["Validation-Accuracy"]
+    (tmp_path / "darts-cpu.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     shutil.copy(REPO / "examples" / "nas" / "run_trial.py", tmp_path)
-    store = tmp_path / "store.db"
-    run = katibx_cli("run", "darts-cpu.yaml", cwd=tmp_path, store=store)
+    store_path = tmp_path / "store.db"
+    run = katibx_cli("run", "darts-cpu.yaml", cwd=tmp_path, store=store_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "darts-cpu: Succeeded" in run.stdout
-    [trial] = json.loads(katibx_cli("get", "trials", "darts-cpu", "-o", "json", cwd=tmp_path, store=store).stdout)
-    [metric] = trial["status"]["observation"]["metrics"]
-    assert metric["name"] == "Best-Genotype"
-    genotype = Genotype.parse(metric["latest"])
-    assert genotype.normal == [[("max_pooling_3x3", 0), ("max_pooling_3x3", 1)]] or \
-        genotype.normal == [[("max_pooling_3x3", 1), ("max_pooling_3x3", 0)]]
+    [trial] = json.loads(katibx_cli("get", "trials", "darts-cpu", "-o", "json", cwd=tmp_path, store=store_path).stdout)
+    metrics = {m["name"]: m for m in trial["status"]["observation"]["metrics"]}
+    genotype = Genotype.parse(metrics["Best-Genotype"]["latest"])
+    assert sorted(genotype.normal[0]) == [("max_pooling_3x3", 0), ("max_pooling_3x3", 1)]
     assert genotype.reduce == []  # one layer: no reduction cell, as in Katib
+    st = Store(store_path)
+    try:
+        record = st.get_experiment("darts-cpu")
+        [stored] = st.trials(record.id)
+        logs = st.observation_logs(stored.id)
+        trial_dir = st.trial_dir(record, stored.name)
+    finally:
+        st.close()
+    accuracies = [float(v) for _, name, v in logs if name == "Validation-Accuracy"]
+    assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)  # one per epoch, as they happened
+    assert Genotype.from_dict(json.loads((trial_dir / "genotype.json").read_text())) == genotype
+    assert (trial_dir / "genotype.png").is_file() and json.loads((trial_dir / "search.json").read_text())["num_layers"] == 1
