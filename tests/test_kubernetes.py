@@ -34,6 +34,10 @@ elif mode == "push":
     import katibx
     katibx.report_metrics({"loss": 0.125})
     katibx.report_metrics({"loss": 0.0625})
+elif mode == "pushwait":
+    import katibx
+    katibx.report_metrics({"loss": 0.125})
+    time.sleep(3)
 elif mode.startswith("slow"):
     time.sleep(2); print("loss=0.75")
 elif mode == "bad":
@@ -166,19 +170,30 @@ def test_watch_expiry_and_api_errors_are_survived(fake_cluster: FakeCluster, tmp
     assert len(relists) >= 2  # a fresh list after the 410
 
 
-def test_resume_after_a_controller_kill_reattaches(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
-    exp_file = tmp_path / "exp.yaml"
-    exp = experiment(["slow1", "slow2"], 2)
-    doc = exp.model_dump(by_alias=True, exclude_none=True)
-    exp_file.write_text(yaml.safe_dump(doc))
-    db = tmp_path / "db.sqlite"
-    controller = subprocess.Popen(
-        [sys.executable, "-m", "katibx.cli", "run", str(exp_file), "--backend", "kubernetes", "--kubeconfig",
-         str(fake_cluster.kubeconfig), "--store", str(db), "-q"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while len(fake_cluster.objects("batch/v1", "Job")) < 2 and time.monotonic() < deadline:
+def wait_for(condition: Any, seconds: float = 10.0) -> bool:
+    """Whether ``condition()`` became true within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
+    return True
+
+
+def start_controller(cluster: FakeCluster, exp: Any, tmp_path: Path, db: Path) -> subprocess.Popen[bytes]:
+    """`katibx run` of ``exp`` on the fake cluster in its own process group (to be killed)."""
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump(exp.model_dump(by_alias=True, exclude_none=True)))
+    return subprocess.Popen(
+        [sys.executable, "-m", "katibx.cli", "run", str(exp_file), "--backend", "kubernetes", "--kubeconfig",
+         str(cluster.kubeconfig), "--store", str(db), "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def test_resume_after_a_controller_kill_reattaches(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    db = tmp_path / "db.sqlite"
+    controller = start_controller(fake_cluster, experiment(["slow1", "slow2"], 2), tmp_path, db)
+    assert wait_for(lambda: len(fake_cluster.objects("batch/v1", "Job")) == 2, 30)
     time.sleep(0.3)  # the handles are committed right after the creations
     os.killpg(controller.pid, signal.SIGKILL)
     controller.wait()
@@ -347,16 +362,6 @@ def test_configmap_template_read_from_the_cluster(fake_cluster: FakeCluster, tmp
     assert trial.state is TrialState.SUCCEEDED and trial.observation["loss"].latest == "0.25"
 
 
-def wait_for(condition: Any, seconds: float = 10.0) -> bool:
-    """Whether ``condition()`` became true within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_delete_cleans_the_cluster(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
     from click.testing import CliRunner
 
@@ -409,3 +414,21 @@ def test_delete_with_the_cluster_unreachable_keeps_the_experiment(tmp_path: Path
     result = CliRunner().invoke(main, ["delete", "k8s", "--store", str(db), "--kubeconfig", str(config), "--force"])
     assert result.exit_code == 0 and "its Kubernetes objects are left" in result.output.replace("\n", " ")
     assert Store(db).list_experiments() == []
+
+
+def test_pushed_metrics_survive_a_resume(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    db = tmp_path / "db.sqlite"
+    controller = start_controller(fake_cluster, experiment(["pushwait"], 1), tmp_path, db)
+    # the controller accepted the push (and kept it) while the pod goes on running
+    assert wait_for(lambda: any(p.stat().st_size for p in tmp_path.rglob("pushed.jsonl")), 30)
+    time.sleep(0.2)
+    os.killpg(controller.pid, signal.SIGKILL)
+    controller.wait()
+    assert len(fake_cluster.objects("batch/v1", "Job")) == 1
+    store = Store(db)
+    record = resume_experiment("k8s", store=store, backend=backend(fake_cluster))
+    (trial,) = store.trials(record.id)
+    assert trial.state is TrialState.SUCCEEDED, trial.message
+    assert trial.observation["loss"].latest == "0.125"
+    assert [(name, value) for _ts, name, value in store.observation_logs(trial.id)] == [("loss", "0.125")]
+    assert len(job_creations(fake_cluster)) == 1

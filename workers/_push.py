@@ -1,7 +1,8 @@
 """The push-metrics endpoint of the kubernetes backend: ``katibx.report_metrics`` in a pod POSTs here.
 
 A record is ``{"trial": name, "token": token, "metrics": {...}}``; the backend decides what to accept
-(``accept(body) -> (HTTP status, message)``).
+(``accept(body) -> (HTTP status, message)``). Accepted records are also appended to the trial's
+``pushed.jsonl`` (see :func:`append_record`), so a controller that re-attaches after a crash reads them again.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import json
 import logging
 import socket
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
+
+PUSHED_FILE = "pushed.jsonl"  # in the trial's directory, one accepted metrics object per line
 
 
 class PushServer:
@@ -62,3 +66,18 @@ def parse_record(body: bytes) -> tuple[str, str, dict[str, Any]]:
         raise TypeError("metrics must be an object")
     return name, token, metrics
 
+
+
+def append_record(trial_dir: Path, line: str) -> None:
+    """Keep one accepted metrics line (JSON, ending in a newline) in the trial's ``pushed.jsonl``."""
+    with open(trial_dir / PUSHED_FILE, "a", encoding="utf-8") as f:
+        f.write(line)
+
+
+def read_records(trial_dir: Path) -> str:
+    """The metrics lines pushed so far (empty when none); a line cut by a crash is dropped."""
+    try:
+        text = (trial_dir / PUSHED_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    return text[: text.rfind("\n") + 1]

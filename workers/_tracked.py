@@ -31,6 +31,7 @@ class TrackedTrial:
     uid: str | None = None
     created_at: float = float("inf")  # when the create call returned (a list before that cannot show the object)
     finishing: bool = False
+    attaching: bool = False  # re-attached after a crash: pushes wait (503) until the kept records are read again
     killed: bool = False
     followers: dict[str, threading.Thread] = field(default_factory=dict)  # pod name -> log follower
     texts: dict[str, str] = field(default_factory=dict)  # pod name -> log text read so far

@@ -50,7 +50,7 @@ from workers._manifests import (
     pod_selector,
 )
 from workers._pod_logs import PodLogs, read_pod_logs, write_log
-from workers._push import PushServer, parse_record
+from workers._push import PUSHED_FILE, PushServer, append_record, parse_record, read_records
 from workers._tracked import TrackedTrial
 from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
@@ -183,15 +183,20 @@ class KubernetesBackend(Backend):
                                   trial_labels=job.trial.labels, owner=owner_ref, env=env)
         except (TypeError, ValueError) as exc:
             raise TrialStartError(f"invalid trial template: {exc}") from None
-        trial = self._track(job, worker, resource, namespace)
+        trial = self._track(job, worker, resource, namespace, replay=False)
         created = self._create(trial, worker)
         trial.uid = created["metadata"].get("uid")
         trial.created_at = time.monotonic()
         return {"backend": self.name, "namespace": namespace, "apiVersion": resource.api_version,
                 "kind": resource.kind, "name": trial.name, "uid": trial.uid}
 
-    def _track(self, job: TrialJob, worker: dict[str, Any], resource: Resource, namespace: str) -> TrackedTrial:
-        """Register a trial before its object exists, so no watch event about it is missed."""
+    def _track(self, job: TrialJob, worker: dict[str, Any], resource: Resource, namespace: str, *,
+               replay: bool) -> TrackedTrial:
+        """Register a trial before its object exists, so no watch event about it is missed.
+
+        ``replay``: the trial is being re-attached, its pushed records are kept for :meth:`_replay_pushed`; else they
+        are dropped with the old log.
+        """
         experiment = job.experiment
         tt = experiment.spec.trial_template
         assert tt is not None
@@ -207,10 +212,12 @@ class KubernetesBackend(Backend):
             container=tt.primary_container_name, success=tt.success_condition or defaults[0],
             failure=tt.failure_condition or defaults[1], retain=bool(tt.retain),
             stdout=collector_kind(experiment) == "StdOut", parser=lambda: LineParser(names, formats),
-            push_parser=LineParser(names, file_format="JSON"), trial_dir=job.trial_dir,
+            push_parser=LineParser(names, file_format="JSON"), trial_dir=job.trial_dir, attaching=replay,
         )
         job.trial_dir.mkdir(parents=True, exist_ok=True)
         (job.trial_dir / STDOUT_LOG).unlink(missing_ok=True)
+        if not replay:
+            (job.trial_dir / PUSHED_FILE).unlink(missing_ok=True)
         with self._lock:
             self._trials[trial.name] = trial
         self._ensure_push_server()
@@ -534,17 +541,37 @@ class KubernetesBackend(Backend):
             trial = self._trials.get(name)
         if trial is None:
             return 404, f"trial {name!r} is not running under this controller"
+        if trial.attaching:
+            return 503, f"trial {name!r} is being re-attached; retry"
         owner = self._owners.get((trial.namespace, trial.experiment)) or {}
         if not secrets.compare_digest(token, str((owner.get("data") or {}).get(TOKEN_KEY, ""))):
             return 403, "wrong token"
+        metrics.setdefault("timestamp", time.time())  # kept with the record, so a replay keeps the time too
+        line = json.dumps(metrics) + "\n"
         try:
             with trial.lock:
-                logs = trial.push_parser.feed(json.dumps(metrics) + "\n")
+                logs = trial.push_parser.feed(line)
+                append_record(trial.trial_dir, line)
         except MetricsFormatError as exc:
             return 400, str(exc)
+        except OSError as exc:  # the value still counts; only a resume after a crash would miss it
+            log.warning("trial %s: cannot keep a pushed record: %s", name, exc)
         if logs:
             self._events.put(TrialMetrics(name, logs))
         return 200, "ok"
+
+    def _replay_pushed(self, trial: TrackedTrial) -> None:
+        """Queue again the records a re-attached trial pushed to the crashed controller, then take new pushes."""
+        with trial.lock:
+            try:
+                text = read_records(trial.trial_dir)
+                logs = trial.push_parser.feed(text)
+            except (OSError, MetricsFormatError) as exc:
+                log.warning("trial %s: cannot read the metrics it pushed before: %s", trial.name, exc)
+                logs = []
+            trial.attaching = False
+        if logs:
+            self._events.put(TrialMetrics(trial.name, logs))
 
     # contract ----------------------------------------------------------------------------
     def poll(self, timeout: float) -> list[TrialEvent]:
@@ -595,7 +622,7 @@ class KubernetesBackend(Backend):
             return False
         worker = build_worker(job.experiment, job.trial.name, job.trial.assignments, namespace=namespace,
                               template=template if job.experiment.spec.trial_template.trial_spec is None else None)  # type: ignore[union-attr]
-        trial = self._track(job, worker, resource, namespace)
+        trial = self._track(job, worker, resource, namespace, replay=True)
         existing = self._get(trial)
         if existing is None or (handle.get("uid") and existing["metadata"].get("uid") != handle["uid"]):
             with self._lock:
@@ -603,6 +630,7 @@ class KubernetesBackend(Backend):
             return False
         trial.uid = existing["metadata"].get("uid")
         trial.created_at = 0.0
+        self._replay_pushed(trial)
         self._on_object("MODIFIED", existing)
         return True
 
