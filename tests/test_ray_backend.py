@@ -43,14 +43,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_head(logs: Path) -> tuple[subprocess.Popen, str]:
-    """``ray start --head`` on loopback with 2 CPUs, in its own process group; returns it once it accepts clients."""
+def start_head(logs: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``ray start --head`` on loopback with 2 CPUs, in its own process group; returns it once it accepts clients.
+
+    ``env``: extra environment of the head's processes (its workers inherit it)."""
     port = _free_port()
     with open(logs, "wb") as out:
         head = subprocess.Popen(
             ["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
              "--include-dashboard=false", "--disable-usage-stats"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})},
         )
     address = f"127.0.0.1:{port}"
     # The GCS port opens before the head's node has registered (a client then gets "No node info found"): wait
@@ -231,6 +233,39 @@ def test_resources_per_trial_from_the_python_api(ray_address, tmp_path, store):
     with pytest.raises(katibx.ValidationError, match="resources_per_trial: must be a dict, got int"):
         katibx.tune("not-a-dict", resources_per_trial=2, **options)
     assert {r.name for r in store.list_experiments()} == {"two-cpus"}
+
+
+def test_trials_on_a_node_without_the_controllers_filesystem_keep_their_logs(tmp_path, write_experiment):
+    """A cluster whose node keeps trial folders elsewhere ($KATIBX_WORKER_DIR, as a machine without the
+    controller's disk): trials run in the node's folder and their output comes back for ``katibx logs``."""
+    node_dir = tmp_path / "node"
+    head, address = start_head(tmp_path / "head.log", env={"KATIBX_WORKER_DIR": str(node_dir)})
+    try:
+        doc = experiment_doc(
+            algorithm={"algorithmName": "grid"}, maxTrialCount=2, parallelTrialCount=2,
+            parameters=[{"name": "a", "parameterType": "categorical", "feasibleSpace": {"list": ["1", "2"]}}])
+        doc["spec"]["trialTemplate"]["trialParameters"] = [{"name": "a", "reference": "a"}]
+        set_command(doc, ["python3", "objective.py", "${trialParameters.a}"])
+        path = write_experiment(doc, script="import os, sys\nprint('ran in', os.environ['KATIBX_TRIAL_DIR'])\n"
+                                            "print('result=' + sys.argv[1])\n")
+        db = tmp_path / "db" / "katibx.db"
+        run = katibx_cli("run", str(path), "--backend", "ray", "--ray-address", address, "-q", cwd=tmp_path, store=db)
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        stop_head(head)
+    store = Store(db)
+    try:
+        record = store.get_experiment("exp")
+        for trial in store.trials(record.id):
+            assert trial.state is TrialState.SUCCEEDED and trial.metric("result") == trial.assignments["a"]
+            remote = node_dir / record.namespace / record.name / trial.name
+            output = (remote / "stdout.log").read_text()
+            assert output == f"ran in {remote}\nresult={trial.assignments['a']}\n", "it ran in the node's folder"
+            assert not (store.trial_dir(record, trial.name) / "ray-worker.json").exists()
+            logs = katibx_cli("logs", "exp", trial.name, cwd=tmp_path, store=db)
+            assert logs.returncode == 0 and logs.stdout == output, logs.stderr
+    finally:
+        store.close()
 
 
 # stopping -----------------------------------------------------------------------------------------------------------

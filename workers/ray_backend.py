@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from katibx.collection import STDOUT_LOG
 from katibx.store import StoreError
 from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
 from katibx.validation import ValidationError
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "RAY_ADDRESS"
 WORKER_FILE = "ray-worker.json"  # in the trial dir: where the trial's process runs, for release()
+# Set on a node without the controller's filesystem: the node keeps trial directories under this folder instead,
+# and a finished trial's output is copied back to the controller (``katibx logs`` reads it there).
+WORKER_DIR_ENV = "KATIBX_WORKER_DIR"
+LOG_COPY_LIMIT = 16 * 2**20  # bytes of a trial's output copied back from a node (the end is kept)
 # How long one poll call on a worker actor may wait for events before answering empty.
 WORKER_POLL_SECONDS = 2.0
 # How long actors may stay unreachable before the cluster is taken as gone.
@@ -136,6 +141,8 @@ class TrialWorker:
         from ray import cloudpickle
 
         try:
+            job = replace(job, trial_dir=node_trial_dir(job.trial_dir))
+            job.trial_dir.mkdir(parents=True, exist_ok=True)
             if function is not None or _is_function(job):
                 job.function = _Detached(cloudpickle.loads(function) if function is not None else None, job)
             with self._lock:
@@ -161,6 +168,15 @@ class TrialWorker:
     def kill(self, trial_name: str) -> None:
         with self._lock:
             self._local.kill(trial_name)
+
+    def read_log(self, trial_dir: str) -> bytes | None:
+        """A finished trial's output as kept on this node (its last LOG_COPY_LIMIT bytes); None when absent."""
+        try:
+            with open(node_trial_dir(trial_dir) / STDOUT_LOG, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - LOG_COPY_LIMIT))
+                return f.read()
+        except OSError:
+            return None
 
     def close(self) -> None:
         with self._lock:
@@ -197,10 +213,18 @@ class _Detached:
         return function(params)
 
 
+def node_trial_dir(trial_dir: str | Path) -> Path:
+    """A trial's directory on this node: the controller's path, or under ``$KATIBX_WORKER_DIR`` when the node sets it
+    (``<it>/<namespace>/<experiment>/<trial>``)."""
+    path = Path(trial_dir)
+    root = os.environ.get(WORKER_DIR_ENV)
+    return Path(root).joinpath(*path.parts[-3:]) if root else path
+
+
 def _release_on_node(trial_dir: str) -> bool:
     """Stop what a trial left running on this node (its process group), from the worker file in its trial dir."""
     try:
-        handle = json.loads((Path(trial_dir) / WORKER_FILE).read_text())
+        handle = json.loads((node_trial_dir(trial_dir) / WORKER_FILE).read_text())
     except (OSError, ValueError):
         return False
     LocalBackend().release(handle)
@@ -316,7 +340,8 @@ class RayBackend(Backend):
         self._pool_size = max(self._pool_size, job.experiment.spec.parallel_trial_count or 1)
         worker = self._idle_worker(tuple(sorted(resources.items())))
         job.trial_dir.mkdir(parents=True, exist_ok=True)
-        (job.trial_dir / WORKER_FILE).unlink(missing_ok=True)
+        for stale in (WORKER_FILE, STDOUT_LOG):  # a re-run trial's output is copied here again
+            (job.trial_dir / stale).unlink(missing_ok=True)
         worker.trial, worker.trial_dir, worker.kill_requested = job.trial.name, str(job.trial_dir), False
         worker.handle, worker.poll_ref = {}, None
         worker.start_ref = worker.actor.start.remote(replace(job, function=None), function)
@@ -439,9 +464,23 @@ class RayBackend(Backend):
         events: list[TrialEvent] = list(value)
         if any(isinstance(e, TrialExited) for e in events):
             worker.trial = None
+            self._copy_log(worker)
         else:
             worker.poll_ref, worker.polled = worker.actor.poll.remote(WORKER_POLL_SECONDS), time.monotonic()
         return events
+
+    def _copy_log(self, worker: _Worker) -> None:
+        """Bring a finished trial's output here when it ran on a node that does not share the trial directory."""
+        local = Path(worker.trial_dir) / STDOUT_LOG
+        if local.exists():
+            return
+        try:
+            data = self._ray.get(worker.actor.read_log.remote(worker.trial_dir), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the trial's result stands without its log
+            log.warning("could not copy the output of %s from its Ray node: %s", worker.trial_dir, _one_line(exc))
+            return
+        if data is not None:
+            local.write_bytes(data)
 
     def _silent(self, answered: set[Any]) -> list[TrialEvent]:
         """Actors that stopped answering (a poll answers within WORKER_POLL_SECONDS): their node or the cluster is gone."""
