@@ -246,8 +246,16 @@ def test_unknown_kind_fails_the_trial_with_the_reason(fake_cluster: FakeCluster,
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"metricsCollectorSpec": {"collector": {"kind": "File"}}},
-     "spec.metricsCollectorSpec.collector.kind: the kubernetes backend collects StdOut and Push metrics, not File"),
+    ({"metricsCollectorSpec": {"collector": {"kind": "TensorFlowEvent"}}},
+     "spec.metricsCollectorSpec.collector.kind: the kubernetes backend collects StdOut, File, Push metrics, not "
+     "TensorFlowEvent: event files stay inside the pod"),
+    ({"metricsCollectorSpec": {"collector": {"kind": "PrometheusMetric"}}},
+     "not PrometheusMetric: scraping the pod needs Katib's sidecar"),
+    ({"metricsCollectorSpec": {"collector": {"kind": "File"}},
+      "trialTemplate": {"primaryContainerName": "main", "trialParameters": [{"name": "mode", "reference": "mode"}],
+                        "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {
+                            "containers": [{"name": "main", "image": "x", "args": ["${trialParameters.mode}"]}]}}}}}},
+     "spec.metricsCollectorSpec.collector.kind: File metrics are printed by wrapping the primary container's command"),
     ({"trialTemplate": {"successCondition": "status.@reverse", "failureCondition": "status.failed",
                         "primaryContainerName": "main", "trialParameters": [{"name": "mode", "reference": "mode"}],
                         "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"x": "${trialParameters.mode}"}}}},
@@ -432,3 +440,46 @@ def test_pushed_metrics_survive_a_resume(fake_cluster: FakeCluster, tmp_path: Pa
     assert trial.observation["loss"].latest == "0.125"
     assert [(name, value) for _ts, name, value in store.observation_logs(trial.id)] == [("loss", "0.125")]
     assert len(job_creations(fake_cluster)) == 1
+
+
+# A trial that writes its metrics to a file (argv: path, format, mode, an argument to pass through untouched).
+FILE_PROGRAM = """
+import json, sys
+path, fmt, mode, text = sys.argv[1:5]
+if text != "it's a $HOME `id`; x":
+    sys.exit(5)
+print("loss=9")  # stdout is not the collector here
+with open(path, "w") as f:
+    if fmt == "JSON":
+        f.write(json.dumps({"loss": "0.5"}) + "\\n" + json.dumps({"loss": 0.25}))
+    else:
+        f.write("epoch 1 loss=0.5\\nloss=0.25")
+sys.exit(3 if mode == "fail" else 0)
+"""
+
+
+@pytest.mark.parametrize("file_format", ["TEXT", "JSON"])
+def test_file_metrics_from_the_wrapped_command(fake_cluster: FakeCluster, tmp_path: Path,  # noqa: F811
+                                               file_format: str) -> None:
+    path = tmp_path / f"metrics {file_format}.log"
+    template = {"retain": True, "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {
+        "backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
+            "name": "training-container", "image": "python:3.11",
+            "command": [sys.executable, "-c", FILE_PROGRAM, str(path), file_format],
+            "args": ["${trialParameters.mode}", "it's a $HOME `id`; x"]}]}}}}}
+    collector = {"metricsCollectorSpec": {"collector": {"kind": "File"}, "source": {
+        "fileSystemPath": {"kind": "File", "path": str(path), "format": file_format}}}}
+    store = Store(tmp_path / "db.sqlite")
+    record = run_experiment(experiment(["ok", "fail"], 1, template=template, extra=collector), store=store,
+                            backend=backend(fake_cluster), workdir=tmp_path)
+    trials = by_mode(store, record)
+    assert trials["ok"].state is TrialState.SUCCEEDED, trials["ok"].message
+    assert trials["ok"].observation["loss"].latest == "0.25" and trials["ok"].observation["loss"].max == "0.5"
+    assert trials["fail"].state is TrialState.FAILED and "BackoffLimitExceeded" in trials["fail"].reason
+    assert trials["fail"].observation["loss"].latest == "0.25"  # the file is printed whatever the exit code
+    job = next(j for j in fake_cluster.objects("batch/v1", "Job") if j["metadata"]["name"] == trials["ok"].name)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["sh", "-c"]
+    assert container["args"] == [sys.executable, "-c", FILE_PROGRAM, str(path), file_format, "ok",
+                                 "it's a $HOME `id`; x"]
+    assert "loss=9" in (store.trial_dir(record, trials["ok"].name) / "stdout.log").read_text()

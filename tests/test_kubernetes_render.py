@@ -110,3 +110,18 @@ def test_cli_render_refuses_configmap_template() -> None:
     result = CliRunner().invoke(main, ["render", str(EXAMPLES / "trial-template" / "trial-configmap-source.yaml")])
     assert result.exit_code == 2
     assert "spec.trialTemplate.configMap: render needs an inline trialSpec" in result.output
+
+
+def test_cli_render_shows_the_file_metrics_wrapper() -> None:
+    example = EXAMPLES / "metrics-collector" / "file-metrics-collector.yaml"
+    original = load_experiments(example)[0].spec.trial_template.trial_spec["spec"]["template"]["spec"]["containers"][0]
+    result = CliRunner().invoke(main, ["render", str(example)])
+    assert result.exit_code == 0, result.output
+    (worker,) = yaml.safe_load_all(result.output)
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    script = container["command"][2]
+    assert container["command"][:2] == ["sh", "-c"] and len(container["command"]) == 4
+    assert "cat -- /katib/mnist.log" in script and 'exit "$rc"' in script and "$(" not in script
+    argv = [*original["command"], *(original.get("args") or [])]
+    assert [a for a, o in zip(container["args"], argv) if "${" not in o] == [o for o in argv if "${" not in o]
+    assert len(container["args"]) == len(original["command"]) + len(original.get("args") or [])

@@ -5,14 +5,22 @@ local backend) with ``metadata.name`` = trial name, the namespace, the labels ``
 ``katib.kubeflow.org/trial`` (also on every pod template, so the trial's pods can be selected), the trial's own
 labels, ``KATIB_TRIAL_NAME`` (and the push address, when there is one) in the primary container's env, and an owner
 reference to the experiment's owner ConfigMap, so deleting that ConfigMap garbage-collects every trial object.
+
+With a ``File`` metrics collector the primary container's command is wrapped (no sidecar, as Katib wraps it too):
+a POSIX ``sh`` runs the original command + args as ``"$@"`` (never re-parsed by a shell), forwards SIGTERM to it,
+then prints the metrics file between two markers unique to the trial and exits with the command's exit code, so
+the backend finds the file in the pod's log (:func:`file_section`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from katibx.collection import collector_kind, source_path
 from katibx.report import TRIAL_NAME_ENV
 from katibx.spec import Experiment
 from katibx.template import primary_container, render_trial_spec
@@ -97,6 +105,53 @@ def pod_selector(worker: dict[str, Any], trial_name: str) -> str:
     return f"{TRIAL_LABEL}={trial_name}"
 
 
+_WRAPPER_NAME = "katibx-metrics-file"  # $0 of the wrapper script
+# Runs "$@" (the original argv), forwarding SIGTERM/SIGINT; then prints the metrics file between the markers.
+# No $(NAME): Kubernetes would expand it in command/args.
+_WRAPPER = """\
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done
+printf '\\n%s\\n' {begin}
+cat -- {path} 2>/dev/null
+printf '\\n%s\\n' {end}
+exit "$rc"
+"""
+
+
+def file_markers(trial_name: str) -> tuple[str, str]:
+    """The lines around a trial's metrics file in its pod log."""
+    tag = hashlib.sha256(f"katibx-metrics-file:{trial_name}".encode()).hexdigest()[:16]
+    return f"KATIBX-METRICS-FILE-{tag}-BEGIN", f"KATIBX-METRICS-FILE-{tag}-END"
+
+
+def wrap_file_metrics(container: dict[str, Any], path: str, trial_name: str) -> None:
+    """Wrap the container's command so its metrics file at ``path`` is printed to stdout when the command ends.
+
+    ValueError when the container has no ``command`` (the image's entrypoint is unknown without pulling it).
+    """
+    command = container.get("command")
+    if not command:
+        raise ValueError("a File metrics collector needs the primary container's command (it is wrapped to print "
+                         "the metrics file when the command ends)")
+    begin, end = file_markers(trial_name)
+    script = _WRAPPER.format(begin=shlex.quote(begin), end=shlex.quote(end), path=shlex.quote(path))
+    container["args"] = [*command, *(container.get("args") or [])]
+    container["command"] = ["sh", "-c", script, _WRAPPER_NAME]
+
+
+def file_section(log_text: str, trial_name: str) -> str | None:
+    """The metrics file the wrapped command printed at the end of ``log_text``, or None when it printed none."""
+    begin, end = file_markers(trial_name)
+    start = log_text.rfind(begin + "\n")
+    if start < 0:
+        return None
+    body = log_text[start + len(begin) + 1:]
+    stop = body.rfind("\n" + end)
+    return body if stop < 0 else body[:stop]
+
+
 def _set_env(container: dict[str, Any], name: str, value: str) -> None:
     env = [e for e in container.get("env") or [] if not (isinstance(e, dict) and e.get("name") == name)]
     container["env"] = [*env, {"name": name, "value": value}]
@@ -139,6 +194,11 @@ def build_worker(
     if container is not None:
         for key, value in {TRIAL_NAME_ENV: trial_name, **(env or {})}.items():
             _set_env(container, key, value)
+    path = source_path(experiment)
+    if collector_kind(experiment) == "File" and path:
+        if container is None:
+            raise ValueError(f"a File metrics collector needs the primary container {tt.primary_container_name if tt else None!r}")
+        wrap_file_metrics(container, path, trial_name)
     return _ordered(worker)
 
 

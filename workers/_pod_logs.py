@@ -13,7 +13,7 @@ from typing import Any
 from katibx.collection import STDOUT_LOG
 from katibx.collectors import LineParser, MetricLog, MetricsFormatError
 from workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body
-from workers._manifests import pod_selector
+from workers._manifests import file_section, pod_selector
 from workers._tracked import TrackedTrial
 from workers.base import TrialEvent, TrialMetrics
 
@@ -81,10 +81,13 @@ class PodLogs:
             assert self._streams is not None
             self._streams.release()
 
-    def _feed(self, trial: TrackedTrial, pod_name: str, parser: LineParser, text: str, parse: str | None = None) -> None:
+    def _feed(self, trial: TrackedTrial, pod_name: str, parser: LineParser | None, text: str,
+              parse: str | None = None) -> None:
         """Keep newly read log ``text`` (for ``katibx logs``), parse ``parse`` (default: ``text``), queue the metrics."""
         with trial.lock:
             trial.texts[pod_name] = trial.texts.get(pod_name, "") + text
+        if parser is None:
+            return
         logs: list[MetricLog] = []
         for line in (text if parse is None else parse).splitlines(keepends=True):
             try:
@@ -137,9 +140,22 @@ class PodLogs:
             prior = trial.texts.get(pod_name, "")
             partial = prior[prior.rfind("\n") + 1:]  # a line the follower had not finished
             rest = text[len(prior):] if text.startswith(prior) else text
-            parser = trial.parser()
+            parser = trial.parser() if trial.stdout else None
             self._feed(trial, pod_name, parser, rest, partial + rest)
-            self._flush(trial, parser, pod_name)
+            if parser is not None:
+                self._flush(trial, parser, pod_name)
+            if trial.file_parser is not None:
+                self._parse_file(trial, pod_name, trial.file_parser(), prior + rest)
+
+    def _parse_file(self, trial: TrackedTrial, pod_name: str, parser: LineParser, log_text: str) -> None:
+        """Queue the metrics of the file the wrapped command printed at the end of the pod's log."""
+        section = file_section(log_text, trial.name)
+        if section is None:
+            log.info("trial %s: pod %s printed no metrics file (the container did not end normally)",
+                     trial.name, pod_name)
+            return
+        self._feed(trial, pod_name, parser, "", section)
+        self._flush(trial, parser, pod_name)
 
 
 def write_log(trial: TrackedTrial) -> None:

@@ -27,6 +27,7 @@ class TrackedTrial:
     stdout: bool  # StdOut metrics: parse the primary pods' logs
     parser: Callable[[], LineParser]
     push_parser: LineParser
+    file_parser: Callable[[], LineParser] | None  # File metrics: parse the file the wrapped command prints at its end
     trial_dir: Any
     uid: str | None = None
     created_at: float = float("inf")  # when the create call returned (a list before that cannot show the object)

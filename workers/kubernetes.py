@@ -14,8 +14,12 @@ Design (issue 6):
 - Metrics: StdOut from the logs of the trial's primary pods (``primaryPodLabels``, container
   ``primaryContainerName``), followed while they run (up to ``max_log_streams`` at once; the others are read when
   the trial ends), so early stopping works; the text is kept as the trial's ``stdout.log`` for ``katibx logs``.
+  File: the primary container's command is wrapped to print the metrics file between markers when it ends
+  (:func:`workers._manifests.wrap_file_metrics`), and that section of the log is parsed once the trial ends, so
+  early stopping cannot act on File metrics. TensorFlowEvent, PrometheusMetric and Custom need a sidecar: refused.
   Push: ``katibx.report_metrics`` in the pod POSTs to a small HTTP endpoint this backend serves
-  (``push_host``/``push_port``, advertised to pods as ``push_url``), authenticated by a per-experiment token.
+  (``push_host``/``push_port``, advertised to pods as ``push_url``), authenticated by a per-experiment token;
+  accepted records are kept in the trial's ``pushed.jsonl`` and read again when a resumed controller re-attaches.
 - A finished trial's object is deleted unless ``retain``; ``kill`` deletes it (``propagation_policy``).
   After a controller crash ``attach`` re-adopts objects that still exist instead of creating new ones.
 """
@@ -58,7 +62,15 @@ log = logging.getLogger(__name__)
 
 __all__ = ["KubernetesBackend", "KubernetesClusterError"]
 
-_SUPPORTED_COLLECTORS = ("StdOut", "Push")
+_SUPPORTED_COLLECTORS = ("StdOut", "File", "Push")
+# Why the other collectors are refused (Katib runs them in a sidecar, which katibx does not inject).
+_REFUSED_COLLECTORS = {
+    "TensorFlowEvent": "event files stay inside the pod and need a reader there; print the scalars, write them to a "
+                       "File or push them with katibx.report_metrics",
+    "PrometheusMetric": "scraping the pod needs Katib's sidecar; print the metrics or push them with "
+                        "katibx.report_metrics",
+    "Custom": "a custom collector container is a sidecar; print the metrics or push them with katibx.report_metrics",
+}
 TOKEN_KEY = "pushToken"  # in the owner ConfigMap's data
 
 
@@ -126,11 +138,9 @@ class KubernetesBackend(Backend):
             return errors
         kind = collector_kind(experiment)
         if kind not in _SUPPORTED_COLLECTORS:
-            errors.append(
-                f"spec.metricsCollectorSpec.collector.kind: the kubernetes backend collects "
-                f"{' and '.join(_SUPPORTED_COLLECTORS)} metrics, not {kind}: print the metrics or push them with "
-                "katibx.report_metrics"
-            )
+            reason = _REFUSED_COLLECTORS.get(kind, "print the metrics or push them with katibx.report_metrics")
+            errors.append(f"spec.metricsCollectorSpec.collector.kind: the kubernetes backend collects "
+                          f"{', '.join(_SUPPORTED_COLLECTORS)} metrics, not {kind}: {reason}")
         for field_name, value in (("successCondition", tt.success_condition), ("failureCondition", tt.failure_condition)):
             if value:
                 try:
@@ -161,9 +171,14 @@ class KubernetesBackend(Backend):
         except (TypeError, ValueError) as exc:
             if "${trialParameters." not in str(exc):
                 errors.append(f"{path}.spec: {exc}")
-        if kind in WORKER_DEFAULTS and kind != "TrainJob" and primary_container(spec, tt.primary_container_name) is None:
+        container = primary_container(spec, tt.primary_container_name)
+        if kind in WORKER_DEFAULTS and kind != "TrainJob" and container is None:
             errors.append(f"spec.trialTemplate.primaryContainerName: no container named {tt.primary_container_name!r} "
                           f"in the {kind} template")
+        elif collector_kind(experiment) == "File" and not (container or {}).get("command"):
+            errors.append(f"spec.metricsCollectorSpec.collector.kind: File metrics are printed by wrapping the primary "
+                          f"container's command; set {path}'s {tt.primary_container_name!r} container command (the "
+                          "image's entrypoint is not known without pulling it)")
         return errors
 
     # lifecycle ---------------------------------------------------------------------------
@@ -206,12 +221,15 @@ class KubernetesBackend(Backend):
         formats = src.filter.metrics_format if src and src.filter else None
         names = metric_names(experiment)
         primary = tt.primary_pod_labels if tt.primary_pod_labels is not None else (defaults[2] or {})
+        fsp = src.file_system_path if src else None
+        file_format = ((fsp.format if fsp else None) or "TEXT") if collector_kind(experiment) == "File" else None
         trial = TrackedTrial(
             name=job.trial.name, namespace=namespace, resource=resource, experiment=experiment.name,
             selector=pod_selector(worker, job.trial.name), primary_labels=dict(primary),
             container=tt.primary_container_name, success=tt.success_condition or defaults[0],
             failure=tt.failure_condition or defaults[1], retain=bool(tt.retain),
             stdout=collector_kind(experiment) == "StdOut", parser=lambda: LineParser(names, formats),
+            file_parser=(lambda: LineParser(names, formats, file_format)) if file_format else None,
             push_parser=LineParser(names, file_format="JSON"), trial_dir=job.trial_dir, attaching=replay,
         )
         job.trial_dir.mkdir(parents=True, exist_ok=True)
@@ -502,7 +520,7 @@ class KubernetesBackend(Backend):
         reason = str(condition.get("reason") or ("Completed" if succeeded else "Failed"))
         message = str(condition.get("message") or condition.get("type") or condition.get("phase") or reason)
         try:
-            if not deleted and trial.stdout:
+            if not deleted and (trial.stdout or trial.file_parser):
                 with self._lock:
                     pods = list(self._pods.get(trial.name, {}).values())
                 self._logs.read_remaining(trial, pods)
@@ -645,7 +663,8 @@ class KubernetesBackend(Backend):
             resource = self._resource({"apiVersion": handle.get("apiVersion"), "kind": handle["kind"]})
         stub = TrackedTrial(name=str(handle["name"]), namespace=str(handle.get("namespace") or "default"), resource=resource,
                       experiment="", selector="", primary_labels={}, container=None, success="", failure="",
-                      retain=False, stdout=False, parser=lambda: LineParser([]), push_parser=LineParser([]), trial_dir=None)
+                      retain=False, stdout=False, parser=lambda: LineParser([]), push_parser=LineParser([]),
+                            file_parser=None, trial_dir=None)
         try:
             existing = self._get(stub)
             if existing is not None and (not handle.get("uid") or existing["metadata"].get("uid") == handle["uid"]):
