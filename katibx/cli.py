@@ -381,12 +381,13 @@ def delete(name: str, namespace: str | None, store: str | None, kubeconfig: str 
     """Delete experiment NAME with its trials and trial directories (on Kubernetes, its trial objects too)."""
     client = KatibxClient(store)
     record = client.store.get_experiment(name, namespace)
-    handles = [h for t in client.store.trials(record.id) if _is_kubernetes_handle(h := client.store.trial_handle(t))]
+    handles = [h for h in map(client.store.trial_handle, client.store.trials(record.id))
+               if h is not None and _is_kubernetes_handle(h)]
     cleaned = ""
     if handles:
         namespaces = sorted({str(h.get("namespace") or "default") for h in handles})
         worker: Any = create_backend("kubernetes", kubeconfig=kubeconfig, context=context,
-                                retry_seconds=DELETE_RETRY_SECONDS)
+                                     retry_seconds=DELETE_RETRY_SECONDS)
         try:
             found = worker.delete_experiment(record.name, namespaces)
         except StoreError as exc:  # the cluster cannot be reached or refused
