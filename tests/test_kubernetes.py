@@ -483,3 +483,24 @@ def test_file_metrics_from_the_wrapped_command(fake_cluster: FakeCluster, tmp_pa
     assert container["args"] == [sys.executable, "-c", FILE_PROGRAM, str(path), file_format, "ok",
                                  "it's a $HOME `id`; x"]
     assert "loss=9" in (store.trial_dir(record, trials["ok"].name) / "stdout.log").read_text()
+
+
+def test_early_stopping_sees_trials_without_a_log_stream(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    store = Store(tmp_path / "db.sqlite")
+    exp = experiment(["ok", "bad"], 1, extra={"earlyStopping": {"algorithmName": "medianstop", "algorithmSettings": [
+        {"name": "min_trials_required", "value": "1"}, {"name": "start_step", "value": "2"}]}})
+    started = time.monotonic()
+    record = run_experiment(exp, store=store, backend=backend(fake_cluster, max_log_streams=0, log_poll_seconds=0.5),
+                            workdir=tmp_path)
+    trials = by_mode(store, record)
+    assert trials["bad"].state is TrialState.EARLY_STOPPED
+    assert time.monotonic() - started < 30  # from periodic reads, long before its 60 s run ends
+    follows = [c for c in fake_cluster.calls if c.path.endswith("/log") and c.query.get("follow") == "true"]
+    assert follows == []
+    assert trials["ok"].observation["loss"].latest == "0.25"  # nothing read twice or lost between polls and the end
+    logs = [(n, v) for _t, n, v in store.observation_logs(trials["ok"].id)]
+    assert logs == [("loss", "0.5"), ("loss", "0.25")]
+    bad = [int(v) for _t, _n, v in store.observation_logs(trials["bad"].id)]
+    assert len(bad) >= 2 and bad == list(range(5, 5 + len(bad)))  # in order, none twice, none skipped
+    reads = [c for c in fake_cluster.calls if c.path.endswith("/log") and trials["bad"].name in c.path]
+    assert reads  # read while it ran (a deleted trial gets no final read)

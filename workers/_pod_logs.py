@@ -1,5 +1,6 @@
-"""Pod logs for the kubernetes backend: followers that stream running primary pods' logs into metrics, the final
-read once a trial ends, the trial's ``stdout.log``, and ``katibx logs`` straight from the pods."""
+"""Pod logs for the kubernetes backend: followers that stream running primary pods' logs into metrics, periodic reads
+of the pods no stream is left for, the final read once a trial ends, the trial's ``stdout.log``, and ``katibx logs``
+straight from the pods."""
 
 from __future__ import annotations
 
@@ -26,23 +27,82 @@ LOG_DRAIN_SECONDS = 10.0
 class PodLogs:
     """Reads trials' primary pod logs: followed while they run (at most ``max_streams`` at once), then read to the end."""
 
-    def __init__(self, api: KubeApi, events: queue.Queue[TrialEvent], max_streams: int) -> None:
+    def __init__(self, api: KubeApi, events: queue.Queue[TrialEvent], max_streams: int,
+                 poll_seconds: float = 5.0) -> None:
         self._api = api
         self._events = events
         self._streams = threading.BoundedSemaphore(max(max_streams, 1)) if max_streams > 0 else None
+        self.poll_seconds = poll_seconds
+        self._polled: dict[tuple[str, str], tuple[TrackedTrial, dict[str, Any], LineParser]] = {}
+        self._polled_lock = threading.Lock()
+        self._poller: threading.Thread | None = None
 
     def maybe_follow(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
-        """Start following a running primary pod's log, if a stream is free and nobody follows it yet."""
+        """Follow a running primary pod's log if a stream is free, else read it every ``poll_seconds``."""
         phase = (pod.get("status") or {}).get("phase")
         pod_name = pod["metadata"]["name"]
-        if phase != "Running" or not trial.stdout or not trial.is_primary(pod) or self._streams is None:
+        if phase != "Running" or not trial.stdout or not trial.is_primary(pod):
             return
         with trial.lock:
-            if trial.finishing or pod_name in trial.followers or not self._streams.acquire(blocking=False):
+            if trial.finishing or pod_name in trial.followers:
+                return
+            if self._streams is None or not self._streams.acquire(blocking=False):
+                self._poll(trial, pod)
                 return
             thread = threading.Thread(target=self._follow, args=(trial, pod), name=f"katibx-log-{pod_name}", daemon=True)
             trial.followers[pod_name] = thread
             thread.start()  # under the lock: a finishing trial joins only started followers
+
+    def _poll(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
+        """Have the poller read this pod's log periodically (no stream is free for it)."""
+        if self.poll_seconds <= 0:
+            return
+        with self._polled_lock:
+            self._polled.setdefault((trial.name, pod["metadata"]["name"]), (trial, pod, trial.parser()))
+            if self._poller is None:
+                self._poller = threading.Thread(target=self._poll_loop, name="katibx-log-poller", daemon=True)
+                self._poller.start()
+
+    def _poll_loop(self) -> None:
+        """Every ``poll_seconds``, read the new part of each polled pod's log, until the backend stops."""
+        while not self._api.stop.wait(self.poll_seconds):
+            with self._polled_lock:
+                entries = list(self._polled.items())
+            for key, (trial, pod, parser) in entries:
+                if self._api.stop.is_set():
+                    return
+                if not self._read_new(trial, pod, parser):
+                    with self._polled_lock:
+                        self._polled.pop(key, None)
+
+    def _read_new(self, trial: TrackedTrial, pod: dict[str, Any], parser: LineParser) -> bool:
+        """Feed what a polled pod's log gained since the last read; False once the pod needs no more reads."""
+        from kubernetes.client.exceptions import ApiException
+
+        _batch, core, _custom = self._api.apis()
+        pod_name = pod["metadata"]["name"]
+        with trial.poll_lock:  # the final read waits for this one
+            if trial.drained or trial.finishing:
+                return False
+            try:
+                data = core.read_namespaced_pod_log(pod_name, trial.namespace, container=trial.container_of(pod),
+                                                    _preload_content=False).data
+            except ApiException as exc:
+                log.info("log of pod %s: %s", pod_name, api_message(exc))
+                return exc.status != 404
+            except Exception as exc:  # noqa: BLE001 - the next round or the final read covers it
+                log.info("log of pod %s: %s", pod_name, exc)
+                return True
+            text = data.decode("utf-8", errors="replace")
+            prior = trial.texts.get(pod_name, "")
+            if text.startswith(prior) and len(text) > len(prior):
+                self._feed(trial, pod_name, parser, text[len(prior):])
+        return True
+
+    def close(self) -> None:
+        """Forget the polled pods (the poller ends with the API's stop event)."""
+        with self._polled_lock:
+            self._polled.clear()
 
     def _follow(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
         """Stream a running pod's log into the trial's metrics until the container ends (reconnecting if cut)."""
@@ -124,7 +184,7 @@ class PodLogs:
             followers = list(trial.followers.values())
         for follower in followers:
             follower.join(max(deadline - time.monotonic(), 0))
-        with trial.lock:
+        with trial.poll_lock, trial.lock:
             trial.drained = True
         for pod in pods:
             pod_name = pod["metadata"]["name"]

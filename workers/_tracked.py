@@ -40,6 +40,7 @@ class TrackedTrial:
     drained: bool = False  # followers must stop feeding: the final read takes over
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    poll_lock: threading.Lock = field(default_factory=threading.Lock)  # held by a periodic log read in progress
 
     def is_primary(self, pod: dict[str, Any]) -> bool:
         """Whether ``pod`` carries the trial's ``primaryPodLabels``."""

@@ -12,8 +12,8 @@ Design (issue 6):
   ``Deleted``), so no trial is ever lost.
 - ``successCondition`` / ``failureCondition`` are evaluated with :mod:`workers._gjson` (failure first, as Katib).
 - Metrics: StdOut from the logs of the trial's primary pods (``primaryPodLabels``, container
-  ``primaryContainerName``), followed while they run (up to ``max_log_streams`` at once; the others are read when
-  the trial ends), so early stopping works; the text is kept as the trial's ``stdout.log`` for ``katibx logs``.
+  ``primaryContainerName``), followed while they run (up to ``max_log_streams`` at once; the others are read every
+  ``log_poll_seconds``), so early stopping works; the text is kept as the trial's ``stdout.log`` for ``katibx logs``.
   File: the primary container's command is wrapped to print the metrics file between markers when it ends
   (:func:`workers._manifests.wrap_file_metrics`), and that section of the log is parsed once the trial ends, so
   early stopping cannot act on File metrics. TensorFlowEvent, PrometheusMetric and Custom need a sidecar: refused.
@@ -91,6 +91,7 @@ class KubernetesBackend(Backend):
         propagation_policy: str = "Background",
         watch_timeout: int = 60,
         max_log_streams: int = 64,
+        log_poll_seconds: float = 5.0,
         retry_seconds: float = 30.0,
         api_client: Any = None,
     ) -> None:
@@ -104,7 +105,7 @@ class KubernetesBackend(Backend):
         self._kube = KubeApi(kubeconfig, context, max_connections=max(max_log_streams, 0) + 32,
                              retry_seconds=retry_seconds, stop=self._stop, api_client=api_client)
         self._events: queue.Queue[TrialEvent] = queue.Queue()
-        self._logs = PodLogs(self._kube, self._events, max_log_streams)
+        self._logs = PodLogs(self._kube, self._events, max_log_streams, log_poll_seconds)
         self._trials: dict[str, TrackedTrial] = {}
         self._pods: dict[str, dict[str, dict[str, Any]]] = {}  # trial name -> pod name -> pod
         self._lock = threading.RLock()
@@ -686,6 +687,7 @@ class KubernetesBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - best effort on the way out
                 log.warning("trial %s: cannot delete its %s: %s", trial.name, trial.resource.kind, exc)
         self._stop.set()
+        self._logs.close()
         stop_watches(self._watches)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
