@@ -10,7 +10,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-DATASETS = ("digits", "cifar10")
+from nas.settings import DATASETS
+
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 DIGITS_TEST = 297  # held out once (fixed seed), the rest is the training set

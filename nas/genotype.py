@@ -145,19 +145,14 @@ def _derive_capped(weights: Sequence[Sequence[float]], primitives: Sequence[str]
                    max_skip: int | None) -> list[Node]:
     """Derive a cell; with ``max_skip``, forbid skip on the weakest skip edges until at most that many remain."""
     banned: set[tuple[int, str]] = set()
+    skip_index = list(primitives).index(SKIP) if SKIP in primitives else -1
+    replaceable = any(p not in (NONE, SKIP) for p in primitives)  # another operation can take a skip's place
     while True:
         nodes = _derive_cell(weights, primitives, num_nodes, banned)
-        skips = []
-        offset = 0
-        for node_index, node in enumerate(nodes):
-            for op, source in node:
-                if op == SKIP:
-                    edge = offset + source
-                    has_other = any(p not in (NONE, SKIP) for p in primitives)
-                    if has_other:
-                        skips.append((weights[edge][list(primitives).index(SKIP)], edge))
-            offset += node_index + 2
-        if max_skip is None or len(skips) <= max_skip:
+        offsets = [sum(i + 2 for i in range(n)) for n in range(num_nodes)]
+        skips = [(weights[offsets[n] + source][skip_index], offsets[n] + source)
+                 for n, node in enumerate(nodes) for op, source in node if op == SKIP]
+        if max_skip is None or len(skips) <= max_skip or not replaceable:
             return nodes
         banned.add((min(skips)[1], SKIP))
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from katibx.report import METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV, report_metrics
-from nas.data import DATASETS
 from nas.search_space import parse_primitive
-from nas.settings import DartsSettings, parse_settings
+from nas.settings import DATASETS, DartsSettings, parse_settings
 
 log = logging.getLogger(__name__)
 GENOTYPE_METRIC = "Best-Genotype"

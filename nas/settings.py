@@ -34,6 +34,8 @@ EXTRA_DEFAULTS: dict[str, str | None] = {
     "random_state": None,            # seed for weights, alphas, data split and batch order
 }
 DEFAULTS: dict[str, str | None] = {**KATIB_DEFAULTS, **EXTRA_DEFAULTS}
+# Datasets the trial can search (here rather than in nas.data so that checking a command line needs no torch).
+DATASETS = ("digits", "cifar10")
 
 
 @dataclass(frozen=True)

@@ -346,6 +346,12 @@ def test_trial_reads_katib_quoted_arguments_and_refuses_bad_ones() -> None:
         parse_trial_args(["--algorithm-settings={num_epochs", "--search-space=['skip_connection']", "--num-layers=1"])
     with pytest.raises(ValueError, match=r"--num-layers: must be >= 1"):
         parse_trial_args(["--search-space=['skip_connection']", "--num-layers=0"])
+    run = subprocess.run([sys.executable, "-m", "nas", "--algorithm-settings={'num_epochs': 'x', 'w_lr': '0'}",
+                          "--search-space=['skip_connection']", "--num-layers=1", "--dataset=digits"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines() == ["error: spec.algorithm.algorithmSettings[num_epochs]: must be an integer (got 'x')",
+                                       "error: spec.algorithm.algorithmSettings[w_lr]: must be > 0 (got '0')"]
 
 
 def test_cifar10_from_the_python_batches_and_a_clear_error_when_missing(tmp_path: Path) -> None:
