@@ -78,7 +78,7 @@ def run_search(seed: int, epochs: int | None, order: str | None, max_steps: int 
     }
 
 
-def run_eval(label: str, genotype: str, seed: int, epochs: int) -> dict[str, Any]:
+def run_eval(label: str, genotype: str, seed: int, epochs: int, channels: int = EVAL["init_channels"]) -> dict[str, Any]:
     """Retrain a genotype from scratch on the 1,500 training digits; test on the 297 held out."""
     _threads()
     import torch
@@ -87,7 +87,7 @@ def run_eval(label: str, genotype: str, seed: int, epochs: int) -> dict[str, Any
     from nas.evaluate import evaluate
     from nas.genotype import Genotype
 
-    config = {**EVAL, "epochs": epochs}
+    config = {**EVAL, "epochs": epochs, "init_channels": channels}
     result = evaluate(Genotype.parse(genotype), load_digits(), config["num_layers"], config["init_channels"],
                       config["epochs"], config["batch_size"], config["lr"], seed=seed, device=torch.device("cpu"))
     return {"label": label, "genotype": genotype, "seed": seed, "test_accuracy": result.test_accuracy, "parameters": result.parameters,
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--workers", type=int, default=2, help="processes for the evaluations (one torch thread each)")
+    p.add_argument("--eval-channels", type=int, default=EVAL["init_channels"], help="initial channels of the retrained net")
     p.add_argument("--quick", action="store_true", help="2 search epochs, 2 evaluation epochs, one seed")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(f"found (search seed {s['seed']})", s["genotype"], e) for s in searches for e in eval_seeds]
     jobs += [("all-skip", skip, e) for e in eval_seeds]
     with ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:  # evaluations: accuracy only, in parallel
-        evals = list(pool.map(run_eval, *zip(*jobs), [eval_epochs] * len(jobs)))
+        evals = list(pool.map(run_eval, *zip(*jobs), [eval_epochs] * len(jobs), [args.eval_channels] * len(jobs)))
     found = [e for e in evals if e["label"] != "all-skip"]
     baseline = [e for e in evals if e["label"] == "all-skip"]
     summary = {
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "all_skip_test_accuracy_mean": statistics.mean(e["test_accuracy"] for e in baseline),
         "found_beats_all_skip_every_time": min(e["test_accuracy"] for e in found) > max(e["test_accuracy"] for e in baseline),
     }
-    result = {"benchmark": "nas-digits", "quick": args.quick, "workers": args.workers, "evaluation": {**EVAL, "epochs": eval_epochs},
+    result = {"benchmark": "nas-digits", "quick": args.quick, "workers": args.workers, "evaluation": {**EVAL, "epochs": eval_epochs, "init_channels": args.eval_channels},
               "summary": summary, "searches": searches, "second_order_timing": second_order, "evaluations": evals,
               "load_average": {"start": load_start, "end": load_average()}, "wall_seconds": time.perf_counter() - started,
               "environment": {**environment(), "torch": _torch_version(), "torch_threads_per_process": 1}}
