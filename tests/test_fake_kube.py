@@ -344,7 +344,7 @@ def test_expired_watches_give_410(fake_cluster: FakeCluster, apis: Any) -> None:
 
     watcher = threading.Thread(target=watch_until_closed)
     watcher.start()
-    time.sleep(0.3)
+    wait_for(lambda: any(fake_cluster.store._watchers.values()))  # the watch is open on the server
     fake_cluster.expire_watches()
     assert ended.wait(5), "expire_watches did not end the open watch"
     watcher.join()

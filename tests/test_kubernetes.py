@@ -15,7 +15,7 @@ import yaml
 
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
-from katibx.store import Store
+from katibx.store import ExperimentNotFound, Store
 from katibx.trial import TrialState
 from support.fake_kube import FakeCluster
 from support.fake_kube.fixtures import fake_cluster  # noqa: F401 - pytest fixture
@@ -190,11 +190,25 @@ def start_controller(cluster: FakeCluster, exp: Any, tmp_path: Path, db: Path) -
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
+def handles_committed(db: Path, count: int) -> bool:
+    """Whether ``count`` trials of experiment k8s have their backend handle in the store at ``db``."""
+    if not db.exists():
+        return False
+    probe = Store(db)
+    try:
+        trials = probe.trials(probe.get_experiment("k8s").id)
+        return sum(probe.trial_handle(t) is not None for t in trials) == count
+    except ExperimentNotFound:
+        return False
+    finally:
+        probe.close()
+
+
 def test_resume_after_a_controller_kill_reattaches(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
     db = tmp_path / "db.sqlite"
     controller = start_controller(fake_cluster, experiment(["slow1", "slow2"], 2), tmp_path, db)
     assert wait_for(lambda: len(fake_cluster.objects("batch/v1", "Job")) == 2, 30)
-    time.sleep(0.3)  # the handles are committed right after the creations
+    assert wait_for(lambda: handles_committed(db, 2), 30)  # the kill comes after both handles are stored
     os.killpg(controller.pid, signal.SIGKILL)
     controller.wait()
     assert len(fake_cluster.objects("batch/v1", "Job")) == 2
@@ -429,7 +443,7 @@ def test_pushed_metrics_survive_a_resume(fake_cluster: FakeCluster, tmp_path: Pa
     controller = start_controller(fake_cluster, experiment(["pushwait"], 1), tmp_path, db)
     # the controller accepted the push (and kept it) while the pod goes on running
     assert wait_for(lambda: any(p.stat().st_size for p in tmp_path.rglob("pushed.jsonl")), 30)
-    time.sleep(0.2)
+    assert wait_for(lambda: handles_committed(db, 1), 30)
     os.killpg(controller.pid, signal.SIGKILL)
     controller.wait()
     assert len(fake_cluster.objects("batch/v1", "Job")) == 1
