@@ -42,6 +42,11 @@ class PushServer:
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="katibx-push", daemon=True).start()
 
+    @property
+    def port(self) -> int:
+        """The port the endpoint listens on (the one picked when asked for port 0)."""
+        return int(self._server.server_address[1])
+
     def url(self, push_url: str | None = None) -> str:
         """The URL pods POST metrics to (``push_url``, else the address the endpoint listens on)."""
         if push_url:

@@ -203,8 +203,9 @@ class KubernetesBackend(Backend):
         created = self._create(trial, worker)
         trial.uid = created["metadata"].get("uid")
         trial.created_at = time.monotonic()
+        assert self._push_server is not None
         return {"backend": self.name, "namespace": namespace, "apiVersion": resource.api_version,
-                "kind": resource.kind, "name": trial.name, "uid": trial.uid}
+                "kind": resource.kind, "name": trial.name, "uid": trial.uid, "pushPort": self._push_server.port}
 
     def _track(self, job: TrialJob, worker: dict[str, Any], resource: Resource, namespace: str, *,
                replay: bool) -> TrackedTrial:
@@ -540,9 +541,19 @@ class KubernetesBackend(Backend):
         self._events.put(TrialExited(trial.name, succeeded, reason, message))
 
     # push endpoint -----------------------------------------------------------------------
-    def _ensure_push_server(self) -> None:
-        if self._push_server is None:
-            self._push_server = PushServer(self.push_host, self.push_port, self._pushed)
+    def _ensure_push_server(self, previous_port: int | None = None) -> None:
+        """Start the endpoint; on any free port unless one is configured, or the port a crashed controller used
+        (``previous_port``, from a trial's handle), so that re-attached pods can still reach it."""
+        if self._push_server is not None:
+            return
+        if not self.push_port and previous_port:
+            try:
+                self._push_server = PushServer(self.push_host, previous_port, self._pushed)
+                return
+            except OSError as exc:
+                log.warning("cannot listen for pushed metrics on port %s again (%s): re-attached trials cannot "
+                            "push any more; fix the port with --push-address", previous_port, exc)
+        self._push_server = PushServer(self.push_host, self.push_port, self._pushed)
 
     def _push_endpoint(self) -> str:
         """The URL pods POST metrics to (``push_url``, else the address the endpoint listens on)."""
@@ -641,6 +652,8 @@ class KubernetesBackend(Backend):
             return False
         worker = build_worker(job.experiment, job.trial.name, job.trial.assignments, namespace=namespace,
                               template=template if job.experiment.spec.trial_template.trial_spec is None else None)  # type: ignore[union-attr]
+        port = handle.get("pushPort")
+        self._ensure_push_server(port if isinstance(port, int) else None)
         trial = self._track(job, worker, resource, namespace, replay=True)
         existing = self._get(trial)
         if existing is None or (handle.get("uid") and existing["metadata"].get("uid") != handle["uid"]):
