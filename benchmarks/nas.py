@@ -25,7 +25,7 @@ from benchmarks.common import REPO, environment, load_average, log
 
 EXAMPLE = REPO / "examples" / "nas" / "darts-digits.yaml"
 OUT = REPO / "benchmarks" / "results" / "nas"
-EVAL = {"num_layers": 5, "init_channels": 8, "epochs": 30, "batch_size": 64, "lr": 0.05}
+EVAL: dict[str, Any] = {"num_layers": 5, "init_channels": 8, "epochs": 30, "batch_size": 64, "lr": 0.05}
 SECOND_ORDER_STEPS = 6
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ class Architect:
     def _loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss(functional_call(self.model, params, (x,)), y)
 
-    def _params(self, weights: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _params(self, weights: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         named = dict(zip(self.names, weights))
         for name, p in self.model.named_parameters():
             if name not in named:

@@ -29,7 +29,7 @@ class EvalCell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         for sources, ops in zip(self.nodes, self.ops):
-            states.append(sum(op(states[j]) for j, op in zip(sources, ops)))  # type: ignore[arg-type]
+            states.append(sum(op(states[j]) for j, op in zip(sources, ops)))  # type: ignore[arg-type, call-overload]
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 

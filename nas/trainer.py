@@ -8,7 +8,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 from torch import nn
@@ -61,10 +61,15 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def prepare(model: nn.Module, device: torch.device) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def prepare(model: M, device: torch.device) -> M:
     """Move the model to ``device``, channels-last on a GPU."""
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +134,7 @@ def search(dataset: Dataset, primitives: list[str], num_layers: int, settings: D
     stopped_early = False
     for epoch in range(settings.num_epochs):
         started = time.perf_counter()
-        lr = scheduler.get_last_lr()[0]
+        lr = float(scheduler.get_last_lr()[0])
         train_alpha = epoch >= settings.warmup_epochs and settings.alpha_lr > 0
         model.train()
         loss_sum = torch.zeros((), device=device)  # kept on the device: no host sync per step
