@@ -9,6 +9,7 @@ from typing import Any, Callable, NoReturn
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -83,7 +84,7 @@ def _backend(name: str, ray_address: str | None = None, kubeconfig: str | None =
 def _fail(lines: list[str], source: str | None = None, code: int = EXIT_INVALID) -> NoReturn:
     prefix = f"{source}: " if source else ""
     for line in lines:
-        err.print(f"[red]error:[/red] {prefix}{line}", markup=True, highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(prefix + line)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -155,8 +156,8 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
 def _print_summary(record: ExperimentRecord, trials: list[TrialRecord]) -> None:
     cond = current_condition(record.conditions) or {}
     colour = "green" if cond.get("type") == "Succeeded" else "red"
-    out.print(f"experiment [bold]{record.name}[/bold]: [{colour}]{cond.get('type')}[/{colour}] ({cond.get('reason')}) "
-              f"- {cond.get('message')}", highlight=False)
+    out.print(f"experiment [bold]{escape(record.name)}[/bold]: [{colour}]{cond.get('type')}[/{colour}] "
+              f"({escape(str(cond.get('reason')))}) - {escape(str(cond.get('message')))}", highlight=False)
     counts = TrialCounts.of(trials)
     out.print(f"trials: {counts.trials} total, {counts.succeeded} succeeded, {counts.failed} failed, "
               f"{counts.metrics_unavailable} metrics unavailable, {counts.killed} killed, {counts.early_stopped} early stopped",
@@ -254,9 +255,9 @@ def validate(files: tuple[str, ...], backend: str) -> None:
         if errors:
             bad += 1
             for line in errors:
-                err.print(f"[red]invalid[/red] {file}: {line}", highlight=False, soft_wrap=True)
+                err.print(f"[red]invalid[/red] {escape(f'{file}: {line}')}", highlight=False, soft_wrap=True)
         else:
-            out.print(f"[green]valid[/green]   {file}", highlight=False)
+            out.print(f"[green]valid[/green]   {escape(str(file))}", highlight=False)
     sys.exit(EXIT_INVALID if bad else EXIT_SUCCEEDED)
 
 
@@ -394,14 +395,14 @@ def delete(name: str, namespace: str | None, store: str | None, kubeconfig: str 
             if not force:
                 _fail([f"{exc}; experiment {name} is kept (katibx delete {name} --force deletes it from the store "
                        "anyway, leaving its Kubernetes objects)"])
-            err.print(f"[yellow]warning:[/yellow] {exc}; its Kubernetes objects are left", highlight=False)
+            err.print(f"[yellow]warning:[/yellow] {escape(str(exc))}; its Kubernetes objects are left", highlight=False)
         else:
             if found:
                 cleaned = f"; its Kubernetes objects in namespace {', '.join(found)} are being garbage-collected"
         finally:
             worker.close()
     client.delete_experiment(name, namespace)
-    out.print(f"experiment {name} deleted{cleaned}", highlight=False)
+    out.print(escape(f"experiment {name} deleted{cleaned}"), highlight=False)
 
 
 @main.command()

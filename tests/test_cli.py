@@ -185,6 +185,10 @@ BAD_DOCS: dict[str, tuple[str | dict[str, Any], str]] = {
     "unknown-setting": (experiment_doc(algorithm={"algorithmName": "random",
                                                   "algorithmSettings": [{"name": "seed", "value": "1"}]}),
                         "spec.algorithm.algorithmSettings: unknown setting 'seed'"),
+    # the setting's name in brackets survives the terminal's markup
+    "bad-setting-value": (experiment_doc(algorithm={"algorithmName": "tpe",
+                                                    "algorithmSettings": [{"name": "n_EI_candidates", "value": "many"}]}),
+                          "spec.algorithm.algorithmSettings[n_EI_candidates]: must be an integer (got 'many')"),
 }
 
 
