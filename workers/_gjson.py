@@ -39,25 +39,25 @@ _QUERY = re.compile(r"^#\((.*)\)(#?)$", re.S)
 _OPS = ("==", "!=", "<=", ">=", "!%", "<", ">", "%")
 
 
-def _split(path: str) -> list[tuple[str, str]]:
-    """Components of ``path`` as (separator before it, raw text); separators inside (), [], "" are kept."""
+def _split_top_level(text: str, separators: str) -> list[tuple[str, str]]:
+    """Parts of ``text`` at ``separators`` outside (), [], {}, quotes and escapes, as (separator before, part)."""
     parts: list[tuple[str, str]] = []
     sep, buf, depth, quoted, i = "", [], 0, False, 0
-    while i < len(path):
-        ch = path[i]
-        if ch == "\\" and i + 1 < len(path):
-            buf.append(path[i:i + 2])
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            buf.append(text[i:i + 2])
             i += 2
             continue
         if quoted:
             quoted = ch != '"'
         elif ch == '"':
             quoted = True
-        elif ch in "([":
+        elif ch in "([{":
             depth += 1
-        elif ch in ")]":
+        elif ch in ")]}":
             depth -= 1
-        elif ch in ".|" and depth == 0:
+        elif ch in separators and depth == 0:
             parts.append((sep, "".join(buf)))
             sep, buf = ch, []
             i += 1
@@ -65,9 +65,14 @@ def _split(path: str) -> list[tuple[str, str]]:
         buf.append(ch)
         i += 1
     if quoted or depth:
-        raise GJSONSyntaxError(f"unbalanced brackets or quotes in {path!r}")
+        raise GJSONSyntaxError(f"unbalanced brackets or quotes in {text!r}")
     parts.append((sep, "".join(buf)))
     return parts
+
+
+def _split(path: str) -> list[tuple[str, str]]:
+    """Components of ``path`` as (separator before it, raw text)."""
+    return _split_top_level(path, ".|")
 
 
 def _unescape(key: str) -> str:
@@ -133,25 +138,7 @@ def _component(value: Any, raw: str) -> Any:
 
 def _split_commas(text: str) -> list[str]:
     """Top-level comma-separated parts of a multipath."""
-    parts: list[str] = []
-    buf: list[str] = []
-    depth, quoted = 0, False
-    for ch in text:
-        if quoted:
-            quoted = ch != '"'
-        elif ch == '"':
-            quoted = True
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(buf))
-            buf = []
-            continue
-        buf.append(ch)
-    parts.append("".join(buf))
-    return parts
+    return [part for _, part in _split_top_level(text, ",")]
 
 
 def _query(expr: str) -> Any:
