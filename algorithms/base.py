@@ -83,17 +83,23 @@ def setting_path(name: str) -> str:
     return f"spec.algorithm.algorithmSettings[{name}]"
 
 
-def int_setting(settings: Mapping[str, str | None], name: str, errors: list[str], minimum: int = 0) -> int | None:
-    """Parse an optional integer setting that must be >= ``minimum``."""
+def _parse_setting(settings: Mapping[str, str | None], name: str, errors: list[str], convert: Callable[[str], Any],
+                   kind: str) -> Any:
+    """An optional setting converted by ``convert``; None when absent or, with a message naming it, unreadable."""
     raw = settings.get(name)
     if raw is None or raw == "":
         return None
     try:
-        value = int(raw)
+        return convert(raw)
     except ValueError:
-        errors.append(f"{setting_path(name)}: must be an integer (got {raw!r})")
+        errors.append(f"{setting_path(name)}: must be {kind} (got {raw!r})")
         return None
-    if value < minimum:
+
+
+def int_setting(settings: Mapping[str, str | None], name: str, errors: list[str], minimum: int = 0) -> int | None:
+    """Parse an optional integer setting that must be >= ``minimum``."""
+    value = _parse_setting(settings, name, errors, int, "an integer")
+    if value is not None and value < minimum:
         errors.append(f"{setting_path(name)}: must be >= {minimum} (got {value})")
         return None
     return value
@@ -102,15 +108,8 @@ def int_setting(settings: Mapping[str, str | None], name: str, errors: list[str]
 def float_setting(settings: Mapping[str, str | None], name: str, errors: list[str],
                   valid: Callable[[float], bool], requirement: str) -> float | None:
     """Parse an optional number setting; ``requirement`` says what ``valid`` checks, for the error line."""
-    raw = settings.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        errors.append(f"{setting_path(name)}: must be a number (got {raw!r})")
-        return None
-    if not math.isfinite(value) or not valid(value):
-        errors.append(f"{setting_path(name)}: {requirement} (got {raw!r})")
+    value = _parse_setting(settings, name, errors, float, "a number")
+    if value is not None and (not math.isfinite(value) or not valid(value)):
+        errors.append(f"{setting_path(name)}: {requirement} (got {settings.get(name)!r})")
         return None
     return value

@@ -6,9 +6,11 @@ import copy
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -92,3 +94,17 @@ def katibx_cli(*args: str, cwd: Path, store: Path, timeout: float = 120, **kwarg
     env = {**os.environ, "KATIBX_STORE": str(store), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "katibx.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **kwargs)
+
+
+def process_gone(pid: int, seconds: float = 5) -> bool:
+    """True once ``pid`` has exited within ``seconds`` (a zombie waiting for an unrelated parent counts as gone)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import katibx
-from conftest import experiment_doc, katibx_cli
+from conftest import experiment_doc, katibx_cli, process_gone
 from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.store import ExperimentRecord, Store
@@ -63,18 +63,6 @@ def probe(store: Store, record: ExperimentRecord, trial: TrialRecord) -> dict[st
 
 def last_condition(record: ExperimentRecord) -> dict[str, Any]:
     return [c for c in record.conditions if c["status"] == "True"][-1]
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie waiting for an unrelated parent to reap it counts as gone)."""
-    for _ in range(250):  # a SIGKILLed process may take a moment to be torn down
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # command trials ------------------------------------------------------------------------------------------------

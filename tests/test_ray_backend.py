@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 RAY_ENV = {
@@ -28,7 +27,7 @@ os.environ.update(RAY_ENV)
 import ray  # noqa: E402 - a missing ray must fail this module, not skip it
 
 import katibx  # noqa: E402
-from conftest import experiment_doc, katibx_cli, set_command
+from conftest import experiment_doc, katibx_cli, process_gone, set_command
 from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.store import Store, StoreError
@@ -98,18 +97,6 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def gone(pid: int, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # end to end -----------------------------------------------------------------------------------------------------
@@ -309,7 +296,7 @@ def test_a_dead_worker_process_fails_its_trial_and_the_experiment_goes_on(ray_ad
         assert "Ray worker running the trial died" in trials["die"].message
         assert trials["ok"].state is TrialState.SUCCEEDED and trials["fine"].state is TrialState.SUCCEEDED
         pids = json.loads((store.trial_dir(record, trials["die"].name) / "pids.json").read_text())
-        assert gone(pids["worker"]) and gone(pids["trial"]), "the orphaned trial process was stopped"
+        assert process_gone(pids["worker"], 10) and process_gone(pids["trial"], 10), "the orphaned trial process was stopped"
     finally:
         store.close()
 
@@ -360,7 +347,7 @@ def test_resume_after_the_controller_is_killed_completes_with_exact_counts(ray_a
         controller.wait()
     result = katibx_cli("resume", "exp", "--backend", "ray", "--ray-address", ray_address, "-q", cwd=tmp_path, store=db)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert all(gone(pid, 1) for pid in orphans), "trials left running by the killed controller were stopped"
+    assert all(process_gone(pid, 1) for pid in orphans), "trials left running by the killed controller were stopped"
     store = Store(db)
     try:
         trials = store.trials(store.get_experiment("exp").id)
@@ -410,4 +397,4 @@ def test_a_cluster_that_goes_away_stops_the_controller_with_one_line_and_the_sto
         assert [t.state for t in trials] == [TrialState.RUNNING] * 2
     finally:
         store.close()
-    assert all(gone(pid) for pid in pids), "the trials' processes were stopped"
+    assert all(process_gone(pid, 10) for pid in pids), "the trials' processes were stopped"
