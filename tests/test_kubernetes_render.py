@@ -112,6 +112,17 @@ def test_cli_render_refuses_configmap_template() -> None:
     assert "spec.trialTemplate.configMap: render needs an inline trialSpec" in result.output
 
 
+def test_cli_render_names_a_bad_setting_once(tmp_path: Path) -> None:
+    doc = yaml.safe_load((EXAMPLES / "hp-tuning" / "random.yaml").read_text())
+    doc["spec"]["algorithm"]["algorithmSettings"] = [{"name": "random_state", "value": "soon"}]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(main, ["render", str(path)])
+    assert result.exit_code == 2
+    assert f"error: {path}: spec.algorithm.algorithmSettings[random_state]: must be an integer (got 'soon')" in \
+        " ".join(result.output.split())
+
+
 def test_cli_render_shows_the_file_metrics_wrapper() -> None:
     example = EXAMPLES / "metrics-collector" / "file-metrics-collector.yaml"
     original = load_experiments(example)[0].spec.trial_template.trial_spec["spec"]["template"]["spec"]["containers"][0]

@@ -236,6 +236,7 @@ def owner_name(experiment_name: str) -> str:
 
 def render(experiment: Experiment, count: int, namespace: str | None = None) -> list[dict[str, Any]]:
     """The worker objects the first ``count`` trials would get (no cluster: no owner reference, no push address)."""
+    from algorithms.base import AlgorithmSettingsError
     from katibx.controller import create_algorithm  # the controller imports the backends' package
     from katibx.search_space import SearchSpace
     from katibx.validation import ValidationError
@@ -244,7 +245,11 @@ def render(experiment: Experiment, count: int, namespace: str | None = None) -> 
     if tt is None or tt.trial_spec is None:
         where = "spec.trialTemplate.configMap" if tt is not None and tt.config_map is not None else "spec.trialTemplate"
         raise ValidationError([f"{where}: render needs an inline trialSpec (a ConfigMap template is read from the cluster)"])
-    suggestions = create_algorithm(experiment).suggest([], count)[:count]
+    try:
+        algorithm = create_algorithm(experiment)
+    except AlgorithmSettingsError as exc:  # already one `path: message` line per problem
+        raise ValidationError(exc.errors) from None
+    suggestions = algorithm.suggest([], count)[:count]
     space = SearchSpace.from_experiment(experiment)
     workers = []
     for i, suggestion in enumerate(suggestions):
