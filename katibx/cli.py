@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+import time
 from typing import Any, Callable, NoReturn
 
 import click
@@ -114,11 +116,20 @@ def main() -> None:
 class _ProgressListener:
     """Live progress bar: trial counts and the best objective value so far."""
 
+    # The display refreshes 10 times a second; summing thousands of trials on every change would cost more than
+    # running them, so changes between two refreshes are folded into the next one.
+    REFRESH_SECONDS = 0.1
+
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task: Any = None
+        self.shown_at = -math.inf
 
-    def __call__(self, record: ExperimentRecord, trials: list[TrialRecord]) -> None:
+    def __call__(self, record: ExperimentRecord, trials: list[TrialRecord], final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.shown_at < self.REFRESH_SECONDS:
+            return
+        self.shown_at = now
         spec = record.experiment.spec
         counts = TrialCounts.of(trials)
         if self.task is None:  # started on the first event, so an early error prints no empty bar
@@ -141,13 +152,14 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
     try:
         try:
             record = run(listener)
+            trials = store.trials(record.id)
+            listener(record, trials, final=True)
         finally:
             if listener.task is not None:
                 progress.stop()
     except KeyboardInterrupt:
         err.print(f"interrupted; the running trials were stopped. Continue with: katibx resume {name}")
         sys.exit(EXIT_INTERRUPTED)
-    trials = store.trials(record.id)
     _print_summary(record, trials)
     cond = current_condition(record.conditions) or {}
     sys.exit(EXIT_SUCCEEDED if cond.get("type") == "Succeeded" else EXIT_FAILED)

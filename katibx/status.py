@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -68,16 +69,17 @@ class TrialCounts:
 
     @classmethod
     def of(cls, trials: Sequence[TrialRecord]) -> "TrialCounts":
-        c = cls(trials=len(trials))
-        field = {
-            TrialState.CREATED: "pending", TrialState.RUNNING: "running", TrialState.SUCCEEDED: "succeeded",
-            TrialState.FAILED: "failed", TrialState.KILLED: "killed", TrialState.EARLY_STOPPED: "early_stopped",
-            TrialState.METRICS_UNAVAILABLE: "metrics_unavailable",
-        }
-        for t in trials:
-            name = field[t.state]
-            setattr(c, name, getattr(c, name) + 1)
-        return c
+        return cls.from_states(Counter(t.state for t in trials))
+
+    @classmethod
+    def from_states(cls, states: Mapping[TrialState, int]) -> "TrialCounts":
+        """Counters from the number of trials in each state (what a controller keeps up to date as trials move)."""
+        get = states.get
+        return cls(
+            trials=sum(states.values()), pending=get(TrialState.CREATED, 0), running=get(TrialState.RUNNING, 0),
+            succeeded=get(TrialState.SUCCEEDED, 0), failed=get(TrialState.FAILED, 0), killed=get(TrialState.KILLED, 0),
+            early_stopped=get(TrialState.EARLY_STOPPED, 0), metrics_unavailable=get(TrialState.METRICS_UNAVAILABLE, 0),
+        )
 
     @property
     def active(self) -> int:
@@ -161,12 +163,15 @@ def pareto_front(experiment: Experiment, trials: Sequence[TrialRecord]) -> list[
     return front
 
 
-def completion(experiment: Experiment, trials: Sequence[TrialRecord]) -> tuple[str, str, str] | None:
-    """Katib's completion rules in order: goal, max failed, max trials. Returns (type, reason, message) or None."""
+def completion(experiment: Experiment, trials: Sequence[TrialRecord],
+               counts: TrialCounts | None = None) -> tuple[str, str, str] | None:
+    """Katib's completion rules in order: goal, max failed, max trials. Returns (type, reason, message) or None.
+
+    ``counts`` are the trials' counters when the caller keeps them (saves a pass over the trials)."""
     spec = experiment.spec
     objective = spec.objective
     assert objective is not None
-    counts = TrialCounts.of(trials)
+    counts = counts or TrialCounts.of(trials)
     if objective.goal is not None:
         best = optimal_trial(experiment, trials)
         metric = objective.objective_metric_name or ""
