@@ -69,6 +69,7 @@ def function_experiment(
     env_per_trial: Mapping[str, Any] | None = None,
     trial_active_deadline_seconds: float | None = None,
     resources_per_trial: Mapping[str, Any] | None = None,
+    reuse_processes: bool = True,
 ) -> Experiment:
     """The Experiment ``tune`` runs: search domains become parameters, other values are passed through unchanged.
 
@@ -80,6 +81,8 @@ def function_experiment(
                             ("resources_per_trial", resources_per_trial)):
         if value is not None and not isinstance(value, Mapping):
             errors.append(f"{argument}: must be a dict, got {type(value).__name__}")
+    if not isinstance(reuse_processes, bool):
+        errors.append(f"reuse_processes: must be True or False, got {type(reuse_processes).__name__}")
     if errors:
         raise ValidationError(errors)
     domains = {str(k): v for k, v in parameters.items() if isinstance(v, Domain)}
@@ -95,6 +98,8 @@ def function_experiment(
         function_spec["env"] = [{"name": str(k), "value": str(v)} for k, v in env_per_trial.items()]
     if trial_active_deadline_seconds is not None:
         function_spec["activeDeadlineSeconds"] = trial_active_deadline_seconds
+    if not reuse_processes:  # every trial in a freshly forked process: nothing a trial leaves in memory reaches the next
+        function_spec["reuseProcesses"] = False
     if resources_per_trial:  # Katib SDK's name; a Kubernetes container's quantities: {"cpu": 2, "memory": "1Gi", "gpu": 1}
         function_spec["resources"] = {str(k): v for k, v in resources_per_trial.items()}
     objective_spec: dict[str, Any] = {"type": objective_type, "goal": objective_goal, "objectiveMetricName": objective_metric_name,
@@ -144,7 +149,9 @@ def tune(
     """Run ``objective`` over the search space and return the finished Experiment (Katib-shaped, with status).
 
     The objective gets one dict of typed values and either returns a dict of metrics or calls
-    :func:`katibx.report_metrics`; printing ``name=value`` lines works too. Each trial runs in its own process.
+    :func:`katibx.report_metrics`; printing ``name=value`` lines works too. Trials run in worker processes forked
+    from this one; a worker runs trial after trial unless a trial fails to end cleanly (``reuse_processes=False``
+    gives every trial a fresh process).
     Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
     """
     experiment = function_experiment(name, objective, parameters, **experiment_options)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import faulthandler
 import importlib
 import importlib.util
-import io
 import logging
 import multiprocessing
 import os
@@ -16,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,10 +21,11 @@ from typing import Any, Callable
 import psutil
 
 from katibx.collection import PUSH_FILE, STDOUT_LOG, MetricsCollector, collector_kind, source_path
-from katibx.report import CHECKPOINT_DIR, CHECKPOINT_ENV, METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV, report_metrics
+from katibx.report import CHECKPOINT_DIR, CHECKPOINT_ENV, METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
+from workers._function_worker import FunctionWorker, TrialRequest
 from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
@@ -38,31 +36,40 @@ _SUPPORTED_COLLECTORS = ("StdOut", "File", "TensorFlowEvent", "Push")
 FILES_DIR = "files"
 # Algorithm setting naming the checkpoint path trials use (Katib's pbt mounts a volume there).
 CHECKPOINT_SETTING = "suggestion_trial_dir"
+# Function trial template field: false forks a fresh process for every trial (no module state is shared).
+REUSE_FIELD = "reuseProcesses"
 
 
 @dataclass
 class _Running:
-    """One live trial process and what is known about it."""
+    """One live trial and what is known about it: a command's process, or the function worker running it."""
 
     name: str
     pid: int
-    pidfd: int
-    wait: Callable[[], int | None]  # exit code once exited, else None
+    fds: tuple[int, ...]  # readable when the trial may have finished
+    wait: Callable[[], int | None]  # exit status once finished, else None
     collector: MetricsCollector
     deadline: float | None
+    worker: FunctionWorker | None = None
     killed_at: float | None = None
     timed_out: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
 class LocalBackend(Backend):
-    """Runs trials as processes on this machine; each has its own session so the whole tree can be stopped."""
+    """Runs trials as processes on this machine, each in its own session so the whole tree can be stopped.
+
+    Function trials run in worker processes forked from this one; with ``reuse_function_workers`` (and unless
+    the trial template says ``reuseProcesses: false``) a worker whose trial ended cleanly runs the next one.
+    """
 
     name = "local"
 
-    def __init__(self, metrics_poll_interval: float = 0.2) -> None:
+    def __init__(self, metrics_poll_interval: float = 0.2, reuse_function_workers: bool = True) -> None:
         self.metrics_poll_interval = metrics_poll_interval
+        self.reuse_function_workers = reuse_function_workers
         self._running: dict[str, _Running] = {}
+        self._idle: list[FunctionWorker] = []
         self._fork = multiprocessing.get_context("fork")
 
     # checks ------------------------------------------------------------------------------
@@ -98,6 +105,9 @@ class LocalBackend(Backend):
             if "${trialParameters." not in str(exc):  # a substituted deadline is checked when the trial starts
                 errors.append(f"{path}.spec: {exc}")
         if spec.get("kind") == FUNCTION_KIND:
+            reuse = (spec.get("spec") or {}).get(REUSE_FIELD, True)
+            if not isinstance(reuse, bool):
+                errors.append(f"{path}.spec.{REUSE_FIELD}: must be true or false, got {reuse!r}")
             return errors
         if spec.get("kind") not in WORKER_DEFAULTS:
             errors.append(
@@ -150,22 +160,24 @@ class LocalBackend(Backend):
             deadline = active_deadline_seconds(worker)
         except (TypeError, ValueError) as exc:
             raise TrialStartError(f"invalid trial template: {exc}") from None
+        ends = time.monotonic() + deadline if deadline else None
         if worker.get("kind") == FUNCTION_KIND:
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir)
-            pid, wait = self._start_function(job, worker, env)
+            function_worker = self._start_function(job, worker, env)
+            run = _Running(job.trial.name, function_worker.pid, function_worker.fds, function_worker.result,
+                           collector, ends, worker=function_worker)
+            created = function_worker.create_time
         else:
             argv, source = self._command(job, worker, env)
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir, source)
             pid, wait = self._start_command(job, argv, env)
-        pidfd = os.pidfd_open(pid)
-        self._running[job.trial.name] = _Running(
-            job.trial.name, pid, pidfd, wait, collector, time.monotonic() + deadline if deadline else None
-        )
-        try:
-            created = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
-            created = None
-        return {"pid": pid, "create_time": created}
+            run = _Running(job.trial.name, pid, (os.pidfd_open(pid),), wait, collector, ends)
+            try:
+                created = psutil.Process(pid).create_time()
+            except psutil.NoSuchProcess:
+                created = None
+        self._running[job.trial.name] = run
+        return {"pid": run.pid, "create_time": created}
 
     @staticmethod
     def _command(job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> tuple[list[str], Path | None]:
@@ -208,26 +220,29 @@ class LocalBackend(Backend):
                 raise TrialStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         return proc.pid, proc.poll
 
-    def _start_function(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> tuple[int, Callable[[], int | None]]:
+    def _start_function(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> FunctionWorker:
         spec = worker.get("spec") or {}
-        # Without the function object (a resumed experiment), the child imports it: user code never runs here.
+        # Without the function object (a resumed experiment), the worker imports it: user code never runs here.
         function: Callable[..., Any] | str = job.function or str(spec.get("function", ""))
         for item in spec.get("env") or []:
             env[str(item["name"])] = format_value(item.get("value", ""))
-        arguments = {**(spec.get("fixedParameters") or {}), **job.trial.assignments}
-        process = self._fork.Process(
-            target=_run_function, args=(function, arguments, env, str(job.workdir),
-                                        str(job.trial_dir / STDOUT_LOG)),
-            name=f"katibx-trial-{job.trial.name}", daemon=False,
-        )
-        process.start()
-        assert process.pid is not None
-
-        def wait() -> int | None:
-            process.join(0)
-            return process.exitcode
-
-        return process.pid, wait
+        request = TrialRequest({**(spec.get("fixedParameters") or {}), **job.trial.assignments}, env,
+                               str(job.workdir), str(job.trial_dir / STDOUT_LOG))
+        reuse = self.reuse_function_workers and spec.get(REUSE_FIELD, True) is not False
+        while reuse and self._idle:
+            idle = next((w for w in self._idle if w.serves(function)), None)
+            if idle is None:  # a worker forked for another objective: never needed again
+                self._idle.pop(0).stop()
+                continue
+            self._idle.remove(idle)
+            if idle.run(request):
+                return idle
+            idle.stop()
+        fresh = FunctionWorker(self._fork, function, reuse)
+        if not fresh.run(request):
+            fresh.stop()
+            raise TrialStartError("the function trial's worker process exited before it could start the trial")
+        return fresh
 
     def poll(self, timeout: float) -> list[TrialEvent]:
         events: list[TrialEvent] = []
@@ -235,7 +250,8 @@ class LocalBackend(Backend):
         if self._running:
             poller = select.poll()
             for run in self._running.values():
-                poller.register(run.pidfd, select.POLLIN)
+                for fd in run.fds:
+                    poller.register(fd, select.POLLIN)
             poller.poll(max(wait, 0) * 1000)
         elif wait > 0:
             time.sleep(wait)
@@ -286,13 +302,20 @@ class LocalBackend(Backend):
                 pass
 
     def _reap(self, run: _Running) -> None:
-        # Stop anything the trial left behind in its session, then forget it.
+        # A worker whose trial ended cleanly waits for the next trial; otherwise stop anything the trial left
+        # behind in its session, then forget it.
+        del self._running[run.name]
+        if run.worker is not None:
+            if run.worker.idle and run.killed_at is None:
+                self._idle.append(run.worker)
+            else:
+                run.worker.stop()
+            return
         try:
             os.killpg(run.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        os.close(run.pidfd)
-        del self._running[run.name]
+        os.close(run.fds[0])
 
     def release(self, handle: dict[str, Any]) -> None:
         pid, created = handle.get("pid"), handle.get("create_time")
@@ -320,9 +343,11 @@ class LocalBackend(Backend):
             time.sleep(0.02)
         for run in list(self._running.values()):
             self._signal(run, signal.SIGKILL)
-            _wait_pid(run.pidfd, KILL_GRACE_SECONDS)
+            _wait_pid(run.fds[0], KILL_GRACE_SECONDS)
             run.wait()
             self._reap(run)
+        while self._idle:
+            self._idle.pop().stop()
 
 
 def _wait_pid(pidfd: int, timeout: float) -> None:
@@ -368,57 +393,3 @@ def mount_checkpoint(values: list[str], declared: str, checkpoint: Path) -> list
         return values
     pattern = re.compile(rf"(?<!{_PATH_CHARS}){re.escape(norm)}(?=/|(?!{_PATH_CHARS}))")
     return [pattern.sub(lambda _m: str(checkpoint), v) for v in values]
-
-
-_INHERITED_STREAMS: list[Any] = []
-
-
-def _import_function(ref: str) -> Callable[..., Any]:
-    """Resolve ``module:qualname`` (the experiment folder is importable)."""
-    module_name, _, qualname = ref.partition(":")
-    if not module_name or not qualname:
-        raise ValueError(f"spec.trialTemplate.trialSpec.spec.function: expected 'module:function', got {ref!r}")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _run_function(
-    function: Callable[..., Any] | str, assignments: dict[str, Any], env: dict[str, str], workdir: str, log_path: str
-) -> None:
-    """Child side of a function trial: own session, output to the trial log, returned dict pushed as metrics."""
-    os.setsid()
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    # The parent's streams may be a notebook's or pytest's, and may hold the parent's unflushed output: keep
-    # them alive and never flush them (that would print the parent's output twice); write to the trial log.
-    _INHERITED_STREAMS.extend((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__))
-    for name, fd in (("stdout", 1), ("stderr", 2)):
-        stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), line_buffering=True)
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
-    faulthandler.enable(sys.stderr)  # a crash in native code leaves its Python traceback in the trial log
-    os.environ.clear()
-    os.environ.update(env)
-    os.chdir(workdir)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    try:
-        if isinstance(function, str):
-            sys.path.insert(0, workdir)
-            function = _import_function(function)
-        result = function(assignments)
-        if isinstance(result, dict):
-            report_metrics(result)
-        elif result is not None:
-            raise TypeError(f"the objective returned {type(result).__name__}; return a dict of metrics or None")
-    except BaseException:  # noqa: BLE001 - any failure of user code fails the trial, never the controller
-        traceback.print_exc()
-        sys.stderr.flush()
-        os._exit(1)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

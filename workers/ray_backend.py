@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from katibx.collection import STDOUT_LOG
+from katibx.functions import import_function
 from katibx.store import StoreError
 from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
 from katibx.validation import ValidationError
@@ -127,7 +128,8 @@ class TrialWorker:
         for entry in sys_path:
             if entry and entry not in sys.path and os.path.isdir(entry):
                 sys.path.append(entry)
-        self._local = LocalBackend(metrics_poll_interval=poll_interval)
+        # Each trial's function is a new _Detached that closes the actor's descriptors: one process per trial.
+        self._local = LocalBackend(metrics_poll_interval=poll_interval, reuse_function_workers=False)
         self._lock = threading.Lock()
         self._poll_interval = poll_interval
 
@@ -206,10 +208,7 @@ class _Detached:
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         function = self.function
         if function is None:  # a resumed experiment: import it by reference, as the local backend does
-            from workers.local import _import_function
-
-            sys.path.insert(0, self.workdir)
-            function = _import_function(self.reference)
+            function = import_function(self.reference, self.workdir)
         return function(params)
 
 

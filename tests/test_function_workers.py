@@ -1,0 +1,178 @@
+"""Function trials run in reused worker processes: one worker serves trial after trial, each with its own
+environment, working directory and log, and a trial that does not end cleanly ends its worker.
+
+Real forked workers, a real SQLite store; the objectives report their process id as a metric.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import katibx
+from conftest import process_gone
+from katibx.collection import STDOUT_LOG
+from katibx.runner import check_experiment, create_backend, run_experiment
+from katibx.store import Store
+from katibx.trial import TrialRecord, TrialState
+from katibx.tuning import function_experiment
+
+
+METRICS = ["pid", "cwd", "left"]  # besides the objective's "result"
+
+
+def _trials(store: Store, name: str) -> list[TrialRecord]:
+    return sorted(store.trials(store.get_experiment(name).id), key=lambda t: t.index)
+
+
+def _pid(trial: TrialRecord) -> int:
+    return int(trial.observation["pid"].latest)
+
+
+def _tune(store: Store, name: str, objective: Any, trials: int, **options: Any) -> dict[str, Any]:
+    """``trials`` trials one after another, k = 0, 1, ... in order (grid over an int)."""
+    return katibx.tune(name=name, objective=objective, parameters={"k": katibx.search.int(0, trials - 1)},
+                       objective_metric_name="result", additional_metric_names=METRICS, algorithm_name="grid",
+                       parallel_trial_count=1, max_failed_trial_count=trials, store=store, **options)
+
+
+def tidy_objective(p: dict[str, Any]) -> dict[str, Any]:
+    """Fails unless it sees a fresh environment; then leaves a variable and another cwd behind for the next trial."""
+    assert "LEFT_BY_PREVIOUS_TRIAL" not in os.environ, "environment leaked from the previous trial"
+    print(f"this is {os.environ['KATIB_TRIAL_NAME']}")
+    cwd = os.getcwd()
+    os.environ["LEFT_BY_PREVIOUS_TRIAL"] = "1"
+    os.chdir("/")
+    return {"result": p["k"], "pid": os.getpid(), "cwd": cwd}
+
+
+def test_one_worker_runs_every_trial_each_with_its_own_environment_folder_and_log(tmp_path: Path) -> None:
+    store = Store(tmp_path / "katibx.db")
+    _tune(store, "tidy", tidy_objective, 4)
+    trials = _trials(store, "tidy")
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 4, [t.message for t in trials]
+    assert len({_pid(t) for t in trials}) == 1 and _pid(trials[0]) != os.getpid()
+    assert len({t.observation["cwd"].latest for t in trials}) == 1 and trials[0].observation["cwd"].latest != "/"
+    record = store.get_experiment("tidy")
+    for trial in trials:
+        assert (store.trial_dir(record, trial.name) / STDOUT_LOG).read_text().splitlines()[0] == f"this is {trial.name}"
+    store.close()
+
+
+def test_reuse_processes_false_forks_a_fresh_process_for_every_trial(tmp_path: Path) -> None:
+    store = Store(tmp_path / "katibx.db")
+    _tune(store, "fresh", tidy_objective, 3, reuse_processes=False)
+    trials = _trials(store, "fresh")
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 3
+    assert len({_pid(t) for t in trials}) == 3
+    spec = store.get_experiment("fresh").experiment.spec.trial_template.trial_spec
+    assert spec["spec"]["reuseProcesses"] is False  # stored with the experiment, so a resume keeps it
+    store.close()
+
+
+def failing_objective(p: dict[str, Any]) -> dict[str, Any]:
+    katibx.report_metrics({"pid": os.getpid()})
+    if p["k"] % 2 == 0:
+        raise ValueError(f"trial k={p['k']} fails on purpose")
+    return {"result": p["k"]}
+
+
+def test_a_trial_that_raises_fails_alone_and_its_worker_runs_the_next(tmp_path: Path) -> None:
+    store = Store(tmp_path / "katibx.db")
+    _tune(store, "raising", failing_objective, 4)
+    trials = _trials(store, "raising")
+    assert [t.state for t in trials] == [TrialState.FAILED, TrialState.SUCCEEDED] * 2
+    assert len({_pid(t) for t in trials}) == 1
+    log = katibx.KatibxClient(store).get_trial_logs("raising", trials[0].name)
+    assert "ValueError: trial k=0 fails on purpose" in log and "k=2" not in log
+    store.close()
+
+
+def untidy_objective(p: dict[str, Any]) -> dict[str, Any]:
+    """The first trial leaves a sleeping child process or thread behind (``LEAVE`` says which)."""
+    left = 0
+    if p["k"] == 0:
+        if os.environ["LEAVE"] == "process":
+            left = subprocess.Popen(["sleep", "60"]).pid
+        else:
+            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+    return {"result": p["k"], "pid": os.getpid(), "left": left}
+
+
+@pytest.mark.parametrize("leave", ["process", "thread"])
+def test_a_trial_that_leaves_work_behind_ends_its_worker(tmp_path: Path, leave: str) -> None:
+    store = Store(tmp_path / "katibx.db")
+    _tune(store, "untidy", untidy_objective, 3, env_per_trial={"LEAVE": leave})
+    trials = _trials(store, "untidy")
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 3
+    first, second, third = (_pid(t) for t in trials)
+    assert first != second == third  # the untidy trial's worker ended; the next worker served the rest
+    assert process_gone(first)
+    if leave == "process":
+        assert process_gone(int(trials[0].observation["left"].latest))  # stopped with its worker's session
+    store.close()
+
+
+def sleepy_objective(p: dict[str, Any]) -> dict[str, Any]:
+    katibx.report_metrics({"pid": os.getpid()})
+    if p["k"] == 0:
+        time.sleep(60)
+    return {"result": p["k"]}
+
+
+def test_a_stopped_trial_ends_its_worker_and_the_next_trial_gets_a_fresh_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "katibx.db")
+    _tune(store, "deadline", sleepy_objective, 3, trial_active_deadline_seconds=1)
+    trials = _trials(store, "deadline")
+    assert [t.state for t in trials] == [TrialState.FAILED, TrialState.SUCCEEDED, TrialState.SUCCEEDED]
+    assert "DeadlineExceeded" in trials[0].reason
+    assert _pid(trials[0]) != _pid(trials[1]) == _pid(trials[2])
+    assert process_gone(_pid(trials[0]))
+    store.close()
+
+
+def pid_objective(p: dict[str, Any]) -> dict[str, Any]:
+    return {"result": p["k"], "pid": os.getpid()}
+
+
+def test_an_idle_worker_that_died_is_replaced(tmp_path: Path) -> None:
+    """The OOM killer (here SIGKILL) may take an idle worker: the next trial still runs, in a new one."""
+    store = Store(tmp_path / "katibx.db")
+    experiment = function_experiment("oom", pid_objective, {"k": katibx.search.int(0, 2)}, algorithm_name="grid",
+                                     objective_metric_name="result", additional_metric_names=["pid"],
+                                     parallel_trial_count=1)
+    killed: list[int] = []
+
+    def kill_idle_worker(record: Any, trials: list[TrialRecord]) -> None:
+        done = [t for t in trials if t.state is TrialState.SUCCEEDED]
+        if len(done) == 1 and not killed:
+            killed.append(_pid(done[0]))
+            pidfd = os.pidfd_open(killed[0])
+            os.kill(killed[0], signal.SIGKILL)
+            select.select([pidfd], [], [], 10)  # dead before the next trial is handed to it
+            os.close(pidfd)
+
+    run_experiment(experiment, store=store, function=pid_objective, listener=kill_idle_worker)
+    trials = _trials(store, "oom")
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 3
+    assert _pid(trials[0]) == killed[0] != _pid(trials[1]) == _pid(trials[2])
+    store.close()
+
+
+def test_reuse_processes_must_be_a_boolean() -> None:
+    with pytest.raises(katibx.ValidationError, match=r"reuse_processes: must be True or False"):
+        function_experiment("bad", pid_objective, {"k": katibx.search.int(0, 2)}, objective_metric_name="result",
+                            reuse_processes="no")  # type: ignore[arg-type]
+    experiment = function_experiment("bad", pid_objective, {"k": katibx.search.int(0, 2)}, objective_metric_name="result")
+    assert experiment.spec.trial_template is not None and experiment.spec.trial_template.trial_spec is not None
+    experiment.spec.trial_template.trial_spec["spec"]["reuseProcesses"] = "yes"
+    errors = check_experiment(experiment, create_backend("local"))
+    assert errors == ["spec.trialTemplate.trialSpec.spec.reuseProcesses: must be true or false, got 'yes'"]
