@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -9,8 +10,9 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor
 from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
@@ -125,11 +127,12 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def run_pool(jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], workers: int,
-             on_result: Callable[[int, Any], None]) -> None:
+             on_result: Callable[[int, Any], None], slots: threading.Semaphore | None = None) -> None:
     """Run ``fn(*args)`` for every job on ``workers`` fresh (spawned) processes, in the given order.
 
-    Jobs are handed out in order, so list the longest first. ``on_result(index, result)`` gets each result
-    as it arrives; an exception in a job becomes ``{"error": "..."}``.
+    Jobs are handed out in order, so list the longest first. ``slots`` (default: one per worker) bounds how
+    many run at once: the caller releases more while the pool runs (after its timed work, say).
+    ``on_result(index, result)`` gets each result as it arrives; an exception in a job becomes ``{"error": "..."}``.
     """
     if workers <= 1:
         worker_init()
@@ -140,11 +143,19 @@ def run_pool(jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], workers
                 result = {"error": f"{type(exc).__name__}: {exc}"}
             on_result(i, result)
         return
+    slots = slots or threading.Semaphore(workers)
+    lock = threading.Lock()
+
+    def done(i: int, future: Future) -> None:
+        slots.release()
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        with lock:
+            on_result(i, result)
+
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=worker_init) as pool:
-        futures = {pool.submit(fn, *args): i for i, (fn, args) in enumerate(jobs)}
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except Exception as exc:  # noqa: BLE001
-                result = {"error": f"{type(exc).__name__}: {exc}"}
-            on_result(futures[future], result)
+        for i, (fn, args) in enumerate(jobs):
+            slots.acquire()
+            pool.submit(fn, *args).add_done_callback(functools.partial(done, i))

@@ -8,7 +8,7 @@ size and settings: optuna ``study.ask()`` + ``tell()`` on a study holding n tria
 ``Optimizer.ask()`` + ``tell()`` after n points. Median of a few steps per size.
 
 Memory: ``katibx.tune`` with the random algorithm and a trivial function objective runs in a subprocess
-(the controller process; trials are forked children and not counted), which reports its peak RSS.
+(the controller process; trials run in worker processes it forks, not counted), which reports its peak RSS.
 
 Run alone: ``python -m benchmarks.growth [--quick]``; prints JSON.
 """
@@ -250,7 +250,7 @@ def memory_run(trials: int, timeout: float = 1200) -> dict[str, Any]:
 def memory_summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     rows = sorted(results, key=lambda r: r["trials"])
     out: dict[str, Any] = {"algorithm": "random", "objective": "trivial function", "parallel_trial_count": 1,
-                           "rows": rows, "measure": "peak RSS of the controller process (trials are forked children)"}
+                           "rows": rows, "measure": "peak RSS of the controller process (trial worker processes not counted)"}
     ok = [r for r in rows if "error" not in r]
     if len(ok) >= 2:  # the slope between the smallest and the largest run
         small, large = ok[0], ok[-1]

@@ -2,16 +2,17 @@
 
 The objective is trivial, so only the framework is timed: the wall time of a whole N-trial experiment
 from an empty store (store and study creation included), divided by N. The arms run in a fresh
-interpreter (the Ray arms in another one), because function trials are forked from the measuring process
-and a process bloated by the rest of the benchmark (scikit-learn, a Ray runtime) makes every fork dearer. Rows, each a ratio katibx / other
-measured in the same repetition (arms interleaved, so a change of load hits every arm alike), reported as
+interpreter (the Ray arms in another one), because function trial workers are forked from the measuring
+process, which must hold what a user's process holds, not the benchmark's other imports or a Ray runtime.
+Rows, each a ratio katibx / other measured in the same repetition (arms interleaved, so a change of load hits every arm alike), reported as
 the median over the repetitions:
 
 - function trials vs optuna in-process, in-memory storage (random and TPE);
 - function trials vs optuna with its durable storages (SQLite ``RDBStorage``, ``JournalFileBackend``):
   katibx commits every trial to SQLite, so these are the like-for-like rows;
 - command trials vs the bare interpreter start-up (``python -S -c``), a floor no framework beats;
-- parallelTrialCount 2 vs 1 (speed-up and parallel efficiency of the controller);
+- parallelTrialCount 2 vs 1 on trials that sleep 20 ms (speed-up and parallel efficiency of the controller:
+  sleeping trials need no second core, so the row measures how well the controller keeps two trials going);
 - katibx on Ray vs Ray Tune, same trial count and CPUs (only once a ``ray`` worker backend is installed).
 
 Run alone: ``python -m benchmarks.overhead [--quick] [--trials N] [--repeats R]``; prints JSON.
@@ -33,7 +34,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import katibx
 from katibx.loader import experiment_from_dict
@@ -50,14 +51,16 @@ class Sizes:
     """Trial counts per kind of row, and repetitions."""
 
     inprocess: int = 1000  # function trials vs optuna in-memory (random and TPE)
-    durable: int = 200  # function trials vs optuna SQLite / journal; also the parallel rows
+    durable: int = 200  # function trials vs optuna SQLite / journal
+    parallel: int = 200  # sleeping function trials at parallelTrialCount 2 and 1
     command: int = 30  # command trials vs bare interpreter
     ray: int = 10  # katibx-on-Ray vs Ray Tune (0: skip); Ray Tune takes about 1 s per trivial trial here
     repeats: int = 3
 
 
 FULL = Sizes()
-QUICK = Sizes(inprocess=10, durable=5, command=2, ray=0, repeats=3)
+QUICK = Sizes(inprocess=10, durable=5, parallel=4, command=2, ray=0, repeats=3)
+PARALLEL_TRIAL_SECONDS = 0.02
 
 
 # --- katibx ------------------------------------------------------------------------------------------------
@@ -106,17 +109,23 @@ def trivial(params: dict) -> dict:
     return {METRIC: params["x"] ** 2 + params["k"]}
 
 
+def sleepy(params: dict) -> dict:
+    """The objective of the parallel rows: a fixed 20 ms of waiting, then the trivial value."""
+    time.sleep(PARALLEL_TRIAL_SECONDS)
+    return trivial(params)
+
+
 def _space() -> dict:
     return {"x": katibx.search.double(-100, 100), "k": katibx.search.int(-100, 100)}
 
 
 def katibx_function(trials: int, workdir: Path, algorithm: str = "random", parallel: int = 1,
-                    backend: str = "local") -> float:
-    """Seconds per trivial function trial (each a forked process, every result committed to SQLite)."""
+                    backend: str = "local", objective: Callable[[dict], dict] = trivial) -> float:
+    """Seconds per function trial (run by the backend's worker processes, every result committed to SQLite)."""
     start = time.perf_counter()
     store = Store(workdir / f"fn-{time.monotonic_ns()}.db")
     try:
-        experiment = katibx.tune(name="overhead-fn", objective=trivial, parameters=_space(), objective_metric_name=METRIC,
+        experiment = katibx.tune(name="overhead-fn", objective=objective, parameters=_space(), objective_metric_name=METRIC,
                                  objective_type="minimize", algorithm_name=algorithm,
                                  algorithm_settings={"random_state": 0}, max_trial_count=trials,
                                  parallel_trial_count=parallel, store=store, backend=backend)
@@ -250,9 +259,9 @@ def rows(sizes: Sizes) -> list[Row]:
             "katibx function trials (SQLite store) / optuna RandomSampler with JournalFileBackend", sizes.durable),
         Row("command-vs-bare-interpreter", "katibx_command", "bare_interpreter",
             "katibx command trials / `python -S -c` started sequentially (the floor)", sizes.command),
-        Row("parallel-2-vs-1", "katibx_function_random_parallel2", "katibx_function_random_durable",
-            "katibx function trials, parallelTrialCount 2 / 1 (seconds per trial; 0.5 is perfect scaling)",
-            sizes.durable),
+        Row("parallel-2-vs-1", "katibx_sleepy_parallel2", "katibx_sleepy_parallel1",
+            f"katibx function trials that sleep {PARALLEL_TRIAL_SECONDS * 1000:.0f} ms, parallelTrialCount 2 / 1 "
+            "(seconds per trial; 0.5 is perfect scaling)", sizes.parallel),
         Row("ray-vs-ray-tune", "katibx_ray", "ray_tune",
             "katibx on its Ray backend / Ray Tune, same trials and CPUs", sizes.ray),
     ]
@@ -272,7 +281,8 @@ def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[],
         "optuna_random_sqlite": lambda: optuna_study(sizes.durable, "random", "sqlite", workdir),
         "optuna_random_journal": lambda: optuna_study(sizes.durable, "random", "journal", workdir),
         "katibx_function_random_durable": lambda: katibx_function(sizes.durable, workdir, "random"),
-        "katibx_function_random_parallel2": lambda: katibx_function(sizes.durable, workdir, "random", parallel=2),
+        "katibx_sleepy_parallel1": lambda: katibx_function(sizes.parallel, workdir, objective=sleepy),
+        "katibx_sleepy_parallel2": lambda: katibx_function(sizes.parallel, workdir, parallel=2, objective=sleepy),
     }
     if with_ray:
         cpus = cpu_count()
@@ -284,8 +294,8 @@ def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[],
 def measure(sizes: Sizes, group: str) -> dict[str, Any]:
     """Samples of one group of arms ("local" or "ray"), every arm once per repetition (interleaved).
 
-    Runs in a fresh interpreter (see :func:`run`): function trials are forked from this process, so it must
-    hold what a user's process holds (katibx, optuna), not the benchmark's other imports or a Ray runtime.
+    Runs in a fresh interpreter (see :func:`measure_groups`): function trial workers are forked from this
+    process, so it must hold what a user's process holds (katibx, optuna), not the benchmark's other imports.
     """
     logging.disable(logging.INFO)
     samples: dict[str, list[float]] = {}
@@ -330,13 +340,29 @@ def _measure_in_child(sizes: Sizes, group: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+GROUPS = ("local", "ray")
+
+
+def measure_groups(sizes: Sizes, groups: Sequence[str] = GROUPS) -> list[dict[str, Any]]:
+    """Samples of the arms of ``groups``, each group in a fresh process. The local group's arms need one core
+    (the controller and its trial worker take turns); the Ray group's need every core."""
+    return [_measure_in_child(sizes, group) for group in groups if group != "ray" or ray_state(sizes) == "ok"]
+
+
+def ray_state(sizes: Sizes) -> str:
+    return ray_status() if sizes.ray else "skipped in --quick mode (starting Ray alone takes about 10 s)"
+
+
 def run(sizes: Sizes = FULL) -> dict[str, Any]:
-    """Measure every arm (the local ones, then Ray's, each group in a fresh process) and build the rows:
-    per-repetition ratios and their medians."""
+    """Measure every group of arms and build the rows."""
+    return summarize(sizes, measure_groups(sizes))
+
+
+def summarize(sizes: Sizes, measured: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The rows from measured groups: per-repetition ratios katibx / other and their medians."""
     from katibx import plugins
 
-    ray = ray_status() if sizes.ray else "skipped in --quick mode (starting Ray alone takes about 10 s)"
-    measured = [_measure_in_child(sizes, "local")] + ([_measure_in_child(sizes, "ray")] if ray == "ok" else [])
+    ray = ray_state(sizes)
     samples = {k: v for m in measured for k, v in m["samples"].items()}
     errors = {k: v for m in measured for k, v in m["errors"].items()}
     load = [x for m in measured for x in m["load"]]

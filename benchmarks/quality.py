@@ -16,6 +16,7 @@ import importlib.util
 import json
 import math
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,9 +355,9 @@ def summarize(p: Plan, results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def run(p: Plan, workers: int = 2, extra_jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]] = (),
-        on_extra: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
-    """Run the plan on ``workers`` processes; ``extra_jobs`` (untimed work, e.g. the memory runs) share the pool
-    and go first, their results passed to ``on_extra(i, result)``."""
+        on_extra: Callable[[int, Any], None] | None = None, slots: threading.Semaphore | None = None) -> dict[str, Any]:
+    """Run the plan on ``workers`` processes (at most ``slots`` jobs at once, see :func:`run_pool`); ``extra_jobs``
+    (untimed work, e.g. the memory runs) share the pool and go first, their results passed to ``on_extra(i, result)``."""
     jobs = list(extra_jobs) + p.jobs()
     results: list[Any] = [None] * len(jobs)
     start = time.perf_counter()
@@ -375,7 +376,7 @@ def run(p: Plan, workers: int = 2, extra_jobs: Sequence[tuple[Callable[..., Any]
         if done % max(1, len(jobs) // 10) == 0 or done == len(jobs):
             log(f"  quality: {done}/{len(jobs)} jobs, {time.perf_counter() - start:.0f} s")
 
-    run_pool(jobs, workers, collect)
+    run_pool(jobs, workers, collect, slots)
     return summarize(p, [r for r in results[len(extra_jobs):] if r is not None])
 
 

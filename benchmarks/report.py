@@ -37,10 +37,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def meta_section(meta: dict[str, Any]) -> str:
     env = meta["environment"]
     out = [f"Mode: **{'quick (CI-sized)' if meta['quick'] else 'full'}**; sections: {', '.join(meta['sections'])}. "
-           f"Started {meta['started']}, wall time {meta['wall_seconds']:.0f} s "
-           f"({', '.join(f'{k} {v:.0f} s' for k, v in meta['section_seconds'].items())}); CPU time "
-           f"{', '.join(f'{k} {v:.0f} s' for k, v in meta['section_cpu_seconds'].items())}, so about "
-           f"{meta['estimated_idle_wall_seconds']:.0f} s on an idle machine.",
+           f"Started {meta['started']}, wall time {meta['wall_seconds']:.0f} s, CPU time {meta['cpu_seconds']:.0f} s. "
+           f"Phases: {', '.join(f'{k} {v:.0f} s' for k, v in meta['phase_seconds'].items())} (the pool of "
+           f"{meta['workers']} processes runs the untimed work one job at a time beside the one-core timed phases, "
+           "then on every process; the every-core rows run alone at the end).",
            "",
            f"Machine: {env['cpus']} CPUs, {env['platform']}, Python {env['python']}; one BLAS thread per process. "
            f"Load average (1, 5, 15 min) at start {meta['load_average_start']}, at end {meta['load_average_end']}."]
