@@ -49,6 +49,8 @@ LOG_COPY_LIMIT = 16 * 2**20  # bytes of a trial's output copied back from a node
 WORKER_POLL_SECONDS = 2.0
 # How long actors may stay unreachable before the cluster is taken as gone.
 UNREACHABLE_SECONDS = 10.0
+# How long a dead actor's cluster may take to run a probe task before the cluster is taken as gone.
+PROBE_SECONDS = 10.0
 # An actor not placed this long after its creation is taken as waiting for resources that idle actors may hold.
 PLACEMENT_GRACE_SECONDS = 1.0
 _IGNORED_RESOURCES = ("ephemeral-storage", "storage", "pods")
@@ -212,6 +214,11 @@ class _Detached:
         return function(params)
 
 
+def _alive() -> bool:
+    """The probe task: running at all is the answer."""
+    return True
+
+
 def node_trial_dir(trial_dir: str | Path) -> Path:
     """A trial's directory on this node: the controller's path, or under ``$KATIBX_WORKER_DIR`` when the node sets it
     (``<it>/<namespace>/<experiment>/<trial>``)."""
@@ -261,6 +268,7 @@ class RayBackend(Backend):
         self._ray: Any = None
         self._owns_connection = False
         self._worker_class: Any = None
+        self._probe: Any = None
         self._workers: list[_Worker] = []
         self._events: list[TrialEvent] = []
         self._pool_size = 1
@@ -288,6 +296,7 @@ class RayBackend(Backend):
             self._owns_connection = True
         self._ray = ray
         self._worker_class = ray.remote(TrialWorker)
+        self._probe = ray.remote(num_cpus=0)(_alive)
         return ray
 
     def _nodes(self, refresh: bool = False) -> list[dict[str, float]]:
@@ -445,6 +454,8 @@ class RayBackend(Backend):
         except ray.exceptions.ActorUnavailableError as exc:
             return self._unreachable(worker, exc)
         except ray.exceptions.RayActorError as exc:
+            if not self._answers():  # the whole cluster went away (a head killed takes its actors first)
+                raise self._cluster_lost(_one_line(exc)) from None
             self._workers.remove(worker)
             self._release_trial(worker.trial_dir)
             return [TrialExited(name, False, "WorkerDied", f"the Ray worker running the trial died: {_one_line(exc)}")]
@@ -491,10 +502,7 @@ class RayBackend(Backend):
         if not silent:
             return []
         if len(silent) == len(busy):
-            self._lost = True
-            where = self.address or "the local Ray cluster"
-            raise RayClusterError(f"lost the Ray cluster at {where}: no Ray worker has answered for {limit:g} s; the "
-                                  "experiment's state is saved, continue with: katibx resume NAME --backend ray")
+            raise self._cluster_lost(f"no Ray worker has answered for {limit:g} s")
         events: list[TrialEvent] = []
         for worker in silent:
             assert worker.trial is not None
@@ -504,15 +512,26 @@ class RayBackend(Backend):
             self._release_trial(worker.trial_dir)
         return events
 
+    def _answers(self) -> bool:
+        """Whether the cluster still runs a task (one needing no CPU, so busy trials cannot hold it up)."""
+        try:
+            self._ray.get(self._probe.remote(), timeout=PROBE_SECONDS)
+        except Exception:  # noqa: BLE001 - any failure means no answer
+            return False
+        return True
+
+    def _cluster_lost(self, why: str) -> RayClusterError:
+        self._lost = True
+        where = self.address or "the local Ray cluster"
+        return RayClusterError(f"lost the Ray cluster at {where}: {why}; the experiment's state is saved, "
+                               "continue with: katibx resume NAME --backend ray")
+
     def _unreachable(self, worker: _Worker, exc: Exception) -> list[TrialEvent]:
         """An actor that cannot be reached: retried, until it has been so long that the cluster is taken as gone."""
         now = time.monotonic()
         worker.unreachable_since = worker.unreachable_since or now
         if now - worker.unreachable_since > self.unreachable_seconds:
-            self._lost = True
-            where = self.address or "the local Ray cluster"
-            raise RayClusterError(f"lost the Ray cluster at {where}: {_one_line(exc)}; the experiment's state is saved, "
-                                  "continue with: katibx resume NAME --backend ray")
+            raise self._cluster_lost(_one_line(exc))
         if worker.start_ref is None:  # a start that may or may not have run is never re-sent
             worker.poll_ref = None
         time.sleep(0.2)
