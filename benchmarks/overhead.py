@@ -51,8 +51,8 @@ class Sizes:
     """Trial counts per kind of row, and repetitions."""
 
     inprocess: int = 1000  # function trials vs optuna in-memory (random and TPE)
-    durable: int = 200  # function trials vs optuna SQLite / journal
-    parallel: int = 200  # sleeping function trials at parallelTrialCount 2 and 1
+    durable: int = 100  # function trials vs optuna SQLite / journal (optuna on SQLite: ~45 ms a trial)
+    parallel: int = 100  # sleeping function trials at parallelTrialCount 2 and 1
     command: int = 30  # command trials vs bare interpreter
     ray: int = 10  # katibx-on-Ray vs Ray Tune (0: skip); Ray Tune takes about 1 s per trivial trial here
     repeats: int = 3
