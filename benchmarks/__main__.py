@@ -8,7 +8,8 @@ Order: the untimed work (quality runs and the memory runs, on a pool of ``--work
 first, one job at a time, while the timed sections that need a single core measure beside it (suggestion
 latency, the local overhead rows); then the pool gets every core, and once it is done the rows that need
 every core (katibx on Ray vs Ray Tune) are measured alone. Every timing row is a ratio of arms measured in
-turn within one repetition, so the one busy pool process weighs on both sides of it alike. A run is marked
+turn within one repetition; the busy pool process costs katibx's function-trial arms about 20 % and optuna's
+in-process arms nothing (benchmarks/README.md), so those ratios are upper bounds for katibx. A run is marked
 loaded when the 1-minute load average exceeds the CPU count at its start or its end.
 """
 
