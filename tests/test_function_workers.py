@@ -7,9 +7,11 @@ Real forked workers, a real SQLite store; the objectives report their process id
 from __future__ import annotations
 
 import os
+import resource
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -176,3 +178,158 @@ def test_reuse_processes_must_be_a_boolean() -> None:
     experiment.spec.trial_template.trial_spec["spec"]["reuseProcesses"] = "yes"
     errors = check_experiment(experiment, create_backend("local"))
     assert errors == ["spec.trialTemplate.trialSpec.spec.reuseProcesses: must be true or false, got 'yes'"]
+
+
+def stream_abusing_objective(p: dict[str, Any]) -> None:
+    """Prints its metric, each trial in a way that used to leak into or break the trials after it."""
+    k = p["k"]
+    if k == 0:  # a block-buffered replacement, never flushed
+        sys.stdout = open(1, "w", closefd=False)
+        print("result=0")
+    elif k == 1:  # closes the stream it was given
+        print("result=1")
+        sys.stdout.close()
+    elif k == 2:  # a common idiom: a line-buffered stream that owns descriptor 1
+        sys.stdout = os.fdopen(sys.stdout.fileno(), "w", buffering=1)
+        print("result=2")
+    elif k == 3:  # closes descriptor 1 itself
+        print("result=3", flush=True)
+        os.close(1)
+    else:
+        print(f"result={k}")
+
+
+def test_a_trial_that_replaces_or_closes_its_output_neither_breaks_nor_pollutes_the_next(tmp_path: Path) -> None:
+    store = Store(tmp_path / "katibx.db")
+    _tune(store, "streams", stream_abusing_objective, 6)
+    trials = _trials(store, "streams")
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 6, [t.message for t in trials]
+    client = katibx.KatibxClient(store)
+    for k, trial in enumerate(trials):
+        assert trial.observation["result"].latest == str(k)
+        assert client.get_trial_logs("streams", trial.name).split() == [f"result={k}"]
+    store.close()
+
+
+def alarming_objective(p: dict[str, Any]) -> dict[str, Any]:
+    """The first trial arms a 1 s alarm whose handler raises, and returns at once; the next one takes 2 s."""
+    if p["k"] == 0:
+        def fail(*_: Any) -> None:
+            raise RuntimeError("alarm set by trial 0")
+
+        signal.signal(signal.SIGALRM, fail)
+        signal.alarm(1)
+    else:
+        time.sleep(2)
+    return {"result": p["k"], "pid": os.getpid()}
+
+
+def test_timers_and_handlers_a_trial_set_do_not_reach_the_next(tmp_path: Path) -> None:
+    store = Store(tmp_path / "katibx.db")
+    _tune(store, "alarm", alarming_objective, 2)
+    trials = _trials(store, "alarm")
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 2, [t.message for t in trials]
+    assert _pid(trials[0]) == _pid(trials[1])
+    store.close()
+
+
+def descriptor_closing_objective(p: dict[str, Any]) -> dict[str, Any]:
+    """Closes every inherited descriptor (the worker's pipe to the controller too), then works for 2 s."""
+    os.closerange(3, 4096)
+    time.sleep(2)
+    return {"result": p["k"], "pid": os.getpid()}
+
+
+def test_a_trial_that_closes_the_workers_pipe_is_waited_for_without_spinning(tmp_path: Path) -> None:
+    store = Store(tmp_path / "katibx.db")
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    _tune(store, "closer", descriptor_closing_objective, 2)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    trials = _trials(store, "closer")
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 2, [t.message for t in trials]
+    assert _pid(trials[0]) != _pid(trials[1])  # a worker without its pipe cannot be handed another trial
+    # 4 s of trials: a controller polling a pipe at its end would burn about that much CPU, not a fraction
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    assert cpu < 2.0, f"the controller used {cpu:.1f} s of CPU waiting for 4 s of trials"
+    store.close()
+
+
+CONTROLLER_SCRIPT = """
+import os, sys, time
+import katibx
+
+def objective(p):
+    with open(os.path.join(sys.argv[1], f"worker-{p['k']}"), "w") as f:
+        f.write(str(os.getpid()))
+    if p["k"] == 1:
+        time.sleep(60)
+    return {"result": p["k"]}
+
+if __name__ == "__main__":
+    katibx.tune(name="orphans", objective=objective, parameters={"k": katibx.search.int(0, 1)},
+                objective_metric_name="result", algorithm_name="grid", parallel_trial_count=2,
+                store=os.path.join(sys.argv[1], "katibx.db"))
+"""
+
+
+def test_an_idle_worker_exits_when_its_controller_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "controller.py"
+    script.write_text(CONTROLLER_SCRIPT)
+    controller = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=tmp_path)
+    try:
+        store = Store(tmp_path / "katibx.db")
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "worker-1").exists() or not any(
+                t.state is TrialState.SUCCEEDED for t in _stored_trials(store, "orphans")):
+            assert time.monotonic() < deadline and controller.poll() is None
+            time.sleep(0.05)
+        idle, busy = (int((tmp_path / f"worker-{k}").read_text()) for k in (0, 1))
+        controller.kill()
+        controller.wait()
+        assert process_gone(idle, 10), "the idle worker outlived its controller"
+        assert not process_gone(busy, 0.5), "a running trial keeps running until `katibx resume` deals with it"
+        os.killpg(busy, signal.SIGKILL)
+        store.close()
+    finally:
+        controller.kill()
+
+
+def _stored_trials(store: Store, name: str) -> list[TrialRecord]:
+    try:
+        return store.trials(store.get_experiment(name).id)
+    except Exception:  # noqa: BLE001 - not stored yet
+        return []
+
+
+BACKEND_WITHOUT_CLOSE = """
+import sys, tempfile
+from pathlib import Path
+import katibx
+from katibx.trial import TrialRecord
+from katibx.tuning import function_experiment
+from workers.base import TrialExited, TrialJob
+from workers.local import LocalBackend
+
+def objective(p):
+    return {"result": 1}
+
+if __name__ == "__main__":
+    tmp = Path(tempfile.mkdtemp())
+    experiment = function_experiment("no-close", objective, {"k": katibx.search.int(0, 1)}, objective_metric_name="result")
+    backend = LocalBackend()
+    backend.start(TrialJob(experiment, TrialRecord("t", 0, {"k": 0}), tmp, tmp / "t", objective))
+    while not any(isinstance(e, TrialExited) for e in backend.poll(1.0)):
+        pass
+    print("trial done; exiting without close()", flush=True)
+"""
+
+
+def test_a_program_that_never_closes_the_backend_still_exits(tmp_path: Path) -> None:
+    """An idle worker waits for work forever; the program that forked it must not wait for it at exit."""
+    script = tmp_path / "no_close.py"
+    script.write_text(BACKEND_WITHOUT_CLOSE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "trial done" in result.stdout

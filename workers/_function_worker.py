@@ -3,9 +3,10 @@
 Forking a controller-sized Python process and tearing it down again costs several milliseconds, more than
 everything else a trivial trial needs, so a worker that finishes a trial cleanly waits for the next one
 (Ray Tune reuses its actors the same way). Each trial still gets its own environment, working directory,
-log file (stdout and stderr) and signal handlers. A trial that fails in Python is reported and the worker
-goes on; a trial that leaves threads or child processes behind, or is stopped, ends its worker, and the
-next trial gets a fresh one. Module state (globals, caches) is what trials of one worker share.
+log file (stdout and stderr), signal handlers and timers. A trial that fails in Python is reported and the
+worker goes on; a trial that leaves threads (started with ``threading``) or child processes behind, or is
+stopped, ends its worker, and the next trial gets a fresh one. What trials of one worker share is the rest
+of the process: module state (globals, caches), ``sys.path``, open files, umask and resource limits.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ctypes
 import faulthandler
 import io
 import multiprocessing.connection
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -51,24 +53,41 @@ class FunctionWorker:
     def __init__(self, context: BaseContext, function: Callable[..., Any] | str, reuse: bool) -> None:
         self.function = function
         self.reuse = reuse
+        self.idle = False  # True once a trial finished cleanly and the worker waits for the next
+        self._pipe_open = reuse  # statuses come over the pipe until the worker closes its end
         self._conn, child_conn = multiprocessing.connection.Pipe()
-        self.process = context.Process(  # type: ignore[attr-defined]
-            target=_serve, args=(function, child_conn, self._conn, reuse), name="katibx-trial-worker", daemon=False)
-        self.process.start()
-        child_conn.close()
+        try:
+            # Not a daemon: a trial may start processes of its own (a daemonic process may not).
+            self.process = context.Process(  # type: ignore[attr-defined]
+                target=_serve, args=(function, child_conn, self._conn, reuse, os.getpid()),
+                name="katibx-trial-worker", daemon=False)
+            self.process.start()
+        except BaseException:
+            self._conn.close()
+            raise
+        finally:
+            child_conn.close()
         assert self.process.pid is not None
         self.pid: int = self.process.pid
-        self.pidfd = os.pidfd_open(self.pid)
+        # An idle worker waits for work forever: killed at interpreter exit, before multiprocessing joins it.
+        self._at_exit = multiprocessing.util.Finalize(None, _kill_group, args=(self.pid,), exitpriority=10)
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            _kill_group(self.pid)
+            self.process.join(5)
+            self._conn.close()
+            self._at_exit.cancel()
+            raise
         try:
             self.create_time: float | None = psutil.Process(self.pid).create_time()
         except psutil.NoSuchProcess:
             self.create_time = None
-        self.idle = False  # True once a trial finished cleanly and the worker waits for the next
 
     @property
     def fds(self) -> tuple[int, ...]:
         """Readable when the current trial has finished (its status arrives) or the worker has exited."""
-        return (self.pidfd, self._conn.fileno())
+        return (self.pidfd, self._conn.fileno()) if self._pipe_open else (self.pidfd,)
 
     def serves(self, function: Callable[..., Any] | str) -> bool:
         return self.function is function or (isinstance(function, str) and self.function == function)
@@ -85,11 +104,13 @@ class FunctionWorker:
     def result(self) -> int | None:
         """The trial's exit status (0 succeeded) once it has finished, else None. A worker whose trial ended
         cleanly is then idle; one that exited reports its own exit code (negative: killed by that signal)."""
-        if self.reuse and self._conn.poll():
+        if self._pipe_open and self._conn.poll():
             try:
                 code = self._conn.recv()
             except (EOFError, OSError):
-                pass  # the worker exited: its exit code follows
+                # The worker is exiting, or its trial closed the worker's end of the pipe: only its exit
+                # (the pidfd) tells from now on, and a pipe at its end must not wake the controller again.
+                self._pipe_open = False
             else:
                 self.idle = True
                 return int(code)
@@ -98,24 +119,34 @@ class FunctionWorker:
 
     def stop(self) -> None:
         """Kill the worker and whatever its trials left in its session, and release its descriptors."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            try:  # a worker that has not made its own session yet
-                os.kill(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+        if not (self.idle and self.process.exitcode is not None):  # a clean idle worker that died left nothing,
+            _kill_group(self.pid)  # and its pid may belong to another process by now
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)  # a worker not yet in its own session
+            except ProcessLookupError:
                 pass
         self.process.join(5)
         self._conn.close()
         os.close(self.pidfd)
+        self._at_exit.cancel()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # worker side --------------------------------------------------------------------------------------------------
 _INHERITED_STREAMS: list[Any] = []
+# How often an idle worker checks that the controller that forked it is still there.
+PARENT_CHECK_SECONDS = 1.0
+_TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
 
 
 def _serve(function: Callable[..., Any] | str, conn: multiprocessing.connection.Connection,
-           parent_end: multiprocessing.connection.Connection, reuse: bool) -> None:
+           parent_end: multiprocessing.connection.Connection, reuse: bool, parent: int) -> None:
     """Worker main loop: take a trial, run it, report its status; exit when told nothing more or when unclean."""
     os.setsid()
     parent_end.close()
@@ -123,18 +154,23 @@ def _serve(function: Callable[..., Any] | str, conn: multiprocessing.connection.
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: processes a trial orphans are not noticed
-    streams = _trial_streams()
-    faulthandler.enable(streams[1])  # a crash in native code leaves its Python traceback in the trial log
+    # The parent's streams may be a notebook's or pytest's, and may hold the parent's unflushed output: keep
+    # them alive and never flush them (that would print the parent's output twice).
+    _INHERITED_STREAMS.extend((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__))
+    faulthandler.enable(2)  # a crash in native code leaves its Python traceback in the trial log
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signals = _signal_state()
     pid, threads = os.getpid(), threading.active_count()
     functions: dict[str, Callable[..., Any]] = {}
     while True:
-        try:
-            request: TrialRequest = conn.recv()
-        except (EOFError, OSError):  # the controller closed the pipe or is gone
+        request = _next_request(conn, parent)
+        if request is None:  # the controller closed the pipe or is gone
             os._exit(0)
-        code = _run_trial(function, request, streams, functions)
+        code = _run_trial(function, request, functions)
         if os.getpid() != pid:  # a process the trial forked came back here: it is not the worker
             os._exit(code)
+        _restore_signals(signals)
         if not reuse or threading.active_count() > threads or _has_children():
             os._exit(code)  # the controller stops what the trial left in this session
         try:
@@ -143,29 +179,33 @@ def _serve(function: Callable[..., Any] | str, conn: multiprocessing.connection.
             os._exit(code)
 
 
-def _trial_streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
-    """sys.stdout and sys.stderr writing to file descriptors 1 and 2, which each trial points at its own log."""
-    # The parent's streams may be a notebook's or pytest's, and may hold the parent's unflushed output: keep
-    # them alive and never flush them (that would print the parent's output twice).
-    _INHERITED_STREAMS.extend((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__))
-    out = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
-    err = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
-    return out, err
+def _next_request(conn: multiprocessing.connection.Connection, parent: int) -> TrialRequest | None:
+    """The next trial, or None once the controller has closed the pipe or exited (checked while waiting, since
+    workers forked later hold copies of the controller's end of this worker's pipe)."""
+    try:
+        while not conn.poll(PARENT_CHECK_SECONDS):
+            if os.getppid() != parent:
+                return None
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
 
 
-def _run_trial(function: Callable[..., Any] | str, request: TrialRequest,
-               streams: tuple[io.TextIOWrapper, io.TextIOWrapper], functions: dict[str, Callable[..., Any]]) -> int:
+def _run_trial(function: Callable[..., Any] | str, request: TrialRequest, functions: dict[str, Callable[..., Any]]) -> int:
     """Run one trial in this process: 0 when the objective returned, 1 when it raised (traceback in the log)."""
     fd = os.open(request.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.stdout, sys.stderr = streams  # what a previous trial may have replaced
-    sys.__stdout__, sys.__stderr__ = streams
+    for target in (1, 2):  # fd may be 1 or 2 itself when a previous trial closed it
+        if fd != target:
+            os.dup2(fd, target)
+    if fd not in (1, 2):
+        os.close(fd)
+    # New stream objects each trial: a previous trial may have closed or replaced the ones it had.
+    out = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    err = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+    sys.stdout = sys.__stdout__ = out
+    sys.stderr = sys.__stderr__ = err
     os.environ.clear()
     os.environ.update(request.env)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
     code = 0
     try:
         os.chdir(request.workdir)
@@ -181,14 +221,46 @@ def _run_trial(function: Callable[..., Any] | str, request: TrialRequest,
         elif result is not None:
             raise TypeError(f"the objective returned {type(result).__name__}; return a dict of metrics or None")
     except BaseException:  # noqa: BLE001 - any failure of user code fails the trial, never the worker's loop
-        traceback.print_exc()
         code = 1
-    for stream in streams:
         try:
-            stream.flush()
+            traceback.print_exc(file=err)
         except (OSError, ValueError):
             pass
+    # Whatever the trial printed goes to its own log, also through streams it put in place of ours: flush them
+    # and let them go now, while descriptors 1 and 2 still lead to this trial's log.
+    for stream in {id(s): s for s in (sys.stdout, sys.stderr, out, err)}.values():
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    sys.stdout = sys.__stdout__ = out
+    sys.stderr = sys.__stderr__ = err
     return code
+
+
+def _signal_state() -> tuple[dict[int, Any], set[int]]:
+    """This process's Python signal handlers and blocked signals, to give every trial the same start."""
+    handlers = {}
+    for sig in signal.valid_signals():
+        try:
+            handlers[sig] = signal.getsignal(sig)
+        except (ValueError, OSError):
+            continue
+    return handlers, signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def _restore_signals(state: tuple[dict[int, Any], set[int]]) -> None:
+    """Undo what a trial did to signals: timers it armed, handlers it installed, signals it blocked."""
+    handlers, mask = state
+    for timer in _TIMERS:
+        signal.setitimer(timer, 0)
+    for sig, handler in handlers.items():
+        if handler is not None and signal.getsignal(sig) is not handler:
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, OSError, TypeError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _has_children() -> bool:

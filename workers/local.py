@@ -46,14 +46,19 @@ class _Running:
 
     name: str
     pid: int
-    fds: tuple[int, ...]  # readable when the trial may have finished
     wait: Callable[[], int | None]  # exit status once finished, else None
     collector: MetricsCollector
     deadline: float | None
-    worker: FunctionWorker | None = None
+    worker: FunctionWorker | None = None  # a function trial's worker, else a command's process:
+    pidfd: int | None = None
     killed_at: float | None = None
     timed_out: bool = False
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """Readable when the trial may have finished."""
+        return self.worker.fds if self.worker is not None else (self.pidfd,)  # type: ignore[return-value]
 
 
 class LocalBackend(Backend):
@@ -164,14 +169,14 @@ class LocalBackend(Backend):
         if worker.get("kind") == FUNCTION_KIND:
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir)
             function_worker = self._start_function(job, worker, env)
-            run = _Running(job.trial.name, function_worker.pid, function_worker.fds, function_worker.result,
-                           collector, ends, worker=function_worker)
+            run = _Running(job.trial.name, function_worker.pid, function_worker.result, collector, ends,
+                           worker=function_worker)
             created = function_worker.create_time
         else:
             argv, source = self._command(job, worker, env)
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir, source)
             pid, wait = self._start_command(job, argv, env)
-            run = _Running(job.trial.name, pid, (os.pidfd_open(pid),), wait, collector, ends)
+            run = _Running(job.trial.name, pid, wait, collector, ends, pidfd=os.pidfd_open(pid))
             try:
                 created = psutil.Process(pid).create_time()
             except psutil.NoSuchProcess:
@@ -315,7 +320,8 @@ class LocalBackend(Backend):
             os.killpg(run.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        os.close(run.fds[0])
+        assert run.pidfd is not None
+        os.close(run.pidfd)
 
     def release(self, handle: dict[str, Any]) -> None:
         pid, created = handle.get("pid"), handle.get("create_time")
@@ -341,9 +347,11 @@ class LocalBackend(Backend):
                 if run.wait() is not None:
                     self._reap(run)
             time.sleep(0.02)
-        for run in list(self._running.values()):
+        stuck = list(self._running.values())
+        for run in stuck:  # every one killed first, then waited for
             self._signal(run, signal.SIGKILL)
-            _wait_pid(run.fds[0], KILL_GRACE_SECONDS)
+        for run in stuck:
+            _wait_pid(run.fds[0], KILL_GRACE_SECONDS)  # the first is the process's pidfd
             run.wait()
             self._reap(run)
         while self._idle:
