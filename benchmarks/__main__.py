@@ -10,7 +10,8 @@ latency, the local overhead rows); then the pool gets every core, and once it is
 every core (katibx on Ray vs Ray Tune) are measured alone. Every timing row is a ratio of arms measured in
 turn within one repetition; the busy pool process costs katibx's function-trial arms about 20 % and optuna's
 in-process arms nothing (benchmarks/README.md), so those ratios are upper bounds for katibx. A run is marked
-loaded when the 1-minute load average exceeds the CPU count at its start or its end.
+loaded when the 1-minute load average exceeds the CPU count at its start, or when other processes used more
+than half a CPU on average while it ran (/proc/stat less the run's own CPU time).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from benchmarks import growth, overhead, quality, report  # noqa: E402
-from benchmarks.common import REPO, cpu_count, environment, limit_threads, load_average, log  # noqa: E402
+from benchmarks.common import REPO, busy_cpu_seconds, cpu_count, environment, limit_threads, load_average, log  # noqa: E402
 
 SECTIONS = ("quality", "overhead", "growth")
+# A run is marked loaded when other processes used more than this many CPUs on average while it ran.
+OTHER_LOAD_LIMIT = 0.5
 DEFAULT_OUT = REPO / "benchmarks" / "results"
 
 
@@ -50,6 +53,7 @@ def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, 
     cpus = cpu_count()
     started = time.time()
     load_start = load_average()
+    busy_start, own_start = busy_cpu_seconds(), cpu_seconds()
     phase_seconds: dict[str, float] = {}
     results: dict[str, Any] = {}
     log(f"benchmarks: {'quick' if quick else 'full'} run of {', '.join(sections)} on {cpus} CPUs, "
@@ -113,6 +117,11 @@ def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, 
         results["overhead"] = overhead.summarize(sizes, measured)
 
     load_end = load_average()
+    busy_end, wall = busy_cpu_seconds(), time.time() - started
+    # What other processes used meanwhile: the machine's CPU time less this run's own (its reaped processes'
+    # included). The load average at the end cannot tell: this run keeps every core busy itself.
+    other_cpus = (None if busy_start is None or busy_end is None
+                  else max(0.0, (busy_end - busy_start) - (cpu_seconds() - own_start)) / wall)
     meta = {
         "quick": quick, "sections": sections, "workers": workers,
         "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -121,7 +130,8 @@ def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, 
         "phase_seconds": {k: round(v, 1) for k, v in phase_seconds.items()},
         "cpu_seconds": round(cpu_seconds(), 1),
         "load_average_start": load_start, "load_average_end": load_end,
-        "loaded": load_start[0] > cpus or load_end[0] > cpus,
+        "other_processes_cpus": None if other_cpus is None else round(other_cpus, 2),
+        "loaded": load_start[0] > cpus or (other_cpus is not None and other_cpus > OTHER_LOAD_LIMIT),
         "environment": environment(),
     }
     return {"meta": meta, **results}
@@ -143,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     print(written["text"])
     print(f"\nwrote {written['json']}, {written['report']}" + "".join(f", {p}" for p in written["plots"]))
     if results["meta"]["loaded"]:
-        print("note: the machine was loaded (1-minute load average above the CPU count); timings are upper bounds")
+        print("note: the machine was loaded (load average above the CPU count at the start, or other processes "
+              "busy during the run); timings are upper bounds")
     return 0
 
 

@@ -73,6 +73,17 @@ def pinned_versions() -> dict[str, str]:
     return out
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU time all processes of the machine have used since boot (/proc/stat; time stolen by a hypervisor not
+    included), or None where there is no /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 

@@ -43,10 +43,13 @@ def meta_section(meta: dict[str, Any]) -> str:
            "then on every process; the every-core rows run alone at the end).",
            "",
            f"Machine: {env['cpus']} CPUs, {env['platform']}, Python {env['python']}; one BLAS thread per process. "
-           f"Load average (1, 5, 15 min) at start {meta['load_average_start']}, at end {meta['load_average_end']}."]
+           f"Load average (1, 5, 15 min) at start {meta['load_average_start']}, at end {meta['load_average_end']} "
+           "(at the end mostly this run's own). Other processes used "
+           f"{_fmt(meta.get('other_processes_cpus'))} CPUs on average while it ran (/proc/stat less the run's own CPU time)."]
     if meta["loaded"]:
-        out += ["", "**LOADED MACHINE**: the 1-minute load average exceeded the CPU count at the start or the end "
-                    "of the run; timings are upper bounds, compare ratios rather than absolute times."]
+        out += ["", "**LOADED MACHINE**: the 1-minute load average exceeded the CPU count at the start, or other "
+                    "processes used more than half a CPU during the run; timings are upper bounds, compare ratios "
+                    "rather than absolute times."]
     git = env.get("git", {})
     if git.get("commit"):
         out += ["", f"Code: commit `{git['commit'][:12]}`{' with uncommitted changes' if git.get('dirty') else ''}."]
