@@ -79,10 +79,7 @@ class FunctionWorker:
             self._conn.close()
             self._at_exit.cancel()
             raise
-        try:
-            self.create_time: float | None = psutil.Process(self.pid).create_time()
-        except psutil.NoSuchProcess:
-            self.create_time = None
+        self.create_time = create_time(self.pid)
 
     @property
     def fds(self) -> tuple[int, ...]:
@@ -129,6 +126,14 @@ class FunctionWorker:
         self._conn.close()
         os.close(self.pidfd)
         self._at_exit.cancel()
+
+
+def create_time(pid: int) -> float | None:
+    """When process ``pid`` started (stored with its handle, so a reused pid is never taken for it), or None."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
 
 
 def _kill_group(pid: int) -> None:

@@ -25,7 +25,7 @@ from katibx.report import CHECKPOINT_DIR, CHECKPOINT_ENV, METRICS_FILE_ENV, TRIA
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
-from workers._function_worker import FunctionWorker, TrialRequest
+from workers._function_worker import FunctionWorker, TrialRequest, create_time
 from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ class _Running:
     wait: Callable[[], int | None]  # exit status once finished, else None
     collector: MetricsCollector
     deadline: float | None
-    worker: FunctionWorker | None = None  # a function trial's worker, else a command's process:
-    pidfd: int | None = None
+    worker: FunctionWorker | None = None  # a function trial's worker
+    pidfd: int | None = None  # a command's process
     killed_at: float | None = None
     timed_out: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -177,10 +177,7 @@ class LocalBackend(Backend):
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir, source)
             pid, wait = self._start_command(job, argv, env)
             run = _Running(job.trial.name, pid, wait, collector, ends, pidfd=os.pidfd_open(pid))
-            try:
-                created = psutil.Process(pid).create_time()
-            except psutil.NoSuchProcess:
-                created = None
+            created = create_time(pid)
         self._running[job.trial.name] = run
         return {"pid": run.pid, "create_time": created}
 
