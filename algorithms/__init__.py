@@ -8,19 +8,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from algorithms.base import AlgorithmSettingsError, SearchAlgorithm, Suggestion
-from algorithms.grid_search import GridSearch
-from algorithms.random_search import RandomSearch
+from katibx.algorithms.base import AlgorithmSettingsError, SearchAlgorithm, Suggestion
+from katibx.algorithms.grid_search import GridSearch
+from katibx.algorithms.random_search import RandomSearch
 
 _LAZY = {
-    "Asha": "algorithms.asha",
-    "Hyperband": "algorithms.hyperband",
-    "BayesianOptimization": "algorithms.bayesian_optimization",
-    "CmaEs": "algorithms.cmaes",
-    "MultivariateTpe": "algorithms.multivariate_tpe",
-    "PopulationBasedTraining": "algorithms.pbt",
-    "Sobol": "algorithms.sobol",
-    "Tpe": "algorithms.tpe",
+    "Asha": "katibx.algorithms.asha",
+    "Hyperband": "katibx.algorithms.hyperband",
+    "BayesianOptimization": "katibx.algorithms.bayesian_optimization",
+    "CmaEs": "katibx.algorithms.cmaes",
+    "MultivariateTpe": "katibx.algorithms.multivariate_tpe",
+    "PopulationBasedTraining": "katibx.algorithms.pbt",
+    "Sobol": "katibx.algorithms.sobol",
+    "Tpe": "katibx.algorithms.tpe",
 }
 
 __all__ = ["AlgorithmSettingsError", "Asha", "BayesianOptimization", "CmaEs", "GridSearch", "Hyperband",

@@ -25,7 +25,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState as OptunaState
 
-from algorithms.base import SearchAlgorithm, Suggestion, int_setting
+from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting
 from katibx.collectors import as_float
 from katibx.search_space import Parameter
 from katibx.status import objective_strategy

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from algorithms.base import SearchAlgorithm, setting_path
+from katibx.algorithms.base import SearchAlgorithm, setting_path
 from katibx.collectors import as_float
 from katibx.search_space import Parameter
 from katibx.status import objective_strategy

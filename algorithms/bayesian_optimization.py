@@ -34,7 +34,7 @@ from skopt.learning import GradientBoostingQuantileRegressor
 from skopt.space import Categorical, Dimension, Integer, Real
 from threadpoolctl import threadpool_limits
 
-from algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
+from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
 from katibx.collectors import as_float
 from katibx.search_space import Parameter
 from katibx.status import objective_strategy

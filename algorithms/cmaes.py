@@ -12,9 +12,9 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from algorithms._optuna import OptunaSearch, derive_seed
-from algorithms.base import float_setting
-from algorithms.base import setting_path
+from katibx.algorithms._optuna import OptunaSearch, derive_seed
+from katibx.algorithms.base import float_setting
+from katibx.algorithms.base import setting_path
 
 if TYPE_CHECKING:
     import cmaes  # type: ignore[import-untyped]

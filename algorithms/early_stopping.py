@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from typing import ClassVar, Mapping, Sequence
 
-from algorithms.base import AlgorithmSettingsError
+from katibx.algorithms.base import AlgorithmSettingsError
 from katibx.spec import Experiment
 from katibx.trial import TrialRecord
 

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from algorithms.base import AlgorithmSettingsError, SearchAlgorithm, Suggestion, int_setting
+from katibx.algorithms.base import AlgorithmSettingsError, SearchAlgorithm, Suggestion, int_setting
 from katibx.trial import TrialRecord
 
 

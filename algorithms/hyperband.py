@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from algorithms._resource import (
+from katibx.algorithms._resource import (
     EPS,
     MAX_RUNGS,
     PARENT_LABEL,
@@ -40,7 +40,7 @@ from algorithms._resource import (
     sample_config,
     seed_entropy,
 )
-from algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
+from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
 from katibx.trial import TrialRecord
 
 BRACKET_LABEL = "katibx.io/hyperband-bracket"

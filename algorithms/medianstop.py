@@ -5,7 +5,7 @@ from __future__ import annotations
 from statistics import fmean
 from typing import Mapping
 
-from algorithms.early_stopping import EarlyStoppingAlgorithm, MetricLogs
+from katibx.algorithms.early_stopping import EarlyStoppingAlgorithm, MetricLogs
 from katibx.collectors import as_float
 from katibx.trial import TrialRecord, TrialState
 

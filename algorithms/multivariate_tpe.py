@@ -6,8 +6,8 @@ from typing import Mapping
 
 from optuna.samplers import BaseSampler, TPESampler
 
-from algorithms._optuna import OptunaSearch, derive_seed, quiet
-from algorithms.base import int_setting
+from katibx.algorithms._optuna import OptunaSearch, derive_seed, quiet
+from katibx.algorithms.base import int_setting
 
 
 class MultivariateTpe(OptunaSearch):

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
+from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
 from katibx.collectors import as_float
 from katibx.search_space import Parameter
 from katibx.status import objective_strategy

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, QMCSampler
 
-from algorithms._optuna import OptunaSearch, quiet
+from katibx.algorithms._optuna import OptunaSearch, quiet
 
 
 class _WholeSpaceQMC(QMCSampler):

@@ -25,7 +25,7 @@ from katibx.runner import run_experiment  # noqa: E402
 from katibx.store import Store  # noqa: E402
 from katibx.trial import TrialState  # noqa: E402
 from support.fake_kube import FakeCluster  # noqa: E402
-from workers.kubernetes import KubernetesBackend  # noqa: E402
+from katibx.workers.kubernetes import KubernetesBackend  # noqa: E402
 
 
 def experiment(trials: int, parallel: int) -> object:

@@ -31,7 +31,7 @@ SECOND_ORDER_STEPS = 6
 
 def example_search() -> tuple[dict[str, str], list[str], int]:
     """The digits example's settings, primitives and layer count, as the darts plugin hands them to the trial."""
-    from algorithms.darts import Darts
+    from katibx.algorithms.darts import Darts
     from katibx.loader import load_experiment
     from katibx.search_space import SearchSpace
 
@@ -53,9 +53,9 @@ def run_search(seed: int, epochs: int | None, order: str | None, max_steps: int 
     _threads()
     import torch
 
-    from nas.data import load_digits
-    from nas.settings import parse_settings
-    from nas.trainer import search
+    from katibx.nas.data import load_digits
+    from katibx.nas.settings import parse_settings
+    from katibx.nas.trainer import search
 
     raw, primitives, layers = example_search()
     raw = {**raw, "random_state": str(seed)}
@@ -83,9 +83,9 @@ def run_eval(label: str, genotype: str, seed: int, epochs: int, channels: int = 
     _threads()
     import torch
 
-    from nas.data import load_digits
-    from nas.evaluate import evaluate
-    from nas.genotype import Genotype
+    from katibx.nas.data import load_digits
+    from katibx.nas.evaluate import evaluate
+    from katibx.nas.genotype import Genotype
 
     config = {**EVAL, "epochs": epochs, "init_channels": channels}
     result = evaluate(Genotype.parse(genotype), load_digits(), config["num_layers"], config["init_channels"],
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="2 search epochs, 2 evaluation epochs, one seed")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
-    from nas.evaluate import all_skip_genotype
+    from katibx.nas.evaluate import all_skip_genotype
 
     search_epochs = 2 if args.quick else None
     eval_epochs = 2 if args.quick else EVAL["epochs"]

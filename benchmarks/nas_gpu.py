@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from nas.data import DataError, Dataset, load_cifar10
-from nas.evaluate import evaluate
-from nas.genotype import Genotype
-from nas.settings import parse_settings
-from nas.trainer import pick_device, search
+from katibx.nas.data import DataError, Dataset, load_cifar10
+from katibx.nas.evaluate import evaluate
+from katibx.nas.genotype import Genotype
+from katibx.nas.settings import parse_settings
+from katibx.nas.trainer import pick_device, search
 
 OPS = ["max_pooling_3x3", "avg_pooling_3x3", "skip_connection", "separable_convolution_3x3", "separable_convolution_5x5",
        "dilated_convolution_3x3", "dilated_convolution_5x5"]

@@ -29,6 +29,10 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("katibx")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'katibx' has no attribute {name!r}")

@@ -281,7 +281,7 @@ def validate(files: tuple[str, ...], backend: str) -> None:
 @_guard
 def render(file: str, count: int, namespace: str | None) -> None:
     """Print the worker manifests COUNT trials of FILE would create on Kubernetes (YAML documents, no cluster)."""
-    from workers._manifests import render as render_workers
+    from katibx.workers._manifests import render as render_workers
 
     experiment = load_experiment(file)
     try:

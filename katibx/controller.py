@@ -15,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from algorithms.base import SearchAlgorithm
-from algorithms.early_stopping import EarlyStoppingAlgorithm
+from katibx.algorithms.base import SearchAlgorithm
+from katibx.algorithms.early_stopping import EarlyStoppingAlgorithm
 from katibx import plugins
 from katibx.collectors import MetricLog
 from katibx.search_space import SearchSpace
@@ -37,7 +37,7 @@ from katibx.status import (
 from katibx.store import ExperimentRecord, Store
 from katibx.report import CHECKPOINT_DIR
 from katibx.trial import CHECKPOINT_FROM_LABEL, TRIAL_REASONS, TrialRecord, TrialState, summarize
-from workers.base import Backend, TrialExited, TrialJob, TrialMetrics, TrialStartError
+from katibx.workers.base import Backend, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
 

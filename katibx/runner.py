@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from algorithms.base import AlgorithmSettingsError
+from katibx.algorithms.base import AlgorithmSettingsError
 from katibx import plugins
 from katibx.controller import Controller, TrialListener, create_algorithm, create_early_stopping
 from katibx.functions import function_reference, import_function
@@ -14,7 +14,7 @@ from katibx.status import CREATED, REASON_CREATED, set_condition
 from katibx.store import ExperimentRecord, Store
 from katibx.spec import Experiment
 from katibx.validation import ValidationError
-from workers.base import Backend
+from katibx.workers.base import Backend
 
 DEFAULT_BACKEND = "local"
 

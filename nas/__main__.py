@@ -1,5 +1,5 @@
-"""``python -m nas`` runs Katib's DARTS trial (see :mod:`nas.run_trial`)."""
+"""``python -m katibx.nas`` runs Katib's DARTS trial (see :mod:`katibx.nas.run_trial`)."""
 
-from nas.run_trial import main
+from katibx.nas.run_trial import main
 
 raise SystemExit(main())

@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from nas.settings import DATASETS
+from katibx.nas.settings import DATASETS
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)

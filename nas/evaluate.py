@@ -1,6 +1,6 @@
 """Train the discrete network a genotype describes from scratch and report its test accuracy.
 
-Command line: ``python -m nas.evaluate --genotype "Genotype(...)" --dataset digits`` (or ``--genotype-file``
+Command line: ``python -m katibx.nas.evaluate --genotype "Genotype(...)" --dataset digits`` (or ``--genotype-file``
 pointing at the genotype.json a search saved).
 """
 
@@ -18,10 +18,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from nas.data import DATASETS, DataError, Dataset, batches, load_dataset
-from nas.genotype import Genotype
-from nas.model_eval import EvalNetwork
-from nas.trainer import accuracy, autocast, pick_device, prepare, to_device
+from katibx.nas.data import DATASETS, DataError, Dataset, batches, load_dataset
+from katibx.nas.genotype import Genotype
+from katibx.nas.model_eval import EvalNetwork
+from katibx.nas.trainer import accuracy, autocast, pick_device, prepare, to_device
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def all_skip_genotype(num_nodes: int = 4) -> Genotype:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nas.evaluate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m katibx.nas.evaluate", description=__doc__.splitlines()[0])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--genotype", help="Katib's Genotype(...) string or JSON")
     source.add_argument("--genotype-file", type=Path, help="a genotype.json saved by a search")
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from nas.run_trial import publish
+    from katibx.nas.run_trial import publish
 
     publish({"Test-Accuracy": result.test_accuracy})
     print(f"parameters {result.parameters}, {result.seconds:.1f}s ({result.seconds_per_epoch:.2f}s/epoch)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from nas.search_space import NONE, SKIP, parse_primitive
+from katibx.nas.search_space import NONE, SKIP, parse_primitive
 
 log = logging.getLogger(__name__)
 Node = list[tuple[str, int]]  # the (operation, input index) pairs feeding one intermediate node

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.genotype import Genotype, Node
-from nas.operations import Preprocess, build_operation
-from nas.search_space import reduction_layers
+from katibx.nas.genotype import Genotype, Node
+from katibx.nas.operations import Preprocess, build_operation
+from katibx.nas.search_space import reduction_layers
 
 
 class EvalCell(nn.Module):

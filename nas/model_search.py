@@ -7,9 +7,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from nas.genotype import Genotype, derive_genotype
-from nas.operations import Preprocess, build_operation
-from nas.search_space import parse_primitive, reduction_layers, with_none
+from katibx.nas.genotype import Genotype, derive_genotype
+from katibx.nas.operations import Preprocess, build_operation
+from katibx.nas.search_space import parse_primitive, reduction_layers, with_none
 
 
 class MixedOp(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.search_space import NONE, SKIP, parse_primitive
+from katibx.nas.search_space import NONE, SKIP, parse_primitive
 
 
 class Zero(nn.Module):

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from katibx.report import METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV, report_metrics
-from nas.search_space import parse_primitive
-from nas.settings import DATASETS, DartsSettings, parse_settings
+from katibx.nas.search_space import parse_primitive
+from katibx.nas.settings import DATASETS, DartsSettings, parse_settings
 
 log = logging.getLogger(__name__)
 GENOTYPE_METRIC = "Best-Genotype"
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         args, settings, primitives, num_layers = parse_trial_args(argv)
-        from nas.data import DataError, load_dataset
+        from katibx.nas.data import DataError, load_dataset
 
         try:
             dataset = load_dataset(args.dataset, args.data_dir)
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
-    from nas.genotype import plot_genotype
-    from nas.trainer import pick_device, search
+    from katibx.nas.genotype import plot_genotype
+    from katibx.nas.trainer import pick_device, search
 
     out = Path(args.output_dir or os.environ.get(TRIAL_DIR_ENV) or "darts-output")
     out.mkdir(parents=True, exist_ok=True)

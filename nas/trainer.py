@@ -13,12 +13,12 @@ from typing import Any, Callable, Iterator, TypeVar
 import torch
 from torch import nn
 
-from nas.architect import Architect
-from nas.data import Dataset, batches
-from nas.genotype import Genotype
-from nas.model_search import SearchNetwork
-from nas.search_space import SKIP
-from nas.settings import DartsSettings
+from katibx.nas.architect import Architect
+from katibx.nas.data import Dataset, batches
+from katibx.nas.genotype import Genotype
+from katibx.nas.model_search import SearchNetwork
+from katibx.nas.search_space import SKIP
+from katibx.nas.settings import DartsSettings
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict[str, Any]], None]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import katibx
-from algorithms.grid_search import GridSearch
+from katibx.algorithms.grid_search import GridSearch
 from conftest import experiment_doc
 from katibx import plugins
 from katibx.loader import experiment_from_dict

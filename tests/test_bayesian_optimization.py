@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import katibx
-from algorithms.bayesian_optimization import BayesianOptimization
+from katibx.algorithms.bayesian_optimization import BayesianOptimization
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
 from katibx.search_space import SearchSpace

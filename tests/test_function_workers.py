@@ -307,8 +307,8 @@ from pathlib import Path
 import katibx
 from katibx.trial import TrialRecord
 from katibx.tuning import function_experiment
-from workers.base import TrialExited, TrialJob
-from workers.local import LocalBackend
+from katibx.workers.base import TrialExited, TrialJob
+from katibx.workers.local import LocalBackend
 
 def objective(p):
     return {"result": 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from katibx.defaults import WORKER_DEFAULTS
-from workers._gjson import MISSING, GJSONSyntaxError, check, condition_match, get
+from katibx.workers._gjson import MISSING, GJSONSyntaxError, check, condition_match, get
 
 JOB_COMPLETE = {
     "status": {

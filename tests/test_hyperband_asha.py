@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 import katibx
-from algorithms._resource import PARENT_LABEL
-from algorithms.asha import RUNG_LABEL as ASHA_RUNG
-from algorithms.asha import Asha
-from algorithms.hyperband import BRACKET_LABEL, RUNG_LABEL, Hyperband, schedule
-from algorithms.random_search import RandomSearch
+from katibx.algorithms._resource import PARENT_LABEL
+from katibx.algorithms.asha import RUNG_LABEL as ASHA_RUNG
+from katibx.algorithms.asha import Asha
+from katibx.algorithms.hyperband import BRACKET_LABEL, RUNG_LABEL, Hyperband, schedule
+from katibx.algorithms.random_search import RandomSearch
 from katibx.runner import check_experiment, create_backend, resume_experiment
 from katibx.search_space import SearchSpace
 from katibx.store import Store

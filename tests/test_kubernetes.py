@@ -19,7 +19,7 @@ from katibx.store import ExperimentNotFound, Store
 from katibx.trial import TrialState
 from support.fake_kube import FakeCluster
 from support.fake_kube.fixtures import fake_cluster  # noqa: F401 - pytest fixture
-from workers.kubernetes import KubernetesBackend, KubernetesClusterError
+from katibx.workers.kubernetes import KubernetesBackend, KubernetesClusterError
 
 JOBS = "/apis/batch/v1/namespaces/default/jobs"
 # The trial's program, by ${trialParameters.mode}.
@@ -326,7 +326,7 @@ def test_push_endpoint_checks_trial_and_token(fake_cluster: FakeCluster, tmp_pat
     store = Store(tmp_path / "db.sqlite")
     record = store.create_experiment(experiment(["slow"], 1), [], str(tmp_path))
     from katibx.trial import TrialRecord
-    from workers.base import TrialJob
+    from katibx.workers.base import TrialJob
 
     trial = TrialRecord(name="k8s-push", index=0, assignments={"mode": "slow"})
     job = TrialJob(experiment=record.experiment, trial=trial, workdir=tmp_path, trial_dir=tmp_path / "t")

@@ -14,7 +14,7 @@ from katibx.defaults import apply_defaults
 from katibx.loader import load_documents, load_experiments
 from katibx.spec import Experiment
 from katibx.validation import ValidationError
-from workers._manifests import EXPERIMENT_LABEL, TRIAL_LABEL, build_worker, pod_selector, render
+from katibx.workers._manifests import EXPERIMENT_LABEL, TRIAL_LABEL, build_worker, pod_selector, render
 
 EXAMPLES = Path(__file__).resolve().parent / "data" / "katib-examples"
 WITH_TRIAL_SPEC = sorted(

@@ -19,7 +19,7 @@ from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.trial import TrialRecord, TrialState
-from workers.local import FILES_DIR, relocate
+from katibx.workers.local import FILES_DIR, relocate
 
 
 def script_doc(script: str, tmp_path: Path, *, metrics: list[str] | None = None, args: list[str] | None = None,

@@ -9,7 +9,7 @@ from katibx.loader import experiment_from_dict
 from katibx.runner import check_experiment, create_backend
 from katibx.status import pareto_front
 from katibx.validation import ValidationError
-from algorithms.base import AlgorithmSettingsError, SearchAlgorithm
+from katibx.algorithms.base import AlgorithmSettingsError, SearchAlgorithm
 from katibx.search_space import SearchSpace
 
 

@@ -20,21 +20,21 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
-from algorithms.darts import Darts  # noqa: E402
+from katibx.algorithms.darts import Darts  # noqa: E402
 from conftest import katibx_cli  # noqa: E402
 from katibx.loader import experiment_from_dict  # noqa: E402
 from katibx.search_space import SearchSpace  # noqa: E402
 from katibx.store import Store  # noqa: E402
-from nas.architect import Architect  # noqa: E402
-from nas.data import DataError, Dataset, load_cifar10, load_digits  # noqa: E402
-from nas.evaluate import all_skip_genotype, evaluate  # noqa: E402
-from nas.genotype import Genotype, derive_genotype, plot_genotype  # noqa: E402
-from nas.model_eval import EvalNetwork  # noqa: E402
-from nas.model_search import SearchNetwork, num_edges  # noqa: E402
-from nas.run_trial import parse_trial_args  # noqa: E402
-from nas.search_space import reduction_layers  # noqa: E402
-from nas.settings import KATIB_DEFAULTS, parse_settings  # noqa: E402
-from nas.trainer import search  # noqa: E402
+from katibx.nas.architect import Architect  # noqa: E402
+from katibx.nas.data import DataError, Dataset, load_cifar10, load_digits  # noqa: E402
+from katibx.nas.evaluate import all_skip_genotype, evaluate  # noqa: E402
+from katibx.nas.genotype import Genotype, derive_genotype, plot_genotype  # noqa: E402
+from katibx.nas.model_eval import EvalNetwork  # noqa: E402
+from katibx.nas.model_search import SearchNetwork, num_edges  # noqa: E402
+from katibx.nas.run_trial import parse_trial_args  # noqa: E402
+from katibx.nas.search_space import reduction_layers  # noqa: E402
+from katibx.nas.settings import KATIB_DEFAULTS, parse_settings  # noqa: E402
+from katibx.nas.trainer import search  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KATIB_NAS = REPO / "tests" / "data" / "katib-examples" / "nas"
@@ -320,7 +320,7 @@ def test_plugin_maps_katib_nas_config_and_yields_one_trial() -> None:
     doc["spec"]["nasConfig"]["operations"][0]["operationType"] = "lstm"
     doc["spec"]["nasConfig"]["operations"][1]["parameters"][0]["feasibleSpace"]["list"] = ["4"]
     del doc["spec"]["nasConfig"]["graphConfig"]["numLayers"]
-    from algorithms.base import AlgorithmSettingsError
+    from katibx.algorithms.base import AlgorithmSettingsError
 
     experiment = experiment_from_dict(doc)
     with pytest.raises(AlgorithmSettingsError) as info:
@@ -346,7 +346,7 @@ def test_trial_reads_katib_quoted_arguments_and_refuses_bad_ones() -> None:
         parse_trial_args(["--algorithm-settings={num_epochs", "--search-space=['skip_connection']", "--num-layers=1"])
     with pytest.raises(ValueError, match=r"--num-layers: must be >= 1"):
         parse_trial_args(["--search-space=['skip_connection']", "--num-layers=0"])
-    run = subprocess.run([sys.executable, "-m", "nas", "--algorithm-settings={'num_epochs': 'x', 'w_lr': '0'}",
+    run = subprocess.run([sys.executable, "-m", "katibx.nas", "--algorithm-settings={'num_epochs': 'x', 'w_lr': '0'}",
                           "--search-space=['skip_connection']", "--num-layers=1", "--dataset=digits"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert run.returncode == 2 and "Traceback" not in run.stderr
@@ -374,7 +374,7 @@ def test_evaluation_trains_the_discrete_network_and_the_cli_refuses_bad_input() 
     result = evaluate(all_skip_genotype(2), _tiny_digits(), num_layers=2, init_channels=2, epochs=2, batch_size=32,
                       stem_multiplier=1, device=torch.device("cpu"))
     assert 0 <= result.test_accuracy <= 1 and len(result.history) == 2 and result.parameters > 0
-    run = subprocess.run([sys.executable, "-m", "nas.evaluate", "--genotype", "Genotype(normal=[[('none',0)]])"],
+    run = subprocess.run([sys.executable, "-m", "katibx.nas.evaluate", "--genotype", "Genotype(normal=[[('none',0)]])"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert run.returncode == 2 and "error: genotype.normal[0]: 'none' cannot be an edge" in run.stderr
     assert "Traceback" not in run.stderr

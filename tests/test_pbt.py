@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 import katibx
-from algorithms.pbt import GENERATION_LABEL, JOB_LABEL, PARENT_LABEL, RETRY_LABEL, PopulationBasedTraining, perturb
+from katibx.algorithms.pbt import GENERATION_LABEL, JOB_LABEL, PARENT_LABEL, RETRY_LABEL, PopulationBasedTraining, perturb
 from conftest import experiment_doc, katibx_cli, set_command
 from katibx.controller import create_algorithm
 from katibx.report import CHECKPOINT_DIR
@@ -32,7 +32,7 @@ from katibx.status import current_condition
 from katibx.store import Store
 from katibx.trial import TrialRecord, TrialState
 from katibx.tuning import function_experiment
-from workers.base import TrialStartError
+from katibx.workers.base import TrialStartError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hp-tuning"
 _spec = importlib.util.spec_from_file_location("pbt_trial", EXAMPLE / "pbt_trial.py")

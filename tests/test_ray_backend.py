@@ -33,7 +33,7 @@ from katibx.runner import run_experiment
 from katibx.store import Store, StoreError
 from katibx.trial import TrialState
 from test_early_stopping import SERIES_SCRIPT, _doc as medianstop_doc
-from workers.ray_backend import RayBackend, quantity, trial_resources
+from katibx.workers.ray_backend import RayBackend, quantity, trial_resources
 
 
 def _free_port() -> int:

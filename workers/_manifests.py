@@ -236,7 +236,7 @@ def owner_name(experiment_name: str) -> str:
 
 def render(experiment: Experiment, count: int, namespace: str | None = None) -> list[dict[str, Any]]:
     """The worker objects the first ``count`` trials would get (no cluster: no owner reference, no push address)."""
-    from algorithms.base import AlgorithmSettingsError
+    from katibx.algorithms.base import AlgorithmSettingsError
     from katibx.controller import create_algorithm  # the controller imports the backends' package
     from katibx.search_space import SearchSpace
     from katibx.validation import ValidationError

@@ -13,10 +13,10 @@ from typing import Any
 
 from katibx.collection import STDOUT_LOG
 from katibx.collectors import LineParser, MetricLog, MetricsFormatError
-from workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body
-from workers._manifests import file_section, pod_selector
-from workers._tracked import TrackedTrial
-from workers.base import TrialEvent, TrialMetrics
+from katibx.workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body
+from katibx.workers._manifests import file_section, pod_selector
+from katibx.workers._tracked import TrackedTrial
+from katibx.workers.base import TrialEvent, TrialMetrics
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from katibx.collectors import LineParser
-from workers._manifests import Resource
+from katibx.workers._manifests import Resource
 
 
 @dataclass

@@ -41,9 +41,9 @@ from katibx.defaults import WORKER_DEFAULTS
 from katibx.report import PUSH_TOKEN_ENV, PUSH_URL_ENV
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, primary_container
-from workers import _gjson
-from workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body, list_and_watch, stop_watches
-from workers._manifests import (
+from katibx.workers import _gjson
+from katibx.workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body, list_and_watch, stop_watches
+from katibx.workers._manifests import (
     EXPERIMENT_LABEL,
     TRIAL_LABEL,
     Resource,
@@ -53,10 +53,10 @@ from workers._manifests import (
     owner_name,
     pod_selector,
 )
-from workers._pod_logs import PodLogs, read_pod_logs, write_log
-from workers._push import PUSHED_FILE, PushServer, append_record, parse_record, read_records
-from workers._tracked import TrackedTrial
-from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
+from katibx.workers._pod_logs import PodLogs, read_pod_logs, write_log
+from katibx.workers._push import PUSHED_FILE, PushServer, append_record, parse_record, read_records
+from katibx.workers._tracked import TrackedTrial
+from katibx.workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from katibx.report import CHECKPOINT_DIR, CHECKPOINT_ENV, METRICS_FILE_ENV, TRIA
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
-from workers._function_worker import FunctionWorker, TrialRequest, create_time
-from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
+from katibx.workers._function_worker import FunctionWorker, TrialRequest, create_time
+from katibx.workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
 

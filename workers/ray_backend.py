@@ -34,8 +34,8 @@ from katibx.functions import import_function
 from katibx.store import StoreError
 from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
 from katibx.validation import ValidationError
-from workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialStartError
-from workers.local import LocalBackend
+from katibx.workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialStartError
+from katibx.workers.local import LocalBackend
 
 log = logging.getLogger(__name__)
 
