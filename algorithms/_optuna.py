@@ -25,11 +25,9 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState as OptunaState
 
-from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting
-from katibx.collectors import as_float
+from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting
 from katibx.search_space import Parameter
-from katibx.status import objective_strategy
-from katibx.trial import TrialRecord, TrialState
+from katibx.trial import TrialRecord
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -91,12 +89,8 @@ class OptunaSearch(SearchAlgorithm):
         self.configure_sampler(settings, errors)
         if errors:
             return
-        objective = self.experiment.spec.objective
-        assert objective is not None and objective.objective_metric_name
-        # Every objective (several with additionalObjectives): its metric, strategy and direction.
-        self._objectives = [(name, objective_strategy(self.experiment, name),
-                             StudyDirection.MAXIMIZE if kind == "maximize" else StudyDirection.MINIMIZE)
-                            for name, kind in objective.objectives()]
+        self._directions = [StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE
+                            for _, maximize in self.objective.objectives]
         self.distributions = {p.name: distribution(p) for p in self.space}
         self._study: optuna.Study | None = None
         self._numbers: dict[str, int] = {}  # katibx trial name -> optuna trial number
@@ -114,7 +108,7 @@ class OptunaSearch(SearchAlgorithm):
     def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
         if self._study is None:
             self._study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=self.sampler(0),
-                                              directions=[direction for _, _, direction in self._objectives])
+                                              directions=self._directions)
             self._replay(sorted(trials, key=lambda t: t.index))
         else:
             self._link(trials)
@@ -174,17 +168,8 @@ class OptunaSearch(SearchAlgorithm):
                     self._study.tell(self._numbers[trial.name], value)
 
     def _value(self, trial: TrialRecord) -> list[float] | None:
-        """The objective values optuna sees: each metric strategy's pick, for Succeeded and EarlyStopped trials."""
-        if trial.state not in (TrialState.SUCCEEDED, TrialState.EARLY_STOPPED):
-            return None
-        values = []
-        for metric, strategy, _ in self._objectives:
-            raw = trial.metric(metric, strategy)
-            value = as_float(raw) if raw is not None else None
-            if value is None or not math.isfinite(value):
-                return None
-            values.append(value)
-        return values
+        """The objective values optuna sees: each metric strategy's pick, for trials with a result."""
+        return self.objective.values(trial)
 
     def _ask(self) -> tuple[optuna.Trial, dict[str, Any]]:
         """A new optuna trial whose assignment no pending trial has, unless re-draws run out."""

@@ -13,10 +13,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from katibx.algorithms.base import SearchAlgorithm, setting_path
-from katibx.collectors import as_float
+from katibx.metrics import as_float
+from katibx.search_algorithm import SearchAlgorithm, setting_path
 from katibx.search_space import Parameter
-from katibx.status import objective_strategy
 from katibx.trial import TrialRecord, TrialState
 
 # Label naming the trial a promoted trial continues (same assignments, larger resource).
@@ -109,18 +108,10 @@ def sample_config(algorithm: SearchAlgorithm, resource: Parameter, rng: np.rando
 def objective_ranker(algorithm: SearchAlgorithm) -> Callable[[TrialRecord], float | None]:
     """Trial -> a score where lower is better (the objective, negated when maximizing); None unless Succeeded
     with a numeric objective value (picked by the metric's strategy: min, max or latest)."""
-    objective = algorithm.experiment.spec.objective
-    assert objective is not None and objective.objective_metric_name
-    metric = objective.objective_metric_name
-    strategy = objective_strategy(algorithm.experiment, metric)
-    sign = -1.0 if objective.type == "maximize" else 1.0
+    objective = algorithm.objective
 
     def score(trial: TrialRecord) -> float | None:
-        if trial.state is not TrialState.SUCCEEDED:
-            return None
-        raw = trial.metric(metric, strategy)
-        value = as_float(raw) if raw is not None else None
-        return None if value is None else sign * value
+        return objective.loss(trial) if trial.state is TrialState.SUCCEEDED else None
 
     return score
 

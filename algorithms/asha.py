@@ -41,7 +41,7 @@ from katibx.algorithms._resource import (
     sample_config,
     seed_entropy,
 )
-from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
+from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting, setting_path
 from katibx.search_space import Parameter
 from katibx.trial import TrialRecord, TrialState
 

@@ -34,16 +34,13 @@ from skopt.learning import GradientBoostingQuantileRegressor
 from skopt.space import Categorical, Dimension, Integer, Real
 from threadpoolctl import threadpool_limits
 
-from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
-from katibx.collectors import as_float
+from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting, setting_path
 from katibx.search_space import Parameter
-from katibx.status import objective_strategy
-from katibx.trial import TrialRecord, TrialState
+from katibx.trial import TrialRecord
 
 ESTIMATORS = ("GP", "RF", "ET", "GBRT")
 ACQ_FUNCS = ("gp_hedge", "LCB", "EI", "PI", "EIps", "PIps")
 ACQ_OPTIMIZERS = ("auto", "sampling", "lbfgs")
-_TOLD = (TrialState.SUCCEEDED, TrialState.EARLY_STOPPED)
 _LIE = min  # the constant liar's value for pending points: skopt's ``cl_min``
 _DRAWS = 64  # random points tried when every model candidate is taken
 
@@ -165,11 +162,6 @@ class BayesianOptimization(SearchAlgorithm):
         if acq_optimizer == "auto":  # skopt's own choice, except that it picks lbfgs for trees wrapped for EIps / PIps
             acq_optimizer = "lbfgs" if gradients else "sampling"
         self._acq_optimizer = acq_optimizer
-        objective = self.experiment.spec.objective
-        assert objective is not None and objective.objective_metric_name
-        self._metric = objective.objective_metric_name
-        self._strategy = objective_strategy(self.experiment, self._metric)
-        self._sign = -1.0 if objective.type == "maximize" else 1.0
         self._told: set[int] = set()
         if not errors and self._free:
             try:
@@ -220,14 +212,11 @@ class BayesianOptimization(SearchAlgorithm):
 
     def _objective(self, trial: TrialRecord) -> float | tuple[float, float] | None:
         """The value to minimize (and the duration, for EIps / PIps), or None for a trial the model must not see."""
-        raw = trial.metric(self._metric, self._strategy) if trial.state in _TOLD else None
-        value = as_float(raw) if raw is not None else None
-        if value is None:
-            return None
-        if not self._acq_func.endswith("ps"):
-            return self._sign * value
+        loss = self.objective.loss(trial)
+        if loss is None or not self._acq_func.endswith("ps"):
+            return loss
         start = trial.start_time or trial.creation_time or 0.0
-        return self._sign * value, max((trial.completion_time or start) - start, 1e-3)
+        return loss, max((trial.completion_time or start) - start, 1e-3)
 
     def _next(self, index: int, pending: list[list[Any]]) -> list[Any] | None:
         """Trial ``index``'s point: random while initial points remain, else the model's (pending points as liars)."""

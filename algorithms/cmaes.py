@@ -13,8 +13,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from katibx.algorithms._optuna import OptunaSearch, derive_seed
-from katibx.algorithms.base import float_setting
-from katibx.algorithms.base import setting_path
+from katibx.search_algorithm import float_setting, setting_path
 
 if TYPE_CHECKING:
     import cmaes  # type: ignore[import-untyped]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Mapping, Sequence
 
-from katibx.algorithms.base import SearchAlgorithm, Suggestion
-from katibx.trial import TrialRecord
 from katibx.nas.search_space import num_layers_from_nas_config, primitives_from_nas_config
 from katibx.nas.settings import DEFAULTS, parse_settings
+from katibx.search_algorithm import SearchAlgorithm, Suggestion
+from katibx.trial import TrialRecord
 
 # The assignment names Katib's darts suggestion service emits (trialParameters reference these).
 SETTINGS_REFERENCE = "algorithm-settings"

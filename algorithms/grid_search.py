@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from katibx.algorithms.base import AlgorithmSettingsError, SearchAlgorithm, Suggestion, int_setting
+from katibx.search_algorithm import AlgorithmSettingsError, SearchAlgorithm, Suggestion, int_setting
 from katibx.trial import TrialRecord
 
 

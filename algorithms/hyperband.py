@@ -40,7 +40,7 @@ from katibx.algorithms._resource import (
     sample_config,
     seed_entropy,
 )
-from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
+from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting, setting_path
 from katibx.trial import TrialRecord
 
 BRACKET_LABEL = "katibx.io/hyperband-bracket"

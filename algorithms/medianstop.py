@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from statistics import fmean
-from typing import Mapping
+from typing import Mapping, Sequence
 
-from katibx.algorithms.early_stopping import EarlyStoppingAlgorithm, MetricLogs
-from katibx.collectors import as_float
+from katibx.early_stopping import EarlyStoppingAlgorithm
+from katibx.metrics import MetricLog, as_float
 from katibx.trial import TrialRecord, TrialState
 
 
@@ -21,10 +21,7 @@ class MedianStop(EarlyStoppingAlgorithm):
     def configure(self, settings: Mapping[str, str | None], errors: list[str]) -> None:
         self.min_trials_required = self._positive(settings, "min_trials_required", errors)
         self.start_step = self._positive(settings, "start_step", errors)
-        objective = self.experiment.spec.objective
-        assert objective is not None
-        self.metric = objective.objective_metric_name or ""
-        self.maximize = objective.type == "maximize"
+        self.maximize = self.objective.maximize
         self._early_averages: dict[str, float] = {}
 
     @staticmethod
@@ -38,11 +35,11 @@ class MedianStop(EarlyStoppingAlgorithm):
             errors.append(f"spec.earlyStopping.algorithmSettings[{name}]: must be an integer greater than 0 (got {raw!r})")
         return value
 
-    def _values(self, logs: MetricLogs) -> list[float]:
-        values = (as_float(v) for _, name, v in logs if name == self.metric)
+    def _values(self, logs: Sequence[MetricLog]) -> list[float]:
+        values = (as_float(log.value) for log in logs if log.name == self.objective.metric)
         return [v for v in values if v is not None]
 
-    def observe(self, trial: TrialRecord, logs: MetricLogs) -> None:
+    def observe(self, trial: TrialRecord, logs: Sequence[MetricLog]) -> None:
         if trial.state is not TrialState.SUCCEEDED:
             return
         values = self._values(logs)[: self.start_step]
@@ -55,7 +52,7 @@ class MedianStop(EarlyStoppingAlgorithm):
             return None
         return fmean(self._early_averages.values())
 
-    def should_stop(self, trial: TrialRecord, logs: MetricLogs) -> bool:
+    def should_stop(self, trial: TrialRecord, logs: Sequence[MetricLog]) -> bool:
         threshold = self.threshold()
         values = self._values(logs)
         if threshold is None or len(values) < self.start_step:

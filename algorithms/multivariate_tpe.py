@@ -7,7 +7,7 @@ from typing import Mapping
 from optuna.samplers import BaseSampler, TPESampler
 
 from katibx.algorithms._optuna import OptunaSearch, derive_seed, quiet
-from katibx.algorithms.base import int_setting
+from katibx.search_algorithm import int_setting
 
 
 class MultivariateTpe(OptunaSearch):

@@ -25,10 +25,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting, setting_path
-from katibx.collectors import as_float
+from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting, setting_path
 from katibx.search_space import Parameter
-from katibx.status import objective_strategy
 from katibx.trial import CHECKPOINT_FROM_LABEL, TrialRecord, TrialState
 
 GENERATION_LABEL = "pbt.suggestion.katib.kubeflow.org/generation"
@@ -76,11 +74,6 @@ class PopulationBasedTraining(SearchAlgorithm):
             self.n_population = int_setting(settings, "n_population", errors, minimum=5) or 5
         self.truncation_threshold = _fraction(settings, "truncation_threshold", errors, required=True)
         self.resample_probability = _fraction(settings, "resample_probability", errors, required=False)
-        objective = self.experiment.spec.objective
-        assert objective is not None and objective.objective_metric_name
-        self.metric = objective.objective_metric_name
-        self.strategy = objective_strategy(self.experiment, self.metric)
-        self.scale = -1.0 if objective.type == "minimize" else 1.0
 
     # suggestions ---------------------------------------------------------------------------------------------
     def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
@@ -175,9 +168,8 @@ class PopulationBasedTraining(SearchAlgorithm):
 
     def _value(self, trial: TrialRecord) -> float | None:
         """The objective value by the metric's strategy, larger is better; None when there is none."""
-        raw = trial.metric(self.metric, self.strategy)
-        value = as_float(raw) if raw is not None else None
-        return None if value is None or not math.isfinite(value) else self.scale * value
+        loss = self.objective.loss(trial)
+        return None if loss is None else -loss
 
 
 def perturb(param: Parameter, value: Any, rng: np.random.Generator) -> Any:

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from katibx.algorithms.base import SearchAlgorithm, Suggestion, int_setting
+from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting
 from katibx.trial import TrialRecord
 
 

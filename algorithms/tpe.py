@@ -9,8 +9,7 @@ from typing import Mapping
 from optuna.samplers import BaseSampler, TPESampler
 
 from katibx.algorithms._optuna import OptunaSearch, derive_seed, quiet
-from katibx.algorithms.base import float_setting
-from katibx.algorithms.base import int_setting
+from katibx.search_algorithm import float_setting, int_setting
 
 # Random draws before the Parzen estimators take over (optuna's default; Katib's hyperopt service uses the
 # size of the first request instead, hyperopt itself 20).

@@ -1,7 +1,7 @@
 """Growth: suggestion latency against the size of the history, and controller memory at 10,000 trials.
 
 Suggestion latency: katibx's algorithm plugin is instantiated the way the controller does it
-(``katibx.controller.create_algorithm``) and given a synthetic history of n finished trials (random points
+(``katibx.preparation.create_algorithm``) and given a synthetic history of n finished trials (random points
 of Branin-2D with their values, as ``TrialRecord`` objects); one controller step is then timed: one more
 finished trial in, ``suggest(history, 1)`` out. Next to it, the library's own step at the same history
 size and settings: optuna ``study.ask()`` + ``tell()`` on a study holding n trials, scikit-optimize
@@ -77,7 +77,7 @@ def _experiment(algorithm: str, settings: dict[str, Any]) -> Any:
 def katibx_steps(algorithm: str, settings: dict[str, Any], n: int, steps: int,
                  preload: Callable[[Any, list[Any]], bool] | None = None) -> list[float]:
     """Seconds of each of ``steps`` controller steps (one finished trial in, suggest(history, 1) out) after n trials."""
-    from katibx.controller import create_algorithm
+    from katibx.preparation import create_algorithm
 
     algo = create_algorithm(_experiment(algorithm, settings))
     history = synthetic_history(n)
@@ -205,9 +205,9 @@ def _rss() -> int:
 def memory_child(trials: int) -> dict[str, Any]:
     """Run in the measured process: baseline RSS after imports, then a ``trials``-trial experiment, peak RSS."""
     import katibx
+    from benchmarks.overhead import METRIC as OVERHEAD_METRIC
+    from benchmarks.overhead import _space, trivial
     from katibx.store import Store
-
-    from benchmarks.overhead import METRIC as OVERHEAD_METRIC, _space, trivial
 
     logging.disable(logging.INFO)
     baseline = _rss()

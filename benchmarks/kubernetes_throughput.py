@@ -20,11 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from support.fake_kube import FakeCluster  # noqa: E402
+
 from katibx.loader import experiment_from_dict  # noqa: E402
 from katibx.runner import run_experiment  # noqa: E402
 from katibx.store import Store  # noqa: E402
 from katibx.trial import TrialState  # noqa: E402
-from support.fake_kube import FakeCluster  # noqa: E402
 from katibx.workers.kubernetes import KubernetesBackend  # noqa: E402
 
 

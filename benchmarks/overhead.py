@@ -37,11 +37,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import katibx
+from benchmarks.common import REPO, cpu_count, limit_threads, load_average, log, median
 from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.store import Store
-
-from benchmarks.common import REPO, cpu_count, limit_threads, load_average, log, median
 
 METRIC = "result"
 

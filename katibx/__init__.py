@@ -11,6 +11,20 @@ from typing import Any
 
 # public name -> module that defines it
 _EXPORTS = {
+    # plugin contracts
+    "AlgorithmSettingsError": "katibx.search_algorithm",
+    "Backend": "katibx.backend",
+    "EarlyStoppingAlgorithm": "katibx.early_stopping",
+    "MetricLog": "katibx.metrics",
+    "SearchAlgorithm": "katibx.search_algorithm",
+    "Suggestion": "katibx.search_algorithm",
+    "TrialExited": "katibx.backend",
+    "TrialJob": "katibx.backend",
+    "TrialMetrics": "katibx.backend",
+    "TrialRecord": "katibx.trial",
+    "TrialStartError": "katibx.backend",
+    "TrialState": "katibx.trial",
+    # using katibx
     "Experiment": "katibx.spec",
     "KatibxClient": "katibx.client",
     "KatibClient": "katibx.client",

@@ -15,11 +15,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from katibx import plugins
+from katibx.backend import Backend, ClusterError
 from katibx.client import KatibxClient, trial_object
-from katibx.collectors import MetricsCollectorUnavailable
 from katibx.loader import load_experiment, load_experiments
-from katibx.runner import DEFAULT_BACKEND, check_experiment, create_backend, resume_experiment, run_experiment
-from katibx.status import TrialCounts, current_condition, objective_strategy, objective_values, optimal_trial, pareto_front
+from katibx.metric_parsers import MetricsCollectorUnavailable
+from katibx.objective import Objective
+from katibx.preparation import DEFAULT_BACKEND, backend_class, check_experiment, create_backend, planned_trials, prepare
+from katibx.runner import resume_experiment, run_experiment, stored_backend
+from katibx.status import TrialCounts, current_condition, optimal_trial, pareto_front
 from katibx.store import ExperimentRecord, Store, StoreError
 from katibx.trial import TrialRecord
 from katibx.validation import ValidationError
@@ -34,53 +38,56 @@ store_option = click.option(
     help="SQLite store: a path or sqlite:///path (default ./.katibx/katibx.db, env KATIBX_STORE).",
 )
 namespace_option = click.option("-n", "--namespace", default=None, help="Namespace of the experiment.")
-ray_address_option = click.option(
-    "--ray-address", envvar="RAY_ADDRESS", default=None, metavar="ADDR",
-    help="With --backend ray: the cluster to connect to (env RAY_ADDRESS); default: start a local one.",
-)
-kubeconfig_option = click.option(
-    "--kubeconfig", envvar="KUBECONFIG", default=None, type=click.Path(dir_okay=False), metavar="FILE",
-    help="With --backend kubernetes: the kubeconfig file (env KUBECONFIG; default ~/.kube/config or in-cluster).",
-)
-context_option = click.option("--context", default=None, help="With --backend kubernetes: the kubeconfig context.")
 
 
 def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The options shared by ``run`` and ``resume``: backend, store, completion policy, output."""
+    """The options shared by ``run`` and ``resume``: store, completion policy, output."""
     for option in reversed([
-        click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Worker backend plugin."),
         store_option,
         click.option("--kill-running-on-completion", is_flag=True,
                      help="Stop trials still running when the experiment completes."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
-        ray_address_option,
-        kubeconfig_option,
-        context_option,
-        click.option("--push-address", default=None, metavar="HOST:PORT",
-                     help="With --backend kubernetes: where the push-metrics endpoint listens (default 127.0.0.1, "
-                          "any free port)."),
-        click.option("--push-url", default=None, metavar="URL",
-                     help="With --backend kubernetes: the push endpoint's URL as pods reach it (default: from "
-                          "--push-address)."),
     ]):
         fn = option(fn)
     return fn
 
 
-def _backend(name: str, ray_address: str | None = None, kubeconfig: str | None = None, context: str | None = None,
-             push_address: str | None = None, push_url: str | None = None) -> Any:
-    """The worker backend plugin, with --ray-address passed to the ray backend and the cluster options to kubernetes."""
-    if ray_address and name == "ray":
-        return create_backend(name, address=ray_address)
-    if name == "kubernetes":
-        options: dict[str, Any] = {"kubeconfig": kubeconfig, "context": context, "push_url": push_url}
-        if push_address:
-            host, _, port = push_address.rpartition(":")
-            if not host or not port.isdigit() or int(port) > 65535:
-                raise ValidationError([f"--push-address: expected HOST:PORT, got {push_address!r}"])
-            options.update(push_host=host.strip("[]"), push_port=int(port))
-        return create_backend(name, **options)
-    return create_backend(name)
+def _installed_backends() -> dict[str, type[Backend]]:
+    """Every installed worker-backend plugin, by name (their modules import no cluster client until used)."""
+    return {name: backend_class(name) for name in sorted(plugins.backend_names())}
+
+
+def backend_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options every installed backend declares for ``command``, collected into ``backend_options``."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        declared = {o.flag: o for b in _installed_backends().values() for o in b.options if command in o.commands}
+        for option in reversed(declared.values()):  # click lists the last decorator first
+            fn = click.option(option.flag, envvar=option.envvar, default=None, metavar=option.metavar,
+                              help=option.help)(fn)
+        return fn
+
+    return decorate
+
+
+def _constructor_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Constructor keywords for backend ``name`` from the CLI options given (other backends' options are ignored)."""
+    keywords: dict[str, Any] = {}
+    for option in backend_class(name).options:
+        text = given.get(option.flag.lstrip("-").replace("-", "_"))
+        if text is None:
+            continue
+        try:
+            keywords.update(option.keywords(text))
+        except ValueError as exc:
+            raise ValidationError([f"{option.flag}: {exc}"]) from None
+    return keywords
+
+
+def _backend_option_values(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the backend options click collected for a command out of its keyword arguments."""
+    flags = {o.flag.lstrip("-").replace("-", "_") for b in _installed_backends().values() for o in b.options}
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in flags}
 
 
 def _fail(lines: list[str], source: str | None = None, code: int = EXIT_INVALID) -> NoReturn:
@@ -98,7 +105,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except ValidationError as exc:
             _fail(exc.errors, exc.source)
-        except (StoreError, MetricsCollectorUnavailable) as exc:
+        except (StoreError, ClusterError, MetricsCollectorUnavailable) as exc:
             _fail([str(exc)])
 
     wrapper.__name__ = fn.__name__
@@ -136,10 +143,8 @@ class _ProgressListener:
             self.progress.start()
             self.task = self.progress.add_task(record.name, total=spec.max_trial_count)
         best = optimal_trial(record.experiment, trials)
-        metric = spec.objective.objective_metric_name if spec.objective else ""
-        best_text = "-"
-        if best is not None and metric:
-            best_text = f"{metric}={best.metric(metric, objective_strategy(record.experiment, metric))}"
+        objective = Objective(record.experiment)
+        best_text = f"{objective.metric}={objective.raw(best)}" if best is not None else "-"
         desc = (f"{record.name}  running {counts.running}  succeeded {counts.succeeded}  "
                 f"failed {counts.failures}  killed {counts.killed + counts.early_stopped}  best {best_text}")
         self.progress.update(self.task, completed=counts.completed, description=desc)
@@ -202,7 +207,7 @@ def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> 
     objectives = objective.objectives()
     for column in ("trial", *names, *[f"{name} ({kind})" for name, kind in objectives]):
         table.add_column(column)
-    rows = sorted((objective_values(record.experiment, t) or [], t) for t in front)
+    rows = sorted((Objective(record.experiment).values(t) or [], t) for t in front)
     for values, trial in rows:
         table.add_row(trial.name, *[str(trial.assignments.get(n, "")) for n in names], *[f"{v:g}" for v in values])
     out.print(table)
@@ -212,22 +217,24 @@ def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> 
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-n", "--namespace", default=None,
               help="Namespace of the experiment (replaces metadata.namespace); on Kubernetes, of its trial objects.")
+@click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Worker backend plugin.")
 @run_options
+@backend_options("run")
 @_guard
 def run(file: str, namespace: str | None, backend: str, store: str | None, kill_running_on_completion: bool,
-        quiet: bool, ray_address: str | None, kubeconfig: str | None, context: str | None, push_address: str | None,
-        push_url: str | None) -> None:
+        quiet: bool, **options: Any) -> None:
     """Run the Experiment in FILE until it completes."""
     experiment = load_experiment(file)
     if namespace:
         experiment.metadata.namespace = namespace
-    worker = _backend(backend, ray_address, kubeconfig, context, push_address, push_url)
-    errors = check_experiment(experiment, worker)
-    if errors:
-        raise ValidationError(errors, file)
+    worker = create_backend(backend, **_constructor_options(backend, _backend_option_values(options)))
+    try:
+        prepared = prepare(experiment, worker)  # every problem of the file before the store is opened
+    except ValidationError as exc:
+        raise ValidationError(exc.errors, file) from None
     st = Store(store)
     _drive(experiment.name, lambda listener: run_experiment(
-        experiment, store=st, backend=worker,
+        prepared.experiment, store=st, backend=worker, prepared=prepared,
         kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet)
 
 
@@ -235,17 +242,25 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
 @click.argument("name")
 @namespace_option
 @click.option("--max-trial-count", type=click.IntRange(min=1), default=None, help="Raise the trial budget.")
+@click.option("--backend", default=None, help="Worker backend plugin (default: the one that ran the experiment).")
 @run_options
+@backend_options("resume")
 @_guard
-def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str, store: str | None,
-           kill_running_on_completion: bool, quiet: bool, ray_address: str | None, kubeconfig: str | None,
-           context: str | None, push_address: str | None, push_url: str | None) -> None:
+def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str | None, store: str | None,
+           kill_running_on_completion: bool, quiet: bool, **options: Any) -> None:
     """Continue experiment NAME after an interruption, or with a larger --max-trial-count."""
-    worker = _backend(backend, ray_address, kubeconfig, context, push_address, push_url)
     st = Store(store)
+    worker = _stored_backend(st.get_experiment(name, namespace), backend, options)
     _drive(name, lambda listener: resume_experiment(
         name, store=st, namespace=namespace, backend=worker, max_trial_count=max_trial_count,
         kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet)
+
+
+def _stored_backend(record: ExperimentRecord, backend: str | None, options: dict[str, Any]) -> Backend:
+    """The backend that ran ``record`` with its stored options, updated by the backend options given here."""
+    name = backend or record.backend or DEFAULT_BACKEND
+    given = _constructor_options(name, _backend_option_values(options))
+    return stored_backend(record, backend, **given)
 
 
 # validate ---------------------------------------------------------------------------------
@@ -278,19 +293,20 @@ def validate(files: tuple[str, ...], backend: str) -> None:
 @click.option("-n", "--count", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many trials' manifests to print.")
 @click.option("--namespace", default=None, help="Namespace of the objects (default: the experiment's).")
+@click.option("--backend", default="kubernetes", show_default=True, help="The backend whose objects to print.")
 @_guard
-def render(file: str, count: int, namespace: str | None) -> None:
+def render(file: str, count: int, namespace: str | None, backend: str) -> None:
     """Print the worker manifests COUNT trials of FILE would create on Kubernetes (YAML documents, no cluster)."""
-    from katibx.workers._manifests import render as render_workers
-
     experiment = load_experiment(file)
+    worker = create_backend(backend)
     try:
-        workers = render_workers(experiment, count, namespace)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            raise ValidationError(exc.errors, file) from None
-        raise ValidationError([f"spec.trialTemplate.trialSpec: {exc}"], file) from None
-    click.echo(yaml.safe_dump_all(workers, sort_keys=False), nl=False)
+        prepared = prepare(experiment)
+        objects = worker.render(experiment, planned_trials(prepared, count), namespace)
+    except ValidationError as exc:
+        raise ValidationError(exc.errors, file) from None
+    except NotImplementedError as exc:
+        raise ValidationError([f"--backend: {exc}"]) from None
+    click.echo(yaml.safe_dump_all(objects, sort_keys=False), nl=False)
 
 
 # get / list / delete / logs ---------------------------------------------------------------
@@ -333,12 +349,13 @@ def get_trials(name: str, namespace: str | None, output: str, store: str | None)
         return
     table = Table()
     metrics = _metric_names(record)
+    objective = Objective(record.experiment)
     for column in ("trial", "status", *[p.name for p in record.experiment.spec.parameters], *metrics):
         table.add_column(column)
     for t in trials:
         values = [str(t.assignments.get(p.name, "")) for p in record.experiment.spec.parameters]
         table.add_row(t.name, t.state.value, *values,
-                      *[t.metric(m, objective_strategy(record.experiment, m)) or "" for m in metrics])
+                      *[objective.raw(t, m) or "" for m in metrics])
     out.print(table)
 
 
@@ -361,60 +378,40 @@ def list_experiments(store: str | None) -> None:
         counts = TrialCounts.of(trials)
         cond = current_condition(record.conditions) or {}
         best = optimal_trial(record.experiment, trials)
-        metric = _metric_names(record)[0]
-        best_text = best.metric(metric, objective_strategy(record.experiment, metric)) if best else ""
+        objective = Objective(record.experiment)
         table.add_row(record.namespace, record.name, cond.get("type", ""), str(counts.trials), str(counts.succeeded),
-                      str(counts.failures), f"{metric}={best_text}" if best else "")
+                      str(counts.failures), f"{objective.metric}={objective.raw(best)}" if best else "")
     out.print(table)
-
-
-# Retries of the one-shot API calls of `delete` before the cluster counts as unreachable.
-DELETE_RETRY_SECONDS = 5.0
-
-
-def _is_kubernetes_handle(handle: dict[str, Any] | None) -> bool:
-    """Whether a stored trial handle is the kubernetes backend's (older handles carry no backend name)."""
-    if not handle:
-        return False
-    backend = handle.get("backend")
-    return backend == "kubernetes" or (backend is None and bool(handle.get("kind")) and "uid" in handle)
 
 
 @main.command()
 @click.argument("name")
 @namespace_option
 @store_option
-@kubeconfig_option
-@context_option
+@backend_options("delete")
 @click.option("--force", is_flag=True,
-              help="Delete it from the store even when its Kubernetes cluster cannot be reached.")
+              help="Delete it from the store even when its cluster cannot be reached (its objects are left there).")
 @_guard
-def delete(name: str, namespace: str | None, store: str | None, kubeconfig: str | None, context: str | None,
-           force: bool) -> None:
-    """Delete experiment NAME with its trials and trial directories (on Kubernetes, its trial objects too)."""
+def delete(name: str, namespace: str | None, store: str | None, force: bool, **options: Any) -> None:
+    """Delete experiment NAME with its trials and trial directories (on a cluster, the objects its trials created)."""
     client = KatibxClient(store)
     record = client.store.get_experiment(name, namespace)
-    handles = [h for h in map(client.store.trial_handle, client.store.trials(record.id))
-               if h is not None and _is_kubernetes_handle(h)]
+    handles = [h for h in map(client.store.trial_handle, client.store.trials(record.id)) if h is not None]
+    worker = _stored_backend(record, None, options)
     cleaned = ""
-    if handles:
-        namespaces = sorted({str(h.get("namespace") or "default") for h in handles})
-        worker: Any = create_backend("kubernetes", kubeconfig=kubeconfig, context=context,
-                                     retry_seconds=DELETE_RETRY_SECONDS)
-        try:
-            found = worker.delete_experiment(record.name, namespaces)
-        except StoreError as exc:  # the cluster cannot be reached or refused
-            if not force:
-                _fail([f"{exc}; experiment {name} is kept (katibx delete {name} --force deletes it from the store "
-                       "anyway, leaving its Kubernetes objects)"])
-            err.print(f"[yellow]warning:[/yellow] {escape(str(exc))}; its Kubernetes objects are left", highlight=False)
-        else:
-            if found:
-                cleaned = f"; its Kubernetes objects in namespace {', '.join(found)} are being garbage-collected"
-        finally:
-            worker.close()
+    try:
+        cleaned = worker.delete_experiment(record.experiment, handles)
+    except ClusterError as exc:
+        if not force:
+            _fail([f"{exc}; experiment {name} is kept (katibx delete {name} --force deletes it from the store "
+                   f"anyway, leaving what its trials created on the {worker.name} backend)"])
+        err.print(f"[yellow]warning:[/yellow] {escape(str(exc))}; what its trials created on the {worker.name} backend "
+                  "is left",
+                  highlight=False)
+    finally:
+        worker.close()
     client.delete_experiment(name, namespace)
-    out.print(escape(f"experiment {name} deleted{cleaned}"), highlight=False)
+    out.print(escape(f"experiment {name} deleted" + (f"; {cleaned}" if cleaned else "")), highlight=False)
 
 
 @main.command()
@@ -422,20 +419,22 @@ def delete(name: str, namespace: str | None, store: str | None, kubeconfig: str 
 @click.argument("trial")
 @namespace_option
 @store_option
-@kubeconfig_option
-@context_option
+@backend_options("logs")
 @_guard
-def logs(name: str, trial: str, namespace: str | None, store: str | None, kubeconfig: str | None,
-         context: str | None) -> None:
-    """Output (stdout and stderr) of TRIAL of experiment NAME; a running Kubernetes trial's from its pods."""
+def logs(name: str, trial: str, namespace: str | None, store: str | None, **options: Any) -> None:
+    """Output (stdout and stderr) of TRIAL of experiment NAME; a running cluster trial's from where it runs."""
     client = KatibxClient(store)
     text = client.get_trial_logs(name, trial, namespace)
     if not text:
         record = client.store.get_experiment(name, namespace)
         found = [t for t in client.store.trials(record.id) if t.name == trial]
         handle = client.store.trial_handle(found[0]) if found else None
-        if _is_kubernetes_handle(handle):
-            text = _backend("kubernetes", kubeconfig=kubeconfig, context=context).pod_logs(handle)
+        if handle:
+            worker = _stored_backend(record, None, options)
+            try:
+                text = worker.trial_logs(handle)
+            finally:
+                worker.close()
     click.echo(text, nl=False)
 
 

@@ -6,11 +6,11 @@ import os
 import shutil
 from typing import Any
 
-from katibx.collection import STDOUT_LOG
 from katibx.status import experiment_status, optimal_trial_status, timestamp
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.template import format_value
 from katibx.trial import TrialRecord, TrialState
+from katibx.trial_dir import STDOUT_LOG
 
 
 def experiment_object(record: ExperimentRecord, trials: list[TrialRecord]) -> dict[str, Any]:
@@ -108,5 +108,5 @@ class KatibxClient:
         """Remove the experiment, its trials, observations and trial directories."""
         record = self.store.get_experiment(name, namespace)
         self.store.delete_experiment(record)
-        shutil.rmtree(self.store.trials_root / record.namespace / record.name, ignore_errors=True)
+        shutil.rmtree(self.store.experiment_dir(record), ignore_errors=True)
 KatibClient = KatibxClient  # Katib's name, for code ported from kubeflow.katib

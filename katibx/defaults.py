@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from katibx.spec import (
-    Collector,
-    Experiment,
-    FileSystemPath,
-    MetricsCollectorSpec,
-    MetricsSource,
-    MetricStrategy,
-)
+from katibx.spec import Collector, Experiment, FileSystemPath, MetricsCollectorSpec, MetricsSource, MetricStrategy
 
 DEFAULT_PARALLEL_TRIAL_COUNT = 3
 DEFAULT_RESUME_POLICY = "Never"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import typing
 from collections.abc import Hashable
@@ -138,18 +139,75 @@ def pydantic_errors(exc: PydanticValidationError, data: Any = None) -> list[str]
 
 
 def experiment_from_dict(data: Any, source: str | None = None) -> Experiment:
-    """Parse, default and validate one Experiment document; raise ValidationError listing every problem."""
+    """Parse, default and validate one Experiment document; raise ValidationError listing every problem.
+
+    Schema problems and Katib's webhook rules are reported together: the parts the schema refuses are set aside,
+    the rest is checked by the rules, and only rule lines about what was set aside are left out."""
     if not isinstance(data, dict):
         raise ValidationError([f"(document): must be a mapping with apiVersion, kind, metadata and spec{_got(data)}"], source)
-    try:
-        experiment = Experiment.model_validate(data)
-    except PydanticValidationError as exc:
-        raise ValidationError(pydantic_errors(exc, data), source) from None
+    other = _other_kind(data)
+    if other:
+        raise ValidationError([other], source)
+    schema_errors, experiment, set_aside = _parse(data)
+    if experiment is None:
+        raise ValidationError(schema_errors, source)
     experiment = apply_defaults(experiment)
-    errors = validate(experiment)
-    if errors:
-        raise ValidationError(errors, source)
+    rule_errors = [e for e in validate(experiment) if not any(_about(e, path) for path in set_aside)]
+    if schema_errors or rule_errors:
+        raise ValidationError(schema_errors + rule_errors, source)
     return experiment
+
+
+def _other_kind(data: dict[Any, Any]) -> str | None:
+    """A line saying what the document is when its kind says it is not a Katib Experiment."""
+    kind, api_version = data.get("kind"), data.get("apiVersion")
+    if not isinstance(kind, str) or kind == "Experiment":
+        return None
+    what = f"{kind} ({api_version})" if isinstance(api_version, str) else kind
+    return f"(document): this is a {what}, not a Katib Experiment (apiVersion: kubeflow.org/v1beta1, kind: Experiment)"
+
+
+# Repairs before the schema problems that remain cannot be set aside (each round removes every refused part).
+_MAX_REPAIRS = 5
+
+
+def _parse(data: dict[Any, Any]) -> tuple[list[str], Experiment | None, list[str]]:
+    """(schema problems, the experiment built from the rest or None, the paths that were set aside)."""
+    lines: list[str] = []
+    set_aside: list[str] = []
+    current = copy.deepcopy(data)
+    for _ in range(_MAX_REPAIRS):
+        try:
+            return lines, Experiment.model_validate(current), set_aside
+        except PydanticValidationError as exc:
+            lines.extend(line for line in pydantic_errors(exc, current) if line not in lines)
+            locs = [_clean(e["loc"]) for e in exc.errors(include_url=False) if e["type"] != "missing"]
+            if len(locs) < len(exc.errors()) or not all(_remove(current, loc) for loc in locs):
+                return lines, None, set_aside  # something required is missing, or a list item itself is wrong
+            set_aside.extend(_loc(loc) for loc in locs)
+    return lines, None, set_aside
+
+
+def _remove(data: Any, loc: tuple[Any, ...]) -> bool:
+    """Delete the mapping key at ``loc``; False when ``loc`` is a list item (removing it would shift the others)."""
+    if not loc or isinstance(loc[-1], int):
+        return False
+    for part in loc[:-1]:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if not isinstance(data, dict) or loc[-1] not in data:
+        return False
+    del data[loc[-1]]
+    return True
+
+
+def _about(line: str, path: str) -> bool:
+    """Whether a ``field: message`` line is about ``path``, something inside it, or what holds it (a rule about
+    ``spec.trialTemplate`` cannot judge a template whose ``trialSpec`` was set aside)."""
+    field = line.partition(": ")[0]
+    return field == path or field.startswith((f"{path}.", f"{path}[")) or path.startswith((f"{field}.", f"{field}["))
 
 
 def load_documents(path: str | Path) -> list[Any]:

@@ -15,14 +15,8 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping
 
-TRIAL_NAME_ENV = "KATIB_TRIAL_NAME"
-TRIAL_DIR_ENV = "KATIBX_TRIAL_DIR"
-METRICS_FILE_ENV = "KATIBX_METRICS_FILE"
-# Every trial has ``<trial dir>/checkpoint`` for its own state, given to it as $KATIBX_CHECKPOINT_DIR.
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_ENV = "KATIBX_CHECKPOINT_DIR"
-PUSH_URL_ENV = "KATIBX_PUSH_URL"  # set by the kubernetes backend in the trial's primary container
-PUSH_TOKEN_ENV = "KATIBX_PUSH_TOKEN"
+from katibx.trial_dir import METRICS_FILE_ENV, PUSH_TOKEN_ENV, PUSH_URL_ENV, TRIAL_NAME_ENV
+
 PUSH_ATTEMPTS = 5
 PUSH_TIMEOUT_SECONDS = 30.0
 

@@ -6,39 +6,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from katibx.algorithms.base import AlgorithmSettingsError
-from katibx import plugins
-from katibx.controller import Controller, TrialListener, create_algorithm, create_early_stopping
+from katibx.backend import Backend
+from katibx.controller import Controller, TrialListener
 from katibx.functions import function_reference, import_function
+from katibx.preparation import DEFAULT_BACKEND, PreparedExperiment, create_backend, prepare
+from katibx.spec import Experiment
 from katibx.status import CREATED, REASON_CREATED, set_condition
 from katibx.store import ExperimentRecord, Store
-from katibx.spec import Experiment
 from katibx.validation import ValidationError
-from katibx.workers.base import Backend
-
-DEFAULT_BACKEND = "local"
-
-
-def create_backend(name: str = DEFAULT_BACKEND, **options: Any) -> Backend:
-    """Instantiate a worker backend plugin by name."""
-    try:
-        cls = plugins.load(plugins.WORKERS, name)
-    except KeyError as exc:
-        raise ValidationError([f"--backend: {exc.args[0]}"]) from None
-    return cls(**options)
-
-
-def check_experiment(experiment: Experiment, backend: Backend) -> list[str]:
-    """Problems found before anything runs: algorithm settings and what the backend cannot do."""
-    errors = list(backend.check(experiment))
-    for create in (create_algorithm, create_early_stopping):
-        try:
-            create(experiment)
-        except AlgorithmSettingsError as exc:
-            errors.extend(exc.errors)
-        except KeyError as exc:  # plugin not installed (validation reports it first with the field path)
-            errors.append(f"spec.algorithm: {exc.args[0]}")
-    return errors
 
 
 def run_experiment(
@@ -50,25 +25,26 @@ def run_experiment(
     function: Callable[..., Any] | None = None,
     kill_running_on_completion: bool = False,
     listener: TrialListener | None = None,
+    prepared: PreparedExperiment | None = None,
 ) -> ExperimentRecord:
     """Store a new experiment and run it to completion; ValidationError before anything is stored.
 
     Trials run in ``workdir``: by default the folder of the YAML file the experiment was loaded from, else cwd.
+    The store records the backend and its options, so ``resume``, ``logs`` and ``delete`` find it again.
     """
     workdir = Path(workdir or experiment.source_dir or ".").absolute()
     store = store or Store()
     backend = create_backend(backend) if isinstance(backend, str) else backend
-    errors = check_experiment(experiment, backend)
-    if errors:
-        raise ValidationError(errors)
+    prepared = prepared or prepare(experiment, backend)  # the caller may have prepared it with this backend
     reference = function_reference(experiment)
     if function is None and reference is not None:
         function = import_function(reference, str(workdir))
     conditions: list[dict[str, Any]] = []
     set_condition(conditions, CREATED, True, REASON_CREATED, "Experiment is created")
-    record = store.create_experiment(experiment, conditions, str(workdir))
-    return Controller(store, record, backend, function=function, kill_running_on_completion=kill_running_on_completion,
-                      listener=listener).run()
+    record = store.create_experiment(experiment, conditions, str(workdir), backend=backend.name,
+                                     backend_options=backend.settings())
+    return Controller(store, record, backend, prepared=prepared, function=function,
+                      kill_running_on_completion=kill_running_on_completion, listener=listener).run()
 
 
 def resume_experiment(
@@ -76,16 +52,20 @@ def resume_experiment(
     *,
     store: Store | None = None,
     namespace: str | None = None,
-    backend: Backend | str = DEFAULT_BACKEND,
+    backend: Backend | str | None = None,
     max_trial_count: int | None = None,
     function: Callable[..., Any] | None = None,
     kill_running_on_completion: bool = False,
     listener: TrialListener | None = None,
 ) -> ExperimentRecord:
-    """Continue a stored experiment after a crash or with a larger budget; trials in flight are re-run."""
+    """Continue a stored experiment after a crash or with a larger budget; trials in flight are re-run or re-attached.
+
+    It runs on the backend that ran it (with the options stored then); another backend is refused, because the
+    trials the crashed controller left behind live on the first one.
+    """
     store = store or Store()
-    backend = create_backend(backend) if isinstance(backend, str) else backend
     record = store.get_experiment(name, namespace)
+    backend = stored_backend(record, backend)
     if max_trial_count is not None:
         spec = record.experiment.spec
         trials = len(store.trials(record.id))
@@ -94,12 +74,28 @@ def resume_experiment(
         if spec.parallel_trial_count and spec.parallel_trial_count > max_trial_count:
             raise ValidationError(["--max-trial-count: must be at least spec.parallelTrialCount"])
         spec.max_trial_count = max_trial_count
-    errors = check_experiment(record.experiment, backend)
-    if errors:
-        raise ValidationError(errors)
+    prepared = prepare(record.experiment, backend)
     reference = function_reference(record.experiment)
     if function is None and reference is not None:
         function = import_function(reference, record.workdir)
+    if record.backend is None:  # a store written before backends were recorded
+        store.set_backend(record, backend.name, backend.settings())
     store.save_experiment(record)
-    return Controller(store, record, backend, function=function, kill_running_on_completion=kill_running_on_completion,
-                      listener=listener).run()
+    return Controller(store, record, backend, prepared=prepared, function=function,
+                      kill_running_on_completion=kill_running_on_completion, listener=listener).run()
+
+
+def stored_backend(record: ExperimentRecord, backend: Backend | str | None = None,
+                   **options: Any) -> Backend:
+    """The backend that ran ``record``, re-created from its stored options updated by ``options``.
+
+    ``backend`` (a name or an instance) must be that same backend; ValidationError when it is another one."""
+    recorded = record.backend
+    wanted = backend if isinstance(backend, str) or backend is None else backend.name
+    if recorded is not None and wanted is not None and wanted != recorded:
+        raise ValidationError([f"--backend: experiment {record.name!r} ran on the {recorded} backend, not {wanted}; "
+                               f"resume it with --backend {recorded} (or leave --backend out)"])
+    if isinstance(backend, Backend):
+        return backend
+    given = {k: v for k, v in options.items() if v is not None}
+    return create_backend(recorded or wanted or DEFAULT_BACKEND, **{**record.backend_options, **given})

@@ -9,7 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from katibx.collectors import as_float
+from katibx.metrics import as_float
+from katibx.objective import Objective
 from katibx.spec import Experiment
 from katibx.template import format_value
 from katibx.trial import TrialRecord, TrialState
@@ -95,60 +96,31 @@ class TrialCounts:
         return self.failed + self.metrics_unavailable
 
 
-def objective_strategy(experiment: Experiment, metric: str) -> str:
-    objective = experiment.spec.objective
-    for s in objective.metric_strategies if objective else []:
-        if s.name == metric:
-            return s.value
-    return "latest"
-
-
 def optimal_trial(experiment: Experiment, trials: Sequence[TrialRecord]) -> TrialRecord | None:
     """Katib's currentOptimalTrial: best strategy value of the objective; a non-numeric value (a genotype) wins outright."""
-    objective = experiment.spec.objective
-    assert objective is not None and objective.objective_metric_name
-    metric = objective.objective_metric_name
-    strategy = objective_strategy(experiment, metric)
-    maximize = objective.type == "maximize"
+    objective = Objective(experiment)
     best: TrialRecord | None = None
     best_value: float | None = None
     for trial in trials:
-        if trial.state not in (TrialState.SUCCEEDED, TrialState.EARLY_STOPPED):
-            continue
-        raw = trial.metric(metric, strategy)
+        raw = objective.raw(trial) if trial.state.has_result else None
         if raw is None:
             continue
         value = as_float(raw)
         if value is None:
             best, best_value = trial, None
             continue
-        if best is None or (best_value is not None and (value > best_value if maximize else value < best_value)):
+        if best is None or (best_value is not None and (value > best_value if objective.maximize else value < best_value)):
             best, best_value = trial, value
     return best
 
 
-def objective_values(experiment: Experiment, trial: TrialRecord) -> list[float] | None:
-    """The trial's value for every objective (by metric strategy), or None if any is missing or not numeric."""
-    objective = experiment.spec.objective
-    assert objective is not None
-    values = []
-    for name, _ in objective.objectives():
-        raw = trial.metric(name, objective_strategy(experiment, name))
-        value = as_float(raw) if raw is not None else None
-        if value is None:
-            return None
-        values.append(value)
-    return values
-
-
 def pareto_front(experiment: Experiment, trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Completed trials no other trial dominates on every objective (each in its own direction)."""
-    objective = experiment.spec.objective
-    assert objective is not None
-    signs = np.array([-1.0 if kind == "maximize" else 1.0 for _, kind in objective.objectives()])
+    """Trials with a result that no other trial dominates on every objective (each in its own direction)."""
+    objective = Objective(experiment)
+    signs = np.array([-1.0 if maximize else 1.0 for _, maximize in objective.objectives])
     candidates, points = [], []
     for trial in trials:
-        values = objective_values(experiment, trial) if trial.state in (TrialState.SUCCEEDED, TrialState.EARLY_STOPPED) else None
+        values = objective.values(trial)
         if values is not None:
             candidates.append(trial)
             points.append(values)
@@ -169,16 +141,15 @@ def completion(experiment: Experiment, trials: Sequence[TrialRecord],
 
     ``counts`` are the trials' counters when the caller keeps them (saves a pass over the trials)."""
     spec = experiment.spec
-    objective = spec.objective
-    assert objective is not None
+    objective = Objective(experiment)
     counts = counts or TrialCounts.of(trials)
     if objective.goal is not None:
         best = optimal_trial(experiment, trials)
-        metric = objective.objective_metric_name or ""
-        raw = best.metric(metric, objective_strategy(experiment, metric)) if best else None
-        value = as_float(raw) if raw is not None else None
-        if value is not None and (value >= objective.goal if objective.type == "maximize" else value <= objective.goal):
-            return SUCCEEDED, REASON_GOAL_REACHED, f"Experiment has succeeded because Objective goal has reached ({metric}={raw})"
+        raw = objective.raw(best) if best else None
+        value = as_float(raw)
+        if value is not None and objective.reached_goal(value):
+            return (SUCCEEDED, REASON_GOAL_REACHED,
+                    f"Experiment has succeeded because Objective goal has reached ({objective.metric}={raw})")
     if spec.max_failed_trial_count is not None and counts.failures > 0 and counts.failures >= spec.max_failed_trial_count:
         return FAILED, REASON_FAILED, f"Experiment has failed because max failed count has reached ({counts.failures} failed trials)"
     if spec.max_trial_count is not None and counts.completed >= spec.max_trial_count:

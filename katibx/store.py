@@ -6,18 +6,26 @@ import json
 import os
 import sqlite3
 import time
+import types
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Union, get_args, get_origin
 
+import pydantic
+
+from katibx import trial_dir
+from katibx.metrics import MetricLog
 from katibx.spec import Experiment
-from katibx.trial import MetricSummary, TrialRecord, TrialState, summarize
+from katibx.trial import MetricSummary, TrialRecord, TrialState
 
 DEFAULT_STORE = ".katibx/katibx.db"
 STORE_ENV = "KATIBX_STORE"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS experiments (
+# The schema of stores written before schema versions existed (``PRAGMA user_version`` 0). Frozen: a schema change is a
+# new entry of _MIGRATIONS, never an edit here, so that old files and new ones end up with the same tables.
+_SCHEMA_V0: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS experiments (
     id INTEGER PRIMARY KEY,
     namespace TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -27,8 +35,8 @@ CREATE TABLE IF NOT EXISTS experiments (
     completed REAL,
     workdir TEXT NOT NULL DEFAULT '.',
     UNIQUE (namespace, name)
-);
-CREATE TABLE IF NOT EXISTS trials (
+)""",
+    """CREATE TABLE IF NOT EXISTS trials (
     id INTEGER PRIMARY KEY,
     experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
     name TEXT NOT NULL,
@@ -45,16 +53,39 @@ CREATE TABLE IF NOT EXISTS trials (
     completed REAL,
     handle TEXT,
     UNIQUE (experiment_id, name)
-);
-CREATE TABLE IF NOT EXISTS observations (
+)""",
+    """CREATE TABLE IF NOT EXISTS observations (
     id INTEGER PRIMARY KEY,
     trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
     timestamp REAL NOT NULL,
     name TEXT NOT NULL,
     value TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS observations_trial ON observations(trial_id);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS observations_trial ON observations(trial_id)",
+)
+
+# _MIGRATIONS[n] takes a store from schema n to schema n + 1 (statements run in order, in one transaction).
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: the worker backend plugin that runs each experiment and its constructor options (JSON object)
+        "ALTER TABLE experiments ADD COLUMN backend TEXT",
+        "ALTER TABLE experiments ADD COLUMN backend_options TEXT NOT NULL DEFAULT '{}'",
+        # Experiments whose trials started: the backend their handles were written by (ray and kubernetes named
+        # themselves; older kubernetes handles have kind + uid, local ones a pid). Options were not kept before.
+        """UPDATE experiments SET backend = (
+            SELECT CASE
+                WHEN json_extract(t.handle, '$.backend') IS NOT NULL THEN json_extract(t.handle, '$.backend')
+                WHEN json_extract(t.handle, '$.kind') IS NOT NULL AND json_extract(t.handle, '$.uid') IS NOT NULL
+                    THEN 'kubernetes'
+                WHEN json_extract(t.handle, '$.pid') IS NOT NULL THEN 'local'
+            END
+            FROM trials t WHERE t.experiment_id = experiments.id AND t.handle IS NOT NULL ORDER BY t.seq DESC LIMIT 1
+        )""",
+    ),
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)  # the schema this katibx writes; older stores are migrated up to it when opened
+
+_EXPERIMENT_COLUMNS = "id, spec, conditions, created, completed, workdir, backend, backend_options, namespace"
 
 
 class StoreError(RuntimeError):
@@ -79,6 +110,8 @@ class ExperimentRecord:
     created: float = 0.0
     completed: float | None = None
     workdir: str = "."
+    backend: str | None = None  # worker backend plugin name; None for experiments stored before schema 1
+    backend_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -110,34 +143,62 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._setup()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"--store: cannot open store {self.path}: {exc}") from None
+        try:
+            self._setup()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"--store: cannot open store {self.path}: {exc}") from None
+        except StoreError:
+            self._db.close()
+            raise
 
     def _setup(self) -> None:
-        """WAL mode and schema. SQLite answers "locked" without waiting when two connections set the file up
-        at once (the busy timeout does not cover lock upgrades), so retry that for a while."""
+        """Refuse a newer schema, then WAL mode and migrations. SQLite answers "locked" without waiting when two
+        connections set the file up at once (the busy timeout does not cover lock upgrades), so retry that a while."""
         deadline = time.monotonic() + 30
         while True:
             try:
+                version = self._schema_version()
                 if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("PRAGMA foreign_keys=ON")
-                self._db.executescript(_SCHEMA)
+                if version < SCHEMA_VERSION:
+                    self._migrate()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
 
-    @property
-    def trials_root(self) -> Path:
-        """Where trial directories (logs, metrics, checkpoints) live: beside the database."""
-        return self.path.parent / "trials"
+    def _schema_version(self) -> int:
+        """The file's ``PRAGMA user_version``; a store of a newer katibx is refused rather than misread or altered."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"--store: store {self.path} was written by a newer katibx (schema {version}, this katibx reads up to "
+                f"{SCHEMA_VERSION}); upgrade katibx"
+            )
+        return version
+
+    def _migrate(self) -> None:
+        """Bring the file up to SCHEMA_VERSION in one write transaction (a new file gets the v0 tables first). The
+        version is read again under the write lock, so of several processes opening an old file only one migrates."""
+        with self._transaction():
+            version = self._schema_version()
+            for step in ((_SCHEMA_V0,) if version == 0 else ()) + _MIGRATIONS[version:]:
+                for statement in step:
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def experiment_dir(self, record: ExperimentRecord) -> Path:
+        """Where the experiment's trial folders (logs, metrics, checkpoints) live: beside the database."""
+        return trial_dir.experiment_dir(self.path.parent, record.namespace, record.name)
 
     def trial_dir(self, record: ExperimentRecord, trial_name: str) -> Path:
-        return self.trials_root / record.namespace / record.name / trial_name
+        return trial_dir.trial_dir(self.path.parent, record.namespace, record.name, trial_name)
 
     def close(self) -> None:
         self._db.close()
@@ -145,49 +206,66 @@ class Store:
     def _write(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, tuple(args))
 
-    def _transaction(self) -> "_Tx":
+    def _transaction(self) -> _Tx:
         return _Tx(self._db)
 
     # experiments ------------------------------------------------------------------------
-    def create_experiment(self, experiment: Experiment, conditions: list[dict[str, Any]], workdir: str) -> ExperimentRecord:
+    def create_experiment(
+        self,
+        experiment: Experiment,
+        conditions: list[dict[str, Any]],
+        workdir: str,
+        *,
+        backend: str | None = None,
+        backend_options: dict[str, Any] | None = None,
+    ) -> ExperimentRecord:
+        """Store a new experiment with the backend that runs it (so that resume can use the same one)."""
         spec = json.dumps(experiment.to_dict())
+        options = dict(backend_options or {})
         now = time.time()
         try:
             cur = self._write(
-                "INSERT INTO experiments (namespace, name, spec, conditions, created, workdir) VALUES (?,?,?,?,?,?)",
-                (experiment.namespace, experiment.name, spec, json.dumps(conditions), now, workdir),
+                "INSERT INTO experiments (namespace, name, spec, conditions, created, workdir, backend,"
+                " backend_options) VALUES (?,?,?,?,?,?,?,?)",
+                (experiment.namespace, experiment.name, spec, json.dumps(conditions), now, workdir, backend,
+                 json.dumps(options)),
             )
         except sqlite3.IntegrityError:
             raise ExperimentExists(
                 f"metadata.name: experiment {experiment.name!r} already exists in namespace {experiment.namespace!r} "
                 f"(store {self.path}); use 'katibx resume {experiment.name}' or 'katibx delete {experiment.name}'"
             ) from None
-        return ExperimentRecord(int(cur.lastrowid or 0), experiment, conditions, now, None, workdir)
+        return ExperimentRecord(int(cur.lastrowid or 0), experiment, conditions, now, None, workdir, backend, options)
 
     def get_experiment(self, name: str, namespace: str | None = None) -> ExperimentRecord:
         rows = self._db.execute(
-            "SELECT id, spec, conditions, created, completed, workdir, namespace FROM experiments WHERE name=?"
-            + (" AND namespace=?" if namespace else ""),
+            f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE name=?" + (" AND namespace=?" if namespace else ""),
             (name, namespace) if namespace else (name,),
         ).fetchall()
         if not rows:
             where = f" in namespace {namespace!r}" if namespace else ""
             raise ExperimentNotFound(f"experiment {name!r} not found{where} (store {self.path})")
         if len(rows) > 1:
-            spaces = ", ".join(r[6] for r in rows)
+            spaces = ", ".join(r[8] for r in rows)
             raise StoreError(f"experiment {name!r} exists in several namespaces ({spaces}); pass --namespace")
         return self._experiment_row(rows[0])
 
     def list_experiments(self) -> list[ExperimentRecord]:
-        rows = self._db.execute(
-            "SELECT id, spec, conditions, created, completed, workdir FROM experiments ORDER BY created"
-        ).fetchall()
+        rows = self._db.execute(f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments ORDER BY created").fetchall()
         return [self._experiment_row(r) for r in rows]
 
     @staticmethod
     def _experiment_row(row: tuple[Any, ...]) -> ExperimentRecord:
-        experiment = Experiment.model_validate(json.loads(row[1]))
-        return ExperimentRecord(row[0], experiment, json.loads(row[2]), row[3], row[4], row[5])
+        """An ExperimentRecord from a row of _EXPERIMENT_COLUMNS."""
+        return ExperimentRecord(row[0], _stored_experiment(json.loads(row[1])), json.loads(row[2]), row[3], row[4],
+                                row[5], row[6], json.loads(row[7]))
+
+    def set_backend(self, record: ExperimentRecord, backend: str, options: dict[str, Any] | None = None) -> None:
+        """Record the backend that runs an experiment (one stored before schema 1 gets it on its first resume)."""
+        options = dict(options or {})
+        self._write("UPDATE experiments SET backend=?, backend_options=? WHERE id=?",
+                    (backend, json.dumps(options), record.id))
+        record.backend, record.backend_options = backend, options
 
     def save_experiment(self, record: ExperimentRecord) -> None:
         """Persist the spec (budget edits on resume), conditions and completion time."""
@@ -247,28 +325,54 @@ class Store:
         return json.loads(row[0]) if row and row[0] else None
 
     # observations -----------------------------------------------------------------------
-    def add_observations(self, trial_id: int, logs: list[tuple[float, str, str]]) -> None:
+    def add_observations(self, trial_id: int, logs: list[MetricLog]) -> None:
+        """Keep a trial's metric logs (each stamped with its time) in one transaction."""
         if logs:
             with self._transaction():
                 self._db.executemany(
                     "INSERT INTO observations (trial_id, timestamp, name, value) VALUES (?,?,?,?)",
-                    [(trial_id, ts, name, value) for ts, name, value in logs],
+                    [(trial_id, log.timestamp, log.name, log.value) for log in logs],
                 )
 
-    def observation_logs(self, trial_id: int) -> list[tuple[float, str, str]]:
-        return [tuple(r) for r in self._db.execute(  # type: ignore[misc]
+    def observation_logs(self, trial_id: int) -> list[MetricLog]:
+        """A trial's metric logs in arrival order."""
+        return [MetricLog(name, value, timestamp) for timestamp, name, value in self._db.execute(
             "SELECT timestamp, name, value FROM observations WHERE trial_id=? ORDER BY id", (trial_id,)
         )]
 
     def clear_observations(self, trial_id: int) -> None:
         self._write("DELETE FROM observations WHERE trial_id=?", (trial_id,))
 
-    def summarize_trial(self, trial_id: int) -> dict[str, MetricSummary]:
-        return summarize(self.observation_logs(trial_id))
-
 
 def _avail(value: str) -> str | None:
     return None if value == "unavailable" else value
+
+
+def _stored_experiment(data: dict[str, Any]) -> Experiment:
+    """A stored spec as an Experiment. It was valid when stored; one that today's rules refuse (a key since removed,
+    a stricter type) is built without validation instead, so that an upgrade never makes an old store unreadable."""
+    try:
+        return Experiment.model_validate(data)
+    except pydantic.ValidationError:
+        return _unvalidated(Experiment, data)
+
+
+def _unvalidated(annotation: Any, value: Any) -> Any:
+    """``value`` shaped as ``annotation`` without validation: mappings become the (nested) models the annotation
+    names, so attribute access works; other values are kept as stored, unknown keys only where a model allows extras."""
+    if get_origin(annotation) in (Union, types.UnionType):  # Optional[X]
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel) and isinstance(value, dict):
+        fields = annotation.model_fields
+        names = {field.alias or name: name for name, field in fields.items()}
+        values = {names.get(key, key): item for key, item in value.items()}
+        return annotation.model_construct(**{
+            name: _unvalidated(fields[name].annotation, item) if name in fields else item
+            for name, item in values.items()
+        })
+    if get_origin(annotation) is list and isinstance(value, list):
+        return [_unvalidated(get_args(annotation)[0], item) for item in value]
+    return value
 
 
 class _Tx:
@@ -280,5 +384,5 @@ class _Tx:
     def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         self._db.execute("ROLLBACK" if exc_type else "COMMIT")

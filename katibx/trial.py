@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Sequence
 
-from katibx.collectors import as_float
+from katibx.metrics import MetricLog, as_float
 
 
 class TrialState(str, Enum):
@@ -28,6 +28,15 @@ class TrialState(str, Enum):
     def is_active(self) -> bool:
         return not self.is_terminal
 
+    @property
+    def has_result(self) -> bool:
+        """Succeeded or EarlyStopped: the trial's objective values count (Katib's optimal trial, the algorithms)."""
+        return self in (TrialState.SUCCEEDED, TrialState.EARLY_STOPPED)
+
+
+# Katib's labels on every trial (and on the objects a trial creates on a cluster).
+EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
+TRIAL_LABEL = "katib.kubeflow.org/trial"
 
 # A trial labelled ``katibx.io/checkpoint-from: <trial>`` starts from a copy of that trial's checkpoint directory,
 # made each time it starts (a re-run after a controller restart gets a fresh copy); PBT sets it on every child.
@@ -63,11 +72,12 @@ class MetricSummary:
         return {"name": self.name, "min": self.min or "unavailable", "max": self.max or "unavailable", "latest": self.latest}
 
 
-def summarize(logs: list[tuple[float, str, str]]) -> dict[str, MetricSummary]:
-    """Fold (timestamp, name, value) logs, in arrival order, into per-metric summaries."""
+def summarize(logs: Sequence[MetricLog]) -> dict[str, MetricSummary]:
+    """Fold metric logs, in arrival order and stamped with their time, into per-metric summaries."""
     out: dict[str, MetricSummary] = {}
     latest_ts: dict[str, float] = {}
-    for ts, name, value in logs:
+    for log in logs:
+        name, value, ts = log.name, log.value, log.timestamp or 0.0
         prev = out.get(name)
         number = as_float(value)
         lo, hi = (prev.min, prev.max) if prev else (None, None)

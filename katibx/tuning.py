@@ -8,7 +8,8 @@ from typing import Any, Callable, Mapping
 
 from katibx.client import KatibxClient
 from katibx.loader import experiment_from_dict
-from katibx.runner import DEFAULT_BACKEND, check_experiment, create_backend, run_experiment
+from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
+from katibx.runner import run_experiment
 from katibx.search import Domain
 from katibx.search_space import TYPED_VALUES_ANNOTATION
 from katibx.spec import API_VERSION, KIND, Experiment
@@ -156,12 +157,13 @@ def tune(
     """
     experiment = function_experiment(name, objective, parameters, **experiment_options)
     worker = create_backend(backend)
-    errors = check_experiment(experiment, worker)
-    if errors:
-        raise ValidationError([_with_argument(e) for e in errors])
+    try:
+        prepared = prepare(experiment, worker)  # before the store is opened: a mistake leaves no file behind
+    except ValidationError as exc:
+        raise ValidationError([_with_argument(e) for e in exc.errors]) from None
     st = store if isinstance(store, Store) else Store(store)
     try:
-        record = run_experiment(experiment, store=st, backend=worker, function=objective,
+        record = run_experiment(experiment, store=st, backend=worker, function=objective, prepared=prepared,
                                 kill_running_on_completion=kill_running_on_completion)
         return KatibxClient(st).get_experiment(record.name, record.namespace)
     finally:

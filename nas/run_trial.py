@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from katibx.report import METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV, report_metrics
 from katibx.nas.search_space import parse_primitive
 from katibx.nas.settings import DATASETS, DartsSettings, parse_settings
+from katibx.report import report_metrics
+from katibx.trial_dir import METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV
 
 log = logging.getLogger(__name__)
 GENOTYPE_METRIC = "Best-Genotype"

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from katibx.algorithms.base import float_setting, int_setting, setting_path
+from katibx.search_algorithm import float_setting, int_setting, setting_path
 
 # Katib's settings and defaults (pkg/suggestion/v1beta1/nas/darts/service.py), values as Katib's strings.
 KATIB_DEFAULTS: dict[str, str | None] = {

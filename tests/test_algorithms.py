@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import experiment_doc
 
 import katibx
-from katibx.algorithms.grid_search import GridSearch
-from conftest import experiment_doc
 from katibx import plugins
+from katibx.algorithms.grid_search import GridSearch
 from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.search_space import Parameter, SearchSpace

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from objectives import BRANIN_MIN, branin, hartmann6
+from test_algorithms import algorithm_doc
 
 import katibx
 from katibx.algorithms.bayesian_optimization import BayesianOptimization
@@ -17,10 +19,7 @@ from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
 from katibx.search_space import SearchSpace
 from katibx.store import Store
-from katibx.tuning import function_experiment
 from katibx.trial import MetricSummary, TrialRecord, TrialState
-from objectives import BRANIN_MIN, branin, hartmann6
-from test_algorithms import algorithm_doc
 
 BO = "bayesianoptimization"
 SETTINGS = "spec.algorithm.algorithmSettings"

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import experiment_doc, katibx_cli, set_command
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import experiment_doc, katibx_cli, set_command
+
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
 from katibx.status import current_condition

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import experiment_doc, set_command
+
 from katibx.loader import experiment_from_dict
-from katibx.runner import check_experiment, create_backend, resume_experiment, run_experiment
+from katibx.preparation import check_experiment, create_backend
+from katibx.runner import resume_experiment, run_experiment
 from katibx.status import current_condition
 from katibx.trial import TrialState
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import katibx_cli
-from katibx import plugins
 from test_katib_examples import reasons
+
+from katibx import plugins
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FILES = sorted(p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.rglob("*.yaml"))

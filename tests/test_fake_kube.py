@@ -12,7 +12,6 @@ import pytest
 import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
-
 from support.fake_kube import FakeCluster
 from support.fake_kube.fixtures import fake_cluster  # noqa: F401 - the fixture
 

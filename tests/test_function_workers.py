@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import process_gone
 
 import katibx
-from conftest import process_gone
-from katibx.collection import STDOUT_LOG
-from katibx.runner import check_experiment, create_backend, run_experiment
+from katibx.preparation import check_experiment, create_backend
+from katibx.runner import run_experiment
 from katibx.store import Store
 from katibx.trial import TrialRecord, TrialState
+from katibx.trial_dir import STDOUT_LOG
 from katibx.tuning import function_experiment
-
 
 METRICS = ["pid", "cwd", "left"]  # besides the objective's "result"
 
@@ -307,7 +307,7 @@ from pathlib import Path
 import katibx
 from katibx.trial import TrialRecord
 from katibx.tuning import function_experiment
-from katibx.workers.base import TrialExited, TrialJob
+from katibx.backend import TrialExited, TrialJob
 from katibx.workers.local import LocalBackend
 
 def objective(p):

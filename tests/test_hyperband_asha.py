@@ -20,7 +20,8 @@ from katibx.algorithms.asha import RUNG_LABEL as ASHA_RUNG
 from katibx.algorithms.asha import Asha
 from katibx.algorithms.hyperband import BRACKET_LABEL, RUNG_LABEL, Hyperband, schedule
 from katibx.algorithms.random_search import RandomSearch
-from katibx.runner import check_experiment, create_backend, resume_experiment
+from katibx.preparation import check_experiment, create_backend
+from katibx.runner import resume_experiment
 from katibx.search_space import SearchSpace
 from katibx.store import Store
 from katibx.trial import MetricSummary, TrialRecord, TrialState

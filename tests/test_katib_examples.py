@@ -9,7 +9,7 @@ import yaml
 
 from katibx.loader import experiment_from_dict, load_experiment
 from katibx.plugins import algorithm_names, early_stopping_names
-from katibx.runner import check_experiment, create_backend
+from katibx.preparation import check_experiment, create_backend
 from katibx.validation import ValidationError
 
 EXAMPLES = Path(__file__).resolve().parent / "data" / "katib-examples"  # Katib's examples, unchanged
@@ -52,7 +52,8 @@ VERDICTS: dict[str, tuple[str, ...]] = {
     "kubeflow-training-operator/tfjob-mnist-with-summaries.yaml": (),
     "kubeflow-training-operator/xgboostjob-lightgbm.yaml": (NO_COMMAND,),  # args only: the image's entrypoint runs
     "metrics-collector/custom-metrics-collector.yaml": (
-        "spec.metricsCollectorSpec.collector.kind: Custom collectors need a Kubernetes cluster",),
+        "spec.metricsCollectorSpec.collector.kind: the local backend collects StdOut, File, TensorFlowEvent, Push "
+        "metrics, not Custom",),
     "metrics-collector/file-metrics-collector-with-json-format.yaml": (),
     "metrics-collector/file-metrics-collector.yaml": (),
     "metrics-collector/metrics-collection-strategy.yaml": algorithm("tpe"),

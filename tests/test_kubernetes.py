@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
+from support.fake_kube import FakeCluster
+from support.fake_kube.fixtures import fake_cluster  # noqa: F401 - pytest fixture
 
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
 from katibx.store import ExperimentNotFound, Store
 from katibx.trial import TrialState
-from support.fake_kube import FakeCluster
-from support.fake_kube.fixtures import fake_cluster  # noqa: F401 - pytest fixture
+from katibx.validation import ValidationError
 from katibx.workers.kubernetes import KubernetesBackend, KubernetesClusterError
 
 JOBS = "/apis/batch/v1/namespaces/default/jobs"
@@ -216,11 +217,26 @@ def test_resume_after_a_controller_kill_reattaches(fake_cluster: FakeCluster, tm
     store = Store(db)
     before = store.trials(store.get_experiment("k8s").id)
     assert [t.state for t in before] == [TrialState.RUNNING] * 2
-    record = resume_experiment("k8s", store=store, backend=backend(fake_cluster))
-    trials = store.trials(record.id)
+    # Plain `katibx resume`: the store knows the backend and its kubeconfig (no local re-run of the trials).
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    resumed = subprocess.run([sys.executable, "-m", "katibx.cli", "resume", "k8s", "--store", str(db), "-q"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = store.trials(store.get_experiment("k8s").id)
     assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 2
     assert all(t.observation["loss"].latest == "0.75" for t in trials)
     assert len(job_creations(fake_cluster)) == 2  # re-attached: no Job created twice
+    assert [store.trial_handle(t)["backend"] for t in trials] == ["kubernetes"] * 2  # not re-run by another backend
+
+
+def test_resume_on_another_backend_is_refused(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    store = Store(tmp_path / "db.sqlite")
+    run_experiment(experiment(["ok"], 1), store=store, backend=backend(fake_cluster))
+    record = store.get_experiment("k8s")
+    assert (record.backend, record.backend_options) == ("kubernetes", {"kubeconfig": str(fake_cluster.kubeconfig)})
+    with pytest.raises(ValidationError, match="ran on the kubernetes backend, not local; resume it with --backend "
+                                              "kubernetes"):
+        resume_experiment("k8s", store=store, backend="local", max_trial_count=2)
 
 
 def test_unreachable_cluster_is_one_clear_error(tmp_path: Path) -> None:
@@ -325,8 +341,8 @@ def test_push_endpoint_checks_trial_and_token(fake_cluster: FakeCluster, tmp_pat
     kube = backend(fake_cluster)
     store = Store(tmp_path / "db.sqlite")
     record = store.create_experiment(experiment(["slow"], 1), [], str(tmp_path))
+    from katibx.backend import TrialJob
     from katibx.trial import TrialRecord
-    from katibx.workers.base import TrialJob
 
     trial = TrialRecord(name="k8s-push", index=0, assignments={"mode": "slow"})
     job = TrialJob(experiment=record.experiment, trial=trial, workdir=tmp_path, trial_dir=tmp_path / "t")
@@ -412,12 +428,12 @@ def test_delete_cleans_the_cluster(fake_cluster: FakeCluster, tmp_path: Path) ->
 def test_delete_with_the_cluster_unreachable_keeps_the_experiment(tmp_path: Path, monkeypatch: Any) -> None:
     from click.testing import CliRunner
 
-    import katibx.cli
+    import katibx.workers.kubernetes
     from katibx.cli import main
 
     db = tmp_path / "db.sqlite"
     store = Store(db)
-    record = store.create_experiment(experiment(["ok"], 1), [], str(tmp_path))
+    record = store.create_experiment(experiment(["ok"], 1), [], str(tmp_path), backend="kubernetes")
     from katibx.trial import TrialRecord
 
     trial = TrialRecord(name="k8s-0", index=0, assignments={"mode": "ok"})
@@ -425,7 +441,7 @@ def test_delete_with_the_cluster_unreachable_keeps_the_experiment(tmp_path: Path
     store.save_trial(trial, {"backend": "kubernetes", "namespace": "default", "apiVersion": "batch/v1", "kind": "Job",
                              "name": "k8s-0", "uid": "u"})
     config = unreachable_kubeconfig(tmp_path)
-    monkeypatch.setattr(katibx.cli, "DELETE_RETRY_SECONDS", 0.3)
+    monkeypatch.setattr(katibx.workers.kubernetes, "DELETE_RETRY_SECONDS", 0.3)
     result = CliRunner().invoke(main, ["delete", "k8s", "--store", str(db), "--kubeconfig", str(config)])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
@@ -435,7 +451,7 @@ def test_delete_with_the_cluster_unreachable_keeps_the_experiment(tmp_path: Path
     assert "experiment k8s is kept" in text and "Traceback" not in text
     assert [r.name for r in Store(db).list_experiments()] == ["k8s"]
     result = CliRunner().invoke(main, ["delete", "k8s", "--store", str(db), "--kubeconfig", str(config), "--force"])
-    assert result.exit_code == 0 and "its Kubernetes objects are left" in result.output.replace("\n", " ")
+    assert result.exit_code == 0 and "what its trials created on the kubernetes backend is left" in result.output.replace("\n", " ")
     assert Store(db).list_experiments() == []
 
 
@@ -453,7 +469,7 @@ def test_pushed_metrics_survive_a_resume(fake_cluster: FakeCluster, tmp_path: Pa
     (trial,) = store.trials(record.id)
     assert trial.state is TrialState.SUCCEEDED, trial.message
     # the early value was kept across the crash, and the pod pushed its later one to the re-opened endpoint
-    assert [(name, value) for _ts, name, value in store.observation_logs(trial.id)] == [
+    assert [(log.name, log.value) for log in store.observation_logs(trial.id)] == [
         ("loss", "0.125"), ("loss", "0.0625")]
     assert len(job_creations(fake_cluster)) == 1
 
@@ -514,9 +530,9 @@ def test_early_stopping_sees_trials_without_a_log_stream(fake_cluster: FakeClust
     follows = [c for c in fake_cluster.calls if c.path.endswith("/log") and c.query.get("follow") == "true"]
     assert follows == []
     assert trials["ok"].observation["loss"].latest == "0.25"  # nothing read twice or lost between polls and the end
-    logs = [(n, v) for _t, n, v in store.observation_logs(trials["ok"].id)]
+    logs = [(log.name, log.value) for log in store.observation_logs(trials["ok"].id)]
     assert logs == [("loss", "0.5"), ("loss", "0.25")]
-    bad = [int(v) for _t, _n, v in store.observation_logs(trials["bad"].id)]
+    bad = [int(log.value) for log in store.observation_logs(trials["bad"].id)]
     assert len(bad) >= 2 and bad == list(range(5, 5 + len(bad)))  # in order, none twice, none skipped
     reads = [c for c in fake_cluster.calls if c.path.endswith("/log") and trials["bad"].name in c.path]
     assert reads  # read while it ran (a deleted trial gets no final read)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -12,9 +13,16 @@ from click.testing import CliRunner
 from katibx.cli import main
 from katibx.defaults import apply_defaults
 from katibx.loader import load_documents, load_experiments
+from katibx.preparation import planned_trials, prepare
 from katibx.spec import Experiment
 from katibx.validation import ValidationError
-from katibx.workers._manifests import EXPERIMENT_LABEL, TRIAL_LABEL, build_worker, pod_selector, render
+from katibx.workers._manifests import EXPERIMENT_LABEL, TRIAL_LABEL, build_worker, pod_selector
+from katibx.workers.kubernetes import KubernetesBackend
+
+
+def render(experiment: Any, count: int, namespace: str | None = None) -> list[dict[str, Any]]:
+    """What ``katibx render`` prints for the experiment's first ``count`` trials."""
+    return KubernetesBackend().render(experiment, planned_trials(prepare(experiment), count), namespace)
 
 EXAMPLES = Path(__file__).resolve().parent / "data" / "katib-examples"
 WITH_TRIAL_SPEC = sorted(

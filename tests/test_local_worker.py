@@ -12,9 +12,9 @@ from typing import Any
 
 import psutil
 import pytest
+from conftest import experiment_doc, katibx_cli, process_gone
 
 import katibx
-from conftest import experiment_doc, katibx_cli, process_gone
 from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.store import ExperimentRecord, Store
@@ -84,7 +84,7 @@ def test_categorical_values_reach_the_program_as_plain_text_without_a_shell(stor
         assert probe(store, record, t)["argv"] == [f"--value={t.assignments['v']}", t.assignments["v"]]
     for folder in (tmp_path, Path.cwd(), Path.home()):
         assert not list(folder.glob("pwned*")), f"a value was executed by a shell in {folder}"
-    assert not list(store.trials_root.rglob("pwned*"))
+    assert not list(store.path.parent.rglob("pwned*"))
 
 
 def test_a_sh_c_command_is_run_as_the_user_wrote_it(store: Store, tmp_path: Path) -> None:
@@ -440,7 +440,7 @@ def test_function_named_by_reference_runs_in_a_trial_process(store: Store, tmp_p
 
 
 def test_templates_the_local_backend_cannot_run_are_refused_up_front():
-    from katibx.runner import check_experiment, create_backend
+    from katibx.preparation import check_experiment, create_backend
 
     backend = create_backend("local")
     doc = experiment_doc()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -12,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import experiment_doc
 
 import katibx
-from conftest import experiment_doc
 from katibx.loader import experiment_from_dict
+from katibx.metrics import MetricLog
 from katibx.runner import run_experiment
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.trial import TrialRecord, TrialState
-from katibx.workers.local import FILES_DIR, relocate
+from katibx.trial_dir import FILES_DIR
+from katibx.workers.local import relocate
 
 
 def script_doc(script: str, tmp_path: Path, *, metrics: list[str] | None = None, args: list[str] | None = None,
@@ -106,7 +107,7 @@ print("2024-05-01T12:00:00+02:00 result=3")
     _, (trial,) = run(script_doc(script, tmp_path), store, tmp_path)
     # 12:00+02:00 is 10:00:00Z, the earliest: the latest value is the one stamped 10:00:02Z.
     assert observed(trial) == {"result": ("1", "7", "1")}
-    stamps = sorted(ts for ts, _, _ in store.observation_logs(trial.id))
+    stamps = sorted(log.timestamp for log in store.observation_logs(trial.id))
     expected = ["2024-05-01T10:00:00+00:00", "2024-05-01T10:00:01.500000+00:00", "2024-05-01T10:00:02+00:00"]
     assert stamps == [datetime.fromisoformat(s).timestamp() for s in expected]
 
@@ -264,7 +265,7 @@ def test_push_from_a_function_trial(tmp_path: Path) -> None:
     )
     (trial,) = store.trials(store.get_experiment("pusher").id)
     assert observed(trial) == {"result": ("1", "3", "3")}
-    assert [v for _, _, v in store.observation_logs(trial.id)] == ["1", "2", "3"]
+    assert [log.value for log in store.observation_logs(trial.id)] == ["1", "2", "3"]
     store.close()
 
 
@@ -427,7 +428,7 @@ def test_metrics_reach_the_store_while_the_trial_runs(tmp_path: Path, kind: str)
     watcher = Store(db)
     try:
         logs = _wait_for_observation(watcher, thread)
-        assert [(name, value) for _, name, value in logs] == [("result", "1")]
+        assert [(log.name, log.value) for log in logs] == [("result", "1")]
         record = watcher.get_experiment("exp")
         (trial,) = watcher.trials(record.id)
         assert trial.state is TrialState.RUNNING
@@ -441,7 +442,7 @@ def test_metrics_reach_the_store_while_the_trial_runs(tmp_path: Path, kind: str)
     watcher.close()
 
 
-def _wait_for_observation(watcher: Store, thread: threading.Thread) -> list[tuple[float, str, str]]:
+def _wait_for_observation(watcher: Store, thread: threading.Thread) -> list[MetricLog]:
     """Poll the store from this thread until the running trial's first observation is committed."""
     while thread.is_alive():
         try:

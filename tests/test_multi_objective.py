@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import katibx
 import pytest
 from conftest import experiment_doc
+
+import katibx
 from katibx.loader import experiment_from_dict
-from katibx.runner import check_experiment, create_backend
+from katibx.preparation import check_experiment, create_backend
+from katibx.search_algorithm import AlgorithmSettingsError, SearchAlgorithm
+from katibx.search_space import SearchSpace
 from katibx.status import pareto_front
 from katibx.validation import ValidationError
-from katibx.algorithms.base import AlgorithmSettingsError, SearchAlgorithm
-from katibx.search_space import SearchSpace
 
 
 def two_objectives(p: dict) -> dict:

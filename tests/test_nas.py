@@ -17,14 +17,12 @@ import pytest
 import yaml
 
 torch = pytest.importorskip("torch")
+from conftest import katibx_cli  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from katibx.algorithms.darts import Darts  # noqa: E402
-from conftest import katibx_cli  # noqa: E402
 from katibx.loader import experiment_from_dict  # noqa: E402
-from katibx.search_space import SearchSpace  # noqa: E402
-from katibx.store import Store  # noqa: E402
 from katibx.nas.architect import Architect  # noqa: E402
 from katibx.nas.data import DataError, Dataset, load_cifar10, load_digits  # noqa: E402
 from katibx.nas.evaluate import all_skip_genotype, evaluate  # noqa: E402
@@ -35,6 +33,8 @@ from katibx.nas.run_trial import parse_trial_args  # noqa: E402
 from katibx.nas.search_space import reduction_layers  # noqa: E402
 from katibx.nas.settings import KATIB_DEFAULTS, parse_settings  # noqa: E402
 from katibx.nas.trainer import search  # noqa: E402
+from katibx.search_space import SearchSpace  # noqa: E402
+from katibx.store import Store  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KATIB_NAS = REPO / "tests" / "data" / "katib-examples" / "nas"
@@ -320,7 +320,7 @@ def test_plugin_maps_katib_nas_config_and_yields_one_trial() -> None:
     doc["spec"]["nasConfig"]["operations"][0]["operationType"] = "lstm"
     doc["spec"]["nasConfig"]["operations"][1]["parameters"][0]["feasibleSpace"]["list"] = ["4"]
     del doc["spec"]["nasConfig"]["graphConfig"]["numLayers"]
-    from katibx.algorithms.base import AlgorithmSettingsError
+    from katibx.search_algorithm import AlgorithmSettingsError
 
     experiment = experiment_from_dict(doc)
     with pytest.raises(AlgorithmSettingsError) as info:
@@ -408,7 +408,7 @@ def test_katib_darts_cpu_example_runs_through_the_controller(tmp_path: Path) -> 
         trial_dir = st.trial_dir(record, stored.name)
     finally:
         st.close()
-    accuracies = [float(v) for _, name, v in logs if name == "Validation-Accuracy"]
+    accuracies = [float(log.value) for log in logs if log.name == "Validation-Accuracy"]
     assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)  # one per epoch, as they happened
     assert Genotype.from_dict(json.loads((trial_dir / "genotype.json").read_text())) == genotype
     assert (trial_dir / "genotype.png").is_file() and json.loads((trial_dir / "search.json").read_text())["num_layers"] == 1

@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import experiment_doc
+from objectives import BRANIN_MIN, branin, hartmann6
 
 import katibx
-from conftest import experiment_doc
 from katibx import plugins
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
 from katibx.search_space import SearchSpace
 from katibx.store import Store
 from katibx.trial import MetricSummary, TrialRecord, TrialState
-from objectives import BRANIN_MIN, branin, hartmann6
 
 ALGORITHMS = ["tpe", "multivariate-tpe", "cmaes", "sobol"]
 BRANIN = {"x1": katibx.search.double(-5, 10), "x2": katibx.search.double(0, 15)}

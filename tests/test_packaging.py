@@ -63,6 +63,7 @@ def test_only_katibx_is_installed_at_top_level(venv_with_rival: tuple[Path, Path
     assert tops == {"katibx", dist_info.name}
     assert (site / "katibx" / "algorithms" / "tpe.py").is_file()
     assert (site / "katibx" / "py.typed").is_file()
+    assert "Apache License" in next(dist_info.rglob("LICENSE")).read_text()
 
 
 def test_katibx_and_a_rival_distribution_both_work(venv_with_rival: tuple[Path, Path], tmp_path: Path) -> None:

@@ -18,21 +18,27 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import experiment_doc, katibx_cli, set_command
 
 import katibx
-from katibx.algorithms.pbt import GENERATION_LABEL, JOB_LABEL, PARENT_LABEL, RETRY_LABEL, PopulationBasedTraining, perturb
-from conftest import experiment_doc, katibx_cli, set_command
-from katibx.controller import create_algorithm
-from katibx.report import CHECKPOINT_DIR
-from katibx.trial import CHECKPOINT_FROM_LABEL
+from katibx.algorithms.pbt import (
+    GENERATION_LABEL,
+    JOB_LABEL,
+    PARENT_LABEL,
+    RETRY_LABEL,
+    PopulationBasedTraining,
+    perturb,
+)
+from katibx.backend import TrialStartError
 from katibx.loader import experiment_from_dict, load_experiment
+from katibx.preparation import create_algorithm
 from katibx.runner import resume_experiment, run_experiment
 from katibx.search_space import Parameter
 from katibx.status import current_condition
 from katibx.store import Store
-from katibx.trial import TrialRecord, TrialState
+from katibx.trial import CHECKPOINT_FROM_LABEL, TrialRecord, TrialState
+from katibx.trial_dir import CHECKPOINT_DIR
 from katibx.tuning import function_experiment
-from katibx.workers.base import TrialStartError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hp-tuning"
 _spec = importlib.util.spec_from_file_location("pbt_trial", EXAMPLE / "pbt_trial.py")
@@ -271,19 +277,19 @@ def test_each_start_of_a_child_copies_its_parents_checkpoint_afresh(store: Store
     (target / "stale").write_text("from the interrupted run")
     # A resumed controller re-runs the child: its checkpoint is copied again from the parent.
     from katibx.controller import Controller
-    from katibx.runner import create_backend
+    from katibx.preparation import create_backend
 
     controller = Controller(store, store.get_experiment("rerun"), create_backend())
-    controller._copy_checkpoint(child, target)
+    controller.lifecycle._copy_checkpoint(child, target)
     assert not (target / "stale").exists()
     parent = next(t for t in trials if t.name == child.labels[PARENT_LABEL])
     assert json.loads((target / "state.json").read_text())["lineage"] == lineage(store, record, parent)
     shutil.rmtree(store.trial_dir(record, parent.name) / CHECKPOINT_DIR)
-    controller._copy_checkpoint(child, target)
+    controller.lifecycle._copy_checkpoint(child, target)
     assert target.is_dir() and not any(target.iterdir())
     child.labels[CHECKPOINT_FROM_LABEL] = "../../elsewhere"
     with pytest.raises(TrialStartError, match="no other trial '../../elsewhere' in this experiment"):
-        controller._copy_checkpoint(child, target)
+        controller.lifecycle._copy_checkpoint(child, target)
 
 
 # resume -----------------------------------------------------------------------------------------------------------

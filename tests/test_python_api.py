@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import experiment_doc
 
 import katibx
-from conftest import experiment_doc
-from katibx.report import METRICS_FILE_ENV, TRIAL_NAME_ENV
 from katibx.template import format_value
+from katibx.trial_dir import METRICS_FILE_ENV, TRIAL_NAME_ENV
 
 CHOICES = ["adam", 3, 0.5]
 FIXED = {"epochs": 2, "tags": ["x", "y"], "note": None}

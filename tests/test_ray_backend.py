@@ -25,14 +25,15 @@ RAY_ENV = {
 os.environ.update(RAY_ENV)
 
 import ray  # noqa: E402 - a missing ray must fail this module, not skip it
+from conftest import experiment_doc, katibx_cli, process_gone, set_command
+from test_early_stopping import SERIES_SCRIPT
+from test_early_stopping import _doc as medianstop_doc
 
 import katibx  # noqa: E402
-from conftest import experiment_doc, katibx_cli, process_gone, set_command
 from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.store import Store, StoreError
 from katibx.trial import TrialState
-from test_early_stopping import SERIES_SCRIPT, _doc as medianstop_doc
 from katibx.workers.ray_backend import RayBackend, quantity, trial_resources
 
 

@@ -90,7 +90,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"metadata__name": "1abc"}, "metadata.name: '1abc' must consist of ..."),
     ({"metadata__name": "a" * 41}, "metadata.name: must be no more than 40 characters (got 41)"),
     ({"apiVersion": "kubeflow.org/v1"}, "apiVersion: must be kubeflow.org/v1beta1 (got 'kubeflow.org/v1')"),
-    ({"kind": "Trial"}, "kind: must be Experiment (got 'Trial')"),
+    ({"kind": "Trial"}, "(document): this is a Trial (kubeflow.org/v1beta1), not a Katib Experiment ..."),
     # counts
     ({"spec__maxFailedTrialCount": -1}, "spec.maxFailedTrialCount: should not be less than 0"),
     ({"spec__maxTrialCount": 0}, "spec.maxTrialCount: must be greater than 0"),
@@ -375,3 +375,24 @@ def test_garbage_never_raises_anything_but_validation_error(tmp_path: Path, text
     with pytest.raises(ValidationError) as info:
         load_experiment(path)
     assert info.value.errors and all(": " in line and "\n" not in line for line in info.value.errors)
+
+
+def test_schema_problems_and_webhook_rules_are_reported_in_one_pass() -> None:
+    """A wrong type and a broken Katib rule in the same file: both lines at once, not one stage after the other."""
+    errors = errors_of(spec__maxTrialCount="3", metadata__name="Bad_Name", spec__objective__goall=1)
+    assert "spec.maxTrialCount: must be an integer (got '3')" in errors
+    assert "spec.objective.goall: unknown field (did you mean 'goal'?)" in errors
+    assert any(line.startswith("metadata.name: 'Bad_Name' must consist of") for line in errors)
+
+
+@pytest.mark.parametrize("doc, what", [
+    ({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "b"}}, "ConfigMap (v1)"),
+    ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {}}}, "Job (batch/v1)"),
+])
+def test_a_file_of_another_kind_is_told_so(tmp_path: Path, doc: dict[str, Any], what: str) -> None:
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValidationError) as caught:
+        load_experiment(path)
+    assert caught.value.errors == [f"(document): this is a {what}, not a Katib Experiment "
+                                   "(apiVersion: kubeflow.org/v1beta1, kind: Experiment)"]

@@ -1,6 +1,5 @@
-"""Worker-backend plugins (entry-point group ``katibx.workers``) and their contract."""
+"""Worker-backend plugins (``local``, ``ray``, ``kubernetes``), one module each, registered as entry points.
 
-from katibx.workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
-from katibx.workers.local import LocalBackend
-
-__all__ = ["Backend", "LocalBackend", "TrialEvent", "TrialExited", "TrialJob", "TrialMetrics", "TrialStartError"]
+The contract they implement lives in the core (:class:`katibx.Backend`); nothing here is imported until an
+experiment runs on the backend.
+"""

@@ -15,15 +15,15 @@ import threading
 import time
 from typing import Any, Callable
 
-from katibx.store import StoreError
+from katibx.backend import ClusterError
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-class KubernetesClusterError(StoreError):
-    """The Kubernetes API server cannot be reached (reported by the CLI on one line, like a store problem)."""
+class KubernetesClusterError(ClusterError):
+    """The Kubernetes API server cannot be reached or refuses a request."""
 
 
 class KubeApi:

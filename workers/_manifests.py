@@ -20,13 +20,13 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from katibx.collection import collector_kind, source_path
-from katibx.report import TRIAL_NAME_ENV
+from katibx.metrics_collector import collector_kind, source_path
 from katibx.spec import Experiment
 from katibx.template import primary_container, render_trial_spec
+from katibx.trial import EXPERIMENT_LABEL, TRIAL_LABEL, TrialRecord
+from katibx.trial_dir import TRIAL_NAME_ENV
+from katibx.validation import ValidationError
 
-EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
-TRIAL_LABEL = "katib.kubeflow.org/trial"
 OWNER_LABEL = "katibx.io/owner"  # on the experiment's owner ConfigMap
 
 
@@ -234,26 +234,16 @@ def owner_name(experiment_name: str) -> str:
     return f"{experiment_name}-katibx"[:253]
 
 
-def render(experiment: Experiment, count: int, namespace: str | None = None) -> list[dict[str, Any]]:
-    """The worker objects the first ``count`` trials would get (no cluster: no owner reference, no push address)."""
-    from katibx.algorithms.base import AlgorithmSettingsError
-    from katibx.controller import create_algorithm  # the controller imports the backends' package
-    from katibx.search_space import SearchSpace
-    from katibx.validation import ValidationError
-
+def render_workers(experiment: Experiment, trials: list[TrialRecord], namespace: str | None = None) -> list[dict[str, Any]]:
+    """The worker objects these trials would get (no cluster: no owner reference, no push address)."""
     tt = experiment.spec.trial_template
     if tt is None or tt.trial_spec is None:
         where = "spec.trialTemplate.configMap" if tt is not None and tt.config_map is not None else "spec.trialTemplate"
         raise ValidationError([f"{where}: render needs an inline trialSpec (a ConfigMap template is read from the cluster)"])
     try:
-        algorithm = create_algorithm(experiment)
-    except AlgorithmSettingsError as exc:  # already one `path: message` line per problem
-        raise ValidationError(exc.errors) from None
-    suggestions = algorithm.suggest([], count)[:count]
-    space = SearchSpace.from_experiment(experiment)
-    workers = []
-    for i, suggestion in enumerate(suggestions):
-        name = suggestion.name or f"{experiment.name}-{i:08d}"
-        workers.append(build_worker(experiment, name, space.cast(suggestion.assignments),
-                                    namespace=namespace or experiment.namespace, trial_labels=suggestion.labels))
-    return workers
+        return [build_worker(experiment, t.name, t.assignments, namespace=namespace or experiment.namespace,
+                             trial_labels=t.labels) for t in trials]
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        raise ValidationError([f"spec.trialTemplate.trialSpec: {exc}"]) from None

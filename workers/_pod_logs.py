@@ -11,12 +11,13 @@ import threading
 import time
 from typing import Any
 
-from katibx.collection import STDOUT_LOG
-from katibx.collectors import LineParser, MetricLog, MetricsFormatError
+from katibx.backend import TrialEvent, TrialMetrics
+from katibx.metric_parsers import LineParser, MetricsFormatError
+from katibx.metrics import MetricLog
+from katibx.trial_dir import STDOUT_LOG
 from katibx.workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body
 from katibx.workers._manifests import file_section, pod_selector
 from katibx.workers._tracked import TrackedTrial
-from katibx.workers.base import TrialEvent, TrialMetrics
 
 log = logging.getLogger(__name__)
 

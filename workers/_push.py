@@ -15,9 +15,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from katibx.trial_dir import PUSHED_FILE
+
 log = logging.getLogger(__name__)
 
-PUSHED_FILE = "pushed.jsonl"  # in the trial's directory, one accepted metrics object per line
 
 
 class PushServer:

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from katibx.collectors import LineParser
+from katibx.metric_parsers import LineParser
 from katibx.workers._manifests import Resource
 
 

@@ -35,14 +35,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from katibx.collection import STDOUT_LOG, collector_kind, metric_names
-from katibx.collectors import LineParser, MetricsFormatError
+from katibx.backend import Backend, BackendOption, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 from katibx.defaults import WORKER_DEFAULTS
-from katibx.report import PUSH_TOKEN_ENV, PUSH_URL_ENV
+from katibx.metric_parsers import LineParser, MetricsFormatError
+from katibx.metrics_collector import collector_kind, metric_names
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, primary_container
+from katibx.trial import TrialRecord
+from katibx.trial_dir import PUSH_TOKEN_ENV, PUSH_URL_ENV, PUSHED_FILE, STDOUT_LOG
 from katibx.workers import _gjson
-from katibx.workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body, list_and_watch, stop_watches
+from katibx.workers._kube_api import (
+    KubeApi,
+    KubernetesClusterError,
+    api_message,
+    json_body,
+    list_and_watch,
+    stop_watches,
+)
 from katibx.workers._manifests import (
     EXPERIMENT_LABEL,
     TRIAL_LABEL,
@@ -52,17 +61,16 @@ from katibx.workers._manifests import (
     owner_config_map,
     owner_name,
     pod_selector,
+    render_workers,
 )
 from katibx.workers._pod_logs import PodLogs, read_pod_logs, write_log
-from katibx.workers._push import PUSHED_FILE, PushServer, append_record, parse_record, read_records
+from katibx.workers._push import PushServer, append_record, parse_record, read_records
 from katibx.workers._tracked import TrackedTrial
-from katibx.workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["KubernetesBackend", "KubernetesClusterError"]
 
-_SUPPORTED_COLLECTORS = ("StdOut", "File", "Push")
 # Why the other collectors are refused (Katib runs them in a sidecar, which katibx does not inject).
 _REFUSED_COLLECTORS = {
     "TensorFlowEvent": "event files stay inside the pod and need a reader there; print the scalars, write them to a "
@@ -72,12 +80,37 @@ _REFUSED_COLLECTORS = {
     "Custom": "a custom collector container is a sidecar; print the metrics or push them with katibx.report_metrics",
 }
 TOKEN_KEY = "pushToken"  # in the owner ConfigMap's data
+# Retries of the one-shot API calls of `katibx delete` before the cluster counts as unreachable.
+DELETE_RETRY_SECONDS = 5.0
+
+
+def _push_address(text: str) -> dict[str, Any]:
+    """``--push-address HOST:PORT`` as the constructor's push_host and push_port."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return {"push_host": host.strip("[]"), "push_port": int(port)}
 
 
 class KubernetesBackend(Backend):
     """Runs trials as objects in a Kubernetes cluster, through the official client."""
 
     name = "kubernetes"
+    options = (
+        BackendOption("--kubeconfig", "kubeconfig", envvar="KUBECONFIG", metavar="FILE",
+                      help="With --backend kubernetes: the kubeconfig file (env KUBECONFIG; default ~/.kube/config or "
+                           "in-cluster).", commands=frozenset({"run", "resume", "logs", "delete"})),
+        BackendOption("--context", "context", metavar="NAME", help="With --backend kubernetes: the kubeconfig context.",
+                      commands=frozenset({"run", "resume", "logs", "delete"})),
+        BackendOption("--push-address", "push_address", metavar="HOST:PORT", parse=_push_address,
+                      help="With --backend kubernetes: where the push-metrics endpoint listens (default 127.0.0.1, "
+                           "any free port)."),
+        BackendOption("--push-url", "push_url", metavar="URL",
+                      help="With --backend kubernetes: the push endpoint's URL as pods reach it (default: from "
+                           "--push-address)."),
+    )
+    metrics_collectors = ("StdOut", "File", "Push")
+    collector_refusals = _REFUSED_COLLECTORS
 
     def __init__(
         self,
@@ -137,11 +170,6 @@ class KubernetesBackend(Backend):
         errors: list[str] = []
         if tt is None:
             return errors
-        kind = collector_kind(experiment)
-        if kind not in _SUPPORTED_COLLECTORS:
-            reason = _REFUSED_COLLECTORS.get(kind, "print the metrics or push them with katibx.report_metrics")
-            errors.append(f"spec.metricsCollectorSpec.collector.kind: the kubernetes backend collects "
-                          f"{', '.join(_SUPPORTED_COLLECTORS)} metrics, not {kind}: {reason}")
         for field_name, value in (("successCondition", tt.success_condition), ("failureCondition", tt.failure_condition)):
             if value:
                 try:
@@ -301,16 +329,20 @@ class KubernetesBackend(Backend):
             if exc.status != 404:
                 raise
 
-    def delete_experiment(self, experiment: str, namespaces: list[str]) -> list[str]:
-        """Delete the experiment's owner ConfigMap in each namespace with Background propagation, so the API server's
-        garbage collector deletes every trial object (and their pods); the namespaces where one was found.
+    def delete_experiment(self, experiment: Experiment, handles: list[dict[str, Any]]) -> str:
+        """Delete the experiment's owner ConfigMap in each namespace its trials used, with Background propagation, so
+        the API server's garbage collector deletes every trial object (and their pods).
 
         Raises :class:`KubernetesClusterError` when the cluster cannot be reached or refuses the deletion.
         """
         from kubernetes.client.exceptions import ApiException
 
+        namespaces = sorted({str(h.get("namespace") or "default") for h in handles})
+        if not namespaces:
+            return ""
+        self._kube.retry_seconds = min(self.retry_seconds, DELETE_RETRY_SECONDS)  # one-shot calls: fail fast
         _batch, core, _custom = self._apis()
-        name, deleted = owner_name(experiment), []
+        name, deleted = owner_name(experiment.name), []
         for namespace in namespaces:
             try:
                 self._call(f"delete ConfigMap {namespace}/{name}", core.delete_namespaced_config_map, name, namespace,
@@ -320,7 +352,9 @@ class KubernetesBackend(Backend):
                     continue
                 raise KubernetesClusterError(f"cannot delete ConfigMap {namespace}/{name}: {api_message(exc)}") from None
             deleted.append(namespace)
-        return deleted
+        if not deleted:
+            return ""
+        return f"its Kubernetes objects in namespace {', '.join(deleted)} are being garbage-collected"
 
     def _owner(self, experiment: Experiment, namespace: str) -> dict[str, Any]:
         """The experiment's owner ConfigMap (created on first use), holding the push token."""
@@ -686,9 +720,20 @@ class KubernetesBackend(Backend):
         except ApiException as exc:
             log.warning("cannot delete %s %s: %s", resource.kind, stub.name, api_message(exc))
 
-    def pod_logs(self, handle: dict[str, Any]) -> str:
+    def trial_logs(self, handle: dict[str, Any]) -> str:
         """The current logs of a trial's pods, from its stored handle (for ``katibx logs`` while it runs)."""
         return read_pod_logs(self._kube, handle)
+
+    def render(self, experiment: Experiment, trials: list[TrialRecord], namespace: str | None) -> list[dict[str, Any]]:
+        """The worker objects these trials would get (no cluster: no owner reference, no push address)."""
+        return render_workers(experiment, trials, namespace)
+
+    def settings(self) -> dict[str, Any]:
+        kept = {"kubeconfig": self.kubeconfig, "context": self.context, "namespace": self.namespace,
+                "push_url": self.push_url}
+        if self.push_host != "127.0.0.1":
+            kept["push_host"] = self.push_host
+        return {k: v for k, v in kept.items() if v is not None}
 
     def close(self) -> None:
         with self._lock:

@@ -20,20 +20,17 @@ from typing import Any, Callable
 
 import psutil
 
-from katibx.collection import PUSH_FILE, STDOUT_LOG, MetricsCollector, collector_kind, source_path
-from katibx.report import CHECKPOINT_DIR, CHECKPOINT_ENV, METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV
+from katibx.backend import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 from katibx.defaults import WORKER_DEFAULTS
+from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
+from katibx.trial_dir import CHECKPOINT_DIR, FILES_DIR, PUSH_FILE, STDOUT_LOG, trial_environment
 from katibx.workers._function_worker import FunctionWorker, TrialRequest, create_time
-from katibx.workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 
 log = logging.getLogger(__name__)
 
 KILL_GRACE_SECONDS = 3.0
-_SUPPORTED_COLLECTORS = ("StdOut", "File", "TensorFlowEvent", "Push")
-# Where a trial's File/TensorFlowEvent paths named in its command are moved to, inside its trial directory.
-FILES_DIR = "files"
 # Algorithm setting naming the checkpoint path trials use (Katib's pbt mounts a volume there).
 CHECKPOINT_SETTING = "suggestion_trial_dir"
 # Function trial template field: false forks a fresh process for every trial (no module state is shared).
@@ -69,6 +66,10 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    collector_refusals = {
+        kind: "Katib runs it as a sidecar in the trial's pod; print the metrics or push them with katibx.report_metrics"
+        for kind in ("PrometheusMetric", "Custom")
+    }
 
     def __init__(self, metrics_poll_interval: float = 0.2, reuse_function_workers: bool = True) -> None:
         self.metrics_poll_interval = metrics_poll_interval
@@ -91,13 +92,7 @@ class LocalBackend(Backend):
                 "inline the template as spec.trialTemplate.trialSpec or use --backend kubernetes"
             )
             return errors
-        kind = collector_kind(experiment)
-        if kind not in _SUPPORTED_COLLECTORS:
-            errors.append(
-                f"spec.metricsCollectorSpec.collector.kind: {kind} collectors need a Kubernetes cluster; "
-                f"the local backend supports {', '.join(_SUPPORTED_COLLECTORS)}"
-            )
-        elif kind == "TensorFlowEvent" and importlib.util.find_spec("tensorboard") is None:
+        if collector_kind(experiment) == "TensorFlowEvent" and importlib.util.find_spec("tensorboard") is None:
             errors.append(
                 "spec.metricsCollectorSpec.collector.kind: TensorFlowEvent metrics collector needs the "
                 "'tensorboard' package: pip install 'katibx[tensorboard]'"
@@ -149,17 +144,8 @@ class LocalBackend(Backend):
         for stale in (STDOUT_LOG, PUSH_FILE):
             (job.trial_dir / stale).unlink(missing_ok=True)
         shutil.rmtree(job.trial_dir / FILES_DIR, ignore_errors=True)
-        checkpoint = job.trial_dir / CHECKPOINT_DIR  # the controller may have filled it from a parent trial
-        checkpoint.mkdir(exist_ok=True)
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1"),  # metrics lines arrive as they are printed
-            TRIAL_NAME_ENV: job.trial.name,
-            TRIAL_DIR_ENV: str(job.trial_dir),
-            METRICS_FILE_ENV: str(job.trial_dir / PUSH_FILE),
-            "KATIBX_EXPERIMENT": job.experiment.name,
-            CHECKPOINT_ENV: str(checkpoint),
-        }
+        (job.trial_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)  # the controller may have filled it from a parent
+        env = {**os.environ, **trial_environment(job.trial_dir, job.experiment.name, job.trial.name)}
         try:
             worker = render_trial_spec(job.experiment, job.trial.name, job.trial.assignments)
             deadline = active_deadline_seconds(worker)

@@ -29,18 +29,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from katibx.collection import STDOUT_LOG
+from katibx.backend import Backend, BackendOption, ClusterError, TrialEvent, TrialExited, TrialJob, TrialStartError
 from katibx.functions import import_function
-from katibx.store import StoreError
 from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
+from katibx.trial_dir import RAY_WORKER_FILE, STDOUT_LOG
 from katibx.validation import ValidationError
-from katibx.workers.base import Backend, TrialEvent, TrialExited, TrialJob, TrialStartError
 from katibx.workers.local import LocalBackend
 
 log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "RAY_ADDRESS"
-WORKER_FILE = "ray-worker.json"  # in the trial dir: where the trial's process runs, for release()
 # Set on a node without the controller's filesystem: the node keeps trial directories under this folder instead,
 # and a finished trial's output is copied back to the controller (``katibx logs`` reads it there).
 WORKER_DIR_ENV = "KATIBX_WORKER_DIR"
@@ -56,8 +54,8 @@ PLACEMENT_GRACE_SECONDS = 1.0
 _IGNORED_RESOURCES = ("ephemeral-storage", "storage", "pods")
 
 
-class RayClusterError(StoreError):
-    """The Ray cluster cannot be reached any more (reported by the CLI on one line like a store problem)."""
+class RayClusterError(ClusterError):
+    """The Ray cluster cannot be reached any more."""
 
 
 # resources ---------------------------------------------------------------------------------------------------
@@ -152,7 +150,7 @@ class TrialWorker:
             with self._lock:
                 handle = self._local.start(job)
             handle = {**handle, **self.info()}
-            (job.trial_dir / WORKER_FILE).write_text(json.dumps(handle))
+            (job.trial_dir / RAY_WORKER_FILE).write_text(json.dumps(handle))
             return handle
         except TrialStartError as exc:
             return {"error": str(exc)}
@@ -230,7 +228,7 @@ def node_trial_dir(trial_dir: str | Path) -> Path:
 def _release_on_node(trial_dir: str) -> bool:
     """Stop what a trial left running on this node (its process group), from the worker file in its trial dir."""
     try:
-        handle = json.loads((node_trial_dir(trial_dir) / WORKER_FILE).read_text())
+        handle = json.loads((node_trial_dir(trial_dir) / RAY_WORKER_FILE).read_text())
     except (OSError, ValueError):
         return False
     LocalBackend().release(handle)
@@ -259,6 +257,10 @@ class RayBackend(Backend):
     """Runs trials on a Ray cluster: ``address`` (or ``$RAY_ADDRESS``) to connect, else a local cluster is started."""
 
     name = "ray"
+    options = (BackendOption("--ray-address", "address", envvar=ADDRESS_ENV, metavar="ADDR",
+                             help="With --backend ray: the cluster to connect to (env RAY_ADDRESS); default: start a "
+                                  "local one."),)
+    collector_refusals = LocalBackend.collector_refusals
 
     def __init__(self, address: str | None = None, metrics_poll_interval: float = 0.05,
                  unreachable_seconds: float = UNREACHABLE_SECONDS) -> None:
@@ -348,7 +350,7 @@ class RayBackend(Backend):
         self._pool_size = max(self._pool_size, job.experiment.spec.parallel_trial_count or 1)
         worker = self._idle_worker(tuple(sorted(resources.items())))
         job.trial_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (WORKER_FILE, STDOUT_LOG):  # a re-run trial's output is copied here again
+        for stale in (RAY_WORKER_FILE, STDOUT_LOG):  # a re-run trial's output is copied here again
             (job.trial_dir / stale).unlink(missing_ok=True)
         worker.trial, worker.trial_dir, worker.kill_requested = job.trial.name, str(job.trial_dir), False
         worker.handle, worker.poll_ref = {}, None
@@ -575,6 +577,9 @@ class RayBackend(Backend):
             return
         self._connect()
         self._release_trial(str(handle.get("trial_dir", "")))
+
+    def settings(self) -> dict[str, Any]:
+        return {"address": self.address} if self.address else {}
 
     def close(self) -> None:
         ray = self._ray

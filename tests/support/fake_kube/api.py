@@ -333,7 +333,7 @@ class Api:
         if kind not in ("application/json-patch+json", "application/merge-patch+json",
                         "application/strategic-merge-patch+json", "application/apply-patch+yaml",
                         "application/apply-patch+json", ""):
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
                            "application/json-patch+json, application/merge-patch+json, "
                            "application/apply-patch+yaml", "UnsupportedMediaType")
         expect = None

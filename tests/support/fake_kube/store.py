@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import queue
 import random
-import string
 import threading
 import uuid
 from collections import deque

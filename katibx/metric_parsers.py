@@ -13,20 +13,19 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from katibx.metrics import MetricLog
+
 __all__ = [
     "DEFAULT_METRICS_FORMAT",
     "LineParser",
-    "MetricLog",
     "MetricsCollectorUnavailable",
     "MetricsFormatError",
-    "as_float",
     "parse_text",
     "read_tfevents",
 ]
@@ -46,30 +45,12 @@ _RFC3339 = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class MetricLog:
-    """One observed metric value; ``value`` stays a string, as in Katib's DB."""
-
-    name: str
-    value: str
-    timestamp: float | None  # epoch seconds, None = unknown (caller uses arrival time)
-
-
 class MetricsFormatError(ValueError):
     """A metrics format or a metrics line could not be parsed."""
 
 
 class MetricsCollectorUnavailable(RuntimeError):
     """A collector needs an optional dependency that is not installed."""
-
-
-def as_float(value: str) -> float | None:
-    """Return ``value`` as a finite float, or None when it is not numeric (nan/inf too)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def parse_rfc3339(text: str) -> float | None:

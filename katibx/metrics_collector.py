@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from katibx.collectors import LineParser, MetricLog, MetricsCollectorUnavailable, MetricsFormatError, read_tfevents
+from katibx.metric_parsers import LineParser, MetricsCollectorUnavailable, MetricsFormatError, read_tfevents
+from katibx.metrics import MetricLog
 from katibx.spec import Experiment
+from katibx.trial_dir import PUSH_FILE, STDOUT_LOG
 
-STDOUT_LOG = "stdout.log"
-PUSH_FILE = "metrics.jsonl"
 # Event files older than the trial by more than this (clock granularity) belong to an earlier run.
 _TFEVENT_SLACK_SECONDS = 1.0
 

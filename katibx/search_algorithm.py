@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
+from katibx.objective import Objective
 from katibx.search_space import SearchSpace
 from katibx.spec import Experiment
 from katibx.trial import TrialRecord
@@ -61,6 +62,7 @@ class SearchAlgorithm(abc.ABC):
                 f"spec.objective.additionalObjectives: algorithm {self.name!r} optimises a single objective; "
                 "use an algorithm that supports several (see the README)"
             ])
+        self.objective = Objective(experiment)
         self.settings = {**self.default_settings, **given}
         errors: list[str] = []
         self.configure(self.settings, errors)

@@ -1,4 +1,4 @@
-"""Tests for katibx.collectors: Katib's TEXT/JSON log formats and TensorFlow event files."""
+"""Tests for katibx.metric_parsers: Katib's TEXT/JSON log formats and TensorFlow event files."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from katibx.collectors import (
+from katibx.metric_parsers import (
     DEFAULT_METRICS_FORMAT,
     LineParser,
-    MetricLog,
     MetricsCollectorUnavailable,
     MetricsFormatError,
-    as_float,
     parse_text,
     read_tfevents,
 )
+from katibx.metrics import MetricLog, as_float
 
 TS = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp()
 
@@ -263,7 +262,7 @@ def test_read_tfevents_unavailable_without_tensorboard(monkeypatch: pytest.Monke
 
 def test_read_tfevents_scalars_tensors_and_subdirectories(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
-    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.compat.proto import event_pb2
     from tensorboard.summary import Writer
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
     from tensorboard.util import tensor_util

@@ -5,11 +5,11 @@ from __future__ import annotations
 import abc
 from typing import ClassVar, Mapping, Sequence
 
-from katibx.algorithms.base import AlgorithmSettingsError
+from katibx.metrics import MetricLog
+from katibx.objective import Objective
+from katibx.search_algorithm import AlgorithmSettingsError
 from katibx.spec import Experiment
 from katibx.trial import TrialRecord
-
-MetricLogs = Sequence[tuple[float, str, str]]  # (timestamp, metric name, value) in arrival order
 
 
 class EarlyStoppingAlgorithm(abc.ABC):
@@ -25,6 +25,7 @@ class EarlyStoppingAlgorithm(abc.ABC):
 
     def __init__(self, experiment: Experiment) -> None:
         self.experiment = experiment
+        self.objective = Objective(experiment)
         spec = experiment.spec.early_stopping
         given = spec.settings_dict() if spec else {}
         errors = [
@@ -41,9 +42,9 @@ class EarlyStoppingAlgorithm(abc.ABC):
     def configure(self, settings: Mapping[str, str | None], errors: list[str]) -> None:
         """Parse and check settings, appending ``path: message`` lines to ``errors``."""
 
-    def observe(self, trial: TrialRecord, logs: MetricLogs) -> None:
+    def observe(self, trial: TrialRecord, logs: Sequence[MetricLog]) -> None:
         """Learn from a trial that has completed (Succeeded or EarlyStopped)."""
 
     @abc.abstractmethod
-    def should_stop(self, trial: TrialRecord, logs: MetricLogs) -> bool:
+    def should_stop(self, trial: TrialRecord, logs: Sequence[MetricLog]) -> bool:
         """Whether a running trial, with the metric logs it has reported so far, should be stopped now."""

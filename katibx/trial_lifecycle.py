@@ -1,0 +1,162 @@
+"""A trial's life on a backend: start, observe its metrics, finish with Katib's state and reason, stop on request.
+
+Every step commits to the store before it acts (starting or stopping a worker), so a controller that restarts
+after a crash finds each trial where the last one left it (:meth:`TrialLifecycle.recover`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from katibx.backend import Backend, TrialExited, TrialJob, TrialStartError
+from katibx.early_stopping import EarlyStoppingAlgorithm
+from katibx.metrics import MetricLog
+from katibx.objective import Objective
+from katibx.status import is_completed
+from katibx.store import ExperimentRecord, Store
+from katibx.trial import CHECKPOINT_FROM_LABEL, TRIAL_REASONS, TrialRecord, TrialState, summarize
+from katibx.trial_book import TrialBook
+from katibx.trial_dir import CHECKPOINT_DIR
+
+log = logging.getLogger(__name__)
+
+
+class TrialLifecycle:
+    """Moves the trials of one experiment through Created -> Running -> a terminal state on ``backend``.
+
+    ``notify`` is called after every change the store has taken (progress displays)."""
+
+    def __init__(self, store: Store, record: ExperimentRecord, book: TrialBook, backend: Backend,
+                 early_stopping: EarlyStoppingAlgorithm | None, function: Callable[..., Any] | None,
+                 notify: Callable[[], None]) -> None:
+        self.store, self.record, self.book, self.backend = store, record, book, backend
+        self.early_stopping = early_stopping
+        self.function = function
+        self.notify = notify
+        self.objective = Objective(record.experiment)
+        self._logs: dict[str, list[MetricLog]] = {}  # metric logs of the trials this controller started or attached
+        self._started: set[str] = set()
+        self._stopping: dict[str, TrialState] = {}  # trial -> the state it ends in once its worker has stopped
+        if early_stopping is not None:
+            for trial in book.trials:  # the store's history is the early-stopping state too
+                if trial.state.is_terminal:
+                    early_stopping.observe(trial, store.observation_logs(trial.id))
+
+    def is_started(self, trial: TrialRecord) -> bool:
+        return trial.name in self._started
+
+    # start -------------------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Trials a previous controller left running are re-attached when the backend can (their metrics are collected
+        again from the start), else stopped and run again from scratch, under the same name."""
+        for trial in self.book.active():
+            handle = self.store.trial_handle(trial)
+            self.store.clear_observations(trial.id)
+            if handle and trial.state is TrialState.RUNNING and self.backend.attach(self._job(trial), handle):
+                log.info("trial %s is still running; re-attached to it", trial.name)
+                self._started.add(trial.name)
+                self._logs[trial.name] = []
+                continue
+            if handle:
+                self.backend.release(handle)
+            if trial.state is TrialState.RUNNING:
+                log.info("trial %s was running when the controller stopped; running it again", trial.name)
+                self.set_state(trial, TrialState.CREATED, "TrialCreated", "Trial is re-run after a controller restart")
+
+    def start(self, trial: TrialRecord) -> None:
+        job = self._job(trial)
+        self._started.add(trial.name)
+        self._logs[trial.name] = []
+        trial.start_time = time.time()
+        try:
+            self._copy_checkpoint(trial, job.trial_dir / CHECKPOINT_DIR)
+            handle = self.backend.start(job)
+        except TrialStartError as exc:
+            self.set_state(trial, TrialState.FAILED, "TrialFailed. Job reason: StartError", str(exc))
+            return
+        self.book.move(trial, TrialState.RUNNING, TRIAL_REASONS[TrialState.RUNNING], "Trial is running")
+        self.store.save_trial(trial, handle)
+        self.notify()
+
+    def _job(self, trial: TrialRecord) -> TrialJob:
+        return TrialJob(experiment=self.record.experiment, trial=trial, workdir=Path(self.record.workdir),
+                        trial_dir=self.store.trial_dir(self.record, trial.name), function=self.function)
+
+    def _copy_checkpoint(self, trial: TrialRecord, target: Path) -> None:
+        """Replace ``target`` with a copy of the checkpoint directory of the trial named by CHECKPOINT_FROM_LABEL."""
+        source = trial.labels.get(CHECKPOINT_FROM_LABEL)
+        if not source:
+            return
+        if source == trial.name or self.book.get(source) is None:
+            raise TrialStartError(f"label {CHECKPOINT_FROM_LABEL}: no other trial {source!r} in this experiment")
+        origin = self.store.trial_dir(self.record, source) / CHECKPOINT_DIR
+        try:
+            if target.exists():
+                shutil.rmtree(target)
+            if origin.is_dir():
+                shutil.copytree(origin, target, symlinks=True)
+            else:  # the parent saved nothing
+                target.mkdir(parents=True)
+        except OSError as exc:
+            raise TrialStartError(f"cannot copy the checkpoint of trial {source!r}: {exc}") from None
+
+    # run ---------------------------------------------------------------------------------------
+    def observe(self, trial_name: str, logs: list[MetricLog]) -> None:
+        """Keep a running trial's new metric logs (stamped with their arrival time when they carry none) and ask
+        early stopping whether it should go on."""
+        trial = self.book.get(trial_name)
+        if trial is None or not logs:
+            return
+        now = time.time()
+        stamped = [log if log.timestamp is not None else MetricLog(log.name, log.value, now) for log in logs]
+        self.store.add_observations(trial.id, stamped)
+        history = self._logs.setdefault(trial_name, [])
+        history.extend(stamped)
+        if (self.early_stopping is not None and trial.state is TrialState.RUNNING and trial.name not in self._stopping
+                and not is_completed(self.record.conditions) and self.early_stopping.should_stop(trial, history)):
+            log.info("early stopping trial %s", trial.name)
+            self.stop(trial, TrialState.EARLY_STOPPED)
+
+    def stop(self, trial: TrialRecord, state: TrialState) -> None:
+        """Stop a running trial's worker; the trial ends in ``state`` (EarlyStopped or Killed) when it has stopped."""
+        self._stopping[trial.name] = state
+        self.backend.kill(trial.name)
+
+    # finish ------------------------------------------------------------------------------------
+    def finish(self, event: TrialExited) -> None:
+        """A trial's worker ended: its observation and Katib's state, reason and message."""
+        trial = self.book.get(event.trial_name)
+        if trial is None or trial.state.is_terminal:
+            return
+        logs = self._logs.pop(trial.name, [])
+        trial.observation = summarize(logs)
+        trial.completion_time = time.time()
+        state, reason, message = self._outcome(trial, event)
+        self.set_state(trial, state, reason, message)
+        if self.early_stopping is not None:
+            self.early_stopping.observe(trial, logs)
+
+    def _outcome(self, trial: TrialRecord, event: TrialExited) -> tuple[TrialState, str, str]:
+        forced = self._stopping.pop(trial.name, None)
+        if forced is TrialState.EARLY_STOPPED:
+            return forced, TRIAL_REASONS[forced], "Trial is early stopped"
+        if forced is not None:
+            return forced, TRIAL_REASONS[forced], f"Trial was stopped by the controller ({event.message})"
+        if not event.succeeded:
+            return TrialState.FAILED, f"TrialFailed. Job reason: {event.reason}", f"Trial has failed: {event.message}"
+        if self.objective.metric in trial.observation:
+            return TrialState.SUCCEEDED, f"TrialSucceeded. Job reason: {event.reason}", "Trial has succeeded"
+        return (TrialState.METRICS_UNAVAILABLE, TRIAL_REASONS[TrialState.METRICS_UNAVAILABLE],
+                f"Metrics are not available: objective metric {self.objective.metric!r} was not reported")
+
+    def set_state(self, trial: TrialRecord, state: TrialState, reason: str, message: str) -> None:
+        """Move the trial and commit it."""
+        if state.is_terminal and trial.completion_time is None:
+            trial.completion_time = time.time()
+        self.book.move(trial, state, reason, message)
+        self.store.save_trial(trial)
+        self.notify()
