@@ -14,10 +14,13 @@ _EXPORTS = {
     # plugin contracts
     "AlgorithmSettingsError": "katibx.search_algorithm",
     "Backend": "katibx.backend",
+    "BackendOption": "katibx.backend",
+    "ClusterError": "katibx.backend",
     "EarlyStoppingAlgorithm": "katibx.early_stopping",
     "MetricLog": "katibx.metrics",
     "SearchAlgorithm": "katibx.search_algorithm",
     "Suggestion": "katibx.search_algorithm",
+    "TrialEvent": "katibx.backend",
     "TrialExited": "katibx.backend",
     "TrialJob": "katibx.backend",
     "TrialMetrics": "katibx.backend",
@@ -44,9 +47,12 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        return version("katibx")
+        try:
+            return version("katibx")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            raise AttributeError("katibx.__version__: katibx is not installed") from None
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'katibx' has no attribute {name!r}")

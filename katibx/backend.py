@@ -120,6 +120,12 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Stop every trial still running and free resources."""
 
+    @classmethod
+    def merge_settings(cls, stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        """Constructor options for a later run of an experiment: the stored ``settings()`` with the options given
+        now replacing them (a backend whose options depend on each other overrides this)."""
+        return {**stored, **given}
+
     def settings(self) -> dict[str, Any]:
         """The constructor options worth keeping (JSON-able): the store records them, so ``resume``, ``logs`` and
         ``delete`` re-create this backend as the run had it (``--ray-address``, ``--kubeconfig``...)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -10,6 +11,7 @@ from typing import Any, Callable, NoReturn
 
 import click
 import yaml
+from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -18,10 +20,10 @@ from rich.table import Table
 from katibx import plugins
 from katibx.backend import Backend, ClusterError
 from katibx.client import KatibxClient, trial_object
-from katibx.loader import load_experiment, load_experiments
+from katibx.loader import load_experiment
 from katibx.metric_parsers import MetricsCollectorUnavailable
 from katibx.objective import Objective
-from katibx.preparation import DEFAULT_BACKEND, backend_class, check_experiment, create_backend, planned_trials, prepare
+from katibx.preparation import DEFAULT_BACKEND, backend_class, create_backend, file_problems, planned_trials, prepare
 from katibx.runner import resume_experiment, run_experiment, stored_backend
 from katibx.status import TrialCounts, current_condition, optimal_trial, pareto_front
 from katibx.store import ExperimentRecord, Store, StoreError
@@ -29,6 +31,8 @@ from katibx.trial import TrialRecord
 from katibx.validation import ValidationError
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+log = logging.getLogger(__name__)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -53,8 +57,16 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _installed_backends() -> dict[str, type[Backend]]:
-    """Every installed worker-backend plugin, by name (their modules import no cluster client until used)."""
-    return {name: backend_class(name) for name in sorted(plugins.backend_names())}
+    """Every installed worker-backend plugin that loads, by name (their modules import no cluster client until used).
+
+    A plugin that fails to load is left out here, so it cannot break the other commands; using it says why."""
+    found: dict[str, type[Backend]] = {}
+    for name in sorted(plugins.backend_names()):
+        try:
+            found[name] = backend_class(name)
+        except Exception as exc:  # noqa: BLE001 - a third-party plugin may fail in any way
+            log.warning("backend plugin %r cannot be loaded: %s", name, exc)
+    return found
 
 
 def backend_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -84,10 +96,19 @@ def _constructor_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
     return keywords
 
 
-def _backend_option_values(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Pop the backend options click collected for a command out of its keyword arguments."""
+def _backend_option_values(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pop the backend options click collected out of a command's keyword arguments: (given as flags, taken from
+    environment variables such as RAY_ADDRESS or KUBECONFIG)."""
+    context = click.get_current_context()
     flags = {o.flag.lstrip("-").replace("-", "_") for b in _installed_backends().values() for o in b.options}
-    return {k: kwargs.pop(k) for k in list(kwargs) if k in flags}
+    given: dict[str, Any] = {}
+    from_env: dict[str, Any] = {}
+    for key in [k for k in kwargs if k in flags]:
+        value = kwargs.pop(key)
+        if value is not None:
+            source = context.get_parameter_source(key)
+            (from_env if source is ParameterSource.ENVIRONMENT else given)[key] = value
+    return given, from_env
 
 
 def _fail(lines: list[str], source: str | None = None, code: int = EXIT_INVALID) -> NoReturn:
@@ -227,7 +248,8 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
     experiment = load_experiment(file)
     if namespace:
         experiment.metadata.namespace = namespace
-    worker = create_backend(backend, **_constructor_options(backend, _backend_option_values(options)))
+    given, from_env = _backend_option_values(options)
+    worker = create_backend(backend, **_constructor_options(backend, {**from_env, **given}))
     try:
         prepared = prepare(experiment, worker)  # every problem of the file before the store is opened
     except ValidationError as exc:
@@ -257,10 +279,12 @@ def resume(name: str, namespace: str | None, max_trial_count: int | None, backen
 
 
 def _stored_backend(record: ExperimentRecord, backend: str | None, options: dict[str, Any]) -> Backend:
-    """The backend that ran ``record`` with its stored options, updated by the backend options given here."""
+    """The backend that ran ``record`` with its stored options: flags given here replace them, environment
+    variables only fill in what the store does not say (a shell's RAY_ADDRESS must not move a resumed run)."""
     name = backend or record.backend or DEFAULT_BACKEND
-    given = _constructor_options(name, _backend_option_values(options))
-    return stored_backend(record, backend, **given)
+    given, from_env = _backend_option_values(options)
+    return stored_backend(record, backend, given=_constructor_options(name, given),
+                          fallback=_constructor_options(name, from_env))
 
 
 # validate ---------------------------------------------------------------------------------
@@ -275,10 +299,7 @@ def validate(files: tuple[str, ...], backend: str) -> None:
         _fail(exc.errors)
     bad = 0
     for file in files:
-        try:
-            errors = [e for exp in load_experiments(file) for e in check_experiment(exp, worker)]
-        except ValidationError as exc:
-            errors = exc.errors
+        errors = file_problems(file, worker)
         if errors:
             bad += 1
             for line in errors:
@@ -397,21 +418,30 @@ def delete(name: str, namespace: str | None, store: str | None, force: bool, **o
     client = KatibxClient(store)
     record = client.store.get_experiment(name, namespace)
     handles = [h for h in map(client.store.trial_handle, client.store.trials(record.id)) if h is not None]
-    worker = _stored_backend(record, None, options)
-    cleaned = ""
-    try:
-        cleaned = worker.delete_experiment(record.experiment, handles)
-    except ClusterError as exc:
-        if not force:
-            _fail([f"{exc}; experiment {name} is kept (katibx delete {name} --force deletes it from the store "
-                   f"anyway, leaving what its trials created on the {worker.name} backend)"])
-        err.print(f"[yellow]warning:[/yellow] {escape(str(exc))}; what its trials created on the {worker.name} backend "
-                  "is left",
-                  highlight=False)
-    finally:
-        worker.close()
+    cleaned = _delete_outside_store(record, handles, force, options) if handles else ""
     client.delete_experiment(name, namespace)
     out.print(escape(f"experiment {name} deleted" + (f"; {cleaned}" if cleaned else "")), highlight=False)
+
+
+def _delete_outside_store(record: ExperimentRecord, handles: list[dict[str, Any]], force: bool,
+                          options: dict[str, Any]) -> str:
+    """What the experiment's backend created outside the store (cluster objects), deleted; with ``force`` a backend
+    that cannot be created or reached only gets a warning, so the store entry can always be deleted."""
+    backend = record.backend or DEFAULT_BACKEND
+    try:
+        worker = _stored_backend(record, None, options)
+        try:
+            return worker.delete_experiment(record.experiment, handles)
+        finally:
+            worker.close()
+    except (ClusterError, ValidationError) as exc:
+        problem = "; ".join(exc.errors) if isinstance(exc, ValidationError) else str(exc)
+        if not force:
+            _fail([f"{problem}; experiment {record.name} is kept (katibx delete {record.name} --force deletes it from "
+                   f"the store anyway, leaving what its trials created on the {backend} backend)"])
+        err.print(f"[yellow]warning:[/yellow] {escape(problem)}; what its trials created on the {backend} backend "
+                  "is left", highlight=False)
+        return ""
 
 
 @main.command()

@@ -87,11 +87,12 @@ class Controller:
                 if is_completed(self.record.conditions) and not self.book.active():
                     break
                 for event in self.backend.poll(self.poll_timeout):
+                    if not isinstance(event, (TrialMetrics, TrialExited)):
+                        log.warning("backend %s reported an event katibx does not know: %r", self.backend.name, event)
+                        continue
                     self.lifecycle.observe(event.trial_name, event.logs)
                     if isinstance(event, TrialExited):
                         self.lifecycle.finish(event)
-                    else:
-                        assert isinstance(event, TrialMetrics)
         finally:
             self.backend.close()
         return self.record

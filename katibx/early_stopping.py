@@ -29,7 +29,7 @@ class EarlyStoppingAlgorithm(abc.ABC):
         spec = experiment.spec.early_stopping
         given = spec.settings_dict() if spec else {}
         errors = [
-            f"spec.earlyStopping.algorithmSettings: unknown setting {n!r} for early stopping {self.name!r} "
+            f"spec.earlyStopping.algorithmSettings[{n}]: unknown setting for early stopping {self.name!r} "
             f"(known: {', '.join(self.default_settings) or 'none'})"
             for n in sorted(set(given) - set(self.default_settings))
         ]

@@ -143,28 +143,37 @@ def experiment_from_dict(data: Any, source: str | None = None) -> Experiment:
 
     Schema problems and Katib's webhook rules are reported together: the parts the schema refuses are set aside,
     the rest is checked by the rules, and only rule lines about what was set aside are left out."""
+    experiment, problems = parse_experiment(data)
+    if problems or experiment is None:
+        raise ValidationError(problems, source)
+    return experiment
+
+
+def parse_experiment(data: Any) -> tuple[Experiment | None, list[str]]:
+    """(the defaulted experiment, every schema and rule problem): the experiment is None when the schema refused
+    something, else it is built even when a rule is broken, so that plugin checks can still report theirs."""
     if not isinstance(data, dict):
-        raise ValidationError([f"(document): must be a mapping with apiVersion, kind, metadata and spec{_got(data)}"], source)
+        return None, [f"(document): must be a mapping with apiVersion, kind, metadata and spec{_got(data)}"]
     other = _other_kind(data)
     if other:
-        raise ValidationError([other], source)
+        return None, [other]
     schema_errors, experiment, set_aside = _parse(data)
     if experiment is None:
-        raise ValidationError(schema_errors, source)
+        return None, schema_errors
     experiment = apply_defaults(experiment)
     rule_errors = [e for e in validate(experiment) if not any(_about(e, path) for path in set_aside)]
-    if schema_errors or rule_errors:
-        raise ValidationError(schema_errors + rule_errors, source)
-    return experiment
+    if schema_errors:  # built from what the schema accepted: checked by the rules, too partial for plugins
+        return None, schema_errors + rule_errors
+    return experiment, rule_errors
 
 
 def _other_kind(data: dict[Any, Any]) -> str | None:
     """A line saying what the document is when its kind says it is not a Katib Experiment."""
     kind, api_version = data.get("kind"), data.get("apiVersion")
-    if not isinstance(kind, str) or kind == "Experiment":
+    if not isinstance(kind, str) or kind.lower() == "experiment":  # a misspelt Experiment is told by the rules
         return None
     what = f"{kind} ({api_version})" if isinstance(api_version, str) else kind
-    return f"(document): this is a {what}, not a Katib Experiment (apiVersion: kubeflow.org/v1beta1, kind: Experiment)"
+    return f"(document): this is {'an' if what[:1].lower() in 'aeiou' else 'a'} {what}, not a Katib Experiment (apiVersion: kubeflow.org/v1beta1, kind: Experiment)"
 
 
 # Repairs before the schema problems that remain cannot be set aside (each round removes every refused part).
@@ -180,9 +189,11 @@ def _parse(data: dict[Any, Any]) -> tuple[list[str], Experiment | None, list[str
         try:
             return lines, Experiment.model_validate(current), set_aside
         except PydanticValidationError as exc:
-            lines.extend(line for line in pydantic_errors(exc, current) if line not in lines)
-            locs = [_clean(e["loc"]) for e in exc.errors(include_url=False) if e["type"] != "missing"]
-            if len(locs) < len(exc.errors()) or not all(_remove(current, loc) for loc in locs):
+            removed_by_us = {f"{path}: Required value" for path in set_aside}
+            lines.extend(line for line in pydantic_errors(exc, current) if line not in lines + list(removed_by_us))
+            errors = exc.errors(include_url=False)
+            locs = [_clean(e["loc"]) for e in errors if e["type"] != "missing"]
+            if len(locs) < len(errors) or not all(_remove(current, loc) for loc in locs):
                 return lines, None, set_aside  # something required is missing, or a list item itself is wrong
             set_aside.extend(_loc(loc) for loc in locs)
     return lines, None, set_aside
@@ -203,11 +214,18 @@ def _remove(data: Any, loc: tuple[Any, ...]) -> bool:
     return True
 
 
+# Sections Katib's rules check against each other: with part of one set aside, a rule about any of them may be wrong.
+_CROSS_CHECKED = ("spec.parameters", "spec.trialTemplate")
+
+
 def _about(line: str, path: str) -> bool:
-    """Whether a ``field: message`` line is about ``path``, something inside it, or what holds it (a rule about
-    ``spec.trialTemplate`` cannot judge a template whose ``trialSpec`` was set aside)."""
+    """Whether a ``field: message`` line is about ``path``, something inside it, what holds it (a rule about
+    ``spec.trialTemplate`` cannot judge a template whose ``trialSpec`` was set aside) or a section checked against
+    it (parameters and trial parameters refer to each other)."""
     field = line.partition(": ")[0]
-    return field == path or field.startswith((f"{path}.", f"{path}[")) or path.startswith((f"{field}.", f"{field}["))
+    if field == path or field.startswith((f"{path}.", f"{path}[")) or path.startswith((f"{field}.", f"{field}[")):
+        return True
+    return path.startswith(_CROSS_CHECKED) and field.startswith(_CROSS_CHECKED)
 
 
 def load_documents(path: str | Path) -> list[Any]:

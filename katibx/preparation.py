@@ -13,6 +13,7 @@ from typing import Any
 from katibx import plugins
 from katibx.backend import Backend
 from katibx.early_stopping import EarlyStoppingAlgorithm
+from katibx.loader import load_documents, parse_experiment
 from katibx.metrics_collector import collector_kind
 from katibx.search_algorithm import AlgorithmSettingsError, SearchAlgorithm
 from katibx.search_space import SearchSpace
@@ -50,8 +51,7 @@ def prepare(experiment: Experiment, backend: Backend | None = None) -> PreparedE
     errors: list[str] = []
     if backend is not None:
         errors.extend(collector_errors(experiment, backend))
-        if not errors:
-            errors.extend(backend.check(experiment))
+        errors.extend(backend.check(experiment))
     algorithm: Any = _build(lambda: create_algorithm(experiment), errors)
     early_stopping: Any = _build(lambda: create_early_stopping(experiment), errors)
     if errors:
@@ -75,6 +75,27 @@ def check_experiment(experiment: Experiment, backend: Backend | None = None) -> 
     except ValidationError as exc:
         return exc.errors
     return []
+
+
+def file_problems(path: str, backend: Backend | None = None) -> list[str]:
+    """Every problem of every Experiment in a file (``katibx validate``): schema, Katib's rules and the plugin and
+    backend checks, in one pass; one ``path: message`` line each (``document N:`` first when the file has several)."""
+    try:
+        documents = load_documents(path)
+    except ValidationError as exc:
+        return exc.errors
+    problems: list[str] = []
+    for i, document in enumerate(documents):
+        experiment, found = parse_experiment(document)
+        if experiment is not None:
+            try:
+                found.extend(check_experiment(experiment, backend))
+            except Exception:  # noqa: BLE001 - a plugin may choke on what a broken rule already reports
+                if not found:
+                    raise
+        prefix = f"document {i + 1}: " if len(documents) > 1 else ""
+        problems.extend(prefix + line for line in found)
+    return problems
 
 
 def collector_errors(experiment: Experiment, backend: Backend) -> list[str]:

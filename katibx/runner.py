@@ -9,7 +9,8 @@ from typing import Any, Callable
 from katibx.backend import Backend
 from katibx.controller import Controller, TrialListener
 from katibx.functions import function_reference, import_function
-from katibx.preparation import DEFAULT_BACKEND, PreparedExperiment, create_backend, prepare
+from katibx.loader import experiment_from_dict
+from katibx.preparation import DEFAULT_BACKEND, PreparedExperiment, backend_class, create_backend, prepare
 from katibx.spec import Experiment
 from katibx.status import CREATED, REASON_CREATED, set_condition
 from katibx.store import ExperimentRecord, Store
@@ -65,6 +66,10 @@ def resume_experiment(
     """
     store = store or Store()
     record = store.get_experiment(name, namespace)
+    try:  # the store reads specs without today's rules; one that runs again must pass them
+        record.experiment = experiment_from_dict(record.experiment.to_dict())
+    except ValidationError as exc:
+        raise ValidationError([f"stored experiment {name!r}: {line}" for line in exc.errors]) from None
     backend = stored_backend(record, backend)
     if max_trial_count is not None:
         spec = record.experiment.spec
@@ -85,9 +90,10 @@ def resume_experiment(
                       kill_running_on_completion=kill_running_on_completion, listener=listener).run()
 
 
-def stored_backend(record: ExperimentRecord, backend: Backend | str | None = None,
-                   **options: Any) -> Backend:
-    """The backend that ran ``record``, re-created from its stored options updated by ``options``.
+def stored_backend(record: ExperimentRecord, backend: Backend | str | None = None, *,
+                   given: dict[str, Any] | None = None, fallback: dict[str, Any] | None = None) -> Backend:
+    """The backend that ran ``record``, re-created from its stored options: ``given`` ones replace them (the backend's
+    ``merge_settings`` decides how), ``fallback`` ones only fill in what the store does not say.
 
     ``backend`` (a name or an instance) must be that same backend; ValidationError when it is another one."""
     recorded = record.backend
@@ -97,5 +103,11 @@ def stored_backend(record: ExperimentRecord, backend: Backend | str | None = Non
                                f"resume it with --backend {recorded} (or leave --backend out)"])
     if isinstance(backend, Backend):
         return backend
-    given = {k: v for k, v in options.items() if v is not None}
-    return create_backend(recorded or wanted or DEFAULT_BACKEND, **{**record.backend_options, **given})
+    name = recorded or wanted or DEFAULT_BACKEND
+    cls = backend_class(name)
+    options = {**(fallback or {}), **cls.merge_settings(record.backend_options, given or {})}
+    try:
+        return cls(**options)
+    except TypeError as exc:  # a stored option this version of the backend no longer takes
+        raise ValidationError([f"experiment {record.name!r}: the {name} backend cannot be created with the options "
+                               f"{sorted(options)} (stored with the experiment or given): {exc}"]) from None

@@ -54,7 +54,7 @@ class SearchAlgorithm(abc.ABC):
         if unknown:
             known = ", ".join(self.default_settings) or "none"
             raise AlgorithmSettingsError(
-                [f"spec.algorithm.algorithmSettings: unknown setting {n!r} for algorithm {self.name!r} (known: {known})" for n in unknown]
+                [f"{setting_path(n)}: unknown setting for algorithm {self.name!r} (known: {known})" for n in unknown]
             )
         objective = experiment.spec.objective
         if objective is not None and objective.additional_objectives and not self.supports_multi_objective:

@@ -91,7 +91,7 @@ def write_experiment(tmp_path: Path):
 
 def katibx_cli(*args: str, cwd: Path, store: Path, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run the real ``katibx`` CLI in a subprocess with a given store."""
-    env = {**os.environ, "KATIBX_STORE": str(store), "COLUMNS": "200"}
+    env = {**kwargs.pop("env", os.environ), "KATIBX_STORE": str(store), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "katibx.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **kwargs)
 

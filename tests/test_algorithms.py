@@ -217,16 +217,6 @@ def test_grid_refuses_more_trials_than_combinations(store: Store, tmp_path: Path
 # settings -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("algorithm", ["random", "grid"])
-def test_unknown_settings_are_refused_by_name(store: Store, tmp_path: Path, algorithm: str) -> None:
-    doc = algorithm_doc(GRID, algorithm, {"random_state": "1", "n_startup_trials": "5"}, maxTrialCount=4, parallelTrialCount=2)
-    with pytest.raises(katibx.ValidationError) as info:
-        run(doc, store, tmp_path)
-    (error,) = info.value.errors
-    assert "'n_startup_trials'" in error and "spec.algorithm.algorithmSettings" in error
-    assert store.list_experiments() == []
-
-
 @pytest.mark.parametrize("value", ["-1", "abc", "1.5"])
 @pytest.mark.parametrize("algorithm", ["random", "grid"])
 def test_invalid_random_state_is_refused(store: Store, tmp_path: Path, algorithm: str, value: str) -> None:

@@ -98,7 +98,6 @@ LISTS = [{"name": "c", "parameterType": "categorical", "feasibleSpace": {"list":
     ({"random_state": "-2"}, NUMERIC, "[random_state]: must be >= 0 (got -2)"),
     ({"base_estimator": "RF", "acq_optimizer": "lbfgs"}, NUMERIC, "[acq_optimizer]: lbfgs needs base_estimator GP"),
     ({"acq_optimizer": "lbfgs"}, LISTS, "[acq_optimizer]: lbfgs needs base_estimator GP and an int or double"),
-    ({"n_startup_trials": "3"}, NUMERIC, ": unknown setting 'n_startup_trials' for algorithm 'bayesianoptimization'"),
 ])
 def test_invalid_settings_are_refused_by_name(store: Store, tmp_path: Path, settings: dict[str, str],
                                               space: list[dict[str, Any]], expected: str) -> None:

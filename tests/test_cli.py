@@ -183,7 +183,7 @@ BAD_DOCS: dict[str, tuple[str | dict[str, Any], str]] = {
     "bad-name": (named(experiment_doc(), "Bad_Name"), "metadata.name: 'Bad_Name'"),
     "unknown-setting": (experiment_doc(algorithm={"algorithmName": "random",
                                                   "algorithmSettings": [{"name": "seed", "value": "1"}]}),
-                        "spec.algorithm.algorithmSettings: unknown setting 'seed'"),
+                        "spec.algorithm.algorithmSettings[seed]: unknown setting"),
     # the setting's name in brackets survives the terminal's markup
     "bad-setting-value": (experiment_doc(algorithm={"algorithmName": "tpe",
                                                     "algorithmSettings": [{"name": "n_EI_candidates", "value": "many"}]}),
@@ -243,3 +243,101 @@ def test_logs_of_unknown_trial_and_unreadable_store(tmp_path: Path, write_experi
     junk = tmp_path / "junk.db"
     junk.write_text("not a database")
     assert "cannot open store" in ok(katibx_cli("list", cwd=tmp_path, store=junk), code=2).stderr
+
+
+def _record_backend(store: Path, name: str, backend: str, options: dict[str, Any]) -> None:
+    """Say in the store that experiment ``name`` ran on ``backend`` with ``options`` (as that run would have)."""
+    from katibx.store import Store
+
+    st = Store(store)
+    try:
+        st.set_backend(st.get_experiment(name), backend, options)
+    finally:
+        st.close()
+
+
+_PROBE_BACKEND = """
+from katibx import Backend, BackendOption
+
+
+class Probe(Backend):
+    name = "probe"
+    options = (BackendOption("--probe-address", "address", envvar="PROBE_ADDRESS", help="Where the probe cluster is."),)
+
+    def __init__(self, address=None):
+        self.address = address
+
+    def settings(self):
+        return {"address": self.address}
+
+    def check(self, experiment):
+        return [f"probe: would run on {self.address}"]
+
+    def start(self, job): raise NotImplementedError
+    def poll(self, timeout): return []
+    def kill(self, trial_name): pass
+    def release(self, handle): pass
+"""
+
+
+def _probe_plugin(tmp_path: Path) -> dict[str, str]:
+    """An environment with a third-party backend plugin ``probe`` that declares --probe-address (env PROBE_ADDRESS)."""
+    site = tmp_path / "site"
+    dist = site / "probe_backend-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: probe-backend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[katibx.workers]\nprobe = probe_backend:Probe\n")
+    (site / "probe_backend.py").write_text(_PROBE_BACKEND)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_environment_variables_do_not_move_a_stored_experiment(tmp_path: Path, write_experiment) -> None:
+    """A flag replaces a stored backend option; an environment variable (RAY_ADDRESS, KUBECONFIG...) only fills in
+    what the store does not say, so a shell's setting never moves a resumed run to another cluster."""
+    env = _probe_plugin(tmp_path)
+    store = tmp_path / "store.db"
+    ok(katibx_cli("run", str(write_experiment(experiment_doc())), "-q", cwd=tmp_path, store=store))
+    assert "--probe-address" in ok(katibx_cli("resume", "--help", cwd=tmp_path, store=store, env=env)).stdout
+    _record_backend(store, "exp", "probe", {"address": "stored:1"})
+    resume = ("resume", "exp", "--max-trial-count", "6")
+    from_env = ok(katibx_cli(*resume, cwd=tmp_path, store=store, env={**env, "PROBE_ADDRESS": "env:2"}), code=2)
+    assert "would run on stored:1" in from_env.stderr
+    flag = ok(katibx_cli(*resume, "--probe-address", "flag:3", cwd=tmp_path, store=store, env=env), code=2)
+    assert "would run on flag:3" in flag.stderr
+    _record_backend(store, "exp", "probe", {})
+    fills_in = ok(katibx_cli(*resume, cwd=tmp_path, store=store, env={**env, "PROBE_ADDRESS": "env:2"}), code=2)
+    assert "would run on env:2" in fills_in.stderr
+
+
+def test_delete_when_the_stored_backend_cannot_be_created(tmp_path: Path, write_experiment) -> None:
+    store = tmp_path / "store.db"
+    ok(katibx_cli("run", str(write_experiment(experiment_doc())), "-q", cwd=tmp_path, store=store))
+    _record_backend(store, "exp", "local", {"retired_option": 1})  # an option a later version no longer takes
+    kept = ok(katibx_cli("delete", "exp", cwd=tmp_path, store=store), code=2)
+    assert "retired_option" in kept.stderr and "experiment exp is kept" in kept.stderr
+    forced = ok(katibx_cli("delete", "exp", "--force", cwd=tmp_path, store=store))
+    assert "retired_option" in forced.stderr and "experiment exp deleted" in forced.stdout
+    _record_backend_missing = ok(katibx_cli("get", "experiment", "exp", cwd=tmp_path, store=store), code=2)
+    assert "not found" in _record_backend_missing.stderr
+
+
+def test_a_broken_backend_plugin_does_not_break_the_cli(tmp_path: Path, write_experiment) -> None:
+    """A third-party backend whose module cannot be imported leaves every other command working."""
+    dist = tmp_path / "site" / "broken_backend-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-backend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[katibx.workers]\nslurm = no_such_module_here:Slurm\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    store = tmp_path / "store.db"
+    ok(katibx_cli("run", str(write_experiment(experiment_doc())), "-q", cwd=tmp_path, store=store, env=env))
+    assert "exp" in ok(katibx_cli("list", cwd=tmp_path, store=store, env=env)).stdout
+    used = ok(katibx_cli("run", "exp.yaml", "--backend", "slurm", cwd=tmp_path, store=store, env=env), code=2)
+    assert "no_such_module_here" in used.stderr
+
+
+def test_validate_reports_rules_and_plugin_settings_together(tmp_path: Path, write_experiment) -> None:
+    doc = experiment_doc(maxFailedTrialCount=9)
+    doc["spec"]["algorithm"]["algorithmSettings"] = [{"name": "seed", "value": "1"}]
+    result = ok(katibx_cli("validate", str(write_experiment(doc)), cwd=tmp_path, store=tmp_path / "s.db"), code=2)
+    assert "spec.maxFailedTrialCount: should be less than or equal to spec.maxTrialCount" in result.stderr
+    assert "spec.algorithm.algorithmSettings[seed]: unknown setting for algorithm 'random'" in result.stderr

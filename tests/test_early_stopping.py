@@ -65,7 +65,7 @@ def test_medianstop_state_is_rebuilt_from_the_store_on_resume(tmp_path, store, w
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("min_trials_required", "0", "min_trials_required]: must be an integer greater than 0"),
     ("start_step", "x", "start_step]: must be an integer greater than 0"),
-    ("bogus", "1", "unknown setting 'bogus' for early stopping 'medianstop'"),
+    ("bogus", "1", "spec.earlyStopping.algorithmSettings[bogus]: unknown setting for early stopping 'medianstop'"),
 ])
 def test_medianstop_settings_are_validated_up_front(name, value, message):
     doc = _doc(earlyStopping={"algorithmName": "medianstop", "algorithmSettings": [{"name": name, "value": value}]})

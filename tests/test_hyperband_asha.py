@@ -131,7 +131,6 @@ def at(setting: str) -> str:
     ({"r_l": 0, "resource_name": "epochs"}, {}, [at("r_l") + "must be greater than 0"]),
     ({"r_l": "lots", "resource_name": "epochs"}, {}, [at("r_l") + "must be a number"]),
     ({"r_l": 0.5, "resource_name": "epochs"}, {}, [at("r_l") + "must be at least 1 for the int parameter 'epochs'"]),
-    ({"r_l": 9, "resource_name": "epochs", "s_max": 2}, {}, ["unknown setting 's_max' for algorithm 'hyperband'"]),
 ])
 def test_hyperband_refuses_bad_settings_before_anything_is_stored(
         store: Store, settings: dict[str, Any], options: dict[str, Any], expected: list[str]) -> None:

@@ -233,7 +233,9 @@ def test_resume_on_another_backend_is_refused(fake_cluster: FakeCluster, tmp_pat
     store = Store(tmp_path / "db.sqlite")
     run_experiment(experiment(["ok"], 1), store=store, backend=backend(fake_cluster))
     record = store.get_experiment("k8s")
-    assert (record.backend, record.backend_options) == ("kubernetes", {"kubeconfig": str(fake_cluster.kubeconfig)})
+    context = yaml.safe_load(fake_cluster.kubeconfig.read_text())["current-context"]
+    assert (record.backend, record.backend_options) == (
+        "kubernetes", {"kubeconfig": str(fake_cluster.kubeconfig), "context": context})
     with pytest.raises(ValidationError, match="ran on the kubernetes backend, not local; resume it with --backend "
                                               "kubernetes"):
         resume_experiment("k8s", store=store, backend="local", max_trial_count=2)
@@ -536,3 +538,19 @@ def test_early_stopping_sees_trials_without_a_log_stream(fake_cluster: FakeClust
     assert len(bad) >= 2 and bad == list(range(5, 5 + len(bad)))  # in order, none twice, none skipped
     reads = [c for c in fake_cluster.calls if c.path.endswith("/log") and trials["bad"].name in c.path]
     assert reads  # read while it ran (a deleted trial gets no final read)
+
+
+def test_a_new_kubeconfig_on_resume_does_not_keep_the_old_context() -> None:
+    stored = {"kubeconfig": "/a/config", "context": "cluster-a", "namespace": "ns"}
+    assert KubernetesBackend.merge_settings(stored, {"kubeconfig": "/b/config"}) == {
+        "kubeconfig": "/b/config", "namespace": "ns"}
+    assert KubernetesBackend.merge_settings(stored, {"kubeconfig": "/b/config", "context": "c"})["context"] == "c"
+    assert KubernetesBackend.merge_settings(stored, {"push_url": "http://x"})["context"] == "cluster-a"
+
+
+def test_settings_pin_the_cluster(fake_cluster: FakeCluster, tmp_path: Path, monkeypatch: Any) -> None:  # noqa: F811
+    """A relative kubeconfig is stored absolute, with the context that was current, for a resume from elsewhere."""
+    monkeypatch.chdir(fake_cluster.kubeconfig.parent)
+    kept = KubernetesBackend(kubeconfig=fake_cluster.kubeconfig.name).settings()
+    assert kept["kubeconfig"] == str(fake_cluster.kubeconfig)
+    assert kept["context"] == yaml.safe_load(fake_cluster.kubeconfig.read_text())["current-context"]

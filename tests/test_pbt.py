@@ -137,7 +137,6 @@ def check_population(store: Store, record, trials: list[TrialRecord], n_populati
     ({"resample_probability": "-0.1"}, "[resample_probability]: must be between 0 and 1, inclusive"),
     # Katib compares this raw string with numbers, which fails the Suggestion instead of the setting
     ({"resample_probability": "often"}, "[resample_probability]: must be a number between 0 and 1 (got 'often')"),
-    ({"population": "5"}, "unknown setting 'population' for algorithm 'pbt'"),
 ])
 def test_invalid_settings_are_refused_by_name(store: Store, tmp_path: Path, settings, expected) -> None:
     given = {k: v for k, v in {**SETTINGS, **settings}.items() if v is not None}

@@ -181,7 +181,7 @@ def two_arguments(a: dict[str, Any], b: int) -> None:
     ({"objective_type": "max"}, "spec.objective.type (objective_type): must be minimize or maximize (got 'max')"),
     ({"objective_metric_name": None}, "spec.objective.objectiveMetricName (objective_metric_name): Required value"),
     ({"algorithm_settings": {"seed": 1}},
-     "spec.algorithm.algorithmSettings (algorithm_settings): unknown setting 'seed' for algorithm 'random'"),
+     "spec.algorithm.algorithmSettings[seed] (algorithm_settings): unknown setting for algorithm 'random'"),
     ({"algorithm_settings": {"random_state": "x"}},
      "spec.algorithm.algorithmSettings[random_state] (algorithm_settings): must be an integer (got 'x')"),
     ({"algorithm_name": "nope"}, "spec.algorithm.algorithmName (algorithm_name): unknown algorithm 'nope'"),

@@ -396,3 +396,13 @@ def test_a_file_of_another_kind_is_told_so(tmp_path: Path, doc: dict[str, Any], 
         load_experiment(path)
     assert caught.value.errors == [f"(document): this is a {what}, not a Katib Experiment "
                                    "(apiVersion: kubeflow.org/v1beta1, kind: Experiment)"]
+
+
+@pytest.mark.parametrize("changes, only", [
+    ({"spec__algorithm__algorithmSettings": [{"name": "random_state", "value": [1]}]},
+     "spec.algorithm.algorithmSettings[0].value: must be a string (got a list)"),
+    ({"spec__trialTemplate__trialParameters": "x"}, "spec.trialTemplate.trialParameters: must be a list (got 'x')"),
+])
+def test_what_is_set_aside_adds_no_line_of_its_own(changes: dict[str, Any], only: str) -> None:
+    """A part the schema refuses is reported once: not also as missing, nor through rules that refer to it."""
+    assert errors_of(**changes) == [only]

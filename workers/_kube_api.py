@@ -199,3 +199,14 @@ def _has_kubeconfig() -> bool:
     paths = os.environ.get("KUBECONFIG", KUBE_CONFIG_DEFAULT_LOCATION)
     return any(os.path.exists(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p) or not os.environ.get(
         "KUBERNETES_SERVICE_HOST")
+
+
+def current_context(kubeconfig: str | None) -> str | None:
+    """The kubeconfig's current context ($KUBECONFIG or ~/.kube/config when None); None without a readable one."""
+    from kubernetes import config
+
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except Exception:  # noqa: BLE001 - in-cluster config, or no kubeconfig at all: nothing to pin
+        return None
+    return str(active["name"]) if active and active.get("name") else None

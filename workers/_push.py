@@ -1,24 +1,117 @@
 """The push-metrics endpoint of the kubernetes backend: ``katibx.report_metrics`` in a pod POSTs here.
 
-A record is ``{"trial": name, "token": token, "metrics": {...}}``; the backend decides what to accept
-(``accept(body) -> (HTTP status, message)``). Accepted records are also appended to the trial's
-``pushed.jsonl`` (see :func:`append_record`), so a controller that re-attaches after a crash reads them again.
+A record is ``{"trial": name, "token": token, "metrics": {...}}``; :class:`PushEndpoint` decides what to accept
+(a running trial of this controller, with its experiment's token) and serves it with :class:`PushServer`. Accepted
+records are also appended to the trial's ``pushed.jsonl`` (see :func:`append_record`), so a controller that
+re-attaches after a crash reads them again.
 """
-
 from __future__ import annotations
 
 import http.server
 import json
 import logging
+import queue
+import secrets
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+from katibx.backend import TrialEvent, TrialMetrics
+from katibx.metric_parsers import MetricsFormatError
 from katibx.trial_dir import PUSHED_FILE
+from katibx.workers._tracked import TrackedTrial
 
 log = logging.getLogger(__name__)
 
+
+class PushEndpoint:
+    """The backend's push endpoint: listens from first use; takes records of its running trials only.
+
+    ``trials`` and ``lock`` are the backend's trial table and the lock that guards it; ``token(namespace, experiment)``
+    is an experiment's push token ("" when unknown); accepted metrics go to ``events``.
+    """
+
+    def __init__(self, host: str, port: int, url: str | None, *, trials: dict[str, TrackedTrial],
+                 lock: threading.RLock, token: Callable[[str, str], str], events: queue.Queue[TrialEvent]) -> None:
+        self._host, self._port, self._url = host, port, url
+        self._trials, self._lock = trials, lock
+        self._token, self._events = token, events
+        self._server: PushServer | None = None
+
+    def start(self, previous_port: int | None = None) -> None:
+        """Listen (once); on any free port unless one is configured, or the port a crashed controller used
+        (``previous_port``, from a trial's handle), so that re-attached pods can still reach it."""
+        if self._server is not None:
+            return
+        if not self._port and previous_port:
+            try:
+                self._server = PushServer(self._host, previous_port, self.accept)
+                return
+            except OSError as exc:
+                log.warning("cannot listen for pushed metrics on port %s again (%s): re-attached trials cannot "
+                            "push any more; fix the port with --push-address", previous_port, exc)
+        self._server = PushServer(self._host, self._port, self.accept)
+
+    @property
+    def port(self) -> int:
+        """The port the started endpoint listens on."""
+        assert self._server is not None
+        return self._server.port
+
+    def url(self) -> str:
+        """The URL pods POST metrics to (``push_url``, else the address the endpoint listens on); starts it."""
+        self.start()
+        assert self._server is not None
+        return self._server.url(self._url)
+
+    def accept(self, body: bytes) -> tuple[int, str]:
+        """Take one pushed record: (HTTP status, message)."""
+        try:
+            name, token, metrics = parse_record(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, f"expected JSON {{trial, token, metrics}}: {exc}"
+        with self._lock:
+            trial = self._trials.get(name)
+        if trial is None:
+            return 404, f"trial {name!r} is not running under this controller"
+        if trial.attaching:
+            return 503, f"trial {name!r} is being re-attached; retry"
+        if not secrets.compare_digest(token, self._token(trial.namespace, trial.experiment)):
+            return 403, "wrong token"
+        metrics.setdefault("timestamp", time.time())  # kept with the record, so a replay keeps the time too
+        line = json.dumps(metrics) + "\n"
+        try:
+            with trial.lock:
+                logs = trial.push_parser.feed(line)
+                append_record(trial.trial_dir, line)
+        except MetricsFormatError as exc:
+            return 400, str(exc)
+        except OSError as exc:  # the value still counts; only a resume after a crash would miss it
+            log.warning("trial %s: cannot keep a pushed record: %s", name, exc)
+        if logs:
+            self._events.put(TrialMetrics(name, logs))
+        return 200, "ok"
+
+    def replay(self, trial: TrackedTrial) -> None:
+        """Queue again the records a re-attached trial pushed to the crashed controller, then take new pushes."""
+        with trial.lock:
+            try:
+                text = read_records(trial.trial_dir)
+                logs = trial.push_parser.feed(text)
+            except (OSError, MetricsFormatError) as exc:
+                log.warning("trial %s: cannot read the metrics it pushed before: %s", trial.name, exc)
+                logs = []
+            trial.attaching = False
+        if logs:
+            self._events.put(TrialMetrics(trial.name, logs))
+
+    def close(self) -> None:
+        """Stop listening (a later :meth:`start` listens again)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
 
 class PushServer:
@@ -71,7 +164,6 @@ def parse_record(body: bytes) -> tuple[str, str, dict[str, Any]]:
     if not isinstance(metrics, dict):
         raise TypeError("metrics must be an object")
     return name, token, metrics
-
 
 
 def append_record(trial_dir: Path, line: str) -> None:

@@ -6,8 +6,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from katibx.backend import TrialJob
+from katibx.defaults import WORKER_DEFAULTS
 from katibx.metric_parsers import LineParser
-from katibx.workers._manifests import Resource
+from katibx.metrics_collector import collector_kind, metric_names
+from katibx.workers._manifests import Resource, pod_selector
 
 
 @dataclass
@@ -41,6 +44,31 @@ class TrackedTrial:
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     poll_lock: threading.Lock = field(default_factory=threading.Lock)  # held by a periodic log read in progress
+
+    @classmethod
+    def for_job(cls, job: TrialJob, worker: dict[str, Any], resource: Resource, namespace: str, *,
+                attaching: bool) -> TrackedTrial:
+        """What to track of a trial's worker object, from its experiment's trial template and metrics collector."""
+        experiment = job.experiment
+        tt = experiment.spec.trial_template
+        assert tt is not None
+        defaults = WORKER_DEFAULTS.get(resource.kind, ("", "", None))
+        mc = experiment.spec.metrics_collector_spec
+        src = mc.source if mc else None
+        formats = src.filter.metrics_format if src and src.filter else None
+        names = metric_names(experiment)
+        primary = tt.primary_pod_labels if tt.primary_pod_labels is not None else (defaults[2] or {})
+        fsp = src.file_system_path if src else None
+        file_format = ((fsp.format if fsp else None) or "TEXT") if collector_kind(experiment) == "File" else None
+        return cls(
+            name=job.trial.name, namespace=namespace, resource=resource, experiment=experiment.name,
+            selector=pod_selector(worker, job.trial.name), primary_labels=dict(primary),
+            container=tt.primary_container_name, success=tt.success_condition or defaults[0],
+            failure=tt.failure_condition or defaults[1], retain=bool(tt.retain),
+            stdout=collector_kind(experiment) == "StdOut", parser=lambda: LineParser(names, formats),
+            file_parser=(lambda: LineParser(names, formats, file_format)) if file_format else None,
+            push_parser=LineParser(names, file_format="JSON"), trial_dir=job.trial_dir, attaching=attaching,
+        )
 
     def is_primary(self, pod: dict[str, Any]) -> bool:
         """Whether ``pod`` carries the trial's ``primaryPodLabels``."""

@@ -6,7 +6,7 @@ Design (issue 5):
   one trial's resources (``num_cpus``/``num_gpus``/``memory`` from the trial template's container ``resources``)
   and runs one trial at a time, so a trial costs one actor call, not an actor start (Ray Tune starts an actor
   per trial). Actors that Ray cannot place yet stay pending: trials wait for resources, never oversubscribe.
-- Inside the actor the trial is run by the local backend itself (:class:`workers.local.LocalBackend`): the same
+- Inside the actor the trial is run by the local backend itself (:class:`katibx.workers.local.LocalBackend`): the same
   substitution without a shell, env, trial directory, ``activeDeadlineSeconds``, forked function trials and
   metrics collection. The collector runs on the worker, so only parsed metrics travel back: the controller keeps
   one outstanding ``poll`` call per busy actor, which returns as soon as the local backend has events.
