@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting, setting_path
-from katibx.search_space import Parameter
+from katibx.search_space import Parameter, point_key
 from katibx.trial import CHECKPOINT_FROM_LABEL, TrialRecord, TrialState
 
 GENERATION_LABEL = "pbt.suggestion.katib.kubeflow.org/generation"
@@ -84,7 +84,8 @@ class PopulationBasedTraining(SearchAlgorithm):
         issued = sum(1 for t in trials if RETRY_LABEL not in t.labels and _job_pool(t) == pool)
         if pool == 0:
             rng = np.random.default_rng()  # random assignments need no replay: each is stored before it runs
-            jobs: Iterator[_Job] = (_Job({p.name: _plain(p.sample(rng)) for p in self.space}, 0, None)
+            used = {point_key(t.assignments) for t in trials if t.state.is_active and PARENT_LABEL not in t.labels}
+            jobs: Iterator[_Job] = (_Job({k: _plain(v) for k, v in self.space.sample_unused(rng, used).items()}, 0, None)
                                     for _ in range(count - len(out)))
         else:
             jobs = self._stream(pooled[(pool - 1) * size: pool * size], skip=issued)

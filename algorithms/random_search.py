@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting
+from katibx.search_space import point_key
 from katibx.trial import TrialRecord
-
-# Draws of a point before one that no active trial has is taken anyway (a space smaller than the parallelism).
-MAX_REDRAWS = 100
 
 
 class RandomSearch(SearchAlgorithm):
@@ -27,21 +25,7 @@ class RandomSearch(SearchAlgorithm):
         self._entropy = secrets.randbits(128) if self.seed is None else self.seed
 
     def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
-        """Draw ``count`` points; a point a Created or Running trial (or this batch) already has is drawn again,
-        up to MAX_REDRAWS times, so parallel trials do not evaluate the same point (a small discrete space may
-        still repeat one once nothing else is left)."""
-        taken = {_key(t.assignments) for t in trials if t.state.is_active}
-        out = []
-        for index in range(len(trials), len(trials) + count):
-            rng = np.random.default_rng([self._entropy, index])
-            for _ in range(MAX_REDRAWS + 1):
-                assignments = {p.name: p.sample(rng) for p in self.space}
-                if _key(assignments) not in taken:
-                    break
-            taken.add(_key(assignments))
-            out.append(Suggestion(assignments))
-        return out
-
-
-def _key(assignments: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((name, repr(value)) for name, value in assignments.items()))
+        """Draw ``count`` points, each different from those of Created or Running trials and of this batch."""
+        used = {point_key(t.assignments) for t in trials if t.state.is_active}
+        return [Suggestion(self.space.sample_unused(np.random.default_rng([self._entropy, index]), used))
+                for index in range(len(trials), len(trials) + count)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -87,6 +87,15 @@ class Parameter:
         return int(round(x)) if self.type == "int" else float(x)
 
 
+# Draws of a random point before one already used is taken anyway.
+MAX_REDRAWS = 100
+
+
+def point_key(assignments: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A hashable key of a point, by value and type (``1``, ``1.0`` and ``True`` are different points)."""
+    return tuple(sorted((name, f"{type(value).__name__}:{value!r}") for name, value in assignments.items()))
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The ordered parameters of an experiment."""
@@ -102,6 +111,16 @@ class SearchSpace:
     @property
     def names(self) -> list[str]:
         return [p.name for p in self.parameters]
+
+    def sample_unused(self, rng: Any, used: set[tuple[tuple[str, str], ...]]) -> dict[str, Any]:
+        """A random point no key in ``used`` names (drawn again up to MAX_REDRAWS times: a space smaller than the
+        parallelism may still repeat one), added to ``used``; parallel trials then rarely evaluate one point twice."""
+        for _ in range(MAX_REDRAWS + 1):
+            point = {p.name: p.sample(rng) for p in self.parameters}
+            if point_key(point) not in used:
+                break
+        used.add(point_key(point))
+        return point
 
     def cast(self, assignment: dict[str, Any]) -> dict[str, Any]:
         by_name = {p.name: p for p in self.parameters}

@@ -333,3 +333,29 @@ def test_a_program_that_never_closes_the_backend_still_exits(tmp_path: Path) -> 
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert "trial done" in result.stdout
+
+
+_FOREIGN_CRASH_HANDLER = """
+import faulthandler, signal, sys
+sys.path.insert(0, sys.argv[1])
+import katibx
+from crashing import objective
+
+# What a Ray driver leaves in the process: faulthandler on, then another handler put over it on SIGSEGV.
+faulthandler.enable()
+signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+store = katibx.Store(sys.argv[2])
+katibx.tune(name="crash", objective=objective, parameters={"a": katibx.search.int(1, 2)},
+            objective_metric_name="r", max_trial_count=1, parallel_trial_count=1, store=store)
+(trial,) = store.trials(store.get_experiment("crash").id)
+print(katibx.KatibxClient(store).get_trial_logs("crash", trial.name))
+"""
+
+
+def test_a_native_crash_is_traced_in_the_log_whatever_handlers_the_parent_has(tmp_path: Path) -> None:
+    """The function worker puts Python's fault handler back on the fatal signals (it found Ray's there once)."""
+    (tmp_path / "crashing.py").write_text("import ctypes\n\ndef objective(p):\n    ctypes.string_at(0)\n")
+    run = subprocess.run([sys.executable, "-c", _FOREIGN_CRASH_HANDLER, str(tmp_path), str(tmp_path / "s.db")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Fatal Python error: Segmentation fault" in run.stdout and "crashing.py" in run.stdout

@@ -162,7 +162,13 @@ def _serve(function: Callable[..., Any] | str, conn: multiprocessing.connection.
     # The parent's streams may be a notebook's or pytest's, and may hold the parent's unflushed output: keep
     # them alive and never flush them (that would print the parent's output twice).
     _INHERITED_STREAMS.extend((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__))
-    faulthandler.enable(2)  # a crash in native code leaves its Python traceback in the trial log
+    # A crash in native code leaves its Python traceback in the trial log. The parent may have put its own handlers
+    # on the fatal signals (Ray's driver installs one that prints no Python frames): the default comes back first.
+    # faulthandler may already be on (the parent's), and then enable() would keep the handlers it found.
+    faulthandler.disable()
+    for fatal in (signal.SIGSEGV, signal.SIGFPE, signal.SIGABRT, signal.SIGBUS, signal.SIGILL):
+        signal.signal(fatal, signal.SIG_DFL)
+    faulthandler.enable(2)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signals = _signal_state()
