@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar
 from katibx.metrics import MetricLog
 from katibx.spec import Experiment
 from katibx.trial import TrialRecord
+from katibx.validation import ValidationError
 
 
 @dataclass
@@ -69,6 +70,11 @@ class BackendOption:
     metavar: str | None = None
     parse: Callable[[str], dict[str, Any]] | None = None
     commands: frozenset[str] = frozenset({"run", "resume"})
+
+    @property
+    def param(self) -> str:
+        """The Python name click gives the option (``--ray-address`` -> ``ray_address``)."""
+        return self.flag.lstrip("-").replace("-", "_")
 
     def keywords(self, text: str) -> dict[str, Any]:
         return self.parse(text) if self.parse is not None else {self.keyword: text}
@@ -133,8 +139,10 @@ class Backend(abc.ABC):
 
     # services to the CLI -----------------------------------------------------------------------
     def render(self, experiment: Experiment, trials: list[TrialRecord], namespace: str | None) -> list[dict[str, Any]]:
-        """The objects these (not yet started) trials would create, without contacting any cluster."""
-        raise NotImplementedError(f"the {self.name} backend creates no objects to render")
+        """The objects these (not yet started) trials would create, without contacting any cluster; a backend that
+        creates none (its trials are processes) refuses with the reason."""
+        raise ValidationError([f"--backend: the {self.name} backend runs trials as processes and creates no objects "
+                               "to render; use --backend kubernetes"])
 
     def trial_logs(self, handle: dict[str, Any]) -> str:
         """A running trial's output read from where it runs, when the trial folder has none yet."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -56,6 +57,7 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+@functools.lru_cache(maxsize=1)
 def _installed_backends() -> dict[str, type[Backend]]:
     """Every installed worker-backend plugin that loads, by name (their modules import no cluster client until used).
 
@@ -85,8 +87,10 @@ def backend_options(command: str) -> Callable[[Callable[..., Any]], Callable[...
 def _constructor_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
     """Constructor keywords for backend ``name`` from the CLI options given (other backends' options are ignored)."""
     keywords: dict[str, Any] = {}
+    if not given:  # nothing to convert: the backend need not even be installed (its stored experiment says why)
+        return keywords
     for option in backend_class(name).options:
-        text = given.get(option.flag.lstrip("-").replace("-", "_"))
+        text = given.get(option.param)
         if text is None:
             continue
         try:
@@ -100,7 +104,7 @@ def _backend_option_values(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict
     """Pop the backend options click collected out of a command's keyword arguments: (given as flags, taken from
     environment variables such as RAY_ADDRESS or KUBECONFIG)."""
     context = click.get_current_context()
-    flags = {o.flag.lstrip("-").replace("-", "_") for b in _installed_backends().values() for o in b.options}
+    flags = {o.param for b in _installed_backends().values() for o in b.options}
     given: dict[str, Any] = {}
     from_env: dict[str, Any] = {}
     for key in [k for k in kwargs if k in flags]:
@@ -325,8 +329,6 @@ def render(file: str, count: int, namespace: str | None, backend: str) -> None:
         objects = worker.render(experiment, planned_trials(prepared, count), namespace)
     except ValidationError as exc:
         raise ValidationError(exc.errors, file) from None
-    except NotImplementedError as exc:
-        raise ValidationError([f"--backend: {exc}"]) from None
     click.echo(yaml.safe_dump_all(objects, sort_keys=False), nl=False)
 
 

@@ -176,7 +176,7 @@ def _other_kind(data: dict[Any, Any]) -> str | None:
     return f"(document): this is {'an' if what[:1].lower() in 'aeiou' else 'a'} {what}, not a Katib Experiment (apiVersion: kubeflow.org/v1beta1, kind: Experiment)"
 
 
-# Repairs before the schema problems that remain cannot be set aside (each round removes every refused part).
+# Rounds of setting refused parts aside before giving up on building an experiment from the rest.
 _MAX_REPAIRS = 5
 
 
@@ -189,8 +189,8 @@ def _parse(data: dict[Any, Any]) -> tuple[list[str], Experiment | None, list[str
         try:
             return lines, Experiment.model_validate(current), set_aside
         except PydanticValidationError as exc:
-            removed_by_us = {f"{path}: Required value" for path in set_aside}
-            lines.extend(line for line in pydantic_errors(exc, current) if line not in lines + list(removed_by_us))
+            known = {*lines, *(f"{path}: Required value" for path in set_aside)}  # we removed those ourselves
+            lines.extend(line for line in pydantic_errors(exc, current) if line not in known)
             errors = exc.errors(include_url=False)
             locs = [_clean(e["loc"]) for e in errors if e["type"] != "missing"]
             if len(locs) < len(errors) or not all(_remove(current, loc) for loc in locs):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from katibx import plugins
 from katibx.backend import Backend
 from katibx.controller import Controller, TrialListener
 from katibx.functions import function_reference, import_function
@@ -104,6 +105,9 @@ def stored_backend(record: ExperimentRecord, backend: Backend | str | None = Non
     if isinstance(backend, Backend):
         return backend
     name = recorded or wanted or DEFAULT_BACKEND
+    if recorded is not None and recorded not in plugins.backend_names():
+        raise ValidationError([f"experiment {record.name!r} ran on the {recorded} backend, which is not installed here "
+                               f"(installed: {', '.join(sorted(plugins.backend_names()))})"])
     cls = backend_class(name)
     options = {**(fallback or {}), **cls.merge_settings(record.backend_options, given or {})}
     try:

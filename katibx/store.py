@@ -140,19 +140,17 @@ class Store:
 
     def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
         self.path = resolve_store_path(url)
+        db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"--store: cannot open store {self.path}: {exc}") from None
-        try:
+            self._db = db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._setup()
-        except sqlite3.Error as exc:
-            self._db.close()
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"--store: cannot open store {self.path}: {exc}") from None
-        except StoreError:
-            self._db.close()
-            raise
 
     def _setup(self) -> None:
         """Refuse a newer schema, then WAL mode and migrations. SQLite answers "locked" without waiting when two

@@ -39,7 +39,7 @@ from katibx import plugins
 from katibx.backend import Backend, TrialEvent, TrialExited, TrialJob
 from katibx.objective import Objective
 from katibx.search_algorithm import AlgorithmSettingsError, SearchAlgorithm, Suggestion, setting_path
-from katibx.search_space import SearchSpace
+from katibx.search_space import SearchSpace, point_key
 from katibx.spec import Experiment
 from katibx.trial import CHECKPOINT_FROM_LABEL, EXPERIMENT_LABEL, MetricSummary, TrialRecord, TrialState
 
@@ -379,8 +379,7 @@ def _names_setting(line: str, name: str) -> bool:
 def _key(assignments: Mapping[str, Any], labels: Mapping[str, str]) -> tuple[Any, ...]:
     """What makes a trial's point: its assignments by value and type (``1``, ``1.0`` and ``True`` differ) and the
     checkpoint it starts from (a PBT child that continues another trial's training is another point)."""
-    return (tuple(sorted((k, type(v).__name__, repr(v)) for k, v in assignments.items())),
-            labels.get(CHECKPOINT_FROM_LABEL))
+    return point_key(assignments), labels.get(CHECKPOINT_FROM_LABEL)
 
 
 # backends ----------------------------------------------------------------------------------------------------------

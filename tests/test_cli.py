@@ -167,8 +167,6 @@ def test_resume_with_larger_budget_then_delete(tmp_path: Path, write_experiment)
     trial_dirs = store.parent / "trials" / "default" / "exp"
     assert trial_dirs.is_dir()
     assert "deleted" in ok(katibx_cli("delete", "exp", cwd=tmp_path, store=store)).stdout
-    gone = ok(katibx_cli("get", "experiment", "exp", cwd=tmp_path, store=store), code=2)
-    assert "not found" in gone.stderr
     assert not trial_dirs.exists()
     assert "exp" not in ok(katibx_cli("list", cwd=tmp_path, store=store)).stdout
     ok(katibx_cli("delete", "exp", cwd=tmp_path, store=store), code=2)
@@ -273,7 +271,8 @@ class Probe(Backend):
     def check(self, experiment):
         return [f"probe: would run on {self.address}"]
 
-    def start(self, job): raise NotImplementedError
+    # check() refuses every experiment, so no trial ever reaches these.
+    def start(self, job): raise AssertionError("the probe backend never starts a trial")
     def poll(self, timeout): return []
     def kill(self, trial_name): pass
     def release(self, handle): pass
@@ -317,8 +316,18 @@ def test_delete_when_the_stored_backend_cannot_be_created(tmp_path: Path, write_
     assert "retired_option" in kept.stderr and "experiment exp is kept" in kept.stderr
     forced = ok(katibx_cli("delete", "exp", "--force", cwd=tmp_path, store=store))
     assert "retired_option" in forced.stderr and "experiment exp deleted" in forced.stdout
-    _record_backend_missing = ok(katibx_cli("get", "experiment", "exp", cwd=tmp_path, store=store), code=2)
-    assert "not found" in _record_backend_missing.stderr
+    gone = ok(katibx_cli("get", "experiment", "exp", cwd=tmp_path, store=store), code=2)
+    assert "not found" in gone.stderr
+
+
+def test_an_experiment_of_a_backend_not_installed_here_says_so(tmp_path: Path, write_experiment) -> None:
+    store = tmp_path / "store.db"
+    ok(katibx_cli("run", str(write_experiment(experiment_doc())), "-q", cwd=tmp_path, store=store))
+    _record_backend(store, "exp", "slurm", {})
+    expected = "experiment 'exp' ran on the slurm backend, which is not installed here"
+    assert expected in ok(katibx_cli("resume", "exp", "--max-trial-count", "6", cwd=tmp_path, store=store), code=2).stderr
+    assert expected in ok(katibx_cli("delete", "exp", cwd=tmp_path, store=store), code=2).stderr
+    assert "exp" in ok(katibx_cli("list", cwd=tmp_path, store=store)).stdout  # kept
 
 
 def test_a_broken_backend_plugin_does_not_break_the_cli(tmp_path: Path, write_experiment) -> None:

@@ -120,6 +120,13 @@ def test_cli_render_refuses_configmap_template() -> None:
     assert "spec.trialTemplate.configMap: render needs an inline trialSpec" in result.output
 
 
+def test_cli_render_on_a_backend_without_objects_says_so() -> None:
+    result = CliRunner().invoke(main, ["render", str(EXAMPLES / "hp-tuning" / "random.yaml"), "--backend", "local"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--backend: the local backend runs trials as processes and creates no objects to render" in \
+        " ".join(result.output.split())
+
+
 def test_cli_render_names_a_bad_setting_once(tmp_path: Path) -> None:
     doc = yaml.safe_load((EXAMPLES / "hp-tuning" / "random.yaml").read_text())
     doc["spec"]["algorithm"]["algorithmSettings"] = [{"name": "random_state", "value": "soon"}]
