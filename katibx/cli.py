@@ -21,6 +21,7 @@ from rich.table import Table
 from katibx import plugins
 from katibx.backend import Backend, ClusterError
 from katibx.client import KatibxClient, trial_object
+from katibx.lease import stop_for_deletion
 from katibx.loader import load_experiment
 from katibx.metric_parsers import MetricsCollectorUnavailable
 from katibx.objective import Objective
@@ -413,15 +414,17 @@ def list_experiments(store: str | None) -> None:
 @store_option
 @backend_options("delete")
 @click.option("--force", is_flag=True,
-              help="Delete it from the store even when its cluster cannot be reached (its objects are left there).")
+              help="Stop the controller running it first; delete it from the store even when its cluster cannot be "
+                   "reached (its objects are left there).")
 @_guard
 def delete(name: str, namespace: str | None, store: str | None, force: bool, **options: Any) -> None:
     """Delete experiment NAME with its trials and trial directories (on a cluster, the objects its trials created)."""
     client = KatibxClient(store)
     record = client.store.get_experiment(name, namespace)
+    stop_for_deletion(client.store, record, force=force)  # its controller would go on creating trials
     handles = [h for h in map(client.store.trial_handle, client.store.trials(record.id)) if h is not None]
     cleaned = _delete_outside_store(record, handles, force, options) if handles else ""
-    client.delete_experiment(name, namespace)
+    client.delete_experiment(name, namespace, force=force)
     out.print(escape(f"experiment {name} deleted" + (f"; {cleaned}" if cleaned else "")), highlight=False)
 
 

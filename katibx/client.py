@@ -6,6 +6,7 @@ import os
 import shutil
 from typing import Any
 
+from katibx.lease import stop_for_deletion
 from katibx.status import experiment_status, optimal_trial_status, timestamp
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.template import format_value
@@ -104,9 +105,11 @@ class KatibxClient:
         path = self.store.trial_dir(record, trial_name) / STDOUT_LOG
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
-    def delete_experiment(self, name: str, namespace: str | None = None) -> None:
-        """Remove the experiment, its trials, observations and trial directories."""
+    def delete_experiment(self, name: str, namespace: str | None = None, *, force: bool = False) -> None:
+        """Remove the experiment, its trials, observations and trial directories. One that a controller is running
+        is refused (ExperimentBusy) unless ``force``, which stops that controller first."""
         record = self.store.get_experiment(name, namespace)
+        stop_for_deletion(self.store, record, force=force)
         self.store.delete_experiment(record)
         shutil.rmtree(self.store.experiment_dir(record), ignore_errors=True)
 KatibClient = KatibxClient  # Katib's name, for code ported from kubeflow.katib

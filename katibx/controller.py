@@ -8,11 +8,15 @@ so a restarted controller finds every trial the previous one created and never c
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from katibx.backend import Backend, TrialExited, TrialMetrics
+from katibx.lease import ExperimentLease
 from katibx.preparation import PreparedExperiment, prepare
 from katibx.search_space import SearchSpace
 from katibx.spec import Experiment
@@ -43,7 +47,11 @@ class Controller:
 
     ``prepared`` holds the plugins :func:`katibx.preparation.prepare` built (prepared here when not given);
     ``kill_running_on_completion`` ends trials that are still running once the experiment completes (Katib lets
-    them finish); ``listener`` is called after every change, for progress displays.
+    them finish); ``listener`` is called after every change, for progress displays; ``lease`` is the experiment's
+    controller lease (:mod:`katibx.lease`), checked at every step: the run stops once it is lost.
+
+    SIGTERM and SIGHUP end a run like Ctrl-C (KeyboardInterrupt: running trials stopped, the store consistent) where
+    the program left them at their default action.
     """
 
     def __init__(
@@ -56,6 +64,7 @@ class Controller:
         function: Callable[..., Any] | None = None,
         kill_running_on_completion: bool = False,
         listener: TrialListener | None = None,
+        lease: ExperimentLease | None = None,
         poll_timeout: float = 0.5,
     ) -> None:
         self.store = store
@@ -63,6 +72,7 @@ class Controller:
         self.backend = backend
         self.kill_running_on_completion = kill_running_on_completion
         self.listener = listener
+        self.lease = lease
         self.poll_timeout = poll_timeout
         prepared = prepared or prepare(record.experiment)
         self.algorithm = prepared.algorithm
@@ -79,10 +89,16 @@ class Controller:
 
     def run(self) -> ExperimentRecord:
         """Reconcile until the experiment is completed and no trial is active; returns the final record."""
+        with _stop_signals_interrupt():
+            return self._run()
+
+    def _run(self) -> ExperimentRecord:
+        self._check_lease()
         self.lifecycle.recover()
         self._mark_running()
         try:
             while True:
+                self._check_lease()
                 self._reconcile()
                 if is_completed(self.record.conditions) and not self.book.active():
                     break
@@ -96,6 +112,10 @@ class Controller:
         finally:
             self.backend.close()
         return self.record
+
+    def _check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
 
     def _reconcile(self) -> None:
         """Check completion, then create and start trials up to parallelTrialCount."""
@@ -178,3 +198,25 @@ class Controller:
     def _notify(self) -> None:
         if self.listener is not None:
             self.listener(self.record, self.trials)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt in the block, where they still have their default action (which
+    would end the process without stopping its trials); the handlers are put back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, _interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

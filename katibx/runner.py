@@ -10,6 +10,7 @@ from katibx import plugins
 from katibx.backend import Backend
 from katibx.controller import Controller, TrialListener
 from katibx.functions import function_reference, import_function
+from katibx.lease import ExperimentLease, new_lease
 from katibx.loader import experiment_from_dict
 from katibx.preparation import DEFAULT_BACKEND, PreparedExperiment, backend_class, create_backend, prepare
 from katibx.spec import Experiment
@@ -43,10 +44,12 @@ def run_experiment(
         function = import_function(reference, str(workdir))
     conditions: list[dict[str, Any]] = []
     set_condition(conditions, CREATED, True, REASON_CREATED, "Experiment is created")
+    held = new_lease()
     record = store.create_experiment(experiment, conditions, str(workdir), backend=backend.name,
-                                     backend_options=backend.settings())
-    return Controller(store, record, backend, prepared=prepared, function=function,
-                      kill_running_on_completion=kill_running_on_completion, listener=listener).run()
+                                     backend_options=backend.settings(), lease=held)
+    with ExperimentLease(store, record, held=held) as lease:
+        return Controller(store, record, backend, prepared=prepared, function=function, lease=lease,
+                          kill_running_on_completion=kill_running_on_completion, listener=listener).run()
 
 
 def resume_experiment(
@@ -67,6 +70,14 @@ def resume_experiment(
     """
     store = store or Store()
     record = store.get_experiment(name, namespace)
+    with ExperimentLease(store, record) as lease:  # before anything is changed: one controller at a time
+        return _resume(store, record, backend, max_trial_count, function, kill_running_on_completion, listener, lease)
+
+
+def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | None, max_trial_count: int | None,
+            function: Callable[..., Any] | None, kill_running_on_completion: bool, listener: TrialListener | None,
+            lease: ExperimentLease) -> ExperimentRecord:
+    name = record.name
     try:  # the store reads specs without today's rules; one that runs again must pass them
         record.experiment = experiment_from_dict(record.experiment.to_dict())
     except ValidationError as exc:
@@ -87,7 +98,7 @@ def resume_experiment(
     if record.backend is None:  # a store written before backends were recorded
         store.set_backend(record, backend.name, backend.settings())
     store.save_experiment(record)
-    return Controller(store, record, backend, prepared=prepared, function=function,
+    return Controller(store, record, backend, prepared=prepared, function=function, lease=lease,
                       kill_running_on_completion=kill_running_on_completion, listener=listener).run()
 
 

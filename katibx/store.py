@@ -8,7 +8,7 @@ import sqlite3
 import time
 import types
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -81,10 +81,23 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             FROM trials t WHERE t.experiment_id = experiments.id AND t.handle IS NOT NULL ORDER BY t.seq DESC LIMIT 1
         )""",
     ),
+    (  # 2: the lease of the one controller that runs an experiment (see katibx.lease)
+        """CREATE TABLE leases (
+    experiment_id INTEGER PRIMARY KEY REFERENCES experiments(id) ON DELETE CASCADE,
+    holder TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    pid_started REAL NOT NULL,
+    acquired REAL NOT NULL,
+    heartbeat REAL NOT NULL,
+    stop_requested TEXT
+)""",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)  # the schema this katibx writes; older stores are migrated up to it when opened
 
+_LEASE_COLUMNS = "holder, host, pid, pid_started, acquired, heartbeat, stop_requested"
 _EXPERIMENT_COLUMNS = "id, spec, conditions, created, completed, workdir, backend, backend_options, namespace"
 
 
@@ -98,6 +111,19 @@ class ExperimentExists(StoreError):
 
 class ExperimentNotFound(StoreError):
     pass
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """The stored lease of an experiment's controller: who holds it and when it last said it was alive."""
+
+    holder: str  # a token unique to one controller run
+    host: str
+    pid: int
+    pid_started: float  # the holder process's start time, so a reused pid is not taken for the holder
+    acquired: float
+    heartbeat: float
+    stop_requested: str | None = None  # who asked the holder to stop (katibx delete --force), if anyone
 
 
 @dataclass
@@ -216,18 +242,23 @@ class Store:
         *,
         backend: str | None = None,
         backend_options: dict[str, Any] | None = None,
+        lease: LeaseRow | None = None,
     ) -> ExperimentRecord:
-        """Store a new experiment with the backend that runs it (so that resume can use the same one)."""
+        """Store a new experiment with the backend that runs it (so that resume can use the same one) and, in the
+        same transaction, the lease of the controller that will run it."""
         spec = json.dumps(experiment.to_dict())
         options = dict(backend_options or {})
         now = time.time()
         try:
-            cur = self._write(
-                "INSERT INTO experiments (namespace, name, spec, conditions, created, workdir, backend,"
-                " backend_options) VALUES (?,?,?,?,?,?,?,?)",
-                (experiment.namespace, experiment.name, spec, json.dumps(conditions), now, workdir, backend,
-                 json.dumps(options)),
-            )
+            with self._transaction():
+                cur = self._db.execute(
+                    "INSERT INTO experiments (namespace, name, spec, conditions, created, workdir, backend,"
+                    " backend_options) VALUES (?,?,?,?,?,?,?,?)",
+                    (experiment.namespace, experiment.name, spec, json.dumps(conditions), now, workdir, backend,
+                     json.dumps(options)),
+                )
+                if lease is not None:
+                    self._insert_lease(int(cur.lastrowid or 0), lease)
         except sqlite3.IntegrityError:
             raise ExperimentExists(
                 f"metadata.name: experiment {experiment.name!r} already exists in namespace {experiment.namespace!r} "
@@ -274,6 +305,41 @@ class Store:
 
     def delete_experiment(self, record: ExperimentRecord) -> None:
         self._write("DELETE FROM experiments WHERE id=?", (record.id,))
+
+    # leases -----------------------------------------------------------------------------
+    def lease(self, experiment_id: int) -> LeaseRow | None:
+        row = self._db.execute(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE experiment_id=?",
+                               (experiment_id,)).fetchone()
+        return LeaseRow(*row) if row else None
+
+    def take_lease(self, experiment_id: int, lease: LeaseRow, replacing: str | None) -> LeaseRow | None:
+        """Make ``lease`` the experiment's lease if the stored one is still held by ``replacing`` (None: no lease
+        stored), in one write transaction; returns the lease stored after the attempt (``lease`` when it won)."""
+        with self._transaction():
+            current = self.lease(experiment_id)
+            if (current.holder if current else None) == replacing:
+                self._db.execute("DELETE FROM leases WHERE experiment_id=?", (experiment_id,))
+                self._insert_lease(experiment_id, lease)
+                return lease
+            return current
+
+    def _insert_lease(self, experiment_id: int, lease: LeaseRow) -> None:
+        self._db.execute(f"INSERT INTO leases (experiment_id, {_LEASE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                         (experiment_id, *astuple(lease)))
+
+    def renew_lease(self, experiment_id: int, holder: str) -> LeaseRow | None:
+        """Stamp the holder's heartbeat; the stored lease afterwards (another holder's, or None, when it was lost)."""
+        self._write("UPDATE leases SET heartbeat=? WHERE experiment_id=? AND holder=?",
+                    (time.time(), experiment_id, holder))
+        return self.lease(experiment_id)
+
+    def release_lease(self, experiment_id: int, holder: str) -> None:
+        self._write("DELETE FROM leases WHERE experiment_id=? AND holder=?", (experiment_id, holder))
+
+    def request_stop(self, experiment_id: int, holder: str, requester: str) -> None:
+        """Ask the controller holding the lease to stop (it sees this at its next heartbeat)."""
+        self._write("UPDATE leases SET stop_requested=? WHERE experiment_id=? AND holder=?",
+                    (requester, experiment_id, holder))
 
     # trials -----------------------------------------------------------------------------
     def add_trials(self, experiment_id: int, trials: list[TrialRecord]) -> None:

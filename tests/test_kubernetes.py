@@ -375,7 +375,9 @@ def test_push_endpoint_checks_trial_and_token(fake_cluster: FakeCluster, tmp_pat
 
 def test_active_deadline_fails_the_trial(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
     exp = experiment(["bad"], 1)
-    exp.spec.trial_template.trial_spec["spec"]["activeDeadlineSeconds"] = 1
+    # Job.status.startTime has second precision, so a deadline of N seconds can end the pod after N-1 seconds:
+    # 3 leaves the trial at least 2 s to start and print, even on a loaded machine.
+    exp.spec.trial_template.trial_spec["spec"]["activeDeadlineSeconds"] = 3
     store = Store(tmp_path / "db.sqlite")
     record = run_experiment(exp, store=store, backend=backend(fake_cluster), workdir=tmp_path)
     (trial,) = store.trials(record.id)
