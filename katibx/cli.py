@@ -28,7 +28,7 @@ from katibx.objective import Objective
 from katibx.preparation import DEFAULT_BACKEND, backend_class, create_backend, file_problems, planned_trials, prepare
 from katibx.runner import resume_experiment, run_experiment, stored_backend
 from katibx.status import TrialCounts, current_condition, optimal_trial, pareto_front
-from katibx.store import ExperimentRecord, Store, StoreError
+from katibx.store import ExperimentRecord, Store, StoreError, StoreFault
 from katibx.trial import TrialRecord
 from katibx.validation import ValidationError
 
@@ -191,6 +191,9 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
     except KeyboardInterrupt:
         err.print(f"interrupted; the running trials were stopped. Continue with: katibx resume {name}")
         sys.exit(EXIT_INTERRUPTED)
+    except StoreFault as exc:  # mid-run: everything committed before it is kept
+        _fail([f"{exc}; the running trials were stopped and what was stored is kept. Once fixed, continue with: "
+               f"katibx resume {name}"])
     _print_summary(record, trials)
     cond = current_condition(record.conditions) or {}
     sys.exit(EXIT_SUCCEEDED if cond.get("type") == "Succeeded" else EXIT_FAILED)
@@ -447,6 +450,28 @@ def _delete_outside_store(record: ExperimentRecord, handles: list[dict[str, Any]
         err.print(f"[yellow]warning:[/yellow] {escape(problem)}; what its trials created on the {backend} backend "
                   "is left", highlight=False)
         return ""
+
+
+@main.group("store")
+def store_group() -> None:
+    """Inspect the store itself."""
+
+
+@store_group.command("check")
+@store_option
+@_guard
+def store_check(store: str | None) -> None:
+    """Run SQLite's integrity check and say which experiments can be read in full. Exit 1 if the file is damaged."""
+    report = Store(store).check()
+    out.print(f"integrity: {'ok' if report.integrity == ['ok'] else 'DAMAGED'}", highlight=False)
+    for line in report.integrity if report.integrity != ["ok"] else []:
+        out.print(f"  {escape(line)}", highlight=False)
+    if report.listing_problem is not None:
+        out.print(f"experiments: the list cannot be read ({escape(report.listing_problem)})", highlight=False)
+    for namespace, name, problem in report.experiments:
+        state = "readable" if problem is None else f"NOT readable: {problem}"
+        out.print(escape(f"{namespace}/{name}: {state}"), highlight=False)
+    sys.exit(EXIT_SUCCEEDED if report.ok else EXIT_FAILED)
 
 
 @main.command()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import time
 import types
-from collections.abc import Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -105,6 +107,48 @@ class StoreError(RuntimeError):
     """A store problem a user can act on (unreachable file, unknown or duplicate experiment)."""
 
 
+class StoreFault(StoreError):
+    """The store's file failed under katibx (read-only, full disk, locked, damaged): one line with what to do.
+    Every change is committed in one transaction, so what was stored before the fault is intact."""
+
+
+def _fault(path: Path, exc: sqlite3.Error) -> StoreFault:
+    text = str(exc)
+    lower = f"{text} {getattr(exc, 'sqlite_errorname', '')}".lower()
+    if "readonly" in lower or "read-only" in lower:
+        hint = "it is read-only here; make the file and its folder writable, or use a writable --store"
+    elif "full" in lower:
+        hint = "the disk is full; free some space"
+    elif "locked" in lower or "busy" in lower:
+        hint = "another process kept it locked for 30 s; try again"
+    elif "malformed" in lower or "not a database" in lower or "corrupt" in lower:
+        hint = "the file is damaged; 'katibx store check' says which experiments can still be read"
+    else:
+        hint = "check that the file and its folder exist and are readable"
+    return StoreFault(f"store {path}: {text} ({hint})")
+
+
+def _faults_named(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` with SQLite errors raised as StoreFault naming the store."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _fault(self.path, exc) from exc
+
+    return wrapper
+
+
+def _name_faults(cls: type[Any]) -> type[Any]:
+    """Class decorator: every public method raises StoreFault, never sqlite3.Error (see _faults_named)."""
+    for name, member in list(vars(cls).items()):
+        if callable(member) and not name.startswith("_"):
+            setattr(cls, name, _faults_named(member))
+    return cls
+
+
 class ExperimentExists(StoreError):
     pass
 
@@ -124,6 +168,19 @@ class LeaseRow:
     acquired: float
     heartbeat: float
     stop_requested: str | None = None  # who asked the holder to stop (katibx delete --force), if anyone
+
+
+@dataclass
+class StoreCheck:
+    """What :meth:`Store.check` found: SQLite's integrity report and, per experiment, what stops reading it."""
+
+    integrity: list[str]  # ["ok"] when the file is sound
+    experiments: list[tuple[str, str, str | None]]  # (namespace, name, problem or None when fully readable)
+    listing_problem: str | None = None  # set when not even the list of experiments can be read
+
+    @property
+    def ok(self) -> bool:
+        return self.integrity == ["ok"] and self.listing_problem is None and not any(p for *_, p in self.experiments)
 
 
 @dataclass
@@ -161,13 +218,18 @@ def resolve_store_path(url: str | os.PathLike[str] | None = None) -> Path:
     return Path(raw).expanduser().absolute()
 
 
+@_name_faults
 class Store:
     """All persistent state of katibx: one SQLite file in WAL mode, safe for several processes."""
 
     def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
         self.path = resolve_store_path(url)
+        self.read_only = False
         db: sqlite3.Connection | None = None
         try:
+            if self.path.exists() and not os.access(self.path.parent, os.W_OK):
+                self._db = db = self._open_read_only()
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._setup()
@@ -176,7 +238,29 @@ class Store:
                 db.close()
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"--store: cannot open store {self.path}: {exc}") from None
+            fault = _fault(self.path, exc) if isinstance(exc, sqlite3.Error) else exc
+            raise StoreError(f"--store: cannot open store {self.path}: {fault}") from None
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A store in a folder this process cannot write (a read-only file system, an archive): readable, and any
+        change is refused. SQLite reads a WAL file read-only when its -wal and -shm files exist (a controller was
+        killed); without them everything is in the main file, which is then opened as immutable."""
+        self.read_only = True
+        base = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
+        db = sqlite3.connect(base, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.OperationalError:
+            db.close()
+            db = sqlite3.connect(base + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version != SCHEMA_VERSION:
+            db.close()
+            newer = version > SCHEMA_VERSION
+            raise StoreError(f"--store: store {self.path} is read-only here and was written by "
+                             f"{'a newer' if newer else 'an older'} katibx (schema {version}, this katibx reads "
+                             f"{SCHEMA_VERSION}); {'upgrade katibx' if newer else 'copy it to a writable folder'}")
+        return db
 
     def _setup(self) -> None:
         """Refuse a newer schema, then WAL mode and migrations. SQLite answers "locked" without waiting when two
@@ -226,6 +310,12 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def _write(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, tuple(args))
@@ -388,6 +478,33 @@ class Store:
         row = self._db.execute("SELECT handle FROM trials WHERE id=?", (trial.id,)).fetchone()
         return json.loads(row[0]) if row and row[0] else None
 
+    # integrity --------------------------------------------------------------------------
+    def check(self) -> StoreCheck:
+        """SQLite's integrity check, then every experiment read in full (spec, trials, observations), so that a
+        damaged file says which experiments can still be read."""
+        try:
+            integrity = [row[0] for row in self._db.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:
+            integrity = [str(exc)]
+        try:
+            rows = self._db.execute("SELECT id, namespace, name FROM experiments ORDER BY id").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return StoreCheck(integrity, [], str(exc))
+        found = []
+        for experiment_id, namespace, name in rows:
+            problem = None
+            try:
+                row = self._db.execute(f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE id=?",
+                                       (experiment_id,)).fetchone()
+                self._experiment_row(row)
+                trials = self.trials(experiment_id)
+                for trial in trials:
+                    self.observation_logs(trial.id)
+            except (StoreFault, sqlite3.DatabaseError, ValueError, KeyError, TypeError) as exc:
+                problem = str(exc.__cause__ if isinstance(exc, StoreFault) else exc) or type(exc).__name__
+            found.append((namespace, name, problem))
+        return StoreCheck(integrity, found)
+
     # observations -----------------------------------------------------------------------
     def add_observations(self, trial_id: int, logs: list[MetricLog]) -> None:
         """Keep a trial's metric logs (each stamped with its time) in one transaction."""
@@ -449,4 +566,17 @@ class _Tx:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        """Roll back what is still open (SQLite rolls back on its own after some errors, a full disk among them)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
