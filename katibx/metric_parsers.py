@@ -169,6 +169,8 @@ class LineParser:
             for match in pattern.finditer(line):
                 name = (match.group(1) or "").strip()
                 value = (match.group(2) or "").strip()
+                if pattern.pattern == DEFAULT_METRICS_FORMAT and not any(c.isdigit() for c in value):
+                    value = _non_finite_at(line, match.start(2))
                 if value and name in self._wanted:
                     logs.append(MetricLog(name, value, timestamp))
         return logs
@@ -205,6 +207,16 @@ class LineParser:
             if isinstance(value, str):  # JSON strings and numbers (_JsonNumber); not bools/null
                 logs.append(MetricLog(name, str(value), timestamp))
         return logs
+
+
+_NON_FINITE = re.compile(r"[+-]?(?:inf(?:inity)?|nan)\b", re.IGNORECASE)
+
+
+def _non_finite_at(line: str, start: int) -> str:
+    """The ``nan``/``inf``/``-inf`` spelled at ``start``, or "". Katib's default regex matches only a bare sign
+    there (``loss=-inf`` gave ``-``): the value is kept whole so that the trial is told it is not a finite number."""
+    match = _NON_FINITE.match(line, start)
+    return match.group(0) if match else ""
 
 
 def _compile(regex: str) -> re.Pattern[str]:

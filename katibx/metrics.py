@@ -24,3 +24,14 @@ def as_float(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def non_finite(value: str | None) -> bool:
+    """Whether ``value`` is a number that is not finite: nan, inf, -inf, or one that overflows a double (1e309).
+    Such a value is never an objective value; text that is not a number at all (a genotype) is not one of these."""
+    if value is None:
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from katibx.metrics import as_float
+from katibx.metrics import as_float, non_finite
 from katibx.objective import Objective
 from katibx.spec import Experiment
 from katibx.template import format_value
@@ -97,13 +97,14 @@ class TrialCounts:
 
 
 def optimal_trial(experiment: Experiment, trials: Sequence[TrialRecord]) -> TrialRecord | None:
-    """Katib's currentOptimalTrial: best strategy value of the objective; a non-numeric value (a genotype) wins outright."""
+    """Katib's currentOptimalTrial: best strategy value of the objective; a non-numeric value (a genotype) wins
+    outright; nan and infinities never count (a store written before they were refused may hold them)."""
     objective = Objective(experiment)
     best: TrialRecord | None = None
     best_value: float | None = None
     for trial in trials:
         raw = objective.raw(trial) if trial.state.has_result else None
-        if raw is None:
+        if raw is None or non_finite(raw):
             continue
         value = as_float(raw)
         if value is None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from katibx.metrics import MetricLog, as_float
+from katibx.metrics import MetricLog, as_float, non_finite
 
 
 class TrialState(str, Enum):
@@ -79,11 +80,9 @@ def summarize(logs: Sequence[MetricLog]) -> dict[str, MetricSummary]:
     for log in logs:
         name, value, ts = log.name, log.value, log.timestamp or 0.0
         prev = out.get(name)
-        number = as_float(value)
         lo, hi = (prev.min, prev.max) if prev else (None, None)
-        if number is not None:
-            lo = value if lo is None or number < float(lo) else lo
-            hi = value if hi is None or number > float(hi) else hi
+        if as_float(value) is not None or non_finite(value):
+            lo, hi = _extreme(lo, value, min), _extreme(hi, value, max)
         latest = value
         if prev is not None and ts < latest_ts[name]:
             latest = prev.latest
@@ -91,6 +90,16 @@ def summarize(logs: Sequence[MetricLog]) -> dict[str, MetricSummary]:
             latest_ts[name] = ts
         out[name] = MetricSummary(name, lo, hi, latest)
     return out
+
+
+def _extreme(kept: str | None, value: str, pick: Callable[[float, float], float]) -> str:
+    """The reported text of ``pick(kept, value)``; a NaN makes min and max NaN from then on (numpy's rule), so a
+    trial that reported one never gets a min/max objective value that hides it."""
+    if kept is None or math.isnan(float(kept)):
+        return kept or value
+    if math.isnan(float(value)):
+        return value
+    return value if pick(float(kept), float(value)) != float(kept) else kept
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from katibx.backend import Backend, TrialExited, TrialJob, TrialStartError
 from katibx.early_stopping import EarlyStoppingAlgorithm
-from katibx.metrics import MetricLog
+from katibx.metrics import MetricLog, non_finite
 from katibx.objective import Objective
 from katibx.status import is_completed
 from katibx.store import ExperimentRecord, Store
@@ -149,6 +149,11 @@ class TrialLifecycle:
         if not event.succeeded:
             return TrialState.FAILED, f"TrialFailed. Job reason: {event.reason}", f"Trial has failed: {event.message}"
         if self.objective.metric in trial.observation:
+            unusable = [f"{name}={self.objective.raw(trial, name)}" for name, _ in self.objective.objectives
+                        if non_finite(self.objective.raw(trial, name))]
+            if unusable:
+                return (TrialState.METRICS_UNAVAILABLE, TRIAL_REASONS[TrialState.METRICS_UNAVAILABLE],
+                        f"Metrics are not available: objective value is not a finite number ({', '.join(unusable)})")
             return TrialState.SUCCEEDED, f"TrialSucceeded. Job reason: {event.reason}", "Trial has succeeded"
         return (TrialState.METRICS_UNAVAILABLE, TRIAL_REASONS[TrialState.METRICS_UNAVAILABLE],
                 f"Metrics are not available: objective metric {self.objective.metric!r} was not reported")
