@@ -108,3 +108,12 @@ def process_gone(pid: int, seconds: float = 5) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Keep Python's fault handler on after pytest's own plugin turns it off, so that a native crash while the
+    interpreter shuts down (a Ray or gRPC thread outliving its client) prints every thread's stack in CI."""
+    import faulthandler
+
+    faulthandler.enable(file=sys.__stderr__, all_threads=True)

@@ -26,6 +26,7 @@ from katibx.metrics_collector import MetricsCollector, collector_kind, source_pa
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
 from katibx.trial_dir import CHECKPOINT_DIR, FILES_DIR, PUSH_FILE, STDOUT_LOG, trial_environment
+from katibx.workers._escaped import TOKEN_ENV, kill_marked, new_token
 from katibx.workers._function_worker import FunctionWorker, TrialRequest, create_time
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class _Running:
     killed_at: float | None = None
     timed_out: bool = False
     started: float = field(default_factory=time.monotonic)
+    token: str = ""  # in the environment of every process of the trial (workers/_escaped.py)
+    since: float = field(default_factory=time.time)  # epoch seconds, to compare with processes' start times
 
     @property
     def fds(self) -> tuple[int, ...]:
@@ -145,7 +148,8 @@ class LocalBackend(Backend):
             (job.trial_dir / stale).unlink(missing_ok=True)
         shutil.rmtree(job.trial_dir / FILES_DIR, ignore_errors=True)
         (job.trial_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)  # the controller may have filled it from a parent
-        env = {**os.environ, **trial_environment(job.trial_dir, job.experiment.name, job.trial.name)}
+        token, since = new_token(), time.time()
+        env = {**os.environ, **trial_environment(job.trial_dir, job.experiment.name, job.trial.name), TOKEN_ENV: token}
         try:
             worker = render_trial_spec(job.experiment, job.trial.name, job.trial.assignments)
             deadline = active_deadline_seconds(worker)
@@ -164,8 +168,9 @@ class LocalBackend(Backend):
             pid, wait = self._start_command(job, argv, env)
             run = _Running(job.trial.name, pid, wait, collector, ends, pidfd=os.pidfd_open(pid))
             created = create_time(pid)
+        run.token, run.since = token, since
         self._running[job.trial.name] = run
-        return {"pid": run.pid, "create_time": created}
+        return {"pid": run.pid, "create_time": created, "token": token, "since": since}
 
     @staticmethod
     def _command(job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> tuple[list[str], Path | None]:
@@ -298,28 +303,32 @@ class LocalBackend(Backend):
                 self._idle.append(run.worker)
             else:
                 run.worker.stop()
-            return
-        try:
-            os.killpg(run.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        assert run.pidfd is not None
-        os.close(run.pidfd)
+        else:
+            try:
+                os.killpg(run.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            assert run.pidfd is not None
+            os.close(run.pidfd)
+        self._kill_escaped(run.token, run.since)
+
+    def _kill_escaped(self, token: str, since: float) -> None:
+        """Stop what the trial started outside its process group (its function workers are spared)."""
+        workers = frozenset(w.pid for w in self._idle) | frozenset(
+            r.worker.pid for r in self._running.values() if r.worker is not None)
+        escaped = kill_marked(token, since, spare=workers)
+        if escaped:
+            log.info("stopped %d process(es) a trial left outside its process group: %s", len(escaped), escaped)
 
     def release(self, handle: dict[str, Any]) -> None:
         pid, created = handle.get("pid"), handle.get("create_time")
-        if not pid:
-            return
-        try:
-            proc = psutil.Process(int(pid))
-            if created is not None and abs(proc.create_time() - float(created)) > 0.01:
-                return  # the pid was reused by an unrelated process
-        except psutil.NoSuchProcess:
-            pass  # the leader is gone; a group with its id can only hold what the trial left behind
-        try:
-            os.killpg(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return
+        if pid and not _reused(int(pid), created):
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if handle.get("token"):  # what the trial started outside its group, whether or not its leader lives
+            self._kill_escaped(str(handle["token"]), float(handle.get("since") or 0))
 
     def close(self) -> None:
         for run in list(self._running.values()):
@@ -339,6 +348,15 @@ class LocalBackend(Backend):
             self._reap(run)
         while self._idle:
             self._idle.pop().stop()
+
+
+def _reused(pid: int, created: float | None) -> bool:
+    """Whether ``pid`` now belongs to an unrelated process (one started at another time than the trial's). When the
+    leader is gone, a process group with its id can only hold what the trial left behind."""
+    try:
+        return created is not None and abs(psutil.Process(pid).create_time() - float(created)) > 0.01
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _wait_pid(pidfd: int, timeout: float) -> None:
