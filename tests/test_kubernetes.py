@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -151,7 +152,9 @@ def test_early_stopping_deletes_the_job(fake_cluster: FakeCluster, tmp_path: Pat
     assert fake_cluster.objects("batch/v1", "Job") == []
 
 
-def test_watch_expiry_and_api_errors_are_survived(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_watch_expiry_and_api_errors_are_survived(fake_cluster: FakeCluster, tmp_path: Path,  # noqa: F811
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="katibx.workers._kube_api")
     store = Store(tmp_path / "db.sqlite")
     fake_cluster.fail("POST", f"^{JOBS}$", 500, times=1)
     fake_cluster.fail("POST", f"^{JOBS}$", 429, times=1)
@@ -170,6 +173,10 @@ def test_watch_expiry_and_api_errors_are_survived(fake_cluster: FakeCluster, tmp
     assert statuses.count(500) == 1 and statuses.count(429) == 1 and statuses.count(201) == 3
     relists = [c for c in fake_cluster.calls if c.method == "GET" and c.path == JOBS and c.query.get("watch") != "true"]
     assert len(relists) >= 2  # a fresh list after the 410
+    # the server's ERROR event with a 410 Status was read as such (not as a broken stream retried after a backoff)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("resourceVersion expired (" in m for m in messages), messages
+    assert not any("retrying in" in m and "HTTP" not in m for m in messages), messages
 
 
 def wait_for(condition: Any, seconds: float = 10.0) -> bool:

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from katibx.backend import ClusterError
 
@@ -92,6 +92,59 @@ class KubeApi:
             delay = min(delay * 2, 5.0)
 
 
+class WatchExpired(Exception):
+    """The server ended a watch with a 410 Status: its resourceVersion is older than the history it keeps."""
+
+
+class _WatchStream:
+    """One watch request read as newline-delimited JSON events. The client's ``Watch`` is not used: with
+    ``deserialize=False`` it fails on the server's ERROR events (``KeyError: 'raw_object'`` in kubernetes 37), which
+    is how a 410 arrives; the events are plain dicts here, whatever the client version."""
+
+    def __init__(self) -> None:
+        self._resp: Any = None
+        self._stopped = False
+
+    def events(self, list_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """The events of one watch request; WatchExpired on a 410 ERROR event, ApiException on another one."""
+        from kubernetes.client.exceptions import ApiException
+
+        self._resp = list_fn(*args, watch=True, _preload_content=False, **kwargs)
+        try:
+            buffer = b""
+            for chunk in self._resp.stream(amt=None, decode_content=True):
+                lines = (buffer + chunk).split(b"\n")
+                buffer = lines.pop()
+                for line in lines:
+                    if self._stopped:
+                        return
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        if status.get("code") == 410:
+                            raise WatchExpired(status.get("message") or "Expired")
+                        raise ApiException(status=status.get("code"),
+                                           reason=f"{status.get('reason')}: {status.get('message')}")
+                    yield event
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.close()
+
+    def close(self) -> None:
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            try:
+                resp.close()
+                resp.release_conn()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+
+
 def list_and_watch(api: KubeApi, what: str, list_fn: Callable[..., Any], namespace: str, selector: str, *,
                    handle: Callable[[str, dict[str, Any]], None],
                    listed: Callable[[set[str], float], None] | None,
@@ -101,7 +154,6 @@ def list_and_watch(api: KubeApi, what: str, list_fn: Callable[..., Any], namespa
     ``listed(names, listed_at)`` follows each full list; a :class:`KubernetesClusterError` goes to ``on_error`` and
     ends the loop. Running watches are kept in ``watches`` so they can be stopped from outside.
     """
-    from kubernetes import watch
     from kubernetes.client.exceptions import ApiException
 
     stop = api.stop
@@ -118,12 +170,11 @@ def list_and_watch(api: KubeApi, what: str, list_fn: Callable[..., Any], namespa
             if listed is not None:
                 listed(names, listed_at)
             while not stop.is_set():
-                w = watch.Watch()
-                watches.append(w)
+                stream = _WatchStream()
+                watches.append(stream)
                 try:
-                    for event in w.stream(list_fn, namespace, label_selector=selector, resource_version=version,
-                                          timeout_seconds=watch_timeout, allow_watch_bookmarks=True,
-                                          deserialize=False):
+                    for event in stream.events(list_fn, namespace, label_selector=selector, resource_version=version,
+                                               timeout_seconds=watch_timeout, allow_watch_bookmarks=True):
                         obj = event.get("object") or {}
                         version = (obj.get("metadata") or {}).get("resourceVersion") or version
                         if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
@@ -131,12 +182,15 @@ def list_and_watch(api: KubeApi, what: str, list_fn: Callable[..., Any], namespa
                         if stop.is_set():
                             break
                 finally:
-                    watches.remove(w)
+                    watches.remove(stream)
                 delay = 0.1
+        except WatchExpired as exc:
+            log.info("%s: resourceVersion expired (%s); listing again", what, exc)
+            continue
         except ApiException as exc:
             if stop.is_set():
                 return
-            if exc.status == 410:
+            if exc.status == 410:  # a list with an expired continue token
                 log.info("%s: resourceVersion expired; listing again", what)
                 continue
             log.warning("%s: HTTP %s (%s); retrying in %.1fs", what, exc.status, api_message(exc), delay)
@@ -153,14 +207,8 @@ def list_and_watch(api: KubeApi, what: str, list_fn: Callable[..., Any], namespa
 
 def stop_watches(watches: list[Any]) -> None:
     """Stop running watches and close their connections."""
-    for w in list(watches):
-        w.stop()
-        resp = getattr(w, "_resp", None)
-        if resp is not None:
-            try:
-                resp.close()
-            except Exception:  # noqa: BLE001 - already closed
-                pass
+    for stream in list(watches):
+        stream.stop()
 
 
 def json_body(resp: Any) -> dict[str, Any]:
