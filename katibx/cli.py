@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import shutil
 import sys
 import time
 from typing import Any, Callable, NoReturn
@@ -484,18 +485,20 @@ def store_check(store: str | None) -> None:
 def logs(name: str, trial: str, namespace: str | None, store: str | None, **options: Any) -> None:
     """Output (stdout and stderr) of TRIAL of experiment NAME; a running cluster trial's from where it runs."""
     client = KatibxClient(store)
-    text = client.get_trial_logs(name, trial, namespace)
-    if not text:
-        record = client.store.get_experiment(name, namespace)
-        found = [t for t in client.store.trials(record.id) if t.name == trial]
-        handle = client.store.trial_handle(found[0]) if found else None
-        if handle:
-            worker = _stored_backend(record, None, options)
-            try:
-                text = worker.trial_logs(handle)
-            finally:
-                worker.close()
-    click.echo(text, nl=False)
+    path = client.trial_log_path(name, trial, namespace)
+    if path.exists() and path.stat().st_size:  # streamed: a trial's log can be larger than memory
+        with path.open("rb") as log_file:
+            shutil.copyfileobj(log_file, sys.stdout.buffer)
+        return
+    record = client.store.get_experiment(name, namespace)
+    found = [t for t in client.store.trials(record.id) if t.name == trial]
+    handle = client.store.trial_handle(found[0]) if found else None
+    if handle:  # nothing here yet: a cluster trial's log is where it runs
+        worker = _stored_backend(record, None, options)
+        try:
+            click.echo(worker.trial_logs(handle), nl=False)
+        finally:
+            worker.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

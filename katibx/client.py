@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 from katibx.lease import stop_for_deletion
@@ -99,11 +100,15 @@ class KatibxClient:
 
     def get_trial_logs(self, name: str, trial_name: str, namespace: str | None = None) -> str:
         """The trial's combined stdout and stderr."""
+        path = self.trial_log_path(name, trial_name, namespace)
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+    def trial_log_path(self, name: str, trial_name: str, namespace: str | None = None) -> Path:
+        """Where the trial's combined stdout and stderr are kept on this machine (to stream a large log)."""
         record, trials = self._record(name, namespace)
         if trial_name not in {t.name for t in trials}:
             raise ExperimentNotFound(f"trial {trial_name!r} not found in experiment {name!r}")
-        path = self.store.trial_dir(record, trial_name) / STDOUT_LOG
-        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        return self.store.trial_dir(record, trial_name) / STDOUT_LOG
 
     def delete_experiment(self, name: str, namespace: str | None = None, *, force: bool = False) -> None:
         """Remove the experiment, its trials, observations and trial directories. One that a controller is running

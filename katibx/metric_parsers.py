@@ -45,6 +45,9 @@ _RFC3339 = re.compile(
 )
 
 
+MAX_LINE_CHARS = 1 << 20  # longer lines (a progress bar without newlines, binary output) carry no metrics
+
+
 class MetricsFormatError(ValueError):
     """A metrics format or a metrics line could not be parsed."""
 
@@ -127,19 +130,26 @@ class LineParser:
         if file_format == "TEXT":
             self._patterns = [_compile(regex) for regex in (metrics_format or [DEFAULT_METRICS_FORMAT])]
         self._buffer = ""
+        self._overlong = False  # inside a line longer than MAX_LINE_CHARS, skipped to its end
         self._line_number = 0
 
     def feed(self, chunk: str) -> list[MetricLog]:
-        """Parse the complete lines in ``chunk``; a trailing partial line waits for more."""
+        """Parse the complete lines in ``chunk``; a trailing partial line waits for more. A line longer than
+        MAX_LINE_CHARS is no metrics line: it is dropped up to its newline rather than held in memory."""
         lines = (self._buffer + chunk).split("\n")
         self._buffer = lines.pop()
+        if self._overlong and lines:  # the rest of an overlong line
+            lines[0], self._overlong = "", False
+        if len(self._buffer) > MAX_LINE_CHARS:
+            self._buffer, self._overlong = "", True
         return self._parse_lines(lines)
 
     def flush(self) -> list[MetricLog]:
         """Parse the final partial line at end of stream."""
-        if not self._buffer:
-            return []
         line, self._buffer = self._buffer, ""
+        if not line or self._overlong:
+            self._overlong = False
+            return []
         return self._parse_lines([line])
 
     def _parse_lines(self, lines: Iterable[str]) -> list[MetricLog]:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MetricLog:
     """One observed metric value; ``value`` stays a string, as in Katib's DB (a genotype is a metric too)."""
 

@@ -19,6 +19,9 @@ from katibx.metrics import MetricLog
 from katibx.spec import Experiment
 from katibx.trial_dir import PUSH_FILE, STDOUT_LOG
 
+# A trial's files are read CHUNK_BYTES at a time, at most READ_LIMIT_BYTES per poll (the rest at the next one).
+CHUNK_BYTES = 64 << 10
+READ_LIMIT_BYTES = 256 << 10
 # Event files older than the trial by more than this (clock granularity) belong to an earlier run.
 _TFEVENT_SLACK_SECONDS = 1.0
 
@@ -67,9 +70,13 @@ class _Tail:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.offset = 0
         self._inode = None
+        self.pending = False  # the last read stopped at its limit with more in the file
 
-    def read(self, errors: list[str]) -> list[MetricLog]:
-        """New metric logs; parse errors are appended to ``errors`` and the offending line is skipped."""
+    def read(self, errors: list[str], limit: int = READ_LIMIT_BYTES) -> list[MetricLog]:
+        """New metric logs from at most ``limit`` new bytes (the rest waits for the next call), read and parsed a
+        chunk at a time, so memory does not grow with what the trial prints; parse errors are appended to
+        ``errors`` and the offending line is skipped."""
+        logs: list[MetricLog] = []
         try:
             with open(self.path, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -77,18 +84,27 @@ class _Tail:
                     self._reset()
                 self._inode = st.st_ino
                 f.seek(self.offset)
-                data = f.read()
+                self.pending = False
+                while True:
+                    data = f.read(min(CHUNK_BYTES, limit))
+                    if not data:
+                        break
+                    limit -= len(data)
+                    self.offset += len(data)
+                    self._parse(self._decoder.decode(data), logs, errors)
+                    if limit <= 0:
+                        self.pending = self.offset < os.fstat(f.fileno()).st_size
+                        break
         except OSError:  # not written yet, or not a readable file
-            return []
-        self.offset += len(data)
-        text = self._decoder.decode(data)
-        logs: list[MetricLog] = []
+            pass
+        return logs
+
+    def _parse(self, text: str, logs: list[MetricLog], errors: list[str]) -> None:
         for line in _lines(text):
             try:
                 logs.extend(self.parser.feed(line))
             except MetricsFormatError as exc:
                 errors.append(f"{self.path.name}: {exc}")
-        return logs
 
     def flush(self, errors: list[str]) -> list[MetricLog]:
         """Parse a last line that has no newline."""
@@ -137,11 +153,16 @@ class MetricsCollector:
         return self.errors[0] if self.errors else None
 
     def poll(self) -> list[MetricLog]:
-        """Metric logs that appeared since the last call."""
+        """Metric logs that appeared since the last call, from at most READ_LIMIT_BYTES of each file."""
         return [log for tail in self._tails for log in tail.read(self.errors)]
 
+    @property
+    def pending(self) -> bool:
+        """Whether the last :meth:`poll` left unread output behind (poll again before waiting, or finishing)."""
+        return any(tail.pending for tail in self._tails)
+
     def finish(self) -> list[MetricLog]:
-        """The last logs once the trial has exited, including its TensorFlow event files."""
+        """The last logs once the trial has exited and :meth:`poll` left nothing pending, with its event files."""
         logs = self.poll()
         for tail in self._tails:
             logs.extend(tail.flush(self.errors))

@@ -73,23 +73,33 @@ class MetricSummary:
         return {"name": self.name, "min": self.min or "unavailable", "max": self.max or "unavailable", "latest": self.latest}
 
 
-def summarize(logs: Sequence[MetricLog]) -> dict[str, MetricSummary]:
-    """Fold metric logs, in arrival order and stamped with their time, into per-metric summaries."""
-    out: dict[str, MetricSummary] = {}
-    latest_ts: dict[str, float] = {}
-    for log in logs:
+class SummaryFold:
+    """Katib's per-metric observation (min, max, latest), folded one log at a time in arrival order."""
+
+    def __init__(self) -> None:
+        self.summaries: dict[str, MetricSummary] = {}
+        self._latest_ts: dict[str, float] = {}
+
+    def add(self, log: MetricLog) -> None:
         name, value, ts = log.name, log.value, log.timestamp or 0.0
-        prev = out.get(name)
+        prev = self.summaries.get(name)
         lo, hi = (prev.min, prev.max) if prev else (None, None)
         if as_float(value) is not None or non_finite(value):
             lo, hi = _extreme(lo, value, min), _extreme(hi, value, max)
         latest = value
-        if prev is not None and ts < latest_ts[name]:
+        if prev is not None and ts < self._latest_ts[name]:  # a log stamped earlier than the latest one so far
             latest = prev.latest
         else:
-            latest_ts[name] = ts
-        out[name] = MetricSummary(name, lo, hi, latest)
-    return out
+            self._latest_ts[name] = ts
+        self.summaries[name] = MetricSummary(name, lo, hi, latest)
+
+
+def summarize(logs: Sequence[MetricLog]) -> dict[str, MetricSummary]:
+    """Fold metric logs, in arrival order and stamped with their time, into per-metric summaries."""
+    fold = SummaryFold()
+    for log in logs:
+        fold.add(log)
+    return fold.summaries
 
 
 def _extreme(kept: str | None, value: str, pick: Callable[[float, float], float]) -> str:

@@ -16,9 +16,10 @@ from katibx.backend import Backend, TrialExited, TrialJob, TrialStartError
 from katibx.early_stopping import EarlyStoppingAlgorithm
 from katibx.metrics import MetricLog, non_finite
 from katibx.objective import Objective
+from katibx.observation_sampling import ObservationSampler
 from katibx.status import is_completed
 from katibx.store import ExperimentRecord, Store
-from katibx.trial import CHECKPOINT_FROM_LABEL, TRIAL_REASONS, TrialRecord, TrialState, summarize
+from katibx.trial import CHECKPOINT_FROM_LABEL, TRIAL_REASONS, TrialRecord, TrialState
 from katibx.trial_book import TrialBook
 from katibx.trial_dir import CHECKPOINT_DIR
 
@@ -38,7 +39,7 @@ class TrialLifecycle:
         self.function = function
         self.notify = notify
         self.objective = Objective(record.experiment)
-        self._logs: dict[str, list[MetricLog]] = {}  # metric logs of the trials this controller started or attached
+        self._observations: dict[str, ObservationSampler] = {}  # of the trials this controller started or attached
         self._started: set[str] = set()
         self._stopping: dict[str, TrialState] = {}  # trial -> the state it ends in once its worker has stopped
         if early_stopping is not None:
@@ -59,7 +60,7 @@ class TrialLifecycle:
             if handle and trial.state is TrialState.RUNNING and self.backend.attach(self._job(trial), handle):
                 log.info("trial %s is still running; re-attached to it", trial.name)
                 self._started.add(trial.name)
-                self._logs[trial.name] = []
+                self._observations[trial.name] = ObservationSampler()
                 continue
             if handle:
                 self.backend.release(handle)
@@ -70,7 +71,7 @@ class TrialLifecycle:
     def start(self, trial: TrialRecord) -> None:
         job = self._job(trial)
         self._started.add(trial.name)
-        self._logs[trial.name] = []
+        self._observations[trial.name] = ObservationSampler()
         trial.start_time = time.time()
         try:
             self._copy_checkpoint(trial, job.trial_dir / CHECKPOINT_DIR)
@@ -113,11 +114,11 @@ class TrialLifecycle:
             return
         now = time.time()
         stamped = [log if log.timestamp is not None else MetricLog(log.name, log.value, now) for log in logs]
-        self.store.add_observations(trial.id, stamped)
-        history = self._logs.setdefault(trial_name, [])
-        history.extend(stamped)
+        observations = self._observations.setdefault(trial_name, ObservationSampler())
+        self.store.add_observations(trial.id, observations.add(stamped))
         if (self.early_stopping is not None and trial.state is TrialState.RUNNING and trial.name not in self._stopping
-                and not is_completed(self.record.conditions) and self.early_stopping.should_stop(trial, history)):
+                and not is_completed(self.record.conditions)
+                and self.early_stopping.should_stop(trial, observations.history())):
             log.info("early stopping trial %s", trial.name)
             self.stop(trial, TrialState.EARLY_STOPPED)
 
@@ -132,13 +133,14 @@ class TrialLifecycle:
         trial = self.book.get(event.trial_name)
         if trial is None or trial.state.is_terminal:
             return
-        logs = self._logs.pop(trial.name, [])
-        trial.observation = summarize(logs)
+        observations = self._observations.pop(trial.name, None) or ObservationSampler()
+        self.store.add_observations(trial.id, observations.unstored_latest())
+        trial.observation = observations.summaries
         trial.completion_time = time.time()
         state, reason, message = self._outcome(trial, event)
         self.set_state(trial, state, reason, message)
         if self.early_stopping is not None:
-            self.early_stopping.observe(trial, logs)
+            self.early_stopping.observe(trial, observations.history())
 
     def _outcome(self, trial: TrialRecord, event: TrialExited) -> tuple[TrialState, str, str]:
         forced = self._stopping.pop(trial.name, None)

@@ -52,8 +52,15 @@ class _Running:
     killed_at: float | None = None
     timed_out: bool = False
     started: float = field(default_factory=time.monotonic)
+    code: int | None = None  # the exit status once known (a function worker reports it only once)
     token: str = ""  # in the environment of every process of the trial (workers/_escaped.py)
     since: float = field(default_factory=time.time)  # epoch seconds, to compare with processes' start times
+
+    def exit_code(self) -> int | None:
+        """The exit status once finished, else None."""
+        if self.code is None:
+            self.code = self.wait()
+        return self.code
 
     @property
     def fds(self) -> tuple[int, ...]:
@@ -79,6 +86,7 @@ class LocalBackend(Backend):
         self.reuse_function_workers = reuse_function_workers
         self._running: dict[str, _Running] = {}
         self._idle: list[FunctionWorker] = []
+        self._backlog = False  # a trial's output was left unread at the last poll: the next one does not wait
         self._fork = multiprocessing.get_context("fork")
 
     # checks ------------------------------------------------------------------------------
@@ -239,7 +247,7 @@ class LocalBackend(Backend):
 
     def poll(self, timeout: float) -> list[TrialEvent]:
         events: list[TrialEvent] = []
-        wait = min(timeout, self.metrics_poll_interval)
+        wait = 0.0 if self._backlog else min(timeout, self.metrics_poll_interval)
         if self._running:
             poller = select.poll()
             for run in self._running.values():
@@ -249,12 +257,18 @@ class LocalBackend(Backend):
         elif wait > 0:
             time.sleep(wait)
         now = time.monotonic()
+        self._backlog = False
         for run in list(self._running.values()):
+            code = run.exit_code()  # before reading: output written before the exit is then all in the files
             logs = run.collector.poll()
-            code = run.wait()
-            if code is None:
+            # Output is read in bounded steps, so memory does not follow what a trial prints: a trial that has
+            # exited ends once all of it has been read.
+            self._backlog |= run.collector.pending
+            if code is None or run.collector.pending:
                 if logs:
                     events.append(TrialMetrics(run.name, logs))
+                if code is not None:
+                    continue
                 if run.deadline is not None and now > run.deadline and run.killed_at is None:
                     run.timed_out = True
                     self._signal(run, signal.SIGTERM)
@@ -336,7 +350,7 @@ class LocalBackend(Backend):
         deadline = time.monotonic() + KILL_GRACE_SECONDS
         while self._running and time.monotonic() < deadline:
             for run in list(self._running.values()):
-                if run.wait() is not None:
+                if run.exit_code() is not None:
                     self._reap(run)
             time.sleep(0.02)
         stuck = list(self._running.values())
@@ -344,7 +358,7 @@ class LocalBackend(Backend):
             self._signal(run, signal.SIGKILL)
         for run in stuck:
             _wait_pid(run.fds[0], KILL_GRACE_SECONDS)  # the first is the process's pidfd
-            run.wait()
+            run.exit_code()
             self._reap(run)
         while self._idle:
             self._idle.pop().stop()
