@@ -1,8 +1,9 @@
 """Push metrics from inside a trial (Katib's ``report_metrics``), for command and function trials alike.
 
 Locally the record is appended to ``$KATIBX_METRICS_FILE``. In a Kubernetes pod the backend sets
-``$KATIBX_PUSH_URL`` (its push endpoint) and ``$KATIBX_PUSH_TOKEN`` instead: the record is POSTed there as
-JSON ``{"trial", "token", "metrics"}``, and the call returns once the controller has it.
+``$KATIBX_PUSH_URL`` (its push endpoint) and ``$KATIBX_PUSH_TOKEN`` instead: the record is POSTed there as a JSON
+object of metrics, with the trial's name and the token in headers (the endpoint checks them before it reads the
+body), and the call returns once the controller has it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Mapping
 from katibx.trial_dir import METRICS_FILE_ENV, PUSH_TOKEN_ENV, PUSH_URL_ENV, TRIAL_NAME_ENV
 
 PUSH_ATTEMPTS = 5
+PUSH_TRIAL_HEADER = "X-Katibx-Trial"  # a pushed record's trial; its token goes in "Authorization: Bearer"
 PUSH_TIMEOUT_SECONDS = 30.0
 
 
@@ -63,11 +65,12 @@ def report_metrics(metrics: Mapping[str, Any]) -> None:
 
 def _post(url: str, record: dict[str, Any]) -> None:
     """Send one record to the controller's push endpoint, retrying transient failures; RuntimeError if it fails."""
-    body = json.dumps({"trial": os.environ[TRIAL_NAME_ENV], "token": os.environ.get(PUSH_TOKEN_ENV, ""),
-                       "metrics": record}).encode()
+    body = json.dumps(record).encode()
+    headers = {"Content-Type": "application/json", PUSH_TRIAL_HEADER: os.environ[TRIAL_NAME_ENV],
+               "Authorization": f"Bearer {os.environ.get(PUSH_TOKEN_ENV, '')}"}
     delay, problem = 0.2, ""
     for attempt in range(PUSH_ATTEMPTS):
-        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=PUSH_TIMEOUT_SECONDS):
                 return

@@ -341,11 +341,13 @@ def test_logs_from_the_trial_and_its_pods(fake_cluster: FakeCluster, tmp_path: P
 
 
 def test_push_endpoint_checks_trial_and_token(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    import http.client
     import json
     import urllib.error
+    import urllib.parse
     import urllib.request
 
-    from katibx.report import PUSH_TOKEN_ENV, PUSH_URL_ENV
+    from katibx.report import PUSH_TOKEN_ENV, PUSH_TRIAL_HEADER, PUSH_URL_ENV
 
     kube = backend(fake_cluster)
     store = Store(tmp_path / "db.sqlite")
@@ -360,19 +362,38 @@ def test_push_endpoint_checks_trial_and_token(fake_cluster: FakeCluster, tmp_pat
         (worker,) = fake_cluster.objects("batch/v1", "Job")
         env = {e["name"]: e["value"] for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
 
-        def post(body: dict[str, Any]) -> int:
-            request = urllib.request.Request(env[PUSH_URL_ENV], data=json.dumps(body).encode(), method="POST")
+        def post(trial: str, token: str, metrics: Any) -> int:
+            data = json.dumps(metrics).encode()
+            headers = {PUSH_TRIAL_HEADER: trial, "Authorization": f"Bearer {token}"}
+            request = urllib.request.Request(env[PUSH_URL_ENV], data=data, method="POST", headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
                     return response.status
             except urllib.error.HTTPError as exc:
                 return exc.code
 
+        def post_unread(trial: str, token: str, length: int) -> int:
+            """The status answering a POST that announces a ``length``-byte body and never sends it."""
+            url = urllib.parse.urlsplit(env[PUSH_URL_ENV])
+            connection = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+            connection.putrequest("POST", url.path)
+            for key, value in {PUSH_TRIAL_HEADER: trial, "Authorization": f"Bearer {token}",
+                               "Content-Length": str(length)}.items():
+                connection.putheader(key, value)
+            connection.endheaders()  # headers only: a server that reads the body first waits for it (5 s timeout)
+            try:
+                return connection.getresponse().status
+            finally:
+                connection.close()
+
         token = env[PUSH_TOKEN_ENV]
-        assert post({"trial": "k8s-push", "token": "wrong", "metrics": {"loss": 1}}) == 403
-        assert post({"trial": "other", "token": token, "metrics": {"loss": 1}}) == 404
-        assert post({"trial": "k8s-push", "token": token, "metrics": "x"}) == 400
-        assert post({"trial": "k8s-push", "token": token, "metrics": {"loss": 1, "timestamp": 5.0}}) == 200
+        # refused from the headers alone, without reading the body: a wrong token, an unknown trial, a huge body
+        assert post_unread("k8s-push", "wrong", 10 << 30) == 403
+        assert post_unread("other", token, 10 << 30) == 404
+        assert post_unread("k8s-push", token, 10 << 30) == 413
+        assert post("k8s-push", "wrong", {"loss": 1}) == 403
+        assert post("k8s-push", token, "x") == 400
+        assert post("k8s-push", token, {"loss": 1, "timestamp": 5.0}) == 200
         events = kube.poll(5)
         assert [(e.trial_name, [m.value for m in e.logs]) for e in events][0] == ("k8s-push", ["1"])
     finally:

@@ -1,7 +1,8 @@
 """The push-metrics endpoint of the kubernetes backend: ``katibx.report_metrics`` in a pod POSTs here.
 
-A record is ``{"trial": name, "token": token, "metrics": {...}}``; :class:`PushEndpoint` decides what to accept
-(a running trial of this controller, with its experiment's token) and serves it with :class:`PushServer`. Accepted
+A record is a POST of ``{...metrics}`` with the headers ``X-Katibx-Trial: name`` and ``Authorization: Bearer token``;
+:class:`PushEndpoint` decides from the headers alone whether to read the body (a running trial of this controller,
+with its experiment's token, a body of at most 1 MiB) and serves it with :class:`PushServer`. Accepted
 records are also appended to the trial's ``pushed.jsonl`` (see :func:`append_record`), so a controller that
 re-attaches after a crash reads them again.
 """
@@ -20,10 +21,13 @@ from typing import Any, Callable
 
 from katibx.backend import TrialEvent, TrialMetrics
 from katibx.metric_parsers import MetricsFormatError
+from katibx.report import PUSH_TRIAL_HEADER
 from katibx.trial_dir import PUSHED_FILE
 from katibx.workers._tracked import TrackedTrial
 
 log = logging.getLogger(__name__)
+
+MAX_RECORD_BYTES = 1 << 20  # one report_metrics() call; a larger body is refused before it is read
 
 
 class PushEndpoint:
@@ -47,12 +51,12 @@ class PushEndpoint:
             return
         if not self._port and previous_port:
             try:
-                self._server = PushServer(self._host, previous_port, self.accept)
+                self._server = PushServer(self._host, previous_port, self)
                 return
             except OSError as exc:
                 log.warning("cannot listen for pushed metrics on port %s again (%s): re-attached trials cannot "
                             "push any more; fix the port with --push-address", previous_port, exc)
-        self._server = PushServer(self._host, self._port, self.accept)
+        self._server = PushServer(self._host, self._port, self)
 
     @property
     def port(self) -> int:
@@ -66,20 +70,33 @@ class PushEndpoint:
         assert self._server is not None
         return self._server.url(self._url)
 
-    def accept(self, body: bytes) -> tuple[int, str]:
-        """Take one pushed record: (HTTP status, message)."""
-        try:
-            name, token, metrics = parse_record(body)
-        except (ValueError, KeyError, TypeError) as exc:
-            return 400, f"expected JSON {{trial, token, metrics}}: {exc}"
+    def admit(self, name: str, token: str, length: int | None) -> tuple[int, str] | None:
+        """Whether a POST may send its body: None, or the refusal (HTTP status, message), decided from its headers
+        alone, so that nobody without a running trial's token makes the controller read (or hold) a body."""
         with self._lock:
             trial = self._trials.get(name)
         if trial is None:
             return 404, f"trial {name!r} is not running under this controller"
-        if trial.attaching:
-            return 503, f"trial {name!r} is being re-attached; retry"
         if not secrets.compare_digest(token, self._token(trial.namespace, trial.experiment)):
             return 403, "wrong token"
+        if length is None:
+            return 411, "Content-Length required"
+        if length > MAX_RECORD_BYTES:
+            return 413, f"a record is at most {MAX_RECORD_BYTES} bytes"
+        if trial.attaching:
+            return 503, f"trial {name!r} is being re-attached; retry"
+        return None
+
+    def accept(self, name: str, body: bytes) -> tuple[int, str]:
+        """Take one pushed record of trial ``name`` (admitted): (HTTP status, message)."""
+        try:
+            metrics = parse_record(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, f"expected a JSON object of metrics: {exc}"
+        with self._lock:
+            trial = self._trials.get(name)
+        if trial is None:
+            return 404, f"trial {name!r} is not running under this controller"
         metrics.setdefault("timestamp", time.time())  # kept with the record, so a replay keeps the time too
         line = json.dumps(metrics) + "\n"
         try:
@@ -117,11 +134,24 @@ class PushEndpoint:
 class PushServer:
     """A threaded HTTP server that hands each POST body to ``accept``."""
 
-    def __init__(self, host: str, port: int, accept: Callable[[bytes], tuple[int, str]]) -> None:
+    def __init__(self, host: str, port: int, endpoint: PushEndpoint) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                length = int(self.headers.get("Content-Length") or 0)
-                code, text = accept(self.rfile.read(length))
+                name = self.headers.get(PUSH_TRIAL_HEADER) or ""
+                scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+                try:
+                    length: int | None = int(self.headers["Content-Length"])
+                except (KeyError, TypeError, ValueError):
+                    length = None
+                refusal = endpoint.admit(name, token if scheme == "Bearer" else "", length)
+                if refusal is not None:
+                    self.close_connection = True  # the body is never read
+                    self._answer(*refusal)
+                    return
+                assert length is not None
+                self._answer(*endpoint.accept(name, self.rfile.read(length)))
+
+            def _answer(self, code: int, text: str) -> None:
                 body = text.encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "text/plain")
@@ -157,13 +187,12 @@ class PushServer:
         self._server.server_close()
 
 
-def parse_record(body: bytes) -> tuple[str, str, dict[str, Any]]:
-    """(trial, token, metrics) of a POST body; ValueError, KeyError or TypeError when it is not one."""
-    data = json.loads(body)
-    name, token, metrics = str(data["trial"]), str(data.get("token", "")), data["metrics"]
+def parse_record(body: bytes) -> dict[str, Any]:
+    """The metrics object of a POST body; ValueError or TypeError when it is not one."""
+    metrics = json.loads(body)
     if not isinstance(metrics, dict):
         raise TypeError("metrics must be an object")
-    return name, token, metrics
+    return metrics
 
 
 def append_record(trial_dir: Path, line: str) -> None:
