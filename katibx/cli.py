@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -193,11 +194,21 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
         err.print(f"interrupted; the running trials were stopped. Continue with: katibx resume {name}")
         sys.exit(EXIT_INTERRUPTED)
     except StoreFault as exc:  # mid-run: everything committed before it is kept
+        if not _stored(store, name):  # it failed before the experiment was stored
+            _fail([str(exc)])
         _fail([f"{exc}; the running trials were stopped and what was stored is kept. Once fixed, continue with: "
                f"katibx resume {name}"])
     _print_summary(record, trials)
     cond = current_condition(record.conditions) or {}
     sys.exit(EXIT_SUCCEEDED if cond.get("type") == "Succeeded" else EXIT_FAILED)
+
+
+def _stored(store: Store, name: str) -> bool:
+    """Whether an experiment called ``name`` is in the store (False when the store cannot even say)."""
+    try:
+        return any(record.name == name for record in store.list_experiments())
+    except StoreError:
+        return False
 
 
 def _print_summary(record: ExperimentRecord, trials: list[TrialRecord]) -> None:
@@ -463,7 +474,7 @@ def store_group() -> None:
 @_guard
 def store_check(store: str | None) -> None:
     """Run SQLite's integrity check and say which experiments can be read in full. Exit 1 if the file is damaged."""
-    report = Store(store).check()
+    report = Store(store, read_only=True).check()  # a damaged file is read, never migrated or written
     out.print(f"integrity: {'ok' if report.integrity == ['ok'] else 'DAMAGED'}", highlight=False)
     for line in report.integrity if report.integrity != ["ok"] else []:
         out.print(f"  {escape(line)}", highlight=False)
@@ -488,7 +499,11 @@ def logs(name: str, trial: str, namespace: str | None, store: str | None, **opti
     path = client.trial_log_path(name, trial, namespace)
     if path.exists() and path.stat().st_size:  # streamed: a trial's log can be larger than memory
         with path.open("rb") as log_file:
-            shutil.copyfileobj(log_file, sys.stdout.buffer)
+            try:
+                shutil.copyfileobj(log_file, sys.stdout.buffer)
+                sys.stdout.flush()
+            except BrokenPipeError:  # katibx logs ... | head
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     record = client.store.get_experiment(name, namespace)
     found = [t for t in client.store.trials(record.id) if t.name == trial]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -37,33 +37,51 @@ class LeaseLost(StoreError):
 
 
 def _this_host() -> str:
-    return socket.gethostname()
+    """This host as a lease names it: its name, plus on Linux its pid namespace (containers sharing a host name
+    cannot see each other's processes, so each is a host of its own to the others)."""
+    try:
+        return f"{socket.gethostname()}/pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
 
 
-def _process_started(pid: int) -> float | None:
-    """When process ``pid`` started (None when there is no such process, or only its zombie)."""
+def _process_started(pid: int, *, use_proc: bool = sys.platform.startswith("linux")) -> float | None:
+    """When process ``pid`` started, in a form that does not move with the wall clock (None when there is no such
+    process, or only its zombie; -1 when it is another user's). Linux: clock ticks since boot (/proc/PID/stat);
+    psutil's start time there is recomputed from the boot time, which an NTP step moves. Elsewhere psutil's start
+    time, which the system records once."""
+    if use_proc:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except PermissionError:
+            return -1.0
+        return None if fields[0] in ("Z", "X") else float(fields[19])  # state is field 3, starttime field 22
     try:
         process = psutil.Process(pid)
         return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
     except psutil.NoSuchProcess:
         return None
-    except psutil.AccessDenied:  # another user's live process
+    except psutil.AccessDenied:
         return -1.0
 
 
 def holder_alive(lease: LeaseRow, *, lease_seconds: float = LEASE_SECONDS) -> bool:
-    """Whether the lease's holder may still be running: on this host, its process exists (the same process, not one
-    that reused its pid); elsewhere, its heartbeat is fresher than ``lease_seconds``."""
+    """Whether the lease's holder may still be running: on its own host, its process exists (the same process, not
+    one that reused its pid); elsewhere, its heartbeat is fresher than ``lease_seconds``."""
     if lease.host == _this_host():
         started = _process_started(lease.pid)
-        return started is not None and (started < 0 or abs(started - lease.pid_started) < 1.0)
+        return started is not None and (started < 0 or started == lease.pid_started)
     return time.time() - lease.heartbeat < lease_seconds
 
 
 def describe_holder(lease: LeaseRow) -> str:
     """``pid 123 on host h, since 12:00:01, last heartbeat 1 s ago``."""
     since = datetime.fromtimestamp(lease.acquired).strftime("%Y-%m-%d %H:%M:%S")
-    return (f"pid {lease.pid} on host {lease.host}, since {since}, "
+    host = lease.host.partition("/pidns:")[0]
+    return (f"pid {lease.pid} on host {host}, since {since}, "
             f"last heartbeat {max(0.0, time.time() - lease.heartbeat):.0f} s ago")
 
 
@@ -71,7 +89,7 @@ def new_lease() -> LeaseRow:
     """A lease for this process, as a controller about to run an experiment would hold it."""
     now = time.time()
     pid = os.getpid()
-    return LeaseRow(uuid.uuid4().hex, _this_host(), pid, _process_started(pid) or now, now, now)
+    return LeaseRow(uuid.uuid4().hex, _this_host(), pid, _process_started(pid) or 0.0, now, now)
 
 
 class ExperimentLease:
@@ -134,7 +152,7 @@ class ExperimentLease:
         if self.lease is not None:
             try:
                 self.store.release_lease(self.record.id, self.lease.holder)
-            except sqlite3.Error as exc:  # left in the store: the next controller on this host takes it over at once
+            except StoreError as exc:  # left in the store: the next controller on this host takes it over soon
                 log.warning("experiment %s: cannot release the controller lease: %s", self.record.name, exc)
             self.lease = None
 
@@ -151,13 +169,20 @@ class ExperimentLease:
         except StoreError as exc:
             log.warning("experiment %s: lease heartbeat cannot open the store: %s", self.record.name, exc)
             return
+        renewed = time.monotonic()
         try:
             while not self._stopped.wait(self.renew_seconds):
                 try:
                     current = store.renew_lease(self.record.id, holder)
-                except sqlite3.Error as exc:  # a full disk or a lock: the controller's own writes will say so
+                except StoreError as exc:  # a full disk or a lock: the controller's own writes will say so
                     log.warning("experiment %s: cannot renew the controller lease: %s", self.record.name, exc)
+                    if time.monotonic() - renewed > self.lease_seconds:  # another host may take it over now
+                        self._problem = (f"experiment {self.record.name!r}: the controller lease could not be renewed "
+                                         f"for {self.lease_seconds:.0f} s ({exc}); it stops so that two controllers "
+                                         "never run one experiment")
+                        return
                     continue
+                renewed = time.monotonic()
                 if current is None or current.holder != holder:
                     taker = f" by {describe_holder(current)}" if current else ""
                     self._problem = (f"experiment {self.record.name!r}: this controller lost its lease (taken over"
@@ -197,4 +222,4 @@ def stop_for_deletion(store: Store, record: ExperimentRecord, *, force: bool) ->
     if not force:
         raise ExperimentBusy(f"experiment {record.name!r} is running ({describe_holder(current)}); "
                              f"'katibx delete {record.name} --force' stops its controller first")
-    stop_holder(store, record, f"katibx delete --force (pid {os.getpid()} on host {_this_host()})")
+    stop_holder(store, record, f"katibx delete --force (pid {os.getpid()} on host {socket.gethostname()})")

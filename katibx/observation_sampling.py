@@ -4,7 +4,7 @@ sample of them in memory and in the store, while the trial's summary (min, max, 
 Per metric, the first ``head`` logs are all kept; after them one log in ``stride``, where the stride doubles
 whenever more than ``tail`` sampled logs have piled up (the older half of the sample is thinned in memory; the
 store keeps what was sampled when it arrived). The logs holding the min, the max and the latest value are always
-part of the history that early stopping reads, and the latest is stored when the trial ends.
+part of the history that early stopping reads, and stored when the trial ends.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ class _MetricSample:
     seen: int = 0
     stride: int = 1
     latest: tuple[int, MetricLog] | None = None
-    latest_kept: bool = False
 
 
 class ObservationSampler:
@@ -38,6 +37,7 @@ class ObservationSampler:
         self._metrics: dict[str, _MetricSample] = {}
         self._extremes: dict[tuple[str, str], tuple[int, MetricLog]] = {}  # (metric, "min"/"max") -> its log
         self._seq = 0
+        self._stored: set[int] = set()  # arrival numbers of the logs add() returned (bounded by the sampling)
 
     @property
     def summaries(self) -> dict[str, MetricSummary]:
@@ -57,9 +57,9 @@ class ObservationSampler:
                 if getattr(after, side) is not None and (before is None or getattr(before, side) != getattr(after, side)):
                     self._extremes[(log.name, side)] = entry
             sample = self._metrics.setdefault(log.name, _MetricSample())
-            sample.latest, sample.latest_kept = entry, False
+            sample.latest = entry
             if self._keep(sample, entry):
-                sample.latest_kept = True
+                self._stored.add(self._seq)
                 kept.append(log)
         return kept
 
@@ -84,7 +84,12 @@ class ObservationSampler:
         entries.update(s.latest for s in self._metrics.values() if s.latest is not None)
         return [entries[seq] for seq in sorted(entries)]
 
-    def unstored_latest(self) -> list[MetricLog]:
-        """The latest log of each metric when sampling skipped it: stored when the trial ends, so the stored history
-        ends with the trial's final values."""
-        return [s.latest[1] for s in self._metrics.values() if s.latest is not None and not s.latest_kept]
+    def unstored_final(self) -> list[MetricLog]:
+        """The logs holding each metric's latest, min and max value that sampling did not store, in arrival order:
+        stored when the trial ends, so that the stored history ends with the final values and holds the extremes
+        (early stopping reads it after a restart)."""
+        entries = dict(self._extremes.values())
+        entries.update(s.latest for s in self._metrics.values() if s.latest is not None)
+        unstored = sorted(seq for seq in entries if seq not in self._stored)
+        self._stored.update(unstored)
+        return [entries[seq] for seq in unstored]

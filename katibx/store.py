@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sqlite3
@@ -144,7 +145,7 @@ def _faults_named(method: Callable[..., Any]) -> Callable[..., Any]:
 def _name_faults(cls: type[Any]) -> type[Any]:
     """Class decorator: every public method raises StoreFault, never sqlite3.Error (see _faults_named)."""
     for name, member in list(vars(cls).items()):
-        if callable(member) and not name.startswith("_"):
+        if inspect.isfunction(member) and not name.startswith("_"):
             setattr(cls, name, _faults_named(member))
     return cls
 
@@ -222,12 +223,13 @@ def resolve_store_path(url: str | os.PathLike[str] | None = None) -> Path:
 class Store:
     """All persistent state of katibx: one SQLite file in WAL mode, safe for several processes."""
 
-    def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, url: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> None:
+        """Open (or create) the store; ``read_only`` opens an existing one without changing it (no migration)."""
         self.path = resolve_store_path(url)
         self.read_only = False
         db: sqlite3.Connection | None = None
         try:
-            if self.path.exists() and not os.access(self.path.parent, os.W_OK):
+            if read_only or (self.path.exists() and not os.access(self.path.parent, os.W_OK)):
                 self._db = db = self._open_read_only()
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,18 +248,29 @@ class Store:
         change is refused. SQLite reads a WAL file read-only when its -wal and -shm files exist (a controller was
         killed); without them everything is in the main file, which is then opened as immutable."""
         self.read_only = True
+        if not self.path.is_file():
+            raise StoreError(f"--store: store {self.path} does not exist")
         base = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
         db = sqlite3.connect(base, uri=True, isolation_level=None, check_same_thread=False)
         try:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.OperationalError:
             db.close()
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size:  # immutable would not read it: committed changes would vanish
+                raise StoreError(f"--store: store {self.path} is read-only here and its {wal.name} holds changes "
+                                 "that SQLite can only read with its -shm file; copy the store with both files to a "
+                                 "writable folder") from None
             db = sqlite3.connect(base + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            try:
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            except sqlite3.Error:
+                db.close()
+                raise
         if version != SCHEMA_VERSION:
             db.close()
             newer = version > SCHEMA_VERSION
-            raise StoreError(f"--store: store {self.path} is read-only here and was written by "
+            raise StoreError(f"--store: store {self.path} is opened read-only and was written by "
                              f"{'a newer' if newer else 'an older'} katibx (schema {version}, this katibx reads "
                              f"{SCHEMA_VERSION}); {'upgrade katibx' if newer else 'copy it to a writable folder'}")
         return db

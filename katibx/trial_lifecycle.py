@@ -134,7 +134,7 @@ class TrialLifecycle:
         if trial is None or trial.state.is_terminal:
             return
         observations = self._observations.pop(trial.name, None) or ObservationSampler()
-        self.store.add_observations(trial.id, observations.unstored_latest())
+        self.store.add_observations(trial.id, observations.unstored_final())
         trial.observation = observations.summaries
         trial.completion_time = time.time()
         state, reason, message = self._outcome(trial, event)

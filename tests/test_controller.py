@@ -307,35 +307,18 @@ def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(tmp_pat
     assert current_condition(probe.get_experiment("crashy").conditions)["reason"] == "ExperimentMaxTrialsReached"
 
 
-def test_repeated_kill_9_at_random_moments_ends_with_exact_counts(tmp_path, write_experiment):
+@pytest.mark.parametrize(("algorithm", "kind"), [("random", "command"), ("tpe", "function")])
+def test_repeated_kill_9_on_store_events_ends_with_exact_counts(tmp_path, algorithm, kind):
+    """benchmarks/soak.py's iteration: kill -9 on random store events (not after sleeps), resume, three times."""
     import random
 
-    doc = _sleepy(experiment_doc(maxTrialCount=8, parallelTrialCount=3), 0.3)
-    doc["metadata"]["name"] = "chaos"
-    path = write_experiment(doc, script=SLEEPY_SCRIPT)
-    store_path = tmp_path / "chaos.db"
-    rng = random.Random(1234)
-    probe = Store(store_path)
+    from benchmarks.soak import MAX_TRIALS, run_iteration
 
-    def stored() -> bool:
-        return any(r.name == "chaos" for r in probe.list_experiments())
-
-    controller = _start_controller(["run", str(path)], tmp_path, store_path)
-    kills = 0
-    while kills < 4:
-        time.sleep(rng.uniform(0.3, 1.2))
-        if controller.poll() is not None:
-            break
-        controller.send_signal(signal.SIGKILL)
-        controller.wait()
-        kills += stored()  # a kill before the experiment was stored just means running it again
-        controller = _start_controller(["resume", "chaos"] if stored() else ["run", str(path)], tmp_path, store_path)
-    assert controller.wait(timeout=120) == 0, controller.stderr.read().decode()
-    record = probe.get_experiment("chaos")
-    trials = probe.trials(record.id)
-    assert len(trials) == 8 and len({t.name for t in trials}) == 8
-    assert all(t.state is TrialState.SUCCEEDED for t in trials)
-    assert sorted(t.index for t in trials) == list(range(8))
+    result = run_iteration(tmp_path, algorithm, kind, 3, random.Random(1234))
+    assert result.kills == 3, result  # each kill hit a live controller with work left
+    assert result.left_running > 0, result  # ...leaving processes behind, which resume stopped
+    assert result.exact and result.trials == MAX_TRIALS, result
+    assert result.duplicates == 0 and result.orphans == 0 and not result.problems, result
 
 
 def test_ctrl_c_stops_trials_and_resume_finishes(tmp_path, write_experiment):

@@ -17,10 +17,10 @@ import pytest
 from conftest import experiment_doc, katibx_cli
 from test_controller import _launch, _states, _trial_processes, _wait_for
 
-from katibx.lease import ExperimentBusy, ExperimentLease, LeaseLost, new_lease
+from katibx.lease import ExperimentBusy, ExperimentLease, LeaseLost, _process_started, new_lease
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
-from katibx.store import LeaseRow, Store
+from katibx.store import LeaseRow, Store, StoreFault
 from katibx.trial import TrialState
 
 
@@ -103,12 +103,28 @@ def test_a_lease_from_another_host_is_honoured_until_its_heartbeat_expires(tmp_p
 def test_a_reused_pid_is_not_taken_for_the_holder(tmp_path: Path, write_experiment, store: Store) -> None:
     _stopped_experiment(tmp_path, write_experiment, store)
     # this very process is alive, but it is not the process that took the lease (another start time)
-    _stored_lease(store, "held", pid=os.getpid(), pid_started=new_lease().pid_started - 1000)
+    _stored_lease(store, "held", pid=os.getpid(), pid_started=new_lease().pid_started - 1000,
+                  heartbeat=time.time() - 10)
     record = resume_experiment("held", store=store, max_trial_count=3)
     assert len(store.trials(record.id)) == 3
-    _stored_lease(store, "held")  # the same process: alive, refused
+    _stored_lease(store, "held", heartbeat=time.time() - 10)  # the same process, silent: alive, refused
     with pytest.raises(ExperimentBusy):
         resume_experiment("held", store=store, max_trial_count=4)
+    # a controller in another pid namespace under this host name (a container) cannot be seen: its heartbeat counts
+    _stored_lease(store, "held", host=f"{socket.gethostname()}/pidns:1", pid=4242, heartbeat=time.time())
+    with pytest.raises(ExperimentBusy, match=f"pid 4242 on host {socket.gethostname()}, since"):
+        resume_experiment("held", store=store, max_trial_count=4)
+
+
+def test_process_start_times_on_linux_and_elsewhere_agree_on_who_is_alive() -> None:
+    """The lease's liveness check reads /proc on Linux (clock ticks since boot: an NTP step cannot move them) and
+    psutil elsewhere; both tell a live process from a finished one, and give one process one value."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(done.stdout)
+    for use_proc in (True, False):
+        me = _process_started(os.getpid(), use_proc=use_proc)
+        assert me is not None and me == _process_started(os.getpid(), use_proc=use_proc)
+        assert _process_started(gone, use_proc=use_proc) is None
 
 
 def test_a_controller_whose_lease_is_taken_over_stops(tmp_path: Path, write_experiment, store: Store) -> None:
@@ -176,3 +192,18 @@ def test_signals_handled_by_the_program_are_left_alone(tmp_path: Path, write_exp
     )
     result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "kept" in result.stdout, result.stderr
+
+
+def test_a_controller_that_cannot_renew_its_lease_stops(tmp_path: Path, write_experiment, store: Store,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _stopped_experiment(tmp_path, write_experiment, store)
+    record = store.get_experiment("held")
+
+    def locked(self: Store, experiment_id: int, holder: str) -> None:
+        raise StoreFault(f"store {self.path}: database is locked")
+
+    monkeypatch.setattr(Store, "renew_lease", locked)
+    with ExperimentLease(store, record, renew_seconds=0.02, lease_seconds=0.2) as lease:
+        _wait_for(lambda: lease._thread is None or not lease._thread.is_alive(), 10)
+        with pytest.raises(LeaseLost, match="could not be renewed for 0 s .*database is locked"):
+            lease.check()

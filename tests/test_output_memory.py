@@ -41,12 +41,13 @@ def test_the_sampler_keeps_summaries_exact_and_history_bounded() -> None:
     stored = []
     for start in range(0, len(logs), 37):
         stored += sampler.add(logs[start:start + 37])
-    stored += sampler.unstored_latest()
+    stored += sampler.unstored_final()
     assert sampler.summaries == summarize(logs)
     history = sampler.history()
     assert len(history) <= 10 + 20 + 3 and history[:10] == logs[:10]  # the first steps are all there
     assert {"-500", "499", "3"} <= {log.value for log in history}  # min, max, latest
     assert len(stored) < 10 + 20 * 10 and stored[-1] == logs[-1]
+    assert {"-500", "499"} <= {log.value for log in stored}  # the extremes are stored too (a restart reads them)
 
 
 def test_an_overlong_line_is_dropped_up_to_its_newline() -> None:

@@ -91,6 +91,18 @@ def test_a_read_only_store_is_readable_and_refuses_changes_in_one_line(tmpfs: Pa
     assert _digest(tmpfs) == before
 
 
+def test_a_read_only_store_whose_wal_cannot_be_read_is_refused_not_shown_stale(tmpfs: Path, tmp_path: Path) -> None:
+    store_path = tmpfs / "katibx.db"
+    program = ("import os, sys; sys.path.insert(0, 'tests'); from katibx.store import Store;\n"
+               "from test_store_faults import _fill\n"
+               f"s = Store({str(store_path)!r}); _fill(s, 'kept', 3, 5); os.kill(os.getpid(), 9)")
+    assert subprocess.run([sys.executable, "-c", program], cwd=Path(__file__).parent.parent).returncode == -9
+    (tmpfs / "katibx.db-shm").unlink()  # copied without it: the -wal holds committed trials SQLite cannot read
+    _remount(tmpfs, "ro")
+    _one_line_error(katibx_cli("get", "trials", "kept", cwd=tmp_path, store=store_path), str(store_path),
+                    "copy the store with both files")
+
+
 SPAMMY_SCRIPT = """
 import sys
 for i in range(3000):

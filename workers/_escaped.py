@@ -1,7 +1,9 @@
 """Processes a trial started that left its process group (``setsid``, a daemon's double fork): found and stopped
 by a token in their environment, which every process of the trial inherits (Jenkins' process-tree killer uses the
-same idea). Portable: psutil reads environments on Linux and macOS; a process that clears its environment is
-the one escape left, as it would be from a process group.
+same idea). Portable: psutil reads environments on Linux and macOS. Two escapes are left: a process that
+clears its environment, and one that a function trial forks without exec and that then calls setsid (what the
+system shows of a process's environment is what it was exec'd with, the worker's; on Linux the worker is a child
+subreaper, so such a process is at least re-parented to it rather than to init).
 """
 
 from __future__ import annotations

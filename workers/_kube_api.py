@@ -110,6 +110,9 @@ class _WatchStream:
         from kubernetes.client.exceptions import ApiException
 
         self._resp = list_fn(*args, watch=True, _preload_content=False, **kwargs)
+        if self._stopped:  # stopped while the request was being made
+            self.close()
+            return
         try:
             buffer = b""
             for chunk in self._resp.stream(amt=None, decode_content=True):

@@ -53,6 +53,7 @@ class _Running:
     timed_out: bool = False
     started: float = field(default_factory=time.monotonic)
     code: int | None = None  # the exit status once known (a function worker reports it only once)
+    ended: bool = False  # exited, and what it left running stopped; its output may still be being read
     token: str = ""  # in the environment of every process of the trial (workers/_escaped.py)
     since: float = field(default_factory=time.time)  # epoch seconds, to compare with processes' start times
 
@@ -251,7 +252,7 @@ class LocalBackend(Backend):
         if self._running:
             poller = select.poll()
             for run in self._running.values():
-                for fd in run.fds:
+                for fd in () if run.ended else run.fds:
                     poller.register(fd, select.POLLIN)
             poller.poll(max(wait, 0) * 1000)
         elif wait > 0:
@@ -260,6 +261,8 @@ class LocalBackend(Backend):
         self._backlog = False
         for run in list(self._running.values()):
             code = run.exit_code()  # before reading: output written before the exit is then all in the files
+            if code is not None and not run.ended:
+                self._end(run)  # what it left running is stopped at once, while its output is still being read
             logs = run.collector.poll()
             # Output is read in bounded steps, so memory does not follow what a trial prints: a trial that has
             # exited ends once all of it has been read.
@@ -275,7 +278,7 @@ class LocalBackend(Backend):
                 elif run.killed_at is not None and now - run.killed_at > KILL_GRACE_SECONDS:
                     self._signal(run, signal.SIGKILL)
                 continue
-            self._reap(run)
+            del self._running[run.name]
             logs.extend(run.collector.finish())
             events.append(self._exit_event(run, code, logs))
         return events
@@ -298,6 +301,8 @@ class LocalBackend(Backend):
             self._signal(run, signal.SIGTERM)
 
     def _signal(self, run: _Running, sig: int) -> None:
+        if run.ended:  # its pid may belong to another process by now
+            return
         if run.killed_at is None:
             run.killed_at = time.monotonic()
         try:
@@ -308,10 +313,10 @@ class LocalBackend(Backend):
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def _reap(self, run: _Running) -> None:
-        # A worker whose trial ended cleanly waits for the next trial; otherwise stop anything the trial left
-        # behind in its session, then forget it.
-        del self._running[run.name]
+    def _end(self, run: _Running) -> None:
+        """The trial has exited: a worker whose trial ended cleanly waits for the next trial; otherwise stop
+        anything the trial left behind in its session; then anything it started outside it."""
+        run.ended = True
         if run.worker is not None:
             if run.worker.idle and run.killed_at is None:
                 self._idle.append(run.worker)
@@ -345,21 +350,22 @@ class LocalBackend(Backend):
             self._kill_escaped(str(handle["token"]), float(handle.get("since") or 0))
 
     def close(self) -> None:
-        for run in list(self._running.values()):
+        for run in self._running.values():
             self._signal(run, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE_SECONDS
-        while self._running and time.monotonic() < deadline:
-            for run in list(self._running.values()):
-                if run.exit_code() is not None:
-                    self._reap(run)
+        while any(not run.ended for run in self._running.values()) and time.monotonic() < deadline:
+            for run in self._running.values():
+                if not run.ended and run.exit_code() is not None:
+                    self._end(run)
             time.sleep(0.02)
-        stuck = list(self._running.values())
+        stuck = [run for run in self._running.values() if not run.ended]
         for run in stuck:  # every one killed first, then waited for
             self._signal(run, signal.SIGKILL)
         for run in stuck:
             _wait_pid(run.fds[0], KILL_GRACE_SECONDS)  # the first is the process's pidfd
             run.exit_code()
-            self._reap(run)
+            self._end(run)
+        self._running.clear()
         while self._idle:
             self._idle.pop().stop()
 

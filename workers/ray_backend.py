@@ -18,6 +18,7 @@ Design (issue 5):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,9 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import psutil
 
 from katibx.backend import Backend, BackendOption, ClusterError, TrialEvent, TrialExited, TrialJob, TrialStartError
 from katibx.functions import import_function
@@ -235,6 +238,8 @@ def _release_on_node(trial_dir: str) -> bool:
     return True
 
 
+LOCAL_CLUSTER_ENV = "KATIBX_RAY_LOCAL_CLUSTER"  # marks the processes of a local cluster this backend started
+
 # controller side ---------------------------------------------------------------------------------------------
 @dataclass
 class _Worker:
@@ -291,7 +296,9 @@ class RayBackend(Backend):
                 if self.address:
                     ray.init(address=self.address, **options)
                 else:
-                    ray.init(address="local", include_dashboard=False, **options)
+                    _stop_orphaned_local_clusters()
+                    with _environment(LOCAL_CLUSTER_ENV, _local_cluster_owner()):  # inherited by every Ray process
+                        ray.init(address="local", include_dashboard=False, **options)
             except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ... all mean "cannot connect"
                 where = f"at {self.address}" if self.address else "(local cluster)"
                 raise ValidationError([f"--ray-address: cannot connect to Ray {where}: {_one_line(exc)}"]) from None
@@ -582,6 +589,8 @@ class RayBackend(Backend):
         return {"address": self.address} if self.address else {}
 
     def close(self) -> None:
+        if not self.address:  # a killed controller's local cluster left processes behind; this run ends them
+            _stop_orphaned_local_clusters()
         ray = self._ray
         if ray is None:
             return
@@ -608,6 +617,65 @@ class RayBackend(Backend):
                 pass
         self._ray = None
         self._owns_connection = False
+
+
+def _local_cluster_owner() -> str:
+    """``pid:start time`` of this process, marking the local cluster it starts as its own."""
+    return f"{os.getpid()}:{psutil.Process().create_time()}"
+
+
+def _stop_orphaned_local_clusters() -> None:
+    """Kill what is left of local clusters whose controller was killed: Ray's agents outlive a driver killed with
+    SIGKILL (re-parented to init, for ever). Only this user's processes marked by a controller that is gone."""
+    uid = os.getuid()
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info["uids"]
+        if uids is None or uids.real != uid:
+            continue
+        try:
+            owner = _cluster_owner(proc)
+            if owner and not _owner_alive(owner):
+                proc.kill()
+                log.info("stopped process %d of the local Ray cluster of a controller that was killed", proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+
+
+def _cluster_owner(proc: psutil.Process) -> str | None:
+    """The LOCAL_CLUSTER_ENV value a process was started with. Ray's processes rename themselves
+    (``ray::DashboardAgent``), which overwrites the start of their environment block as the system shows it: on
+    Linux the block is searched as raw bytes, elsewhere what psutil still parses is read."""
+    if not os.path.isdir("/proc/self"):
+        return proc.environ().get(LOCAL_CLUSTER_ENV)
+    try:
+        with open(f"/proc/{proc.pid}/environ", "rb") as f:
+            found = re.search(rb"(?:^|\0)" + LOCAL_CLUSTER_ENV.encode() + rb"=([^\0]*)", f.read())
+    except OSError:  # gone, a kernel thread, or not ours to read
+        return None
+    return found.group(1).decode(errors="replace") if found else None
+
+
+def _owner_alive(owner: str) -> bool:
+    pid, _, started = owner.partition(":")
+    try:
+        process = psutil.Process(int(pid))
+        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - float(started)) < 0.01
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` within the block (for the processes started there)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def _fmt(value: float) -> str:
