@@ -45,8 +45,8 @@ def _this_host() -> str:
         return socket.gethostname()
 
 
-def _process_started(pid: int, *, use_proc: bool = sys.platform.startswith("linux")) -> float | None:
-    """When process ``pid`` started, in a form that does not move with the wall clock (None when there is no such
+def process_started(pid: int, *, use_proc: bool = sys.platform.startswith("linux")) -> float | None:
+    """When process ``pid`` started (to tell it from a later process with its pid), in a form that does not move with the wall clock (None when there is no such
     process, or only its zombie; -1 when it is another user's). Linux: clock ticks since boot (/proc/PID/stat);
     psutil's start time there is recomputed from the boot time, which an NTP step moves. Elsewhere psutil's start
     time, which the system records once."""
@@ -72,7 +72,7 @@ def holder_alive(lease: LeaseRow, *, lease_seconds: float = LEASE_SECONDS) -> bo
     """Whether the lease's holder may still be running: on its own host, its process exists (the same process, not
     one that reused its pid); elsewhere, its heartbeat is fresher than ``lease_seconds``."""
     if lease.host == _this_host():
-        started = _process_started(lease.pid)
+        started = process_started(lease.pid)
         return started is not None and (started < 0 or started == lease.pid_started)
     return time.time() - lease.heartbeat < lease_seconds
 
@@ -89,7 +89,7 @@ def new_lease() -> LeaseRow:
     """A lease for this process, as a controller about to run an experiment would hold it."""
     now = time.time()
     pid = os.getpid()
-    return LeaseRow(uuid.uuid4().hex, _this_host(), pid, _process_started(pid) or 0.0, now, now)
+    return LeaseRow(uuid.uuid4().hex, _this_host(), pid, process_started(pid) or 0.0, now, now)
 
 
 class ExperimentLease:

@@ -307,7 +307,7 @@ def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(tmp_pat
     assert current_condition(probe.get_experiment("crashy").conditions)["reason"] == "ExperimentMaxTrialsReached"
 
 
-@pytest.mark.parametrize(("algorithm", "kind"), [("random", "command"), ("tpe", "function")])
+@pytest.mark.parametrize(("algorithm", "kind"), [("random", "command"), ("tpe", "function"), ("sobol", "ray")])
 def test_repeated_kill_9_on_store_events_ends_with_exact_counts(tmp_path, algorithm, kind):
     """benchmarks/soak.py's iteration: kill -9 on random store events (not after sleeps), resume, three times."""
     import random

@@ -17,7 +17,7 @@ import pytest
 from conftest import experiment_doc, katibx_cli
 from test_controller import _launch, _states, _trial_processes, _wait_for
 
-from katibx.lease import ExperimentBusy, ExperimentLease, LeaseLost, _process_started, new_lease
+from katibx.lease import ExperimentBusy, ExperimentLease, LeaseLost, new_lease, process_started
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
 from katibx.store import LeaseRow, Store, StoreFault
@@ -122,9 +122,9 @@ def test_process_start_times_on_linux_and_elsewhere_agree_on_who_is_alive() -> N
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     gone = int(done.stdout)
     for use_proc in (True, False):
-        me = _process_started(os.getpid(), use_proc=use_proc)
-        assert me is not None and me == _process_started(os.getpid(), use_proc=use_proc)
-        assert _process_started(gone, use_proc=use_proc) is None
+        me = process_started(os.getpid(), use_proc=use_proc)
+        assert me is not None and me == process_started(os.getpid(), use_proc=use_proc)
+        assert process_started(gone, use_proc=use_proc) is None
 
 
 def test_a_controller_whose_lease_is_taken_over_stops(tmp_path: Path, write_experiment, store: Store) -> None:

@@ -18,22 +18,23 @@ Design (issue 5):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 
 from katibx.backend import Backend, BackendOption, ClusterError, TrialEvent, TrialExited, TrialJob, TrialStartError
 from katibx.functions import import_function
+from katibx.lease import process_started
 from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
 from katibx.trial_dir import RAY_WORKER_FILE, STDOUT_LOG
 from katibx.validation import ValidationError
@@ -238,8 +239,6 @@ def _release_on_node(trial_dir: str) -> bool:
     return True
 
 
-LOCAL_CLUSTER_ENV = "KATIBX_RAY_LOCAL_CLUSTER"  # marks the processes of a local cluster this backend started
-
 # controller side ---------------------------------------------------------------------------------------------
 @dataclass
 class _Worker:
@@ -297,8 +296,8 @@ class RayBackend(Backend):
                     ray.init(address=self.address, **options)
                 else:
                     _stop_orphaned_local_clusters()
-                    with _environment(LOCAL_CLUSTER_ENV, _local_cluster_owner()):  # inherited by every Ray process
-                        ray.init(address="local", include_dashboard=False, **options)
+                    ray.init(address="local", include_dashboard=False, **options)
+                    _mark_local_cluster()
             except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ... all mean "cannot connect"
                 where = f"at {self.address}" if self.address else "(local cluster)"
                 raise ValidationError([f"--ray-address: cannot connect to Ray {where}: {_one_line(exc)}"]) from None
@@ -619,63 +618,62 @@ class RayBackend(Backend):
         self._owns_connection = False
 
 
-def _local_cluster_owner() -> str:
-    """``pid:start time`` of this process, marking the local cluster it starts as its own."""
-    return f"{os.getpid()}:{psutil.Process().create_time()}"
+# A controller killed with SIGKILL takes the local cluster's raylet and GCS with it, but Ray's agents
+# (DashboardAgent, RuntimeEnvAgent) live on for ever, re-parented to init. The session folder of a local cluster this
+# backend started gets a marker naming its controller; a later run stops what is left of sessions whose controller
+# is gone. Processes are matched by the files they hold open in the session folder (Ray renames its processes,
+# which overwrites the environment block the system shows, so an environment variable would not be seen).
+_OWNER_MARKER = "katibx-controller"
+
+
+def _mark_local_cluster() -> None:
+    """Write ``pid:start time`` of this controller into the session folder of the local cluster it just started."""
+    try:
+        from ray._private import worker  # no public API names the session folder
+
+        session = Path(worker._global_node.get_session_dir_path())
+        (session / _OWNER_MARKER).write_text(f"{os.getpid()}:{process_started(os.getpid())}")
+    except Exception as exc:  # noqa: BLE001 - a Ray without these internals: nothing is marked, nothing cleaned
+        log.debug("cannot mark the local Ray cluster's session folder: %s", exc)
 
 
 def _stop_orphaned_local_clusters() -> None:
-    """Kill what is left of local clusters whose controller was killed: Ray's agents outlive a driver killed with
-    SIGKILL (re-parented to init, for ever). Only this user's processes marked by a controller that is gone."""
+    """Kill this user's processes that hold files open in the session folder of a local cluster whose controller
+    is gone, then forget the marker. Ray keeps sessions under $RAY_TMPDIR/ray, else /tmp/ray."""
+    roots = {Path(os.environ.get("RAY_TMPDIR") or "/tmp") / "ray", Path(tempfile.gettempdir()) / "ray"}
+    orphaned = []
+    for marker in (m for root in roots for m in root.glob(f"session_*/{_OWNER_MARKER}")):
+        try:
+            if not _owner_alive(marker.read_text()):
+                orphaned.append(marker)
+        except OSError:
+            continue
+    if not orphaned:
+        return
+    sessions = [str(marker.parent.resolve()) + os.sep for marker in orphaned]
     uid = os.getuid()
     for proc in psutil.process_iter(["uids"]):
         uids = proc.info["uids"]
-        if uids is None or uids.real != uid:
+        if uids is None or uids.real != uid or proc.pid == os.getpid():
             continue
         try:
-            owner = _cluster_owner(proc)
-            if owner and not _owner_alive(owner):
+            if any(f.path.startswith(session) for f in proc.open_files() for session in sessions):
                 proc.kill()
                 log.info("stopped process %d of the local Ray cluster of a controller that was killed", proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
-
-
-def _cluster_owner(proc: psutil.Process) -> str | None:
-    """The LOCAL_CLUSTER_ENV value a process was started with. Ray's processes rename themselves
-    (``ray::DashboardAgent``), which overwrites the start of their environment block as the system shows it: on
-    Linux the block is searched as raw bytes, elsewhere what psutil still parses is read."""
-    if not os.path.isdir("/proc/self"):
-        return proc.environ().get(LOCAL_CLUSTER_ENV)
-    try:
-        with open(f"/proc/{proc.pid}/environ", "rb") as f:
-            found = re.search(rb"(?:^|\0)" + LOCAL_CLUSTER_ENV.encode() + rb"=([^\0]*)", f.read())
-    except OSError:  # gone, a kernel thread, or not ours to read
-        return None
-    return found.group(1).decode(errors="replace") if found else None
+    for marker in orphaned:
+        marker.unlink(missing_ok=True)
 
 
 def _owner_alive(owner: str) -> bool:
-    pid, _, started = owner.partition(":")
+    """Whether the controller named ``pid:start`` by a marker still runs (the same process, not a reused pid)."""
+    pid, _, recorded = owner.partition(":")
     try:
-        process = psutil.Process(int(pid))
-        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - float(started)) < 0.01
-    except (psutil.NoSuchProcess, ValueError):
+        started = process_started(int(pid))
+        return started is not None and (started < 0 or started == float(recorded))
+    except ValueError:
         return False
-
-
-@contextlib.contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    """``os.environ[name] = value`` within the block (for the processes started there)."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
 
 
 def _fmt(value: float) -> str:
