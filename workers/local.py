@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import psutil
 
-from katibx.backend import Backend, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
+from katibx.backend import Backend, BackendOption, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
 from katibx.spec import Experiment
@@ -32,6 +32,7 @@ from katibx.workers._function_worker import FunctionWorker, TrialRequest, create
 log = logging.getLogger(__name__)
 
 KILL_GRACE_SECONDS = 3.0
+DEFAULT_LOG_LIMIT_BYTES = 1 << 30  # a trial's log keeps at most this much, its end
 # Algorithm setting naming the checkpoint path trials use (Katib's pbt mounts a volume there).
 CHECKPOINT_SETTING = "suggestion_trial_dir"
 # Function trial template field: false forks a fresh process for every trial (no module state is shared).
@@ -54,6 +55,7 @@ class _Running:
     started: float = field(default_factory=time.monotonic)
     code: int | None = None  # the exit status once known (a function worker reports it only once)
     ended: bool = False  # exited, and what it left running stopped; its output may still be being read
+    log: Path = Path()  # the trial's stdout and stderr
     token: str = ""  # in the environment of every process of the trial (workers/_escaped.py)
     since: float = field(default_factory=time.time)  # epoch seconds, to compare with processes' start times
 
@@ -77,14 +79,22 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    options = (BackendOption("--log-limit", "log_limit_bytes", envvar="KATIBX_LOG_LIMIT", metavar="SIZE",
+                             parse=lambda text: {"log_limit_bytes": parse_size(text)},
+                             help="With the local backend: the most a trial's log keeps, its end (default 1Gi; "
+                                  "1048576, 512Mi, 2G...)."),)
     collector_refusals = {
         kind: "Katib runs it as a sidecar in the trial's pod; print the metrics or push them with katibx.report_metrics"
         for kind in ("PrometheusMetric", "Custom")
     }
 
-    def __init__(self, metrics_poll_interval: float = 0.2, reuse_function_workers: bool = True) -> None:
+    def __init__(self, metrics_poll_interval: float = 0.2, reuse_function_workers: bool = True,
+                 log_limit_bytes: int = DEFAULT_LOG_LIMIT_BYTES) -> None:
+        if log_limit_bytes <= 0:
+            raise ValueError(f"log_limit_bytes must be positive, got {log_limit_bytes}")
         self.metrics_poll_interval = metrics_poll_interval
         self.reuse_function_workers = reuse_function_workers
+        self.log_limit_bytes = log_limit_bytes
         self._running: dict[str, _Running] = {}
         self._idle: list[FunctionWorker] = []
         self._backlog = False  # a trial's output was left unread at the last poll: the next one does not wait
@@ -150,6 +160,9 @@ class LocalBackend(Backend):
                 errors.append(f"{path}: container {tt.primary_container_name!r} uses envFrom, which only a cluster can resolve")
         return errors
 
+    def settings(self) -> dict[str, Any]:
+        return {} if self.log_limit_bytes == DEFAULT_LOG_LIMIT_BYTES else {"log_limit_bytes": self.log_limit_bytes}
+
     # lifecycle ---------------------------------------------------------------------------
     def start(self, job: TrialJob) -> dict[str, Any]:
         job.trial_dir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +190,7 @@ class LocalBackend(Backend):
             pid, wait = self._start_command(job, argv, env)
             run = _Running(job.trial.name, pid, wait, collector, ends, pidfd=os.pidfd_open(pid))
             created = create_time(pid)
-        run.token, run.since = token, since
+        run.token, run.since, run.log = token, since, job.trial_dir / STDOUT_LOG
         self._running[job.trial.name] = run
         return {"pid": run.pid, "create_time": created, "token": token, "since": since}
 
@@ -280,6 +293,7 @@ class LocalBackend(Backend):
                 continue
             del self._running[run.name]
             logs.extend(run.collector.finish())
+            keep_tail(run.log, self.log_limit_bytes)  # once its metrics are read
             events.append(self._exit_event(run, code, logs))
         return events
 
@@ -368,6 +382,37 @@ class LocalBackend(Backend):
         self._running.clear()
         while self._idle:
             self._idle.pop().stop()
+
+
+def parse_size(text: str) -> int:
+    """``1048576``, ``512Ki``, ``100M``, ``2Gi`` as bytes (Kubernetes' quantity suffixes); ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]i?)?\s*", text)
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"expected a positive size such as 1048576, 512Mi or 2Gi, got {text!r}")
+    unit = match.group(2) or ""
+    scale = 1024 if unit.endswith("i") else 1000
+    return int(match.group(1)) * scale ** ("KMGT".index(unit[0]) + 1 if unit else 0)
+
+
+def keep_tail(path: Path, limit: int) -> None:
+    """Cut the log at ``path`` to its last ``limit`` bytes (from the start of a line), with a first line saying how
+    much was dropped, so a trial's disk use is bounded and its end (where a failure shows) is kept."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    if size <= limit:
+        return
+    tail = path.with_name(path.name + ".tail")
+    with path.open("rb") as source:
+        source.seek(size - limit)
+        source.readline()  # the rest of a line cut in two
+        dropped = source.tell()
+        with tail.open("wb") as target:
+            target.write(f"[katibx: the first {dropped} bytes of this log were dropped (log limit {limit} "
+                         "bytes)]\n".encode())
+            shutil.copyfileobj(source, target)
+    os.replace(tail, path)
 
 
 def _reused(pid: int, created: float | None) -> bool:
