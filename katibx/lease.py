@@ -36,7 +36,7 @@ class LeaseLost(StoreError):
     """This controller must stop: another one took its lease over, or ``katibx delete --force`` asked it to stop."""
 
 
-def _this_host() -> str:
+def this_host() -> str:
     """This host as a lease names it: its name, plus on Linux its pid namespace (containers sharing a host name
     cannot see each other's processes, so each is a host of its own to the others)."""
     try:
@@ -71,7 +71,7 @@ def process_started(pid: int, *, use_proc: bool = sys.platform.startswith("linux
 def holder_alive(lease: LeaseRow, *, lease_seconds: float = LEASE_SECONDS) -> bool:
     """Whether the lease's holder may still be running: on its own host, its process exists (the same process, not
     one that reused its pid); elsewhere, its heartbeat is fresher than ``lease_seconds``."""
-    if lease.host == _this_host():
+    if lease.host == this_host():
         started = process_started(lease.pid)
         return started is not None and (started < 0 or started == lease.pid_started)
     return time.time() - lease.heartbeat < lease_seconds
@@ -89,7 +89,7 @@ def new_lease() -> LeaseRow:
     """A lease for this process, as a controller about to run an experiment would hold it."""
     now = time.time()
     pid = os.getpid()
-    return LeaseRow(uuid.uuid4().hex, _this_host(), pid, process_started(pid) or 0.0, now, now)
+    return LeaseRow(uuid.uuid4().hex, this_host(), pid, process_started(pid) or 0.0, now, now)
 
 
 class ExperimentLease:

@@ -12,7 +12,7 @@ from katibx.runner import run_experiment
 from katibx.store import Store
 from katibx.trial import TrialState
 from katibx.trial_dir import STDOUT_LOG
-from katibx.workers.local import LocalBackend, parse_size
+from katibx.workers.local import LocalBackend, keep_tail, parse_size
 
 LOUD_SCRIPT = """
 for i in range(20000):
@@ -64,3 +64,20 @@ def test_sizes(text: str, size: int) -> None:
 def test_bad_sizes(text: str) -> None:
     with pytest.raises(ValueError, match="expected a positive size"):
         parse_size(text)
+
+
+def test_a_log_without_newlines_near_the_cut_keeps_its_last_bytes(tmp_path: Path) -> None:
+    """A progress bar redrawn with \\r has no line to start from: the cut falls at the byte, the end is kept."""
+    log = tmp_path / "stdout.log"
+    log.write_bytes(b"\rprogress 50%" * 20000 + b"\nFINAL ERROR: disk on fire\n")
+    keep_tail(log, 4096)
+    text = log.read_bytes()
+    assert text.startswith(b"[katibx: the first ") and text.endswith(b"FINAL ERROR: disk on fire\n")
+    assert len(text) <= 4096 + 100
+
+
+def test_a_cut_on_a_line_start_keeps_that_line(tmp_path: Path) -> None:
+    log = tmp_path / "stdout.log"
+    log.write_bytes(b"a" * 99 + b"\n" + b"b" * 99 + b"\n")
+    keep_tail(log, 100)
+    assert log.read_bytes().splitlines()[1:] == [b"b" * 99]

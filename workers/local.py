@@ -385,7 +385,8 @@ class LocalBackend(Backend):
 
 
 def parse_size(text: str) -> int:
-    """``1048576``, ``512Ki``, ``100M``, ``2Gi`` as bytes (Kubernetes' quantity suffixes); ValueError otherwise."""
+    """``1048576``, ``512Ki``, ``100M``, ``2Gi`` as bytes: a whole number with a binary (Ki, Mi, Gi, Ti) or decimal
+    (K, M, G, T) suffix; ValueError otherwise."""
     match = re.fullmatch(r"\s*(\d+)\s*([KMGT]i?)?\s*", text)
     if not match or int(match.group(1)) <= 0:
         raise ValueError(f"expected a positive size such as 1048576, 512Mi or 2Gi, got {text!r}")
@@ -395,24 +396,30 @@ def parse_size(text: str) -> int:
 
 
 def keep_tail(path: Path, limit: int) -> None:
-    """Cut the log at ``path`` to its last ``limit`` bytes (from the start of a line), with a first line saying how
-    much was dropped, so a trial's disk use is bounded and its end (where a failure shows) is kept."""
+    """Cut the log at ``path`` to its last ``limit`` bytes, from the start of a line when one begins soon after the
+    cut (within 64 KiB and half the limit; else at the byte), with a first line saying how much was dropped: a
+    trial's disk use is bounded and its end, where a failure shows, is kept. A log that cannot be cut (a full disk)
+    is left whole, with a warning."""
+    tail = path.with_name(path.name + ".tail")
     try:
         size = path.stat().st_size
-    except OSError:
-        return
-    if size <= limit:
-        return
-    tail = path.with_name(path.name + ".tail")
-    with path.open("rb") as source:
-        source.seek(size - limit)
-        source.readline()  # the rest of a line cut in two
-        dropped = source.tell()
-        with tail.open("wb") as target:
-            target.write(f"[katibx: the first {dropped} bytes of this log were dropped (log limit {limit} "
-                         "bytes)]\n".encode())
-            shutil.copyfileobj(source, target)
-    os.replace(tail, path)
+        if size <= limit:
+            return
+        with path.open("rb") as source:
+            cut = size - limit
+            source.seek(cut - 1)
+            if source.read(1) != b"\n":  # inside a line: skip its rest if it ends soon
+                newline = source.read(min(64 << 10, limit // 2)).find(b"\n")  # at most half of what is kept
+                cut += newline + 1 if newline >= 0 else 0
+            source.seek(cut)
+            with tail.open("wb") as target:
+                target.write(f"[katibx: the first {cut} bytes of this log were dropped (log limit {limit} "
+                             "bytes)]\n".encode())
+                shutil.copyfileobj(source, target)
+        os.replace(tail, path)
+    except OSError as exc:
+        tail.unlink(missing_ok=True)
+        log.warning("cannot cut the log %s to its last %d bytes: %s", path, limit, exc)
 
 
 def _reused(pid: int, created: float | None) -> bool:

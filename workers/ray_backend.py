@@ -34,7 +34,7 @@ import psutil
 
 from katibx.backend import Backend, BackendOption, ClusterError, TrialEvent, TrialExited, TrialJob, TrialStartError
 from katibx.functions import import_function
-from katibx.lease import process_started
+from katibx.lease import process_started, this_host
 from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
 from katibx.trial_dir import RAY_WORKER_FILE, STDOUT_LOG
 from katibx.validation import ValidationError
@@ -614,6 +614,8 @@ class RayBackend(Backend):
                 ray.shutdown()
             except Exception:  # noqa: BLE001
                 pass
+            if not self.address:
+                _unmark_local_cluster()
         self._ray = None
         self._owns_connection = False
 
@@ -626,44 +628,84 @@ class RayBackend(Backend):
 _OWNER_MARKER = "katibx-controller"
 
 
+def _marker_text() -> str:
+    """``host|pid:start`` of this controller (its host as the lease names it, pid namespace included)."""
+    return f"{this_host()}|{os.getpid()}:{process_started(os.getpid())}"
+
+
 def _mark_local_cluster() -> None:
-    """Write ``pid:start time`` of this controller into the session folder of the local cluster it just started."""
+    """Write this controller's name into the session folder of the local cluster it just started."""
     try:
         from ray._private import worker  # no public API names the session folder
 
         session = Path(worker._global_node.get_session_dir_path())
-        (session / _OWNER_MARKER).write_text(f"{os.getpid()}:{process_started(os.getpid())}")
+        (session / _OWNER_MARKER).write_text(_marker_text())
     except Exception as exc:  # noqa: BLE001 - a Ray without these internals: nothing is marked, nothing cleaned
         log.debug("cannot mark the local Ray cluster's session folder: %s", exc)
 
 
-def _stop_orphaned_local_clusters() -> None:
-    """Kill this user's processes that hold files open in the session folder of a local cluster whose controller
-    is gone, then forget the marker. Ray keeps sessions under $RAY_TMPDIR/ray, else /tmp/ray."""
+def _unmark_local_cluster() -> None:
+    """Remove this controller's marker once its cluster is shut down (so later runs need not look for it)."""
+    for marker in _markers():
+        try:
+            if marker.read_text() == _marker_text():
+                marker.unlink()
+        except (OSError, ValueError):
+            continue
+
+
+def _markers() -> list[Path]:
+    """The markers of this user in Ray's session folders ($RAY_TMPDIR/ray, else /tmp/ray): the folders are
+    world-writable, so a marker someone else wrote is never trusted."""
     roots = {Path(os.environ.get("RAY_TMPDIR") or "/tmp") / "ray", Path(tempfile.gettempdir()) / "ray"}
-    orphaned = []
+    found = []
     for marker in (m for root in roots for m in root.glob(f"session_*/{_OWNER_MARKER}")):
         try:
-            if not _owner_alive(marker.read_text()):
-                orphaned.append(marker)
+            if marker.stat().st_uid == os.getuid():
+                found.append(marker)
         except OSError:
             continue
-    if not orphaned:
-        return
-    sessions = [str(marker.parent.resolve()) + os.sep for marker in orphaned]
-    uid = os.getuid()
-    for proc in psutil.process_iter(["uids"]):
-        uids = proc.info["uids"]
-        if uids is None or uids.real != uid or proc.pid == os.getpid():
-            continue
-        try:
-            if any(f.path.startswith(session) for f in proc.open_files() for session in sessions):
-                proc.kill()
-                log.info("stopped process %d of the local Ray cluster of a controller that was killed", proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-    for marker in orphaned:
-        marker.unlink(missing_ok=True)
+    return found
+
+
+def _stop_orphaned_local_clusters() -> None:
+    """Kill this user's Ray processes that hold files open in the session folder of a local cluster whose
+    controller (on this host) is gone, then forget the marker. Never raises: this is housekeeping."""
+    try:
+        orphaned = []
+        for marker in _markers():
+            try:
+                host, _, owner = marker.read_text().rpartition("|")
+            except (OSError, ValueError):
+                continue
+            if host == this_host() and not _owner_alive(owner):
+                orphaned.append(marker)
+        if not orphaned:
+            return
+        sessions = [str(marker.parent.resolve()) + os.sep for marker in orphaned]
+        for proc in psutil.process_iter(["uids", "cmdline"]):
+            if not _ray_process(proc, os.getuid()):
+                continue
+            try:
+                if any(f.path.startswith(session) for f in proc.open_files() for session in sessions):
+                    proc.kill()
+                    log.info("stopped process %d of the local Ray cluster of a controller that was killed", proc.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                continue
+        for marker in orphaned:
+            marker.unlink(missing_ok=True)
+    except Exception as exc:  # noqa: BLE001 - never let housekeeping stop a run
+        log.warning("cannot stop what a killed controller's local Ray cluster left running: %s", exc)
+
+
+def _ray_process(proc: psutil.Process, uid: int) -> bool:
+    """Whether ``proc`` is one of this user's Ray processes (renamed ``ray::...``, raylet, gcs_server, or a Python
+    program of the ray package), not say a ``tail -f`` of a Ray log."""
+    uids, cmdline = proc.info["uids"], proc.info["cmdline"] or []
+    if uids is None or uids.real != uid or proc.pid == os.getpid() or not cmdline:
+        return False
+    return (cmdline[0].startswith("ray::") or Path(cmdline[0]).name in ("raylet", "gcs_server")
+            or any(part.endswith(".py") and f"{os.sep}ray{os.sep}" in part for part in cmdline[1:4]))
 
 
 def _owner_alive(owner: str) -> bool:
