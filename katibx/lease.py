@@ -38,16 +38,19 @@ class LeaseLost(StoreError):
 
 def this_host() -> str:
     """This host as a lease names it: its name, plus on Linux its pid namespace (containers sharing a host name
-    cannot see each other's processes, so each is a host of its own to the others)."""
+    cannot see each other's processes, so each is a host of its own to the others) and its boot (start times count
+    from the boot, so a lease from before a reboot is another host's, judged by its heartbeat)."""
     try:
-        return f"{socket.gethostname()}/pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        return f"{socket.gethostname()}/pidns:{os.stat('/proc/self/ns/pid').st_ino}/boot:{boot}"
     except OSError:
         return socket.gethostname()
 
 
 def process_started(pid: int, *, use_proc: bool = sys.platform.startswith("linux")) -> float | None:
-    """When process ``pid`` started (to tell it from a later process with its pid), in a form that does not move with the wall clock (None when there is no such
-    process, or only its zombie; -1 when it is another user's). Linux: clock ticks since boot (/proc/PID/stat);
+    """When process ``pid`` started (to tell it from a later process with its pid), in a form that does not move
+    with the wall clock (None when there is no such process, or only its zombie; -1 when it is another user's). Linux: clock ticks since boot (/proc/PID/stat);
     psutil's start time there is recomputed from the boot time, which an NTP step moves. Elsewhere psutil's start
     time, which the system records once."""
     if use_proc:

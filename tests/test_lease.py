@@ -17,7 +17,7 @@ import pytest
 from conftest import experiment_doc, katibx_cli
 from test_controller import _launch, _states, _trial_processes, _wait_for
 
-from katibx.lease import ExperimentBusy, ExperimentLease, LeaseLost, new_lease, process_started
+from katibx.lease import ExperimentBusy, ExperimentLease, LeaseLost, new_lease, process_started, this_host
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
 from katibx.store import LeaseRow, Store, StoreFault
@@ -114,6 +114,11 @@ def test_a_reused_pid_is_not_taken_for_the_holder(tmp_path: Path, write_experime
     _stored_lease(store, "held", host=f"{socket.gethostname()}/pidns:1", pid=4242, heartbeat=time.time())
     with pytest.raises(ExperimentBusy, match=f"pid 4242 on host {socket.gethostname()}, since"):
         resume_experiment("held", store=store, max_trial_count=4)
+    # a lease from before a reboot (start times restart with the boot): its old heartbeat says it is gone
+    _stored_lease(store, "held", host=f"{this_host().rpartition('/boot:')[0]}/boot:an-earlier-boot",
+                  heartbeat=time.time() - 60)
+    record = resume_experiment("held", store=store, max_trial_count=4)
+    assert len(store.trials(record.id)) == 4
 
 
 def test_process_start_times_on_linux_and_elsewhere_agree_on_who_is_alive() -> None:
