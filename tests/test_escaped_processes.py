@@ -15,10 +15,11 @@ from katibx.runner import run_experiment
 from katibx.store import Store
 from katibx.trial import TrialState
 
-# SLEEPY_SCRIPT that first starts a sleeper in a session of its own (out of the trial's process group), noting its pid.
+# SLEEPY_SCRIPT that first starts a process waiting for a signal in a session of its own (out of the trial's
+# process group), noting its pid.
 ESCAPING_SCRIPT = SLEEPY_SCRIPT.replace("time.sleep(args.sleep)", """
 import subprocess
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"], start_new_session=True)
 with open("escaped.pids", "a") as f:
     f.write(f"{child.pid}\\n")
 time.sleep(args.sleep)""")
@@ -49,7 +50,7 @@ def test_a_setsid_grandchild_of_a_function_trial_is_stopped_with_it(tmp_path: Pa
         import subprocess
         import sys
 
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+        child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"], start_new_session=True)
         with open(tmp_path / "escaped.pids", "a") as f:
             f.write(f"{child.pid}\n")
         return {"loss": params["x"]}

@@ -31,6 +31,9 @@ from katibx.functions import import_function
 from katibx.report import report_metrics
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h: orphaned descendants are re-parented to this process
+# Whether a worker is a child subreaper: it then sees every process its trial left alive (its own children, or
+# orphans re-parented to it) and is not reused when there is one.
+SUBREAPER = sys.platform.startswith("linux")
 
 
 @dataclass(frozen=True)

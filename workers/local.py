@@ -27,7 +27,7 @@ from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
 from katibx.trial_dir import CHECKPOINT_DIR, FILES_DIR, PUSH_FILE, STDOUT_LOG, trial_environment
 from katibx.workers._escaped import TOKEN_ENV, kill_marked, new_token
-from katibx.workers._function_worker import FunctionWorker, TrialRequest, create_time
+from katibx.workers._function_worker import SUBREAPER, FunctionWorker, TrialRequest, create_time
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +334,8 @@ class LocalBackend(Backend):
         if run.worker is not None:
             if run.worker.idle and run.killed_at is None:
                 self._idle.append(run.worker)
+                if SUBREAPER:  # a clean worker that is a subreaper has nothing of the trial alive anywhere
+                    return
             else:
                 run.worker.stop()
         else:
