@@ -87,8 +87,9 @@ def backend_options(command: str) -> Callable[[Callable[..., Any]], Callable[...
     return decorate
 
 
-def _constructor_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Constructor keywords for backend ``name`` from the CLI options given (other backends' options are ignored)."""
+def _constructor_options(name: str, given: dict[str, Any], *, environment: bool = False) -> dict[str, Any]:
+    """Constructor keywords for backend ``name`` from the CLI options given (other backends' options are ignored);
+    ``environment``: they came from environment variables, which an error then names instead of the flag."""
     keywords: dict[str, Any] = {}
     if not given:  # nothing to convert: the backend need not even be installed (its stored experiment says why)
         return keywords
@@ -99,7 +100,8 @@ def _constructor_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
         try:
             keywords.update(option.keywords(text))
         except ValueError as exc:
-            raise ValidationError([f"{option.flag}: {exc}"]) from None
+            where = option.envvar if environment and option.envvar else option.flag
+            raise ValidationError([f"{where}: {exc}"]) from None
     return keywords
 
 
@@ -269,7 +271,8 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
     if namespace:
         experiment.metadata.namespace = namespace
     given, from_env = _backend_option_values(options)
-    worker = create_backend(backend, **_constructor_options(backend, {**from_env, **given}))
+    worker = create_backend(backend, **{**_constructor_options(backend, from_env, environment=True),
+                                        **_constructor_options(backend, given)})
     try:
         prepared = prepare(experiment, worker)  # every problem of the file before the store is opened
     except ValidationError as exc:
@@ -304,7 +307,7 @@ def _stored_backend(record: ExperimentRecord, backend: str | None, options: dict
     name = backend or record.backend or DEFAULT_BACKEND
     given, from_env = _backend_option_values(options)
     return stored_backend(record, backend, given=_constructor_options(name, given),
-                          fallback=_constructor_options(name, from_env))
+                          fallback=_constructor_options(name, from_env, environment=True))
 
 
 # validate ---------------------------------------------------------------------------------

@@ -75,9 +75,15 @@ def holder_alive(lease: LeaseRow, *, lease_seconds: float = LEASE_SECONDS) -> bo
     """Whether the lease's holder may still be running: on its own host, its process exists (the same process, not
     one that reused its pid); elsewhere, its heartbeat is fresher than ``lease_seconds``."""
     if lease.host == this_host():
-        started = process_started(lease.pid)
-        return started is not None and (started < 0 or started == lease.pid_started)
+        return same_process_alive(lease.pid, lease.pid_started)
     return time.time() - lease.heartbeat < lease_seconds
+
+
+def same_process_alive(pid: int, started: float) -> bool:
+    """Whether process ``pid`` runs and is the one that started at ``started`` (a :func:`process_started` value),
+    not a later process that reused its pid; another user's live process counts as alive."""
+    now = process_started(pid)
+    return now is not None and (now < 0 or now == started)
 
 
 def describe_holder(lease: LeaseRow) -> str:

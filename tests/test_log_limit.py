@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,9 @@ def test_the_log_limit_is_a_backend_option_kept_for_resume(tmp_path: Path, write
     assert Store(store_path).get_experiment("exp").backend_options == {"log_limit_bytes": 65536}
     bad = katibx_cli("run", str(path), "-q", "--log-limit", "lots", cwd=tmp_path, store=tmp_path / "other.db")
     assert bad.returncode == 2 and "--log-limit" in bad.stderr and "Traceback" not in bad.stderr
+    env = {**os.environ, "KATIBX_LOG_LIMIT": "lots"}
+    bad = katibx_cli("run", str(path), "-q", cwd=tmp_path, store=tmp_path / "other.db", env=env)
+    assert bad.returncode == 2 and "error: KATIBX_LOG_LIMIT: expected a positive size" in bad.stderr  # not the flag
 
 
 @pytest.mark.parametrize(("text", "size"), [("1048576", 1048576), ("512Ki", 512 << 10), ("100M", 100_000_000),

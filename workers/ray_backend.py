@@ -34,7 +34,7 @@ import psutil
 
 from katibx.backend import Backend, BackendOption, ClusterError, TrialEvent, TrialExited, TrialJob, TrialStartError
 from katibx.functions import import_function
-from katibx.lease import process_started, this_host
+from katibx.lease import process_started, same_process_alive, this_host
 from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
 from katibx.trial_dir import RAY_WORKER_FILE, STDOUT_LOG
 from katibx.validation import ValidationError
@@ -712,8 +712,7 @@ def _owner_alive(owner: str) -> bool:
     """Whether the controller named ``pid:start`` by a marker still runs (the same process, not a reused pid)."""
     pid, _, recorded = owner.partition(":")
     try:
-        started = process_started(int(pid))
-        return started is not None and (started < 0 or started == float(recorded))
+        return same_process_alive(int(pid), float(recorded))
     except ValueError:
         return False
 
