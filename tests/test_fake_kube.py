@@ -267,29 +267,136 @@ def test_pod_logs_with_container_tail_and_follow(fake_cluster: FakeCluster, apis
     wait_for(lambda: core.read_namespaced_pod("logger", NS).status.phase == "Succeeded")
 
 
+def recorder(cluster: FakeCluster) -> Callable[[], list[tuple[str, str, str, Any]]]:
+    """Record the cluster's events from now on; the returned function drains them as (type, kind, name, object)."""
+    events = cluster.store.listen()
+    seen: list[tuple[str, str, str, Any]] = []
+
+    def drain() -> list[tuple[str, str, str, Any]]:
+        while not events.empty():
+            event = events.get()
+            if event is not None and hasattr(event, "obj"):
+                seen.append((event.type, event.rtype.kind, event.obj["metadata"]["name"], event.obj))
+        return seen
+    return drain
+
+
 def test_deleting_a_job_kills_its_pods(fake_cluster: FakeCluster, apis: Any) -> None:  # noqa: F811
     batch, core = apis
     batch.create_namespaced_job(NS, job_manifest("bg", ["sleep", "60"]))
     wait_for(lambda: len(fake_cluster.pod_processes()) == 1)
     process = fake_cluster.pod_processes()[0]
+    events = recorder(fake_cluster)
     batch.delete_namespaced_job("bg", NS, propagation_policy="Background")
-    wait_for(lambda: process.poll() is not None, timeout=5)
-    assert not core.list_namespaced_pod(NS, label_selector="job-name=bg").items
+    wait_for(lambda: not core.list_namespaced_pod(NS, label_selector="job-name=bg").items)
+    assert process.poll() is not None
+    # the Job went at once; its pod later (garbage collector), gracefully: Terminating, stopped, then removed
+    order = [(kind, type_, bool(obj["metadata"].get("deletionTimestamp"))) for type_, kind, _, obj in events()]
+    assert order[0] == ("Job", "DELETED", False)
+    pod_events = [entry for entry in order if entry[0] == "Pod"]
+    assert pod_events[0] == ("Pod", "MODIFIED", True) and pod_events[-1] == ("Pod", "DELETED", True)
 
     batch.create_namespaced_job(NS, job_manifest("fg", ["sleep", "60"]))
     wait_for(lambda: len(fake_cluster.pod_processes()) == 1)
     process = fake_cluster.pod_processes()[0]
     batch.delete_namespaced_job("fg", NS, body=client.V1DeleteOptions(propagation_policy="Foreground"))
-    wait_for(lambda: process.poll() is not None, timeout=5)
-    assert not fake_cluster.objects("v1", "Pod") and not fake_cluster.objects("batch/v1", "Job")
+    assert batch.read_namespaced_job("fg", NS).metadata.finalizers == ["foregroundDeletion"]
+    wait_for(lambda: not fake_cluster.objects("batch/v1", "Job"))
+    assert process.poll() is not None and not fake_cluster.objects("v1", "Pod")  # the Job waited for its pod
 
     batch.create_namespaced_job(NS, job_manifest("orphan", ["sleep", "60"]))
     wait_for(lambda: len(fake_cluster.pod_processes()) == 1)
     _, _, headers = batch.delete_namespaced_job_with_http_info("orphan", NS)
     assert "child pods are preserved" in headers["Warning"]
+    wait_for(lambda: not fake_cluster.objects("batch/v1", "Job"))
     pods = fake_cluster.objects("v1", "Pod")
     assert len(pods) == 1 and "ownerReferences" not in pods[0]["metadata"]
     assert fake_cluster.pod_processes()[0].poll() is None
+
+
+SIGTERM_IGNORED = ["python3", "-c", "import pathlib, signal, time\n"
+                   "signal.signal(signal.SIGTERM, lambda *_: pathlib.Path('term').write_text('got'))\n"
+                   "print('ready', flush=True)\ntime.sleep(60)"]
+
+
+def log_of(core: client.CoreV1Api, pod: str, **options: Any) -> str:
+    """The pod's log, or "" while its container has not started (the server answers 400 then)."""
+    try:
+        return str(core.read_namespaced_pod_log(pod, NS, **options))
+    except ApiException as error:
+        if error.status != 400:
+            raise
+        return ""
+
+
+def test_pod_deletion_is_graceful(fake_cluster: FakeCluster, apis: Any) -> None:  # noqa: F811
+    _, core = apis
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "slow"}, "spec": {
+        "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "main", "image": "python:3.11", "command": SIGTERM_IGNORED}]}}
+    core.create_namespaced_pod(NS, pod)
+    wait_for(lambda: log_of(core, "slow") == "ready\n")
+    process = fake_cluster.pod_processes()[0]
+    events = recorder(fake_cluster)
+    answer = core.delete_namespaced_pod("slow", NS)
+    assert answer.metadata.deletion_timestamp is not None and answer.metadata.deletion_grace_period_seconds == 1
+    assert core.read_namespaced_pod("slow", NS).metadata.deletion_timestamp is not None  # Terminating, still there
+    wait_for(lambda: (fake_cluster.directory / "pods" / NS / "slow" / "term").exists())  # SIGTERM, ignored
+    wait_for(lambda: process.poll() is not None)
+    assert process.returncode == -9  # killed once the grace period was over
+    wait_for(lambda: not fake_cluster.objects("v1", "Pod"))
+    final = [obj for type_, kind, _, obj in events() if kind == "Pod"]
+    assert final[-2]["status"]["phase"] == "Failed" and final[-1]["metadata"]["deletionGracePeriodSeconds"] == 0
+
+    core.create_namespaced_pod(NS, {**pod, "metadata": {"name": "forced"}})
+    wait_for(lambda: fake_cluster.pod_processes())
+    core.delete_namespaced_pod("forced", NS, grace_period_seconds=0)
+    assert not fake_cluster.objects("v1", "Pod")  # grace 0 and no finalizer: gone at once
+
+
+def test_job_pods_are_tracked_with_a_finalizer_and_failure_waits_for_them(fake_cluster: FakeCluster,  # noqa: F811
+                                                                          apis: Any) -> None:
+    batch, core = apis
+    manifest = job_manifest("late", SIGTERM_IGNORED, activeDeadlineSeconds=2)
+    manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    batch.create_namespaced_job(NS, manifest)
+    wait_for(lambda: fake_cluster.pod_processes())
+    pod = core.list_namespaced_pod(NS, label_selector="job-name=late").items[0]
+    assert pod.metadata.finalizers == ["batch.kubernetes.io/job-tracking"]
+    events = recorder(fake_cluster)
+    job = finished_job(batch, "late")
+    assert condition_types(job) == ["FailureTarget", "Failed"] and job.status.failed == 1
+    history = events()
+    target = next(i for i, (_, kind, _, obj) in enumerate(history) if kind == "Job" and "FailureTarget" in
+                  [c["type"] for c in obj.get("status", {}).get("conditions", [])])
+    failed = next(i for i, (_, kind, _, obj) in enumerate(history) if kind == "Job" and "Failed" in
+                  [c["type"] for c in obj.get("status", {}).get("conditions", [])])
+    pod_terminal = next(i for i, (_, kind, _, obj) in enumerate(history) if kind == "Pod" and
+                        obj.get("status", {}).get("phase") == "Failed")
+    assert target < pod_terminal < failed  # Failed only once the pod had stopped (after its grace period)
+    wait_for(lambda: not fake_cluster.objects("v1", "Pod"))  # counted, finalizer removed, deleted by its kubelet
+
+
+def test_garbage_collection_is_asynchronous_and_reaches_late_dependents(fake_cluster: FakeCluster,  # noqa: F811
+                                                                        apis: Any) -> None:
+    _, core = apis
+    owner = core.create_namespaced_config_map(NS, configmap("owner"))
+    other = core.create_namespaced_config_map(NS, configmap("other"))
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
+    other_ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": other.metadata.uid}
+    core.create_namespaced_config_map(NS, {**configmap("child"), "metadata": {"name": "child",
+                                                                             "ownerReferences": [ref]}})
+    core.create_namespaced_config_map(NS, {**configmap("shared"), "metadata": {"name": "shared",
+                                                                              "ownerReferences": [ref, other_ref]}})
+    core.delete_namespaced_config_map("owner", NS)
+    assert core.read_namespaced_config_map("child", NS)  # the collector acts later, not within the delete
+    wait_for(lambda: not [c for c in fake_cluster.objects("v1", "ConfigMap") if c["metadata"]["name"] == "child"])
+    shared = core.read_namespaced_config_map("shared", NS)
+    assert [r.name for r in shared.metadata.owner_references] == ["other"]  # the missing owner's reference dropped
+    # an object created with a reference to an owner that is already gone is collected too
+    core.create_namespaced_config_map(NS, {**configmap("late"), "metadata": {"name": "late",
+                                                                            "ownerReferences": [ref]}})
+    wait_for(lambda: not [c for c in fake_cluster.objects("v1", "ConfigMap") if c["metadata"]["name"] == "late"])
 
 
 # ------------------------------------------------------------------------ watch
@@ -326,8 +433,8 @@ def test_watch_resumes_from_a_resource_version_and_times_out(fake_cluster: FakeC
     assert everything == ["one", "two"]
     bookmarks = [e for e in watch.Watch().stream(core.list_namespaced_config_map, NS, allow_watch_bookmarks=True,
                                                   resource_version=first.metadata.resource_version,
-                                                  timeout_seconds=2, deserialize=False)]
-    assert bookmarks[-1]["type"] == "BOOKMARK"
+                                                  timeout_seconds=3, deserialize=False)]
+    assert bookmarks[-1]["type"] == "BOOKMARK"  # about 2 s before the timeout, though bookmarks come every minute
 
 
 def test_expired_watches_give_410(fake_cluster: FakeCluster, apis: Any) -> None:  # noqa: F811
@@ -426,7 +533,8 @@ def test_pytorchjob_through_custom_objects_api(fake_cluster: FakeCluster) -> Non
     assert [p.metadata.name for p in pods] == ["pt-master-0"]
     assert core.read_namespaced_pod_log("pt-master-0", NS) == "0\n"
     custom.delete_namespaced_custom_object(group, version, NS, plural, "pt")
-    assert not fake_cluster.objects("kubeflow.org/v1", "PyTorchJob") and not fake_cluster.objects("v1", "Pod")
+    assert not fake_cluster.objects("kubeflow.org/v1", "PyTorchJob")
+    wait_for(lambda: not fake_cluster.objects("v1", "Pod"))  # collected later
     with pytest.raises(ApiException) as unknown:
         custom.list_namespaced_custom_object(group, version, NS, "pytorchjob")
     assert unknown.value.status == 404

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -135,7 +136,16 @@ class _WatchStream:
             self.close()
 
     def stop(self) -> None:
+        """End the watch from another thread: its socket is shut down first, as closing a response whose stream a
+        thread is blocked reading waits for that read (until the next event or bookmark, a minute on a quiet
+        cluster)."""
         self._stopped = True
+        sock = getattr(getattr(self._resp, "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
         self.close()
 
     def close(self) -> None:

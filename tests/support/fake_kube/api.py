@@ -239,13 +239,22 @@ class Api:
             container = str(names[0])
         if container not in all_names:
             raise ApiError(400, f"container {container} is not valid for pod {name}", "BadRequest")
-        path = log_path(self.root, namespace, name, container)
-        if not path.exists():
-            raise ApiError(400, f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating',
+        instance = _restart_count(pod, container)
+        if _flag(query, "previous"):
+            if instance == 0:
+                raise ApiError(400, f'previous terminated container "{container}" in pod "{name}" not found',
+                               "BadRequest")
+            instance -= 1
+        path = log_path(self.root, namespace, name, container, instance)
+        reason = _waiting_reason(pod, container)
+        started = bool(_container_status(pod, container)) and reason in ("", "CrashLoopBackOff")
+        if not path.exists() or not (started or _flag(query, "previous")):
+            reason = reason or "ContainerCreating"
+            raise ApiError(400, f'container "{container}" in pod "{name}" is waiting to start: {reason}',
                            "BadRequest")
         tail = int(query["tailLines"]) if query.get("tailLines") else None
         limit = int(query["limitBytes"]) if query.get("limitBytes") else None
-        if not _flag(query, "follow"):
+        if not _flag(query, "follow") or _flag(query, "previous"):
             data = path.read_bytes()
             if tail is not None:
                 lines = data.splitlines(keepends=True)
@@ -253,12 +262,13 @@ class Api:
             if limit is not None:
                 data = data[:limit]
             return Response(200, data, "text/plain")
-        return Response(200, content_type="text/plain",
-                        stream=self._follow(rtype, namespace, name, pod["metadata"]["uid"], container, path, tail))
+        return Response(200, content_type="text/plain", stream=self._follow(
+            rtype, namespace, name, pod["metadata"]["uid"], container, instance, path, tail))
 
-    def _follow(self, rtype: ResourceType, namespace: str, name: str, uid: str, container: str, path: Path,
-                tail: int | None) -> Iterator[bytes]:
-        """A container's log as it grows, until the container has terminated and everything was sent."""
+    def _follow(self, rtype: ResourceType, namespace: str, name: str, uid: str, container: str, instance: int,
+                path: Path, tail: int | None) -> Iterator[bytes]:
+        """One run of a container's log as it grows, until that run has ended and everything was sent (a restart
+        is a new run: the stream ends, as the real one does)."""
         with path.open("rb") as log:
             if tail is not None:
                 lines = log.read().splitlines(keepends=True)
@@ -271,7 +281,7 @@ class Api:
                     yield chunk
                     continue
                 pod = self.store.find(rtype, namespace, name)
-                if pod is None or pod["metadata"]["uid"] != uid or _terminated(pod, container):
+                if pod is None or pod["metadata"]["uid"] != uid or _run_over(pod, container, instance):
                     rest = log.read()
                     if rest:
                         yield rest
@@ -371,6 +381,13 @@ class Api:
             options["propagationPolicy"] = query["propagationPolicy"]
         if query.get("orphanDependents"):
             options["orphanDependents"] = _flag(query, "orphanDependents")
+        if query.get("gracePeriodSeconds"):
+            options["gracePeriodSeconds"] = query["gracePeriodSeconds"]
+        if options.get("gracePeriodSeconds") is not None:
+            try:
+                options["gracePeriodSeconds"] = int(options["gracePeriodSeconds"])
+            except (TypeError, ValueError) as error:
+                raise ApiError(400, f"gracePeriodSeconds must be an integer: {error}", "BadRequest") from error
         return options
 
     def _policy(self, rtype: ResourceType, options: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -399,9 +416,9 @@ class Api:
         if options.get("dryRun") == ["All"] or query.get("dryRun") == "All":
             return Response(200, self.store.get(rtype, namespace, name), headers=headers)
         obj, removed = self.store.delete(rtype, namespace, name, policy, preconditions.get("uid"),
-                                         preconditions.get("resourceVersion"))
-        if not removed:
-            return Response(202, obj, headers=headers)
+                                         preconditions.get("resourceVersion"), options.get("gracePeriodSeconds"))
+        if not removed:  # a terminating pod is answered 200, an object left to finalizers 202
+            return Response(200 if rtype.kind == "Pod" else 202, obj, headers=headers)
         if rtype.schema and rtype.kind != "Pod":
             details = {"name": name, "kind": rtype.plural, "uid": obj["metadata"]["uid"]}
             if rtype.group:
@@ -416,7 +433,8 @@ class Api:
         items, _ = self.store.list(rtype, namespace, self._selector(query))
         for obj in items:
             try:
-                self.store.delete(rtype, obj["metadata"].get("namespace", ""), obj["metadata"]["name"], policy)
+                self.store.delete(rtype, obj["metadata"].get("namespace", ""), obj["metadata"]["name"], policy,
+                                  grace=options.get("gracePeriodSeconds"))
             except ApiError:
                 pass
         return Response(200, {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version,
@@ -429,14 +447,26 @@ def _position(obj: dict[str, Any]) -> str:
     return f"{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
 
 
-def _terminated(pod: dict[str, Any], container: str) -> bool:
-    """Whether a container of the pod has terminated and will not restart."""
-    phase = pod.get("status", {}).get("phase")
-    if phase in ("Succeeded", "Failed"):
+def _container_status(pod: dict[str, Any], container: str) -> dict[str, Any]:
+    status = pod.get("status") or {}
+    for entry in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+        if entry.get("name") == container:
+            return dict(entry)
+    return {}
+
+
+def _restart_count(pod: dict[str, Any], container: str) -> int:
+    """The container's current run (its restartCount)."""
+    return int(_container_status(pod, container).get("restartCount") or 0)
+
+
+def _waiting_reason(pod: dict[str, Any], container: str) -> str:
+    return str(((_container_status(pod, container).get("state") or {}).get("waiting") or {}).get("reason") or "")
+
+
+def _run_over(pod: dict[str, Any], container: str, instance: int) -> bool:
+    """Whether this run of the container has ended (it terminated, or a later run exists)."""
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         return True
-    statuses = (pod.get("status", {}).get("containerStatuses") or []) + \
-        (pod.get("status", {}).get("initContainerStatuses") or [])
-    for status in statuses:
-        if status.get("name") == container and "terminated" in (status.get("state") or {}):
-            return pod.get("spec", {}).get("restartPolicy") == "Never"
-    return False
+    entry = _container_status(pod, container)
+    return int(entry.get("restartCount") or 0) > instance or "running" not in (entry.get("state") or {})

@@ -6,9 +6,9 @@ import time
 from datetime import datetime, timezone
 
 
-def now_rfc3339() -> str:
-    """The current UTC time, second precision, as Kubernetes writes it."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def now_rfc3339(ahead: float = 0) -> str:
+    """The current UTC time (plus `ahead` seconds), second precision, as Kubernetes writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + ahead))
 
 
 def parse_rfc3339(value: str) -> float:

@@ -14,6 +14,7 @@ from typing import Any
 import kubernetes
 
 from .api import Api
+from .garbage_collector import GarbageCollector
 from .job_controller import JobController
 from .kubelet import Kubelet
 from .resources import ResourceRegistry, ResourceType
@@ -26,16 +27,24 @@ class FakeCluster:
     """A local stand-in for a Kubernetes cluster that the unmodified `kubernetes` client talks to over HTTP.
 
     Use as a context manager: `with FakeCluster(tmp_path) as cluster: ...`. Pods run as local processes (images are
-    ignored; see kubelet.py), with `KUBECONFIG` pointing at this cluster so code inside a pod can call the API.
+    pulled in name only; see kubelet.py), with `KUBECONFIG` pointing at this cluster so code inside a pod can call
+    the API.
     """
 
-    def __init__(self, directory: Path, namespaces: tuple[str, ...] = ("default",),
-                 bookmark_interval: float = 1.0, history: int = 50_000) -> None:
+    def __init__(self, directory: Path, namespaces: tuple[str, ...] = ("default",), *,
+                 bookmark_interval: float = 60.0, history: int = 50_000, history_seconds: float = 75.0,
+                 gc_delay: float = 0.2, pull_backoff: float = 0.5, restart_backoff: float = 0.5) -> None:
+        """The timings default to the real ones where tests can afford them (bookmarks, watch history); the
+        back-offs and the garbage collector's delay are shorter than a real cluster's (10 s and more) but keep
+        their order of events."""
         self.directory = Path(directory) / "fake-kube"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(16)
         self.registry = ResourceRegistry()
-        self.store = Store(self.registry, history=history)
+        self.store = Store(self.registry, history=history, history_seconds=history_seconds)
+        self.missing_images: set[str] = set()
+        """Images no registry has: their containers wait in ErrImagePull/ImagePullBackOff until removed here."""
+        self._gc_delay, self._pull_backoff, self._restart_backoff = gc_delay, pull_backoff, restart_backoff
         self._stopping = threading.Event()
         self.api = Api(self.store, self.registry, self.directory, self._stopping, bookmark_interval)
         self._server: FakeHTTPServer | None = None
@@ -59,8 +68,11 @@ class FakeCluster:
         self.api.server_address = f"127.0.0.1:{port}"
         self._write_kubeconfig()
         self.kubelet = Kubelet(self.store, self.registry.get("", "v1", "pods"),  # type: ignore[arg-type]
-                               self.directory, {"KUBECONFIG": str(self.kubeconfig)})
-        self._controllers = [JobController(self.api), TrainingOperator(self.api)]
+                               self.directory, {"KUBECONFIG": str(self.kubeconfig)},
+                               missing_images=self.missing_images, pull_backoff=self._pull_backoff,
+                               restart_backoff=self._restart_backoff)
+        self._controllers = [JobController(self.api), TrainingOperator(self.api),
+                             GarbageCollector(self.store, self._gc_delay)]
         self.kubelet.start()
         for controller in self._controllers:
             controller.start()

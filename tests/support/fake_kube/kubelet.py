@@ -1,18 +1,25 @@
 """The fake kubelet: runs each pod's containers as local processes and reports the pod's status.
 
-Images are ignored: a container's `command` + `args` run directly on this host (`python`/`python3` with the
-interpreter running the tests), without a shell, in their own process group, with the host environment plus the
-container's `env` (values, `fieldRef`, `configMapKeyRef`, `secretKeyRef`), `$(VAR)` expansion as Kubernetes does,
-and `workingDir` when that folder exists on the host (otherwise a per-pod folder under the cluster's directory).
-stdout and stderr of each container go to one log file that `pods/{name}/log` serves. Init containers run one
-after another before the others. restartPolicy OnFailure/Always restarts a container in place (restartCount).
-One thread starts and kills processes; one more waits on all of them through pidfds (polling where unavailable).
+Images are pulled in name only: an image the cluster lists as missing leaves its container waiting in
+`ErrImagePull`, then `ImagePullBackOff`, retried with a doubling back-off (it starts once the image is no longer
+missing); a malformed reference waits in `InvalidImageName` for good. A container's `command` + `args` run directly
+on this host (`python`/`python3` with the interpreter running the tests), without a shell, in their own process
+group, with the host environment plus the container's `env` (values, `fieldRef`, `configMapKeyRef`,
+`secretKeyRef`), `$(VAR)` expansion as Kubernetes does, and `workingDir` when that folder exists on the host
+(otherwise a per-pod folder under the cluster's directory). Each run of a container (instance) writes its own log
+file; `pods/{name}/log` serves the current one and, with `previous`, the one before. Init containers run one after
+another before the others. restartPolicy OnFailure/Always restarts a container after a doubling
+`CrashLoopBackOff` (restartCount counts the restarts). A pod being deleted gets SIGTERM, SIGKILL once its grace
+period is over, its final status, and is then deleted with grace 0, as the real kubelet does.
+One thread starts and kills processes; one more waits on all of them through pidfds (polling where unavailable)
+and fires the timers (pull and restart back-offs, grace periods).
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import heapq
 import os
 import re
 import selectors
@@ -33,9 +40,16 @@ from .store import CLOSE, Event, Store
 HOST_IP = "127.0.0.1"
 
 
-def log_path(root: Path, namespace: str, pod: str, container: str) -> Path:
-    """Where a container's output is kept."""
-    return root / "pods" / namespace / pod / f"{container}.log"
+# A container image reference: [host[:port]/]path[:tag][@digest], lower-case path components.
+IMAGE_REFERENCE = re.compile(r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                             r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+                             r"(?:@sha256:[0-9a-f]{64})?$")
+BACKOFF_CAP = 10.0  # seconds; the real kubelet caps both back-offs at 300 s
+
+
+def log_path(root: Path, namespace: str, pod: str, container: str, instance: int = 0) -> Path:
+    """Where one run (instance, its restartCount) of a container keeps its output."""
+    return root / "pods" / namespace / pod / f"{container}.{instance}.log"
 
 
 @dataclass
@@ -50,6 +64,8 @@ class ContainerRun:
     restart_count: int = 0
     state: dict[str, Any] = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
     last_state: dict[str, Any] = field(default_factory=dict)
+    backoff: float = 0.0  # the last restart back-off (0: never restarted)
+    pull_delay: float = 0.0  # the last image pull back-off (0: not backed off)
 
     @property
     def name(self) -> str:
@@ -69,6 +85,9 @@ class PodRun:
     main: list[ContainerRun]
     start_time: str = ""
     deleted: bool = False
+    terminating: bool = False  # SIGTERM sent; SIGKILL at kill_at
+    kill_at: float = float("inf")
+    started: bool = False  # a main container has run (the pod is Running even while one backs off)
 
     @property
     def restart_policy(self) -> str:
@@ -78,8 +97,15 @@ class PodRun:
 class Kubelet:
     """Runs the pods of the fake cluster's single node."""
 
-    def __init__(self, store: Store, pods: ResourceType, root: Path, extra_env: dict[str, str]) -> None:
+    def __init__(self, store: Store, pods: ResourceType, root: Path, extra_env: dict[str, str], *,
+                 missing_images: set[str] | None = None, pull_backoff: float = 0.5,
+                 restart_backoff: float = 0.5) -> None:
         self.store = store
+        self.missing_images = missing_images if missing_images is not None else set()
+        self.pull_backoff = pull_backoff
+        self.restart_backoff = restart_backoff
+        self._timers: list[tuple[float, int, str, str, str]] = []  # (when, seq, pod uid, container, action)
+        self._timer_seq = 0
         self.pods_type = pods
         self.root = root
         self.extra_env = extra_env
@@ -148,12 +174,15 @@ class Kubelet:
     def _on_pod_event(self, event: Event) -> None:
         meta = event.obj["metadata"]
         uid = meta["uid"]
-        if event.type == "DELETED" or meta.get("deletionTimestamp"):
+        if event.type == "DELETED":
             with self._lock:
                 run = self._runs.pop(uid, None)
             if run is not None:
                 run.deleted = True
                 self._kill(run)
+            return
+        if meta.get("deletionTimestamp"):
+            self._terminate(uid, int(meta.get("deletionGracePeriodSeconds") or 0))
             return
         if event.type == "ADDED" and event.obj.get("status", {}).get("phase", "Pending") == "Pending":
             with self._lock:
@@ -179,7 +208,11 @@ class Kubelet:
 
     # ------------------------------------------------------------ containers
     def _start_container(self, run: PodRun, container: ContainerRun) -> None:
-        """Start one container's process (or record why it cannot run). Lock held."""
+        """Pull its image, then start one container's process (or record why it cannot run). Lock held."""
+        if run.terminating or run.deleted:
+            return
+        if not self._pulled(run, container):
+            return
         container.started_at = now_rfc3339()
         try:
             env = self._environment(run, container.spec)
@@ -191,12 +224,12 @@ class Kubelet:
                 argv[0] = sys.executable
             working_dir = container.spec.get("workingDir")
             cwd = working_dir if working_dir and os.path.isdir(working_dir) else str(run.directory)
-            path = log_path(self.root, run.namespace, run.name, container.name)
+            path = log_path(self.root, run.namespace, run.name, container.name, container.restart_count)
             with open(path, "ab") as log:
                 process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True)
         except (OSError, RuntimeError, KeyError, ValueError) as error:
-            log_path(self.root, run.namespace, run.name, container.name).open("ab").close()
+            log_path(self.root, run.namespace, run.name, container.name, container.restart_count).open("ab").close()
             container.process = None
             container.state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": str(error),
                                               "startedAt": container.started_at, "finishedAt": now_rfc3339()}}
@@ -204,6 +237,7 @@ class Kubelet:
             return
         container.process = process
         container.state = {"running": {"startedAt": container.started_at}}
+        run.started = run.started or not container.init
         self._by_pid[process.pid] = (run, container)
         try:
             container.pidfd = os.pidfd_open(process.pid)
@@ -211,6 +245,53 @@ class Kubelet:
             os.write(self._wake_w, b"x")
         except (AttributeError, OSError):
             container.pidfd = -1
+
+    def _pulled(self, run: PodRun, container: ContainerRun) -> bool:
+        """Whether the container's image is there; else it waits (and a retry is timed). Lock held."""
+        image = str(container.spec.get("image", ""))
+        if not IMAGE_REFERENCE.match(image):
+            container.state = {"waiting": {"reason": "InvalidImageName",
+                                           "message": f'Failed to apply default image tag "{image}": couldn\'t parse '
+                                                      f"image name \"{image}\": invalid reference format"}}
+            return False
+        if image not in self.missing_images:
+            return True
+        if container.state.get("waiting", {}).get("reason") == "ErrImagePull":
+            container.pull_delay = min(BACKOFF_CAP, container.pull_delay * 2 or self.pull_backoff)
+            container.state = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}}
+            self._after(container.pull_delay, run, container, "pull")
+        else:
+            container.state = {"waiting": {"reason": "ErrImagePull", "message": f'rpc error: code = NotFound desc = '
+                                           f'failed to pull and unpack image "{image}": not found'}}
+            self._after(self.pull_backoff / 2, run, container, "pull")  # the kubelet's next sync
+        return False
+
+    def _after(self, delay: float, run: PodRun, container: ContainerRun, action: str) -> None:
+        """Do `action` ("pull", "restart") for a container after `delay` seconds. Lock held."""
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (time.monotonic() + delay, self._timer_seq, run.uid, container.name, action))
+        os.write(self._wake_w, b"x")
+
+    def _fire_timers(self) -> None:
+        """Run the timers that are due (from the reaper thread)."""
+        now = time.monotonic()
+        with self._lock:
+            while self._timers and self._timers[0][0] <= now:
+                _, _, uid, name, action = heapq.heappop(self._timers)
+                run = self._runs.get(uid)
+                if run is None or run.terminating:
+                    continue
+                container = next((c for c in run.init + run.main if c.name == name), None)
+                if container is None or "waiting" not in container.state:
+                    continue
+                if action == "restart":
+                    container.restart_count += 1
+                self._start_container(run, container)
+                self._report(run)
+            for run in list(self._runs.values()):
+                if run.terminating and run.kill_at <= now:
+                    run.kill_at = float("inf")
+                    self._kill(run)
 
     def _environment(self, run: PodRun, spec: dict[str, Any]) -> dict[str, str]:
         """The process environment: host, cluster access, then the container's envFrom and env."""
@@ -282,6 +363,7 @@ class Kubelet:
                     os.read(self._wake_r, 4096)
             if self._stopping.is_set():
                 return
+            self._fire_timers()
             poll_all = poll_all or any(key.fd != self._wake_r for key, _ in ready) or not ready
             if poll_all:
                 self._collect_exits()
@@ -320,14 +402,21 @@ class Kubelet:
             container.pidfd = -1
 
     def _after_exit(self, run: PodRun, container: ContainerRun) -> None:
-        """Restart, start the next init container or the main ones, and report. Lock held."""
+        """Restart (after a back-off), start the next init container or the main ones, and report. Lock held."""
+        if run.terminating:
+            self._report(run)
+            self._finish_termination(run)
+            return
         code = container.state["terminated"]["exitCode"]
         policy = run.restart_policy
         if policy == "Always" or (policy == "OnFailure" and code != 0):
             if not (container.init and code == 0):
                 container.last_state = container.state
-                container.restart_count += 1
-                self._start_container(run, container)
+                container.backoff = min(BACKOFF_CAP, container.backoff * 2 or self.restart_backoff)
+                container.state = {"waiting": {"reason": "CrashLoopBackOff", "message": (
+                    f"back-off {container.backoff:g}s restarting failed container={container.name} "
+                    f"pod={run.name}_{run.namespace}({run.uid})")}}
+                self._after(container.backoff, run, container, "restart")
                 self._report(run)
                 return
         if container.init and code == 0:
@@ -348,7 +437,7 @@ class Kubelet:
             return "Failed"
         containers = run.main
         if not containers or any("terminated" not in c.state for c in run.init + containers):
-            return "Running" if any("running" in c.state for c in run.init + containers) else "Pending"
+            return "Running" if run.started or any("running" in c.state for c in run.init) else "Pending"
         codes = [c.state["terminated"]["exitCode"] for c in containers]
         return "Succeeded" if all(code == 0 for code in codes) else "Failed"
 
@@ -395,6 +484,42 @@ class Kubelet:
             pass
 
     # ---------------------------------------------------------------- kill
+    def _terminate(self, uid: str, grace: int) -> None:
+        """A pod is being deleted: SIGTERM now, SIGKILL after `grace` seconds, then its final status and removal."""
+        with self._lock:
+            run = self._runs.get(uid)
+            if run is None:
+                return
+            kill_at = time.monotonic() + grace
+            if run.terminating and kill_at >= run.kill_at:
+                return
+            first = not run.terminating
+            run.terminating, run.kill_at = True, kill_at
+            if first:
+                for container in run.init + run.main:
+                    if container.process is not None and container.process.poll() is None:
+                        _signal_group(container.process.pid, signal.SIGTERM)
+            if grace == 0:
+                self._kill(run)
+            self._finish_termination(run)
+
+    def _finish_termination(self, run: PodRun) -> None:
+        """Once no container of a terminating pod runs: its final status, then delete it with grace 0. Lock held."""
+        if any(c.process is not None and c.process.returncode is None and c.process.pid in self._by_pid
+               for c in run.init + run.main):
+            return
+        for container in run.init + run.main:
+            if "terminated" not in container.state:
+                container.state = {"terminated": {
+                    "exitCode": 137, "reason": "ContainerStatusUnknown", "startedAt": None, "finishedAt": now_rfc3339(),
+                    "message": "The container could not be located when the pod was terminated"}}
+        self._report(run)
+        self._runs.pop(run.uid, None)
+        try:
+            self.store.delete(self.pods_type, run.namespace, run.name, grace=0, precondition_uid=run.uid)
+        except ApiError:
+            pass
+
     def _kill(self, run: PodRun) -> None:
         """SIGKILL every process group of a pod."""
         with self._lock:
@@ -405,8 +530,13 @@ class Kubelet:
 
 def _kill_group(pid: int) -> None:
     """Kill a process group, ignoring one that is already gone."""
+    _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal a process group, ignoring one that is already gone."""
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
 

@@ -69,3 +69,15 @@ class ControllerLoop:
                     self._reconcile(key)
                 except Exception as error:  # one bad object must not stop the controller
                     print(f"{self.name}: reconcile {key}: {error!r}", file=sys.stderr)
+
+
+class Controller:
+    """A fake controller: its `loop` is started and stopped with the cluster."""
+
+    loop: ControllerLoop
+
+    def start(self) -> None:
+        self.loop.start()
+
+    def stop(self) -> None:
+        self.loop.stop()

@@ -1,5 +1,9 @@
 """The thread-safe object store: resourceVersions, uids, generateName, owner index, event history and fan-out.
 
+The history behaves as the API server's watch cache: it keeps the last `history` events and no event older than
+`history_seconds` once newer ones arrive (75 s, the cache's freshness window), so a watch resumed from an older
+resourceVersion gets 410 Expired on a busy cluster, and a quiet one keeps its history.
+
 Stored objects are never mutated in place (every change stores a new dict), so the event history and readers can
 share them without copying; callers that want to modify an object copy it first.
 """
@@ -7,9 +11,11 @@ share them without copying; callers that want to modify an object copy it first.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import queue
 import random
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -34,6 +40,7 @@ class Event:
     type: str
     obj: dict[str, Any]
     old: dict[str, Any] | None
+    at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 def random_suffix(length: int = 5) -> str:
@@ -44,15 +51,17 @@ def random_suffix(length: int = 5) -> str:
 class Store:
     """All objects of the fake cluster, keyed by resource type, namespace and name."""
 
-    def __init__(self, registry: ResourceRegistry, history: int = 50_000) -> None:
+    def __init__(self, registry: ResourceRegistry, history: int = 50_000, history_seconds: float = 75.0) -> None:
         self.registry = registry
         self.lock = threading.RLock()
         self._rv = 1000
         self._compacted = 0
         self._objects: dict[tuple[str, str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         self._owned: dict[str, set[Location]] = {}
+        self._uids: dict[str, Location] = {}
         self._history: deque[Event] = deque()
         self._history_limit = history
+        self._history_seconds = history_seconds
         self._watchers: dict[tuple[str, str, str], list[queue.SimpleQueue[Any]]] = {}
         self._listeners: list[queue.SimpleQueue[Any]] = []
 
@@ -95,6 +104,17 @@ class Store:
                 if obj is not None and rtype is not None:
                     found.append((rtype, obj))
             return found
+
+    def by_uid(self, uid: str) -> tuple[ResourceType, dict[str, Any]] | None:
+        """The stored object with this uid and its type, or None (an owner reference's target)."""
+        with self.lock:
+            location = self._uids.get(uid)
+            if location is None:
+                return None
+            key, namespace, name = location
+            obj = self._objects.get(key, {}).get((namespace, name))
+            rtype = self.registry.get(*key)
+            return (rtype, obj) if obj is not None and rtype is not None else None
 
     def namespace_exists(self, namespace: str) -> bool:
         """Whether a Namespace object of this name exists."""
@@ -146,6 +166,7 @@ class Store:
             self._rv += 1
             meta["resourceVersion"] = str(self._rv)
             bucket[(ns_key, name)] = obj
+            self._uids[meta["uid"]] = (rtype.key, ns_key, name)
             self._index_owners(rtype, ns_key, name, None, obj)
             self._emit(Event(self._rv, rtype, "ADDED", obj, None))
             return obj
@@ -166,9 +187,27 @@ class Store:
             result = self._merge_update(rtype, current, changed, subresource)
             if result == current:
                 return current
-            if result.get("metadata", {}).get("deletionTimestamp") and not result["metadata"].get("finalizers"):
+            meta = result.get("metadata", {})
+            if meta.get("deletionTimestamp") and not meta.get("finalizers") and \
+                    not meta.get("deletionGracePeriodSeconds"):
                 return self._remove(rtype, current, result)
             return self._replace(rtype, current, result)
+
+    def remove_finalizer(self, rtype: ResourceType, obj: dict[str, Any], finalizer: str) -> None:
+        """Remove one finalizer from the object, if it is still the same object (its uid) and still exists."""
+        meta = obj["metadata"]
+
+        def mutate(changed: dict[str, Any]) -> None:
+            left = [f for f in changed["metadata"].get("finalizers") or [] if f != finalizer]
+            if left:
+                changed["metadata"]["finalizers"] = left
+            else:
+                changed["metadata"].pop("finalizers", None)
+
+        with self.lock:
+            current = self.find(rtype, meta.get("namespace", ""), meta["name"])
+            if current is not None and current["metadata"]["uid"] == meta["uid"]:
+                self.update(rtype, meta.get("namespace", ""), meta["name"], mutate)
 
     def _merge_update(self, rtype: ResourceType, current: dict[str, Any], changed: dict[str, Any],
                       subresource: str | None) -> dict[str, Any]:
@@ -184,11 +223,16 @@ class Store:
         meta = result.setdefault("metadata", {})
         old_meta = current["metadata"]
         for field in ("uid", "creationTimestamp", "name", "namespace", "generation", "resourceVersion",
-                      "deletionTimestamp"):
+                      "deletionTimestamp", "deletionGracePeriodSeconds"):
             if field in old_meta:
                 meta[field] = old_meta[field]
             else:
                 meta.pop(field, None)
+        added = set(meta.get("finalizers") or ()) - set(old_meta.get("finalizers") or ())
+        if old_meta.get("deletionTimestamp") and added:
+            raise ApiError(422, f'{rtype.kind} "{old_meta["name"]}" is invalid: metadata.finalizers: Forbidden: no new '
+                           "finalizers can be added if the object is being deleted, found new finalizers "
+                           f'{sorted(added)}', "Invalid")
         result["apiVersion"], result["kind"] = current.get("apiVersion"), current.get("kind")
         if rtype.status_subresource:
             if "status" in current:
@@ -211,13 +255,16 @@ class Store:
         return result
 
     def delete(self, rtype: ResourceType, namespace: str, name: str, policy: str = "Background",
-               precondition_uid: str | None = None, precondition_rv: str | None = None) -> tuple[dict[str, Any], bool]:
-        """Delete an object with a propagation policy; returns (object, removed now).
+               precondition_uid: str | None = None, precondition_rv: str | None = None,
+               grace: int | None = None) -> tuple[dict[str, Any], bool]:
+        """Delete an object as the real registry does; returns (object, removed now).
 
-        Background deletes dependents (by ownerReferences) after the owner, Foreground marks the owner with a
-        deletionTimestamp and the `foregroundDeletion` finalizer, deletes the dependents, then the owner, and Orphan
-        removes the owner's reference from its dependents. An object with other finalizers only gets a
-        deletionTimestamp; it goes when an update empties its finalizers.
+        A Pod bound to a node and not yet terminal is deleted gracefully: it gets a `deletionTimestamp` `grace`
+        seconds ahead (default its `terminationGracePeriodSeconds`) and stays, Terminating, until its kubelet
+        deletes it again with grace 0 once its containers stopped. Foreground and Orphan add their finalizer
+        (`foregroundDeletion`, `orphan`) for the garbage collector to act on and remove; an object with finalizers
+        only gets a `deletionTimestamp` and goes when an update empties them. Background removes the object at once;
+        its dependents are the garbage collector's business (garbage_collector.py), later.
         """
         with self.lock:
             current = self.get(rtype, namespace, name)
@@ -227,46 +274,34 @@ class Store:
                                f"meta: {meta.get('uid')}", "Conflict")
             if precondition_rv and precondition_rv != meta.get("resourceVersion"):
                 raise conflict(rtype.group, rtype.plural, name)
-            if meta.get("finalizers"):
-                if meta.get("deletionTimestamp"):
-                    return current, False
-                marked = copy.deepcopy(current)
-                marked["metadata"]["deletionTimestamp"] = now_rfc3339()
-                marked["metadata"]["deletionGracePeriodSeconds"] = 0
-                return self._replace(rtype, current, marked), False
-            if policy == "Foreground":
-                marked = copy.deepcopy(current)
-                marked["metadata"]["deletionTimestamp"] = now_rfc3339()
-                marked["metadata"]["finalizers"] = ["foregroundDeletion"]
-                current = self._replace(rtype, current, marked)
-                for child_type, child in self.owned(meta["uid"]):
-                    self._delete_quietly(child_type, child, "Foreground")
-                return self._remove(rtype, current, None), True
-            if policy == "Orphan":
-                self._orphan_dependents(meta["uid"])
-                return self._remove(rtype, current, None), True
-            removed = self._remove(rtype, current, None)
-            for child_type, child in self.owned(meta["uid"]):
-                self._delete_quietly(child_type, child, "Background")
-            return removed, True
+            seconds = self._grace_seconds(rtype, current, grace)
+            finalizers = list(meta.get("finalizers") or [])
+            if not meta.get("deletionTimestamp"):
+                finalizers += {"Foreground": ["foregroundDeletion"], "Orphan": ["orphan"]}.get(policy, [])
+            elif seconds >= int(meta.get("deletionGracePeriodSeconds") or 0):
+                return current, False  # already being deleted, no sooner than this
+            if not finalizers and seconds == 0:
+                final = None
+                if meta.get("deletionTimestamp"):  # a Terminating pod that its kubelet now deletes
+                    final = copy.deepcopy(current)
+                    final["metadata"]["deletionGracePeriodSeconds"] = 0
+                return self._remove(rtype, current, final), True
+            marked = copy.deepcopy(current)
+            marked["metadata"]["deletionTimestamp"] = now_rfc3339(seconds)
+            marked["metadata"]["deletionGracePeriodSeconds"] = seconds
+            if finalizers:
+                marked["metadata"]["finalizers"] = list(dict.fromkeys(finalizers))
+            return self._replace(rtype, current, marked), False
 
-    def _delete_quietly(self, rtype: ResourceType, obj: dict[str, Any], policy: str) -> None:
-        """Garbage-collect one dependent (it may already be gone)."""
-        try:
-            self.delete(rtype, obj["metadata"].get("namespace", ""), obj["metadata"]["name"], policy)
-        except ApiError:
-            pass
-
-    def _orphan_dependents(self, owner_uid: str) -> None:
-        """Drop the ownerReferences that point at owner_uid."""
-        for child_type, child in self.owned(owner_uid):
-            released = copy.deepcopy(child)
-            refs = [ref for ref in released["metadata"].get("ownerReferences", []) if ref.get("uid") != owner_uid]
-            if refs:
-                released["metadata"]["ownerReferences"] = refs
-            else:
-                released["metadata"].pop("ownerReferences", None)
-            self._replace(child_type, child, released)
+    @staticmethod
+    def _grace_seconds(rtype: ResourceType, obj: dict[str, Any], grace: int | None) -> int:
+        """The grace period of a deletion: only a Pod that a node runs has one (a terminal pod goes at once)."""
+        if rtype.kind != "Pod" or rtype.group:
+            return 0
+        spec, phase = obj.get("spec") or {}, (obj.get("status") or {}).get("phase")
+        if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
+            return 0
+        return max(0, int(grace if grace is not None else spec.get("terminationGracePeriodSeconds", 30)))
 
     def _remove(self, rtype: ResourceType, current: dict[str, Any], final: dict[str, Any] | None) -> dict[str, Any]:
         """Take an object out of the store and emit DELETED (its object carries the deletion's RV)."""
@@ -275,11 +310,9 @@ class Store:
         gone["metadata"]["resourceVersion"] = str(self._rv)
         ns_key, name = current["metadata"].get("namespace", ""), current["metadata"]["name"]
         del self._objects[rtype.key][(ns_key, name)]
+        self._uids.pop(current["metadata"]["uid"], None)
         self._index_owners(rtype, ns_key, name, current, None)
         self._emit(Event(self._rv, rtype, "DELETED", gone, current))
-        if final is not None:
-            for child_type, child in self.owned(current["metadata"]["uid"]):
-                self._delete_quietly(child_type, child, "Background")
         return gone
 
     def delete_namespace_contents(self, namespace: str) -> None:
@@ -313,7 +346,8 @@ class Store:
     def _emit(self, event: Event) -> None:
         """Record an event in the bounded history and hand it to watchers and controllers (lock held)."""
         self._history.append(event)
-        if len(self._history) > self._history_limit:
+        stale = event.at - self._history_seconds
+        while len(self._history) > self._history_limit or self._history[0].at < stale:
             self._compacted = max(self._compacted, self._history.popleft().rv)
         for watcher in self._watchers.get(event.rtype.key, ()):
             watcher.put(event)

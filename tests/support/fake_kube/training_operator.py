@@ -17,7 +17,7 @@ from typing import Any, Hashable
 from .clock import now_rfc3339, parse_rfc3339
 from .conditions import has_condition, set_condition
 from .errors import ApiError
-from .loop import ControllerLoop
+from .loop import Controller, ControllerLoop
 from .resources import ResourceType
 from .store import Event
 
@@ -26,7 +26,7 @@ REPLICA_FIELDS = {"PyTorchJob": "pytorchReplicaSpecs", "TFJob": "tfReplicaSpecs"
 PRIMARY_ORDER = ("Master", "Chief", "Launcher", "Worker")
 
 
-class TrainingOperator:
+class TrainingOperator(Controller):
     """Reconciles kubeflow.org/v1 training jobs."""
 
     def __init__(self, api: Any) -> None:
@@ -39,12 +39,6 @@ class TrainingOperator:
             if rtype is not None:
                 self.types[kind] = rtype
         self.loop = ControllerLoop("fake-training-operator", self.store, self._keys_of, self._reconcile)
-
-    def start(self) -> None:
-        self.loop.start()
-
-    def stop(self) -> None:
-        self.loop.stop()
 
     def _keys_of(self, event: Event) -> list[Hashable]:
         meta = event.obj["metadata"]

@@ -29,7 +29,8 @@ def watch_stream(store: Store, rtype: ResourceType, namespace: str | None,
     """Events of one type and namespace that pass the selectors, until the timeout, an expiry or shutdown.
 
     With selectors, an object that stops matching is sent as DELETED and one that starts matching as ADDED, as the
-    real watch cache does. A resourceVersion older than the history yields a single ERROR event with a 410 Status.
+    real watch cache does. With bookmarks requested, a BOOKMARK comes after `bookmark_interval` without events (the
+    real server: a minute) and once about 2 s before the timeout. A resourceVersion older than the history yields a single ERROR event with a 410 Status.
     """
     try:
         first, watcher = store.watch(rtype, since)
@@ -50,7 +51,8 @@ def watch_stream(store: Store, rtype: ResourceType, namespace: str | None,
             try:
                 item = watcher.get(timeout=min(0.25, deadline - now))
             except queue.Empty:
-                if bookmarks and time.monotonic() - last_sent >= bookmark_interval:
+                now = time.monotonic()
+                if bookmarks and (now - last_sent >= bookmark_interval or deadline - now <= 2.0 < deadline - last_sent):
                     line = _bookmark(store, rtype, watcher)
                     if line is not None:
                         last_sent = time.monotonic()
