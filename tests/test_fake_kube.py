@@ -468,6 +468,85 @@ def test_expired_watches_give_410(fake_cluster: FakeCluster, apis: Any) -> None:
                                      timeout_seconds=1)) == []
 
 
+def test_watch_history_is_a_window_on_a_busy_cluster(tmp_path: Path) -> None:
+    with FakeCluster(tmp_path, history_seconds=0.5) as cluster:
+        core = client.CoreV1Api(cluster.api_client())
+        old_rv = core.create_namespaced_config_map(NS, configmap("first")).metadata.resource_version
+        assert list(watch.Watch().stream(core.list_namespaced_config_map, NS, resource_version=old_rv,
+                                         timeout_seconds=1)) == []  # quiet: the history still reaches back
+
+        def expired() -> bool:  # the cluster stays busy until the first event has left the window
+            core.patch_namespaced_config_map("first", NS, {"data": {"k": str(time.monotonic())}})
+            try:
+                core.list_namespaced_config_map(NS, resource_version=old_rv, resource_version_match="Exact")
+            except ApiException as error:
+                return error.status == 410
+            return False
+        wait_for(expired, interval=0.1)
+        with pytest.raises(ApiException) as gone:
+            list(watch.Watch().stream(core.list_namespaced_config_map, NS, resource_version=old_rv,
+                                      timeout_seconds=1))
+        assert gone.value.status == 410
+
+
+def test_missing_and_malformed_images(fake_cluster: FakeCluster, apis: Any) -> None:  # noqa: F811
+    _, core = apis
+    fake_cluster.missing_images.add("registry.example/absent:1")
+
+    def pod(name: str, image: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"restartPolicy": "Never",
+                "containers": [{"name": "main", "image": image, "command": ["python3", "-c", "print('ran')"]}]}}
+
+    def waiting(name: str) -> str:
+        statuses = core.read_namespaced_pod(name, NS).status.container_statuses or []
+        return statuses[0].state.waiting.reason if statuses and statuses[0].state.waiting else ""
+
+    events = recorder(fake_cluster)
+    core.create_namespaced_pod(NS, pod("absent", "registry.example/absent:1"))
+    core.create_namespaced_pod(NS, pod("malformed", "Registry.Example/UPPER CASE"))
+    wait_for(lambda: waiting("absent") == "ImagePullBackOff")
+    assert waiting("malformed") == "InvalidImageName" and not fake_cluster.pod_processes()
+    reasons = [obj["status"]["containerStatuses"][0]["state"].get("waiting", {}).get("reason")
+               for _, kind, name, obj in events() if name == "absent" and obj["status"].get("containerStatuses")]
+    assert reasons[:2] == ["ErrImagePull", "ImagePullBackOff"]
+    assert core.read_namespaced_pod("absent", NS).status.phase == "Pending"
+    with pytest.raises(ApiException) as not_started:
+        core.read_namespaced_pod_log("absent", NS)
+    assert "is waiting to start: ImagePullBackOff" in json.loads(not_started.value.body)["message"]
+    fake_cluster.missing_images.discard("registry.example/absent:1")  # pushed at last: the next retry pulls it
+    wait_for(lambda: core.read_namespaced_pod("absent", NS).status.phase == "Succeeded")
+    assert core.read_namespaced_pod_log("absent", NS) == "ran\n"
+    core.delete_namespaced_pod("malformed", NS)  # a pod that never ran goes at once
+    wait_for(lambda: [p["metadata"]["name"] for p in fake_cluster.objects("v1", "Pod")] == ["absent"])
+
+
+def test_restarted_containers_back_off_and_keep_one_log_per_run(fake_cluster: FakeCluster,  # noqa: F811
+                                                                apis: Any) -> None:
+    _, core = apis
+    program = ("import pathlib, sys, time\np = pathlib.Path('runs'); n = int(p.read_text()) if p.exists() else 0\n"
+               "p.write_text(str(n + 1)); print(f'run {n}', flush=True)\n"
+               "while n == 0 and not pathlib.Path('go').exists(): time.sleep(0.01)\n"
+               "sys.exit(0 if n == 2 else 1)")
+    core.create_namespaced_pod(NS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "flaky"}, "spec": {
+        "restartPolicy": "OnFailure", "containers": [{"name": "main", "image": "python:3.11",
+                                                      "command": ["python3", "-c", program]}]}})
+    events = recorder(fake_cluster)
+    wait_for(lambda: log_of(core, "flaky"))
+    first = core.read_namespaced_pod_log("flaky", NS, follow=True, _preload_content=False)
+    (fake_cluster.directory / "pods" / NS / "flaky" / "go").touch()
+    assert first.data == b"run 0\n"  # a followed log ends with its run, though the container restarts
+    wait_for(lambda: core.read_namespaced_pod("flaky", NS).status.phase == "Succeeded")
+    status = core.read_namespaced_pod("flaky", NS).status.container_statuses[0]
+    assert status.restart_count == 2 and status.last_state.terminated.exit_code == 1
+    assert core.read_namespaced_pod_log("flaky", NS) == "run 2\n"
+    assert core.read_namespaced_pod_log("flaky", NS, previous=True) == "run 1\n"
+    states = [obj["status"]["containerStatuses"][0]["state"] for _, kind, name, obj in events()
+              if name == "flaky" and obj.get("status", {}).get("containerStatuses")]
+    backoffs = [s["waiting"]["message"] for s in states if s.get("waiting", {}).get("reason") == "CrashLoopBackOff"]
+    assert [m.split()[1] for m in backoffs] == ["0.5s", "1s"]  # doubling
+    assert all(obj["status"]["phase"] in ("Running", "Succeeded") for _, _, name, obj in events() if name == "flaky")
+
+
 # ------------------------------------------------------------------- failures
 def test_injected_failures(fake_cluster: FakeCluster, apis: Any) -> None:  # noqa: F811
     batch, core = apis
