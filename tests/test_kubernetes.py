@@ -285,6 +285,29 @@ def test_unknown_kind_fails_the_trial_with_the_reason(fake_cluster: FakeCluster,
     assert "the cluster does not serve example.com/v1" in trial.message and "Widget CRD" in trial.message
 
 
+def test_a_pod_that_cannot_start_fails_its_trial(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+    fake_cluster.missing_images.add("registry.example/absent:1")
+    images = ["python:3.11", "registry.example/absent:1", "Bad Image"]
+    template = {"trialParameters": [{"name": "mode", "reference": "mode"}, {"name": "image", "reference": "image"}],
+                "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 0, "template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{
+                        "name": "training-container", "image": "${trialParameters.image}",
+                        "command": ["python", "-c", PROGRAM, "${trialParameters.mode}"]}]}}}}}
+    extra = {"maxTrialCount": 3, "maxFailedTrialCount": 3, "parameters": [
+        {"name": "mode", "parameterType": "categorical", "feasibleSpace": {"list": ["ok"]}},
+        {"name": "image", "parameterType": "categorical", "feasibleSpace": {"list": images}}]}
+    store = Store(tmp_path / "db.sqlite")
+    record = run_experiment(experiment(["ok"], 3, template=template, extra=extra), store=store,
+                            backend=backend(fake_cluster, container_start_timeout=1), workdir=tmp_path)
+    trials = {t.assignments["image"]: t for t in store.trials(record.id)}
+    assert trials["python:3.11"].state is TrialState.SUCCEEDED
+    absent, bad = trials["registry.example/absent:1"], trials["Bad Image"]
+    assert absent.state is TrialState.FAILED and absent.reason.endswith(("ImagePullBackOff", "ErrImagePull"))
+    assert "(image registry.example/absent:1)" in absent.message and "waited 1 s" in absent.message
+    assert bad.state is TrialState.FAILED and bad.reason.endswith("InvalidImageName")  # at once, no wait
+    assert not fake_cluster.objects("batch/v1", "Job")  # the stuck trials' Jobs were deleted too
+
+
 @pytest.mark.parametrize("change, message", [
     ({"metricsCollectorSpec": {"collector": {"kind": "TensorFlowEvent"}}},
      "spec.metricsCollectorSpec.collector.kind: the kubernetes backend collects StdOut, File, Push metrics, not "

@@ -42,6 +42,7 @@ class TrackedTrial:
     complete: set[str] = field(default_factory=set)  # pods whose whole log has been read
     drained: bool = False  # followers must stop feeding: the final read takes over
     errors: list[str] = field(default_factory=list)
+    stuck_since: dict[str, float] = field(default_factory=dict)  # pod name -> when a container was first seen unable to start
     lock: threading.Lock = field(default_factory=threading.Lock)
     poll_lock: threading.Lock = field(default_factory=threading.Lock)  # held by a periodic log read in progress
 

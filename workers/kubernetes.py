@@ -21,6 +21,9 @@ Design (issue 6):
   Push: ``katibx.report_metrics`` in the pod POSTs to a small HTTP endpoint this backend serves (:mod:`workers._push`,
   ``push_host``/``push_port``, advertised to pods as ``push_url``), authenticated by a per-experiment token;
   accepted records are kept in the trial's ``pushed.jsonl`` and read again when a resumed controller re-attaches.
+- A pod that cannot start (a container waiting in ErrImagePull/ImagePullBackOff/CreateContainerConfigError, which
+  the kubelet retries for ever) fails its trial after ``container_start_timeout`` seconds, a malformed image name
+  (InvalidImageName) at once; the reason is the container's waiting reason.
 - A finished trial's object is deleted unless ``retain``; ``kill`` deletes it (``propagation_policy``).
   After a controller crash ``attach`` re-adopts objects that still exist instead of creating new ones.
 """
@@ -63,6 +66,32 @@ _REFUSED_COLLECTORS = {
 }
 # Retries of the one-shot API calls of `katibx delete` before the cluster counts as unreachable.
 DELETE_RETRY_SECONDS = 5.0
+# Waiting reasons of a container that cannot start: the kubelet retries them for ever, so a trial would never end.
+CANNOT_START = frozenset({"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError",
+                          "InvalidImageName", "ErrImageNeverPull"})
+NEVER_STARTS = frozenset({"InvalidImageName", "ErrImageNeverPull"})  # no retry can help: fail at once
+
+
+def _seconds(text: str) -> dict[str, Any]:
+    """``--container-start-timeout SECONDS`` as the constructor's container_start_timeout."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"expected a positive number of seconds, got {text!r}")
+    return {"container_start_timeout": value}
+
+
+def cannot_start(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) when a container of the pod waits in a state that keeps it from starting, else None."""
+    status = pod.get("status") or {}
+    for entry in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (entry.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in CANNOT_START:
+            image = f" (image {entry['image']})" if entry.get("image") else ""
+            return str(waiting["reason"]), f"container {entry.get('name')}{image}: {waiting.get('message') or waiting['reason']}"
+    return None
 
 
 def _push_address(text: str) -> dict[str, Any]:
@@ -89,6 +118,9 @@ class KubernetesBackend(Backend):
         BackendOption("--push-url", "push_url", metavar="URL",
                       help="With --backend kubernetes: the push endpoint's URL as pods reach it (default: from "
                            "--push-address)."),
+        BackendOption("--container-start-timeout", "container_start_timeout", metavar="SECONDS", parse=_seconds,
+                      help="With --backend kubernetes: how long a trial's container may wait in ErrImagePull, "
+                           "ImagePullBackOff or CreateContainerConfigError before the trial fails (default 120)."),
     )
     metrics_collectors = ("StdOut", "File", "Push")
     collector_refusals = _REFUSED_COLLECTORS
@@ -107,6 +139,7 @@ class KubernetesBackend(Backend):
         max_log_streams: int = 64,
         log_poll_seconds: float = 5.0,
         retry_seconds: float = 30.0,
+        container_start_timeout: float = 120.0,
         api_client: Any = None,
     ) -> None:
         self.kubeconfig, self.context, self.namespace = kubeconfig, context, namespace
@@ -115,6 +148,7 @@ class KubernetesBackend(Backend):
         self.watch_timeout = watch_timeout
         self.max_log_streams = max_log_streams
         self.retry_seconds = retry_seconds
+        self.container_start_timeout = container_start_timeout
         self._stop = threading.Event()
         self._kube = KubeApi(kubeconfig, context, max_connections=max(max_log_streams, 0) + 32,
                              retry_seconds=retry_seconds, stop=self._stop, api_client=api_client)
@@ -251,7 +285,46 @@ class KubernetesBackend(Backend):
             else:
                 pods[meta["name"]] = pod
         if kind != "DELETED":
+            self._check_start(trial, pod)
             self._logs.maybe_follow(trial, pod)
+
+    def _check_start(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
+        """Fail a trial whose pod cannot start: at once for a malformed image name, else once a container has waited
+        ``container_start_timeout`` seconds in ErrImagePull, ImagePullBackOff or CreateContainerConfigError (the
+        kubelet retries those for ever; a registry may come back, a missing ConfigMap may be created)."""
+        pod_name = pod["metadata"]["name"]
+        stuck = cannot_start(pod) if not (pod["metadata"].get("deletionTimestamp")) else None
+        with trial.lock:
+            if stuck is None:
+                trial.stuck_since.pop(pod_name, None)
+                return
+            first = pod_name not in trial.stuck_since
+            since = trial.stuck_since.setdefault(pod_name, time.monotonic())
+        waited = time.monotonic() - since
+        if stuck[0] in NEVER_STARTS or waited >= self.container_start_timeout:
+            note = "" if stuck[0] in NEVER_STARTS else f" (waited {waited:.0f} s)"
+            self._end(trial, False, {"reason": stuck[0], "message": f"pod {pod_name}: {stuck[1]}{note}"})
+        elif first:
+            timer = threading.Timer(self.container_start_timeout - waited + 0.05, self._recheck_start,
+                                    args=(trial, pod_name))
+            timer.daemon = True
+            timer.start()
+
+    def _recheck_start(self, trial: TrackedTrial, pod_name: str) -> None:
+        """The start timeout of a waiting pod is over: judge it again as last watched."""
+        with self._lock:
+            pod = self._pods.get(trial.name, {}).get(pod_name)
+        if pod is not None and not self._stop.is_set():
+            self._check_start(trial, pod)
+
+    def _end(self, trial: TrackedTrial, succeeded: bool, condition: dict[str, Any]) -> None:
+        """Finish a trial for a reason its object does not show (once; a finishing trial is left alone)."""
+        with self._lock:
+            if trial.finishing or self._trials.get(trial.name) is not trial:
+                return
+            trial.finishing = True
+        assert self._pool is not None
+        self._pool.submit(self._finish, trial, succeeded, condition, False)
 
     def _finish(self, trial: TrackedTrial, succeeded: bool, condition: dict[str, Any], deleted: bool) -> None:
         """Collect the last metrics, delete the object unless retained, then report the exit."""
