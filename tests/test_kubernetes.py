@@ -43,6 +43,10 @@ elif mode == "pushwait":
     katibx.report_metrics({"loss": 0.0625})
 elif mode.startswith("slow"):
     time.sleep(2); print("loss=0.75")
+elif mode == "flaky":  # fails its first run, then succeeds when its container is restarted
+    import pathlib
+    runs = pathlib.Path("runs"); n = int(runs.read_text()) if runs.exists() else 0; runs.write_text(str(n + 1))
+    print("epoch 1 loss=0.5", flush=True); print(f"loss={9 if n == 0 else 0.25}", flush=True); sys.exit(n == 0)
 elif mode == "bad":
     for i in range(300):
         print(f"loss={5 + i}", flush=True); time.sleep(0.2)
@@ -306,6 +310,23 @@ def test_a_pod_that_cannot_start_fails_its_trial(fake_cluster: FakeCluster, tmp_
     assert "(image registry.example/absent:1)" in absent.message and "waited 1 s" in absent.message
     assert bad.state is TrialState.FAILED and bad.reason.endswith("InvalidImageName")  # at once, no wait
     assert not fake_cluster.objects("batch/v1", "Job")  # the stuck trials' Jobs were deleted too
+
+
+@pytest.mark.parametrize("streams", [64, 0], ids=["followed", "read-at-end"])
+def test_a_restarted_container_is_read_run_by_run(fake_cluster: FakeCluster, tmp_path: Path,  # noqa: F811
+                                                  streams: int) -> None:
+    template = {"trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 3, "template": {
+        "spec": {"restartPolicy": "OnFailure", "containers": [{
+            "name": "training-container", "image": "python:3.11",
+            "command": ["python", "-c", PROGRAM, "${trialParameters.mode}"]}]}}}}}
+    store = Store(tmp_path / "db.sqlite")
+    record = run_experiment(experiment(["flaky"], 1, template=template), store=store,
+                            backend=backend(fake_cluster, max_log_streams=streams), workdir=tmp_path)
+    (trial,) = store.trials(record.id)
+    assert trial.state is TrialState.SUCCEEDED
+    assert trial.observation["loss"].latest == "0.25"  # the run that succeeded, not the one that failed
+    log_text = (store.trial_dir(record, trial.name) / "stdout.log").read_text()
+    assert log_text.count("epoch 1 loss=0.5") == (2 if streams else 1)  # each run once (unfollowed: the last)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -1,6 +1,10 @@
 """Pod logs for the kubernetes backend: followers that stream running primary pods' logs into metrics, periodic reads
 of the pods no stream is left for, the final read once a trial ends, the trial's ``stdout.log``, and ``katibx logs``
-straight from the pods."""
+straight from the pods.
+
+A restarted container (restartPolicy OnFailure/Always) logs each run anew and the API serves the current run (and,
+with ``previous``, the one before): a follower follows run after run, and every read is placed by the run it read
+(the restartCount), so a restart is neither read twice nor taken for more output of the same run."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from katibx.backend import TrialEvent, TrialMetrics
 from katibx.metric_parsers import LineParser, MetricsFormatError
@@ -23,14 +27,19 @@ log = logging.getLogger(__name__)
 
 # How long a finished trial waits for its followed log streams to end.
 LOG_DRAIN_SECONDS = 10.0
+# How often a follower whose run ended looks at the watched pod for the next run.
+NEXT_RUN_POLL_SECONDS = 0.2
 
 
 class PodLogs:
     """Reads trials' primary pod logs: followed while they run (at most ``max_streams`` at once), then read to the end."""
 
     def __init__(self, api: KubeApi, events: queue.Queue[TrialEvent], max_streams: int,
-                 poll_seconds: float = 5.0) -> None:
+                 poll_seconds: float = 5.0, *,
+                 pod_of: Callable[[TrackedTrial, str], dict[str, Any] | None] = lambda trial, name: None) -> None:
+        """``pod_of(trial, pod name)``: the pod as last watched (None once gone)."""
         self._api = api
+        self._pod_of = pod_of
         self._events = events
         self._streams = threading.BoundedSemaphore(max(max_streams, 1)) if max_streams > 0 else None
         self.poll_seconds = poll_seconds
@@ -59,7 +68,7 @@ class PodLogs:
         if self.poll_seconds <= 0:
             return
         with self._polled_lock:
-            self._polled.setdefault((trial.name, pod["metadata"]["name"]), (trial, pod, trial.parser()))
+            self._polled.setdefault((trial.name, pod["metadata"]["name"]), (trial, pod, [trial.parser()]))
             if self._poller is None:
                 self._poller = threading.Thread(target=self._poll_loop, name="katibx-log-poller", daemon=True)
                 self._poller.start()
@@ -76,8 +85,10 @@ class PodLogs:
                     with self._polled_lock:
                         self._polled.pop(key, None)
 
-    def _read_new(self, trial: TrackedTrial, pod: dict[str, Any], parser: LineParser) -> bool:
-        """Feed what a polled pod's log gained since the last read; False once the pod needs no more reads."""
+    def _read_new(self, trial: TrackedTrial, pod: dict[str, Any], parser: list[LineParser]) -> bool:
+        """Feed what a polled pod's log gained since the last read; False once the pod needs no more reads.
+
+        ``parser`` holds the pod's parser, replaced when a new run of its container is read."""
         from kubernetes.client.exceptions import ApiException
 
         _batch, core, _custom = self._api.apis()
@@ -85,6 +96,7 @@ class PodLogs:
         with trial.poll_lock:  # the final read waits for this one
             if trial.drained or trial.finishing:
                 return False
+            run = trial.run_of(self._pod_of(trial, pod_name) or pod)
             try:
                 data = core.read_namespaced_pod_log(pod_name, trial.namespace, container=trial.container_of(pod),
                                                     _preload_content=False).data
@@ -95,9 +107,14 @@ class PodLogs:
                 log.info("log of pod %s: %s", pod_name, exc)
                 return True
             text = data.decode("utf-8", errors="replace")
-            prior = trial.texts.get(pod_name, "")
-            if text.startswith(prior) and len(text) > len(prior):
-                self._feed(trial, pod_name, parser, text[len(prior):])
+            prior = trial.run_text(pod_name, run)
+            if not prior or not text.startswith(prior):  # a run not read yet
+                if trial.runs.get(pod_name, (run,))[0] != run:
+                    self._flush(trial, parser[0], pod_name)
+                    parser[0] = trial.parser()
+                prior = ""
+            if len(text) > len(prior):
+                self._feed(trial, pod_name, run, parser[0], text[len(prior):])
         return True
 
     def close(self) -> None:
@@ -106,47 +123,70 @@ class PodLogs:
             self._polled.clear()
 
     def _follow(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
-        """Stream a running pod's log into the trial's metrics until the container ends (reconnecting if cut)."""
+        """Stream a running pod's log into the trial's metrics, run after run of its container, until the pod is done
+        (reconnecting if cut)."""
         _batch, core, _custom = self._api.apis()
         pod_name = pod["metadata"]["name"]
-        parser, seen = trial.parser(), 0
+        parser, parsed_run, attempts = trial.parser(), -1, 0
         try:
-            for _attempt in range(5):
-                text, decoder = "", _decoder()
+            while attempts < 5:
+                run = trial.run_of(self._pod_of(trial, pod_name) or pod)
+                if run != parsed_run:
+                    if parsed_run >= 0:
+                        self._flush(trial, parser, pod_name)
+                    parser, parsed_run = trial.parser(), run
+                seen, text, decoder = len(trial.run_text(pod_name, run)), "", _decoder()
                 try:
                     resp = core.read_namespaced_pod_log(pod_name, trial.namespace, container=trial.container_of(pod),
                                                         follow=True, _preload_content=False)
                     try:
                         for chunk in resp.stream(4096):
                             text += decoder.decode(chunk)
-                            if len(text) > seen:  # after a reconnect the log starts again from the beginning
+                            if len(text) > seen:  # after a reconnect the run's log starts again from its beginning
                                 if trial.drained:
                                     return
-                                self._feed(trial, pod_name, parser, text[seen:])
+                                self._feed(trial, pod_name, run, parser, text[seen:])
                                 seen = len(text)
                     finally:
                         resp.release_conn()
                 except Exception as exc:  # noqa: BLE001 - reconnect; the final read covers what is missed
                     if trial.killed or trial.drained:
                         return
+                    attempts += 1
                     log.info("log of pod %s: %s; reconnecting", pod_name, exc)
                     time.sleep(0.5)
                     continue
-                with trial.lock:
-                    if trial.drained:
-                        return
-                    trial.complete.add(pod_name)
-                self._flush(trial, parser, pod_name)
-                return
+                attempts = 0
+                if not self._next_run(trial, pod_name, run):
+                    break
+            with trial.lock:
+                if trial.drained:
+                    return
+                trial.complete.add(pod_name)
+            self._flush(trial, parser, pod_name)
         finally:
             assert self._streams is not None
             self._streams.release()
 
-    def _feed(self, trial: TrackedTrial, pod_name: str, parser: LineParser | None, text: str,
+    def _next_run(self, trial: TrackedTrial, pod_name: str, run: int) -> bool:
+        """After a run's log ended: True once the container runs again, False when no run is coming (the pod is done
+        or gone, the trial is ending)."""
+        while not self._api.stop.wait(NEXT_RUN_POLL_SECONDS):
+            pod = self._pod_of(trial, pod_name)
+            if pod is None or trial.drained or trial.killed:
+                return False
+            if trial.run_of(pod) > run and _started(pod, trial.container_of(pod)):
+                return True  # (a short run may already have ended, even the pod with it)
+            if trial.finishing or pod["metadata"].get("deletionTimestamp") or \
+                    (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                return False
+        return False
+
+    def _feed(self, trial: TrackedTrial, pod_name: str, run: int, parser: LineParser | None, text: str,
               parse: str | None = None) -> None:
-        """Keep newly read log ``text`` (for ``katibx logs``), parse ``parse`` (default: ``text``), queue the metrics."""
-        with trial.lock:
-            trial.texts[pod_name] = trial.texts.get(pod_name, "") + text
+        """Keep ``text`` newly read from that run of the pod (for ``katibx logs``), parse ``parse`` (default:
+        ``text``), queue the metrics."""
+        trial.add_text(pod_name, run, text)
         if parser is None:
             return
         logs: list[MetricLog] = []
@@ -173,7 +213,6 @@ class PodLogs:
 
         ``pods`` are the trial's pods as watched; when none were seen they are listed.
         """
-        from kubernetes.client.exceptions import ApiException
 
         _batch, core, _custom = self._api.apis()
         if not pods:
@@ -191,31 +230,47 @@ class PodLogs:
             pod_name = pod["metadata"]["name"]
             if pod_name in trial.complete or not trial.is_primary(pod):
                 continue
-            try:
-                data = self._api.call("read log", core.read_namespaced_pod_log, pod_name, trial.namespace,
-                                      container=trial.container_of(pod), _preload_content=False).data
-            except ApiException as exc:
-                log.info("trial %s: cannot read the log of pod %s: %s", trial.name, pod_name, api_message(exc))
-                continue
-            text = data.decode("utf-8", errors="replace")
-            prior = trial.texts.get(pod_name, "")
-            partial = prior[prior.rfind("\n") + 1:]  # a line the follower had not finished
-            rest = text[len(prior):] if text.startswith(prior) else text
-            parser = trial.parser() if trial.stdout else None
-            self._feed(trial, pod_name, parser, rest, partial + rest)
-            if parser is not None:
-                self._flush(trial, parser, pod_name)
-            if trial.file_parser is not None:
-                self._parse_file(trial, pod_name, trial.file_parser(), prior + rest)
+            pod = self._pod_of(trial, pod_name) or pod
+            run = trial.run_of(pod)
+            last_read = trial.runs.get(pod_name, (None, ""))[0]
+            if last_read is not None and last_read == run - 1:  # the rest of the run read last: the previous log
+                self._read_rest(trial, pod, last_read, previous=True)
+            self._read_rest(trial, pod, run, previous=False)
 
-    def _parse_file(self, trial: TrackedTrial, pod_name: str, parser: LineParser, log_text: str) -> None:
+    def _read_rest(self, trial: TrackedTrial, pod: dict[str, Any], run: int, *, previous: bool) -> None:
+        """Read what is left of one run of a pod's log into the trial's metrics (the final read)."""
+        from kubernetes.client.exceptions import ApiException
+
+        _batch, core, _custom = self._api.apis()
+        pod_name = pod["metadata"]["name"]
+        try:
+            data = self._api.call("read log", core.read_namespaced_pod_log, pod_name, trial.namespace,
+                                  container=trial.container_of(pod), previous=previous or None,
+                                  _preload_content=False).data
+        except ApiException as exc:
+            log.info("trial %s: cannot read the log of pod %s: %s", trial.name, pod_name, api_message(exc))
+            return
+        text = data.decode("utf-8", errors="replace")
+        prior = trial.run_text(pod_name, run)
+        if not text.startswith(prior):
+            prior = ""
+        partial = prior[prior.rfind("\n") + 1:]  # a line the follower had not finished
+        rest = text[len(prior):]
+        parser = trial.parser() if trial.stdout else None
+        self._feed(trial, pod_name, run, parser, rest, partial + rest)
+        if parser is not None:
+            self._flush(trial, parser, pod_name)
+        if trial.file_parser is not None and not previous:
+            self._parse_file(trial, pod_name, run, trial.file_parser(), prior + rest)
+
+    def _parse_file(self, trial: TrackedTrial, pod_name: str, run: int, parser: LineParser, log_text: str) -> None:
         """Queue the metrics of the file the wrapped command printed at the end of the pod's log."""
         section = file_section(log_text, trial.name)
         if section is None:
             log.info("trial %s: pod %s printed no metrics file (the container did not end normally)",
                      trial.name, pod_name)
             return
-        self._feed(trial, pod_name, parser, "", section)
+        self._feed(trial, pod_name, run, parser, "", section)
         self._flush(trial, parser, pod_name)
 
 
@@ -251,6 +306,17 @@ def read_pod_logs(api: KubeApi, handle: dict[str, Any]) -> str:
     if len(texts) == 1:
         return texts[0][1]
     return "".join(f"==> pod {pod} <==\n{text}" for pod, text in sorted(texts))
+
+
+def _started(pod: dict[str, Any], container: str | None) -> bool:
+    """Whether the pod's primary container (its only one when None) is running or has run since its last start."""
+    names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    name = container if container in names else (names[0] if names else None)
+    for entry in (pod.get("status") or {}).get("containerStatuses") or []:
+        if entry.get("name") == name:
+            state = entry.get("state") or {}
+            return "running" in state or "terminated" in state
+    return False
 
 
 def _decoder() -> Any:

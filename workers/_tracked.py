@@ -38,7 +38,8 @@ class TrackedTrial:
     attaching: bool = False  # re-attached after a crash: pushes wait (503) until the kept records are read again
     killed: bool = False
     followers: dict[str, threading.Thread] = field(default_factory=dict)  # pod name -> log follower
-    texts: dict[str, str] = field(default_factory=dict)  # pod name -> log text read so far
+    texts: dict[str, str] = field(default_factory=dict)  # pod name -> log text read so far, every run
+    runs: dict[str, tuple[int, str]] = field(default_factory=dict)  # pod name -> (run read last, its text so far)
     complete: set[str] = field(default_factory=set)  # pods whose whole log has been read
     drained: bool = False  # followers must stop feeding: the final read takes over
     errors: list[str] = field(default_factory=list)
@@ -75,6 +76,28 @@ class TrackedTrial:
         """Whether ``pod`` carries the trial's ``primaryPodLabels``."""
         labels = (pod.get("metadata") or {}).get("labels") or {}
         return all(labels.get(k) == v for k, v in self.primary_labels.items())
+
+    def add_text(self, pod_name: str, run: int, text: str) -> None:
+        """Keep ``text`` read from run ``run`` of a pod's primary container (a new run starts a new text)."""
+        with self.lock:
+            self.texts[pod_name] = self.texts.get(pod_name, "") + text
+            last, read = self.runs.get(pod_name, (run, ""))
+            self.runs[pod_name] = (run, (read if last == run else "") + text)
+
+    def run_text(self, pod_name: str, run: int) -> str:
+        """What has been read of that run of the pod's primary container ("" for a run not read yet)."""
+        with self.lock:
+            last, read = self.runs.get(pod_name, (run, ""))
+            return read if last == run else ""
+
+    def run_of(self, pod: dict[str, Any]) -> int:
+        """The current run of the pod's primary container: its restartCount (a restarted container logs anew)."""
+        name = self.container_of(pod) or next(
+            (c.get("name") for c in (pod.get("spec") or {}).get("containers") or []), None)
+        for entry in (pod.get("status") or {}).get("containerStatuses") or []:
+            if entry.get("name") == name:
+                return int(entry.get("restartCount") or 0)
+        return 0
 
     def container_of(self, pod: dict[str, Any]) -> str | None:
         """The primary container's name when ``pod`` has it, else None (the pod's only container)."""

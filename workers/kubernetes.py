@@ -153,7 +153,7 @@ class KubernetesBackend(Backend):
         self._kube = KubeApi(kubeconfig, context, max_connections=max(max_log_streams, 0) + 32,
                              retry_seconds=retry_seconds, stop=self._stop, api_client=api_client)
         self._events: queue.Queue[TrialEvent] = queue.Queue()
-        self._logs = PodLogs(self._kube, self._events, max_log_streams, log_poll_seconds)
+        self._logs = PodLogs(self._kube, self._events, max_log_streams, log_poll_seconds, pod_of=self._watched_pod)
         self._trials: dict[str, TrackedTrial] = {}
         self._pods: dict[str, dict[str, dict[str, Any]]] = {}  # trial name -> pod name -> pod
         self._lock = threading.RLock()
@@ -325,6 +325,11 @@ class KubernetesBackend(Backend):
             trial.finishing = True
         assert self._pool is not None
         self._pool.submit(self._finish, trial, succeeded, condition, False)
+
+    def _watched_pod(self, trial: TrackedTrial, pod_name: str) -> dict[str, Any] | None:
+        """A trial's pod as last watched (None once deleted)."""
+        with self._lock:
+            return self._pods.get(trial.name, {}).get(pod_name)
 
     def _finish(self, trial: TrackedTrial, succeeded: bool, condition: dict[str, Any], deleted: bool) -> None:
         """Collect the last metrics, delete the object unless retained, then report the exit."""
