@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 from support.fake_kube import FakeCluster
@@ -181,6 +183,33 @@ def test_watch_expiry_and_api_errors_are_survived(fake_cluster: FakeCluster, tmp
     messages = [r.getMessage() for r in caplog.records]
     assert any("resourceVersion expired (" in m for m in messages), messages
     assert not any("retrying in" in m and "HTTP" not in m for m in messages), messages
+
+
+def test_a_busy_cluster_expiring_watch_history_loses_no_trial(tmp_path: Path) -> None:
+    with FakeCluster(tmp_path, history_seconds=0.3) as cluster:
+        core = kubernetes.client.CoreV1Api(cluster.api_client())
+        core.create_namespaced_config_map("default", {"metadata": {"name": "churn"}, "data": {"n": "0"}})
+        stop = threading.Event()
+
+        def churn() -> None:  # someone else's objects keep changing: the watch history moves on without us
+            n = 0
+            while not stop.wait(0.02):
+                n += 1
+                core.patch_namespaced_config_map("churn", "default", {"data": {"n": str(n)}})
+        churner = threading.Thread(target=churn, daemon=True)
+        churner.start()
+        try:
+            store = Store(tmp_path / "db.sqlite")
+            record = run_experiment(experiment(["slow1", "slow2", "slow3", "slow4"], 2), store=store,
+                                    backend=backend(cluster, watch_timeout=1), workdir=tmp_path)
+        finally:
+            stop.set()
+            churner.join()
+        assert cluster.store.expired_watches > 0  # the backend's watches did come back too late
+        trials = store.trials(record.id)
+        assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 4
+        assert all(t.observation["loss"].latest == "0.75" for t in trials)
+        assert len(job_creations(cluster)) == 4  # each trial created once
 
 
 def wait_for(condition: Any, seconds: float = 10.0) -> bool:

@@ -62,6 +62,7 @@ class Store:
         self._history: deque[Event] = deque()
         self._history_limit = history
         self._history_seconds = history_seconds
+        self.expired_watches = 0  # watches refused with 410 Expired (for tests)
         self._watchers: dict[tuple[str, str, str], list[queue.SimpleQueue[Any]]] = {}
         self._listeners: list[queue.SimpleQueue[Any]] = []
 
@@ -381,6 +382,7 @@ class Store:
                          for _, obj in sorted(self._objects.get(rtype.key, {}).items())]
             else:
                 if since < self._compacted:
+                    self.expired_watches += 1
                     raise expired(f"too old resource version: {since} ({self._compacted})")
                 first = [event for event in self._history if event.rv > since and event.rtype.key == rtype.key]
             self._watchers.setdefault(rtype.key, []).append(watcher)
