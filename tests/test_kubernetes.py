@@ -49,6 +49,11 @@ elif mode == "flaky":  # fails its first run, then succeeds when its container i
     import pathlib
     runs = pathlib.Path("runs"); n = int(runs.read_text()) if runs.exists() else 0; runs.write_text(str(n + 1))
     print("epoch 1 loss=0.5", flush=True); print(f"loss={9 if n == 0 else 0.25}", flush=True); sys.exit(n == 0)
+elif mode == "stubborn":  # as "bad", deaf to SIGTERM
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for i in range(300):
+        print(f"loss={5 + i}", flush=True); time.sleep(0.2)
 elif mode == "bad":
     for i in range(300):
         print(f"loss={5 + i}", flush=True); time.sleep(0.2)
@@ -81,6 +86,15 @@ def experiment(modes: list[str], parallel: int, *, name: str = "k8s", extra: dic
         },
     }
     return experiment_from_dict(doc)
+
+
+def job_template(*, image: str = "python:3.11", restart: str = "Never", backoff: int = 0,
+                 **pod_spec: Any) -> dict[str, Any]:
+    """A trialTemplate override: PROGRAM in a batch/v1 Job with these settings."""
+    return {"trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": backoff, "template": {
+        "spec": {"restartPolicy": restart, **pod_spec, "containers": [{
+            "name": "training-container", "image": image,
+            "command": ["python", "-c", PROGRAM, "${trialParameters.mode}"]}]}}}}}
 
 
 def backend(cluster: FakeCluster, **options: Any) -> KubernetesBackend:
@@ -144,16 +158,20 @@ def test_retain_keeps_jobs_with_labels_and_owner(fake_cluster: FakeCluster, tmp_
     assert pods and all(p["metadata"]["labels"]["katib.kubeflow.org/trial"] == trial.name for p in pods)
 
 
-def test_early_stopping_deletes_the_job(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("policy", ["Background", "Foreground"])
+def test_early_stopping_deletes_the_job(fake_cluster: FakeCluster, tmp_path: Path, policy: str) -> None:  # noqa: F811
     store = Store(tmp_path / "db.sqlite")
-    exp = experiment(["ok", "bad"], 1, extra={"earlyStopping": {"algorithmName": "medianstop", "algorithmSettings": [
-        {"name": "min_trials_required", "value": "1"}, {"name": "start_step", "value": "2"}]}})
-    started = time.monotonic()
-    record = run_experiment(exp, store=store, backend=backend(fake_cluster), workdir=tmp_path)
+    exp = experiment(["ok", "stubborn"], 1, template=job_template(terminationGracePeriodSeconds=1), extra={
+        "earlyStopping": {"algorithmName": "medianstop", "algorithmSettings": [
+            {"name": "min_trials_required", "value": "1"}, {"name": "start_step", "value": "2"}]}})
+    record = run_experiment(exp, store=store, backend=backend(fake_cluster, propagation_policy=policy),
+                            workdir=tmp_path)
     trials = by_mode(store, record)
-    assert trials["bad"].state is TrialState.EARLY_STOPPED
-    assert time.monotonic() - started < 30  # stopped from streamed log lines, long before its 60 s run ends
-    deletes = [c for c in fake_cluster.calls if c.method == "DELETE" and c.path == f"{JOBS}/{trials['bad'].name}"]
+    assert trials["stubborn"].state is TrialState.EARLY_STOPPED
+    # stopped from streamed log lines, long before its 300 lines were printed; its pod ignored SIGTERM, was killed
+    # after its grace period (with Foreground the Job waited for it), and the trial ended once
+    assert "loss=304" not in (store.trial_dir(record, trials["stubborn"].name) / "stdout.log").read_text()
+    deletes = [c for c in fake_cluster.calls if c.method == "DELETE" and c.path == f"{JOBS}/{trials['stubborn'].name}"]
     assert deletes
     assert fake_cluster.objects("batch/v1", "Job") == []
 
@@ -322,10 +340,7 @@ def test_a_pod_that_cannot_start_fails_its_trial(fake_cluster: FakeCluster, tmp_
     fake_cluster.missing_images.add("registry.example/absent:1")
     images = ["python:3.11", "registry.example/absent:1", "Bad Image"]
     template = {"trialParameters": [{"name": "mode", "reference": "mode"}, {"name": "image", "reference": "image"}],
-                "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 0, "template": {
-                    "spec": {"restartPolicy": "Never", "containers": [{
-                        "name": "training-container", "image": "${trialParameters.image}",
-                        "command": ["python", "-c", PROGRAM, "${trialParameters.mode}"]}]}}}}}
+                **job_template(image="${trialParameters.image}")}
     extra = {"maxTrialCount": 3, "maxFailedTrialCount": 3, "parameters": [
         {"name": "mode", "parameterType": "categorical", "feasibleSpace": {"list": ["ok"]}},
         {"name": "image", "parameterType": "categorical", "feasibleSpace": {"list": images}}]}
@@ -344,12 +359,8 @@ def test_a_pod_that_cannot_start_fails_its_trial(fake_cluster: FakeCluster, tmp_
 @pytest.mark.parametrize("streams", [64, 0], ids=["followed", "read-at-end"])
 def test_a_restarted_container_is_read_run_by_run(fake_cluster: FakeCluster, tmp_path: Path,  # noqa: F811
                                                   streams: int) -> None:
-    template = {"trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 3, "template": {
-        "spec": {"restartPolicy": "OnFailure", "containers": [{
-            "name": "training-container", "image": "python:3.11",
-            "command": ["python", "-c", PROGRAM, "${trialParameters.mode}"]}]}}}}}
     store = Store(tmp_path / "db.sqlite")
-    record = run_experiment(experiment(["flaky"], 1, template=template), store=store,
+    record = run_experiment(experiment(["flaky"], 1, template=job_template(restart="OnFailure", backoff=3)), store=store,
                             backend=backend(fake_cluster, max_log_streams=streams), workdir=tmp_path)
     (trial,) = store.trials(record.id)
     assert trial.state is TrialState.SUCCEEDED
@@ -626,12 +637,12 @@ def test_early_stopping_sees_trials_without_a_log_stream(fake_cluster: FakeClust
     store = Store(tmp_path / "db.sqlite")
     exp = experiment(["ok", "bad"], 1, extra={"earlyStopping": {"algorithmName": "medianstop", "algorithmSettings": [
         {"name": "min_trials_required", "value": "1"}, {"name": "start_step", "value": "2"}]}})
-    started = time.monotonic()
     record = run_experiment(exp, store=store, backend=backend(fake_cluster, max_log_streams=0, log_poll_seconds=0.5),
                             workdir=tmp_path)
     trials = by_mode(store, record)
     assert trials["bad"].state is TrialState.EARLY_STOPPED
-    assert time.monotonic() - started < 30  # from periodic reads, long before its 60 s run ends
+    # from periodic reads, long before its 300 lines were printed
+    assert "loss=304" not in (store.trial_dir(record, trials["bad"].name) / "stdout.log").read_text()
     follows = [c for c in fake_cluster.calls if c.path.endswith("/log") and c.query.get("follow") == "true"]
     assert follows == []
     assert trials["ok"].observation["loss"].latest == "0.25"  # nothing read twice or lost between polls and the end
