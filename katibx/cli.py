@@ -30,7 +30,7 @@ from katibx.objective import Objective
 from katibx.preparation import DEFAULT_BACKEND, backend_class, create_backend, file_problems, planned_trials, prepare
 from katibx.runner import resume_experiment, run_experiment, stored_backend
 from katibx.status import TrialCounts, current_condition, optimal_trial, pareto_front
-from katibx.store import ExperimentRecord, Store, StoreError, StoreFault
+from katibx.store import ExperimentRecord, Store, StoreError, StoreFault, resolve_store_path
 from katibx.trial import TrialRecord
 from katibx.validation import ValidationError
 
@@ -294,7 +294,7 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
 def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str | None, store: str | None,
            kill_running_on_completion: bool, quiet: bool, **options: Any) -> None:
     """Continue experiment NAME after an interruption, or with a larger --max-trial-count."""
-    st = Store(store)
+    st = Store(store, create=False)
     worker = _stored_backend(st.get_experiment(name, namespace), backend, options)
     _drive(name, lambda listener: resume_experiment(
         name, store=st, namespace=namespace, backend=worker, max_trial_count=max_trial_count,
@@ -372,7 +372,7 @@ def get() -> None:
 @_guard
 def get_experiment(name: str, namespace: str | None, output: str, store: str | None) -> None:
     """Experiment NAME as a Katib object: spec, conditions, counters, currentOptimalTrial."""
-    _emit(KatibxClient(store).get_experiment(name, namespace), output)
+    _emit(KatibxClient(Store(store, create=False)).get_experiment(name, namespace), output)
 
 
 @get.command("trials")
@@ -383,7 +383,7 @@ def get_experiment(name: str, namespace: str | None, output: str, store: str | N
 @_guard
 def get_trials(name: str, namespace: str | None, output: str, store: str | None) -> None:
     """The trials of experiment NAME."""
-    st = Store(store)
+    st = Store(store, create=False)
     record = st.get_experiment(name, namespace)
     trials = st.trials(record.id)
     if output != "table":
@@ -411,6 +411,9 @@ def _metric_names(record: ExperimentRecord) -> list[str]:
 @_guard
 def list_experiments(store: str | None) -> None:
     """All experiments in the store with their status and best value."""
+    if not resolve_store_path(store).exists():  # nothing run yet: nothing to list, and no empty store made
+        out.print(escape(f"No experiments in {resolve_store_path(store)}."), highlight=False)
+        return
     st = Store(store)
     table = Table()
     for column in ("namespace", "name", "status", "trials", "succeeded", "failed", "best"):
@@ -437,7 +440,7 @@ def list_experiments(store: str | None) -> None:
 @_guard
 def delete(name: str, namespace: str | None, store: str | None, force: bool, **options: Any) -> None:
     """Delete experiment NAME with its trials and trial directories (on a cluster, the objects its trials created)."""
-    client = KatibxClient(store)
+    client = KatibxClient(Store(store, create=False))
     record = client.store.get_experiment(name, namespace)
     stop_for_deletion(client.store, record, force=force)  # its controller would go on creating trials
     handles = [h for h in map(client.store.trial_handle, client.store.trials(record.id)) if h is not None]
@@ -498,7 +501,7 @@ def store_check(store: str | None) -> None:
 @_guard
 def logs(name: str, trial: str, namespace: str | None, store: str | None, **options: Any) -> None:
     """Output (stdout and stderr) of TRIAL of experiment NAME; a running cluster trial's from where it runs."""
-    client = KatibxClient(store)
+    client = KatibxClient(Store(store, create=False))
     path = client.trial_log_path(name, trial, namespace)
     if path.exists() and path.stat().st_size:  # streamed: a trial's log can be larger than memory
         with path.open("rb") as log_file:

@@ -223,10 +223,15 @@ def resolve_store_path(url: str | os.PathLike[str] | None = None) -> Path:
 class Store:
     """All persistent state of katibx: one SQLite file in WAL mode, safe for several processes."""
 
-    def __init__(self, url: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> None:
-        """Open (or create) the store; ``read_only`` opens an existing one without changing it (no migration)."""
+    def __init__(self, url: str | os.PathLike[str] | None = None, *, read_only: bool = False,
+                 create: bool = True) -> None:
+        """Open (or create) the store; ``read_only`` opens an existing one without changing it (no migration);
+        ``create=False`` refuses a file that does not exist (a read command given a mistyped ``--store``)."""
         self.path = resolve_store_path(url)
         self.read_only = False
+        if not create and not self.path.exists():
+            raise StoreError(f"--store: there is no store at {self.path} (check --store or ${STORE_ENV}; "
+                             "katibx run creates one)")
         db: sqlite3.Connection | None = None
         try:
             if read_only or (self.path.exists() and not os.access(self.path.parent, os.W_OK)):

@@ -18,6 +18,8 @@ import pytest
 import yaml
 from conftest import experiment_doc, katibx_cli, set_command
 
+from katibx.store import Store
+
 
 def ok(result: subprocess.CompletedProcess[str], code: int = 0) -> subprocess.CompletedProcess[str]:
     assert result.returncode == code, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
@@ -230,8 +232,20 @@ def test_validate_reports_every_file(tmp_path: Path, write_experiment) -> None:
 ])
 def test_usage_and_lookup_mistakes_exit_2_without_traceback(tmp_path: Path, write_experiment, args: list[str], message: str) -> None:
     write_experiment(experiment_doc(), name="exp.yaml")
+    Store(tmp_path / "store.db").close()  # an existing, empty store
     result = ok(katibx_cli(*args, cwd=tmp_path, store=tmp_path / "store.db"), code=2)
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("args", [["get", "experiment", "exp"], ["get", "trials", "exp"], ["logs", "exp", "t"],
+                                  ["resume", "exp"], ["delete", "exp"], ["store", "check"]])
+def test_a_mistyped_store_is_named_and_not_created(tmp_path: Path, args: list[str]) -> None:
+    typo = tmp_path / "sotre.db"
+    result = ok(katibx_cli(*args, cwd=tmp_path, store=typo), code=2)
+    assert str(typo) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    listed = ok(katibx_cli("list", cwd=tmp_path, store=typo))
+    assert f"No experiments in {typo}" in listed.stdout.replace("\n", "")
+    assert not typo.exists() and not list(tmp_path.iterdir())  # no empty store (or -wal/-shm) left behind
 
 
 def test_logs_of_unknown_trial_and_unreadable_store(tmp_path: Path, write_experiment) -> None:
@@ -245,8 +259,6 @@ def test_logs_of_unknown_trial_and_unreadable_store(tmp_path: Path, write_experi
 
 def _record_backend(store: Path, name: str, backend: str, options: dict[str, Any]) -> None:
     """Say in the store that experiment ``name`` ran on ``backend`` with ``options`` (as that run would have)."""
-    from katibx.store import Store
-
     st = Store(store)
     try:
         st.set_backend(st.get_experiment(name), backend, options)
