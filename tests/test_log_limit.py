@@ -9,11 +9,12 @@ import pytest
 from conftest import experiment_doc, katibx_cli, set_command
 
 from katibx.loader import experiment_from_dict
+from katibx.quantities import parse_size
 from katibx.runner import run_experiment
 from katibx.store import Store
 from katibx.trial import TrialState
 from katibx.trial_dir import STDOUT_LOG
-from katibx.workers.local import LocalBackend, keep_tail, parse_size
+from katibx.workers.local import LocalBackend, keep_tail
 
 LOUD_SCRIPT = """
 for i in range(20000):
@@ -59,12 +60,13 @@ def test_the_log_limit_is_a_backend_option_kept_for_resume(tmp_path: Path, write
 
 
 @pytest.mark.parametrize(("text", "size"), [("1048576", 1048576), ("512Ki", 512 << 10), ("100M", 100_000_000),
-                                            ("2Gi", 2 << 30), (" 3 Mi ", 3 << 20)])
+                                            ("2Gi", 2 << 30), (" 3 Mi ", 3 << 20), ("1.5Gi", 3 << 29),
+                                            ("100K", 100_000), ("1e6", 1_000_000)])
 def test_sizes(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "0", "-1", "1.5Gi", "lots", "2Xi"])
+@pytest.mark.parametrize("text", ["", "0", "-1", "1.5", "500m", "lots", "2Xi"])
 def test_bad_sizes(text: str) -> None:
     with pytest.raises(ValueError, match="expected a positive size"):
         parse_size(text)

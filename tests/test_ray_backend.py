@@ -31,10 +31,11 @@ from test_early_stopping import _doc as medianstop_doc
 
 import katibx  # noqa: E402
 from katibx.loader import experiment_from_dict
+from katibx.quantities import quantity
 from katibx.runner import run_experiment
 from katibx.store import Store, StoreError
 from katibx.trial import TrialState
-from katibx.workers.ray_backend import RayBackend, quantity, trial_resources
+from katibx.workers.ray_backend import RayBackend, trial_resources
 
 
 def _free_port() -> int:

@@ -23,6 +23,7 @@ import psutil
 from katibx.backend import Backend, BackendOption, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
+from katibx.quantities import parse_size
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
 from katibx.trial_dir import CHECKPOINT_DIR, FILES_DIR, PUSH_FILE, STDOUT_LOG, trial_environment
@@ -384,17 +385,6 @@ class LocalBackend(Backend):
         self._running.clear()
         while self._idle:
             self._idle.pop().stop()
-
-
-def parse_size(text: str) -> int:
-    """``1048576``, ``512Ki``, ``100M``, ``2Gi`` as bytes: a whole number with a binary (Ki, Mi, Gi, Ti) or decimal
-    (K, M, G, T) suffix; ValueError otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]i?)?\s*", text)
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"expected a positive size such as 1048576, 512Mi or 2Gi, got {text!r}")
-    unit = match.group(2) or ""
-    scale = 1024 if unit.endswith("i") else 1000
-    return int(match.group(1)) * scale ** ("KMGT".index(unit[0]) + 1 if unit else 0)
 
 
 def keep_tail(path: Path, limit: int) -> None:

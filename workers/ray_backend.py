@@ -35,6 +35,7 @@ import psutil
 from katibx.backend import Backend, BackendOption, ClusterError, TrialEvent, TrialExited, TrialJob, TrialStartError
 from katibx.functions import import_function
 from katibx.lease import process_started, same_process_alive, this_host
+from katibx.quantities import quantity
 from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
 from katibx.trial_dir import RAY_WORKER_FILE, STDOUT_LOG
 from katibx.validation import ValidationError
@@ -63,27 +64,6 @@ class RayClusterError(ClusterError):
 
 
 # resources ---------------------------------------------------------------------------------------------------
-_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_FACTORS = {None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-            "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60}
-
-
-def quantity(value: Any) -> float:
-    """A Kubernetes quantity (``500m``, ``2``, ``1Gi``, ``1e3``) as a number; ValueError when it is none."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a quantity: {value!r}")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        match = _QUANTITY.match(str(value).strip())
-        if match is None:
-            raise ValueError(f"not a quantity: {value!r}")
-        number = float(match.group(1)) * _FACTORS[match.group(2)]
-    if number < 0:
-        raise ValueError(f"must not be negative: {value!r}")
-    return number
-
-
 def trial_resources(worker: dict[str, Any], container_name: str | None) -> dict[str, float]:
     """Ray resources of one rendered trial: ``CPU`` (default 1), ``GPU``, ``memory`` (bytes) and custom ones.
 
