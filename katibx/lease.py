@@ -12,14 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
 from datetime import datetime
 
-import psutil
-
+from katibx.processes import process_started, same_process_alive, this_host
 from katibx.store import ExperimentRecord, LeaseRow, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -36,54 +34,12 @@ class LeaseLost(StoreError):
     """This controller must stop: another one took its lease over, or ``katibx delete --force`` asked it to stop."""
 
 
-def this_host() -> str:
-    """This host as a lease names it: its name, plus on Linux its pid namespace (containers sharing a host name
-    cannot see each other's processes, so each is a host of its own to the others) and its boot (start times count
-    from the boot, so a lease from before a reboot is another host's, judged by its heartbeat)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            boot = f.read().strip()
-        return f"{socket.gethostname()}/pidns:{os.stat('/proc/self/ns/pid').st_ino}/boot:{boot}"
-    except OSError:
-        return socket.gethostname()
-
-
-def process_started(pid: int, *, use_proc: bool = sys.platform.startswith("linux")) -> float | None:
-    """When process ``pid`` started (to tell it from a later process with its pid), in a form that does not move
-    with the wall clock (None when there is no such process, or only its zombie; -1 when it is another user's). Linux: clock ticks since boot (/proc/PID/stat);
-    psutil's start time there is recomputed from the boot time, which an NTP step moves. Elsewhere psutil's start
-    time, which the system records once."""
-    if use_proc:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except (FileNotFoundError, ProcessLookupError):
-            return None
-        except PermissionError:
-            return -1.0
-        return None if fields[0] in ("Z", "X") else float(fields[19])  # state is field 3, starttime field 22
-    try:
-        process = psutil.Process(pid)
-        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
-    except psutil.NoSuchProcess:
-        return None
-    except psutil.AccessDenied:
-        return -1.0
-
-
 def holder_alive(lease: LeaseRow, *, lease_seconds: float = LEASE_SECONDS) -> bool:
     """Whether the lease's holder may still be running: on its own host, its process exists (the same process, not
     one that reused its pid); elsewhere, its heartbeat is fresher than ``lease_seconds``."""
     if lease.host == this_host():
         return same_process_alive(lease.pid, lease.pid_started)
     return time.time() - lease.heartbeat < lease_seconds
-
-
-def same_process_alive(pid: int, started: float) -> bool:
-    """Whether process ``pid`` runs and is the one that started at ``started`` (a :func:`process_started` value),
-    not a later process that reused its pid; another user's live process counts as alive."""
-    now = process_started(pid)
-    return now is not None and (now < 0 or now == started)
 
 
 def describe_holder(lease: LeaseRow) -> str:

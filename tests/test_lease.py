@@ -17,8 +17,9 @@ import pytest
 from conftest import experiment_doc, katibx_cli
 from test_controller import _launch, _states, _trial_processes, _wait_for
 
-from katibx.lease import ExperimentBusy, ExperimentLease, LeaseLost, new_lease, process_started, this_host
+from katibx.lease import ExperimentBusy, ExperimentLease, LeaseLost, new_lease
 from katibx.loader import experiment_from_dict
+from katibx.processes import process_started, this_host
 from katibx.runner import resume_experiment, run_experiment
 from katibx.store import LeaseRow, Store, StoreFault
 from katibx.trial import TrialState

@@ -452,3 +452,26 @@ def test_templates_the_local_backend_cannot_run_are_refused_up_front():
     doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["activeDeadlineSeconds"] = -5
     errors = check_experiment(experiment_from_dict(doc), backend)
     assert any("activeDeadlineSeconds must be a positive number" in e for e in errors), errors
+
+
+def test_release_after_a_crash_spares_a_process_that_reused_the_trials_pid() -> None:
+    """A stored handle names the trial's process by pid and start (not by wall-clock time, which an NTP step moves):
+    another process with that pid is left alone, the trial's own process group is stopped."""
+    import subprocess
+
+    from katibx.processes import process_started
+    from katibx.workers.local import LocalBackend
+
+    backend = LocalBackend()
+    process = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"], start_new_session=True)
+    try:
+        started = process_started(process.pid)
+        assert started is not None
+        backend.release({"pid": process.pid, "started": started + 1})  # its pid, another start: not the trial's
+        assert process.poll() is None and not process_gone(process.pid, 0)
+        backend.release({"pid": process.pid, "started": started})
+        assert process.wait(10) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait()
+        backend.close()

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any, Callable
 
-import psutil
-
 from katibx.functions import import_function
+from katibx.processes import process_started
 from katibx.report import report_metrics
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h: orphaned descendants are re-parented to this process
@@ -82,7 +81,7 @@ class FunctionWorker:
             self._conn.close()
             self._at_exit.cancel()
             raise
-        self.create_time = create_time(self.pid)
+        self.started = process_started(self.pid)
 
     @property
     def fds(self) -> tuple[int, ...]:
@@ -129,14 +128,6 @@ class FunctionWorker:
         self._conn.close()
         os.close(self.pidfd)
         self._at_exit.cancel()
-
-
-def create_time(pid: int) -> float | None:
-    """When process ``pid`` started (stored with its handle, so a reused pid is never taken for it), or None."""
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return None
 
 
 def _kill_group(pid: int) -> None:

@@ -23,12 +23,13 @@ import psutil
 from katibx.backend import Backend, BackendOption, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
+from katibx.processes import pid_reused, process_started
 from katibx.quantities import parse_size
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
 from katibx.trial_dir import CHECKPOINT_DIR, FILES_DIR, PUSH_FILE, STDOUT_LOG, trial_environment
 from katibx.workers._escaped import TOKEN_ENV, kill_marked, new_token
-from katibx.workers._function_worker import SUBREAPER, FunctionWorker, TrialRequest, create_time
+from katibx.workers._function_worker import SUBREAPER, FunctionWorker, TrialRequest
 
 log = logging.getLogger(__name__)
 
@@ -184,16 +185,16 @@ class LocalBackend(Backend):
             function_worker = self._start_function(job, worker, env)
             run = _Running(job.trial.name, function_worker.pid, function_worker.result, collector, ends,
                            worker=function_worker)
-            created = function_worker.create_time
+            started = function_worker.started
         else:
             argv, source = self._command(job, worker, env)
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir, source)
             pid, wait = self._start_command(job, argv, env)
             run = _Running(job.trial.name, pid, wait, collector, ends, pidfd=os.pidfd_open(pid))
-            created = create_time(pid)
+            started = process_started(pid)
         run.token, run.since, run.log = token, since, job.trial_dir / STDOUT_LOG
         self._running[job.trial.name] = run
-        return {"pid": run.pid, "create_time": created, "token": token, "since": since}
+        return {"pid": run.pid, "started": started, "token": token, "since": since}
 
     @staticmethod
     def _command(job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> tuple[list[str], Path | None]:
@@ -357,8 +358,8 @@ class LocalBackend(Backend):
             log.info("stopped %d process(es) a trial left outside its process group: %s", len(escaped), escaped)
 
     def release(self, handle: dict[str, Any]) -> None:
-        pid, created = handle.get("pid"), handle.get("create_time")
-        if pid and not _reused(int(pid), created):
+        pid = handle.get("pid")
+        if pid and not _reused(int(pid), handle):
             try:
                 os.killpg(int(pid), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -414,10 +415,14 @@ def keep_tail(path: Path, limit: int) -> None:
         log.warning("cannot cut the log %s to its last %d bytes: %s", path, limit, exc)
 
 
-def _reused(pid: int, created: float | None) -> bool:
-    """Whether ``pid`` now belongs to an unrelated process (one started at another time than the trial's). When the
-    leader is gone, a process group with its id can only hold what the trial left behind."""
+def _reused(pid: int, handle: dict[str, Any]) -> bool:
+    """Whether ``pid`` now belongs to an unrelated process (not the trial's, by its start). When the leader is gone, a
+    process group with its id can only hold what the trial left behind. Handles stored by earlier katibx kept psutil's
+    ``create_time``, which an NTP step moves; compared with a tolerance."""
+    if handle.get("started") is not None:
+        return pid_reused(pid, float(handle["started"]))
     try:
+        created = handle.get("create_time")
         return created is not None and abs(psutil.Process(pid).create_time() - float(created)) > 0.01
     except psutil.NoSuchProcess:
         return False

@@ -34,7 +34,7 @@ import psutil
 
 from katibx.backend import Backend, BackendOption, ClusterError, TrialEvent, TrialExited, TrialJob, TrialStartError
 from katibx.functions import import_function
-from katibx.lease import process_started, same_process_alive, this_host
+from katibx.processes import process_started, same_process_alive, this_host
 from katibx.quantities import quantity
 from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
 from katibx.trial_dir import RAY_WORKER_FILE, STDOUT_LOG
