@@ -119,7 +119,8 @@ def _space() -> dict:
 
 
 def katibx_function(trials: int, workdir: Path, algorithm: str = "random", parallel: int = 1,
-                    backend: str = "local", objective: Callable[[dict], dict] = trivial) -> float:
+                    backend: str = "local", objective: Callable[[dict], dict] = trivial,
+                    reuse_processes: bool = True) -> float:
     """Seconds per function trial (run by the backend's worker processes, every result committed to SQLite)."""
     start = time.perf_counter()
     store = Store(workdir / f"fn-{time.monotonic_ns()}.db")
@@ -127,7 +128,8 @@ def katibx_function(trials: int, workdir: Path, algorithm: str = "random", paral
         experiment = katibx.tune(name="overhead-fn", objective=objective, parameters=_space(), objective_metric_name=METRIC,
                                  objective_type="minimize", algorithm_name=algorithm,
                                  algorithm_settings={"random_state": 0}, max_trial_count=trials,
-                                 parallel_trial_count=parallel, store=store, backend=backend)
+                                 parallel_trial_count=parallel, store=store, backend=backend,
+                                 reuse_processes=reuse_processes)
     finally:
         store.close()
     succeeded = experiment["status"].get("trialsSucceeded")

@@ -15,6 +15,7 @@ _EXPORTS = {
     "AlgorithmSettingsError": "katibx.search_algorithm",
     "Backend": "katibx.backend",
     "BackendOption": "katibx.backend",
+    "BackendUnavailable": "katibx.backend",
     "ClusterError": "katibx.backend",
     "EarlyStoppingAlgorithm": "katibx.early_stopping",
     "MetricLog": "katibx.metrics",

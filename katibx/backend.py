@@ -50,6 +50,10 @@ class TrialStartError(RuntimeError):
     """A trial's worker could not be started (missing program, bad template); the trial fails with this message."""
 
 
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run on this system; one line saying what to use instead (the CLI exits 2)."""
+
+
 class ClusterError(RuntimeError):
     """The backend's cluster cannot be reached or refuses a request; one line naming the address or object.
 

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from katibx import plugins
-from katibx.backend import Backend, ClusterError
+from katibx.backend import Backend, BackendUnavailable, ClusterError
 from katibx.client import KatibxClient, trial_object
 from katibx.lease import stop_for_deletion
 from katibx.loader import load_experiment
@@ -135,7 +135,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except ValidationError as exc:
             _fail(exc.errors, exc.source)
-        except (StoreError, ClusterError, MetricsCollectorUnavailable) as exc:
+        except (StoreError, ClusterError, MetricsCollectorUnavailable, BackendUnavailable) as exc:
             _fail([str(exc)])
 
     wrapper.__name__ = fn.__name__

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 
 import psutil
+
+from katibx import capabilities
 
 
 def this_host() -> str:
     """This host as a lease names it: its name, plus on Linux its pid namespace (containers sharing a host name
     cannot see each other's processes, so each is a host of its own to the others) and its boot (start times count
     from the boot, so a lease from before a reboot is another host's, judged by its heartbeat)."""
+    if not capabilities.proc_fs():
+        return socket.gethostname()
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
             boot = f.read().strip()
@@ -22,12 +25,12 @@ def this_host() -> str:
         return socket.gethostname()
 
 
-def process_started(pid: int, *, use_proc: bool = sys.platform.startswith("linux")) -> float | None:
+def process_started(pid: int, *, use_proc: bool | None = None) -> float | None:
     """When process ``pid`` started (to tell it from a later process with its pid), in a form that does not move
     with the wall clock (None when there is no such process, or only its zombie; -1 when it is another user's). Linux: clock ticks since boot (/proc/PID/stat);
     psutil's start time there is recomputed from the boot time, which an NTP step moves. Elsewhere psutil's start
     time, which the system records once."""
-    if use_proc:
+    if capabilities.proc_fs() if use_proc is None else use_proc:
         try:
             with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
                 fields = f.read().rpartition(")")[2].split()

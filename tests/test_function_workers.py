@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import resource
-import select
 import signal
 import subprocess
 import sys
@@ -157,10 +156,8 @@ def test_an_idle_worker_that_died_is_replaced(tmp_path: Path) -> None:
         done = [t for t in trials if t.state is TrialState.SUCCEEDED]
         if len(done) == 1 and not killed:
             killed.append(_pid(done[0]))
-            pidfd = os.pidfd_open(killed[0])
             os.kill(killed[0], signal.SIGKILL)
-            select.select([pidfd], [], [], 10)  # dead before the next trial is handed to it
-            os.close(pidfd)
+            assert process_gone(killed[0], 10)  # dead before the next trial is handed to it
 
     run_experiment(experiment, store=store, function=pid_objective, listener=kill_idle_worker)
     trials = _trials(store, "oom")

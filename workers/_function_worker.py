@@ -25,14 +25,13 @@ from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any, Callable
 
+from katibx import capabilities
 from katibx.functions import import_function
 from katibx.processes import process_started
 from katibx.report import report_metrics
+from katibx.workers._process_exit import ProcessExit
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h: orphaned descendants are re-parented to this process
-# Whether a worker is a child subreaper: it then sees every process its trial left alive (its own children, or
-# orphans re-parented to it) and is not reused when there is one.
-SUBREAPER = sys.platform.startswith("linux")
 
 
 @dataclass(frozen=True)
@@ -55,13 +54,16 @@ class FunctionWorker:
     def __init__(self, context: BaseContext, function: Callable[..., Any] | str, reuse: bool) -> None:
         self.function = function
         self.reuse = reuse
+        # A child subreaper (where the system has them) sees every process its trial left alive (its own children,
+        # or orphans re-parented to it) and is not reused when there is one.
+        self.subreaper = capabilities.subreaper()
         self.idle = False  # True once a trial finished cleanly and the worker waits for the next
         self._pipe_open = reuse  # statuses come over the pipe until the worker closes its end
         self._conn, child_conn = multiprocessing.connection.Pipe()
         try:
             # Not a daemon: a trial may start processes of its own (a daemonic process may not).
             self.process = context.Process(  # type: ignore[attr-defined]
-                target=_serve, args=(function, child_conn, self._conn, reuse, os.getpid()),
+                target=_serve, args=(function, child_conn, self._conn, reuse, os.getpid(), self.subreaper),
                 name="katibx-trial-worker", daemon=False)
             self.process.start()
         except BaseException:
@@ -74,7 +76,7 @@ class FunctionWorker:
         # An idle worker waits for work forever: killed at interpreter exit, before multiprocessing joins it.
         self._at_exit = multiprocessing.util.Finalize(None, _kill_group, args=(self.pid,), exitpriority=10)
         try:
-            self.pidfd = os.pidfd_open(self.pid)
+            self.exit = ProcessExit(self.pid, self.process.join)
         except OSError:
             _kill_group(self.pid)
             self.process.join(5)
@@ -86,7 +88,7 @@ class FunctionWorker:
     @property
     def fds(self) -> tuple[int, ...]:
         """Readable when the current trial has finished (its status arrives) or the worker has exited."""
-        return (self.pidfd, self._conn.fileno()) if self._pipe_open else (self.pidfd,)
+        return (self.exit.fd, self._conn.fileno()) if self._pipe_open else (self.exit.fd,)
 
     def serves(self, function: Callable[..., Any] | str) -> bool:
         return self.function is function or (isinstance(function, str) and self.function == function)
@@ -108,7 +110,7 @@ class FunctionWorker:
                 code = self._conn.recv()
             except (EOFError, OSError):
                 # The worker is exiting, or its trial closed the worker's end of the pipe: only its exit
-                # (the pidfd) tells from now on, and a pipe at its end must not wake the controller again.
+                # (self.exit) tells from now on, and a pipe at its end must not wake the controller again.
                 self._pipe_open = False
             else:
                 self.idle = True
@@ -120,13 +122,10 @@ class FunctionWorker:
         """Kill the worker and whatever its trials left in its session, and release its descriptors."""
         if not (self.idle and self.process.exitcode is not None):  # a clean idle worker that died left nothing,
             _kill_group(self.pid)  # and its pid may belong to another process by now
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)  # a worker not yet in its own session
-            except ProcessLookupError:
-                pass
+            self.exit.kill()  # a worker not yet in its own session
         self.process.join(5)
         self._conn.close()
-        os.close(self.pidfd)
+        self.exit.close()
         self._at_exit.cancel()
 
 
@@ -145,14 +144,12 @@ _TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
 
 
 def _serve(function: Callable[..., Any] | str, conn: multiprocessing.connection.Connection,
-           parent_end: multiprocessing.connection.Connection, reuse: bool, parent: int) -> None:
+           parent_end: multiprocessing.connection.Connection, reuse: bool, parent: int, subreaper: bool) -> None:
     """Worker main loop: take a trial, run it, report its status; exit when told nothing more or when unclean."""
     os.setsid()
     parent_end.close()
-    try:
+    if subreaper:  # elsewhere processes a trial orphans are found by its token (workers/_escaped.py)
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: processes a trial orphans are not noticed
     # The parent's streams may be a notebook's or pytest's, and may hold the parent's unflushed output: keep
     # them alive and never flush them (that would print the parent's output twice).
     _INHERITED_STREAMS.extend((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__))

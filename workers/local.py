@@ -8,7 +8,6 @@ import logging
 import multiprocessing
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,17 @@ from typing import Any, Callable
 
 import psutil
 
-from katibx.backend import Backend, BackendOption, TrialEvent, TrialExited, TrialJob, TrialMetrics, TrialStartError
+from katibx import capabilities
+from katibx.backend import (
+    Backend,
+    BackendOption,
+    BackendUnavailable,
+    TrialEvent,
+    TrialExited,
+    TrialJob,
+    TrialMetrics,
+    TrialStartError,
+)
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
 from katibx.processes import pid_reused, process_started
@@ -29,7 +38,8 @@ from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
 from katibx.trial_dir import CHECKPOINT_DIR, FILES_DIR, PUSH_FILE, STDOUT_LOG, trial_environment
 from katibx.workers._escaped import TOKEN_ENV, kill_marked, new_token
-from katibx.workers._function_worker import SUBREAPER, FunctionWorker, TrialRequest
+from katibx.workers._function_worker import FunctionWorker, TrialRequest
+from katibx.workers._process_exit import ProcessExit, wait_readable
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +61,7 @@ class _Running:
     collector: MetricsCollector
     deadline: float | None
     worker: FunctionWorker | None = None  # a function trial's worker
-    pidfd: int | None = None  # a command's process
+    exit: ProcessExit | None = None  # a command's process
     killed_at: float | None = None
     timed_out: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -70,7 +80,7 @@ class _Running:
     @property
     def fds(self) -> tuple[int, ...]:
         """Readable when the trial may have finished."""
-        return self.worker.fds if self.worker is not None else (self.pidfd,)  # type: ignore[return-value]
+        return self.worker.fds if self.worker is not None else (self.exit.fd,)  # type: ignore[union-attr]
 
 
 class LocalBackend(Backend):
@@ -92,6 +102,9 @@ class LocalBackend(Backend):
 
     def __init__(self, metrics_poll_interval: float = 0.2, reuse_function_workers: bool = True,
                  log_limit_bytes: int = DEFAULT_LOG_LIMIT_BYTES) -> None:
+        unsupported = capabilities.local_processes_unsupported()
+        if unsupported is not None:
+            raise BackendUnavailable(unsupported)
         if log_limit_bytes <= 0:
             raise ValueError(f"log_limit_bytes must be positive, got {log_limit_bytes}")
         self.metrics_poll_interval = metrics_poll_interval
@@ -189,8 +202,10 @@ class LocalBackend(Backend):
         else:
             argv, source = self._command(job, worker, env)
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir, source)
-            pid, wait = self._start_command(job, argv, env)
-            run = _Running(job.trial.name, pid, wait, collector, ends, pidfd=os.pidfd_open(pid))
+            process = self._start_command(job, argv, env)
+            run = _Running(job.trial.name, process.pid, process.poll, collector, ends,
+                           exit=ProcessExit(process.pid, process.wait))
+            pid = process.pid
             started = process_started(pid)
         run.token, run.since, run.log = token, since, job.trial_dir / STDOUT_LOG
         self._running[job.trial.name] = run
@@ -226,7 +241,7 @@ class LocalBackend(Backend):
         return values[:len(argv)], source
 
     @staticmethod
-    def _start_command(job: TrialJob, argv: list[str], env: dict[str, str]) -> tuple[int, Callable[[], int | None]]:
+    def _start_command(job: TrialJob, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with open(job.trial_dir / STDOUT_LOG, "wb") as out:
             try:
                 proc = subprocess.Popen(
@@ -235,7 +250,7 @@ class LocalBackend(Backend):
                 )
             except OSError as exc:
                 raise TrialStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
-        return proc.pid, proc.poll
+        return proc
 
     def _start_function(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> FunctionWorker:
         spec = worker.get("spec") or {}
@@ -265,11 +280,7 @@ class LocalBackend(Backend):
         events: list[TrialEvent] = []
         wait = 0.0 if self._backlog else min(timeout, self.metrics_poll_interval)
         if self._running:
-            poller = select.poll()
-            for run in self._running.values():
-                for fd in () if run.ended else run.fds:
-                    poller.register(fd, select.POLLIN)
-            poller.poll(max(wait, 0) * 1000)
+            wait_readable([fd for run in self._running.values() if not run.ended for fd in run.fds], wait)
         elif wait > 0:
             time.sleep(wait)
         now = time.monotonic()
@@ -336,7 +347,7 @@ class LocalBackend(Backend):
         if run.worker is not None:
             if run.worker.idle and run.killed_at is None:
                 self._idle.append(run.worker)
-                if SUBREAPER:  # a clean worker that is a subreaper has nothing of the trial alive anywhere
+                if run.worker.subreaper:  # a clean worker that is a subreaper has nothing of the trial alive
                     return
             else:
                 run.worker.stop()
@@ -345,8 +356,8 @@ class LocalBackend(Backend):
                 os.killpg(run.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            assert run.pidfd is not None
-            os.close(run.pidfd)
+            assert run.exit is not None
+            run.exit.close()
         self._kill_escaped(run.token, run.since)
 
     def _kill_escaped(self, token: str, since: float) -> None:
@@ -380,7 +391,7 @@ class LocalBackend(Backend):
         for run in stuck:  # every one killed first, then waited for
             self._signal(run, signal.SIGKILL)
         for run in stuck:
-            _wait_pid(run.fds[0], KILL_GRACE_SECONDS)  # the first is the process's pidfd
+            wait_readable(run.fds[:1], KILL_GRACE_SECONDS)  # the first is the process's exit
             run.exit_code()
             self._end(run)
         self._running.clear()
@@ -426,13 +437,6 @@ def _reused(pid: int, handle: dict[str, Any]) -> bool:
         return created is not None and abs(psutil.Process(pid).create_time() - float(created)) > 0.01
     except psutil.NoSuchProcess:
         return False
-
-
-def _wait_pid(pidfd: int, timeout: float) -> None:
-    """Wait until the process behind ``pidfd`` has exited, at most ``timeout`` seconds."""
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    poller.poll(timeout * 1000)
 
 
 _PATH_CHARS = r"[\w./-]"

@@ -1,0 +1,86 @@
+"""The local backend on systems without Linux's process interfaces (macOS): the portable POSIX path, run on Linux with
+``KATIBX_PORTABLE=1`` and tests/support/portable/sitecustomize.py, which takes pidfds away and fails any /proc read
+by katibx. The local-backend, function-worker, escaped-process, controller (kill -9 + resume, Ctrl-C) and Python API
+modules run again on that path, and the quick start; Windows is refused in one line naming WSL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import experiment_doc, katibx_cli
+
+from katibx import capabilities
+from katibx.backend import BackendUnavailable
+from katibx.workers._process_exit import ProcessExit
+
+REPO = Path(__file__).resolve().parent.parent
+SUPPORT = REPO / "tests" / "support" / "portable"
+MODULES = ["tests/test_local_worker.py", "tests/test_function_workers.py", "tests/test_escaped_processes.py",
+           "tests/test_controller.py", "tests/test_python_api.py", "tests/test_log_limit.py"]
+
+
+def portable_env(**extra: str) -> dict[str, str]:
+    """The environment of a run on the portable path, with the sitecustomize that enforces it."""
+    path = os.pathsep.join(p for p in (str(SUPPORT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "KATIBX_PORTABLE": "1", "PYTHONPATH": path, **extra}
+
+
+def test_the_switch_turns_the_linux_interfaces_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    linux = sys.platform.startswith("linux")
+    assert (capabilities.pidfd(), capabilities.subreaper(), capabilities.proc_fs()) == (linux, linux, linux)
+    monkeypatch.setenv("KATIBX_PORTABLE", "1")
+    assert (capabilities.pidfd(), capabilities.subreaper(), capabilities.proc_fs()) == (False, False, False)
+    process = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+    exit_ = ProcessExit(process.pid, process.wait)
+    try:
+        assert not exit_.pidfd and not exit_.ended(0.05)  # a waiter thread and a pipe
+        exit_.kill(signal.SIGTERM)
+        assert exit_.ended(10) and process.returncode == -signal.SIGTERM  # reaped by Popen.wait: status kept
+        exit_.kill(signal.SIGKILL)  # after the exit: nothing is sent to a pid that may be reused
+    finally:
+        exit_.close()
+        process.kill()
+        process.wait()
+    taken = subprocess.run([sys.executable, "-c", "import os, signal; print(hasattr(os, 'pidfd_open'), "
+                            "hasattr(signal, 'pidfd_send_signal'))"], env=portable_env(), capture_output=True,
+                           text=True, check=True)
+    assert taken.stdout.split() == ["False", "False"]  # the test runs below really lack them
+
+
+def test_the_local_backend_keeps_its_promises_on_the_portable_path() -> None:
+    """Every test of these modules, except the Ray ones (not the local backend), in a run on the portable path."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-k", "not ray",
+                             *MODULES], cwd=REPO, env=portable_env(), capture_output=True, text=True, timeout=1200)
+    tail = result.stdout[-6000:] + result.stderr[-3000:]
+    assert result.returncode == 0, tail
+    assert " passed" in result.stdout.splitlines()[-1] and "failed" not in result.stdout.splitlines()[-1], tail
+
+
+def test_quick_start_on_the_portable_path(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "katibx.cli", "run", str(REPO / "examples/quickstart/experiment.yaml"),
+                             "--store", str(tmp_path / "katibx.db")], cwd=tmp_path, env=portable_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Succeeded" in result.stdout
+
+
+def test_windows_is_refused_in_one_line_naming_wsl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   write_experiment) -> None:
+    from katibx.workers.local import LocalBackend
+
+    monkeypatch.delattr(os, "fork")
+    with pytest.raises(BackendUnavailable, match="WSL"):
+        LocalBackend()
+    monkeypatch.undo()
+    (tmp_path / "windows").mkdir()
+    (tmp_path / "windows" / "sitecustomize.py").write_text("import os\ndel os.fork, os.killpg\n")
+    path = write_experiment(experiment_doc(maxTrialCount=1, parallelTrialCount=1))
+    result = katibx_cli("run", str(path), cwd=tmp_path, store=tmp_path / "katibx.db",
+                        env={**os.environ, "PYTHONPATH": str(tmp_path / "windows")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "WSL" in result.stderr and "os.fork, os.killpg" in result.stderr
