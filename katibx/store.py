@@ -6,6 +6,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import sqlite3
 import time
 import types
@@ -208,15 +209,26 @@ class ExperimentRecord:
 
 def resolve_store_path(url: str | os.PathLike[str] | None = None) -> Path:
     """``--store`` / ``KATIBX_STORE`` / default, as a file path (``sqlite:///abs`` or ``sqlite:rel`` URLs accepted)."""
-    raw = str(url or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+    return Path(store_file(str(url or os.environ.get(STORE_ENV) or DEFAULT_STORE))).expanduser().absolute()
+
+
+def store_file(text: str, *, windows: bool = os.name == "nt") -> str:
+    """The file a ``--store`` value names: a path, or an ``sqlite:`` URL's path; ``sqlite:///C:/dir/file`` names a
+    drive on Windows and is refused elsewhere (StoreError)."""
+    raw = text
     if raw.startswith("sqlite://"):
         raw = raw[len("sqlite://"):]
         raw = raw[1:] if raw.startswith("//") else raw
+        if re.match(r"/[A-Za-z]:[/\\]", raw):
+            if not windows:
+                raise StoreError(f"--store: {text} names a Windows drive; on this system give a path such as "
+                                 "sqlite:////home/me/katibx.db or just the file's path")
+            raw = raw[1:]
     elif raw.startswith("sqlite:"):
         raw = raw[len("sqlite:"):]
     elif "://" in raw:
         raise StoreError(f"--store: unsupported store URL {raw!r}; use a file path or sqlite:///path")
-    return Path(raw).expanduser().absolute()
+    return raw
 
 
 @_name_faults

@@ -14,6 +14,7 @@ from katibx.spec import Experiment, FileSystemPath, TrialTemplate
 from katibx.template import FUNCTION_KIND, PLACEHOLDER
 
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _META_REF_RE = re.compile(r"^\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|Labels\[[^\]]+\]|Annotations\[[^\]]+\])\}$")
 RESUME_POLICIES = ("Never", "LongRunning", "FromVolume")
 COLLECTOR_KINDS = ("StdOut", "File", "TensorFlowEvent", "PrometheusMetric", "Custom", "Push")
@@ -56,6 +57,11 @@ def _check_metadata(exp: Experiment, errors: list[str]) -> None:
         )
     if name and len(name) > 40:
         errors.append(f"metadata.name: must be no more than 40 characters (got {len(name)})")
+    namespace = exp.metadata.namespace
+    if namespace is not None and not (_NAMESPACE_RE.match(namespace) and len(namespace) <= 63):
+        # a Kubernetes namespace name; it is also a folder of the trials' directories, so never a path
+        errors.append(f"metadata.namespace: {namespace!r} must be a DNS label: at most 63 lower case alphanumeric "
+                      "characters or '-', starting and ending with an alphanumeric character")
     if exp.api_version != "kubeflow.org/v1beta1":
         errors.append(f"apiVersion: must be kubeflow.org/v1beta1 (got {exp.api_version!r})")
     if exp.kind != "Experiment":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from katibx.store import Store
+import pytest
+
+from katibx.store import Store, StoreError, store_file
 
 
 def test_many_connections_can_open_a_new_store_at_once(tmp_path):
@@ -25,3 +27,12 @@ def test_many_connections_can_open_a_new_store_at_once(tmp_path):
         t.join()
     assert errors == []
     assert Store(tmp_path / "shared.db").list_experiments() == []
+
+
+def test_a_store_url_with_a_drive_letter() -> None:
+    assert store_file("sqlite:///C:/runs/katibx.db", windows=True) == "C:/runs/katibx.db"
+    assert store_file("sqlite:///d:\\runs\\katibx.db", windows=True) == "d:\\runs\\katibx.db"
+    with pytest.raises(StoreError, match=r"sqlite:///C:/runs/katibx.db names a Windows drive"):
+        store_file("sqlite:///C:/runs/katibx.db", windows=False)
+    assert store_file("sqlite:////srv/katibx.db", windows=False) == "/srv/katibx.db"
+    assert store_file("sqlite:///srv/katibx.db", windows=False) == "/srv/katibx.db"

@@ -88,6 +88,9 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"metadata__name": DELETE}, "metadata.name: Required value"),
     ({"metadata__name": "Bad_Name"}, "metadata.name: 'Bad_Name' must consist of lower case alphanumeric characters or '-', ..."),
     ({"metadata__name": "1abc"}, "metadata.name: '1abc' must consist of ..."),
+    ({"metadata__namespace": "../../etc"}, "metadata.namespace: '../../etc' must be a DNS label: ..."),  # a folder
+    ({"metadata__namespace": "C:/runs"}, "metadata.namespace: 'C:/runs' must be a DNS label: ..."),
+    ({"metadata__namespace": "n" * 64}, "metadata.namespace: '" + "n" * 64 + "' must be a DNS label: ..."),
     ({"metadata__name": "a" * 41}, "metadata.name: must be no more than 40 characters (got 41)"),
     ({"apiVersion": "kubeflow.org/v1"}, "apiVersion: must be kubeflow.org/v1beta1 (got 'kubeflow.org/v1')"),
     ({"kind": "Trial"}, "(document): this is a Trial (kubeflow.org/v1beta1), not a Katib Experiment ..."),
