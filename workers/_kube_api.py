@@ -144,8 +144,8 @@ class _WatchStream:
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
+            except (OSError, AttributeError):
+                pass  # already closed, or a TLS-in-TLS transport (through an HTTPS proxy) without shutdown
         self.close()
 
     def close(self) -> None:

@@ -53,8 +53,10 @@ class PodLogs:
         pod_name = pod["metadata"]["name"]
         if phase != "Running" or not trial.stdout or not trial.is_primary(pod):
             return
+        with self._polled_lock:
+            polled = (trial.name, pod_name) in self._polled  # read by the poller: not by a stream as well
         with trial.lock:
-            if trial.finishing or pod_name in trial.followers:
+            if trial.finishing or pod_name in trial.followers or polled:
                 return
             if self._streams is None or not self._streams.acquire(blocking=False):
                 self._poll(trial, pod)
@@ -89,33 +91,85 @@ class PodLogs:
         """Feed what a polled pod's log gained since the last read; False once the pod needs no more reads.
 
         ``parser`` holds the pod's parser, replaced when a new run of its container is read."""
+        with trial.poll_lock:  # the final read waits for this one
+            if trial.drained or trial.finishing:
+                return False
+            try:
+                parser[0] = self._read_runs(trial, pod, parser[0], final=False)  # type: ignore[assignment]
+            except _PodGone:
+                return False
+        return True
+
+    def _read_runs(self, trial: TrackedTrial, pod: dict[str, Any], parser: LineParser | None, *,
+                   final: bool) -> LineParser | None:
+        """Read what is new of a pod's log, run by run: first the end of the run read last when the container has
+        moved on by one run (the API keeps the run before the current one), then the current run. While the run
+        goes on only whole lines are taken (a read may end inside a line, or a character). Returns the parser to
+        go on with (a fresh one for a new run)."""
+        pod_name = pod["metadata"]["name"]
+        latest = self._pod_of(trial, pod_name) or pod
+        run = trial.run_of(latest)
+        last = trial.runs.get(pod_name, (None, ""))[0]
+        if last is not None and last != run:
+            if last == run - 1 and _has_current_run(latest, trial.container_of(latest)):
+                text = self._read_log(trial, pod, previous=True)
+                if text is not None:
+                    self._feed_new(trial, pod_name, last, parser, text, final=True)
+            else:
+                log.info("trial %s: pod %s: runs %s to %s of its container were not read", trial.name, pod_name,
+                         last, run - 1)
+            if parser is not None:
+                self._flush(trial, parser, pod_name)
+                parser = trial.parser()
+        text = self._read_log(trial, pod, previous=False)
+        if text is not None:
+            self._feed_new(trial, pod_name, run, parser, text, final=final)
+        return parser
+
+    def _read_log(self, trial: TrackedTrial, pod: dict[str, Any], *, previous: bool) -> str | None:
+        """The log of the pod's primary container (its previous run's with ``previous``); None when it cannot be
+        read now; _PodGone once the pod does not exist."""
         from kubernetes.client.exceptions import ApiException
 
         _batch, core, _custom = self._api.apis()
         pod_name = pod["metadata"]["name"]
-        with trial.poll_lock:  # the final read waits for this one
-            if trial.drained or trial.finishing:
-                return False
-            run = trial.run_of(self._pod_of(trial, pod_name) or pod)
-            try:
-                data = core.read_namespaced_pod_log(pod_name, trial.namespace, container=trial.container_of(pod),
-                                                    _preload_content=False).data
-            except ApiException as exc:
-                log.info("log of pod %s: %s", pod_name, api_message(exc))
-                return exc.status != 404
-            except Exception as exc:  # noqa: BLE001 - the next round or the final read covers it
-                log.info("log of pod %s: %s", pod_name, exc)
-                return True
-            text = data.decode("utf-8", errors="replace")
-            prior = trial.run_text(pod_name, run)
-            if not prior or not text.startswith(prior):  # a run not read yet
-                if trial.runs.get(pod_name, (run,))[0] != run:
-                    self._flush(trial, parser[0], pod_name)
-                    parser[0] = trial.parser()
-                prior = ""
-            if len(text) > len(prior):
-                self._feed(trial, pod_name, run, parser[0], text[len(prior):])
-        return True
+        try:
+            data = self._api.call("read log", core.read_namespaced_pod_log, pod_name, trial.namespace,
+                                  container=trial.container_of(pod), previous=previous or None,
+                                  _preload_content=False).data
+        except ApiException as exc:
+            log.info("trial %s: cannot read the log of pod %s: %s", trial.name, pod_name, api_message(exc))
+            if exc.status == 404:
+                raise _PodGone from None
+            return None
+        except KubernetesClusterError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the next read or the final one covers it
+            log.info("trial %s: log of pod %s: %s", trial.name, pod_name, exc)
+            return None
+        return data.decode("utf-8", errors="replace")
+
+    def _feed_new(self, trial: TrackedTrial, pod_name: str, run: int, parser: LineParser | None, text: str, *,
+                  final: bool) -> None:
+        """Feed the part of a run's log ``text`` not read before. Not final: only up to its last newline. A log
+        that no longer starts with what was read (the kubelet rotated it) continues after their overlap; with none,
+        nothing is fed and reading starts over from this text."""
+        if not final:
+            text = text[:text.rfind("\n") + 1]
+        prior = trial.run_text(pod_name, run)
+        partial = prior[prior.rfind("\n") + 1:]  # a line read in part (by a follower)
+        if text.startswith(prior):
+            new = text[len(prior):]
+        else:
+            new = _after_overlap(prior, text)
+            if new is None:
+                log.info("trial %s: the log of pod %s changed under the reader; reading on from here",
+                         trial.name, pod_name)
+                trial.add_text(pod_name, run, "", restart_with=text)
+                return
+            partial = ""
+        if new or final:
+            self._feed(trial, pod_name, run, parser, new, partial + new if final else None)
 
     def close(self) -> None:
         """Forget the polled pods (the poller ends with the API's stop event)."""
@@ -143,9 +197,8 @@ class PodLogs:
                         for chunk in resp.stream(4096):
                             text += decoder.decode(chunk)
                             if len(text) > seen:  # after a reconnect the run's log starts again from its beginning
-                                if trial.drained:
-                                    return
-                                self._feed(trial, pod_name, run, parser, text[seen:])
+                                if not self._feed(trial, pod_name, run, parser, text[seen:], live=True):
+                                    return  # the final read has taken over
                                 seen = len(text)
                     finally:
                         resp.release_conn()
@@ -159,6 +212,8 @@ class PodLogs:
                 attempts = 0
                 if not self._next_run(trial, pod_name, run):
                     break
+            else:
+                return  # the stream kept failing: the final read takes what was not read
             with trial.lock:
                 if trial.drained:
                     return
@@ -175,7 +230,7 @@ class PodLogs:
             pod = self._pod_of(trial, pod_name)
             if pod is None or trial.drained or trial.killed:
                 return False
-            if trial.run_of(pod) > run and _started(pod, trial.container_of(pod)):
+            if trial.run_of(pod) > run and _has_current_run(pod, trial.container_of(pod)):
                 return True  # (a short run may already have ended, even the pod with it)
             if trial.finishing or pod["metadata"].get("deletionTimestamp") or \
                     (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -183,12 +238,13 @@ class PodLogs:
         return False
 
     def _feed(self, trial: TrackedTrial, pod_name: str, run: int, parser: LineParser | None, text: str,
-              parse: str | None = None) -> None:
+              parse: str | None = None, *, live: bool = False) -> bool:
         """Keep ``text`` newly read from that run of the pod (for ``katibx logs``), parse ``parse`` (default:
-        ``text``), queue the metrics."""
-        trial.add_text(pod_name, run, text)
+        ``text``), queue the metrics. ``live`` (a follower): refused, False, once the final read has begun."""
+        if not trial.add_text(pod_name, run, text, unless_drained=live):
+            return False
         if parser is None:
-            return
+            return True
         logs: list[MetricLog] = []
         for line in (text if parse is None else parse).splitlines(keepends=True):
             try:
@@ -197,6 +253,7 @@ class PodLogs:
                 trial.errors.append(f"pod {pod_name}: {exc}")
         if logs:
             self._events.put(TrialMetrics(trial.name, logs))
+        return True
 
     def _flush(self, trial: TrackedTrial, parser: LineParser, pod_name: str) -> None:
         """Parse a last log line without a newline."""
@@ -230,38 +287,16 @@ class PodLogs:
             pod_name = pod["metadata"]["name"]
             if pod_name in trial.complete or not trial.is_primary(pod):
                 continue
-            pod = self._pod_of(trial, pod_name) or pod
-            run = trial.run_of(pod)
-            last_read = trial.runs.get(pod_name, (None, ""))[0]
-            if last_read is not None and last_read == run - 1:  # the rest of the run read last: the previous log
-                self._read_rest(trial, pod, last_read, previous=True)
-            self._read_rest(trial, pod, run, previous=False)
-
-    def _read_rest(self, trial: TrackedTrial, pod: dict[str, Any], run: int, *, previous: bool) -> None:
-        """Read what is left of one run of a pod's log into the trial's metrics (the final read)."""
-        from kubernetes.client.exceptions import ApiException
-
-        _batch, core, _custom = self._api.apis()
-        pod_name = pod["metadata"]["name"]
-        try:
-            data = self._api.call("read log", core.read_namespaced_pod_log, pod_name, trial.namespace,
-                                  container=trial.container_of(pod), previous=previous or None,
-                                  _preload_content=False).data
-        except ApiException as exc:
-            log.info("trial %s: cannot read the log of pod %s: %s", trial.name, pod_name, api_message(exc))
-            return
-        text = data.decode("utf-8", errors="replace")
-        prior = trial.run_text(pod_name, run)
-        if not text.startswith(prior):
-            prior = ""
-        partial = prior[prior.rfind("\n") + 1:]  # a line the follower had not finished
-        rest = text[len(prior):]
-        parser = trial.parser() if trial.stdout else None
-        self._feed(trial, pod_name, run, parser, rest, partial + rest)
-        if parser is not None:
-            self._flush(trial, parser, pod_name)
-        if trial.file_parser is not None and not previous:
-            self._parse_file(trial, pod_name, run, trial.file_parser(), prior + rest)
+            parser = trial.parser() if trial.stdout else None
+            try:
+                parser = self._read_runs(trial, pod, parser, final=True)
+            except _PodGone:
+                continue
+            if parser is not None:
+                self._flush(trial, parser, pod_name)
+            if trial.file_parser is not None:
+                run = trial.run_of(self._pod_of(trial, pod_name) or pod)
+                self._parse_file(trial, pod_name, run, trial.file_parser(), trial.run_text(pod_name, run))
 
     def _parse_file(self, trial: TrackedTrial, pod_name: str, run: int, parser: LineParser, log_text: str) -> None:
         """Queue the metrics of the file the wrapped command printed at the end of the pod's log."""
@@ -308,15 +343,38 @@ def read_pod_logs(api: KubeApi, handle: dict[str, Any]) -> str:
     return "".join(f"==> pod {pod} <==\n{text}" for pod, text in sorted(texts))
 
 
-def _started(pod: dict[str, Any], container: str | None) -> bool:
-    """Whether the pod's primary container (its only one when None) is running or has run since its last start."""
+class _PodGone(Exception):
+    """The pod whose log was asked for no longer exists."""
+
+
+def _after_overlap(prior: str, text: str) -> str | None:
+    """What ``text`` adds after the end of ``prior`` when it starts inside ``prior`` (a rotated log), else None."""
+    anchor = text[:256]
+    if not anchor:
+        return None
+    start = prior.find(anchor)
+    while start >= 0:
+        overlap = len(prior) - start
+        if text[:overlap] == prior[start:]:
+            return text[overlap:]
+        start = prior.find(anchor, start + 1)
+    return None
+
+
+def _has_current_run(pod: dict[str, Any], container: str | None) -> bool:
+    """Whether the container has a run of its own now (running, or terminated for good), so that its previous log
+    is the run before it; while it waits to restart, the API serves the run that ended as both."""
+    state = _container_state(pod, container)
+    return "running" in state or "terminated" in state
+
+
+def _container_state(pod: dict[str, Any], container: str | None) -> dict[str, Any]:
     names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
     name = container if container in names else (names[0] if names else None)
     for entry in (pod.get("status") or {}).get("containerStatuses") or []:
         if entry.get("name") == name:
-            state = entry.get("state") or {}
-            return "running" in state or "terminated" in state
-    return False
+            return dict(entry.get("state") or {})
+    return {}
 
 
 def _decoder() -> Any:

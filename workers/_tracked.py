@@ -44,6 +44,7 @@ class TrackedTrial:
     drained: bool = False  # followers must stop feeding: the final read takes over
     errors: list[str] = field(default_factory=list)
     stuck_since: dict[str, float] = field(default_factory=dict)  # pod name -> when a container was first seen unable to start
+    start_timers: dict[str, threading.Timer] = field(default_factory=dict)  # pod name -> its start timeout's timer
     lock: threading.Lock = field(default_factory=threading.Lock)
     poll_lock: threading.Lock = field(default_factory=threading.Lock)  # held by a periodic log read in progress
 
@@ -77,12 +78,28 @@ class TrackedTrial:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         return all(labels.get(k) == v for k, v in self.primary_labels.items())
 
-    def add_text(self, pod_name: str, run: int, text: str) -> None:
-        """Keep ``text`` read from run ``run`` of a pod's primary container (a new run starts a new text)."""
+    def cancel_timers(self) -> None:
+        """Cancel the trial's start timeouts (it is ending, or the backend closes)."""
         with self.lock:
+            timers, self.start_timers = list(self.start_timers.values()), {}
+        for timer in timers:
+            timer.cancel()
+
+    def add_text(self, pod_name: str, run: int, text: str, *, unless_drained: bool = False,
+                 restart_with: str | None = None) -> bool:
+        """Keep ``text`` read from run ``run`` of a pod's primary container (a new run starts a new text); False,
+        keeping nothing, when ``unless_drained`` and the final read has begun. ``restart_with``: that run's text is
+        now this (a log that changed under its reader), nothing is added."""
+        with self.lock:
+            if unless_drained and self.drained:
+                return False
+            if restart_with is not None:
+                self.runs[pod_name] = (run, restart_with)
+                return True
             self.texts[pod_name] = self.texts.get(pod_name, "") + text
             last, read = self.runs.get(pod_name, (run, ""))
             self.runs[pod_name] = (run, (read if last == run else "") + text)
+            return True
 
     def run_text(self, pod_name: str, run: int) -> str:
         """What has been read of that run of the pod's primary container ("" for a run not read yet)."""

@@ -297,21 +297,27 @@ class KubernetesBackend(Backend):
         with trial.lock:
             if stuck is None:
                 trial.stuck_since.pop(pod_name, None)
+                timer = trial.start_timers.pop(pod_name, None)
+                if timer is not None:
+                    timer.cancel()
                 return
-            first = pod_name not in trial.stuck_since
             since = trial.stuck_since.setdefault(pod_name, time.monotonic())
-        waited = time.monotonic() - since
-        if stuck[0] in NEVER_STARTS or waited >= self.container_start_timeout:
-            note = "" if stuck[0] in NEVER_STARTS else f" (waited {waited:.0f} s)"
-            self._end(trial, False, {"reason": stuck[0], "message": f"pod {pod_name}: {stuck[1]}{note}"})
-        elif first:
-            timer = threading.Timer(self.container_start_timeout - waited + 0.05, self._recheck_start,
-                                    args=(trial, pod_name))
-            timer.daemon = True
-            timer.start()
+            waited = time.monotonic() - since
+            if stuck[0] not in NEVER_STARTS and waited < self.container_start_timeout:
+                if pod_name not in trial.start_timers:
+                    timer = threading.Timer(self.container_start_timeout - waited + 0.05, self._recheck_start,
+                                            args=(trial, pod_name))
+                    timer.daemon = True
+                    trial.start_timers[pod_name] = timer
+                    timer.start()
+                return
+        note = "" if stuck[0] in NEVER_STARTS else f" (waited {waited:.0f} s)"
+        self._end(trial, False, {"reason": stuck[0], "message": f"pod {pod_name}: {stuck[1]}{note}"})
 
     def _recheck_start(self, trial: TrackedTrial, pod_name: str) -> None:
         """The start timeout of a waiting pod is over: judge it again as last watched."""
+        with trial.lock:
+            trial.start_timers.pop(pod_name, None)
         with self._lock:
             pod = self._pods.get(trial.name, {}).get(pod_name)
         if pod is not None and not self._stop.is_set():
@@ -320,11 +326,11 @@ class KubernetesBackend(Backend):
     def _end(self, trial: TrackedTrial, succeeded: bool, condition: dict[str, Any]) -> None:
         """Finish a trial for a reason its object does not show (once; a finishing trial is left alone)."""
         with self._lock:
-            if trial.finishing or self._trials.get(trial.name) is not trial:
-                return
+            if trial.finishing or trial.killed or self._stop.is_set() or self._trials.get(trial.name) is not trial:
+                return  # (a killed trial ends as Killed once its object is gone)
             trial.finishing = True
-        assert self._pool is not None
-        self._pool.submit(self._finish, trial, succeeded, condition, False)
+            assert self._pool is not None
+            self._pool.submit(self._finish, trial, succeeded, condition, False)
 
     def _watched_pod(self, trial: TrackedTrial, pod_name: str) -> dict[str, Any] | None:
         """A trial's pod as last watched (None once deleted)."""
@@ -346,6 +352,7 @@ class KubernetesBackend(Backend):
             log.warning("trial %s: %s", trial.name, exc)
             if isinstance(exc, KubernetesClusterError):
                 self._fail(exc)
+        trial.cancel_timers()
         write_log(trial)
         if succeeded and trial.errors:
             succeeded, reason, message = False, "MetricsCollectorError", f"metrics collection failed: {trial.errors[0]}"
@@ -463,6 +470,8 @@ class KubernetesBackend(Backend):
     def close(self) -> None:
         with self._lock:
             running = [t for t in self._trials.values() if not t.finishing]
+            for trial in self._trials.values():
+                trial.cancel_timers()
         for trial in running:
             trial.killed = True
             try:

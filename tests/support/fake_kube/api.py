@@ -240,7 +240,8 @@ class Api:
         if container not in all_names:
             raise ApiError(400, f"container {container} is not valid for pod {name}", "BadRequest")
         instance = _restart_count(pod, container)
-        if _flag(query, "previous"):
+        if _flag(query, "previous") and not _waiting_reason(pod, container) == "CrashLoopBackOff":
+            # waiting to restart, the run that ended is both the current and the previous one (as the kubelet serves)
             if instance == 0:
                 raise ApiError(400, f'previous terminated container "{container}" in pod "{name}" not found',
                                "BadRequest")
