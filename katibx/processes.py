@@ -25,9 +25,10 @@ def this_host() -> str:
         return socket.gethostname()
 
 
-def process_started(pid: int, *, use_proc: bool | None = None) -> float | None:
+def process_started(pid: int, *, use_proc: bool | None = None, zombies: bool = False) -> float | None:
     """When process ``pid`` started (to tell it from a later process with its pid), in a form that does not move
-    with the wall clock (None when there is no such process, or only its zombie; -1 when it is another user's). Linux: clock ticks since boot (/proc/PID/stat);
+    with the wall clock (None when there is no such process, or only its zombie unless ``zombies``; -1 when it is
+    another user's). Linux: clock ticks since boot (/proc/PID/stat);
     psutil's start time there is recomputed from the boot time, which an NTP step moves. Elsewhere psutil's start
     time, which the system records once."""
     if capabilities.proc_fs() if use_proc is None else use_proc:
@@ -38,10 +39,10 @@ def process_started(pid: int, *, use_proc: bool | None = None) -> float | None:
             return None
         except PermissionError:
             return -1.0
-        return None if fields[0] in ("Z", "X") else float(fields[19])  # state is field 3, starttime field 22
+        return None if fields[0] in ("Z", "X") and not zombies else float(fields[19])  # state, starttime: 3, 22
     try:
         process = psutil.Process(pid)
-        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
+        return None if not zombies and process.status() == psutil.STATUS_ZOMBIE else process.create_time()
     except psutil.NoSuchProcess:
         return None
     except psutil.AccessDenied:

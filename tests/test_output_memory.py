@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 from benchmarks.output_memory import controller_run
-
 from katibx.metric_parsers import MAX_LINE_CHARS, LineParser
 from katibx.metrics import MetricLog
 from katibx.observation_sampling import HEAD, TAIL, ObservationSampler

@@ -5,6 +5,7 @@ modules run again on that path, and the quick start; Windows is refused in one l
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -36,11 +37,12 @@ def test_the_switch_turns_the_linux_interfaces_off(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("KATIBX_PORTABLE", "1")
     assert (capabilities.pidfd(), capabilities.subreaper(), capabilities.proc_fs()) == (False, False, False)
     process = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
-    exit_ = ProcessExit(process.pid, process.wait)
+    exit_ = ProcessExit(process.pid, lambda: process.poll() is not None)
     try:
         assert not exit_.pidfd and not exit_.ended(0.05)  # a waiter thread and a pipe
         exit_.kill(signal.SIGTERM)
-        assert exit_.ended(10) and process.returncode == -signal.SIGTERM  # reaped by Popen.wait: status kept
+        assert exit_.ended(30)  # the exit is seen without reaping the child ...
+        assert process.poll() == -signal.SIGTERM  # ... which its Popen reaps, with its status
         exit_.kill(signal.SIGKILL)  # after the exit: nothing is sent to a pid that may be reused
     finally:
         exit_.close()
@@ -50,6 +52,23 @@ def test_the_switch_turns_the_linux_interfaces_off(monkeypatch: pytest.MonkeyPat
                             "hasattr(signal, 'pidfd_send_signal'))"], env=portable_env(), capture_output=True,
                            text=True, check=True)
     assert taken.stdout.split() == ["False", "False"]  # the test runs below really lack them
+
+
+@pytest.mark.parametrize("portable", ["0", "1"])
+def test_a_function_workers_exit_is_seen_at_once(monkeypatch: pytest.MonkeyPatch, portable: str) -> None:
+    """The exit descriptor of a forked worker becomes readable when it dies (not only at the next periodic check),
+    on both paths; the worker is reaped by multiprocessing, which keeps its exit code."""
+    from katibx.workers._function_worker import FunctionWorker
+
+    monkeypatch.setenv("KATIBX_PORTABLE", portable)
+    worker = FunctionWorker(multiprocessing.get_context("fork"), "json:dumps", reuse=True)
+    try:
+        assert not worker.exit.ended(0.05)
+        os.kill(worker.pid, signal.SIGKILL)
+        assert worker.exit.ended(30)
+        assert worker.result() == -signal.SIGKILL
+    finally:
+        worker.stop()
 
 
 def test_the_local_backend_keeps_its_promises_on_the_portable_path() -> None:
@@ -78,7 +97,10 @@ def test_windows_is_refused_in_one_line_naming_wsl(tmp_path: Path, monkeypatch: 
         LocalBackend()
     monkeypatch.undo()
     (tmp_path / "windows").mkdir()
-    (tmp_path / "windows" / "sitecustomize.py").write_text("import os\ndel os.fork, os.killpg\n")
+    (tmp_path / "windows" / "sitecustomize.py").write_text(  # what Windows lacks, as far as katibx uses it
+        "import os, signal\ndel os.fork, os.killpg, signal.SIGKILL, signal.SIGHUP\n"
+        "for name in ('ITIMER_REAL', 'ITIMER_VIRTUAL', 'ITIMER_PROF', 'setitimer', 'pthread_sigmask'):\n"
+        "    delattr(signal, name)\n")
     path = write_experiment(experiment_doc(maxTrialCount=1, parallelTrialCount=1))
     result = katibx_cli("run", str(path), cwd=tmp_path, store=tmp_path / "katibx.db",
                         env={**os.environ, "PYTHONPATH": str(tmp_path / "windows")})

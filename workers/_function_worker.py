@@ -76,14 +76,14 @@ class FunctionWorker:
         # An idle worker waits for work forever: killed at interpreter exit, before multiprocessing joins it.
         self._at_exit = multiprocessing.util.Finalize(None, _kill_group, args=(self.pid,), exitpriority=10)
         try:
-            self.exit = ProcessExit(self.pid, self.process.join)
-        except OSError:
+            self.exit = ProcessExit(self.pid, lambda: self.process.exitcode is not None)
+        except BaseException:
             _kill_group(self.pid)
             self.process.join(5)
             self._conn.close()
             self._at_exit.cancel()
             raise
-        self.started = process_started(self.pid)
+        self.started = process_started(self.pid, zombies=True)
 
     @property
     def fds(self) -> tuple[int, ...]:
@@ -140,7 +140,7 @@ def _kill_group(pid: int) -> None:
 _INHERITED_STREAMS: list[Any] = []
 # How often an idle worker checks that the controller that forked it is still there.
 PARENT_CHECK_SECONDS = 1.0
-_TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+_TIMERS = ("ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF")  # names: Windows has none (this module must import)
 
 
 def _serve(function: Callable[..., Any] | str, conn: multiprocessing.connection.Connection,
@@ -255,7 +255,7 @@ def _restore_signals(state: tuple[dict[int, Any], set[int]]) -> None:
     """Undo what a trial did to signals: timers it armed, handlers it installed, signals it blocked."""
     handlers, mask = state
     for timer in _TIMERS:
-        signal.setitimer(timer, 0)
+        signal.setitimer(getattr(signal, timer), 0)
     for sig, handler in handlers.items():
         if handler is not None and signal.getsignal(sig) is not handler:
             try:

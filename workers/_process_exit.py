@@ -1,9 +1,11 @@
 """A child process's end as a file descriptor a poll loop can wait on, on Linux and on every other POSIX system.
 
 Where the system has process descriptors (Linux 5.3+) it is the child's pidfd. Elsewhere (macOS, or
-``KATIBX_PORTABLE=1``) a waiter thread blocks in the child's own ``wait`` (``Popen.wait``, ``Process.join``: the
-child is reaped by the object that started it, so its exit status stays known) and then writes to a pipe whose read
-end is the descriptor. Either way waiting costs no polling, and a signal is never sent to a pid that was reaped.
+``KATIBX_PORTABLE=1``) a waiter thread blocks in ``waitid(..., WEXITED | WNOWAIT)``, which sees the exit without
+reaping the child, and then writes to a pipe whose read end is the descriptor; on a system without ``waitid``
+(macOS before Python 3.13) a kqueue watches the process (``NOTE_EXIT``), with no thread at all. Either way the child
+is reaped only by the code that started it (``Popen.poll``, ``Process.exitcode``), in the controller's thread, so a
+signal is never sent to a pid that was reaped behind its back and exit statuses stay known.
 """
 
 from __future__ import annotations
@@ -13,54 +15,85 @@ import select
 import selectors
 import signal
 import threading
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from katibx import capabilities
 
 
 class ProcessExit:
-    """Readable ``fd`` once process ``pid`` (a child of this process) has exited; ``wait`` reaps it (portable path)."""
+    """Readable ``fd`` once process ``pid`` (a child of this process) has exited.
 
-    def __init__(self, pid: int, wait: Callable[[], Any]) -> None:
+    ``reaped()`` says whether the process has exited, reaping it if so (``Popen.poll() is not None``,
+    ``Process.exitcode is not None``): before a signal is sent without a pidfd, the pid must still be the child's.
+    """
+
+    def __init__(self, pid: int, reaped: Callable[[], bool]) -> None:
         self.pid = pid
-        self._exited = threading.Event()
-        self._write_end = -1
-        if capabilities.pidfd():
+        self._reaped = reaped
+        self._close: Callable[[], None] = lambda: os.close(self.fd)
+        self.pidfd = capabilities.pidfd()
+        if self.pidfd:
             self.fd = os.pidfd_open(pid)
-            self.pidfd = True
-            return
-        self.pidfd = False
-        self.fd, self._write_end = os.pipe()
-        threading.Thread(target=self._wait, args=(wait,), name=f"katibx-wait-{pid}", daemon=True).start()
-
-    def _wait(self, wait: Callable[[], Any]) -> None:
-        try:
-            wait()
-        finally:
-            self._exited.set()
+        elif hasattr(os, "waitid"):
+            self.fd, write_end = os.pipe()
             try:
-                os.write(self._write_end, b"x")
-            except OSError:  # closed already: nobody waits any more
-                pass
-            os.close(self._write_end)
+                threading.Thread(target=_wait_then_write, args=(pid, write_end), name=f"katibx-wait-{pid}",
+                                 daemon=True).start()
+            except BaseException:
+                os.close(self.fd)
+                os.close(write_end)
+                raise
+        else:
+            self.fd, self._close = _kqueue_exit(pid)
 
     def ended(self, timeout: float = 0.0) -> bool:
         """Whether the process has exited, waiting at most ``timeout`` seconds for it."""
         return bool(wait_readable([self.fd], timeout))
 
-    def kill(self, signum: int = signal.SIGKILL) -> None:
-        """Signal the process itself, unless it has exited (its pid may then belong to another process)."""
+    def kill(self, signum: int | None = None) -> None:
+        """Signal the process itself (default SIGKILL), unless it has exited (its pid may then be another's)."""
+        signum = signal.SIGKILL if signum is None else signum
         try:
             if self.pidfd:
                 signal.pidfd_send_signal(self.fd, signum)
-            elif not self._exited.is_set():
+            elif not self._reaped():
                 os.kill(self.pid, signum)
         except ProcessLookupError:
             pass
 
     def close(self) -> None:
-        """Release the descriptor (the waiter thread, if any, ends with the process)."""
-        os.close(self.fd)
+        """Release the descriptor (a waiter thread ends with the process)."""
+        self._close()
+
+
+def _wait_then_write(pid: int, write_end: int) -> None:
+    """Block until the child exits (without reaping it), then make the pipe readable."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:  # reaped already: it has exited
+        pass
+    finally:
+        try:
+            os.write(write_end, b"x")
+        except OSError:  # nobody reads any more
+            pass
+        os.close(write_end)
+
+
+def _kqueue_exit(pid: int) -> tuple[int, Callable[[], None]]:
+    """A descriptor that becomes readable when ``pid`` exits, and how to release it: a kqueue watching the process
+    (BSD, macOS), or a pipe made readable at once when the process has exited before it could be watched."""
+    queue = select.kqueue()
+    try:
+        queue.control([select.kevent(pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD | select.KQ_EV_ONESHOT,
+                                     select.KQ_NOTE_EXIT)], 0)
+    except ProcessLookupError:
+        queue.close()
+        read_end, write_end = os.pipe()
+        os.write(write_end, b"x")
+        os.close(write_end)
+        return read_end, lambda: os.close(read_end)
+    return queue.fileno(), queue.close
 
 
 def wait_readable(fds: Iterable[int], timeout: float) -> list[int]:

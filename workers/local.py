@@ -203,10 +203,14 @@ class LocalBackend(Backend):
             argv, source = self._command(job, worker, env)
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir, source)
             process = self._start_command(job, argv, env)
-            run = _Running(job.trial.name, process.pid, process.poll, collector, ends,
-                           exit=ProcessExit(process.pid, process.wait))
-            pid = process.pid
-            started = process_started(pid)
+            started = process_started(process.pid, zombies=True)  # (it may have exited already)
+            try:
+                exit_ = ProcessExit(process.pid, lambda: process.poll() is not None)
+            except BaseException:
+                _kill_group(process.pid)
+                process.wait()
+                raise
+            run = _Running(job.trial.name, process.pid, process.poll, collector, ends, exit=exit_)
         run.token, run.since, run.log = token, since, job.trial_dir / STDOUT_LOG
         self._running[job.trial.name] = run
         return {"pid": run.pid, "started": started, "token": token, "since": since}
@@ -432,9 +436,11 @@ def _reused(pid: int, handle: dict[str, Any]) -> bool:
     ``create_time``, which an NTP step moves; compared with a tolerance."""
     if handle.get("started") is not None:
         return pid_reused(pid, float(handle["started"]))
+    created = handle.get("create_time")
+    if created is None:
+        return True  # its start was never known: leave the pid alone (its token still finds what the trial left)
     try:
-        created = handle.get("create_time")
-        return created is not None and abs(psutil.Process(pid).create_time() - float(created)) > 0.01
+        return abs(psutil.Process(pid).create_time() - float(created)) > 0.01
     except psutil.NoSuchProcess:
         return False
 
@@ -475,3 +481,11 @@ def mount_checkpoint(values: list[str], declared: str, checkpoint: Path) -> list
         return values
     pattern = re.compile(rf"(?<!{_PATH_CHARS}){re.escape(norm)}(?=/|(?!{_PATH_CHARS}))")
     return [pattern.sub(lambda _m: str(checkpoint), v) for v in values]
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a process group, ignoring one that is gone."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
