@@ -13,6 +13,8 @@ the median over the repetitions:
 - command trials vs the bare interpreter start-up (``python -S -c``), a floor no framework beats;
 - parallelTrialCount 2 vs 1 on trials that sleep 20 ms (speed-up and parallel efficiency of the controller:
   sleeping trials need no second core, so the row measures how well the controller keeps two trials going);
+- the local backend's portable POSIX path (macOS; ``KATIBX_PORTABLE=1``) vs its Linux path: function trials with
+  workers reused and with a fresh worker each, command trials;
 - katibx on Ray vs Ray Tune, same trial count and CPUs (only once a ``ray`` worker backend is installed).
 
 Run alone: ``python -m benchmarks.overhead [--quick] [--trials N] [--repeats R]``; prints JSON.
@@ -38,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 import katibx
 from benchmarks.common import REPO, cpu_count, limit_threads, load_average, log, median
+from katibx.capabilities import PORTABLE_ENV
 from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
 from katibx.store import Store
@@ -263,6 +266,15 @@ def rows(sizes: Sizes) -> list[Row]:
         Row("parallel-2-vs-1", "katibx_sleepy_parallel2", "katibx_sleepy_parallel1",
             f"katibx function trials that sleep {PARALLEL_TRIAL_SECONDS * 1000:.0f} ms, parallelTrialCount 2 / 1 "
             "(seconds per trial; 0.5 is perfect scaling)", sizes.parallel),
+        Row("function-portable-vs-linux", "katibx_function_random_portable", "katibx_function_random",
+            "katibx function trials (random, workers reused) on the portable POSIX path (macOS; KATIBX_PORTABLE=1: "
+            "a waiter thread per process, no subreaper, so each trial end scans for leftovers) / the Linux path",
+            sizes.inprocess),
+        Row("function-fresh-portable-vs-linux", "katibx_function_fresh_portable", "katibx_function_fresh",
+            "katibx function trials with a fresh worker each (reuse_processes=False), portable path / Linux path",
+            sizes.durable),
+        Row("command-portable-vs-linux", "katibx_command_portable", "katibx_command",
+            "katibx command trials, portable path / Linux path", sizes.command),
         Row("ray-vs-ray-tune", "katibx_ray", "ray_tune",
             "katibx on its Ray backend / Ray Tune, same trials and CPUs", sizes.ray),
     ]
@@ -282,6 +294,11 @@ def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[],
         "optuna_random_sqlite": lambda: optuna_study(sizes.durable, "random", "sqlite", workdir),
         "optuna_random_journal": lambda: optuna_study(sizes.durable, "random", "journal", workdir),
         "katibx_function_random_durable": lambda: katibx_function(sizes.durable, workdir, "random"),
+        "katibx_function_random_portable": portable(lambda: katibx_function(sizes.inprocess, workdir, "random")),
+        "katibx_function_fresh": lambda: katibx_function(sizes.durable, workdir, reuse_processes=False),
+        "katibx_function_fresh_portable": portable(
+            lambda: katibx_function(sizes.durable, workdir, reuse_processes=False)),
+        "katibx_command_portable": portable(lambda: katibx_command(sizes.command, workdir)),
         "katibx_sleepy_parallel1": lambda: katibx_function(sizes.parallel, workdir, objective=sleepy),
         "katibx_sleepy_parallel2": lambda: katibx_function(sizes.parallel, workdir, parallel=2, objective=sleepy),
     }
@@ -290,6 +307,22 @@ def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[],
         arms["ray_tune"] = lambda: ray_tune(sizes.ray, cpus)
         arms["katibx_ray"] = lambda: katibx_ray(sizes.ray, workdir, cpus)
     return arms
+
+
+def portable(arm: Callable[[], float]) -> Callable[[], float]:
+    """The arm run on the local backend's portable path (KATIBX_PORTABLE=1 while it runs: the backend and its
+    workers read it when they start)."""
+    def run() -> float:
+        previous = os.environ.get(PORTABLE_ENV)
+        os.environ[PORTABLE_ENV] = "1"
+        try:
+            return arm()
+        finally:
+            if previous is None:
+                del os.environ[PORTABLE_ENV]
+            else:
+                os.environ[PORTABLE_ENV] = previous
+    return run
 
 
 def measure(sizes: Sizes, group: str) -> dict[str, Any]:

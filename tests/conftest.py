@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -117,3 +118,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     import faulthandler
 
     faulthandler.enable(file=sys.__stderr__, all_threads=True)
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for controllers the tests start: SIGTERM and SIGHUP at their defaults, whatever the test run
+    inherited (under ``nohup`` or some CI runners SIGHUP is ignored, and katibx rightly leaves an ignored signal
+    alone)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)

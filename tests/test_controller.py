@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import experiment_doc, katibx_cli, set_command
+from conftest import default_signals, experiment_doc, katibx_cli, set_command
 
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
@@ -238,7 +238,7 @@ def test_seeded_random_resume_matches_uninterrupted_run(tmp_path, write_experime
 def _start_controller(args: list[str], cwd: Path, store_path: Path) -> subprocess.Popen:
     env = {**os.environ, "KATIBX_STORE": str(store_path)}
     return subprocess.Popen([sys.executable, "-m", "katibx.cli", *args, "-q"], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_signals)
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:

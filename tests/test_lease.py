@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import experiment_doc, katibx_cli
+from conftest import default_signals, experiment_doc, katibx_cli
 from test_controller import _launch, _states, _trial_processes, _wait_for
 
 from katibx.lease import ExperimentBusy, ExperimentLease, LeaseLost, new_lease
@@ -196,7 +196,8 @@ def test_signals_handled_by_the_program_are_left_alone(tmp_path: Path, write_exp
         "assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL\n"
         "print('kept')\n"
     )
-    result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            preexec_fn=default_signals)
     assert result.returncode == 0 and "kept" in result.stdout, result.stderr
 
 
