@@ -28,6 +28,9 @@ _EXPORTS = {
     "TrialRecord": "katibx.trial",
     "TrialStartError": "katibx.backend",
     "TrialState": "katibx.trial",
+    "TrialResult": "katibx.results",
+    "TuneError": "katibx.tuning",
+    "TuneResult": "katibx.results",
     # using katibx
     "Experiment": "katibx.spec",
     "KatibxClient": "katibx.client",

@@ -14,7 +14,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from katibx.trial_dir import METRICS_FILE_ENV, PUSH_TOKEN_ENV, PUSH_URL_ENV, TRIAL_NAME_ENV
 
@@ -84,3 +84,26 @@ def _post(url: str, record: dict[str, Any]) -> None:
             time.sleep(delay)
             delay *= 2
     raise RuntimeError(f"katibx.report_metrics(): the controller at {url} did not take the metrics ({problem})")
+
+
+def returned_metrics(result: Any, objectives: Sequence[str]) -> dict[str, Any] | None:
+    """The metrics an objective function's return value stands for, as Optuna reads it: a dict of metrics, a
+    number for the objective metric, or one number per objective (a tuple or list, in the experiment's order); None
+    for None (the function reported with :func:`report_metrics`). TypeError naming what was returned otherwise."""
+    if result is None or isinstance(result, Mapping):
+        return None if result is None else dict(result)
+    names = ", ".join(objectives)
+    if isinstance(result, (tuple, list)):
+        if len(result) != len(objectives):
+            raise TypeError(f"the objective returned {len(result)} values for {len(objectives)} objectives ({names})")
+        values = list(result)
+    else:
+        if len(objectives) != 1:
+            raise TypeError(f"the objective returned one value for {len(objectives)} objectives ({names}); return "
+                            "one value per objective, in that order, or a dict of metrics")
+        values = [result]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"the objective returned {type(value).__name__}; return a number (the value of "
+                            f"{names}), one number per objective, a dict of metrics, or None after report_metrics()")
+    return dict(zip(objectives, values))

@@ -9,12 +9,14 @@ from typing import Any, Callable, Mapping
 from katibx.client import KatibxClient
 from katibx.loader import experiment_from_dict
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
+from katibx.results import TuneResult
 from katibx.runner import run_experiment
 from katibx.search import Domain
 from katibx.search_space import TYPED_VALUES_ANNOTATION
 from katibx.spec import API_VERSION, KIND, Experiment
-from katibx.store import Store
+from katibx.store import Store, StoreError
 from katibx.template import FUNCTION_KIND
+from katibx.trial import TrialState
 from katibx.validation import ValidationError
 
 # Experiment field path -> the ``tune`` argument it comes from, named in error messages.
@@ -146,11 +148,14 @@ def tune(
     backend: str = DEFAULT_BACKEND,
     kill_running_on_completion: bool = False,
     **experiment_options: Any,
-) -> dict[str, Any]:
-    """Run ``objective`` over the search space and return the finished Experiment (Katib-shaped, with status).
+) -> TuneResult:
+    """Run ``objective`` over the search space and return the finished Experiment: a :class:`TuneResult`, the
+    Katib-shaped dict (with status) that also answers ``best_params``, ``best_value``, ``best_trial``, ``trials``...
 
-    The objective gets one dict of typed values and either returns a dict of metrics or calls
-    :func:`katibx.report_metrics`; printing ``name=value`` lines works too. Trials run in worker processes forked
+    The objective gets one dict of typed values and returns a number (the objective metric's value), one number per
+    objective (multi-objective), or a dict of metrics, or calls :func:`katibx.report_metrics`; printing
+    ``name=value`` lines works too. When no trial produced the objective metric, :class:`TuneError` quotes the first
+    failing trial's last output lines. Trials run in worker processes forked
     from this one; a worker runs trial after trial unless a trial fails to end cleanly (``reuse_processes=False``
     gives every trial a fresh process).
     Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
@@ -165,7 +170,44 @@ def tune(
     try:
         record = run_experiment(experiment, store=st, backend=worker, function=objective, prepared=prepared,
                                 kill_running_on_completion=kill_running_on_completion)
-        return KatibxClient(st).get_experiment(record.name, record.namespace)
+        client = KatibxClient(st)
+        trials = st.trials(record.id)
+        result = TuneResult(client.get_experiment(record.name, record.namespace), record, trials)
+        if result.best_trial is None:
+            raise TuneError(_no_result(client, result), result)
+        return result
     finally:
         if st is not store:
             st.close()
+
+
+class TuneError(RuntimeError):
+    """``tune`` ended without any trial producing the objective metric; ``result`` holds what the experiment did."""
+
+    def __init__(self, message: str, result: TuneResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+# How much of the first failing trial's output a TuneError quotes.
+QUOTED_LOG_LINES = 12
+
+
+def _no_result(client: KatibxClient, result: TuneResult) -> str:
+    """Why no trial has an objective value, quoting the end of the first failing trial's output."""
+    name = result["metadata"]["name"]
+    metric = result["spec"]["objective"]["objectiveMetricName"]
+    states: dict[str, int] = {}
+    for trial in result.trials:
+        states[trial.state.value] = states.get(trial.state.value, 0) + 1
+    counts = ", ".join(f"{n} {state}" for state, n in states.items()) or "no trials"
+    lines = [f"no trial of experiment {name} produced {metric} ({counts})"]
+    first = next((t for t in result.trials if t.state is not TrialState.SUCCEEDED), None)
+    if first is not None:
+        lines.append(f"trial {first.name}: {first.reason}: {first.message}")
+        try:
+            tail = client.get_trial_logs(name, first.name, result["metadata"].get("namespace")).splitlines()
+        except (StoreError, OSError):
+            tail = []
+        lines += [f"  | {line}" for line in tail[-QUOTED_LOG_LINES:]]
+    return "\n".join(lines)

@@ -143,7 +143,10 @@ def test_report_metrics_series_gives_min_max_latest(tmp_path: Path) -> None:
 ])
 def test_failing_objective_fails_trial_and_experiment(tmp_path: Path, objective: Any, text: str) -> None:
     store = tmp_path / "s.db"
-    experiment = katibx.tune(**tune_args(store, name="fails", objective=objective, parallel_trial_count=1))
+    with pytest.raises(katibx.TuneError) as failed:  # no trial produced the objective metric
+        katibx.tune(**tune_args(store, name="fails", objective=objective, parallel_trial_count=1))
+    assert text in str(failed.value)  # quoted from the trial's output
+    experiment = failed.value.result
     assert experiment["status"]["trialsFailed"] == 1 and experiment["status"]["trials"] == 1
     client = katibx.KatibxClient(store)
     assert client.is_experiment_failed("fails") and client.get_optimal_hyperparameters("fails") is None
@@ -228,3 +231,67 @@ def test_report_metrics_outside_a_trial_and_bad_values(tmp_path: Path, monkeypat
     (line,) = metrics_file.read_text().splitlines()
     assert json.loads(line)["loss"] == 1
     assert os.environ[TRIAL_NAME_ENV] == "t-1"
+
+
+def test_an_objective_may_return_a_number_or_one_per_objective(tmp_path: Path) -> None:
+    """As in Optuna: a number is the objective metric's value; several objectives take a tuple, in their order."""
+    store = tmp_path / "store.db"
+    single = katibx.tune(name="floaty", objective=lambda p: (p["x"] - 1) ** 2,
+                         parameters={"x": katibx.search.double(-2, 2)}, objective_metric_name="loss",
+                         objective_type="minimize", max_trial_count=3, parallel_trial_count=1, store=store)
+    assert single["status"]["trialsSucceeded"] == 3
+    client = katibx.KatibxClient(store)
+    for trial in client.list_trials("floaty"):
+        x = float(assignments(trial)["x"])
+        assert float(trial["status"]["observation"]["metrics"][0]["latest"]) == pytest.approx((x - 1) ** 2)
+    pair = katibx.tune(name="pair", objective=lambda p: (p["x"], 1 - p["x"]),
+                       parameters={"x": katibx.search.double(0, 1)}, objective_metric_name="a",
+                       objective_type="minimize", additional_objectives={"b": "minimize"}, max_trial_count=2,
+                       parallel_trial_count=1, store=store)
+    assert pair["status"]["trialsSucceeded"] == 2
+    with pytest.raises(katibx.TuneError, match=r"returned 3 values for 2 objectives \(a, b\)"):
+        katibx.tune(name="wrong", objective=lambda p: (p["x"], 1, 2), parameters={"x": katibx.search.double(0, 1)},
+                    objective_metric_name="a", objective_type="minimize", additional_objectives={"b": "minimize"},
+                    max_trial_count=1, parallel_trial_count=1, max_failed_trial_count=1, store=store)
+
+
+def test_tune_returns_optuna_style_results(tmp_path: Path) -> None:
+    result = katibx.tune(name="results", objective=lambda p: {"loss": (p["x"] - 2) ** 2 + (p["opt"] == "b"),
+                                                              "acc": 1.0},
+                         parameters={"x": katibx.search.int(0, 3), "opt": katibx.search.categorical(["a", "b"])},
+                         objective_metric_name="loss", additional_metric_names=["acc"], objective_type="minimize",
+                         algorithm_name="grid", max_trial_count=8, parallel_trial_count=2, store=tmp_path / "s.db")
+    assert isinstance(result, dict) and result["status"]["trialsSucceeded"] == 8  # still the Katib-shaped object
+    assert result.best_params == {"x": 2, "opt": "a"} and isinstance(result.best_params["x"], int)
+    assert result.best_value == 0.0 and result.best_trial is not None
+    assert result.best_trial.name == result["status"]["currentOptimalTrial"]["bestTrialName"]
+    assert len(result.trials) == 8 and {t.state for t in result.trials} == {katibx.TrialState.SUCCEEDED}
+    assert result.trials[0].metrics["acc"] == 1.0
+    frame = result.trials_dataframe()
+    assert len(frame) == 8 and {"number", "name", "state", "value", "params_x", "params_opt", "metrics_acc"} <= set(
+        frame.columns)
+    assert frame.loc[frame["value"].idxmin(), "params_x"] == 2
+    assert type(result.to_dict()) is dict and result.to_dict()["kind"] == "Experiment"
+
+
+def test_best_trials_is_the_pareto_front(tmp_path: Path) -> None:
+    result = katibx.tune(name="front", objective=lambda p: (p["x"], (1 - p["x"]) ** 2 + (p["x"] == 3)),
+                         parameters={"x": katibx.search.int(0, 3)}, objective_metric_name="a",
+                         objective_type="minimize", additional_objectives={"b": "minimize"}, algorithm_name="grid",
+                         max_trial_count=4, parallel_trial_count=1, store=tmp_path / "s.db")
+    front = sorted(t.params["x"] for t in result.best_trials)
+    assert front == [0, 1]  # x=2: (2, 1) is dominated by x=1: (1, 0); x=3: (3, 5) by both
+
+
+def test_tune_raises_with_the_first_failing_trials_output_when_no_trial_has_a_result(tmp_path: Path) -> None:
+    def broken(params: dict[str, Any]) -> float:
+        print("loading data ...")
+        raise ValueError(f"bad learning rate {params['lr']}")
+
+    with pytest.raises(katibx.TuneError) as failed:
+        katibx.tune(name="broken", objective=broken, parameters={"lr": katibx.search.double(0.1, 0.2)},
+                    objective_metric_name="loss", max_trial_count=2, parallel_trial_count=1, store=tmp_path / "s.db")
+    message = str(failed.value)
+    assert "no trial of experiment broken produced loss" in message and "2 Failed" in message
+    assert "loading data ..." in message and "ValueError: bad learning rate" in message  # the trial's last lines
+    assert failed.value.result["status"]["trialsFailed"] == 2  # the result is kept on the error

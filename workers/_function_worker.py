@@ -28,7 +28,7 @@ from typing import Any, Callable
 from katibx import capabilities
 from katibx.functions import import_function
 from katibx.processes import process_started
-from katibx.report import report_metrics
+from katibx.report import report_metrics, returned_metrics
 from katibx.workers._process_exit import ProcessExit
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h: orphaned descendants are re-parented to this process
@@ -42,6 +42,7 @@ class TrialRequest:
     env: dict[str, str]
     workdir: str
     log_path: str
+    objectives: tuple[str, ...] = ()  # the experiment's objective metrics, for an objective that returns numbers
 
 
 class FunctionWorker:
@@ -217,11 +218,9 @@ def _run_trial(function: Callable[..., Any] | str, request: TrialRequest, functi
             objective = functions[function]
         else:
             objective = function
-        result = objective(request.arguments)
-        if isinstance(result, dict):
-            report_metrics(result)
-        elif result is not None:
-            raise TypeError(f"the objective returned {type(result).__name__}; return a dict of metrics or None")
+        metrics = returned_metrics(objective(request.arguments), request.objectives)
+        if metrics:
+            report_metrics(metrics)
     except BaseException:  # noqa: BLE001 - any failure of user code fails the trial, never the worker's loop
         code = 1
         try:

@@ -32,6 +32,7 @@ from katibx.backend import (
 )
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
+from katibx.objective import Objective
 from katibx.processes import pid_reused, process_started
 from katibx.quantities import parse_size
 from katibx.spec import Experiment
@@ -263,7 +264,8 @@ class LocalBackend(Backend):
         for item in spec.get("env") or []:
             env[str(item["name"])] = format_value(item.get("value", ""))
         request = TrialRequest({**(spec.get("fixedParameters") or {}), **job.trial.assignments}, env,
-                               str(job.workdir), str(job.trial_dir / STDOUT_LOG))
+                               str(job.workdir), str(job.trial_dir / STDOUT_LOG),
+                               tuple(name for name, _ in Objective(job.experiment).objectives))
         reuse = self.reuse_function_workers and spec.get(REUSE_FIELD, True) is not False
         while reuse and self._idle:
             idle = next((w for w in self._idle if w.serves(function)), None)

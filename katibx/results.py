@@ -1,0 +1,112 @@
+"""What ``katibx.tune`` returns: the finished Experiment as Katib shapes it, with Optuna-style views of its trials.
+
+:class:`TuneResult` is the Katib-shaped dict (``result["status"]["currentOptimalTrial"]``, as
+``KatibClient.get_experiment`` gives it) and also answers ``best_params``, ``best_value``, ``best_trial``,
+``best_trials`` (the Pareto front of a multi-objective experiment), ``trials`` and ``trials_dataframe()``, with the
+values typed as the objective received them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from katibx.metrics import as_float
+from katibx.objective import Objective
+from katibx.search_space import SearchSpace
+from katibx.status import optimal_trial, pareto_front
+from katibx.store import ExperimentRecord
+from katibx.trial import TrialRecord, TrialState
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial: its typed parameters, its objective value(s), its metrics (as the experiment's strategies pick
+    them) and its state."""
+
+    name: str
+    number: int
+    state: TrialState
+    params: dict[str, Any]
+    value: float | None
+    values: list[float] | None
+    metrics: dict[str, float | str | None]
+    reason: str
+    message: str
+
+
+class TuneResult(dict):  # type: ignore[type-arg]
+    """The finished Experiment (this dict, Katib-shaped) and its trials, Optuna-style."""
+
+    def __init__(self, experiment: dict[str, Any], record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
+        super().__init__(experiment)
+        self._record = record
+        self._records = list(trials)
+        self._objective = Objective(record.experiment)
+        self._space = SearchSpace.from_experiment(record.experiment)
+        self.trials: list[TrialResult] = [self._result(t) for t in self._records]
+
+    def _result(self, trial: TrialRecord) -> TrialResult:
+        names = list(dict.fromkeys([m for m, _ in self._objective.objectives] +
+                                   list(self._record.experiment.spec.objective.additional_metric_names or [])))
+        metrics = {}
+        for name in names:
+            raw = self._objective.raw(trial, name)
+            number = as_float(raw) if raw is not None else None
+            metrics[name] = number if number is not None else raw
+        return TrialResult(trial.name, trial.index, trial.state, self._space.cast(dict(trial.assignments)),
+                           self._objective.value(trial), self._objective.values(trial), metrics,
+                           trial.reason or "", trial.message or "")
+
+    def _by_name(self, record: TrialRecord | None) -> TrialResult | None:
+        if record is None:
+            return None
+        return next(t for t in self.trials if t.name == record.name)
+
+    @property
+    def best_trial(self) -> TrialResult | None:
+        """The trial with the best objective value (Katib's currentOptimalTrial); None when no trial has one."""
+        return self._by_name(optimal_trial(self._record.experiment, self._records))
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """The best trial's parameters, typed ({} when no trial has an objective value)."""
+        best = self.best_trial
+        return dict(best.params) if best is not None else {}
+
+    @property
+    def best_value(self) -> float | None:
+        """The best trial's objective value (None when no trial has one)."""
+        best = self.best_trial
+        return best.value if best is not None else None
+
+    @property
+    def best_trials(self) -> list[TrialResult]:
+        """The Pareto-optimal trials of a multi-objective experiment (the best trial alone otherwise)."""
+        if len(self._objective.objectives) == 1:
+            return [self.best_trial] if self.best_trial is not None else []
+        return [self._by_name(t) for t in pareto_front(self._record.experiment, self._records)]  # type: ignore[misc]
+
+    def trials_dataframe(self) -> Any:
+        """The trials as a pandas DataFrame (one row each: number, name, state, value(s), params_*, metrics_*), like
+        Optuna's ``study.trials_dataframe()``; ImportError naming pandas when it is not installed."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("trials_dataframe() needs pandas: pip install pandas") from None
+        rows = []
+        for trial in self.trials:
+            row: dict[str, Any] = {"number": trial.number, "name": trial.name, "state": trial.state.value,
+                                   "value": trial.value}
+            if len(self._objective.objectives) > 1:
+                row["values"] = trial.values
+            row.update({f"params_{k}": v for k, v in trial.params.items()})
+            row.update({f"metrics_{k}": v for k, v in trial.metrics.items()})
+            rows.append(row)
+        return pandas.DataFrame(rows)
+
+    to_pandas = trials_dataframe
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Katib-shaped Experiment as a plain dict."""
+        return dict(self)
