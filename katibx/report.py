@@ -102,8 +102,13 @@ def returned_metrics(result: Any, objectives: Sequence[str]) -> dict[str, Any] |
             raise TypeError(f"the objective returned one value for {len(objectives)} objectives ({names}); return "
                             "one value per objective, in that order, or a dict of metrics")
         values = [result]
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    metrics = {}
+    for name, value in zip(objectives, values):
+        try:  # what report_metrics takes as a number: NumPy scalars, 0-d arrays and tensors too
+            metrics[name] = None if isinstance(value, str) else _metric_value(name, value)
+        except ValueError:
+            metrics[name] = None
+        if metrics[name] is None:
             raise TypeError(f"the objective returned {type(value).__name__}; return a number (the value of "
                             f"{names}), one number per objective, a dict of metrics, or None after report_metrics()")
-    return dict(zip(objectives, values))
+    return metrics

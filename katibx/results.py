@@ -65,7 +65,8 @@ class TuneResult(dict):  # type: ignore[type-arg]
 
     @property
     def best_trial(self) -> TrialResult | None:
-        """The trial with the best objective value (Katib's currentOptimalTrial); None when no trial has one."""
+        """The trial with the best objective value (Katib's currentOptimalTrial: for several objectives, by the
+        first; see :attr:`best_trials`); None when no trial has one."""
         return self._by_name(optimal_trial(self._record.experiment, self._records))
 
     @property
@@ -108,5 +109,5 @@ class TuneResult(dict):  # type: ignore[type-arg]
     to_pandas = trials_dataframe
 
     def to_dict(self) -> dict[str, Any]:
-        """The Katib-shaped Experiment as a plain dict."""
+        """The Katib-shaped Experiment as a plain dict (for ``yaml.safe_dump`` and ``type(x) is dict`` checks)."""
         return dict(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from katibx.client import KatibxClient
@@ -184,9 +185,12 @@ def tune(
 class TuneError(RuntimeError):
     """``tune`` ended without any trial producing the objective metric; ``result`` holds what the experiment did."""
 
-    def __init__(self, message: str, result: TuneResult) -> None:
+    def __init__(self, message: str, result: TuneResult | None = None) -> None:
         super().__init__(message)
         self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its result (tune() in a process pool, a Ray task)
+        return (type(self), (str(self), self.result))
 
 
 # How much of the first failing trial's output a TuneError quotes.
@@ -206,8 +210,19 @@ def _no_result(client: KatibxClient, result: TuneResult) -> str:
     if first is not None:
         lines.append(f"trial {first.name}: {first.reason}: {first.message}")
         try:
-            tail = client.get_trial_logs(name, first.name, result["metadata"].get("namespace")).splitlines()
+            tail = _log_tail(client.trial_log_path(name, first.name, result["metadata"].get("namespace")))
         except (StoreError, OSError):
             tail = []
         lines += [f"  | {line}" for line in tail[-QUOTED_LOG_LINES:]]
     return "\n".join(lines)
+
+
+def _log_tail(path: Path, limit: int = 64 << 10) -> list[str]:
+    """The last lines of a trial's log, reading at most its last ``limit`` bytes (a log can be larger than memory)."""
+    if not path.exists():
+        return []
+    with path.open("rb") as log:
+        size = log.seek(0, 2)
+        log.seek(max(0, size - limit))
+        lines = log.read().decode("utf-8", errors="replace").splitlines()
+    return lines[1:] if size > limit else lines  # the first may have been cut

@@ -295,3 +295,22 @@ def test_tune_raises_with_the_first_failing_trials_output_when_no_trial_has_a_re
     assert "no trial of experiment broken produced loss" in message and "2 Failed" in message
     assert "loading data ..." in message and "ValueError: bad learning rate" in message  # the trial's last lines
     assert failed.value.result["status"]["trialsFailed"] == 2  # the result is kept on the error
+
+
+def test_returned_values_and_the_error_travel_as_users_expect() -> None:
+    """NumPy scalars and 0-d arrays count as numbers (as report_metrics takes them); a TuneError survives pickling
+    (tune() in a process pool) with its result."""
+    import pickle
+
+    import numpy
+
+    from katibx.report import returned_metrics
+
+    assert returned_metrics(numpy.float32(0.5), ["loss"]) == {"loss": 0.5}
+    assert returned_metrics((numpy.array(1.5), numpy.int64(2)), ["a", "b"]) == {"a": 1.5, "b": 2}
+    with pytest.raises(TypeError, match="returned str"):
+        returned_metrics("0.5", ["loss"])
+    with pytest.raises(TypeError, match="returned bool"):
+        returned_metrics(True, ["loss"])
+    error = pickle.loads(pickle.dumps(katibx.TuneError("no trial produced loss", {"status": {}})))  # type: ignore[arg-type]
+    assert str(error) == "no trial produced loss" and error.result == {"status": {}}
