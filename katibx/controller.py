@@ -25,6 +25,7 @@ from katibx.status import (
     REASON_RESTARTING,
     REASON_RUNNING,
     REASON_SUGGESTION_END,
+    REASON_TIME_LIMIT,
     RESTARTING,
     RUNNING,
     SUCCEEDED,
@@ -66,8 +67,12 @@ class Controller:
         listener: TrialListener | None = None,
         lease: ExperimentLease | None = None,
         poll_timeout: float = 0.5,
+        deadline: float | None = None,
     ) -> None:
+        """``deadline`` (``time.monotonic()``): then the experiment succeeds with what it has, starting no more
+        trials; running ones finish (or are killed with ``kill_running_on_completion``)."""
         self.store = store
+        self.deadline = deadline
         self.record = record
         self.backend = backend
         self.kill_running_on_completion = kill_running_on_completion
@@ -121,6 +126,8 @@ class Controller:
         """Check completion, then create and start trials up to parallelTrialCount."""
         if not is_completed(self.record.conditions):
             self._check_completion()
+        if not is_completed(self.record.conditions) and self.deadline is not None and time.monotonic() >= self.deadline:
+            self._complete(SUCCEEDED, REASON_TIME_LIMIT, "Experiment has succeeded because its time limit was reached")
         if not is_completed(self.record.conditions):
             self._create_trials()
         for trial in self.book.active():

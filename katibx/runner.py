@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,8 +30,10 @@ def run_experiment(
     kill_running_on_completion: bool = False,
     listener: TrialListener | None = None,
     prepared: PreparedExperiment | None = None,
+    timeout: float | None = None,
 ) -> ExperimentRecord:
-    """Store a new experiment and run it to completion; ValidationError before anything is stored.
+    """Store a new experiment and run it to completion (or for ``timeout`` seconds: then it succeeds with the trials
+    it has, starting no more); ValidationError before anything is stored.
 
     Trials run in ``workdir``: by default the folder of the YAML file the experiment was loaded from, else cwd.
     The store records the backend and its options, so ``resume``, ``logs`` and ``delete`` find it again.
@@ -47,9 +50,20 @@ def run_experiment(
     held = new_lease()
     record = store.create_experiment(experiment, conditions, str(workdir), backend=backend.name,
                                      backend_options=backend.settings(), lease=held)
+    deadline = _deadline(timeout)
     with ExperimentLease(store, record, held=held) as lease:
         return Controller(store, record, backend, prepared=prepared, function=function, lease=lease,
-                          kill_running_on_completion=kill_running_on_completion, listener=listener).run()
+                          kill_running_on_completion=kill_running_on_completion, listener=listener,
+                          deadline=deadline).run()
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """A monotonic deadline ``timeout`` seconds from now; ValidationError for a timeout that is not positive."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValidationError([f"timeout: must be a positive number of seconds, got {timeout!r}"])
+    return time.monotonic() + float(timeout)
 
 
 def resume_experiment(
@@ -62,21 +76,25 @@ def resume_experiment(
     function: Callable[..., Any] | None = None,
     kill_running_on_completion: bool = False,
     listener: TrialListener | None = None,
+    timeout: float | None = None,
 ) -> ExperimentRecord:
-    """Continue a stored experiment after a crash or with a larger budget; trials in flight are re-run or re-attached.
+    """Continue a stored experiment after a crash or with a larger budget (for at most ``timeout`` seconds); trials
+    in flight are re-run or re-attached.
 
     It runs on the backend that ran it (with the options stored then); another backend is refused, because the
     trials the crashed controller left behind live on the first one.
     """
     store = store or Store()
     record = store.get_experiment(name, namespace)
+    deadline = _deadline(timeout)
     with ExperimentLease(store, record) as lease:  # before anything is changed: one controller at a time
-        return _resume(store, record, backend, max_trial_count, function, kill_running_on_completion, listener, lease)
+        return _resume(store, record, backend, max_trial_count, function, kill_running_on_completion, listener, lease,
+                       deadline)
 
 
 def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | None, max_trial_count: int | None,
             function: Callable[..., Any] | None, kill_running_on_completion: bool, listener: TrialListener | None,
-            lease: ExperimentLease) -> ExperimentRecord:
+            lease: ExperimentLease, deadline: float | None) -> ExperimentRecord:
     name = record.name
     try:  # the store reads specs without today's rules; one that runs again must pass them
         record.experiment = experiment_from_dict(record.experiment.to_dict())
@@ -99,7 +117,8 @@ def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | Non
         store.set_backend(record, backend.name, backend.settings())
     store.save_experiment(record)
     return Controller(store, record, backend, prepared=prepared, function=function, lease=lease,
-                      kill_running_on_completion=kill_running_on_completion, listener=listener).run()
+                      kill_running_on_completion=kill_running_on_completion, listener=listener,
+                      deadline=deadline).run()
 
 
 def stored_backend(record: ExperimentRecord, backend: Backend | str | None = None, *,

@@ -24,6 +24,7 @@ REASON_GOAL_REACHED = "ExperimentGoalReached"
 REASON_MAX_TRIALS = "ExperimentMaxTrialsReached"
 REASON_SUGGESTION_END = "ExperimentSuggestionEndReached"
 REASON_FAILED = "ExperimentFailed"
+REASON_TIME_LIMIT = "ExperimentTimeLimitReached"  # katibx's: tune(timeout=...), as Optuna's optimize(timeout=...)
 
 
 def timestamp(seconds: float | None = None) -> str:

@@ -5,19 +5,19 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from katibx.client import KatibxClient
+from katibx.client import KatibxClient, experiment_object
 from katibx.loader import experiment_from_dict
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
-from katibx.results import TuneResult
-from katibx.runner import run_experiment
+from katibx.results import TrialResult, TuneResult
+from katibx.runner import resume_experiment, run_experiment
 from katibx.search import Domain
 from katibx.search_space import TYPED_VALUES_ANNOTATION
 from katibx.spec import API_VERSION, KIND, Experiment
-from katibx.store import Store, StoreError
+from katibx.store import ExperimentNotFound, ExperimentRecord, Store, StoreError
 from katibx.template import FUNCTION_KIND
-from katibx.trial import TrialState
+from katibx.trial import TrialRecord, TrialState
 from katibx.validation import ValidationError
 
 # Experiment field path -> the ``tune`` argument it comes from, named in error messages.
@@ -148,6 +148,9 @@ def tune(
     store: Store | str | None = None,
     backend: str = DEFAULT_BACKEND,
     kill_running_on_completion: bool = False,
+    timeout: float | None = None,
+    callbacks: Sequence[Callable[[TuneResult, TrialResult], Any]] = (),
+    load_if_exists: bool = False,
     **experiment_options: Any,
 ) -> TuneResult:
     """Run ``objective`` over the search space and return the finished Experiment: a :class:`TuneResult`, the
@@ -159,9 +162,19 @@ def tune(
     failing trial's last output lines. Trials run in worker processes forked
     from this one; a worker runs trial after trial unless a trial fails to end cleanly (``reuse_processes=False``
     gives every trial a fresh process).
+
+    As in Optuna: ``timeout`` seconds end the experiment with the trials it has (running ones finish; the
+    condition's reason is ExperimentTimeLimitReached); each of ``callbacks`` is called as ``callback(result, trial)``
+    once per finished trial, ``result`` the experiment so far; with ``load_if_exists`` an experiment of this name
+    in the store goes on with ``max_trial_count`` more trials (its search space, objective and algorithm must be
+    the same).
     Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
     """
     experiment = function_experiment(name, objective, parameters, **experiment_options)
+    if not isinstance(load_if_exists, bool):
+        raise ValidationError([f"load_if_exists: must be True or False, got {type(load_if_exists).__name__}"])
+    if callable(callbacks) or not all(callable(c) for c in callbacks):
+        raise ValidationError(["callbacks: must be a list of functions called as callback(result, trial)"])
     worker = create_backend(backend)
     try:
         prepared = prepare(experiment, worker)  # before the store is opened: a mistake leaves no file behind
@@ -169,8 +182,18 @@ def tune(
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
     st = store if isinstance(store, Store) else Store(store)
     try:
-        record = run_experiment(experiment, store=st, backend=worker, function=objective, prepared=prepared,
-                                kill_running_on_completion=kill_running_on_completion)
+        listener = _TrialCallbacks(callbacks) if callbacks else None
+        existing = _existing(st, experiment) if load_if_exists else None
+        if existing is not None:
+            more = experiment.spec.max_trial_count or 0
+            record = resume_experiment(existing.name, store=st, namespace=existing.namespace, backend=worker,
+                                       max_trial_count=len(st.trials(existing.id)) + more if more else None,
+                                       function=objective, kill_running_on_completion=kill_running_on_completion,
+                                       listener=listener, timeout=timeout)
+        else:
+            record = run_experiment(experiment, store=st, backend=worker, function=objective, prepared=prepared,
+                                    kill_running_on_completion=kill_running_on_completion, listener=listener,
+                                    timeout=timeout)
         client = KatibxClient(st)
         trials = st.trials(record.id)
         result = TuneResult(client.get_experiment(record.name, record.namespace), record, trials)
@@ -180,6 +203,39 @@ def tune(
     finally:
         if st is not store:
             st.close()
+
+
+def _existing(store: Store, experiment: Experiment) -> ExperimentRecord | None:
+    """The stored experiment ``load_if_exists`` continues (None when there is none); ValidationError when it searches
+    another space, objective or algorithm."""
+    try:
+        record = store.get_experiment(experiment.name, experiment.metadata.namespace)
+    except ExperimentNotFound:
+        return None
+    stored, given = record.experiment.to_dict()["spec"], experiment.to_dict()["spec"]
+    differing = [key for key in ("parameters", "objective", "algorithm") if stored.get(key) != given.get(key)]
+    if differing:
+        raise ValidationError([f"load_if_exists: experiment {experiment.name!r} exists with other "
+                               f"{', '.join(differing)}; use another name or delete it"])
+    return record
+
+
+class _TrialCallbacks:
+    """The controller's listener that calls ``callback(result, trial)`` once for each trial as it finishes."""
+
+    def __init__(self, callbacks: Sequence[Callable[[TuneResult, TrialResult], Any]]) -> None:
+        self.callbacks = list(callbacks)
+        self.seen: set[str] = set()
+
+    def __call__(self, record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
+        finished = [t for t in trials if t.state.is_terminal and t.name not in self.seen]
+        if not finished:
+            return
+        self.seen.update(t.name for t in finished)
+        result = TuneResult(experiment_object(record, list(trials)), record, list(trials))
+        for trial in finished:
+            for callback in self.callbacks:
+                callback(result, next(t for t in result.trials if t.name == trial.name))
 
 
 class TuneError(RuntimeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +315,43 @@ def test_returned_values_and_the_error_travel_as_users_expect() -> None:
         returned_metrics(True, ["loss"])
     error = pickle.loads(pickle.dumps(katibx.TuneError("no trial produced loss", {"status": {}})))  # type: ignore[arg-type]
     assert str(error) == "no trial produced loss" and error.result == {"status": {}}
+
+
+def test_callbacks_timeout_and_load_if_exists(tmp_path: Path) -> None:
+    store = tmp_path / "s.db"
+    seen: list[tuple[str, int, float | None]] = []
+
+    def record(result: katibx.TuneResult, trial: katibx.TrialResult) -> None:
+        seen.append((trial.name, len([t for t in result.trials if t.state.is_terminal]), trial.value))
+
+    args = dict(objective=lambda p: p["x"] ** 2, parameters={"x": katibx.search.double(-1, 1)},
+                objective_metric_name="loss", objective_type="minimize", parallel_trial_count=1, store=store)
+    first = katibx.tune(name="cb", max_trial_count=3, callbacks=[record], **args)
+    assert [count for _, count, _ in seen] == [1, 2, 3]  # once per trial, as it finished, with the results so far
+    assert sorted(name for name, _, _ in seen) == sorted(t.name for t in first.trials)
+    assert all(value is not None for _, _, value in seen)
+
+    more = katibx.tune(name="cb", max_trial_count=2, load_if_exists=True, **args)  # 2 more, as Optuna's
+    assert len(more.trials) == 5 and more["status"]["trialsSucceeded"] == 5
+    with pytest.raises(katibx.ValidationError, match="load_if_exists: experiment 'cb' exists with other parameters"):
+        katibx.tune(name="cb", max_trial_count=1, load_if_exists=True,
+                    **{**args, "parameters": {"x": katibx.search.double(-2, 2)}})
+    with pytest.raises(katibx.StoreError, match="already exists"):
+        katibx.tune(name="cb", max_trial_count=1, **args)
+
+    def slow(p: dict[str, Any]) -> float:
+        # the first trial returns, the next one waits until the time limit ends the experiment (and kills it)
+        if not Path(p["flag"]).exists():
+            Path(p["flag"]).touch()
+            return 1.0
+        signal.pause()
+        return 0.0
+
+    flag = tmp_path / "started"
+    timed = katibx.tune(name="timed", objective=slow, parameters={"x": katibx.search.double(0, 1), "flag": str(flag)},
+                        objective_metric_name="loss", max_trial_count=50, parallel_trial_count=1, store=store,
+                        timeout=1.0, kill_running_on_completion=True, max_failed_trial_count=50)
+    reasons = [c["reason"] for c in timed["status"]["conditions"] if c["type"] == "Succeeded"]
+    assert reasons == ["ExperimentTimeLimitReached"]
+    states = [t.state for t in timed.trials]  # (a machine too slow to start the second trial in time stops at one)
+    assert states in ([katibx.TrialState.SUCCEEDED, katibx.TrialState.KILLED], [katibx.TrialState.SUCCEEDED])
