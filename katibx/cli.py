@@ -38,7 +38,37 @@ EXIT_SUCCEEDED, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 log = logging.getLogger(__name__)
 
-out = Console(soft_wrap=True)
+class _PipeSafe:
+    """The CLI's stdout: once its reader has gone (``katibx run exp.yaml | head -1``) the rest of the output is
+    dropped, so the command still ends with its own exit code (0 for a Succeeded experiment), not a traceback."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # also for the interpreter's last flush at exit
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+# Piped (not a terminal), nothing is cut to a screen's width: names stay whole for scripts and `katibx logs`.
+out = Console(file=_PipeSafe(sys.stdout), soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
 err = Console(stderr=True, soft_wrap=True)
 
 store_option = click.option(
@@ -392,7 +422,8 @@ def get_trials(name: str, namespace: str | None, output: str, store: str | None)
     table = Table()
     metrics = _metric_names(record)
     objective = Objective(record.experiment)
-    for column in ("trial", "status", *[p.name for p in record.experiment.spec.parameters], *metrics):
+    table.add_column("trial", no_wrap=True, overflow="fold")  # never cut: `katibx logs` needs it whole
+    for column in ("status", *[p.name for p in record.experiment.spec.parameters], *metrics):
         table.add_column(column)
     for t in trials:
         values = [str(t.assignments.get(p.name, "")) for p in record.experiment.spec.parameters]
@@ -417,7 +448,7 @@ def list_experiments(store: str | None) -> None:
     st = Store(store)
     table = Table()
     for column in ("namespace", "name", "status", "trials", "succeeded", "failed", "best"):
-        table.add_column(column)
+        table.add_column(column, **({"no_wrap": True, "overflow": "fold"} if column == "name" else {}))
     for record in st.list_experiments():
         trials = st.trials(record.id)
         counts = TrialCounts.of(trials)

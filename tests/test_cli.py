@@ -362,3 +362,23 @@ def test_validate_reports_rules_and_plugin_settings_together(tmp_path: Path, wri
     result = ok(katibx_cli("validate", str(write_experiment(doc)), cwd=tmp_path, store=tmp_path / "s.db"), code=2)
     assert "spec.maxFailedTrialCount: should be less than or equal to spec.maxTrialCount" in result.stderr
     assert "spec.algorithm.algorithmSettings[seed]: unknown setting for algorithm 'random'" in result.stderr
+
+
+def test_piped_output_keeps_names_whole_and_a_closed_pipe_is_not_a_failure(tmp_path: Path, write_experiment) -> None:
+    store = tmp_path / "store.db"
+    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=1))
+    env = {**os.environ, "KATIBX_STORE": str(store), "COLUMNS": "40"}
+    # the reader is gone before anything is printed (`| true`), as `| head -1` is after its line
+    closed = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m katibx.cli run {path} | true"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr and "Broken pipe" not in closed.stderr
+    st = Store(store)
+    names = [t.name for t in st.trials(st.get_experiment("exp").id)]
+    st.close()
+    shown = {}
+    for args in (["get", "trials", "exp"], ["list"]):
+        result = subprocess.run([sys.executable, "-m", "katibx.cli", *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and "…" not in result.stdout, result.stdout  # never cut to 40 columns
+        shown[args[0]] = result.stdout
+    assert all(name in shown["get"] for name in names)
