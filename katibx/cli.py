@@ -364,9 +364,9 @@ def validate(files: tuple[str, ...], backend: str) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-n", "--count", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("-c", "--count", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many trials' manifests to print.")
-@click.option("--namespace", default=None, help="Namespace of the objects (default: the experiment's).")
+@click.option("-n", "--namespace", default=None, help="Namespace of the objects (default: the experiment's).")
 @click.option("--backend", default="kubernetes", show_default=True, help="The backend whose objects to print.")
 @_guard
 def render(file: str, count: int, namespace: str | None, backend: str) -> None:
@@ -382,6 +382,11 @@ def render(file: str, count: int, namespace: str | None, backend: str) -> None:
 
 
 # get / list / delete / logs ---------------------------------------------------------------
+def _emit_list(items: list[dict[str, Any]], output: str) -> None:
+    """Several objects as kubectl prints them: a ``List`` with ``items``."""
+    _emit({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}, output)
+
+
 def _emit(data: Any, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(data, indent=2))
@@ -391,7 +396,7 @@ def _emit(data: Any, output: str) -> None:
 
 @main.group()
 def get() -> None:
-    """Show an experiment or its trials."""
+    """Show experiments, an experiment or its trials (-o json|yaml: Katib objects; several in a List)."""
 
 
 @get.command("experiment")
@@ -417,7 +422,7 @@ def get_trials(name: str, namespace: str | None, output: str, store: str | None)
     record = st.get_experiment(name, namespace)
     trials = st.trials(record.id)
     if output != "table":
-        _emit([trial_object(record, t) for t in trials], output)
+        _emit_list([trial_object(record, t) for t in trials], output)
         return
     table = Table()
     metrics = _metric_names(record)
@@ -437,15 +442,34 @@ def _metric_names(record: ExperimentRecord) -> list[str]:
     return [objective.objective_metric_name or "", *objective.additional_metric_names] if objective else []
 
 
+@get.command("experiments")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+@store_option
+@_guard
+def get_experiments(output: str, store: str | None) -> None:
+    """All experiments in the store: a table with their status and best value, or Katib objects (a List)."""
+    _list_experiments(store, output)
+
+
 @main.command("list")
 @store_option
 @_guard
 def list_experiments(store: str | None) -> None:
-    """All experiments in the store with their status and best value."""
+    """All experiments in the store with their status and best value (as katibx get experiments)."""
+    _list_experiments(store, "table")
+
+
+def _list_experiments(store: str | None, output: str) -> None:
     if not resolve_store_path(store).exists():  # nothing run yet: nothing to list, and no empty store made
-        out.print(escape(f"No experiments in {resolve_store_path(store)}."), highlight=False)
+        if output == "table":
+            out.print(escape(f"No experiments in {resolve_store_path(store)}."), highlight=False)
+        else:
+            _emit_list([], output)
         return
     st = Store(store)
+    if output != "table":
+        _emit_list(KatibxClient(st).list_experiments(), output)
+        return
     table = Table()
     for column in ("namespace", "name", "status", "trials", "succeeded", "failed", "best"):
         table.add_column(column, **({"no_wrap": True, "overflow": "fold"} if column == "name" else {}))

@@ -28,7 +28,12 @@ def ok(result: subprocess.CompletedProcess[str], code: int = 0) -> subprocess.Co
 
 
 def get_json(*args: str, cwd: Path, store: Path) -> Any:
-    return json.loads(ok(katibx_cli("get", *args, "-o", "json", cwd=cwd, store=store)).stdout)
+    """``katibx get ... -o json``: an object, or the items of a List (which is checked to be one)."""
+    data = json.loads(ok(katibx_cli("get", *args, "-o", "json", cwd=cwd, store=store)).stdout)
+    if args[0] in ("trials", "experiments"):
+        assert data["kind"] == "List" and data["apiVersion"] == "v1"
+        return data["items"]
+    return data
 
 
 def named(doc: dict[str, Any], name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -382,3 +387,16 @@ def test_piped_output_keeps_names_whole_and_a_closed_pipe_is_not_a_failure(tmp_p
         assert result.returncode == 0 and "…" not in result.stdout, result.stdout  # never cut to 40 columns
         shown[args[0]] = result.stdout
     assert all(name in shown["get"] for name in names)
+
+
+def test_get_experiments_like_kubectl(tmp_path: Path, write_experiment) -> None:
+    store = tmp_path / "store.db"
+    assert get_json("experiments", cwd=tmp_path, store=store) == []  # nothing run yet, and no store made
+    assert not store.exists()
+    ok(katibx_cli("run", str(write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=1))), "-q",
+                  cwd=tmp_path, store=store))
+    (experiment,) = get_json("experiments", cwd=tmp_path, store=store)
+    assert experiment["kind"] == "Experiment" and experiment["metadata"]["name"] == "exp"
+    table = ok(katibx_cli("get", "experiments", cwd=tmp_path, store=store)).stdout
+    assert "exp" in table and "Succeeded" in table
+    assert ok(katibx_cli("list", cwd=tmp_path, store=store)).stdout == table

@@ -43,7 +43,7 @@ def test_tpe_example_runs_with_the_cli(tmp_path: Path) -> None:
     run = katibx_cli("run", "tpe.yaml", cwd=tmp_path, store=store)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "tpe: Succeeded (ExperimentMaxTrialsReached)" in run.stdout
-    trials = json.loads(katibx_cli("get", "trials", "tpe", "-o", "json", cwd=tmp_path, store=store).stdout)
+    trials = json.loads(katibx_cli("get", "trials", "tpe", "-o", "json", cwd=tmp_path, store=store).stdout)["items"]
     assert len(trials) == 12
     for trial in trials:
         values = {p["name"]: float(p["value"]) for p in trial["spec"]["parameterAssignments"]}

@@ -107,7 +107,7 @@ def test_training_operator_pods_are_labelled() -> None:
 
 
 def test_cli_render(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["render", str(EXAMPLES / "hp-tuning" / "random.yaml"), "-n", "3"])
+    result = CliRunner().invoke(main, ["render", str(EXAMPLES / "hp-tuning" / "random.yaml"), "-c", "3"])
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.output))
     assert len(docs) == 3 and len({d["metadata"]["name"] for d in docs}) == 3

@@ -395,7 +395,8 @@ def test_katib_darts_cpu_example_runs_through_the_controller(tmp_path: Path) -> 
     run = katibx_cli("run", "darts-cpu.yaml", cwd=tmp_path, store=store_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "darts-cpu: Succeeded" in run.stdout
-    [trial] = json.loads(katibx_cli("get", "trials", "darts-cpu", "-o", "json", cwd=tmp_path, store=store_path).stdout)
+    [trial] = json.loads(katibx_cli("get", "trials", "darts-cpu", "-o", "json", cwd=tmp_path,
+                                    store=store_path).stdout)["items"]
     metrics = {m["name"]: m for m in trial["status"]["observation"]["metrics"]}
     genotype = Genotype.parse(metrics["Best-Genotype"]["latest"])
     assert sorted(genotype.normal[0]) == [("max_pooling_3x3", 0), ("max_pooling_3x3", 1)]

@@ -83,7 +83,7 @@ def test_a_read_only_store_is_readable_and_refuses_changes_in_one_line(tmpfs: Pa
 
     listed = katibx_cli("get", "trials", "kept", "-o", "json", cwd=work, store=store_path)
     assert listed.returncode == 0, listed.stderr
-    assert [t["metadata"]["name"] for t in json.loads(listed.stdout)] == ["kept-0", "kept-1", "kept-2"]
+    assert [t["metadata"]["name"] for t in json.loads(listed.stdout)["items"]] == ["kept-0", "kept-1", "kept-2"]
     for args in (["resume", "kept", "--max-trial-count", "5", "-q"], ["delete", "kept"]):
         _one_line_error(katibx_cli(*args, cwd=work, store=store_path), str(store_path), "read-only")
     with pytest.raises(StoreFault, match="read-only"):
@@ -155,7 +155,7 @@ def test_a_damaged_page_is_one_line_and_store_check_names_what_is_readable(tmp_p
     for args in (["get", "trials", "late"], ["resume", "late", "-q"], ["list"]):
         _one_line_error(katibx_cli(*args, cwd=tmp_path, store=store_path), str(store_path), "katibx store check")
     early = katibx_cli("get", "trials", "early", "-o", "json", cwd=tmp_path, store=store_path)
-    assert early.returncode == 0 and len(json.loads(early.stdout)) == 20
+    assert early.returncode == 0 and len(json.loads(early.stdout)["items"]) == 20
 
     check = katibx_cli("store", "check", cwd=tmp_path, store=store_path)
     assert check.returncode == 1, check.stderr
