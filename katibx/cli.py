@@ -23,13 +23,13 @@ from rich.table import Table
 from katibx import plugins
 from katibx.backend import Backend, BackendUnavailable, ClusterError
 from katibx.client import KatibxClient, trial_object
-from katibx.lease import stop_for_deletion
+from katibx.lease import controller_alive, stop_for_deletion
 from katibx.loader import load_experiment
 from katibx.metric_parsers import MetricsCollectorUnavailable
 from katibx.objective import Objective
 from katibx.preparation import DEFAULT_BACKEND, backend_class, create_backend, file_problems, planned_trials, prepare
 from katibx.runner import resume_experiment, run_experiment, stored_backend
-from katibx.status import TrialCounts, current_condition, optimal_trial, pareto_front
+from katibx.status import TrialCounts, current_condition, is_completed, optimal_trial, pareto_front
 from katibx.store import ExperimentRecord, Store, StoreError, StoreFault, resolve_store_path
 from katibx.trial import TrialRecord
 from katibx.validation import ValidationError
@@ -477,9 +477,12 @@ def _list_experiments(store: str | None, output: str) -> None:
         trials = st.trials(record.id)
         counts = TrialCounts.of(trials)
         cond = current_condition(record.conditions) or {}
+        status = cond.get("type", "")
+        if not is_completed(record.conditions) and not controller_alive(st, record):
+            status += f" (controller not alive: katibx resume {record.name})"  # killed, or stopped by Ctrl-C
         best = optimal_trial(record.experiment, trials)
         objective = Objective(record.experiment)
-        table.add_row(record.namespace, record.name, cond.get("type", ""), str(counts.trials), str(counts.succeeded),
+        table.add_row(record.namespace, record.name, status, str(counts.trials), str(counts.succeeded),
                       str(counts.failures), f"{objective.metric}={objective.raw(best)}" if best else "")
     out.print(table)
 

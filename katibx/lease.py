@@ -34,6 +34,12 @@ class LeaseLost(StoreError):
     """This controller must stop: another one took its lease over, or ``katibx delete --force`` asked it to stop."""
 
 
+def controller_alive(store: Store, record: ExperimentRecord) -> bool:
+    """Whether a controller holds the experiment's lease and may still be running (as :func:`holder_alive`)."""
+    lease = store.lease(record.id)
+    return lease is not None and holder_alive(lease)
+
+
 def holder_alive(lease: LeaseRow, *, lease_seconds: float = LEASE_SECONDS) -> bool:
     """Whether the lease's holder may still be running: on its own host, its process exists (the same process, not
     one that reused its pid); elsewhere, its heartbeat is fresher than ``lease_seconds``."""

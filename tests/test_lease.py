@@ -4,6 +4,7 @@ and SIGHUP stop a controller like Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -214,3 +215,19 @@ def test_a_controller_that_cannot_renew_its_lease_stops(tmp_path: Path, write_ex
         _wait_for(lambda: lease._thread is None or not lease._thread.is_alive(), 10)
         with pytest.raises(LeaseLost, match="could not be renewed for 0 s .*database is locked"):
             lease.check()
+
+
+def test_list_says_when_a_running_experiments_controller_is_gone(tmp_path: Path, write_experiment) -> None:
+    probe, store_path, controller = _launch(experiment_doc(maxTrialCount=4, parallelTrialCount=2), "gone", 30,
+                                            tmp_path, write_experiment)
+    _wait_for(lambda: _states(probe, "gone").count(TrialState.RUNNING) == 2)
+    alive = katibx_cli("list", cwd=tmp_path, store=store_path)
+    assert "Running" in alive.stdout and "not alive" not in alive.stdout
+    trials = _trial_processes("gone")
+    controller.kill()
+    controller.wait(timeout=30)
+    listed = katibx_cli("list", cwd=tmp_path, store=store_path)
+    assert "Running (controller not alive: katibx resume gone)" in listed.stdout, listed.stdout
+    for process in trials:  # what the killed controller left behind (a resume would stop them)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
