@@ -42,8 +42,9 @@ class _PipeSafe:
     """The CLI's stdout: once its reader has gone (``katibx run exp.yaml | head -1``) the rest of the output is
     dropped, so the command still ends with its own exit code (0 for a Succeeded experiment), not a traceback."""
 
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
+    @property
+    def _stream(self) -> Any:
+        return sys.stdout  # looked up at each write: a test runner may have put its own in place
 
     def write(self, text: str) -> int:
         try:
@@ -68,7 +69,7 @@ class _PipeSafe:
 
 
 # Piped (not a terminal), nothing is cut to a screen's width: names stay whole for scripts and `katibx logs`.
-out = Console(file=_PipeSafe(sys.stdout), soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
+out = Console(file=_PipeSafe(), soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
 err = Console(stderr=True, soft_wrap=True)
 
 store_option = click.option(
