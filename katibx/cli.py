@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -105,14 +106,20 @@ def _installed_backends() -> dict[str, type[Backend]]:
     return found
 
 
+COMMANDS_WITH_BACKEND = frozenset({"run", "resume"})  # the commands that take --backend
+
+
 def backend_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The options every installed backend declares for ``command``, collected into ``backend_options``."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         declared = {o.flag: o for b in _installed_backends().values() for o in b.options if command in o.commands}
         for option in reversed(declared.values()):  # click lists the last decorator first
+            text = option.help
+            if command not in COMMANDS_WITH_BACKEND:  # the experiment's stored backend decides: no --backend here
+                text = re.sub(r"^With --backend (\S+):", r"For an experiment run on the \1 backend:", text)
             fn = click.option(option.flag, envvar=option.envvar, default=None, metavar=option.metavar,
-                              help=option.help)(fn)
+                              help=text)(fn)
         return fn
 
     return decorate
@@ -291,7 +298,8 @@ def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> 
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-n", "--namespace", default=None,
               help="Namespace of the experiment (replaces metadata.namespace); on Kubernetes, of its trial objects.")
-@click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Worker backend plugin.")
+@click.option("--backend", default=DEFAULT_BACKEND, show_default=True,
+              help=f"Worker backend plugin: {', '.join(sorted(_installed_backends()))}.")
 @run_options
 @backend_options("run")
 @_guard
@@ -318,7 +326,8 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
 @click.argument("name")
 @namespace_option
 @click.option("--max-trial-count", type=click.IntRange(min=1), default=None, help="Raise the trial budget.")
-@click.option("--backend", default=None, help="Worker backend plugin (default: the one that ran the experiment).")
+@click.option("--backend", default=None, help=f"Worker backend plugin ({', '.join(sorted(_installed_backends()))}; "
+                                              "default: the one that ran the experiment).")
 @run_options
 @backend_options("resume")
 @_guard

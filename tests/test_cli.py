@@ -400,3 +400,11 @@ def test_get_experiments_like_kubectl(tmp_path: Path, write_experiment) -> None:
     table = ok(katibx_cli("get", "experiments", cwd=tmp_path, store=store)).stdout
     assert "exp" in table and "Succeeded" in table
     assert ok(katibx_cli("list", cwd=tmp_path, store=store)).stdout == table
+
+
+def test_help_names_only_options_that_exist_and_the_backends(tmp_path: Path) -> None:
+    for command in ("delete", "logs"):  # they take the experiment's stored backend: no --backend option
+        text = ok(katibx_cli(command, "--help", cwd=tmp_path, store=tmp_path / "s.db")).stdout
+        assert "--backend" not in text and "For an experiment run on the kubernetes backend" in text
+    text = ok(katibx_cli("run", "--help", cwd=tmp_path, store=tmp_path / "s.db")).stdout
+    assert "Worker backend plugin: kubernetes, local, ray." in " ".join(text.split())
