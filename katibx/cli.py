@@ -212,7 +212,7 @@ class _ProgressListener:
             self.task = self.progress.add_task(record.name, total=spec.max_trial_count)
         best = optimal_trial(record.experiment, trials)
         objective = Objective(record.experiment)
-        best_text = f"{objective.metric}={objective.raw(best)}" if best is not None else "-"
+        best_text = f"{objective.metric}={_short(objective.raw(best))}" if best is not None else "-"
         desc = (f"{record.name}  running {counts.running}  succeeded {counts.succeeded}  "
                 f"failed {counts.failures}  killed {counts.killed + counts.early_stopped}  best {best_text}")
         self.progress.update(self.task, completed=counts.completed, description=desc)
@@ -243,6 +243,19 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
     sys.exit(EXIT_SUCCEEDED if cond.get("type") == "Succeeded" else EXIT_FAILED)
 
 
+def _short(value: Any) -> str:
+    """A value as tables show it: numbers to 6 significant digits (0.276849, not 0.27684889992771194); anything else
+    as it is. -o json|yaml keeps full precision."""
+    if value is None:
+        return ""
+    text = str(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if text.lstrip("-").isdigit() else f"{number:.6g}"
+
+
 def _stored(store: Store, name: str) -> bool:
     """Whether an experiment called ``name`` is in the store (False when the store cannot even say)."""
     try:
@@ -268,10 +281,10 @@ def _print_summary(record: ExperimentRecord, trials: list[TrialRecord]) -> None:
     table.add_column("name")
     table.add_column("value")
     for key, value in best.assignments.items():
-        table.add_row(key, str(value))
+        table.add_row(key, _short(value))
     for metric in best.observation.values():
         table.add_row(f"[bold]{metric.name}[/bold] (min / max / latest)",
-                      f"{metric.min or '-'} / {metric.max or '-'} / {metric.latest}")
+                      f"{_short(metric.min) or '-'} / {_short(metric.max) or '-'} / {_short(metric.latest)}")
     out.print(table)
     objective = record.experiment.spec.objective
     if objective is not None and objective.additional_objectives:
@@ -290,7 +303,7 @@ def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> 
         table.add_column(column)
     rows = sorted((Objective(record.experiment).values(t) or [], t) for t in front)
     for values, trial in rows:
-        table.add_row(trial.name, *[str(trial.assignments.get(n, "")) for n in names], *[f"{v:g}" for v in values])
+        table.add_row(trial.name, *[_short(trial.assignments.get(n, "")) for n in names], *[_short(v) for v in values])
     out.print(table)
 
 
@@ -441,9 +454,9 @@ def get_trials(name: str, namespace: str | None, output: str, store: str | None)
     for column in ("status", *[p.name for p in record.experiment.spec.parameters], *metrics):
         table.add_column(column)
     for t in trials:
-        values = [str(t.assignments.get(p.name, "")) for p in record.experiment.spec.parameters]
+        values = [_short(t.assignments.get(p.name, "")) for p in record.experiment.spec.parameters]
         table.add_row(t.name, t.state.value, *values,
-                      *[objective.raw(t, m) or "" for m in metrics])
+                      *[_short(objective.raw(t, m)) for m in metrics])
     out.print(table)
 
 
@@ -493,7 +506,7 @@ def _list_experiments(store: str | None, output: str) -> None:
         best = optimal_trial(record.experiment, trials)
         objective = Objective(record.experiment)
         table.add_row(record.namespace, record.name, status, str(counts.trials), str(counts.succeeded),
-                      str(counts.failures), f"{objective.metric}={objective.raw(best)}" if best else "")
+                      str(counts.failures), f"{objective.metric}={_short(objective.raw(best))}" if best else "")
     out.print(table)
 
 

@@ -408,3 +408,15 @@ def test_help_names_only_options_that_exist_and_the_backends(tmp_path: Path) -> 
         assert "--backend" not in text and "For an experiment run on the kubernetes backend" in text
     text = ok(katibx_cli("run", "--help", cwd=tmp_path, store=tmp_path / "s.db")).stdout
     assert "Worker backend plugin: kubernetes, local, ray." in " ".join(text.split())
+
+
+def test_tables_show_numbers_short_and_json_keeps_them_whole(tmp_path: Path, write_experiment) -> None:
+    store = tmp_path / "store.db"
+    ok(katibx_cli("run", str(write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=1))), "-q",
+                  cwd=tmp_path, store=store))
+    trials = get_json("trials", "exp", cwd=tmp_path, store=store)
+    long_values = [a["value"] for t in trials for a in t["spec"]["parameterAssignments"] if len(a["value"]) > 8]
+    assert long_values  # b is a double: full precision in -o json
+    table = ok(katibx_cli("get", "trials", "exp", cwd=tmp_path, store=store)).stdout
+    for value in long_values:
+        assert value not in table and f"{float(value):.6g}" in table
