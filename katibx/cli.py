@@ -239,8 +239,17 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
         _fail([f"{exc}; the running trials were stopped and what was stored is kept. Once fixed, continue with: "
                f"katibx resume {name}"])
     _print_summary(record, trials)
+    if not quiet:
+        _print_next_steps(record, store)
     cond = current_condition(record.conditions) or {}
     sys.exit(EXIT_SUCCEEDED if cond.get("type") == "Succeeded" else EXIT_FAILED)
+
+
+def _print_next_steps(record: ExperimentRecord, store: Store) -> None:
+    """Where to look next, on stderr (stdout stays the result): trials, a trial's log, the store."""
+    namespace = f" -n {record.namespace}" if record.namespace != "default" else ""
+    err.print(escape(f"next: katibx get trials {record.name}{namespace} | katibx logs {record.name}{namespace} "
+                     f"TRIAL | store {store.path}"), highlight=False)
 
 
 def _short(value: Any) -> str:

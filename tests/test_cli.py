@@ -420,3 +420,12 @@ def test_tables_show_numbers_short_and_json_keeps_them_whole(tmp_path: Path, wri
     table = ok(katibx_cli("get", "trials", "exp", cwd=tmp_path, store=store)).stdout
     for value in long_values:
         assert value not in table and f"{float(value):.6g}" in table
+
+
+def test_run_ends_with_a_hint_at_the_next_commands(tmp_path: Path, write_experiment) -> None:
+    store = tmp_path / "store.db"
+    path = write_experiment(experiment_doc(maxTrialCount=1, parallelTrialCount=1))
+    result = ok(katibx_cli("run", str(path), cwd=tmp_path, store=store))
+    assert f"next: katibx get trials exp | katibx logs exp TRIAL | store {store}" in " ".join(result.stderr.split())
+    assert "next:" not in ok(katibx_cli("resume", "exp", "--max-trial-count", "2", "-q", cwd=tmp_path,
+                                        store=store)).stderr  # not with -q
