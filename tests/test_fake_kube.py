@@ -292,9 +292,10 @@ def test_deleting_a_job_kills_its_pods(fake_cluster: FakeCluster, apis: Any) -> 
     assert process.poll() is not None
     # the Job went at once; its pod later (garbage collector), gracefully: Terminating, stopped, then removed
     order = [(kind, type_, bool(obj["metadata"].get("deletionTimestamp"))) for type_, kind, _, obj in events()]
-    assert order[0] == ("Job", "DELETED", False)
-    pod_events = [entry for entry in order if entry[0] == "Pod"]
-    assert pod_events[0] == ("Pod", "MODIFIED", True) and pod_events[-1] == ("Pod", "DELETED", True)
+    job_gone = order.index(("Job", "DELETED", False))
+    terminating = next(i for i, (kind, _, deleting) in enumerate(order) if kind == "Pod" and deleting)
+    assert job_gone < terminating and order[terminating] == ("Pod", "MODIFIED", True)
+    assert [entry for entry in order if entry[0] == "Pod"][-1] == ("Pod", "DELETED", True)
 
     batch.create_namespaced_job(NS, job_manifest("fg", ["sleep", "60"]))
     wait_for(lambda: len(fake_cluster.pod_processes()) == 1)
