@@ -34,7 +34,7 @@ _EXPORTS = {
     # using katibx
     "Experiment": "katibx.spec",
     "KatibxClient": "katibx.client",
-    "KatibClient": "katibx.client",
+    "KatibClient": "katibx.katib_client",
     "Store": "katibx.store",
     "StoreError": "katibx.store",
     "ValidationError": "katibx.validation",

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from katibx.katib_object import KatibObject, katib_object
 from katibx.lease import stop_for_deletion
+from katibx.results import TuneResult
 from katibx.status import experiment_status, optimal_trial_status, timestamp
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.template import format_value
@@ -43,59 +47,95 @@ def trial_object(record: ExperimentRecord, trial: TrialRecord) -> dict[str, Any]
 
 
 class KatibxClient:
-    """Query and manage stored experiments, in the vocabulary of Katib's ``KatibClient``."""
+    """Query and manage stored experiments, in the vocabulary of Katib's ``KatibClient``: its objects as
+    :class:`KatibObject` (plain data that answers the SDK's attribute names too)."""
 
-    def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, store: Store | str | os.PathLike[str] | None = None, *, namespace: str | None = None) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
+        self.namespace = namespace
+
+    def _namespace(self, namespace: str | None) -> str | None:
+        return namespace or self.namespace
 
     def _record(self, name: str, namespace: str | None) -> tuple[ExperimentRecord, list[TrialRecord]]:
-        record = self.store.get_experiment(name, namespace)
+        record = self.store.get_experiment(name, self._namespace(namespace))
         return record, self.store.trials(record.id)
 
-    def get_experiment(self, name: str, namespace: str | None = None) -> dict[str, Any]:
-        return experiment_object(*self._record(name, namespace))
+    def _records(self, namespace: str | None) -> list[ExperimentRecord]:
+        namespace = self._namespace(namespace)
+        return [r for r in self.store.list_experiments() if namespace is None or r.namespace == namespace]
 
-    def list_experiments(self) -> list[dict[str, Any]]:
-        return [experiment_object(r, self.store.trials(r.id)) for r in self.store.list_experiments()]
-
-    def list_trials(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    def get_experiment(self, name: str, namespace: str | None = None, timeout: Any = None) -> TuneResult:
+        """The Experiment with its status, and its trials Optuna-style (a :class:`TuneResult`)."""
         record, trials = self._record(name, namespace)
-        return [trial_object(record, t) for t in trials]
+        return TuneResult(experiment_object(record, trials), record, trials)
 
-    def get_success_trial_details(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    def list_experiments(self, namespace: str | None = None, timeout: Any = None) -> list[TuneResult]:
+        return [TuneResult(experiment_object(r, t), r, t) for r in self._records(namespace)
+                for t in [self.store.trials(r.id)]]
+
+    def list_trials(self, experiment_name: str | None = None, namespace: str | None = None,
+                    timeout: Any = None) -> list[KatibObject]:
+        """The trials of one experiment, or of every experiment (in ``namespace``)."""
+        records = [self._record(experiment_name, namespace)[0]] if experiment_name else self._records(namespace)
+        return [katib_object(trial_object(r, t)) for r in records for t in self.store.trials(r.id)]
+
+    def get_trial(self, name: str, namespace: str | None = None, timeout: Any = None) -> KatibObject:
+        """The trial called ``name``, in whichever experiment it is."""
+        record, trial = self._trial(name, namespace)
+        return katib_object(trial_object(record, trial))
+
+    def _trial(self, name: str, namespace: str | None) -> tuple[ExperimentRecord, TrialRecord]:
+        for record in self._records(namespace):
+            for trial in self.store.trials(record.id):
+                if trial.name == name:
+                    return record, trial
+        raise ExperimentNotFound(f"trial {name!r} not found (store {self.store.path})")
+
+    def get_trial_metrics(self, name: str, namespace: str | None = None, db_manager_address: Any = None,
+                          timeout: Any = None) -> list[KatibObject]:
+        """Every metric value the trial reported, in order (Katib's MetricLogs: ``timeStamp`` and ``metric``)."""
+        record, trial = self._trial(name, namespace)
+        return [katib_object({"timeStamp": timestamp(log.timestamp) if log.timestamp else None, "metric": {"name": log.name, "value": log.value}})
+                for log in self.store.observation_logs(trial.id)]
+
+    def get_success_trial_details(self, experiment_name: str | None = None, namespace: str | None = None,
+                                  timeout: Any = None) -> list[dict[str, Any]]:
         """Succeeded trials as Katib lists them: name, parameter_assignments and metrics."""
-        record, trials = self._record(name, namespace)
+        records = [self._record(experiment_name, namespace)[0]] if experiment_name else self._records(namespace)
         return [{"name": t.name,
                  "parameter_assignments": [{"name": k, "value": format_value(v)} for k, v in t.assignments.items()],
                  "metrics": [m.to_dict() for m in t.observation.values()]}
-                for t in trials if t.state is TrialState.SUCCEEDED]
+                for r in records for t in self.store.trials(r.id) if t.state is TrialState.SUCCEEDED]
 
-    def get_optimal_hyperparameters(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    def get_optimal_hyperparameters(self, name: str, namespace: str | None = None,
+                                    timeout: Any = None) -> KatibObject | None:
         """``status.currentOptimalTrial``, or None while no trial has the objective metric."""
         record, trials = self._record(name, namespace)
         best = optimal_trial_status(record.experiment, trials)
-        return best if best["bestTrialName"] else None
+        return katib_object(best) if best["bestTrialName"] else None
 
-    def get_experiment_conditions(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return self.store.get_experiment(name, namespace).conditions
+    def get_experiment_conditions(self, name: str, namespace: str | None = None,
+                                  timeout: Any = None) -> list[KatibObject]:
+        return katib_object(self.store.get_experiment(name, self._namespace(namespace)).conditions)
 
     def _has_condition(self, name: str, namespace: str | None, ctype: str) -> bool:
         """Katib's ``has_condition``: a condition of this type with status True."""
         return any(c["type"] == ctype and c["status"] == "True" for c in self.get_experiment_conditions(name, namespace))
 
-    def is_experiment_created(self, name: str, namespace: str | None = None) -> bool:
+    def is_experiment_created(self, name: str, namespace: str | None = None, timeout: Any = None) -> bool:
         return self._has_condition(name, namespace, "Created")
 
-    def is_experiment_restarting(self, name: str, namespace: str | None = None) -> bool:
+    def is_experiment_restarting(self, name: str, namespace: str | None = None, timeout: Any = None) -> bool:
         return self._has_condition(name, namespace, "Restarting")
 
-    def is_experiment_succeeded(self, name: str, namespace: str | None = None) -> bool:
+    def is_experiment_succeeded(self, name: str, namespace: str | None = None, timeout: Any = None) -> bool:
         return self._has_condition(name, namespace, "Succeeded")
 
-    def is_experiment_failed(self, name: str, namespace: str | None = None) -> bool:
+    def is_experiment_failed(self, name: str, namespace: str | None = None, timeout: Any = None) -> bool:
         return self._has_condition(name, namespace, "Failed")
 
-    def is_experiment_running(self, name: str, namespace: str | None = None) -> bool:
+    def is_experiment_running(self, name: str, namespace: str | None = None, timeout: Any = None) -> bool:
         return self._has_condition(name, namespace, "Running")
 
     def get_trial_logs(self, name: str, trial_name: str, namespace: str | None = None) -> str:
@@ -110,11 +150,38 @@ class KatibxClient:
             raise ExperimentNotFound(f"trial {trial_name!r} not found in experiment {name!r}")
         return self.store.trial_dir(record, trial_name) / STDOUT_LOG
 
+    def follow_trial_log(self, name: str, trial_name: str, namespace: str | None = None, *,
+                         poll_seconds: float = 0.2) -> Iterator[str]:
+        """The trial's output lines, then each new one as it is written, until the trial has ended and its log is
+        read to the end (``kubectl logs -f``)."""
+        path = self.trial_log_path(name, trial_name, namespace)
+        record = self.store.get_experiment(name, self._namespace(namespace))
+        partial = b""
+        offset = 0
+        while True:
+            ended = self._trial_ended(record, trial_name)  # before reading: what it wrote before ending is read
+            if path.exists():
+                with path.open("rb") as log_file:
+                    log_file.seek(offset)
+                    chunk = log_file.read()
+                offset += len(chunk)
+                *lines, partial = (partial + chunk).split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", errors="replace")
+            if ended:
+                if partial:
+                    yield partial.decode("utf-8", errors="replace")
+                return
+            time.sleep(poll_seconds)
+
+    def _trial_ended(self, record: ExperimentRecord, trial_name: str) -> bool:
+        trial = next((t for t in self.store.trials(record.id) if t.name == trial_name), None)
+        return trial is None or trial.state.is_terminal
+
     def delete_experiment(self, name: str, namespace: str | None = None, *, force: bool = False) -> None:
         """Remove the experiment, its trials, observations and trial directories. One that a controller is running
         is refused (ExperimentBusy) unless ``force``, which stops that controller first."""
-        record = self.store.get_experiment(name, namespace)
+        record = self.store.get_experiment(name, self._namespace(namespace))
         stop_for_deletion(self.store, record, force=force)
         self.store.delete_experiment(record)
         shutil.rmtree(self.store.experiment_dir(record), ignore_errors=True)
-KatibClient = KatibxClient  # Katib's name, for code ported from kubeflow.katib

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-import typing
+import logging
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,13 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from katibx.defaults import apply_defaults
-from katibx.spec import Experiment
+from katibx.sdk_objects import camel_case_keys
+from katibx.spec import Experiment, model_in
 from katibx.validation import ValidationError, validate
 
+log = logging.getLogger(__name__)
+# How many of the snake_case keys read as camelCase the note names.
+_NOTED_KEYS = 8
 # pydantic error type -> Katib-style message
 _MESSAGES = {
     "missing": "Required value",
@@ -62,17 +66,6 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(document)"
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The model class inside an annotation such as ``Optional[list[Model]]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def _field_names(loc: tuple[Any, ...]) -> list[str]:
     """Katib's field names of the object at ``loc`` (empty when it is not one of our models)."""
     model: type[BaseModel] = Experiment
@@ -80,7 +73,7 @@ def _field_names(loc: tuple[Any, ...]) -> list[str]:
         if isinstance(part, int):
             continue
         fields = {f.alias or n: f for n, f in model.model_fields.items()}
-        found = _model_of(fields[part].annotation) if part in fields else None
+        found = model_in(fields[part].annotation) if part in fields else None
         if found is None:
             return []
         model = found
@@ -154,6 +147,10 @@ def parse_experiment(data: Any) -> tuple[Experiment | None, list[str]]:
     something, else it is built even when a rule is broken, so that plugin checks can still report theirs."""
     if not isinstance(data, dict):
         return None, [f"(document): must be a mapping with apiVersion, kind, metadata and spec{_got(data)}"]
+    data, renamed = camel_case_keys(data)  # as the API server reads what the Katib SDK sends
+    if renamed:
+        shown = ", ".join(renamed[:_NOTED_KEYS]) + (f" and {len(renamed) - _NOTED_KEYS} more" if len(renamed) > _NOTED_KEYS else "")
+        log.warning("note: read the snake_case keys of the Katib SDK's serializer as their camelCase names: %s", shown)
     other = _other_kind(data)
     if other:
         return None, [other]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from katibx.katib_object import KatibObject
 from katibx.metrics import as_float
 from katibx.objective import Objective
 from katibx.search_space import SearchSpace
@@ -35,7 +36,7 @@ class TrialResult:
     message: str
 
 
-class TuneResult(dict):  # type: ignore[type-arg]
+class TuneResult(KatibObject):
     """The finished Experiment (this dict, Katib-shaped) and its trials, Optuna-style."""
 
     def __init__(self, experiment: dict[str, Any], record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
@@ -107,7 +108,3 @@ class TuneResult(dict):  # type: ignore[type-arg]
         return pandas.DataFrame(rows)
 
     to_pandas = trials_dataframe
-
-    def to_dict(self) -> dict[str, Any]:
-        """The Katib-shaped Experiment as a plain dict (for ``yaml.safe_dump`` and ``type(x) is dict`` checks)."""
-        return dict(self)

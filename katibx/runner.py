@@ -47,10 +47,10 @@ def run_experiment(
         function = import_function(reference, str(workdir))
     conditions: list[dict[str, Any]] = []
     set_condition(conditions, CREATED, True, REASON_CREATED, "Experiment is created")
+    deadline = _deadline(timeout)  # a wrong timeout before anything is stored
     held = new_lease()
     record = store.create_experiment(experiment, conditions, str(workdir), backend=backend.name,
                                      backend_options=backend.settings(), lease=held)
-    deadline = _deadline(timeout)
     with ExperimentLease(store, record, held=held) as lease:
         return Controller(store, record, backend, prepared=prepared, function=function, lease=lease,
                           kill_running_on_completion=kill_running_on_completion, listener=listener,
@@ -77,9 +77,12 @@ def resume_experiment(
     kill_running_on_completion: bool = False,
     listener: TrialListener | None = None,
     timeout: float | None = None,
+    parallel_trial_count: int | None = None,
+    max_failed_trial_count: int | None = None,
 ) -> ExperimentRecord:
     """Continue a stored experiment after a crash or with a larger budget (for at most ``timeout`` seconds); trials
-    in flight are re-run or re-attached.
+    in flight are re-run or re-attached. ``parallel_trial_count`` and ``max_failed_trial_count`` replace the
+    stored ones (the Katib SDK's ``edit_experiment_budget``).
 
     It runs on the backend that ran it (with the options stored then); another backend is refused, because the
     trials the crashed controller left behind live on the first one.
@@ -87,12 +90,14 @@ def resume_experiment(
     store = store or Store()
     record = store.get_experiment(name, namespace)
     deadline = _deadline(timeout)
+    budget = {"max_trial_count": max_trial_count, "parallel_trial_count": parallel_trial_count,
+              "max_failed_trial_count": max_failed_trial_count}
     with ExperimentLease(store, record) as lease:  # before anything is changed: one controller at a time
-        return _resume(store, record, backend, max_trial_count, function, kill_running_on_completion, listener, lease,
+        return _resume(store, record, backend, budget, function, kill_running_on_completion, listener, lease,
                        deadline)
 
 
-def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | None, max_trial_count: int | None,
+def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | None, budget: dict[str, int | None],
             function: Callable[..., Any] | None, kill_running_on_completion: bool, listener: TrialListener | None,
             lease: ExperimentLease, deadline: float | None) -> ExperimentRecord:
     name = record.name
@@ -101,14 +106,7 @@ def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | Non
     except ValidationError as exc:
         raise ValidationError([f"stored experiment {name!r}: {line}" for line in exc.errors]) from None
     backend = stored_backend(record, backend)
-    if max_trial_count is not None:
-        spec = record.experiment.spec
-        trials = len(store.trials(record.id))
-        if max_trial_count <= trials:
-            raise ValidationError([f"--max-trial-count: must be greater than status.trials count ({trials})"])
-        if spec.parallel_trial_count and spec.parallel_trial_count > max_trial_count:
-            raise ValidationError(["--max-trial-count: must be at least spec.parallelTrialCount"])
-        spec.max_trial_count = max_trial_count
+    _edit_budget(record, budget, len(store.trials(record.id)))
     prepared = prepare(record.experiment, backend)
     reference = function_reference(record.experiment)
     if function is None and reference is not None:
@@ -119,6 +117,25 @@ def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | Non
     return Controller(store, record, backend, prepared=prepared, function=function, lease=lease,
                       kill_running_on_completion=kill_running_on_completion, listener=listener,
                       deadline=deadline).run()
+
+
+def _edit_budget(record: ExperimentRecord, budget: dict[str, int | None], trials: int) -> None:
+    """Put the new budget into the stored spec; ValidationError when it cannot run (Katib's webhook rules)."""
+    spec = record.experiment.spec
+    errors = [f"{name}: must be a positive integer, got {value!r}" for name, value in budget.items()
+              if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1)]
+    if errors:
+        raise ValidationError(errors)
+    max_trials, parallel = budget["max_trial_count"], budget["parallel_trial_count"]
+    if max_trials is not None and max_trials <= trials:
+        raise ValidationError([f"--max-trial-count: must be greater than status.trials count ({trials})"])
+    max_trials = max_trials or spec.max_trial_count
+    if max_trials and (parallel or spec.parallel_trial_count or 0) > max_trials:
+        raise ValidationError([f"parallel_trial_count: must be at most spec.maxTrialCount ({max_trials})" if parallel
+                               else "--max-trial-count: must be at least spec.parallelTrialCount"])
+    for name, value in budget.items():
+        if value is not None:
+            setattr(spec, name, value)
 
 
 def stored_backend(record: ExperimentRecord, backend: Backend | str | None = None, *,

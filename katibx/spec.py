@@ -6,7 +6,7 @@ Katib's string-typed ``feasibleSpace`` values. Defaults are applied by :mod:`kat
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, get_args
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,17 @@ from pydantic.alias_generators import to_camel
 _StrList = list[str]
 API_VERSION = "kubeflow.org/v1beta1"
 KIND = "Experiment"
+
+
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside an annotation such as ``Optional[list[Model]]``; None for plain values."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 class KatibModel(BaseModel):

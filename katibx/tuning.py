@@ -12,6 +12,7 @@ from katibx.loader import experiment_from_dict
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.results import TrialResult, TuneResult
 from katibx.runner import resume_experiment, run_experiment
+from katibx.sdk_objects import sdk_domain
 from katibx.search import Domain
 from katibx.search_space import TYPED_VALUES_ANNOTATION
 from katibx.spec import API_VERSION, KIND, Experiment
@@ -89,6 +90,7 @@ def function_experiment(
         errors.append(f"reuse_processes: must be True or False, got {type(reuse_processes).__name__}")
     if errors:
         raise ValidationError(errors)
+    parameters = {k: sdk_domain(v) or v for k, v in parameters.items()}  # katib.search objects too
     domains = {str(k): v for k, v in parameters.items() if isinstance(v, Domain)}
     fixed = {str(k): v for k, v in parameters.items() if not isinstance(v, Domain)}
     try:
@@ -195,8 +197,7 @@ def tune(
                                     kill_running_on_completion=kill_running_on_completion, listener=listener,
                                     timeout=timeout)
         client = KatibxClient(st)
-        trials = st.trials(record.id)
-        result = TuneResult(client.get_experiment(record.name, record.namespace), record, trials)
+        result = client.get_experiment(record.name, record.namespace)
         if result.best_trial is None:
             raise TuneError(_no_result(client, result), result)
         return result

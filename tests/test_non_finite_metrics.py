@@ -72,7 +72,7 @@ def test_tune_objective_returning_non_finite_never_wins(tmp_path: Path, returned
                 parallel_trial_count=1)
     trials = {t.assignments["x"]: t for t in store.trials(store.get_experiment("nonfinite").id)}
     assert trials["bad"].state is TrialState.METRICS_UNAVAILABLE and "not a finite number" in trials["bad"].message
-    best = katibx.KatibClient(store).get_optimal_hyperparameters("nonfinite")
+    best = katibx.KatibClient(store=store).get_optimal_hyperparameters("nonfinite")
     assert best["bestTrialName"] == trials["good"].name
 
 

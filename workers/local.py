@@ -41,6 +41,7 @@ from katibx.trial_dir import CHECKPOINT_DIR, FILES_DIR, PUSH_FILE, STDOUT_LOG, t
 from katibx.workers._escaped import TOKEN_ENV, kill_marked, new_token
 from katibx.workers._function_worker import FunctionWorker, TrialRequest
 from katibx.workers._process_exit import ProcessExit, wait_readable
+from katibx.workers._python_path import with_python_on_path
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,7 @@ class LocalBackend(Backend):
         if mount:
             values = mount_checkpoint(values, mount, job.trial_dir / CHECKPOINT_DIR)
         env.update(zip(names, values[len(argv):]))
+        with_python_on_path(job.trial_dir, env)  # `bash -c "python ..."` too, after the container's own PATH
         return values[:len(argv)], source
 
     @staticmethod

@@ -1,0 +1,406 @@
+"""``katibx.KatibClient``: the Katib SDK's ``KatibClient`` on this machine, with its method and argument names.
+
+As in Katib, ``create_experiment`` and ``tune`` return once the experiment is stored and a controller runs it: here a
+thread of this process (Katib's runs in the cluster), so ``wait_for_experiment_condition`` and the reads work as
+they do there. A process that ends waits for the experiments it started (Ctrl-C stops them; ``katibx resume``
+continues them). ``kubeflow.katib`` model objects are accepted wherever the SDK takes them, without depending on it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import logging
+import secrets
+import string
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from katibx.backend import Backend
+from katibx.client import KatibxClient, trial_object
+from katibx.katib_object import KatibObject, katib_object
+from katibx.lease import controller_alive, stop_holder
+from katibx.loader import experiment_from_dict
+from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
+from katibx.runner import resume_experiment, run_experiment
+from katibx.sdk_objects import plain_data
+from katibx.spec import Experiment
+from katibx.status import FAILED, SUCCEEDED, is_completed
+from katibx.store import ExperimentRecord, Store, StoreError
+from katibx.trial import TrialRecord
+from katibx.tuning import function_experiment
+from katibx.validation import ValidationError
+
+log = logging.getLogger(__name__)
+
+# The Katib SDK's defaults for arguments that have no meaning for trials run in this Python environment: accepted
+# when left as they are, refused with the reason when set.
+SDK_BASE_IMAGE = "docker.io/pytorch/pytorch:2.2.1-cuda12.1-cudnn8-runtime"
+SDK_PIP_INDEX_URLS = ["https://pypi.org/simple"]
+# How often wait_for_experiment_condition reads an experiment another process runs (at most; Katib's default is 15 s).
+_POLL_SECONDS = 0.5
+
+
+class KatibClient(KatibxClient):
+    """The Katib SDK's client: ``KatibClient(namespace=...)`` as in ``kubeflow.katib``, plus where it runs trials
+    (``backend``, with that backend's options) and which ``store`` keeps the experiments."""
+
+    def __init__(
+        self,
+        config_file: str | None = None,
+        context: str | None = None,
+        client_configuration: Any = None,
+        namespace: str | None = None,
+        *,
+        store: Store | str | None = None,
+        backend: str = DEFAULT_BACKEND,
+        **backend_options: Any,
+    ) -> None:
+        errors = []
+        if client_configuration is not None:
+            errors.append("client_configuration: not used by katibx; give backend='kubernetes' with config_file and "
+                          "context (the kube-config of the cluster that runs the trials)")
+        if (config_file is not None or context is not None) and backend != "kubernetes":
+            errors.append(f"config_file, context: the kube-config of backend='kubernetes'; this client runs trials on "
+                          f"the {backend} backend")
+        if errors:
+            raise ValidationError(errors)
+        if backend == "kubernetes":
+            backend_options = {**{k: v for k, v in (("kubeconfig", config_file), ("context", context)) if v}, **backend_options}
+        create_backend(backend, **backend_options).close()  # a wrong backend or option now, not at the first tune
+        super().__init__(store, namespace=namespace)
+        self.backend = backend
+        self.backend_options = backend_options
+        self._runs: dict[tuple[str, str], _BackgroundRun] = {}
+
+    def _new_backend(self) -> Backend:
+        return create_backend(self.backend, **self.backend_options)
+
+    # creating and running -------------------------------------------------------------------------------------
+    def create_experiment(self, experiment: Any, namespace: str | None = None) -> KatibObject:
+        """Store the Experiment (a ``V1beta1Experiment``, a dict as in YAML, or a katibx Experiment) and start
+        running it; returns it as stored. ``metadata.generateName`` gets a random suffix, as on the API server."""
+        data = experiment.to_dict() if isinstance(experiment, Experiment) else plain_data(experiment)
+        if not isinstance(data, dict):
+            raise ValidationError([f"experiment: must be a V1beta1Experiment or a mapping, got {type(experiment).__name__}"])
+        data = copy.deepcopy(data)
+        metadata = data.setdefault("metadata", {}) if isinstance(data.get("metadata", {}), dict) else {}
+        if namespace or self.namespace:
+            metadata["namespace"] = namespace or self.namespace
+        prefix = metadata.pop("generateName", None) or metadata.pop("generate_name", None)
+        if not metadata.get("name") and isinstance(prefix, str):
+            metadata["name"] = prefix + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+        return self._start(experiment_from_dict(data), None)
+
+    def tune(
+        self,
+        name: str,
+        objective: Callable[[dict[str, Any]], Any] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        base_image: str = SDK_BASE_IMAGE,
+        namespace: str | None = None,
+        env_per_trial: Any = None,
+        algorithm_name: str = "random",
+        algorithm_settings: Any = None,
+        objective_metric_name: str | None = None,
+        additional_metric_names: list[str] | None = None,
+        objective_type: str = "maximize",
+        objective_goal: float | None = None,
+        max_trial_count: int | None = None,
+        parallel_trial_count: int | None = None,
+        max_failed_trial_count: int | None = None,
+        resources_per_trial: Any = None,
+        retain_trials: bool = False,
+        packages_to_install: list[str] | None = None,
+        pip_index_urls: list[str] | None = None,
+        metrics_collector_config: Mapping[str, Any] | None = None,
+        trial_active_deadline_seconds: float | None = None,
+        model_provider_parameters: Any = None,
+        dataset_provider_parameters: Any = None,
+        trainer_parameters: Any = None,
+        storage_config: Any = None,
+    ) -> None:
+        """Katib's ``tune``: an Experiment of ``objective`` over ``parameters`` (``katib.search`` or
+        ``katibx.search`` domains), started as ``create_experiment`` starts one. The objective gets typed values
+        (Katib's gets strings: ``float(...)`` and ``int(...)`` of them still work) and prints ``name=value`` lines,
+        returns its metrics or calls ``report_metrics``. Arguments about images, pip and Kubernetes objects that
+        mean nothing for a function run in this Python environment are refused with the reason."""
+        errors = _unsupported(model_provider_parameters=model_provider_parameters,
+                              dataset_provider_parameters=dataset_provider_parameters,
+                              trainer_parameters=trainer_parameters, storage_config=storage_config,
+                              base_image=base_image, packages_to_install=packages_to_install,
+                              pip_index_urls=pip_index_urls, metrics_collector_config=metrics_collector_config)
+        if objective is None or parameters is None:
+            errors.append("objective, parameters: both are required (the function to tune and its search space)")
+        settings = _settings(algorithm_settings, errors)
+        environment = _environment(env_per_trial, errors)
+        resources = _resources(resources_per_trial, errors)
+        if errors:
+            raise ValidationError(errors)
+        assert objective is not None and parameters is not None
+        experiment = function_experiment(
+            name, objective, parameters, namespace=namespace or self.namespace, algorithm_name=algorithm_name,
+            algorithm_settings=settings, objective_metric_name=objective_metric_name,
+            additional_metric_names=additional_metric_names, objective_type=objective_type,
+            objective_goal=objective_goal, max_trial_count=max_trial_count, parallel_trial_count=parallel_trial_count,
+            max_failed_trial_count=max_failed_trial_count, env_per_trial=environment,
+            trial_active_deadline_seconds=trial_active_deadline_seconds, resources_per_trial=resources)
+        if retain_trials:
+            assert experiment.spec.trial_template is not None
+            experiment.spec.trial_template.retain = True
+        self._start(experiment, objective)
+
+    def _start(self, experiment: Experiment, function: Callable[..., Any] | None) -> KatibObject:
+        """Check the experiment with the backend, then run it on a controller thread once it is stored."""
+        worker = self._new_backend()
+        try:
+            prepared = prepare(experiment, worker)
+        except BaseException:
+            worker.close()
+            raise
+        def controller(store: Store, listener: Any) -> ExperimentRecord:
+            try:
+                return run_experiment(prepared.experiment, store=store, backend=worker, prepared=prepared,
+                                      function=function, listener=listener, workdir=Path.cwd())
+            finally:
+                worker.close()  # also when it ends before its controller starts (the name exists already)
+
+        run = _BackgroundRun(experiment.name, self.store.path, controller)
+        run.start()
+        self._runs[(experiment.namespace, experiment.name)] = run
+        return self.get_experiment(experiment.name, experiment.namespace)
+
+    def edit_experiment_budget(self, name: str, namespace: str | None = None, max_trial_count: int | None = None,
+                               parallel_trial_count: int | None = None, max_failed_trial_count: int | None = None,
+                               timeout: Any = None) -> None:
+        """Katib's budget edit: a completed (or interrupted) experiment goes on with the new budget on a controller
+        thread, as Katib restarts it; one that a controller is running is refused until it completes."""
+        if max_trial_count is None and parallel_trial_count is None and max_failed_trial_count is None:
+            raise ValidationError(["edit_experiment_budget: set max_trial_count, parallel_trial_count or "
+                                   "max_failed_trial_count"])
+        record = self.store.get_experiment(name, self._namespace(namespace))
+        mine = self._runs.get((record.namespace, name))
+        if mine is not None and is_completed(record.conditions):
+            mine.done.wait()  # completed: its controller is only letting the last trials end and giving up its lease
+        if controller_alive(self.store, record):
+            raise StoreError(f"experiment {name!r} is running; edit its budget once it has completed")
+        run = _BackgroundRun(name, self.store.path, lambda store, listener: resume_experiment(
+            name, store=store, namespace=record.namespace, max_trial_count=max_trial_count,
+            parallel_trial_count=parallel_trial_count, max_failed_trial_count=max_failed_trial_count,
+            listener=listener))
+        run.start()
+        self._runs[(record.namespace, name)] = run
+
+    # waiting ------------------------------------------------------------------------------------------------------
+    def wait_for_experiment_condition(self, name: str, namespace: str | None = None,
+                                      expected_condition: str = SUCCEEDED, timeout: float = 600,
+                                      polling_interval: float = 15, apiserver_timeout: Any = None) -> KatibObject:
+        """Katib's wait: the experiment once it has ``expected_condition``; RuntimeError when it Failed instead (or
+        its controller here stopped), TimeoutError after ``timeout`` seconds."""
+        namespace = self._namespace(namespace)
+        deadline = time.monotonic() + timeout
+        while True:
+            experiment = self.get_experiment(name, namespace)
+            conditions = experiment["status"].get("conditions", [])
+            if _has(conditions, expected_condition):
+                return experiment
+            if expected_condition != FAILED and _has(conditions, FAILED):
+                raise RuntimeError(f"Experiment: {experiment['metadata']['namespace']}/{name} is Failed. "
+                                   f"Experiment conditions: {conditions}")
+            run = self._runs.get((experiment["metadata"]["namespace"], name))
+            if run is not None and run.done.is_set() and run.error is not None:
+                raise RuntimeError(f"Experiment: {name}: its controller stopped: {run.error}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"Timeout waiting for Experiment: {namespace or 'default'}/{name} to reach "
+                                   f"{expected_condition} state")
+            if run is not None and not run.done.is_set():
+                run.wait_change(min(left, polling_interval))
+            else:  # run by another process (katibx run, another notebook): read the store again
+                time.sleep(min(left, polling_interval, _POLL_SECONDS))
+
+    def delete_experiment(self, name: str, namespace: str | None = None, delete_options: Any = None, *,
+                          force: bool = False) -> None:
+        """Delete the experiment with its trials; one this client's controller runs is stopped first."""
+        run = self._runs.pop((self._namespace(namespace) or "default", name), None)
+        if run is not None and not run.done.is_set():
+            run.stop(self.store)
+        super().delete_experiment(name, namespace, force=force)
+
+    # reads in the SDK's vocabulary --------------------------------------------------------------------------------
+    def get_suggestion(self, name: str, namespace: str | None = None, timeout: Any = None) -> KatibObject:
+        """The experiment's Suggestion: its algorithm and every suggestion made so far (a trial each)."""
+        record, trials = self._record(name, namespace)
+        return katib_object(_suggestion(record, trials))
+
+    def list_suggestions(self, namespace: str | None = None, timeout: Any = None) -> list[KatibObject]:
+        return [katib_object(_suggestion(r, self.store.trials(r.id))) for r in self._records(namespace)]
+
+    def get_job_logs(self, name: str, trial_name: str, follow: bool = False,
+                     namespace: str | None = None) -> Iterator[str]:
+        """The trial's output lines; with ``follow`` new lines as the trial writes them, until it has ended."""
+        yield from self.follow_trial_log(name, trial_name, namespace) if follow else \
+            iter(self.get_trial_logs(name, trial_name, namespace).splitlines())
+
+
+def _has(conditions: list[dict[str, Any]], ctype: str) -> bool:
+    return any(c.get("type") == ctype and c.get("status") == "True" for c in conditions)
+
+
+def _suggestion(record: ExperimentRecord, trials: list[TrialRecord]) -> dict[str, Any]:
+    """A Katib Suggestion object: the algorithm, how many suggestions were requested and each one's assignments."""
+    spec = record.experiment.spec
+    return {"apiVersion": "kubeflow.org/v1beta1", "kind": "Suggestion",
+            "metadata": {"name": record.name, "namespace": record.namespace},
+            "spec": {"algorithm": spec.algorithm.to_dict() if spec.algorithm else {}, "requests": len(trials)},
+            "status": {"suggestionCount": len(trials),
+                       "suggestions": [{"name": t.name, "parameterAssignments": trial_object(record, t)["spec"]
+                                        ["parameterAssignments"], "labels": t.labels} for t in trials]}}
+
+
+def _unsupported(**arguments: Any) -> list[str]:
+    """One line for each SDK argument set to something that has no meaning for a function trial here."""
+    reasons = {
+        "model_provider_parameters": "Katib's LLM fine-tuning mode (Hugging Face models and datasets) is not "
+                                     "supported; give objective and parameters",
+        "dataset_provider_parameters": "Katib's LLM fine-tuning mode is not supported; give objective and parameters",
+        "trainer_parameters": "Katib's LLM fine-tuning mode is not supported; give objective and parameters",
+        "storage_config": "only used by Katib's LLM fine-tuning mode, which is not supported",
+        "base_image": "trials of a function run in this Python environment, not in an image; install what the "
+                      "objective needs here",
+        "packages_to_install": "trials of a function run in this Python environment; pip install the packages "
+                               "into it",
+        "pip_index_urls": "only used with packages_to_install, which is not supported",
+    }
+    lines = [f"{name}: {reasons[name]}" for name, value in arguments.items() if name in reasons
+             and value is not None and not (name == "base_image" and value == SDK_BASE_IMAGE)
+             and not (name == "pip_index_urls" and list(value) == SDK_PIP_INDEX_URLS)]
+    collector = arguments.get("metrics_collector_config")
+    if collector is not None and (not isinstance(collector, Mapping) or collector.get("kind") not in ("StdOut", "Push")):
+        lines.append("metrics_collector_config: kind must be StdOut (name=value lines) or Push (report_metrics)")
+    return lines
+
+
+def _settings(settings: Any, errors: list[str]) -> dict[str, Any] | None:
+    """``algorithm_settings`` as a dict: the SDK also takes a list of ``V1beta1AlgorithmSetting``."""
+    if settings is None or isinstance(settings, Mapping):
+        return settings
+    if isinstance(settings, list):
+        items = [plain_data(s) for s in settings]
+        if all(isinstance(i, dict) and "name" in i for i in items):
+            return {i["name"]: i.get("value") for i in items}
+    errors.append("algorithm_settings: must be a dict or a list of V1beta1AlgorithmSetting")
+    return None
+
+
+def _environment(env: Any, errors: list[str]) -> dict[str, Any] | None:
+    """``env_per_trial`` as a dict: the SDK also takes a list of ``V1EnvVar`` (``V1EnvFromSource`` reads
+    Kubernetes ConfigMaps and Secrets, which trials here do not have)."""
+    if env is None or isinstance(env, Mapping):
+        return env
+    if isinstance(env, list):
+        items = [plain_data(e) for e in env]
+        if all(isinstance(i, dict) and "name" in i and "valueFrom" not in i for i in items):
+            return {i["name"]: i.get("value", "") for i in items}
+    errors.append("env_per_trial: must be a dict or a list of V1EnvVar with values (V1EnvFromSource and valueFrom "
+                  "read Kubernetes objects, which function trials here do not have)")
+    return None
+
+
+def _resources(resources: Any, errors: list[str]) -> dict[str, Any] | None:
+    """``resources_per_trial`` as katibx's quantities ({"cpu": 2, "memory": "1Gi", "gpu": 1}): the SDK also takes a
+    ``V1ResourceRequirements`` (its limits, else its requests; ``nvidia.com/gpu`` is ``gpu``)."""
+    if resources is None or isinstance(resources, Mapping):
+        return resources
+    if type(resources).__name__ == "TrainerResources":
+        errors.append("resources_per_trial: TrainerResources (a PyTorchJob per trial) is not supported for function "
+                      "trials; give the resources of one trial")
+        return None
+    data = plain_data(resources)
+    if isinstance(data, dict) and set(data) <= {"limits", "requests", "claims"}:
+        quantities = data.get("limits") or data.get("requests") or {}
+        return {("gpu" if key == "nvidia.com/gpu" else key): value for key, value in quantities.items()}
+    errors.append("resources_per_trial: must be a dict of quantities or a V1ResourceRequirements")
+    return None
+
+
+class _BackgroundRun:
+    """One experiment's controller on a thread of its own, with its own store connection; ``run`` is called with
+    that store and a listener once the thread starts."""
+
+    _all: list[_BackgroundRun] = []
+    _lock = threading.Lock()
+
+    def __init__(self, name: str, store_path: Path, run: Callable[[Store, Any], ExperimentRecord]) -> None:
+        self.name = name
+        self.store_path = store_path
+        self._run = run
+        self.stored = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._main, name=f"katibx-experiment-{name}", daemon=True)
+
+    def start(self) -> None:
+        """Start the controller and return once the experiment is stored; what stops it before is raised here."""
+        with _BackgroundRun._lock:
+            if not _BackgroundRun._all:
+                atexit.register(_wait_for_runs_at_exit)
+            _BackgroundRun._all.append(self)
+        self._thread.start()
+        self.stored.wait()
+        if self.error is not None:
+            raise self.error
+
+    def _main(self) -> None:
+        try:
+            with Store(self.store_path) as store:
+                self._run(store, self._listener)
+        except BaseException as exc:  # noqa: BLE001 - kept for wait_for_experiment_condition and start()
+            self.error = exc
+            if self.stored.is_set():
+                log.error("experiment %s: its controller stopped: %s", self.name, exc)
+        finally:
+            self.done.set()
+            self.stored.set()
+            with self._changed:
+                self._changed.notify_all()
+
+    def _listener(self, record: ExperimentRecord, trials: Any) -> None:
+        self.stored.set()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_change(self, timeout: float) -> None:
+        """Until the controller saves a change (or ``timeout`` seconds)."""
+        with self._changed:
+            if not self.done.is_set():
+                self._changed.wait(timeout)
+
+    def stop(self, store: Store) -> None:
+        """Ask the controller to stop (through its lease, as ``katibx delete --force`` does) and wait for it."""
+        try:
+            stop_holder(store, store.get_experiment(self.name), "KatibClient.delete_experiment or Ctrl-C in this process")
+        except StoreError as exc:
+            log.warning("experiment %s: %s", self.name, exc)
+        self.done.wait()
+
+
+def _wait_for_runs_at_exit() -> None:
+    """At interpreter exit: the experiments this process started run to completion (as they would in a cluster);
+    Ctrl-C stops them (``katibx resume NAME`` continues one later)."""
+    running = [r for r in _BackgroundRun._all if not r.done.is_set()]
+    if not running:
+        return
+    log.warning("waiting for experiment(s) %s to complete (Ctrl-C stops them; katibx resume continues one)",
+                ", ".join(r.name for r in running))
+    try:
+        for run in running:
+            run.done.wait()
+    except KeyboardInterrupt:
+        for run in running:
+            if not run.done.is_set():
+                with Store(run.store_path) as store:
+                    run.stop(store)
