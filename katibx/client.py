@@ -46,6 +46,21 @@ def trial_object(record: ExperimentRecord, trial: TrialRecord) -> dict[str, Any]
     }
 
 
+# How much of a trial's log is read at a time (a log can be larger than memory).
+_READ_BYTES = 1 << 20
+
+
+def log_tail(path: Path, lines: int, limit: int = 1 << 20) -> list[str]:
+    """The last ``lines`` lines of a log, reading at most its last ``limit`` bytes."""
+    if lines <= 0 or not path.exists():
+        return []
+    with path.open("rb") as log:
+        size = log.seek(0, 2)
+        log.seek(max(0, size - limit))
+        text = log.read().decode("utf-8", errors="replace").splitlines()
+    return (text[1:] if size > limit else text)[-lines:]  # the first may have been cut
+
+
 class KatibxClient:
     """Query and manage stored experiments, in the vocabulary of Katib's ``KatibClient``: its objects as
     :class:`KatibObject` (plain data that answers the SDK's attribute names too)."""
@@ -82,10 +97,11 @@ class KatibxClient:
 
     def get_trial(self, name: str, namespace: str | None = None, timeout: Any = None) -> KatibObject:
         """The trial called ``name``, in whichever experiment it is."""
-        record, trial = self._trial(name, namespace)
+        record, trial = self.find_trial(name, namespace)
         return katib_object(trial_object(record, trial))
 
-    def _trial(self, name: str, namespace: str | None) -> tuple[ExperimentRecord, TrialRecord]:
+    def find_trial(self, name: str, namespace: str | None = None) -> tuple[ExperimentRecord, TrialRecord]:
+        """The trial called ``name`` and its experiment, whichever experiment (of ``namespace``) it is in."""
         for record in self._records(namespace):
             for trial in self.store.trials(record.id):
                 if trial.name == name:
@@ -95,7 +111,7 @@ class KatibxClient:
     def get_trial_metrics(self, name: str, namespace: str | None = None, db_manager_address: Any = None,
                           timeout: Any = None) -> list[KatibObject]:
         """Every metric value the trial reported, in order (Katib's MetricLogs: ``timeStamp`` and ``metric``)."""
-        record, trial = self._trial(name, namespace)
+        record, trial = self.find_trial(name, namespace)
         return [katib_object({"timeStamp": timestamp(log.timestamp) if log.timestamp else None, "metric": {"name": log.name, "value": log.value}})
                 for log in self.store.observation_logs(trial.id)]
 
@@ -150,24 +166,29 @@ class KatibxClient:
             raise ExperimentNotFound(f"trial {trial_name!r} not found in experiment {name!r}")
         return self.store.trial_dir(record, trial_name) / STDOUT_LOG
 
-    def follow_trial_log(self, name: str, trial_name: str, namespace: str | None = None, *,
-                         poll_seconds: float = 0.2) -> Iterator[str]:
-        """The trial's output lines, then each new one as it is written, until the trial has ended and its log is
-        read to the end (``kubectl logs -f``)."""
+    def trial_log_lines(self, name: str, trial_name: str, namespace: str | None = None, *, follow: bool = False,
+                        tail: int | None = None, poll_seconds: float = 0.2) -> Iterator[str]:
+        """The trial's output lines (the last ``tail`` of them); with ``follow`` then each new one as it is written,
+        until the trial has ended and its log is read to the end (``kubectl logs -f --tail``)."""
         path = self.trial_log_path(name, trial_name, namespace)
         record = self.store.get_experiment(name, self._namespace(namespace))
-        partial = b""
         offset = 0
+        if tail is not None and path.exists():
+            offset = path.stat().st_size
+            yield from log_tail(path, tail)
+        partial = b""
         while True:
-            ended = self._trial_ended(record, trial_name)  # before reading: what it wrote before ending is read
+            ended = not follow or self._trial_ended(record, trial_name)  # before reading: then nothing is missed
             if path.exists():
                 with path.open("rb") as log_file:
                     log_file.seek(offset)
-                    chunk = log_file.read()
+                    chunk = log_file.read(_READ_BYTES)
                 offset += len(chunk)
                 *lines, partial = (partial + chunk).split(b"\n")
                 for line in lines:
                     yield line.decode("utf-8", errors="replace")
+                if len(chunk) == _READ_BYTES:
+                    continue  # more is there already
             if ended:
                 if partial:
                     yield partial.decode("utf-8", errors="replace")

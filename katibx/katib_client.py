@@ -241,8 +241,7 @@ class KatibClient(KatibxClient):
     def get_job_logs(self, name: str, trial_name: str, follow: bool = False,
                      namespace: str | None = None) -> Iterator[str]:
         """The trial's output lines; with ``follow`` new lines as the trial writes them, until it has ended."""
-        yield from self.follow_trial_log(name, trial_name, namespace) if follow else \
-            iter(self.get_trial_logs(name, trial_name, namespace).splitlines())
+        yield from self.trial_log_lines(name, trial_name, namespace, follow=follow)
 
 
 def _has(conditions: list[dict[str, Any]], ctype: str) -> bool:

@@ -47,7 +47,7 @@ def run_experiment(
         function = import_function(reference, str(workdir))
     conditions: list[dict[str, Any]] = []
     set_condition(conditions, CREATED, True, REASON_CREATED, "Experiment is created")
-    deadline = _deadline(timeout)  # a wrong timeout before anything is stored
+    deadline = deadline_after(timeout)  # a wrong timeout before anything is stored
     held = new_lease()
     record = store.create_experiment(experiment, conditions, str(workdir), backend=backend.name,
                                      backend_options=backend.settings(), lease=held)
@@ -57,7 +57,7 @@ def run_experiment(
                           deadline=deadline).run()
 
 
-def _deadline(timeout: float | None) -> float | None:
+def deadline_after(timeout: float | None) -> float | None:
     """A monotonic deadline ``timeout`` seconds from now; ValidationError for a timeout that is not positive."""
     if timeout is None:
         return None
@@ -89,7 +89,7 @@ def resume_experiment(
     """
     store = store or Store()
     record = store.get_experiment(name, namespace)
-    deadline = _deadline(timeout)
+    deadline = deadline_after(timeout)
     budget = {"max_trial_count": max_trial_count, "parallel_trial_count": parallel_trial_count,
               "max_failed_trial_count": max_failed_trial_count}
     with ExperimentLease(store, record) as lease:  # before anything is changed: one controller at a time

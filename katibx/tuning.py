@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from katibx.client import KatibxClient, experiment_object
+from rich.console import Console
+
+from katibx.client import KatibxClient, experiment_object, log_tail
+from katibx.controller import TrialListener
+from katibx.display import ProgressDisplay
 from katibx.loader import experiment_from_dict
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.results import TrialResult, TuneResult
-from katibx.runner import resume_experiment, run_experiment
+from katibx.runner import deadline_after, resume_experiment, run_experiment
 from katibx.sdk_objects import sdk_domain
 from katibx.search import Domain
 from katibx.search_space import TYPED_VALUES_ANNOTATION
@@ -153,6 +156,7 @@ def tune(
     timeout: float | None = None,
     callbacks: Sequence[Callable[[TuneResult, TrialResult], Any]] = (),
     load_if_exists: bool = False,
+    progress: bool | None = None,
     **experiment_options: Any,
 ) -> TuneResult:
     """Run ``objective`` over the search space and return the finished Experiment: a :class:`TuneResult`, the
@@ -169,23 +173,37 @@ def tune(
     condition's reason is ExperimentTimeLimitReached); each of ``callbacks`` is called as ``callback(result, trial)``
     once per finished trial, ``result`` the experiment so far; with ``load_if_exists`` an experiment of this name
     in the store goes on with ``max_trial_count`` more trials (its search space, objective and algorithm must be
-    the same).
+    the same). ``progress`` draws the trial counts and best value as they change (on stderr, or in the notebook):
+    by default where someone watches (a terminal, a notebook), not into a pipe or a log; False never, True always.
     Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
     """
     experiment = function_experiment(name, objective, parameters, **experiment_options)
-    if not isinstance(load_if_exists, bool):
-        raise ValidationError([f"load_if_exists: must be True or False, got {type(load_if_exists).__name__}"])
+    errors = [f"{argument}: must be True or False, got {type(value).__name__}" for argument, value in
+              (("load_if_exists", load_if_exists), ("progress", progress))
+              if not isinstance(value, bool) and not (argument == "progress" and value is None)]
+    try:
+        callbacks = list(callbacks)  # a generator is read once, here
+    except TypeError:
+        callbacks = [None]
     if callable(callbacks) or not all(callable(c) for c in callbacks):
-        raise ValidationError(["callbacks: must be a list of functions called as callback(result, trial)"])
+        errors.append("callbacks: must be a list of functions called as callback(result, trial)")
+    try:
+        deadline_after(timeout)  # checked here: a wrong one leaves no store file behind
+    except ValidationError as exc:
+        errors += exc.errors
+    if errors:
+        raise ValidationError(errors)
     worker = create_backend(backend)
     try:
         prepared = prepare(experiment, worker)  # before the store is opened: a mistake leaves no file behind
     except ValidationError as exc:
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
     st = store if isinstance(store, Store) else Store(store)
+    display = ProgressDisplay() if progress or progress is None and _watched() else None
     try:
-        listener = _TrialCallbacks(callbacks) if callbacks else None
         existing = _existing(st, experiment) if load_if_exists else None
+        listener = _listeners([_TrialCallbacks(callbacks, st.trials(existing.id) if existing else []) if callbacks
+                               else None, display])
         if existing is not None:
             more = experiment.spec.max_trial_count or 0
             record = resume_experiment(existing.name, store=st, namespace=existing.namespace, backend=worker,
@@ -196,12 +214,17 @@ def tune(
             record = run_experiment(experiment, store=st, backend=worker, function=objective, prepared=prepared,
                                     kill_running_on_completion=kill_running_on_completion, listener=listener,
                                     timeout=timeout)
+        if display is not None:
+            display.close()  # before the result (or the error) is shown
+            display = None
         client = KatibxClient(st)
         result = client.get_experiment(record.name, record.namespace)
         if result.best_trial is None:
             raise TuneError(_no_result(client, result), result)
         return result
     finally:
+        if display is not None:
+            display.close()
         if st is not store:
             st.close()
 
@@ -221,12 +244,33 @@ def _existing(store: Store, experiment: Experiment) -> ExperimentRecord | None:
     return record
 
 
-class _TrialCallbacks:
-    """The controller's listener that calls ``callback(result, trial)`` once for each trial as it finishes."""
+def _watched() -> bool:
+    """Whether someone watches this process's progress: stderr is a terminal, or it runs in a notebook."""
+    console = Console(stderr=True)
+    return console.is_terminal or console.is_jupyter
 
-    def __init__(self, callbacks: Sequence[Callable[[TuneResult, TrialResult], Any]]) -> None:
+
+def _listeners(listeners: Sequence[TrialListener | None]) -> TrialListener | None:
+    """One controller listener calling each of ``listeners`` that is set."""
+    chosen = [listener for listener in listeners if listener is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def each(record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
+        for listener in chosen:
+            listener(record, trials)
+
+    return each
+
+
+class _TrialCallbacks:
+    """The controller's listener that calls ``callback(result, trial)`` once for each trial as it finishes (not for
+    the trials an experiment continued with ``load_if_exists`` had finished before)."""
+
+    def __init__(self, callbacks: Sequence[Callable[[TuneResult, TrialResult], Any]],
+                 finished_before: Sequence[TrialRecord]) -> None:
         self.callbacks = list(callbacks)
-        self.seen: set[str] = set()
+        self.seen: set[str] = {t.name for t in finished_before if t.state.is_terminal}
 
     def __call__(self, record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
         finished = [t for t in trials if t.state.is_terminal and t.name not in self.seen]
@@ -267,19 +311,9 @@ def _no_result(client: KatibxClient, result: TuneResult) -> str:
     if first is not None:
         lines.append(f"trial {first.name}: {first.reason}: {first.message}")
         try:
-            tail = _log_tail(client.trial_log_path(name, first.name, result["metadata"].get("namespace")))
+            tail = log_tail(client.trial_log_path(name, first.name, result["metadata"].get("namespace")),
+                            QUOTED_LOG_LINES)
         except (StoreError, OSError):
             tail = []
-        lines += [f"  | {line}" for line in tail[-QUOTED_LOG_LINES:]]
+        lines += [f"  | {line}" for line in tail]
     return "\n".join(lines)
-
-
-def _log_tail(path: Path, limit: int = 64 << 10) -> list[str]:
-    """The last lines of a trial's log, reading at most its last ``limit`` bytes (a log can be larger than memory)."""
-    if not path.exists():
-        return []
-    with path.open("rb") as log:
-        size = log.seek(0, 2)
-        log.seek(max(0, size - limit))
-        lines = log.read().decode("utf-8", errors="replace").splitlines()
-    return lines[1:] if size > limit else lines  # the first may have been cut

@@ -57,7 +57,8 @@ def test_run_e2e_case_shows_progress_best_trial_and_katib_shaped_objects(tmp_pat
     path = write_experiment(experiment_doc())
 
     run = ok(katibx_cli("run", str(path), cwd=tmp_path, store=store))
-    assert "succeeded 4" in run.stderr and "best result=" in run.stderr  # progress: counts and best value
+    progress = [line for line in run.stderr.splitlines() if line.startswith("exp: ")]  # piped: lines, not redraws
+    assert progress[-1].startswith("exp: 0 running, 4 succeeded, 0 failed; best result=")  # exact final counts
     assert "exp: Succeeded (ExperimentMaxTrialsReached)" in run.stdout
     assert "best trial exp-" in run.stdout and "result (min / max / latest)" in run.stdout
 
