@@ -40,6 +40,8 @@ _EXPORTS = {
     "ValidationError": "katibx.validation",
     "load_experiment": "katibx.loader",
     "report_metrics": "katibx.report",
+    "should_prune": "katibx.report",
+    "TrialPruned": "katibx.report",
     "resume_experiment": "katibx.runner",
     "run_experiment": "katibx.runner",
     "search": "katibx.search",

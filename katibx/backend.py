@@ -117,6 +117,12 @@ class Backend(abc.ABC):
     def kill(self, trial_name: str) -> None:
         """Stop a running trial; its TrialExited event follows from ``poll``."""
 
+    def ask_to_stop(self, trial_name: str) -> bool:
+        """Tell a running trial that early stopping wants it to stop, so that it can end by itself
+        (:func:`katibx.should_prune` answers True in it); False when this backend cannot tell it, and the trial is
+        then killed at once. One that does not end within the grace period is killed."""
+        return False
+
     def attach(self, job: TrialJob, handle: dict[str, Any]) -> bool:
         """Take over a trial a crashed controller left running, from its stored handle; True if its worker is still
         there (its metrics are then collected again from the start and its exit reported by ``poll``), False to have

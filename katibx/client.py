@@ -82,12 +82,14 @@ class KatibxClient:
 
     def get_experiment(self, name: str, namespace: str | None = None, timeout: Any = None) -> TuneResult:
         """The Experiment with its status, and its trials Optuna-style (a :class:`TuneResult`)."""
-        record, trials = self._record(name, namespace)
-        return TuneResult(experiment_object(record, trials), record, trials)
+        return self._result(*self._record(name, namespace))
+
+    def _result(self, record: ExperimentRecord, trials: list[TrialRecord]) -> TuneResult:
+        return TuneResult(experiment_object(record, trials), record, trials,
+                          self.store.experiment_observation_logs(record.id))
 
     def list_experiments(self, namespace: str | None = None, timeout: Any = None) -> list[TuneResult]:
-        return [TuneResult(experiment_object(r, t), r, t) for r in self._records(namespace)
-                for t in [self.store.trials(r.id)]]
+        return [self._result(r, self.store.trials(r.id)) for r in self._records(namespace)]
 
     def list_trials(self, experiment_name: str | None = None, namespace: str | None = None,
                     timeout: Any = None) -> list[KatibObject]:

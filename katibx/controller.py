@@ -130,6 +130,7 @@ class Controller:
             self._complete(SUCCEEDED, REASON_TIME_LIMIT, "Experiment has succeeded because its time limit was reached")
         if not is_completed(self.record.conditions):
             self._create_trials()
+        self.lifecycle.enforce_stops()
         for trial in self.book.active():
             if trial.state is TrialState.CREATED and not self.lifecycle.is_started(trial):
                 self.lifecycle.start(trial)

@@ -16,7 +16,15 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping, Sequence
 
-from katibx.trial_dir import METRICS_FILE_ENV, PUSH_TOKEN_ENV, PUSH_URL_ENV, TRIAL_NAME_ENV
+from katibx.trial_dir import (
+    METRICS_FILE_ENV,
+    PRUNABLE_FILE,
+    PUSH_TOKEN_ENV,
+    PUSH_URL_ENV,
+    STOP_FILE,
+    TRIAL_DIR_ENV,
+    TRIAL_NAME_ENV,
+)
 
 PUSH_ATTEMPTS = 5
 PUSH_TRIAL_HEADER = "X-Katibx-Trial"  # a pushed record's trial; its token goes in "Authorization: Bearer"
@@ -61,6 +69,30 @@ def report_metrics(metrics: Mapping[str, Any]) -> None:
     line = json.dumps(record) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
+
+
+class TrialPruned(Exception):
+    """Raised by a function trial to end early when :func:`should_prune` says so (Optuna's ``TrialPruned``): the
+    trial ends cleanly, EarlyStopped, keeping what it reported, and its worker process runs the next trial."""
+
+
+def should_prune() -> bool:
+    """Whether the experiment's early-stopping rule (``medianstop``...) has decided that this trial should stop:
+    report intermediate values with :func:`report_metrics`, ask this after each, and return (or raise
+    :class:`TrialPruned`) when it says True. A trial that asks is given a grace period to end by itself; one that
+    never asks is stopped at once, as in Katib."""
+    if not os.environ.get(TRIAL_NAME_ENV):
+        raise RuntimeError(f"katibx.should_prune() must be called inside a katibx trial ({TRIAL_NAME_ENV} is not set)")
+    folder = os.environ.get(TRIAL_DIR_ENV)
+    if not folder:
+        return False
+    if _prunable.get("trial") != os.environ[TRIAL_NAME_ENV]:  # first call of this trial: it asks, so it is asked
+        open(os.path.join(folder, PRUNABLE_FILE), "a").close()
+        _prunable["trial"] = os.environ[TRIAL_NAME_ENV]
+    return os.path.exists(os.path.join(folder, STOP_FILE))
+
+
+_prunable: dict[str, str] = {}  # the trial of this process that has called should_prune (a worker runs several)
 
 
 def _post(url: str, record: dict[str, Any]) -> None:

@@ -8,11 +8,11 @@ values typed as the objective received them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 from katibx.katib_object import KatibObject
-from katibx.metrics import as_float
+from katibx.metrics import MetricLog, as_float
 from katibx.objective import Objective
 from katibx.search_space import SearchSpace
 from katibx.status import optimal_trial, pareto_front
@@ -34,20 +34,24 @@ class TrialResult:
     metrics: dict[str, float | str | None]
     reason: str
     message: str
+    #: Every value reported of each metric, in order (Optuna's intermediate values; a very long series is sampled).
+    history: dict[str, list[float | str]] = field(default_factory=dict)
 
 
 class TuneResult(KatibObject):
     """The finished Experiment (this dict, Katib-shaped) and its trials, Optuna-style."""
 
-    def __init__(self, experiment: dict[str, Any], record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
+    def __init__(self, experiment: dict[str, Any], record: ExperimentRecord, trials: Sequence[TrialRecord],
+                 logs: Mapping[int, Sequence[MetricLog]] | None = None) -> None:
+        """``logs``: each trial's metric logs by trial id (``Store.experiment_observation_logs``), its history."""
         super().__init__(experiment)
         self._record = record
         self._records = list(trials)
         self._objective = Objective(record.experiment)
         self._space = SearchSpace.from_experiment(record.experiment)
-        self.trials: list[TrialResult] = [self._result(t) for t in self._records]
+        self.trials: list[TrialResult] = [self._result(t, (logs or {}).get(t.id, ())) for t in self._records]
 
-    def _result(self, trial: TrialRecord) -> TrialResult:
+    def _result(self, trial: TrialRecord, logs: Sequence[MetricLog]) -> TrialResult:
         names = list(dict.fromkeys([m for m, _ in self._objective.objectives] +
                                    list(self._record.experiment.spec.objective.additional_metric_names or [])))
         metrics = {}
@@ -55,9 +59,13 @@ class TuneResult(KatibObject):
             raw = self._objective.raw(trial, name)
             number = as_float(raw) if raw is not None else None
             metrics[name] = number if number is not None else raw
+        history: dict[str, list[float | str]] = {}
+        for log in logs:
+            number = as_float(log.value)
+            history.setdefault(log.name, []).append(number if number is not None else log.value)
         return TrialResult(trial.name, trial.index, trial.state, self._space.cast(dict(trial.assignments)),
                            self._objective.value(trial), self._objective.values(trial), metrics,
-                           trial.reason or "", trial.message or "")
+                           trial.reason or "", trial.message or "", history)
 
     def _by_name(self, record: TrialRecord | None) -> TrialResult | None:
         if record is None:

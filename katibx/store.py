@@ -551,6 +551,15 @@ class Store:
             "SELECT timestamp, name, value FROM observations WHERE trial_id=? ORDER BY id", (trial_id,)
         )]
 
+    def experiment_observation_logs(self, experiment_id: int) -> dict[int, list[MetricLog]]:
+        """Every trial's metric logs in arrival order, by trial id, in one query."""
+        logs: dict[int, list[MetricLog]] = {}
+        for trial_id, timestamp, name, value in self._db.execute(
+                "SELECT o.trial_id, o.timestamp, o.name, o.value FROM observations o JOIN trials t ON t.id = o.trial_id"
+                " WHERE t.experiment_id=? ORDER BY o.id", (experiment_id,)):
+            logs.setdefault(trial_id, []).append(MetricLog(name, value, timestamp))
+        return logs
+
     def clear_observations(self, trial_id: int) -> None:
         self._write("DELETE FROM observations WHERE trial_id=?", (trial_id,))
 

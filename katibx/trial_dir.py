@@ -16,6 +16,8 @@ PUSH_FILE = "metrics.jsonl"  # ``katibx.report_metrics`` appends here on local a
 PUSHED_FILE = "pushed.jsonl"  # records the Kubernetes push endpoint accepted, kept across a resume
 CHECKPOINT_DIR = "checkpoint"  # the trial's own state; a child trial starts from a copy of its parent's
 FILES_DIR = "files"  # File / TensorFlowEvent paths named in the command are moved here
+STOP_FILE = ".katibx-stop"  # there once early stopping has asked the trial to stop (katibx.should_prune)
+PRUNABLE_FILE = ".katibx-prunable"  # there once the trial has called katibx.should_prune: it can stop by itself
 RAY_WORKER_FILE = "ray-worker.json"  # where on a Ray node the trial's process runs, to stop it after a crash
 
 # The environment of every trial.

@@ -24,6 +24,8 @@ from katibx.trial_book import TrialBook
 from katibx.trial_dir import CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
+# How long a trial early stopping asked to stop (katibx.should_prune) has to end by itself before it is killed.
+STOP_GRACE_SECONDS = 30.0
 
 
 class TrialLifecycle:
@@ -42,6 +44,7 @@ class TrialLifecycle:
         self._observations: dict[str, ObservationSampler] = {}  # of the trials this controller started or attached
         self._started: set[str] = set()
         self._stopping: dict[str, TrialState] = {}  # trial -> the state it ends in once its worker has stopped
+        self._stop_by: dict[str, float] = {}  # trial asked to stop -> when it is killed if it has not ended
         if early_stopping is not None:
             for trial in book.trials:  # the store's history is the early-stopping state too
                 if trial.state.is_terminal:
@@ -123,9 +126,25 @@ class TrialLifecycle:
             self.stop(trial, TrialState.EARLY_STOPPED)
 
     def stop(self, trial: TrialRecord, state: TrialState) -> None:
-        """Stop a running trial's worker; the trial ends in ``state`` (EarlyStopped or Killed) when it has stopped."""
+        """Stop a running trial's worker; the trial ends in ``state`` (EarlyStopped or Killed) when it has stopped.
+        Early stopping first asks the trial, which may end by itself within :data:`STOP_GRACE_SECONDS`."""
         self._stopping[trial.name] = state
-        self.backend.kill(trial.name)
+        if state is TrialState.EARLY_STOPPED and self.backend.ask_to_stop(trial.name):
+            self._stop_by[trial.name] = time.monotonic() + STOP_GRACE_SECONDS
+        else:
+            self.backend.kill(trial.name)
+
+    def enforce_stops(self) -> None:
+        """Kill the trials asked to stop that have not ended within the grace period."""
+        now = time.monotonic()
+        for name, deadline in list(self._stop_by.items()):
+            trial = self.book.get(name)
+            if trial is None or trial.state.is_terminal:
+                del self._stop_by[name]
+            elif now >= deadline:
+                del self._stop_by[name]
+                log.info("trial %s did not stop within %.0f s of being asked: killing it", name, STOP_GRACE_SECONDS)
+                self.backend.kill(name)
 
     # finish ------------------------------------------------------------------------------------
     def finish(self, event: TrialExited) -> None:

@@ -34,6 +34,8 @@ _ARGUMENTS = {
     "spec.algorithm.algorithmName": "algorithm_name", "spec.algorithm.algorithmSettings": "algorithm_settings",
     "spec.maxTrialCount": "max_trial_count", "spec.parallelTrialCount": "parallel_trial_count",
     "spec.maxFailedTrialCount": "max_failed_trial_count",
+    "spec.earlyStopping.algorithmName": "early_stopping_algorithm_name",
+    "spec.earlyStopping.algorithmSettings": "early_stopping_settings",
 }
 
 
@@ -66,6 +68,8 @@ def function_experiment(
     namespace: str | None = None,
     algorithm_name: str = "random",
     algorithm_settings: Mapping[str, Any] | None = None,
+    early_stopping_algorithm_name: str | None = None,
+    early_stopping_settings: Mapping[str, Any] | None = None,
     objective_metric_name: str | None = None,
     additional_metric_names: list[str] | None = None,
     additional_objectives: Mapping[str, str] | None = None,
@@ -85,6 +89,7 @@ def function_experiment(
     """
     errors = _check_objective(objective)
     for argument, value in (("parameters", parameters), ("algorithm_settings", algorithm_settings),
+                            ("early_stopping_settings", early_stopping_settings),
                             ("env_per_trial", env_per_trial), ("additional_objectives", additional_objectives),
                             ("resources_per_trial", resources_per_trial)):
         if value is not None and not isinstance(value, Mapping):
@@ -126,6 +131,9 @@ def function_experiment(
             "objective": {k: v for k, v in objective_spec.items() if v is not None},
             "algorithm": {"algorithmName": algorithm_name, "algorithmSettings": [
                 {"name": str(k), "value": str(v)} for k, v in (algorithm_settings or {}).items()]},
+            "earlyStopping": {"algorithmName": early_stopping_algorithm_name, "algorithmSettings": [
+                {"name": str(k), "value": str(v)} for k, v in (early_stopping_settings or {}).items()]}
+            if early_stopping_algorithm_name else None,
             "trialTemplate": {
                 "primaryContainerName": "function",
                 "trialParameters": [{"name": k, "reference": k} for k in domains],
@@ -173,7 +181,9 @@ def tune(
     condition's reason is ExperimentTimeLimitReached); each of ``callbacks`` is called as ``callback(result, trial)``
     once per finished trial, ``result`` the experiment so far; with ``load_if_exists`` an experiment of this name
     in the store goes on with ``max_trial_count`` more trials (its search space, objective and algorithm must be
-    the same). ``progress`` draws the trial counts and best value as they change (on stderr, or in the notebook):
+    the same). With ``early_stopping_algorithm_name`` (``medianstop``), an objective that reports intermediate
+    values with :func:`katibx.report_metrics` asks :func:`katibx.should_prune` after each and returns (or raises
+    :class:`katibx.TrialPruned`) when it says True: the trial ends EarlyStopped. ``progress`` draws the trial counts and best value as they change (on stderr, or in the notebook):
     by default where someone watches (a terminal, a notebook), not into a pipe or a log; False never, True always.
     Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
     """
@@ -202,8 +212,8 @@ def tune(
     display = ProgressDisplay() if progress or progress is None and _watched() else None
     try:
         existing = _existing(st, experiment) if load_if_exists else None
-        listener = _listeners([_TrialCallbacks(callbacks, st.trials(existing.id) if existing else []) if callbacks
-                               else None, display])
+        listener = _listeners([_TrialCallbacks(callbacks, st, st.trials(existing.id) if existing else [])
+                               if callbacks else None, display])
         if existing is not None:
             more = experiment.spec.max_trial_count or 0
             record = resume_experiment(existing.name, store=st, namespace=existing.namespace, backend=worker,
@@ -267,9 +277,10 @@ class _TrialCallbacks:
     """The controller's listener that calls ``callback(result, trial)`` once for each trial as it finishes (not for
     the trials an experiment continued with ``load_if_exists`` had finished before)."""
 
-    def __init__(self, callbacks: Sequence[Callable[[TuneResult, TrialResult], Any]],
+    def __init__(self, callbacks: Sequence[Callable[[TuneResult, TrialResult], Any]], store: Store,
                  finished_before: Sequence[TrialRecord]) -> None:
         self.callbacks = list(callbacks)
+        self.store = store  # the controller's: the listener runs on its thread
         self.seen: set[str] = {t.name for t in finished_before if t.state.is_terminal}
 
     def __call__(self, record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
@@ -277,7 +288,8 @@ class _TrialCallbacks:
         if not finished:
             return
         self.seen.update(t.name for t in finished)
-        result = TuneResult(experiment_object(record, list(trials)), record, list(trials))
+        result = TuneResult(experiment_object(record, list(trials)), record, list(trials),
+                            self.store.experiment_observation_logs(record.id))
         for trial in finished:
             for callback in self.callbacks:
                 callback(result, next(t for t in result.trials if t.name == trial.name))

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from katibx import capabilities
 from katibx.functions import import_function
 from katibx.processes import process_started
-from katibx.report import report_metrics, returned_metrics
+from katibx.report import TrialPruned, report_metrics, returned_metrics
 from katibx.workers._process_exit import ProcessExit
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h: orphaned descendants are re-parented to this process
@@ -221,6 +221,8 @@ def _run_trial(function: Callable[..., Any] | str, request: TrialRequest, functi
         metrics = returned_metrics(objective(request.arguments), request.objectives)
         if metrics:
             report_metrics(metrics)
+    except TrialPruned:  # it ended itself, early stopping having asked (katibx.should_prune): a clean end
+        print("katibx: trial pruned (TrialPruned raised)", file=err)
     except BaseException:  # noqa: BLE001 - any failure of user code fails the trial, never the worker's loop
         code = 1
         try:

@@ -37,7 +37,15 @@ from katibx.processes import pid_reused, process_started
 from katibx.quantities import parse_size
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
-from katibx.trial_dir import CHECKPOINT_DIR, FILES_DIR, PUSH_FILE, STDOUT_LOG, trial_environment
+from katibx.trial_dir import (
+    CHECKPOINT_DIR,
+    FILES_DIR,
+    PRUNABLE_FILE,
+    PUSH_FILE,
+    STDOUT_LOG,
+    STOP_FILE,
+    trial_environment,
+)
 from katibx.workers._escaped import TOKEN_ENV, kill_marked, new_token
 from katibx.workers._function_worker import FunctionWorker, TrialRequest
 from katibx.workers._process_exit import ProcessExit, wait_readable
@@ -183,7 +191,7 @@ class LocalBackend(Backend):
     # lifecycle ---------------------------------------------------------------------------
     def start(self, job: TrialJob) -> dict[str, Any]:
         job.trial_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (STDOUT_LOG, PUSH_FILE):
+        for stale in (STDOUT_LOG, PUSH_FILE, STOP_FILE, PRUNABLE_FILE):  # a trial run again starts afresh
             (job.trial_dir / stale).unlink(missing_ok=True)
         shutil.rmtree(job.trial_dir / FILES_DIR, ignore_errors=True)
         (job.trial_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)  # the controller may have filled it from a parent
@@ -334,6 +342,17 @@ class LocalBackend(Backend):
         run = self._running.get(trial_name)
         if run is not None and run.killed_at is None:
             self._signal(run, signal.SIGTERM)
+
+    def ask_to_stop(self, trial_name: str) -> bool:
+        run = self._running.get(trial_name)
+        if run is None or run.ended or not (run.log.parent / PRUNABLE_FILE).exists():  # it never asks: kill it
+            return False
+        try:
+            (run.log.parent / STOP_FILE).touch()
+        except OSError as exc:
+            log.warning("trial %s: cannot ask it to stop (%s); stopping it", trial_name, exc)
+            return False
+        return True
 
     def _signal(self, run: _Running, sig: int) -> None:
         if run.ended:  # its pid may belong to another process by now
