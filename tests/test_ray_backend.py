@@ -400,3 +400,17 @@ def test_a_cluster_that_goes_away_stops_the_controller_with_one_line_and_the_sto
     finally:
         store.close()
     assert all(process_gone(pid, 10) for pid in pids), "the trials' processes were stopped"
+
+
+def test_should_prune_ends_trials_on_ray_workers_by_themselves(ray_address, tmp_path):
+    from tests.test_pruning import objective as pruned_objective
+
+    result = katibx.tune("pruning-ray", pruned_objective, {"x": katibx.search.int(0, 2)}, objective_metric_name="loss",
+                         objective_type="minimize", algorithm_name="grid", max_trial_count=3, parallel_trial_count=1,
+                         early_stopping_algorithm_name="medianstop",
+                         early_stopping_settings={"min_trials_required": 1, "start_step": 2},
+                         store=tmp_path / "katibx.db", backend="ray", progress=False)
+    states = {t.params["x"]: t.state for t in result.trials}
+    assert states == {0: TrialState.SUCCEEDED, 1: TrialState.EARLY_STOPPED, 2: TrialState.EARLY_STOPPED}
+    for trial in result.trials[1:]:
+        assert "pruned at step" in katibx.KatibxClient(tmp_path / "katibx.db").get_trial_logs("pruning-ray", trial.name)

@@ -155,6 +155,10 @@ class TrialWorker:
         with self._lock:
             self._local.kill(trial_name)
 
+    def ask_to_stop(self, trial_name: str) -> bool:
+        with self._lock:
+            return self._local.ask_to_stop(trial_name)
+
     def read_log(self, trial_dir: str) -> bytes | None:
         """A finished trial's output as kept on this node (its last LOG_COPY_LIMIT bytes); None when absent."""
         try:
@@ -539,6 +543,18 @@ class RayBackend(Backend):
                 self._release_trial(worker.trial_dir)
                 self._events.append(TrialExited(trial_name, False, "Killed", "stopped before it started on Ray"))
             return
+
+    def ask_to_stop(self, trial_name: str) -> bool:
+        """Ask the trial through its worker (which has its folder); False, and so a kill, when that fails."""
+        for worker in self._workers:
+            if worker.trial == trial_name:
+                try:
+                    if worker.start_ref is not None and not self._ray.wait([worker.start_ref], timeout=0)[0]:
+                        return False  # not started yet: it cannot have asked
+                    return bool(self._ray.get(worker.actor.ask_to_stop.remote(trial_name), timeout=10))
+                except Exception as exc:  # noqa: BLE001 - the worker or its node may be gone: it is killed instead
+                    log.warning("trial %s: cannot ask it to stop on Ray (%s); stopping it", trial_name, exc)
+        return False
 
     def _release_trial(self, trial_dir: str) -> None:
         """Stop processes a trial left on any node (found through its worker file); best effort, bounded in time."""
