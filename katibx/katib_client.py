@@ -339,6 +339,7 @@ class _BackgroundRun:
         self.stored = threading.Event()
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self.completed = False  # the experiment has completed (its controller may still be letting trials end)
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._main, name=f"katibx-experiment-{name}", daemon=True)
 
@@ -368,6 +369,7 @@ class _BackgroundRun:
                 self._changed.notify_all()
 
     def _listener(self, record: ExperimentRecord, trials: Any) -> None:
+        self.completed = is_completed(record.conditions)
         self.stored.set()
         with self._changed:
             self._changed.notify_all()
@@ -393,13 +395,18 @@ def _wait_for_runs_at_exit() -> None:
     running = [r for r in _BackgroundRun._all if not r.done.is_set()]
     if not running:
         return
-    log.warning("waiting for experiment(s) %s to complete (Ctrl-C stops them; katibx resume continues one)",
-                ", ".join(r.name for r in running))
+    waited = [r.name for r in running if not r.completed]
+    if waited:
+        log.warning("waiting for experiment(s) %s to complete (Ctrl-C stops them; katibx resume continues one)",
+                    ", ".join(waited))
     try:
         for run in running:
             run.done.wait()
     except KeyboardInterrupt:
+        stopped = [run.name for run in running if not run.done.is_set()]
         for run in running:
             if not run.done.is_set():
                 with Store(run.store_path) as store:
                     run.stop(store)
+        log.warning("interrupted: stopped experiment(s) %s and their trials; katibx resume NAME continues one",
+                    ", ".join(stopped))

@@ -5,6 +5,8 @@ built from its model classes and written by the Kubernetes client's serializer, 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,11 @@ from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 
 import katibx
+from katibx.lease import controller_alive
 from katibx.store import Store
 from katibx.trial import TrialState
 from katibx.validation import ValidationError
-from tests.conftest import katibx_cli
+from tests.conftest import default_signals, katibx_cli, process_gone
 
 # Katib's e2e objective as a trial program: reads --a and --b, prints result=4a-b^2 and loss lines.
 PROGRAM = ("import sys; a, b = (float(x.split('=')[1]) for x in sys.argv[1:3]); "
@@ -199,3 +202,38 @@ def test_a_bash_c_trial_finds_katibx_python_with_no_virtualenv_on_path(tmp_path)
         trials = store.trials(store.get_experiment("bash-c").id)
         assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 2, [t.message for t in trials]
     assert Path(sys.executable).exists()
+
+
+SCRIPT_THAT_ENDS_BEFORE_ITS_EXPERIMENT = """
+import os, time, katibx
+
+def objective(p):
+    open("trial.pid", "w").write(str(os.getpid()))
+    while not os.path.exists("go"):  # the trial waits; the test never creates the file
+        time.sleep(0.05)
+    return 1.0
+
+client = katibx.KatibClient(store="katibx.db")
+client.tune(name="left", objective=objective, parameters={"x": katibx.search.double(0, 1)},
+            objective_metric_name="score", max_trial_count=2, parallel_trial_count=1)
+print("tuned", flush=True)
+"""
+
+
+def test_a_script_that_ends_waits_for_its_experiment_and_ctrl_c_stops_it(tmp_path):
+    (tmp_path / "script.py").write_text(SCRIPT_THAT_ENDS_BEFORE_ITS_EXPERIMENT)
+    script = subprocess.Popen([sys.executable, "script.py"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    assert script.stdout.readline().strip() == "tuned"  # tune() returned while the trial runs
+    for line in script.stderr:  # the script has ended its own code: it says what it waits for
+        if "waiting for experiment(s) left" in line:
+            break
+    script.send_signal(signal.SIGINT)
+    _, errors = script.communicate(timeout=60)
+    assert "interrupted: stopped experiment(s) left" in errors and "Traceback" not in errors, errors
+    with Store(tmp_path / "katibx.db") as store:
+        record = store.get_experiment("left")
+        assert not controller_alive(store, record)
+        trial = store.trials(record.id)[0]
+        assert not trial.state.is_terminal or trial.state is TrialState.KILLED  # left to `katibx resume left`
+    assert process_gone(int((tmp_path / "trial.pid").read_text()))  # the stop ended the trial's process too
