@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,9 @@ SCRIPT_THAT_ENDS_BEFORE_ITS_EXPERIMENT = """
 import os, time, katibx
 
 def objective(p):
-    open("trial.pid", "w").write(str(os.getpid()))
+    with open("trial.pid.tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace("trial.pid.tmp", "trial.pid")  # whole when it appears
     while not os.path.exists("go"):  # the trial waits; the test never creates the file
         time.sleep(0.05)
     return 1.0
@@ -228,6 +231,9 @@ def test_a_script_that_ends_waits_for_its_experiment_and_ctrl_c_stops_it(tmp_pat
     for line in script.stderr:  # the script has ended its own code: it says what it waits for
         if "waiting for experiment(s) left" in line:
             break
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "trial.pid").exists() and time.monotonic() < deadline:  # the trial has started
+        time.sleep(0.05)
     script.send_signal(signal.SIGINT)
     _, errors = script.communicate(timeout=60)
     assert "interrupted: stopped experiment(s) left" in errors and "Traceback" not in errors, errors
