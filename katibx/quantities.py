@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -24,6 +25,8 @@ def quantity(value: Any) -> float:
         number = float(match.group(1)) * _FACTORS[match.group(2)]
     if number < 0:
         raise ValueError(f"must not be negative: {value!r}")
+    if not math.isfinite(number):  # 1e400, nan
+        raise ValueError(f"not a finite quantity: {value!r}")
     return number
 
 

@@ -98,6 +98,8 @@ class PodLogs:
                 parser[0] = self._read_runs(trial, pod, parser[0], final=False)  # type: ignore[assignment]
             except _PodGone:
                 return False
+            except KubernetesClusterError as exc:  # the cluster is away: the next read (or the final one) says more
+                log.info("trial %s: cannot read the log of pod %s now: %s", trial.name, pod["metadata"]["name"], exc)
         return True
 
     def _read_runs(self, trial: TrackedTrial, pod: dict[str, Any], parser: LineParser | None, *,
@@ -152,24 +154,20 @@ class PodLogs:
     def _feed_new(self, trial: TrackedTrial, pod_name: str, run: int, parser: LineParser | None, text: str, *,
                   final: bool) -> None:
         """Feed the part of a run's log ``text`` not read before. Not final: only up to its last newline. A log
-        that no longer starts with what was read (the kubelet rotated it) continues after their overlap; with none,
-        nothing is fed and reading starts over from this text."""
+        that no longer starts with what was read was rotated by the kubelet, which then serves the new file only:
+        all of it is new (what the run wrote between the last read and the rotation cannot be read any more)."""
         if not final:
             text = text[:text.rfind("\n") + 1]
         prior = trial.run_text(pod_name, run)
         partial = prior[prior.rfind("\n") + 1:]  # a line read in part (by a follower)
-        if text.startswith(prior):
-            new = text[len(prior):]
+        restart = not text.startswith(prior)
+        if restart:
+            log.info("trial %s: the log of pod %s was rotated; reading the new one", trial.name, pod_name)
+            new, partial = text, ""
         else:
-            new = _after_overlap(prior, text)
-            if new is None:
-                log.info("trial %s: the log of pod %s changed under the reader; reading on from here",
-                         trial.name, pod_name)
-                trial.add_text(pod_name, run, "", restart_with=text)
-                return
-            partial = ""
-        if new or final:
-            self._feed(trial, pod_name, run, parser, new, partial + new if final else None)
+            new = text[len(prior):]
+        if new or final or restart:
+            self._feed(trial, pod_name, run, parser, new, partial + new if final else None, restart=restart)
 
     def close(self) -> None:
         """Forget the polled pods (the poller ends with the API's stop event)."""
@@ -189,17 +187,19 @@ class PodLogs:
                     if parsed_run >= 0:
                         self._flush(trial, parser, pod_name)
                     parser, parsed_run = trial.parser(), run
-                seen, text, decoder = len(trial.run_text(pod_name, run)), "", _decoder()
+                seen, received, decoder = trial.run_size(pod_name, run), 0, _decoder()
                 try:
                     resp = core.read_namespaced_pod_log(pod_name, trial.namespace, container=trial.container_of(pod),
                                                         follow=True, _preload_content=False)
                     try:
                         for chunk in resp.stream(4096):
-                            text += decoder.decode(chunk)
-                            if len(text) > seen:  # after a reconnect the run's log starts again from its beginning
-                                if not self._feed(trial, pod_name, run, parser, text[seen:], live=True):
+                            piece = decoder.decode(chunk)
+                            before, received = received, received + len(piece)
+                            if received > seen:  # after a reconnect the run's log starts again from its beginning
+                                if not self._feed(trial, pod_name, run, parser, piece[max(seen - before, 0):],
+                                                  live=True):
                                     return  # the final read has taken over
-                                seen = len(text)
+                                seen = received
                     finally:
                         resp.release_conn()
                 except Exception as exc:  # noqa: BLE001 - reconnect; the final read covers what is missed
@@ -238,10 +238,11 @@ class PodLogs:
         return False
 
     def _feed(self, trial: TrackedTrial, pod_name: str, run: int, parser: LineParser | None, text: str,
-              parse: str | None = None, *, live: bool = False) -> bool:
-        """Keep ``text`` newly read from that run of the pod (for ``katibx logs``), parse ``parse`` (default:
-        ``text``), queue the metrics. ``live`` (a follower): refused, False, once the final read has begun."""
-        if not trial.add_text(pod_name, run, text, unless_drained=live):
+              parse: str | None = None, *, live: bool = False, restart: bool = False) -> bool:
+        """Keep ``text`` newly read from that run of the pod (for ``katibx logs``; ``restart``: the run's text
+        starts over with it), parse ``parse`` (default: ``text``), queue the metrics. ``live`` (a follower): refused,
+        False, once the final read has begun."""
+        if not trial.add_text(pod_name, run, text, unless_drained=live, restart=restart):
             return False
         if parser is None:
             return True
@@ -312,7 +313,8 @@ class PodLogs:
 def write_log(trial: TrackedTrial) -> None:
     """The primary pods' logs as the trial's stdout.log (what ``katibx logs`` shows)."""
     with trial.lock:
-        texts = dict(trial.texts)
+        pods = list(trial.texts)
+    texts = {pod: trial.pod_text(pod) for pod in pods}
     if not texts:
         return
     parts = [texts[p] for p in sorted(texts)] if len(texts) == 1 else [
@@ -345,20 +347,6 @@ def read_pod_logs(api: KubeApi, handle: dict[str, Any]) -> str:
 
 class _PodGone(Exception):
     """The pod whose log was asked for no longer exists."""
-
-
-def _after_overlap(prior: str, text: str) -> str | None:
-    """What ``text`` adds after the end of ``prior`` when it starts inside ``prior`` (a rotated log), else None."""
-    anchor = text[:256]
-    if not anchor:
-        return None
-    start = prior.find(anchor)
-    while start >= 0:
-        overlap = len(prior) - start
-        if text[:overlap] == prior[start:]:
-            return text[overlap:]
-        start = prior.find(anchor, start + 1)
-    return None
 
 
 def _has_current_run(pod: dict[str, Any], container: str | None) -> bool:

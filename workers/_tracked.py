@@ -38,8 +38,10 @@ class TrackedTrial:
     attaching: bool = False  # re-attached after a crash: pushes wait (503) until the kept records are read again
     killed: bool = False
     followers: dict[str, threading.Thread] = field(default_factory=dict)  # pod name -> log follower
-    texts: dict[str, str] = field(default_factory=dict)  # pod name -> log text read so far, every run
-    runs: dict[str, tuple[int, str]] = field(default_factory=dict)  # pod name -> (run read last, its text so far)
+    # pod name -> the log text read so far, every run, in pieces (joined when read: appending never copies it all)
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # pod name -> how much text that is
+    runs: dict[str, tuple[int, int]] = field(default_factory=dict)  # pod name -> (run read last, where its text starts)
     complete: set[str] = field(default_factory=set)  # pods whose whole log has been read
     drained: bool = False  # followers must stop feeding: the final read takes over
     errors: list[str] = field(default_factory=list)
@@ -86,26 +88,43 @@ class TrackedTrial:
             timer.cancel()
 
     def add_text(self, pod_name: str, run: int, text: str, *, unless_drained: bool = False,
-                 restart_with: str | None = None) -> bool:
+                 restart: bool = False) -> bool:
         """Keep ``text`` read from run ``run`` of a pod's primary container (a new run starts a new text); False,
-        keeping nothing, when ``unless_drained`` and the final read has begun. ``restart_with``: that run's text is
-        now this (a log that changed under its reader), nothing is added."""
+        keeping nothing, when ``unless_drained`` and the final read has begun. ``restart``: that run's text starts
+        over with this one (the kubelet rotated the log: the API serves the new file only)."""
         with self.lock:
             if unless_drained and self.drained:
                 return False
-            if restart_with is not None:
-                self.runs[pod_name] = (run, restart_with)
-                return True
-            self.texts[pod_name] = self.texts.get(pod_name, "") + text
-            last, read = self.runs.get(pod_name, (run, ""))
-            self.runs[pod_name] = (run, (read if last == run else "") + text)
+            size = self.sizes.get(pod_name, 0)
+            last, start = self.runs.get(pod_name, (run, size))
+            self.runs[pod_name] = (run, size if restart or last != run else start)
+            if text:
+                self.texts.setdefault(pod_name, []).append(text)
+                self.sizes[pod_name] = size + len(text)
             return True
+
+    def pod_text(self, pod_name: str) -> str:
+        """Everything read of the pod's primary container's log, every run."""
+        with self.lock:
+            return self._joined(pod_name)
+
+    def _joined(self, pod_name: str) -> str:
+        pieces = self.texts.get(pod_name) or [""]
+        if len(pieces) > 1:
+            pieces[:] = ["".join(pieces)]
+        return pieces[0]
 
     def run_text(self, pod_name: str, run: int) -> str:
         """What has been read of that run of the pod's primary container ("" for a run not read yet)."""
         with self.lock:
-            last, read = self.runs.get(pod_name, (run, ""))
-            return read if last == run else ""
+            last, start = self.runs.get(pod_name, (None, 0))
+            return self._joined(pod_name)[start:] if last == run else ""
+
+    def run_size(self, pod_name: str, run: int) -> int:
+        """How much has been read of that run (0 for a run not read yet)."""
+        with self.lock:
+            last, start = self.runs.get(pod_name, (None, 0))
+            return self.sizes.get(pod_name, 0) - start if last == run else 0
 
     def run_of(self, pod: dict[str, Any]) -> int:
         """The current run of the pod's primary container: its restartCount (a restarted container logs anew)."""
