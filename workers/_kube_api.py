@@ -97,6 +97,18 @@ class WatchExpired(Exception):
     """The server ended a watch with a 410 Status: its resourceVersion is older than the history it keeps."""
 
 
+def shut_down(resp: Any) -> None:
+    """Wake a thread blocked reading a streamed response (a watch, a followed log) by shutting its socket down; that
+    thread then closes the response. Nothing to do for one already closed."""
+    sock = getattr(getattr(resp, "connection", None), "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError) as exc:  # closed already, or TLS-in-TLS (an HTTPS proxy) without shutdown
+        log.debug("cannot shut a stream down: %s", exc)
+
+
 class _WatchStream:
     """One watch request read as newline-delimited JSON events. The client's ``Watch`` is not used: with
     ``deserialize=False`` it fails on the server's ERROR events (``KeyError: 'raw_object'`` in kubernetes 37), which
@@ -140,13 +152,7 @@ class _WatchStream:
         thread is blocked reading waits for that read (until the next event or bookmark, a minute on a quiet
         cluster)."""
         self._stopped = True
-        sock = getattr(getattr(self._resp, "connection", None), "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except (OSError, AttributeError):
-                pass  # already closed, or a TLS-in-TLS transport (through an HTTPS proxy) without shutdown
-        self.close()
+        shut_down(self._resp)  # the reading thread then closes it: closing it here could pull its socket from under it
 
     def close(self) -> None:
         resp, self._resp = self._resp, None

@@ -19,7 +19,7 @@ from katibx.backend import TrialEvent, TrialMetrics
 from katibx.metric_parsers import LineParser, MetricsFormatError
 from katibx.metrics import MetricLog
 from katibx.trial_dir import STDOUT_LOG
-from katibx.workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body
+from katibx.workers._kube_api import KubeApi, KubernetesClusterError, api_message, json_body, shut_down
 from katibx.workers._manifests import file_section, pod_selector
 from katibx.workers._tracked import TrackedTrial
 
@@ -46,6 +46,7 @@ class PodLogs:
         self._polled: dict[tuple[str, str], tuple[TrackedTrial, dict[str, Any], LineParser]] = {}
         self._polled_lock = threading.Lock()
         self._poller: threading.Thread | None = None
+        self._streams_open: set[Any] = set()  # followed log responses, shut down by close()
 
     def maybe_follow(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
         """Follow a running primary pod's log if a stream is free, else read it every ``poll_seconds``."""
@@ -170,9 +171,12 @@ class PodLogs:
             self._feed(trial, pod_name, run, parser, new, partial + new if final else None, restart=restart)
 
     def close(self) -> None:
-        """Forget the polled pods (the poller ends with the API's stop event)."""
+        """Forget the polled pods (the poller ends with the API's stop event) and end the followed streams."""
         with self._polled_lock:
             self._polled.clear()
+            streams = list(self._streams_open)
+        for resp in streams:
+            shut_down(resp)
 
     def _follow(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
         """Stream a running pod's log into the trial's metrics, run after run of its container, until the pod is done
@@ -191,7 +195,11 @@ class PodLogs:
                 try:
                     resp = core.read_namespaced_pod_log(pod_name, trial.namespace, container=trial.container_of(pod),
                                                         follow=True, _preload_content=False)
+                    with self._polled_lock:
+                        self._streams_open.add(resp)
                     try:
+                        if self._api.stop.is_set():  # closed while the request was made
+                            return
                         for chunk in resp.stream(4096):
                             piece = decoder.decode(chunk)
                             before, received = received, received + len(piece)
@@ -201,9 +209,11 @@ class PodLogs:
                                     return  # the final read has taken over
                                 seen = received
                     finally:
+                        with self._polled_lock:
+                            self._streams_open.discard(resp)
                         resp.release_conn()
                 except Exception as exc:  # noqa: BLE001 - reconnect; the final read covers what is missed
-                    if trial.killed or trial.drained:
+                    if trial.killed or trial.drained or self._api.stop.is_set():
                         return
                     attempts += 1
                     log.info("log of pod %s: %s; reconnecting", pod_name, exc)
