@@ -1,9 +1,9 @@
 """A child process's end as a file descriptor a poll loop can wait on, on Linux and on every other POSIX system.
 
-Where the system has process descriptors (Linux 5.3+) it is the child's pidfd. Elsewhere (macOS, or
-``KATIBX_PORTABLE=1``) a waiter thread blocks in ``waitid(..., WEXITED | WNOWAIT)``, which sees the exit without
-reaping the child, and then writes to a pipe whose read end is the descriptor; on a system without ``waitid``
-(macOS before Python 3.13) a kqueue watches the process (``NOTE_EXIT``), with no thread at all. Either way the child
+Where the system has process descriptors (Linux 5.3+) it is the child's pidfd. Where it has kqueue (macOS, the
+BSDs) a kqueue watches the process (``NOTE_EXIT``), with no thread at all. Elsewhere (``KATIBX_PORTABLE=1`` on
+Linux, which is how the tests take this path) a waiter thread blocks in ``waitid(..., WEXITED | WNOWAIT)``, which
+sees the exit without reaping the child, and then writes to a pipe whose read end is the descriptor. Either way the child
 is reaped only by the code that started it (``Popen.poll``, ``Process.exitcode``), in the controller's thread, so a
 signal is never sent to a pid that was reaped behind its back and exit statuses stay known.
 """
@@ -34,7 +34,9 @@ class ProcessExit:
         self.pidfd = capabilities.pidfd()
         if self.pidfd:
             self.fd = os.pidfd_open(pid)
-        elif hasattr(os, "waitid"):
+        elif hasattr(select, "kqueue"):
+            self.fd, self._close = _kqueue_exit(pid)
+        else:
             self.fd, write_end = os.pipe()
             try:
                 threading.Thread(target=_wait_then_write, args=(pid, write_end), name=f"katibx-wait-{pid}",
@@ -43,8 +45,6 @@ class ProcessExit:
                 os.close(self.fd)
                 os.close(write_end)
                 raise
-        else:
-            self.fd, self._close = _kqueue_exit(pid)
 
     def ended(self, timeout: float = 0.0) -> bool:
         """Whether the process has exited, waiting at most ``timeout`` seconds for it."""
