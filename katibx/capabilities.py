@@ -15,7 +15,8 @@ import os
 import sys
 
 PORTABLE_ENV = "KATIBX_PORTABLE"
-_PR_GET_CHILD_SUBREAPER = 37  # linux/prctl.h
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h: orphaned descendants are re-parented to the calling process
+_PR_GET_CHILD_SUBREAPER = 37
 
 
 def portable() -> bool:
@@ -36,7 +37,12 @@ def subreaper() -> bool:
 
 def proc_fs() -> bool:
     """Whether /proc describes processes as on Linux (start times in clock ticks, namespaces, the boot id)."""
-    return not portable() and os.path.exists("/proc/self/stat")
+    return not portable() and _proc_exists()
+
+
+@functools.lru_cache(maxsize=1)
+def _proc_exists() -> bool:
+    return os.path.exists("/proc/self/stat")
 
 
 def local_processes_unsupported() -> str | None:
@@ -67,3 +73,8 @@ def _prctl_works() -> bool:
         return ctypes.CDLL(None, use_errno=True).prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) == 0
     except (OSError, AttributeError, TypeError):  # no prctl: not Linux
         return False
+
+
+def become_subreaper() -> None:
+    """Make this process the child subreaper of its descendants (call only where :func:`subreaper` is True)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

@@ -3,7 +3,9 @@ rely on to tell a live process from a later one that took its pid."""
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import socket
 
 import psutil
@@ -15,8 +17,12 @@ def this_host() -> str:
     """This host as a lease names it: its name, plus on Linux its pid namespace (containers sharing a host name
     cannot see each other's processes, so each is a host of its own to the others) and its boot (start times count
     from the boot, so a lease from before a reboot is another host's, judged by its heartbeat)."""
-    if not capabilities.proc_fs():
-        return socket.gethostname()
+    return _linux_host() if capabilities.proc_fs() else socket.gethostname()
+
+
+@functools.lru_cache(maxsize=1)
+def _linux_host() -> str:
+    """Fixed for the life of the process: read once (``katibx list`` asks once per experiment)."""
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
             boot = f.read().strip()
@@ -62,3 +68,11 @@ def pid_reused(pid: int, started: float) -> bool:
     process group may still hold what it left)."""
     now = process_started(pid)
     return now is not None and (now < 0 or now != started)
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads, ignoring one that is gone."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return

@@ -11,7 +11,6 @@ of the process: module state (globals, caches), ``sys.path``, open files, umask 
 
 from __future__ import annotations
 
-import ctypes
 import faulthandler
 import io
 import multiprocessing.connection
@@ -27,11 +26,9 @@ from typing import Any, Callable
 
 from katibx import capabilities
 from katibx.functions import import_function
-from katibx.processes import process_started
+from katibx.processes import kill_group, process_started
 from katibx.report import TrialPruned, report_metrics, returned_metrics
 from katibx.workers._process_exit import ProcessExit
-
-_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h: orphaned descendants are re-parented to this process
 
 
 @dataclass(frozen=True)
@@ -75,11 +72,11 @@ class FunctionWorker:
         assert self.process.pid is not None
         self.pid: int = self.process.pid
         # An idle worker waits for work forever: killed at interpreter exit, before multiprocessing joins it.
-        self._at_exit = multiprocessing.util.Finalize(None, _kill_group, args=(self.pid,), exitpriority=10)
+        self._at_exit = multiprocessing.util.Finalize(None, kill_group, args=(self.pid,), exitpriority=10)
         try:
             self.exit = ProcessExit(self.pid, lambda: self.process.exitcode is not None)
         except BaseException:
-            _kill_group(self.pid)
+            kill_group(self.pid)
             self.process.join(5)
             self._conn.close()
             self._at_exit.cancel()
@@ -122,19 +119,12 @@ class FunctionWorker:
     def stop(self) -> None:
         """Kill the worker and whatever its trials left in its session, and release its descriptors."""
         if not (self.idle and self.process.exitcode is not None):  # a clean idle worker that died left nothing,
-            _kill_group(self.pid)  # and its pid may belong to another process by now
+            kill_group(self.pid)  # and its pid may belong to another process by now
             self.exit.kill()  # a worker not yet in its own session
         self.process.join(5)
         self._conn.close()
         self.exit.close()
         self._at_exit.cancel()
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # worker side --------------------------------------------------------------------------------------------------
@@ -150,7 +140,7 @@ def _serve(function: Callable[..., Any] | str, conn: multiprocessing.connection.
     os.setsid()
     parent_end.close()
     if subreaper:  # elsewhere processes a trial orphans are found by its token (workers/_escaped.py)
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        capabilities.become_subreaper()
     # The parent's streams may be a notebook's or pytest's, and may hold the parent's unflushed output: keep
     # them alive and never flush them (that would print the parent's output twice).
     _INHERITED_STREAMS.extend((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__))

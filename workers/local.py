@@ -33,7 +33,7 @@ from katibx.backend import (
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
 from katibx.objective import Objective
-from katibx.processes import pid_reused, process_started
+from katibx.processes import kill_group, pid_reused, process_started
 from katibx.quantities import parse_size
 from katibx.spec import Experiment
 from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
@@ -217,7 +217,7 @@ class LocalBackend(Backend):
             try:
                 exit_ = ProcessExit(process.pid, lambda: process.poll() is not None)
             except BaseException:
-                _kill_group(process.pid)
+                kill_group(process.pid)
                 process.wait()
                 raise
             run = _Running(job.trial.name, process.pid, process.poll, collector, ends, exit=exit_)
@@ -506,9 +506,3 @@ def mount_checkpoint(values: list[str], declared: str, checkpoint: Path) -> list
     return [pattern.sub(lambda _m: str(checkpoint), v) for v in values]
 
 
-def _kill_group(pid: int) -> None:
-    """SIGKILL a process group, ignoring one that is gone."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
