@@ -336,11 +336,13 @@ def test_unknown_kind_fails_the_trial_with_the_reason(fake_cluster: FakeCluster,
     assert "the cluster does not serve example.com/v1" in trial.message and "Widget CRD" in trial.message
 
 
-def test_a_pod_that_cannot_start_fails_its_trial(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("retain", [False, True], ids=["deleted", "retained"])
+def test_a_pod_that_cannot_start_fails_its_trial(fake_cluster: FakeCluster, tmp_path: Path,  # noqa: F811
+                                                 retain: bool) -> None:
     fake_cluster.missing_images.add("registry.example/absent:1")
     images = ["python:3.11", "registry.example/absent:1", "Bad Image"]
     template = {"trialParameters": [{"name": "mode", "reference": "mode"}, {"name": "image", "reference": "image"}],
-                **job_template(image="${trialParameters.image}")}
+                **job_template(image="${trialParameters.image}"), "retain": retain}
     extra = {"maxTrialCount": 3, "maxFailedTrialCount": 3, "parameters": [
         {"name": "mode", "parameterType": "categorical", "feasibleSpace": {"list": ["ok"]}},
         {"name": "image", "parameterType": "categorical", "feasibleSpace": {"list": images}}]}
@@ -353,7 +355,8 @@ def test_a_pod_that_cannot_start_fails_its_trial(fake_cluster: FakeCluster, tmp_
     assert absent.state is TrialState.FAILED and absent.reason.endswith(("ImagePullBackOff", "ErrImagePull"))
     assert "(image registry.example/absent:1)" in absent.message and "waited 1 s" in absent.message
     assert bad.state is TrialState.FAILED and bad.reason.endswith("InvalidImageName")  # at once, no wait
-    assert not fake_cluster.objects("batch/v1", "Job")  # the stuck trials' Jobs were deleted too
+    kept = [job["metadata"]["name"] for job in fake_cluster.objects("batch/v1", "Job")]
+    assert kept == ([trials["python:3.11"].name] if retain else [])  # a stuck trial's Job is deleted, even retained
 
 
 @pytest.mark.parametrize("streams", [64, 0], ids=["followed", "read-at-end"])

@@ -21,9 +21,11 @@ Design (issue 6):
   Push: ``katibx.report_metrics`` in the pod POSTs to a small HTTP endpoint this backend serves (:mod:`workers._push`,
   ``push_host``/``push_port``, advertised to pods as ``push_url``), authenticated by a per-experiment token;
   accepted records are kept in the trial's ``pushed.jsonl`` and read again when a resumed controller re-attaches.
-- A pod that cannot start (a container waiting in ErrImagePull/ImagePullBackOff/CreateContainerConfigError, which
-  the kubelet retries for ever) fails its trial after ``container_start_timeout`` seconds, a malformed image name
-  (InvalidImageName) at once; the reason is the container's waiting reason.
+- A pod that cannot start (a container waiting in ErrImagePull/ImagePullBackOff/CreateContainerConfigError/
+  CreateContainerError, which the kubelet retries for ever) fails its trial after ``container_start_timeout``
+  seconds, a malformed image name (InvalidImageName) or ErrImageNeverPull at once; the reason is the container's
+  waiting reason. Its object is deleted even with ``retain`` (the kubelet would go on retrying, and a trial recorded
+  as Failed could start training later).
 - A finished trial's object is deleted unless ``retain``; ``kill`` deletes it (``propagation_policy``).
   After a controller crash ``attach`` re-adopts objects that still exist instead of creating new ones.
 """
@@ -120,7 +122,8 @@ class KubernetesBackend(Backend):
                            "--push-address)."),
         BackendOption("--container-start-timeout", "container_start_timeout", metavar="SECONDS", parse=_seconds,
                       help="With --backend kubernetes: how long a trial's container may wait in ErrImagePull, "
-                           "ImagePullBackOff or CreateContainerConfigError before the trial fails (default 120)."),
+                           "ImagePullBackOff, CreateContainerConfigError or CreateContainerError before the trial "
+                           "fails (default 120)."),
     )
     metrics_collectors = ("StdOut", "File", "Push")
     collector_refusals = _REFUSED_COLLECTORS
@@ -290,8 +293,9 @@ class KubernetesBackend(Backend):
 
     def _check_start(self, trial: TrackedTrial, pod: dict[str, Any]) -> None:
         """Fail a trial whose pod cannot start: at once for a malformed image name, else once a container has waited
-        ``container_start_timeout`` seconds in ErrImagePull, ImagePullBackOff or CreateContainerConfigError (the
-        kubelet retries those for ever; a registry may come back, a missing ConfigMap may be created)."""
+        ``container_start_timeout`` seconds in ErrImagePull, ImagePullBackOff, CreateContainerConfigError or
+        CreateContainerError (the kubelet retries those for ever; a registry may come back, a missing ConfigMap
+        may be created). Its object is deleted even when retained: the kubelet would go on retrying."""
         pod_name = pod["metadata"]["name"]
         stuck = cannot_start(pod) if not (pod["metadata"].get("deletionTimestamp")) else None
         with trial.lock:
@@ -312,7 +316,7 @@ class KubernetesBackend(Backend):
                     timer.start()
                 return
         note = "" if stuck[0] in NEVER_STARTS else f" (waited {waited:.0f} s)"
-        self._end(trial, False, {"reason": stuck[0], "message": f"pod {pod_name}: {stuck[1]}{note}"})
+        self._end(trial, False, {"reason": stuck[0], "message": f"pod {pod_name}: {stuck[1]}{note}"}, delete=True)
 
     def _recheck_start(self, trial: TrackedTrial, pod_name: str) -> None:
         """The start timeout of a waiting pod is over: judge it again as last watched."""
@@ -323,22 +327,24 @@ class KubernetesBackend(Backend):
         if pod is not None and not self._stop.is_set():
             self._check_start(trial, pod)
 
-    def _end(self, trial: TrackedTrial, succeeded: bool, condition: dict[str, Any]) -> None:
-        """Finish a trial for a reason its object does not show (once; a finishing trial is left alone)."""
+    def _end(self, trial: TrackedTrial, succeeded: bool, condition: dict[str, Any], *, delete: bool = False) -> None:
+        """Finish a trial for a reason its object does not show (once; a finishing trial is left alone); ``delete``
+        its object even when the trial is retained."""
         with self._lock:
             if trial.finishing or trial.killed or self._stop.is_set() or self._trials.get(trial.name) is not trial:
                 return  # (a killed trial ends as Killed once its object is gone)
             trial.finishing = True
             assert self._pool is not None
-            self._pool.submit(self._finish, trial, succeeded, condition, False)
+            self._pool.submit(self._finish, trial, succeeded, condition, False, delete)
 
     def _watched_pod(self, trial: TrackedTrial, pod_name: str) -> dict[str, Any] | None:
         """A trial's pod as last watched (None once deleted)."""
         with self._lock:
             return self._pods.get(trial.name, {}).get(pod_name)
 
-    def _finish(self, trial: TrackedTrial, succeeded: bool, condition: dict[str, Any], deleted: bool) -> None:
-        """Collect the last metrics, delete the object unless retained, then report the exit."""
+    def _finish(self, trial: TrackedTrial, succeeded: bool, condition: dict[str, Any], deleted: bool,
+                delete: bool = False) -> None:
+        """Collect the last metrics, delete the object unless retained (or with ``delete``), then report the exit."""
         reason = str(condition.get("reason") or ("Completed" if succeeded else "Failed"))
         message = str(condition.get("message") or condition.get("type") or condition.get("phase") or reason)
         try:
@@ -346,7 +352,7 @@ class KubernetesBackend(Backend):
                 with self._lock:
                     pods = list(self._pods.get(trial.name, {}).values())
                 self._logs.read_remaining(trial, pods)
-            if not deleted and not trial.retain:
+            if not deleted and (delete or not trial.retain):
                 self._objects.delete(trial)
         except Exception as exc:  # noqa: BLE001 - the trial's exit must be reported whatever happens
             log.warning("trial %s: %s", trial.name, exc)
