@@ -65,7 +65,8 @@ class BackendOption:
     """A command-line option of a backend (``--ray-address``), handed to its constructor as ``keyword``.
 
     ``parse`` turns the option's text into constructor keywords (default ``{keyword: text}``) and raises
-    ValueError with a message for a bad value; ``commands`` are the CLI verbs that offer it."""
+    ValueError with a message for a bad value; ``commands`` are the CLI verbs that offer it. ``help`` says what it
+    sets, not for which backend: the CLI says that in the words each command needs."""
 
     flag: str
     keyword: str

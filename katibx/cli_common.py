@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -100,13 +99,15 @@ def backend_options(command: str) -> Callable[[Callable[..., Any]], Callable[...
     """The options every installed backend declares for ``command``, collected into ``backend_options``."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        declared = {o.flag: o for b in installed_backends().values() for o in b.options if command in o.commands}
-        for option in reversed(declared.values()):  # click lists the last decorator first
-            text = option.help
+        declared = {o.flag: (name, o) for name, b in installed_backends().items() for o in b.options
+                    if command in o.commands}
+        for name, option in reversed(declared.values()):  # click lists the last decorator first
             if command not in COMMANDS_WITH_BACKEND:  # the experiment's stored backend decides: no --backend here
-                text = re.sub(r"^With --backend (\S+):", r"For an experiment run on the \1 backend:", text)
+                which = f"For an experiment run on the {name} backend"
+            else:
+                which = "With the local backend" if name == DEFAULT_BACKEND else f"With --backend {name}"
             fn = click.option(option.flag, envvar=option.envvar, default=None, metavar=option.metavar,
-                              help=text)(fn)
+                              help=f"{which}: {option.help[:1].lower()}{option.help[1:]}")(fn)
         return fn
 
     return decorate

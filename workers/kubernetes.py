@@ -110,18 +110,18 @@ class KubernetesBackend(Backend):
     name = "kubernetes"
     options = (
         BackendOption("--kubeconfig", "kubeconfig", envvar="KUBECONFIG", metavar="FILE",
-                      help="With --backend kubernetes: the kubeconfig file (env KUBECONFIG; default ~/.kube/config or "
+                      help="The kubeconfig file (env KUBECONFIG; default ~/.kube/config or "
                            "in-cluster).", commands=frozenset({"run", "resume", "logs", "delete"})),
-        BackendOption("--context", "context", metavar="NAME", help="With --backend kubernetes: the kubeconfig context.",
+        BackendOption("--context", "context", metavar="NAME", help="The kubeconfig context.",
                       commands=frozenset({"run", "resume", "logs", "delete"})),
         BackendOption("--push-address", "push_address", metavar="HOST:PORT", parse=_push_address,
-                      help="With --backend kubernetes: where the push-metrics endpoint listens (default 127.0.0.1, "
+                      help="Where the push-metrics endpoint listens (default 127.0.0.1, "
                            "any free port)."),
         BackendOption("--push-url", "push_url", metavar="URL",
-                      help="With --backend kubernetes: the push endpoint's URL as pods reach it (default: from "
+                      help="The push endpoint's URL as pods reach it (default: from "
                            "--push-address)."),
         BackendOption("--container-start-timeout", "container_start_timeout", metavar="SECONDS", parse=_seconds,
-                      help="With --backend kubernetes: how long a trial's container may wait in ErrImagePull, "
+                      help="How long a trial's container may wait in ErrImagePull, "
                            "ImagePullBackOff, CreateContainerConfigError or CreateContainerError before the trial "
                            "fails (default 120)."),
     )

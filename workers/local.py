@@ -103,7 +103,7 @@ class LocalBackend(Backend):
     name = "local"
     options = (BackendOption("--log-limit", "log_limit_bytes", envvar="KATIBX_LOG_LIMIT", metavar="SIZE",
                              parse=lambda text: {"log_limit_bytes": parse_size(text)},
-                             help="With the local backend: the most a trial's log keeps, its end (default 1Gi; "
+                             help="The most a trial's log keeps, its end (default 1Gi; "
                                   "1048576, 512Mi, 2G...)."),)
     collector_refusals = {
         kind: "Katib runs it as a sidecar in the trial's pod; print the metrics or push them with katibx.report_metrics"

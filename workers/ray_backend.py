@@ -246,7 +246,7 @@ class RayBackend(Backend):
 
     name = "ray"
     options = (BackendOption("--ray-address", "address", envvar=ADDRESS_ENV, metavar="ADDR",
-                             help="With --backend ray: the cluster to connect to (env RAY_ADDRESS); default: start a "
+                             help="The cluster to connect to (env RAY_ADDRESS); default: start a "
                                   "local one."),)
     collector_refusals = LocalBackend.collector_refusals
 
