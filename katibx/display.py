@@ -54,6 +54,12 @@ def progress_text(record: ExperimentRecord, trials: Sequence[TrialRecord]) -> tu
     return text, counts.completed
 
 
+def watched() -> bool:
+    """Whether someone watches this process's progress: stderr is a terminal, or it runs in a notebook."""
+    console = Console(stderr=True)
+    return console.is_terminal or console.is_jupyter
+
+
 class _LatestProgress(Progress):
     """A rich Progress whose one task is brought up to date from the latest state on each redraw."""
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from katibx.backend import Backend
 from katibx.client import KatibxClient, trial_object
+from katibx.display import ProgressDisplay, watched
 from katibx.katib_object import KatibObject, katib_object
 from katibx.lease import controller_alive, stop_holder
 from katibx.loader import experiment_from_dict
@@ -196,13 +197,26 @@ class KatibClient(KatibxClient):
     # waiting ------------------------------------------------------------------------------------------------------
     def wait_for_experiment_condition(self, name: str, namespace: str | None = None,
                                       expected_condition: str = SUCCEEDED, timeout: float = 600,
-                                      polling_interval: float = 15, apiserver_timeout: Any = None) -> KatibObject:
+                                      polling_interval: float = 15, apiserver_timeout: Any = None, *,
+                                      progress: bool | None = None) -> KatibObject:
         """Katib's wait: the experiment once it has ``expected_condition``; RuntimeError when it Failed instead (or
-        its controller here stopped), TimeoutError after ``timeout`` seconds."""
-        namespace = self._namespace(namespace)
+        its controller here stopped), TimeoutError after ``timeout`` seconds. Meanwhile the trial counts and best
+        value are drawn as they change (``progress``: by default in a terminal or a notebook, as ``tune``'s)."""
+        display = ProgressDisplay() if progress or progress is None and watched() else None
+        try:
+            return self._wait(name, self._namespace(namespace), expected_condition, timeout, polling_interval, display)
+        finally:
+            if display is not None:
+                display.close()
+
+    def _wait(self, name: str, namespace: str | None, expected_condition: str, timeout: float,
+              polling_interval: float, display: ProgressDisplay | None) -> KatibObject:
         deadline = time.monotonic() + timeout
         while True:
-            experiment = self.get_experiment(name, namespace)
+            record, trials = self._record(name, namespace)
+            if display is not None:
+                display(record, trials)
+            experiment = self._result(record, trials)
             conditions = experiment["status"].get("conditions", [])
             if _has(conditions, expected_condition):
                 return experiment

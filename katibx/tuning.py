@@ -6,11 +6,9 @@ import inspect
 import json
 from typing import Any, Callable, Mapping, Sequence
 
-from rich.console import Console
-
 from katibx.client import KatibxClient, experiment_object, log_tail
 from katibx.controller import TrialListener
-from katibx.display import ProgressDisplay
+from katibx.display import ProgressDisplay, watched
 from katibx.loader import experiment_from_dict
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.results import TrialResult, TuneResult
@@ -209,7 +207,7 @@ def tune(
     except ValidationError as exc:
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
     st = store if isinstance(store, Store) else Store(store)
-    display = ProgressDisplay() if progress or progress is None and _watched() else None
+    display = ProgressDisplay() if progress or progress is None and watched() else None
     try:
         existing = _existing(st, experiment) if load_if_exists else None
         listener = _listeners([_TrialCallbacks(callbacks, st, st.trials(existing.id) if existing else [])
@@ -252,12 +250,6 @@ def _existing(store: Store, experiment: Experiment) -> ExperimentRecord | None:
         raise ValidationError([f"load_if_exists: experiment {experiment.name!r} exists with other "
                                f"{', '.join(differing)}; use another name or delete it"])
     return record
-
-
-def _watched() -> bool:
-    """Whether someone watches this process's progress: stderr is a terminal, or it runs in a notebook."""
-    console = Console(stderr=True)
-    return console.is_terminal or console.is_jupyter
 
 
 def _listeners(listeners: Sequence[TrialListener | None]) -> TrialListener | None:

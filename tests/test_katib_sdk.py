@@ -122,12 +122,13 @@ def test_experiments_serialized_by_the_sdk_run_unchanged_from_the_cli(case, tmp_
                 assert float(trial.observation["result"].latest) == pytest.approx(4 * a - b ** 2)
 
 
-def test_a_v1beta1_experiment_object_is_created_and_waited_for_with_the_sdk_calls(tmp_path):
+def test_a_v1beta1_experiment_object_is_created_and_waited_for_with_the_sdk_calls(tmp_path, capsys):
     client = katibx.KatibClient(namespace="kubeflow", store=tmp_path / "katibx.db")
     created = client.create_experiment(sdk_experiment("from-object", "random", max_trials=3))
     assert created.metadata.name == "from-object" and created.metadata.namespace == "kubeflow"
-    done = client.wait_for_experiment_condition(name="from-object", timeout=120, polling_interval=1)
+    done = client.wait_for_experiment_condition(name="from-object", timeout=120, polling_interval=1, progress=True)
     assert client.is_experiment_succeeded("from-object") and done.status.trials_succeeded == 3
+    assert "from-object: 0 running, 3 succeeded, 0 failed; best result=" in capsys.readouterr().err  # lines, piped
     best = client.get_optimal_hyperparameters("from-object")
     assert best.best_trial_name in {t.metadata.name for t in client.list_trials("from-object")}
     assert {p.name for p in best.parameter_assignments} == {"a", "b"}

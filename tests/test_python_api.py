@@ -331,8 +331,10 @@ def test_callbacks_timeout_and_load_if_exists(tmp_path: Path) -> None:
     assert sorted(name for name, _, _ in seen) == sorted(t.name for t in first.trials)
     assert all(value is not None for _, _, value in seen)
 
-    more = katibx.tune(name="cb", max_trial_count=2, load_if_exists=True, **args)  # 2 more, as Optuna's
+    more = katibx.tune(name="cb", max_trial_count=2, load_if_exists=True,
+                       callbacks=(c for c in [record]), **args)  # 2 more, as Optuna's; any iterable of callbacks
     assert len(more.trials) == 5 and more["status"]["trialsSucceeded"] == 5
+    assert len(seen) == 5 and {name for name, _, _ in seen[3:]} == {t.name for t in more.trials[3:]}  # new ones only
     with pytest.raises(katibx.ValidationError, match="load_if_exists: experiment 'cb' exists with other parameters"):
         katibx.tune(name="cb", max_trial_count=1, load_if_exists=True,
                     **{**args, "parameters": {"x": katibx.search.double(-2, 2)}})
