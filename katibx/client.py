@@ -138,8 +138,12 @@ class KatibxClient:
         return katib_object(self.store.get_experiment(name, self._namespace(namespace)).conditions)
 
     def _has_condition(self, name: str, namespace: str | None, ctype: str) -> bool:
+        return self._has(self.get_experiment_conditions(name, namespace), ctype)
+
+    @staticmethod
+    def _has(conditions: list[dict[str, Any]], ctype: str) -> bool:
         """Katib's ``has_condition``: a condition of this type with status True."""
-        return any(c["type"] == ctype and c["status"] == "True" for c in self.get_experiment_conditions(name, namespace))
+        return any(c.get("type") == ctype and c.get("status") == "True" for c in conditions)
 
     def is_experiment_created(self, name: str, namespace: str | None = None, timeout: Any = None) -> bool:
         return self._has_condition(name, namespace, "Created")

@@ -11,8 +11,11 @@ from __future__ import annotations
 import atexit
 import copy
 import logging
+import os
 import secrets
+import signal
 import string
+import sys
 import threading
 import time
 from pathlib import Path
@@ -75,6 +78,7 @@ class KatibClient(KatibxClient):
         self.backend = backend
         self.backend_options = backend_options
         self._runs: dict[tuple[str, str], _BackgroundRun] = {}
+        self._functions: dict[tuple[str, str], Callable[..., Any]] = {}  # the objectives of the experiments it tuned
 
     def _new_backend(self) -> Backend:
         return create_backend(self.backend, **self.backend_options)
@@ -168,10 +172,17 @@ class KatibClient(KatibxClient):
             finally:
                 worker.close()  # also when it ends before its controller starts (the name exists already)
 
-        run = _BackgroundRun(experiment.name, self.store.path, controller)
+        if function is not None:
+            self._functions[(experiment.namespace, experiment.name)] = function
+        run = _BackgroundRun(experiment.namespace, experiment.name, self.store.path, controller)
         run.start()
-        self._runs[(experiment.namespace, experiment.name)] = run
+        self._keep(run)
         return self.get_experiment(experiment.name, experiment.namespace)
+
+    def _keep(self, run: _BackgroundRun) -> None:
+        """Remember the run of an experiment (its last one), forgetting the runs of this client that are done."""
+        self._runs = {key: r for key, r in self._runs.items() if not r.done.is_set()}
+        self._runs[(run.namespace, run.name)] = run
 
     def edit_experiment_budget(self, name: str, namespace: str | None = None, max_trial_count: int | None = None,
                                parallel_trial_count: int | None = None, max_failed_trial_count: int | None = None,
@@ -184,15 +195,17 @@ class KatibClient(KatibxClient):
         record = self.store.get_experiment(name, self._namespace(namespace))
         mine = self._runs.get((record.namespace, name))
         if mine is not None and is_completed(record.conditions):
-            mine.done.wait()  # completed: its controller is only letting the last trials end and giving up its lease
+            # completed: its controller is only letting the last trials end and giving up its lease
+            mine.done.wait(timeout if isinstance(timeout, (int, float)) and timeout > 0 else None)
         if controller_alive(self.store, record):
             raise StoreError(f"experiment {name!r} is running; edit its budget once it has completed")
-        run = _BackgroundRun(name, self.store.path, lambda store, listener: resume_experiment(
+        function = self._functions.get((record.namespace, name))  # a notebook's objective cannot be imported again
+        run = _BackgroundRun(record.namespace, name, self.store.path, lambda store, listener: resume_experiment(
             name, store=store, namespace=record.namespace, max_trial_count=max_trial_count,
             parallel_trial_count=parallel_trial_count, max_failed_trial_count=max_failed_trial_count,
-            listener=listener))
+            function=function, listener=listener))
         run.start()
-        self._runs[(record.namespace, name)] = run
+        self._keep(run)
 
     # waiting ------------------------------------------------------------------------------------------------------
     def wait_for_experiment_condition(self, name: str, namespace: str | None = None,
@@ -211,37 +224,42 @@ class KatibClient(KatibxClient):
 
     def _wait(self, name: str, namespace: str | None, expected_condition: str, timeout: float,
               polling_interval: float, display: ProgressDisplay | None) -> KatibObject:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValidationError([f"timeout: must be a positive number of seconds, got {timeout!r}"])
         deadline = time.monotonic() + timeout
         while True:
-            record, trials = self._record(name, namespace)
+            record = self.store.get_experiment(name, namespace)
+            run = self._runs.get((record.namespace, name))
+            seen = run.changes if run is not None else 0  # before reading: a change after the read wakes the wait
+            trials = self.store.trials(record.id)
             if display is not None:
                 display(record, trials)
-            experiment = self._result(record, trials)
-            conditions = experiment["status"].get("conditions", [])
-            if _has(conditions, expected_condition):
-                return experiment
-            if expected_condition != FAILED and _has(conditions, FAILED):
-                raise RuntimeError(f"Experiment: {experiment['metadata']['namespace']}/{name} is Failed. "
-                                   f"Experiment conditions: {conditions}")
-            run = self._runs.get((experiment["metadata"]["namespace"], name))
+            conditions = record.conditions
+            if self._has(conditions, expected_condition):
+                return self._result(record, trials)
+            if expected_condition != FAILED and self._has(conditions, FAILED):
+                raise RuntimeError(f"Experiment: {record.namespace}/{name} is Failed. Experiment conditions: "
+                                   f"{conditions}")
             if run is not None and run.done.is_set() and run.error is not None:
                 raise RuntimeError(f"Experiment: {name}: its controller stopped: {run.error}")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"Timeout waiting for Experiment: {namespace or 'default'}/{name} to reach "
+                raise TimeoutError(f"Timeout waiting for Experiment: {record.namespace}/{name} to reach "
                                    f"{expected_condition} state")
             if run is not None and not run.done.is_set():
-                run.wait_change(min(left, polling_interval))
+                run.wait_change(seen, min(left, polling_interval))
             else:  # run by another process (katibx run, another notebook): read the store again
                 time.sleep(min(left, polling_interval, _POLL_SECONDS))
 
     def delete_experiment(self, name: str, namespace: str | None = None, delete_options: Any = None, *,
                           force: bool = False) -> None:
         """Delete the experiment with its trials; one this client's controller runs is stopped first."""
-        run = self._runs.pop((self._namespace(namespace) or "default", name), None)
+        record = self.store.get_experiment(name, self._namespace(namespace))
+        run = self._runs.pop((record.namespace, name), None)
         if run is not None and not run.done.is_set():
-            run.stop(self.store)
-        super().delete_experiment(name, namespace, force=force)
+            run.stop()
+        self._functions.pop((record.namespace, name), None)
+        super().delete_experiment(name, record.namespace, force=force)
 
     # reads in the SDK's vocabulary --------------------------------------------------------------------------------
     def get_suggestion(self, name: str, namespace: str | None = None, timeout: Any = None) -> KatibObject:
@@ -256,10 +274,6 @@ class KatibClient(KatibxClient):
                      namespace: str | None = None) -> Iterator[str]:
         """The trial's output lines; with ``follow`` new lines as the trial writes them, until it has ended."""
         yield from self.trial_log_lines(name, trial_name, namespace, follow=follow)
-
-
-def _has(conditions: list[dict[str, Any]], ctype: str) -> bool:
-    return any(c.get("type") == ctype and c.get("status") == "True" for c in conditions)
 
 
 def _suggestion(record: ExperimentRecord, trials: list[TrialRecord]) -> dict[str, Any]:
@@ -343,10 +357,12 @@ class _BackgroundRun:
     """One experiment's controller on a thread of its own, with its own store connection; ``run`` is called with
     that store and a listener once the thread starts."""
 
-    _all: list[_BackgroundRun] = []
+    _all: list[_BackgroundRun] = []  # the runs not yet done, of every client of this process
     _lock = threading.Lock()
 
-    def __init__(self, name: str, store_path: Path, run: Callable[[Store, Any], ExperimentRecord]) -> None:
+    def __init__(self, namespace: str, name: str, store_path: Path,
+                 run: Callable[[Store, Any], ExperimentRecord]) -> None:
+        self.namespace = namespace
         self.name = name
         self.store_path = store_path
         self._run = run
@@ -354,14 +370,15 @@ class _BackgroundRun:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.completed = False  # the experiment has completed (its controller may still be letting trials end)
+        self.changes = 0  # how many changes the controller has saved: a waiter waits for this to move
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._main, name=f"katibx-experiment-{name}", daemon=True)
 
     def start(self) -> None:
         """Start the controller and return once the experiment is stored; what stops it before is raised here."""
         with _BackgroundRun._lock:
-            if not _BackgroundRun._all:
-                atexit.register(_wait_for_runs_at_exit)
+            if not _handlers_installed:
+                _install_handlers()
             _BackgroundRun._all.append(self)
         self._thread.start()
         self.stored.wait()
@@ -377,37 +394,91 @@ class _BackgroundRun:
             if self.stored.is_set():
                 log.error("experiment %s: its controller stopped: %s", self.name, exc)
         finally:
+            with _BackgroundRun._lock:
+                if self in _BackgroundRun._all:
+                    _BackgroundRun._all.remove(self)
+            self._run = _finished  # what it held (the prepared experiment, the backend, the objective) can go
             self.done.set()
             self.stored.set()
             with self._changed:
+                self.changes += 1
                 self._changed.notify_all()
 
     def _listener(self, record: ExperimentRecord, trials: Any) -> None:
         self.completed = is_completed(record.conditions)
         self.stored.set()
         with self._changed:
+            self.changes += 1
             self._changed.notify_all()
 
-    def wait_change(self, timeout: float) -> None:
-        """Until the controller saves a change (or ``timeout`` seconds)."""
+    def wait_change(self, seen: int, timeout: float) -> None:
+        """Until the controller has saved a change after the ``seen``-th (or ``timeout`` seconds)."""
         with self._changed:
-            if not self.done.is_set():
-                self._changed.wait(timeout)
+            self._changed.wait_for(lambda: self.changes != seen or self.done.is_set(), timeout)
 
-    def stop(self, store: Store) -> None:
+    def stop(self) -> None:
         """Ask the controller to stop (through its lease, as ``katibx delete --force`` does) and wait for it."""
         try:
-            stop_holder(store, store.get_experiment(self.name), "KatibClient.delete_experiment or Ctrl-C in this process")
+            with Store(self.store_path) as store:
+                stop_holder(store, store.get_experiment(self.name, self.namespace),
+                            f"KatibClient in this process (pid {os.getpid()})")
         except StoreError as exc:
             log.warning("experiment %s: %s", self.name, exc)
         self.done.wait()
 
 
+def _finished(store: Store, listener: Any) -> ExperimentRecord:
+    raise AssertionError("a finished run is not run again")
+
+
+_handlers_installed = False
+
+
+def _install_handlers() -> None:
+    """Once per process, with its first run: wait for the runs at exit, and stop them on SIGTERM (from the main
+    thread only, where Python lets signals be handled; the default action would leave their trials running)."""
+    global _handlers_installed
+    _handlers_installed = True
+    atexit.register(_wait_for_runs_at_exit)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_runs_on_sigterm)
+
+
+def _stop_runs_on_sigterm(signum: int, _frame: Any) -> None:
+    with _BackgroundRun._lock:
+        running = any(not r.done.is_set() for r in _BackgroundRun._all)
+    if not running:  # nothing of katibx's to stop: the signal does what it did before
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    _stop_all(signal.Signals(signum).name)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _stop_all(why: str) -> None:
+    with _BackgroundRun._lock:
+        running = [r for r in _BackgroundRun._all if not r.done.is_set()]
+    for run in running:
+        run.stop()
+    if running:
+        log.warning("%s: stopped experiment(s) %s and their trials; katibx resume NAME continues one", why,
+                    ", ".join(r.name for r in running))
+
+
+# Python 3.12.0 and 3.12.1 refuse new threads and forks once the main thread has ended (fixed in 3.12.2).
+_CANNOT_RUN_AT_EXIT = sys.version_info[:3] in ((3, 12, 0), (3, 12, 1))
+
+
 def _wait_for_runs_at_exit() -> None:
     """At interpreter exit: the experiments this process started run to completion (as they would in a cluster);
     Ctrl-C stops them (``katibx resume NAME`` continues one later)."""
-    running = [r for r in _BackgroundRun._all if not r.done.is_set()]
+    with _BackgroundRun._lock:
+        running = [r for r in _BackgroundRun._all if not r.done.is_set()]
     if not running:
+        return
+    if _CANNOT_RUN_AT_EXIT:  # its trials could not start: stop them, and say how to go on
+        _stop_all(f"Python {sys.version.split()[0]} cannot start trials once a script has ended (wait with "
+                  "wait_for_experiment_condition before it ends, or use Python 3.12.2 or newer)")
         return
     waited = [r.name for r in running if not r.completed]
     if waited:
@@ -417,10 +488,4 @@ def _wait_for_runs_at_exit() -> None:
         for run in running:
             run.done.wait()
     except KeyboardInterrupt:
-        stopped = [run.name for run in running if not run.done.is_set()]
-        for run in running:
-            if not run.done.is_set():
-                with Store(run.store_path) as store:
-                    run.stop(store)
-        log.warning("interrupted: stopped experiment(s) %s and their trials; katibx resume NAME continues one",
-                    ", ".join(stopped))
+        _stop_all("interrupted")

@@ -224,7 +224,8 @@ print("tuned", flush=True)
 """
 
 
-def test_a_script_that_ends_waits_for_its_experiment_and_ctrl_c_stops_it(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_a_script_that_ends_waits_for_its_experiment_and_ctrl_c_stops_it(tmp_path, signum):
     (tmp_path / "script.py").write_text(SCRIPT_THAT_ENDS_BEFORE_ITS_EXPERIMENT)
     script = subprocess.Popen([sys.executable, "script.py"], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
@@ -235,9 +236,9 @@ def test_a_script_that_ends_waits_for_its_experiment_and_ctrl_c_stops_it(tmp_pat
     deadline = time.monotonic() + 60
     while not (tmp_path / "trial.pid").exists() and time.monotonic() < deadline:  # the trial has started
         time.sleep(0.05)
-    script.send_signal(signal.SIGINT)
+    script.send_signal(signum)
     _, errors = script.communicate(timeout=60)
-    assert "interrupted: stopped experiment(s) left" in errors and "Traceback" not in errors, errors
+    assert "stopped experiment(s) left and their trials" in errors and "Traceback" not in errors, errors
     with Store(tmp_path / "katibx.db") as store:
         record = store.get_experiment("left")
         assert not controller_alive(store, record)

@@ -273,19 +273,24 @@ class RayBackend(Backend):
             import ray
         except ImportError:
             raise ValidationError(["--backend ray: the 'ray' package is not installed: pip install 'katibx[ray]'"]) from None
-        if not ray.is_initialized():
-            options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "namespace": "katibx"}
-            try:
-                if self.address:
-                    ray.init(address=self.address, **options)
-                else:
-                    _stop_orphaned_local_clusters()
-                    ray.init(address="local", include_dashboard=False, **options)
-                    _mark_local_cluster()
-            except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ... all mean "cannot connect"
-                where = f"at {self.address}" if self.address else "(local cluster)"
-                raise ValidationError([f"--ray-address: cannot connect to Ray {where}: {_one_line(exc)}"]) from None
-            self._owns_connection = True
+        with _CONNECTION_LOCK:  # several controllers of one process (KatibClient's threads) share one connection
+            if not ray.is_initialized():
+                options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False,
+                                           "namespace": "katibx"}
+                try:
+                    if self.address:
+                        ray.init(address=self.address, **options)
+                    else:
+                        _stop_orphaned_local_clusters()
+                        ray.init(address="local", include_dashboard=False, **options)
+                        _mark_local_cluster()
+                except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError... all mean "cannot connect"
+                    where = f"at {self.address}" if self.address else "(local cluster)"
+                    raise ValidationError([f"--ray-address: cannot connect to Ray {where}: {_one_line(exc)}"]) from None
+                _CONNECTION["opened_by_katibx"] = True
+                _CONNECTION["local"] = not self.address
+            _CONNECTION["users"] += 1
+            self._owns_connection = True  # one use of it, given back by close()
         self._ray = ray
         self._worker_class = ray.remote(TrialWorker)
         self._probe = ray.remote(num_cpus=0)(_alive)
@@ -606,15 +611,24 @@ class RayBackend(Backend):
         for worker in list(self._workers):
             self._drop(worker)
         if self._owns_connection:
-            try:
-                ray.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
-            if not self.address:
-                _unmark_local_cluster()
+            with _CONNECTION_LOCK:
+                _CONNECTION["users"] -= 1
+                if _CONNECTION["users"] == 0 and _CONNECTION["opened_by_katibx"]:  # the last of its users
+                    try:
+                        ray.shutdown()
+                    except Exception as exc:  # noqa: BLE001 - closing after the cluster went away
+                        log.debug("ray.shutdown: %s", exc)
+                    if _CONNECTION["local"]:
+                        _unmark_local_cluster()
+                    _CONNECTION.update(opened_by_katibx=False, local=False)
         self._ray = None
         self._owns_connection = False
 
+
+# The process's one Ray connection: how many backends use it, and whether katibx opened it (then the last of them
+# shuts it down; one the user opened with ray.init stays open).
+_CONNECTION: dict[str, Any] = {"users": 0, "opened_by_katibx": False, "local": False}
+_CONNECTION_LOCK = threading.Lock()
 
 # A controller killed with SIGKILL takes the local cluster's raylet and GCS with it, but Ray's agents
 # (DashboardAgent, RuntimeEnvAgent) live on for ever, re-parented to init. The session folder of a local cluster this
