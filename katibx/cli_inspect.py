@@ -138,6 +138,7 @@ def _get_experiments(names: tuple[str, ...], namespace: str | None, output: str,
 @guard
 def get_experiment(name: str, namespace: str | None, output: str, watch: bool, store: str | None) -> None:
     """Experiment NAME as a Katib object (spec, conditions, counters, currentOptimalTrial), or its table row."""
+    _watchable(watch, output, "yaml")
     st = _read_store(store)
     record = st.get_experiment(name, namespace)
     if output in ("table", "wide") or watch:
@@ -161,6 +162,7 @@ def get_experiment(name: str, namespace: str | None, output: str, watch: bool, s
 def get_trials(name: str, namespace: str | None, output: str, selector: str | None, sort_by: str | None,
                watch: bool, store: str | None) -> None:
     """The trials of experiment NAME: status, parameters and metrics (wide: times and reasons too)."""
+    _watchable(watch, output, "table")
     st = _read_store(store)
     record = st.get_experiment(name, namespace)
     matches = label_filter(selector)
@@ -217,6 +219,12 @@ def get_trial(name: str, namespace: str | None, output: str, store: str | None) 
         out.print(table)
     else:
         emit(trial_object(record, trial), output)
+
+
+def _watchable(watch: bool, output: str, default: str) -> None:
+    """-w prints table rows: with another -o it is a usage error (the command's default -o is fine)."""
+    if watch and output not in ("table", "wide", default):
+        raise click.UsageError(f"-w prints table rows; use it with -o table or -o wide, not -o {output}")
 
 
 # How often -w reads the store again for changes.
@@ -349,29 +357,46 @@ def logs(name: str, trial: str, namespace: str | None, follow: bool, tail: int, 
     """Output (stdout and stderr) of TRIAL of experiment NAME; a running cluster trial's from where it runs."""
     client = KatibxClient(_read_store(store), namespace=namespace)
     path = client.trial_log_path(name, trial)
-    if follow or tail >= 0:
-        try:
-            for line in client.trial_log_lines(name, trial, tail=None if tail < 0 else tail, follow=follow):
-                click.echo(line)
-        except BrokenPipeError:  # katibx logs -f ... | head
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
-    if path.exists() and path.stat().st_size:  # streamed: a trial's log can be larger than memory
+    record, found = client.find_trial(trial)
+    handle = client.store.trial_handle(found)
+    if handle and not path.exists():
+        _cluster_log(client, record, trial, handle, options, follow=follow, tail=tail)  # kept here once it ends
+    elif follow or tail >= 0:
+        for line in client.trial_log_lines(name, trial, tail=None if tail < 0 else tail, follow=follow):
+            out.file.write(line + "\n")  # the CLI's stdout: a closed pipe (| head) ends the output, not the command
+    elif path.exists():  # streamed: a trial's log can be larger than memory
         with path.open("rb") as log_file:
             try:
                 shutil.copyfileobj(log_file, sys.stdout.buffer)
                 sys.stdout.flush()
             except BrokenPipeError:  # katibx logs ... | head
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
-    record, found = client.find_trial(trial)
-    handle = client.store.trial_handle(found)
-    if handle:  # nothing here yet: a cluster trial's log is where it runs
-        worker = stored_backend_of(record, None, options)
-        try:
-            click.echo(worker.trial_logs(handle), nl=False)
-        finally:
-            worker.close()
+
+
+# How often `logs -f` reads a running cluster trial's log again.
+CLUSTER_LOG_SECONDS = 2.0
+
+
+def _cluster_log(client: KatibxClient, record: ExperimentRecord, trial: str, handle: dict[str, Any],
+                 options: dict[str, Any], *, follow: bool, tail: int) -> None:
+    """A running cluster trial's log read from its pods (the controller keeps it once the trial ends): its last
+    ``tail`` lines, then with ``follow`` what it adds, read again every few seconds until the trial has ended."""
+    worker = stored_backend_of(record, None, options)
+    shown = ""
+    try:
+        while True:
+            ended = client.trial_ended(record, trial)
+            text = worker.trial_logs(handle)
+            new = text[len(shown):] if text.startswith(shown) else text  # a restarted container logs anew
+            if not shown and tail >= 0:
+                new = "".join(new.splitlines(keepends=True)[-tail:]) if tail else ""
+            out.file.write(new)
+            shown = text
+            if not follow or ended:
+                return
+            time.sleep(CLUSTER_LOG_SECONDS)
+    finally:
+        worker.close()
 
 
 @click.group()

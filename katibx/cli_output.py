@@ -61,8 +61,15 @@ def emit(data: Any, output: str) -> None:
 def _expressions(template: str) -> list[tuple[str, bool]]:
     """A kubectl template split into (literal text, False) and (JSONPath expression, True) parts; a template with no
     braces is one expression (``.metadata.name``)."""
-    if "{" not in template:
+    if "{" not in template and "}" not in template:
         return [(template, True)]
+    depth = 0
+    for char in template:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth not in (0, 1):
+            raise click.BadParameter(f"jsonpath: unbalanced braces in {template!r}")
+    if depth:
+        raise click.BadParameter(f"jsonpath: unclosed action in {template!r}")
     parts: list[tuple[str, bool]] = []
     for literal, expression in re.findall(r"([^{]*)(?:\{([^}]*)\})?", template):
         if literal:
@@ -74,12 +81,23 @@ def _expressions(template: str) -> list[tuple[str, bool]]:
 
 def _compiled(expression: str) -> Any:
     text = expression.strip()
+    if text.startswith("{") and text.endswith("}"):  # --sort-by '{.metadata.name}', as kubectl's help writes it
+        text = text[1:-1].strip()
     if text.startswith(("range", "end")):
         raise click.BadParameter(f"jsonpath: {{{text}}} is not supported; use {{.items[*].field}}")
     try:
         return parse("$" + text if text.startswith((".", "[")) else text)
     except (JsonPathLexerError, JsonPathParserError, Exception) as exc:  # noqa: BLE001 - the parser raises plain Exception too
         raise click.BadParameter(f"jsonpath: cannot parse {{{text}}}: {exc}") from None
+
+
+def _found(expression: Any, data: Any, text: str) -> list[Any]:
+    """The values ``expression`` finds in ``data``; a usage error (not a traceback) when it cannot be evaluated
+    there, such as a filter comparing Katib's text values with numbers."""
+    try:
+        return [m.value for m in expression.find(data)]
+    except Exception as exc:  # noqa: BLE001 - jsonpath-ng raises whatever the comparison raises
+        raise click.BadParameter(f"jsonpath: cannot evaluate {{{text}}}: {exc}") from None
 
 
 def jsonpath_text(template: str, data: Any) -> str:
@@ -90,7 +108,7 @@ def jsonpath_text(template: str, data: Any) -> str:
         if not is_expression:
             out.append(text)
             continue
-        values = [m.value for m in _compiled(text).find(data)]
+        values = _found(_compiled(text), data, text)
         out.append(" ".join(json.dumps(v) if isinstance(v, (dict, list)) else "" if v is None else str(v)
                             for v in values))
     return "".join(out)
@@ -107,7 +125,7 @@ def sort_key(field: str, columns: Mapping[str, Callable[[T], Any]],
         if column is not None:
             value = column(item)
         else:
-            found = [m.value for m in expression.find(as_object(item))]
+            found = _found(expression, as_object(item), field)
             value = found[0] if found else None
         if value is None or value == "":
             return (2, "")

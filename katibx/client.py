@@ -184,7 +184,7 @@ class KatibxClient:
             yield from log_tail(path, tail)
         partial = b""
         while True:
-            ended = not follow or self._trial_ended(record, trial_name)  # before reading: then nothing is missed
+            ended = not follow or self.trial_ended(record, trial_name)  # before reading: then nothing is missed
             if path.exists():
                 with path.open("rb") as log_file:
                     log_file.seek(offset)
@@ -201,7 +201,8 @@ class KatibxClient:
                 return
             time.sleep(poll_seconds)
 
-    def _trial_ended(self, record: ExperimentRecord, trial_name: str) -> bool:
+    def trial_ended(self, record: ExperimentRecord, trial_name: str) -> bool:
+        """Whether the trial has ended (or is gone)."""
         trial = next((t for t in self.store.trials(record.id) if t.name == trial_name), None)
         return trial is None or trial.state.is_terminal
 

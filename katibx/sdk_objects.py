@@ -38,8 +38,8 @@ def plain_data(value: Any) -> Any:
     if is_model_object(value):
         return {value.attribute_map[name]: plain_data(getattr(value, name))
                 for name in value.attribute_map if getattr(value, name, None) is not None}
-    if isinstance(value, dict):
-        return {key: plain_data(item) for key, item in value.items() if item is not None}
+    if isinstance(value, dict):  # user data (labels, a function's fixed parameters): nulls kept, as in YAML
+        return {key: plain_data(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain_data(item) for item in value]
     if isinstance(value, (datetime.datetime, datetime.date)):

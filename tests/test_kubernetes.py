@@ -425,6 +425,9 @@ def test_logs_from_the_trial_and_its_pods(fake_cluster: FakeCluster, tmp_path: P
     result = CliRunner().invoke(main, ["logs", "k8s", trial.name, "--store", str(db),
                                        "--kubeconfig", str(fake_cluster.kubeconfig)])
     assert result.exit_code == 0 and "loss=0.25" in result.output
+    result = CliRunner().invoke(main, ["logs", "k8s", trial.name, "-f", "--tail", "1", "--store", str(db),
+                                       "--kubeconfig", str(fake_cluster.kubeconfig)])  # the trial has ended: no wait
+    assert result.exit_code == 0 and result.output == "loss=0.25\n", result.output
 
 
 def test_push_endpoint_checks_trial_and_token(fake_cluster: FakeCluster, tmp_path: Path) -> None:  # noqa: F811
