@@ -26,6 +26,7 @@ from katibx.cli_common import (
     namespace_option,
     out,
     run_options,
+    show_warnings,
     stored_backend_of,
 )
 from katibx.display import ProgressDisplay, short, short_metric
@@ -43,6 +44,7 @@ from katibx.validation import ValidationError
 @click.version_option(package_name="katibx")
 def main() -> None:
     """Run Kubeflow Katib experiments on this machine, a Ray cluster or Kubernetes."""
+    show_warnings()
 
 
 # run / resume ------------------------------------------------------------------------------

@@ -59,6 +59,21 @@ class _PipeSafe:
 out = Console(file=_PipeSafe(), soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
 err = Console(stderr=True, soft_wrap=True)
 
+class _WarningsToStderr(logging.Handler):
+    """The library's warnings, as the CLI shows them: one ``warning: ...`` line on stderr each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning:[/yellow] {escape(self.format(record))}", highlight=False, soft_wrap=True)
+
+
+def show_warnings() -> None:
+    """Show katibx's logged warnings on stderr (once per process, however many commands run in it)."""
+    logger = logging.getLogger("katibx")
+    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
+        handler = _WarningsToStderr(logging.WARNING)
+        logger.addHandler(handler)
+
+
 store_option = click.option(
     "--store", envvar="KATIBX_STORE", default=None, metavar="URL",
     help="SQLite store: a path or sqlite:///path (default ./.katibx/katibx.db, env KATIBX_STORE).",

@@ -13,7 +13,6 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from katibx.backend import ClusterError
 from katibx.cli_common import (
     EXIT_FAILED,
     EXIT_SUCCEEDED,
@@ -39,14 +38,12 @@ from katibx.cli_output import (
 )
 from katibx.client import KatibxClient, experiment_object, trial_object
 from katibx.display import short, short_metric
-from katibx.lease import controller_alive, describe_holder, stop_for_deletion
+from katibx.lease import controller_alive, describe_holder
 from katibx.objective import Objective
-from katibx.preparation import DEFAULT_BACKEND
 from katibx.status import TrialCounts, current_condition, is_completed, optimal_trial, timestamp
 from katibx.store import ExperimentRecord, Store, resolve_store_path
 from katibx.trial import TrialRecord
 from katibx.trial_dir import STDOUT_LOG
-from katibx.validation import ValidationError
 
 
 # get --------------------------------------------------------------------------------------------
@@ -291,32 +288,9 @@ def delete(names: tuple[str, ...], every: bool, namespace: str | None, store: st
     records = ([r for r in client.store.list_experiments() if namespace is None or r.namespace == namespace]
                if every else [client.store.get_experiment(name, namespace) for name in names])
     for record in records:
-        stop_for_deletion(client.store, record, force=force)  # its controller would go on creating trials
-        handles = [h for h in map(client.store.trial_handle, client.store.trials(record.id)) if h is not None]
-        cleaned = _delete_outside_store(record, handles, force, options) if handles else ""
-        client.delete_experiment(record.name, record.namespace, force=force)
+        cleaned = client.delete_experiment(record.name, record.namespace, force=force,
+                                           make_backend=lambda r: stored_backend_of(r, None, options))
         out.print(escape(f"experiment {record.name} deleted" + (f"; {cleaned}" if cleaned else "")), highlight=False)
-
-
-def _delete_outside_store(record: ExperimentRecord, handles: list[dict[str, Any]], force: bool,
-                          options: dict[str, Any]) -> str:
-    """What the experiment's backend created outside the store (cluster objects), deleted; with ``force`` a backend
-    that cannot be created or reached only gets a warning, so the store entry can always be deleted."""
-    backend = record.backend or DEFAULT_BACKEND
-    try:
-        worker = stored_backend_of(record, None, options)
-        try:
-            return worker.delete_experiment(record.experiment, handles)
-        finally:
-            worker.close()
-    except (ClusterError, ValidationError) as exc:
-        problem = "; ".join(exc.errors) if isinstance(exc, ValidationError) else str(exc)
-        if not force:
-            fail([f"{problem}; experiment {record.name} is kept (katibx delete {record.name} --force deletes it from "
-                   f"the store anyway, leaving what its trials created on the {backend} backend)"])
-        err.print(f"[yellow]warning:[/yellow] {escape(problem)}; what its trials created on the {backend} backend "
-                  "is left", highlight=False)
-        return ""
 
 
 @click.group("store")

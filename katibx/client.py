@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from katibx.backend import Backend, ClusterError
 from katibx.katib_object import KatibObject, katib_object
 from katibx.lease import stop_for_deletion
+from katibx.preparation import DEFAULT_BACKEND
 from katibx.results import TuneResult
+from katibx.runner import stored_backend
 from katibx.status import experiment_status, optimal_trial_status, timestamp
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.template import format_value
 from katibx.trial import TrialRecord, TrialState
 from katibx.trial_dir import STDOUT_LOG
+from katibx.validation import ValidationError
 
 
 def experiment_object(record: ExperimentRecord, trials: list[TrialRecord]) -> dict[str, Any]:
@@ -46,6 +51,7 @@ def trial_object(record: ExperimentRecord, trial: TrialRecord) -> dict[str, Any]
     }
 
 
+log = logging.getLogger(__name__)
 # How much of a trial's log is read at a time (a log can be larger than memory).
 _READ_BYTES = 1 << 20
 
@@ -206,10 +212,37 @@ class KatibxClient:
         trial = next((t for t in self.store.trials(record.id) if t.name == trial_name), None)
         return trial is None or trial.state.is_terminal
 
-    def delete_experiment(self, name: str, namespace: str | None = None, *, force: bool = False) -> None:
-        """Remove the experiment, its trials, observations and trial directories. One that a controller is running
-        is refused (ExperimentBusy) unless ``force``, which stops that controller first."""
+    def delete_experiment(self, name: str, namespace: str | None = None, *, force: bool = False,
+                          make_backend: Callable[[ExperimentRecord], Backend] | None = None) -> str:
+        """Remove the experiment, its trials, observations and trial directories, and what its backend created
+        outside the store (a cluster's objects: ``make_backend(record)`` gives the backend, by default the one that
+        ran it with its stored options); returns a phrase saying what that was. One that a controller is running is
+        refused (ExperimentBusy) unless ``force``, which stops that controller first; a backend that cannot be made
+        or reached keeps the experiment (ClusterError), unless ``force``, which deletes it from the store anyway
+        (with a logged warning saying what was left, and why)."""
         record = self.store.get_experiment(name, self._namespace(namespace))
-        stop_for_deletion(self.store, record, force=force)
+        stop_for_deletion(self.store, record, force=force)  # its controller would go on creating trials
+        handles = [h for h in map(self.store.trial_handle, self.store.trials(record.id)) if h is not None]
+        cleaned = self._delete_outside_store(record, handles, force, make_backend or stored_backend) if handles else ""
         self.store.delete_experiment(record)
         shutil.rmtree(self.store.experiment_dir(record), ignore_errors=True)
+        return cleaned
+
+    @staticmethod
+    def _delete_outside_store(record: ExperimentRecord, handles: list[dict[str, Any]], force: bool,
+                              make_backend: Callable[[ExperimentRecord], Backend]) -> str:
+        backend = record.backend or DEFAULT_BACKEND
+        try:
+            worker = make_backend(record)
+            try:
+                return worker.delete_experiment(record.experiment, handles)
+            finally:
+                worker.close()
+        except (ClusterError, ValidationError) as exc:
+            problem = "; ".join(exc.errors) if isinstance(exc, ValidationError) else str(exc)
+            if not force:
+                raise ClusterError(f"{problem}; experiment {record.name} is kept (katibx delete {record.name} --force "
+                                   f"deletes it from the store anyway, leaving what its trials created on the "
+                                   f"{backend} backend)") from None
+            log.warning("%s; what its trials created on the %s backend is left", problem, backend)
+            return ""

@@ -90,6 +90,7 @@ class ProgressDisplay:
         self._task: Any = None
         self._line = ""
         self._line_at = -float("inf")
+        self._timer: threading.Timer | None = None
 
     def __call__(self, record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
         with self._lock:
@@ -98,8 +99,14 @@ class ProgressDisplay:
         if self.live:
             if self._progress is None:  # started on the first event, so an early error draws no empty bar
                 self._start(record)
-        elif time.monotonic() - self._line_at >= self.LINE_SECONDS:
+            return
+        wait = self._line_at + self.LINE_SECONDS - time.monotonic()
+        if wait <= 0:
             self._print_line()
+        elif self._timer is None:  # drawn a second after the last line, unless more comes before
+            self._timer = threading.Timer(wait, self._print_line)
+            self._timer.daemon = True
+            self._timer.start()
 
     def _start(self, record: ExperimentRecord) -> None:
         text = TextColumn("{task.description}", table_column=Column(ratio=1, overflow="fold"))  # wraps, never "…"
@@ -121,7 +128,7 @@ class ProgressDisplay:
 
     def _print_line(self) -> None:
         with self._lock:
-            latest = self._latest
+            latest, self._timer = self._latest, None
         if latest is None:
             return
         line, _ = progress_text(*latest)
@@ -137,4 +144,7 @@ class ProgressDisplay:
             self._progress.stop()
             self._progress = None
         elif not self.live:
+            timer = self._timer
+            if timer is not None:
+                timer.cancel()
             self._print_line()

@@ -69,11 +69,18 @@ class KatibClient(KatibxClient):
         if (config_file is not None or context is not None) and backend != "kubernetes":
             errors.append(f"config_file, context: the kube-config of backend='kubernetes'; this client runs trials on "
                           f"the {backend} backend")
+        if store is not None and not isinstance(store, (Store, str, os.PathLike)):
+            errors.append(f"store: must be a path, a sqlite:/// URL or a katibx.Store, got {type(store).__name__}")
         if errors:
             raise ValidationError(errors)
         if backend == "kubernetes":
             backend_options = {**{k: v for k, v in (("kubeconfig", config_file), ("context", context)) if v}, **backend_options}
-        create_backend(backend, **backend_options).close()  # a wrong backend or option now, not at the first tune
+        try:
+            create_backend(backend, **backend_options).close()  # a wrong backend or option now, not at the first tune
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ValidationError):
+                raise
+            raise ValidationError([f"backend options for {backend!r}: {exc}"]) from None
         super().__init__(store, namespace=namespace)
         self.backend = backend
         self.backend_options = backend_options
@@ -252,14 +259,15 @@ class KatibClient(KatibxClient):
                 time.sleep(min(left, polling_interval, _POLL_SECONDS))
 
     def delete_experiment(self, name: str, namespace: str | None = None, delete_options: Any = None, *,
-                          force: bool = False) -> None:
-        """Delete the experiment with its trials; one this client's controller runs is stopped first."""
+                          force: bool = False, make_backend: Any = None) -> str:
+        """Delete the experiment with its trials and what they created on a cluster; one this client's controller
+        runs is stopped first."""
         record = self.store.get_experiment(name, self._namespace(namespace))
         run = self._runs.pop((record.namespace, name), None)
         if run is not None and not run.done.is_set():
             run.stop()
         self._functions.pop((record.namespace, name), None)
-        super().delete_experiment(name, record.namespace, force=force)
+        return super().delete_experiment(name, record.namespace, force=force, make_backend=make_backend)
 
     # reads in the SDK's vocabulary --------------------------------------------------------------------------------
     def get_suggestion(self, name: str, namespace: str | None = None, timeout: Any = None) -> KatibObject:
@@ -303,7 +311,7 @@ def _unsupported(**arguments: Any) -> list[str]:
     }
     lines = [f"{name}: {reasons[name]}" for name, value in arguments.items() if name in reasons
              and value is not None and not (name == "base_image" and value == SDK_BASE_IMAGE)
-             and not (name == "pip_index_urls" and list(value) == SDK_PIP_INDEX_URLS)]
+             and not (name == "pip_index_urls" and value == SDK_PIP_INDEX_URLS)]
     collector = arguments.get("metrics_collector_config")
     if collector is not None and (not isinstance(collector, Mapping) or collector.get("kind") not in ("StdOut", "Push")):
         lines.append("metrics_collector_config: kind must be StdOut (name=value lines) or Push (report_metrics)")

@@ -150,7 +150,7 @@ def parse_experiment(data: Any) -> tuple[Experiment | None, list[str]]:
     data, renamed = camel_case_keys(data)  # as the API server reads what the Katib SDK sends
     if renamed:
         shown = ", ".join(renamed[:_NOTED_KEYS]) + (f" and {len(renamed) - _NOTED_KEYS} more" if len(renamed) > _NOTED_KEYS else "")
-        log.warning("note: read the snake_case keys of the Katib SDK's serializer as their camelCase names: %s", shown)
+        log.warning("read the snake_case keys of the Katib SDK's serializer as their camelCase names: %s", shown)
     other = _other_kind(data)
     if other:
         return None, [other]

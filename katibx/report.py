@@ -73,7 +73,8 @@ def report_metrics(metrics: Mapping[str, Any]) -> None:
 
 class TrialPruned(Exception):
     """Raised by a function trial to end early when :func:`should_prune` says so (Optuna's ``TrialPruned``): the
-    trial ends cleanly, EarlyStopped, keeping what it reported, and its worker process runs the next trial."""
+    trial ends cleanly, EarlyStopped, keeping what it reported, and its worker process runs the next trial. Raised
+    without being asked, the trial ends as if the function had returned (early stopping decides, not the trial)."""
 
 
 def should_prune() -> bool:
