@@ -122,7 +122,7 @@ def _get_experiments(names: tuple[str, ...], namespace: str | None, output: str,
         return
     st = Store(store)
     records = ([st.get_experiment(n, namespace) for n in names] if names else
-               [r for r in st.list_experiments() if namespace is None or r.namespace == namespace])
+               KatibxClient(st).records(namespace))
     _experiments(st, records, output, sort_by)
 
 
@@ -171,15 +171,20 @@ def get_trials(name: str, namespace: str | None, output: str, selector: str | No
     if output not in ("table", "wide"):
         emit(as_list([trial_object(record, t) for t in trials]), output)
     else:
-        table = Table()
-        for column in columns:
-            table.add_column(column, **({"overflow": "fold"} if column == "trial" else {}))  # never cut: logs needs it
-        for trial in trials:
-            table.add_row(*[f(trial) for f in columns.values()])
-        out.print(table)
+        _trials_table(record, trials, columns)
     if watch:
         _watch(st, record, lambda _r, now: [[f(t) for f in columns.values()] for t in now if matches(t.labels)],
                per_trial=True)
+
+
+def _trials_table(record: ExperimentRecord, trials: list[TrialRecord],
+                  columns: dict[str, Callable[[TrialRecord], str]]) -> None:
+    table = Table()
+    for column in columns:
+        table.add_column(column, **({"overflow": "fold"} if column == "trial" else {}))  # never cut: logs needs it
+    for trial in trials:
+        table.add_row(*[f(trial) for f in columns.values()])
+    out.print(table)
 
 
 def _trial_columns(record: ExperimentRecord, wide: bool) -> dict[str, Callable[[TrialRecord], str]]:
@@ -208,12 +213,7 @@ def get_trial(name: str, namespace: str | None, output: str, store: str | None) 
     client = KatibxClient(_read_store(store), namespace=namespace)
     record, trial = client.find_trial(name)
     if output in ("table", "wide"):
-        columns = _trial_columns(record, output == "wide")
-        table = Table()
-        for column in columns:
-            table.add_column(column, **({"overflow": "fold"} if column == "trial" else {}))
-        table.add_row(*[f(trial) for f in columns.values()])
-        out.print(table)
+        _trials_table(record, [trial], _trial_columns(record, output == "wide"))
     else:
         emit(trial_object(record, trial), output)
 
@@ -285,7 +285,7 @@ def delete(names: tuple[str, ...], every: bool, namespace: str | None, store: st
     if bool(names) == every:
         fail(["give experiment NAMES or --all (not both)"])
     client = KatibxClient(_read_store(store))
-    records = ([r for r in client.store.list_experiments() if namespace is None or r.namespace == namespace]
+    records = (client.records(namespace)
                if every else [client.store.get_experiment(name, namespace) for name in names])
     for record in records:
         cleaned = client.delete_experiment(record.name, record.namespace, force=force,

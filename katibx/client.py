@@ -82,7 +82,8 @@ class KatibxClient:
         record = self.store.get_experiment(name, self._namespace(namespace))
         return record, self.store.trials(record.id)
 
-    def _records(self, namespace: str | None) -> list[ExperimentRecord]:
+    def records(self, namespace: str | None = None) -> list[ExperimentRecord]:
+        """The stored experiments (of ``namespace``, or of the client's, or all)."""
         namespace = self._namespace(namespace)
         return [r for r in self.store.list_experiments() if namespace is None or r.namespace == namespace]
 
@@ -95,12 +96,12 @@ class KatibxClient:
                           self.store.experiment_observation_logs(record.id))
 
     def list_experiments(self, namespace: str | None = None, timeout: Any = None) -> list[TuneResult]:
-        return [self._result(r, self.store.trials(r.id)) for r in self._records(namespace)]
+        return [self._result(r, self.store.trials(r.id)) for r in self.records(namespace)]
 
     def list_trials(self, experiment_name: str | None = None, namespace: str | None = None,
                     timeout: Any = None) -> list[KatibObject]:
         """The trials of one experiment, or of every experiment (in ``namespace``)."""
-        records = [self._record(experiment_name, namespace)[0]] if experiment_name else self._records(namespace)
+        records = [self._record(experiment_name, namespace)[0]] if experiment_name else self.records(namespace)
         return [katib_object(trial_object(r, t)) for r in records for t in self.store.trials(r.id)]
 
     def get_trial(self, name: str, namespace: str | None = None, timeout: Any = None) -> KatibObject:
@@ -110,7 +111,7 @@ class KatibxClient:
 
     def find_trial(self, name: str, namespace: str | None = None) -> tuple[ExperimentRecord, TrialRecord]:
         """The trial called ``name`` and its experiment, whichever experiment (of ``namespace``) it is in."""
-        for record in self._records(namespace):
+        for record in self.records(namespace):
             for trial in self.store.trials(record.id):
                 if trial.name == name:
                     return record, trial
@@ -126,7 +127,7 @@ class KatibxClient:
     def get_success_trial_details(self, experiment_name: str | None = None, namespace: str | None = None,
                                   timeout: Any = None) -> list[dict[str, Any]]:
         """Succeeded trials as Katib lists them: name, parameter_assignments and metrics."""
-        records = [self._record(experiment_name, namespace)[0]] if experiment_name else self._records(namespace)
+        records = [self._record(experiment_name, namespace)[0]] if experiment_name else self.records(namespace)
         return [{"name": t.name,
                  "parameter_assignments": [{"name": k, "value": format_value(v)} for k, v in t.assignments.items()],
                  "metrics": [m.to_dict() for m in t.observation.values()]}

@@ -54,10 +54,13 @@ def progress_text(record: ExperimentRecord, trials: Sequence[TrialRecord]) -> tu
     return text, counts.completed
 
 
-def watched() -> bool:
-    """Whether someone watches this process's progress: stderr is a terminal, or it runs in a notebook."""
-    console = Console(stderr=True)
-    return console.is_terminal or console.is_jupyter
+def progress_display(progress: bool | None) -> ProgressDisplay | None:
+    """The display ``progress=`` asks for: by default where someone watches (stderr is a terminal, or a notebook),
+    not into a pipe or a log; False none, True always."""
+    if progress is None:
+        console = Console(stderr=True)
+        progress = console.is_terminal or console.is_jupyter
+    return ProgressDisplay() if progress else None
 
 
 class _LatestProgress(Progress):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from katibx.backend import Backend
 from katibx.client import KatibxClient, trial_object
-from katibx.display import ProgressDisplay, watched
+from katibx.display import ProgressDisplay, progress_display
 from katibx.katib_object import KatibObject, katib_object
 from katibx.lease import controller_alive, stop_holder
 from katibx.loader import experiment_from_dict
@@ -222,7 +222,7 @@ class KatibClient(KatibxClient):
         """Katib's wait: the experiment once it has ``expected_condition``; RuntimeError when it Failed instead (or
         its controller here stopped), TimeoutError after ``timeout`` seconds. Meanwhile the trial counts and best
         value are drawn as they change (``progress``: by default in a terminal or a notebook, as ``tune``'s)."""
-        display = ProgressDisplay() if progress or progress is None and watched() else None
+        display = progress_display(progress)
         try:
             return self._wait(name, self._namespace(namespace), expected_condition, timeout, polling_interval, display)
         finally:
@@ -276,7 +276,7 @@ class KatibClient(KatibxClient):
         return katib_object(_suggestion(record, trials))
 
     def list_suggestions(self, namespace: str | None = None, timeout: Any = None) -> list[KatibObject]:
-        return [katib_object(_suggestion(r, self.store.trials(r.id))) for r in self._records(namespace)]
+        return [katib_object(_suggestion(r, self.store.trials(r.id))) for r in self.records(namespace)]
 
     def get_job_logs(self, name: str, trial_name: str, follow: bool = False,
                      namespace: str | None = None) -> Iterator[str]:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from katibx.client import KatibxClient, experiment_object, log_tail
 from katibx.controller import TrialListener
-from katibx.display import ProgressDisplay, watched
+from katibx.display import progress_display
 from katibx.loader import experiment_from_dict
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.results import TrialResult, TuneResult
@@ -207,7 +207,7 @@ def tune(
     except ValidationError as exc:
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
     st = store if isinstance(store, Store) else Store(store)
-    display = ProgressDisplay() if progress or progress is None and watched() else None
+    display = progress_display(progress)
     try:
         existing = _existing(st, experiment) if load_if_exists else None
         listener = _listeners([_TrialCallbacks(callbacks, st, st.trials(existing.id) if existing else [])

@@ -112,7 +112,8 @@ class PodLogs:
         pod_name = pod["metadata"]["name"]
         latest = self._pod_of(trial, pod_name) or pod
         run = trial.run_of(latest)
-        last = trial.runs.get(pod_name, (None, ""))[0]
+        with trial.lock:
+            last = trial.runs.get(pod_name, (None, 0))[0]
         if last is not None and last != run:
             if last == run - 1 and _has_current_run(latest, trial.container_of(latest)):
                 text = self._read_log(trial, pod, previous=True)
