@@ -12,21 +12,18 @@ assignments replace what was drawn.
 from __future__ import annotations
 
 import abc
-import contextlib
 import math
 import secrets
-import warnings
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState as OptunaState
 
+from katibx.optuna_study import distribution, quiet
 from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting
-from katibx.search_space import Parameter
 from katibx.trial import TrialRecord
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -44,32 +41,6 @@ Key = tuple[Any, ...]
 def derive_seed(*entropy: int) -> int:
     """A 32-bit seed that depends only on ``entropy`` (the experiment's seed, a trial number, ...)."""
     return int(np.random.SeedSequence([int(e) & 0xFFFFFFFFFFFFFFFF for e in entropy]).generate_state(1)[0])
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence optuna's and scipy's deprecation and experimental warnings inside library calls."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def distribution(param: Parameter) -> BaseDistribution:
-    """Optuna's distribution for a parameter; lists become choice indices, and logUniform drops step (as Katib)."""
-    if param.type == "int":
-        assert param.min is not None and param.max is not None
-        low, high = int(param.min), int(param.max)
-        if param.distribution == "logUniform":
-            return IntDistribution(max(1, low), high, log=True)
-        step = int(param.step or 1)
-        return IntDistribution(low, low + (high - low) // step * step, step=step)
-    if param.type == "double":
-        assert param.min is not None and param.max is not None
-        if param.distribution == "logUniform":
-            return FloatDistribution(param.min, param.max, log=True)
-        with quiet():  # optuna trims a max that is not on the step grid, with a warning
-            return FloatDistribution(param.min, param.max, step=param.step)
-    return CategoricalDistribution(tuple(range(len(param.values))))
 
 
 class OptunaSearch(SearchAlgorithm):
@@ -91,7 +62,7 @@ class OptunaSearch(SearchAlgorithm):
             return
         self._directions = [StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE
                             for _, maximize in self.objective.objectives]
-        self.distributions = {p.name: distribution(p) for p in self.space}
+        self.distributions = {p.name: distribution(p, choice_indices=True) for p in self.space}
         self._study: optuna.Study | None = None
         self._numbers: dict[str, int] = {}  # katibx trial name -> optuna trial number
         self._told: set[str] = set()

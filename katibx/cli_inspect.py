@@ -7,6 +7,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -40,6 +41,8 @@ from katibx.client import KatibxClient, experiment_object, trial_object
 from katibx.display import short, short_metric
 from katibx.lease import controller_alive, describe_holder
 from katibx.objective import Objective
+from katibx.optuna_study import experiment_study
+from katibx.plots import PlotsUnavailable, write_plots
 from katibx.status import TrialCounts, current_condition, is_completed, optimal_trial, timestamp
 from katibx.store import ExperimentRecord, Store, resolve_store_path
 from katibx.trial import TrialRecord
@@ -371,6 +374,32 @@ def _cluster_log(client: KatibxClient, record: ExperimentRecord, trial: str, han
             time.sleep(CLUSTER_LOG_SECONDS)
     finally:
         worker.close()
+
+
+@click.command()
+@click.argument("name")
+@namespace_option
+@click.option("-o", "--output-dir", "output_dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder the PNG files are written to.")
+@store_option
+@guard
+def plot(name: str, namespace: str | None, output_dir: str, store: str | None) -> None:
+    """Write experiment NAME's plots as PNG files: optimization history, parallel coordinates, parameter
+    importances, intermediate values (the objective metric per report) and, with several objectives, the Pareto
+    front (Optuna's visualisations; needs matplotlib: pip install 'katibx[plot]')."""
+    st = _read_store(store)
+    record = st.get_experiment(name, namespace)
+    study = experiment_study(record, st.trials(record.id), st.experiment_observation_logs(record.id))
+    try:
+        written, skipped = write_plots(study, Objective(record.experiment).metric, Path(output_dir))
+    except PlotsUnavailable as exc:
+        fail([str(exc)])
+    except OSError as exc:
+        fail([f"--output-dir: cannot write to {output_dir}: {exc.strerror or exc}"])
+    for path in written:
+        out.print(escape(str(path)), highlight=False)
+    for line in skipped:
+        err.print(escape(f"not drawn: {line}"), highlight=False)
 
 
 @click.group()

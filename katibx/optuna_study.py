@@ -1,0 +1,106 @@
+"""Katib experiments as Optuna studies: what Optuna's plots (``katibx plot``) show of a katibx store.
+
+Parameters become Optuna distributions (a list's choices as themselves, or as indices for the samplers of
+``katibx.algorithms``), trials become frozen trials with Katib's states mapped onto Optuna's, the objective
+metric's reports become intermediate values (one step per report, so curves show) and the other metrics, Katib's
+reason and message user attributes. The study lives in memory: the store is only read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState as OptunaState
+
+from katibx.metrics import MetricLog, as_float
+from katibx.objective import Objective
+from katibx.search_space import Parameter, SearchSpace
+from katibx.store import ExperimentRecord
+from katibx.trial import TrialRecord, TrialState
+
+# Katib's trial states as Optuna's: an early-stopped trial is Optuna's pruned one.
+STATES = {
+    TrialState.CREATED: OptunaState.WAITING, TrialState.RUNNING: OptunaState.RUNNING,
+    TrialState.SUCCEEDED: OptunaState.COMPLETE, TrialState.EARLY_STOPPED: OptunaState.PRUNED,
+    TrialState.FAILED: OptunaState.FAIL, TrialState.METRICS_UNAVAILABLE: OptunaState.FAIL,
+    TrialState.KILLED: OptunaState.FAIL,
+}
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Optuna's warnings about trimmed ranges and experimental features are not the user's business here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def distribution(param: Parameter, *, choice_indices: bool = False) -> BaseDistribution:
+    """Optuna's distribution for a parameter; a list's choices as themselves or, with ``choice_indices``, as their
+    indices (for samplers, which must tell ``1`` from ``True``); logUniform drops step, as in Katib."""
+    if param.type == "int":
+        assert param.min is not None and param.max is not None
+        low, high = int(param.min), int(param.max)
+        if param.distribution == "logUniform":
+            return IntDistribution(max(1, low), high, log=True)
+        step = int(param.step or 1)
+        return IntDistribution(low, low + (high - low) // step * step, step=step)
+    if param.type == "double":
+        assert param.min is not None and param.max is not None
+        if param.distribution == "logUniform":
+            return FloatDistribution(param.min, param.max, log=True)
+        with quiet():  # optuna trims a max that is not on the step grid, with a warning
+            return FloatDistribution(param.min, param.max, step=param.step)
+    return CategoricalDistribution(tuple(range(len(param.values))) if choice_indices else tuple(param.values))
+
+
+def experiment_study(record: ExperimentRecord, trials: Sequence[TrialRecord],
+                     logs: Mapping[int, Sequence[MetricLog]] | None = None) -> optuna.Study:
+    """An in-memory Optuna study of the experiment: one frozen trial per Katib trial, in creation order; ``logs``
+    (each trial's metric logs by trial id) give the intermediate values."""
+    objective = Objective(record.experiment)
+    space = SearchSpace.from_experiment(record.experiment)
+    distributions = {p.name: distribution(p) for p in space}
+    directions = ["maximize" if maximize else "minimize" for _, maximize in objective.objectives]
+    with quiet():
+        level = optuna.logging.get_verbosity()  # no "A new study created in memory" line
+        optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
+        try:
+            study = optuna.create_study(study_name=record.name, directions=directions,
+                                        storage=optuna.storages.InMemoryStorage())
+        finally:
+            optuna.logging.set_verbosity(level)
+        for trial in sorted(trials, key=lambda t: t.index):
+            study.add_trial(_frozen(trial, objective, space, distributions, (logs or {}).get(trial.id, ())))
+    return study
+
+
+def _frozen(trial: TrialRecord, objective: Objective, space: SearchSpace,
+            distributions: Mapping[str, BaseDistribution], logs: Sequence[MetricLog]) -> optuna.trial.FrozenTrial:
+    state = STATES[trial.state]
+    values = objective.values(trial) if state is OptunaState.COMPLETE else None
+    if state is OptunaState.COMPLETE and values is None:  # succeeded without the objective metric
+        state = OptunaState.FAIL
+    params = {}
+    for parameter in space:
+        if parameter.name in trial.assignments:
+            value = parameter.cast(trial.assignments[parameter.name])
+            if parameter.is_numeric_range:  # stepped doubles may carry float noise past a bound
+                assert parameter.min is not None and parameter.max is not None
+                value = type(value)(min(max(value, parameter.min), parameter.max))
+            params[parameter.name] = value
+    steps = [as_float(log.value) for log in logs if log.name == objective.metric]
+    attrs: dict[str, Any] = {"katib_name": trial.name, "katib_state": trial.state.value}
+    if trial.reason:
+        attrs["katib_reason"] = trial.reason
+    for name, summary in trial.observation.items():
+        if name != objective.metric:
+            attrs[name] = summary.latest
+    return optuna.trial.create_trial(
+        state=state, values=values, params=params, distributions={k: distributions[k] for k in params},
+        user_attrs=attrs, intermediate_values={i: v for i, v in enumerate(steps) if v is not None})
