@@ -38,6 +38,7 @@ from katibx.cli_output import (
     sort_option,
 )
 from katibx.client import KatibxClient, experiment_object, trial_object
+from katibx.dashboard import DashboardUnavailable, dashboard_server
 from katibx.display import short, short_metric
 from katibx.lease import controller_alive, describe_holder
 from katibx.objective import Objective
@@ -400,6 +401,34 @@ def plot(name: str, namespace: str | None, output_dir: str, store: str | None) -
         out.print(escape(str(path)), highlight=False)
     for line in skipped:
         err.print(escape(f"not drawn: {line}"), highlight=False)
+
+
+@click.command()
+@store_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on; another than this machine's loopback lets others see (and change) it.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free one).")
+@guard
+def dashboard(store: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard over the store: every experiment a study, live (needs optuna-dashboard: pip install
+    'katibx[dashboard]'). The store is only read."""
+    st = _read_store(store)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(escape(f"warning: serving on {host}: whoever reaches it sees the experiments and can change what "
+                         "the dashboard shows"), highlight=False)
+    try:
+        server = dashboard_server(st, host, port)
+    except DashboardUnavailable as exc:
+        fail([str(exc)])
+    except OSError as exc:
+        fail([f"--port: cannot serve on {host}:{port}: {exc.strerror or exc}"])
+    out.print(f"katibx dashboard: http://{host}:{server.server_port}/dashboard (store {st.path}; Ctrl-C stops it)",
+              highlight=False)
+    out.file.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()
 
 
 @click.group()

@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.study import StudyDirection
 from optuna.trial import TrialState as OptunaState
 
 from katibx.metrics import MetricLog, as_float
@@ -59,25 +60,33 @@ def distribution(param: Parameter, *, choice_indices: bool = False) -> BaseDistr
     return CategoricalDistribution(tuple(range(len(param.values))) if choice_indices else tuple(param.values))
 
 
+def study_name(record: ExperimentRecord) -> str:
+    """The study's name: the experiment's, with its namespace unless that is ``default`` (names are unique)."""
+    return record.name if record.namespace == "default" else f"{record.namespace}/{record.name}"
+
+
 def experiment_study(record: ExperimentRecord, trials: Sequence[TrialRecord],
                      logs: Mapping[int, Sequence[MetricLog]] | None = None) -> optuna.Study:
     """An in-memory Optuna study of the experiment: one frozen trial per Katib trial, in creation order; ``logs``
     (each trial's metric logs by trial id) give the intermediate values."""
+    storage = optuna.storages.InMemoryStorage()
+    add_experiment(storage, record, trials, logs)
+    return optuna.load_study(study_name=study_name(record), storage=storage)
+
+
+def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecord, trials: Sequence[TrialRecord],
+                   logs: Mapping[int, Sequence[MetricLog]] | None = None) -> int:
+    """Add the experiment to ``storage`` as a study (see :func:`experiment_study`); returns its study id."""
     objective = Objective(record.experiment)
     space = SearchSpace.from_experiment(record.experiment)
     distributions = {p.name: distribution(p) for p in space}
-    directions = ["maximize" if maximize else "minimize" for _, maximize in objective.objectives]
+    directions = [StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE for _, maximize in objective.objectives]
     with quiet():
-        level = optuna.logging.get_verbosity()  # no "A new study created in memory" line
-        optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
-        try:
-            study = optuna.create_study(study_name=record.name, directions=directions,
-                                        storage=optuna.storages.InMemoryStorage())
-        finally:
-            optuna.logging.set_verbosity(level)
+        study_id = storage.create_new_study(directions, study_name=study_name(record))
         for trial in sorted(trials, key=lambda t: t.index):
-            study.add_trial(_frozen(trial, objective, space, distributions, (logs or {}).get(trial.id, ())))
-    return study
+            frozen = _frozen(trial, objective, space, distributions, (logs or {}).get(trial.id, ()))
+            storage.create_new_trial(study_id, template_trial=frozen)
+    return study_id
 
 
 def _frozen(trial: TrialRecord, objective: Objective, space: SearchSpace,

@@ -69,7 +69,7 @@ def write_plots(study: optuna.Study, metric: str, folder: Path) -> tuple[list[Pa
             skipped.append(f"{name}: no finished trial to draw yet")
             pyplot.close(figure)
             continue
-        path = folder / f"{study.study_name}-{name}.png"
+        path = folder / f"{study.study_name.replace('/', '-')}-{name}.png"  # (namespace/experiment)
         figure.set_size_inches(9, 6)
         figure.tight_layout()
         figure.savefig(path, dpi=100)

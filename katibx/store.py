@@ -560,6 +560,11 @@ class Store:
             logs.setdefault(trial_id, []).append(MetricLog(name, value, timestamp))
         return logs
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection has committed a change to the store (SQLite's
+        ``PRAGMA data_version``): how a reader learns, cheaply, that there is something new to read."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     def clear_observations(self, trial_id: int) -> None:
         self._write("DELETE FROM observations WHERE trial_id=?", (trial_id,))
 

@@ -1,0 +1,99 @@
+"""``katibx dashboard``: optuna-dashboard over a katibx store, every experiment a study (``pip install
+'katibx[dashboard]'``).
+
+The dashboard reads an Optuna storage. :class:`StoreStudies` is one whose studies are the store's experiments,
+mapped by :mod:`katibx.optuna_study`, and brought up to date when the store has changed (SQLite's data version
+tells; looked at most once a second), so a running experiment's new trials and reports appear within seconds from
+any backend. The store is only read: what the dashboard itself writes (notes, a study it creates) stays in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import wsgiref.simple_server
+from collections.abc import Callable
+from typing import Any
+
+from optuna.storages import InMemoryStorage
+
+from katibx.optuna_study import add_experiment
+from katibx.status import current_condition
+from katibx.store import Store
+
+# The reads the dashboard makes; each first brings the studies up to date.
+_READS = ("get_all_studies", "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+          "get_study_user_attrs", "get_study_system_attrs", "get_all_trials", "get_trial", "get_best_trial",
+          "get_n_trials", "get_trial_id_from_study_id_trial_number")
+
+
+class StoreStudies(InMemoryStorage):
+    """An in-memory Optuna storage holding the experiments of a katibx store as studies, refreshed from the store
+    when it has changed, at most every ``refresh_seconds``."""
+
+    def __init__(self, store: Store, refresh_seconds: float = 1.0) -> None:
+        super().__init__()
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self._checked_at = -float("inf")
+        self._version: int | None = None
+        self._refreshing = threading.Lock()
+
+    def refresh(self) -> None:
+        """Rebuild the studies from the store if it changed since the last look (and that was long enough ago)."""
+        with self._refreshing:
+            now = time.monotonic()
+            if now - self._checked_at < self.refresh_seconds:
+                return
+            self._checked_at = now
+            version = self.store.data_version()
+            if version == self._version:
+                return
+            fresh = InMemoryStorage()
+            for record in self.store.list_experiments():  # in creation order: a study keeps its id
+                study_id = add_experiment(fresh, record, self.store.trials(record.id),
+                                          self.store.experiment_observation_logs(record.id))
+                condition = current_condition(record.conditions) or {}
+                fresh.set_study_user_attr(study_id, "katib_condition", condition.get("type", ""))
+                fresh.set_study_user_attr(study_id, "katib_namespace", record.namespace)
+                algorithm = record.experiment.spec.algorithm
+                fresh.set_study_user_attr(study_id, "katib_algorithm", algorithm.algorithm_name if algorithm else "")
+            with self._lock:
+                for name in ("_studies", "_trial_id_to_study_id_and_number", "_study_name_to_id", "_max_study_id",
+                             "_max_trial_id"):
+                    setattr(self, name, getattr(fresh, name))
+            self._version = version
+
+
+def _reading(name: str) -> Callable[..., Any]:
+    read = getattr(InMemoryStorage, name)
+
+    def refreshed(self: StoreStudies, *args: Any, **kwargs: Any) -> Any:
+        self.refresh()
+        return read(self, *args, **kwargs)
+
+    refreshed.__name__ = name
+    return refreshed
+
+
+for _name in _READS:
+    setattr(StoreStudies, _name, _reading(_name))
+
+
+class DashboardUnavailable(RuntimeError):
+    """optuna-dashboard is not installed."""
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """No line per request (the dashboard polls every few seconds)."""
+
+
+def dashboard_server(store: Store, host: str, port: int) -> wsgiref.simple_server.WSGIServer:
+    """A WSGI server of optuna-dashboard over ``store``, bound (``port`` 0: any free one); ``serve_forever`` runs it."""
+    try:
+        from optuna_dashboard import wsgi
+    except ImportError:
+        raise DashboardUnavailable("katibx dashboard needs optuna-dashboard: pip install 'katibx[dashboard]'") from None
+    app = wsgi(StoreStudies(store))
+    return wsgiref.simple_server.make_server(host, port, app, handler_class=_QuietHandler)

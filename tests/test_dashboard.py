@@ -1,0 +1,114 @@
+"""``katibx dashboard``: optuna-dashboard over the store, every experiment a study, live (checked through the
+dashboard's own JSON API, which its pages draw from)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import katibx
+from tests.conftest import experiment_doc
+from tests.test_cli_kubectl import GATED_SCRIPT
+
+
+def _objective(p: dict[str, Any]) -> float:
+    for step in range(3):
+        katibx.report_metrics({"loss": p["x"] ** 2 + 1 / (step + 1)})
+    return p["x"] ** 2
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """``katibx dashboard --port 0`` on a store; yields (store path, base URL) once it serves."""
+    db = tmp_path / "katibx.db"
+    katibx.tune("finished", _objective, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                objective_type="minimize", max_trial_count=4, parallel_trial_count=2, store=db, progress=False)
+    server = subprocess.Popen([sys.executable, "-m", "katibx.cli", "dashboard", "--port", "0", "--store", str(db)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()  # said once it is bound
+        assert "http://127.0.0.1:" in line, line + server.stderr.read()
+        yield db, line.split()[2].removesuffix("/dashboard")
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _studies(base: str) -> dict[str, int]:
+    return {s["study_name"]: s["study_id"] for s in _get(f"{base}/api/studies")["study_summaries"]}
+
+
+def _until(condition: Any, seconds: float = 60) -> Any:
+    """The first truthy answer of ``condition()`` (a state of the dashboard the test waits for)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = condition()
+        if answer:
+            return answer
+        time.sleep(0.2)
+    raise AssertionError("the dashboard never showed it")
+
+
+def test_the_dashboard_shows_a_finished_experiment_as_a_study(dashboard):
+    db, base = dashboard
+    studies = _studies(base)
+    assert list(studies) == ["finished"]
+    detail = _get(f"{base}/api/studies/{studies['finished']}")
+    trials = detail["trials"]
+    names = {a["value"] for t in trials for a in t["user_attrs"] if a["key"] == "katib_name"}
+    stored = katibx.KatibxClient(db).get_experiment("finished")
+    assert names == {t.name for t in stored.trials}
+    assert all(t["params"][0]["name"] == "x" and t["state"] == "Complete" for t in trials)
+    assert [v["value"] for v in trials[0]["intermediate_values"]][:3] == pytest.approx(
+        stored.trials[0].history["loss"][:3])  # the curve: one step per report
+    assert detail["best_trials"][0]["values"] == [pytest.approx(stored.best_value)]
+
+
+def test_a_running_experiment_appears_and_updates_live(dashboard, tmp_path, write_experiment):
+    db, base = dashboard
+    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=GATED_SCRIPT)
+    run = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "-q", "--store", str(db)],
+                           cwd=tmp_path, env={**os.environ, "GATE_DIR": str(tmp_path)},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        study = _until(lambda: _studies(base).get("exp"))
+        running = _until(lambda: [t for t in _get(f"{base}/api/studies/{study}")["trials"] if t["state"] == "Running"])
+        assert running  # its trials show while they run
+        (tmp_path / "go").touch()
+        done = _until(lambda: [t for t in _get(f"{base}/api/studies/{study}")["trials"] if t["state"] == "Complete"]
+                      if len(_get(f"{base}/api/studies/{study}")["trials"]) == 2 else None)
+        assert len(done) >= 1
+    finally:
+        (tmp_path / "go").touch()
+        run.communicate(timeout=60)
+    assert run.returncode == 0
+
+
+def test_serving_beyond_this_machine_warns(tmp_path):
+    db = tmp_path / "katibx.db"
+    katibx.tune("one", _objective, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                max_trial_count=1, parallel_trial_count=1, store=db, progress=False)
+    server = subprocess.Popen([sys.executable, "-m", "katibx.cli", "dashboard", "--host", "0.0.0.0", "--port", "0",
+                               "--store", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "warning: serving on 0.0.0.0" in server.stderr.readline()
+        assert "http://0.0.0.0:" in server.stdout.readline()
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    missing = subprocess.run([sys.executable, "-m", "katibx.cli", "dashboard", "--store", str(Path(tmp_path, "no.db"))],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "there is no store" in missing.stderr
