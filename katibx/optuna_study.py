@@ -9,6 +9,7 @@ reason and message user attributes. The study lives in memory: the store is only
 from __future__ import annotations
 
 import contextlib
+import datetime
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -83,6 +84,7 @@ def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecor
     directions = [StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE for _, maximize in objective.objectives]
     with quiet():
         study_id = storage.create_new_study(directions, study_name=study_name(record))
+        storage.set_study_system_attr(study_id, "study:metric_names", [name for name, _ in objective.objectives])
         for trial in sorted(trials, key=lambda t: t.index):
             frozen = _frozen(trial, objective, space, distributions, (logs or {}).get(trial.id, ()))
             storage.create_new_trial(study_id, template_trial=frozen)
@@ -110,6 +112,13 @@ def _frozen(trial: TrialRecord, objective: Objective, space: SearchSpace,
     for name, summary in trial.observation.items():
         if name != objective.metric:
             attrs[name] = summary.latest
-    return optuna.trial.create_trial(
+    frozen = optuna.trial.create_trial(
         state=state, values=values, params=params, distributions={k: distributions[k] for k in params},
         user_attrs=attrs, intermediate_values={i: v for i, v in enumerate(steps) if v is not None})
+    frozen.datetime_start = _moment(trial.start_time or trial.creation_time)  # Katib's times, not the rebuild's
+    frozen.datetime_complete = _moment(trial.completion_time) if frozen.state.is_finished() else None
+    return frozen
+
+
+def _moment(seconds: float | None) -> datetime.datetime | None:
+    return datetime.datetime.fromtimestamp(seconds) if seconds else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -95,6 +96,48 @@ def test_a_running_experiment_appears_and_updates_live(dashboard, tmp_path, writ
         (tmp_path / "go").touch()
         run.communicate(timeout=60)
     assert run.returncode == 0
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: apt-get install chromium (README, Tests)")
+
+
+def _render(url: str, screenshot: Path) -> str:
+    """The page as headless Chromium renders it (its DOM once the single-page app has run), and a screenshot."""
+    assert CHROMIUM is not None
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
+            "--virtual-time-budget=10000", f"--user-data-dir={screenshot.parent / 'chromium'}"]
+    subprocess.run([*args, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
+    assert screenshot.stat().st_size > 30_000  # a drawn page (a browser error page is about 18 kB)
+    return subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+@needs_chromium
+def test_the_dashboard_page_shows_trials_parameters_and_the_best_value(dashboard, tmp_path):
+    db, base = dashboard
+    stored = katibx.KatibxClient(db).get_experiment("finished")
+    study = _render(f"{base}/dashboard/studies/0", tmp_path / "study.png")
+    assert f"{stored.best_value:.4g}"[:5] in study and "Best Trial" in study
+    trials = _render(f"{base}/dashboard/studies/0/trials", tmp_path / "trials.png")  # the first trial's details
+    first = stored.trials[0]
+    assert f">katib_name {first.name}<" in trials and f">x {first.params['x']!r}<" in trials
+
+
+@needs_chromium
+def test_the_dashboard_page_of_a_running_experiment(dashboard, tmp_path, write_experiment):
+    db, base = dashboard
+    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=GATED_SCRIPT)
+    run = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "-q", "--store", str(db)],
+                           cwd=tmp_path, env={**os.environ, "GATE_DIR": str(tmp_path)},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        study = _until(lambda: _studies(base).get("exp"))
+        _until(lambda: [t for t in _get(f"{base}/api/studies/{study}")["trials"] if t["state"] == "Running"])
+        page = _render(f"{base}/dashboard/studies/{study}/trials", tmp_path / "running.png")
+        assert "Running" in page and ">katib_name exp-" in page and ">katib_state Running<" in page
+    finally:
+        (tmp_path / "go").touch()
+        run.communicate(timeout=60)
 
 
 def test_serving_beyond_this_machine_warns(tmp_path):
