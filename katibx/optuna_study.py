@@ -82,8 +82,14 @@ def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecor
     space = SearchSpace.from_experiment(record.experiment)
     distributions = {p.name: distribution(p) for p in space}
     directions = [StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE for _, maximize in objective.objectives]
+    level = optuna.logging.get_verbosity()  # no "A new study created in memory" line
+    optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
+    try:
+        with quiet():
+            study_id = storage.create_new_study(directions, study_name=study_name(record))
+    finally:
+        optuna.logging.set_verbosity(level)
     with quiet():
-        study_id = storage.create_new_study(directions, study_name=study_name(record))
         storage.set_study_system_attr(study_id, "study:metric_names", [name for name, _ in objective.objectives])
         for trial in sorted(trials, key=lambda t: t.index):
             frozen = _frozen(trial, objective, space, distributions, (logs or {}).get(trial.id, ()))
