@@ -9,17 +9,22 @@ any backend. The store is only read: what the dashboard itself writes (notes, a 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
 import wsgiref.simple_server
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import InMemoryStorage
 
 from katibx.optuna_study import add_experiment
 from katibx.status import current_condition
-from katibx.store import Store
+from katibx.store import ExperimentRecord, Store
+from katibx.trial import TrialRecord
 
 # The reads the dashboard makes; each first brings the studies up to date.
 _READS = ("get_all_studies", "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
@@ -27,13 +32,43 @@ _READS = ("get_all_studies", "get_study_id_from_name", "get_study_name_from_id",
           "get_n_trials", "get_trial_id_from_study_id_trial_number")
 
 
+# Files of a trial folder the dashboard shows as the trial's artifacts (DARTS saves its found cells so), by MIME type.
+ARTIFACT_FILES = {"genotype.png": "image/png", "genotype.json": "application/json"}
+
+
+class TrialFiles:
+    """An Optuna artifact store serving files of the store's trial folders by id, read-only (the dashboard's
+    artifact ids are hexadecimal: each file gets a UUID derived from its path)."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, Path] = {}
+
+    def register(self, path: Path) -> str:
+        artifact_id = str(uuid.uuid5(uuid.NAMESPACE_URL, str(path)))
+        self.paths[artifact_id] = path
+        return artifact_id
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        try:
+            return self.paths[artifact_id].open("rb")
+        except (KeyError, FileNotFoundError):
+            raise ArtifactNotFound(f"artifact {artifact_id} not found") from None
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        raise PermissionError("katibx dashboard does not write into trial folders")
+
+    def remove(self, artifact_id: str) -> None:
+        raise PermissionError("katibx dashboard does not delete from trial folders")
+
+
 class StoreStudies(InMemoryStorage):
     """An in-memory Optuna storage holding the experiments of a katibx store as studies, refreshed from the store
-    when it has changed, at most every ``refresh_seconds``."""
+    when it has changed, at most every ``refresh_seconds``; ``files`` serves the trials' artifacts."""
 
-    def __init__(self, store: Store, refresh_seconds: float = 1.0) -> None:
+    def __init__(self, store: Store, files: TrialFiles | None = None, refresh_seconds: float = 1.0) -> None:
         super().__init__()
         self.store = store
+        self.files = files or TrialFiles()
         self.refresh_seconds = refresh_seconds
         self._checked_at = -float("inf")
         self._version: int | None = None
@@ -52,7 +87,8 @@ class StoreStudies(InMemoryStorage):
             fresh = InMemoryStorage()
             for record in self.store.list_experiments():  # in creation order: a study keeps its id
                 study_id = add_experiment(fresh, record, self.store.trials(record.id),
-                                          self.store.experiment_observation_logs(record.id))
+                                          self.store.experiment_observation_logs(record.id),
+                                          system_attrs=lambda trial, r=record: self._artifacts(r, trial))
                 condition = current_condition(record.conditions) or {}
                 fresh.set_study_user_attr(study_id, "katib_condition", condition.get("type", ""))
                 fresh.set_study_user_attr(study_id, "katib_namespace", record.namespace)
@@ -63,6 +99,18 @@ class StoreStudies(InMemoryStorage):
                              "_max_trial_id"):
                     setattr(self, name, getattr(fresh, name))
             self._version = version
+
+
+    def _artifacts(self, record: ExperimentRecord, trial: TrialRecord) -> dict[str, Any]:
+        """The trial's artifact entries (Optuna's ``artifacts:<id>`` system attributes) for the files it has."""
+        folder = self.store.trial_dir(record, trial.name)
+        entries = {}
+        for name, mimetype in ARTIFACT_FILES.items():
+            if (folder / name).is_file():
+                artifact_id = self.files.register(folder / name)
+                entries[f"artifacts:{artifact_id}"] = json.dumps(
+                    {"artifact_id": artifact_id, "filename": name, "mimetype": mimetype, "encoding": None})
+        return entries
 
 
 def _reading(name: str) -> Callable[..., Any]:
@@ -95,5 +143,6 @@ def dashboard_server(store: Store, host: str, port: int) -> wsgiref.simple_serve
         from optuna_dashboard import wsgi
     except ImportError:
         raise DashboardUnavailable("katibx dashboard needs optuna-dashboard: pip install 'katibx[dashboard]'") from None
-    app = wsgi(StoreStudies(store))
+    files = TrialFiles()
+    app = wsgi(StoreStudies(store, files), artifact_store=files)
     return wsgiref.simple_server.make_server(host, port, app, handler_class=_QuietHandler)

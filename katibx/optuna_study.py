@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -76,8 +76,10 @@ def experiment_study(record: ExperimentRecord, trials: Sequence[TrialRecord],
 
 
 def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecord, trials: Sequence[TrialRecord],
-                   logs: Mapping[int, Sequence[MetricLog]] | None = None) -> int:
-    """Add the experiment to ``storage`` as a study (see :func:`experiment_study`); returns its study id."""
+                   logs: Mapping[int, Sequence[MetricLog]] | None = None, *,
+                   system_attrs: Callable[[TrialRecord], dict[str, Any]] | None = None) -> int:
+    """Add the experiment to ``storage`` as a study (see :func:`experiment_study`); returns its study id.
+    ``system_attrs(trial)``: Optuna system attributes of a trial (the dashboard's artifacts)."""
     objective = Objective(record.experiment)
     space = SearchSpace.from_experiment(record.experiment)
     distributions = {p.name: distribution(p) for p in space}
@@ -93,6 +95,8 @@ def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecor
         storage.set_study_system_attr(study_id, "study:metric_names", [name for name, _ in objective.objectives])
         for trial in sorted(trials, key=lambda t: t.index):
             frozen = _frozen(trial, objective, space, distributions, (logs or {}).get(trial.id, ()))
+            if system_attrs is not None:
+                frozen.system_attrs.update(system_attrs(trial))
             storage.create_new_trial(study_id, template_trial=frozen)
     return study_id
 

@@ -155,3 +155,37 @@ def test_serving_beyond_this_machine_warns(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "katibx.cli", "dashboard", "--store", str(Path(tmp_path, "no.db"))],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "there is no store" in missing.stderr
+
+
+def test_a_darts_trials_genotype_picture_is_reachable_as_its_artifact(tmp_path):
+    """The genotype picture and JSON a DARTS trial saves in its folder are that trial's artifacts on the dashboard."""
+    from katibx.nas.genotype import Genotype, plot_genotype
+
+    db = tmp_path / "katibx.db"
+    katibx.tune("cells", _objective, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                max_trial_count=1, parallel_trial_count=1, store=db, progress=False)
+    client = katibx.KatibxClient(db)
+    trial = client.get_experiment("cells").trials[0]
+    folder = client.trial_log_path("cells", trial.name).parent
+    genotype = Genotype.parse("Genotype(normal=[[('separable_convolution_3x3',0),('skip_connection',1)],"
+                              "[('max_pooling_3x3',0),('separable_convolution_3x3',2)]],normal_concat=[2,3],"
+                              "reduce=[[('max_pooling_3x3',0),('skip_connection',1)],"
+                              "[('separable_convolution_5x5',1),('skip_connection',2)]],reduce_concat=[2,3])")
+    picture = plot_genotype(genotype, folder / "genotype.png")
+    assert picture is not None
+    genotype.save_json(folder / "genotype.json")
+    server = subprocess.Popen([sys.executable, "-m", "katibx.cli", "dashboard", "--port", "0", "--store", str(db)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = server.stdout.readline().split()[2].removesuffix("/dashboard")
+        detail = _get(f"{base}/api/studies/0")
+        shown = detail["trials"][0]
+        artifacts = {a["filename"]: a for a in shown["artifacts"]}
+        assert set(artifacts) == {"genotype.png", "genotype.json"}
+        url = f"{base}/artifacts/0/{shown['trial_id']}/{artifacts['genotype.png']['artifact_id']}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.headers["Content-Type"] == "image/png"
+            assert response.read() == (folder / "genotype.png").read_bytes()
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
