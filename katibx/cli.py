@@ -220,7 +220,7 @@ def render(file: str, count: int, namespace: str | None, backend: str) -> None:
 
 
 for _command in (cli_inspect.get, cli_inspect.describe, cli_inspect.list_experiments, cli_inspect.delete,
-                 cli_inspect.store_group, cli_inspect.logs, cli_inspect.plot, cli_inspect.dashboard):
+                 cli_inspect.store_group, cli_inspect.logs, cli_inspect.plot, cli_inspect.dashboard, cli_inspect.export):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -41,6 +42,7 @@ from katibx.client import KatibxClient, experiment_object, trial_object
 from katibx.dashboard import DashboardUnavailable, dashboard_server
 from katibx.display import short, short_metric
 from katibx.lease import controller_alive, describe_holder
+from katibx.mlflow_export import ARTIFACT_LIMIT, MlflowUnavailable, export_experiment
 from katibx.objective import Objective
 from katibx.optuna_study import experiment_study
 from katibx.plots import PlotsUnavailable, write_plots
@@ -429,6 +431,38 @@ def dashboard(store: str | None, host: str, port: int) -> None:
         server.serve_forever()
     except KeyboardInterrupt:
         server.server_close()
+
+
+@click.group()
+def export() -> None:
+    """Write stored experiments into other tools."""
+
+
+@export.command("mlflow")
+@click.argument("names", nargs=-1, required=True)
+@namespace_option
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI",
+              help="MLflow tracking server or store (env MLFLOW_TRACKING_URI; default MLflow's own, a local "
+                   "sqlite:///mlflow.db).")
+@store_option
+@guard
+def export_mlflow(names: tuple[str, ...], namespace: str | None, tracking_uri: str | None, store: str | None) -> None:
+    """Write experiments NAMES into MLflow: an MLflow experiment each, a run per trial (params, every metric value
+    with its step, Katib's state as tags, its log and files as artifacts) and a summary run. Running it again adds
+    only what is missing (needs mlflow: pip install 'katibx[mlflow]')."""
+    st = _read_store(store)
+    records = [st.get_experiment(name, namespace) for name in names]  # every name found before anything is written
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its lines about creating its tables
+    for record in records:
+        try:
+            report = export_experiment(st, record, tracking_uri)
+        except MlflowUnavailable as exc:
+            fail([str(exc)])
+        out.print(escape(f"experiment {record.name}: MLflow experiment {report.experiment_id}, {report.runs_created} "
+                         f"runs created, {report.runs_kept} already there, {report.metric_values} metric values, "
+                         f"{report.artifacts} files"), highlight=False)
+        for path in report.skipped_files:
+            err.print(escape(f"warning: not uploaded (over {ARTIFACT_LIMIT >> 20} MiB): {path}"), highlight=False)
 
 
 @click.group()

@@ -61,18 +61,13 @@ def distribution(param: Parameter, *, choice_indices: bool = False) -> BaseDistr
     return CategoricalDistribution(tuple(range(len(param.values))) if choice_indices else tuple(param.values))
 
 
-def study_name(record: ExperimentRecord) -> str:
-    """The study's name: the experiment's, with its namespace unless that is ``default`` (names are unique)."""
-    return record.name if record.namespace == "default" else f"{record.namespace}/{record.name}"
-
-
 def experiment_study(record: ExperimentRecord, trials: Sequence[TrialRecord],
                      logs: Mapping[int, Sequence[MetricLog]] | None = None) -> optuna.Study:
     """An in-memory Optuna study of the experiment: one frozen trial per Katib trial, in creation order; ``logs``
     (each trial's metric logs by trial id) give the intermediate values."""
     storage = optuna.storages.InMemoryStorage()
     add_experiment(storage, record, trials, logs)
-    return optuna.load_study(study_name=study_name(record), storage=storage)
+    return optuna.load_study(study_name=record.qualified_name, storage=storage)
 
 
 def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecord, trials: Sequence[TrialRecord],
@@ -88,7 +83,7 @@ def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecor
     optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
     try:
         with quiet():
-            study_id = storage.create_new_study(directions, study_name=study_name(record))
+            study_id = storage.create_new_study(directions, study_name=record.qualified_name)
     finally:
         optuna.logging.set_verbosity(level)
     with quiet():

@@ -203,6 +203,12 @@ class ExperimentRecord:
         return self.experiment.name
 
     @property
+    def qualified_name(self) -> str:
+        """The name other tools (Optuna, MLflow) know it by: its own, with its namespace unless that is ``default``
+        (their names are unique in one flat space)."""
+        return self.name if self.namespace == "default" else f"{self.namespace}/{self.name}"
+
+    @property
     def namespace(self) -> str:
         return self.experiment.namespace
 

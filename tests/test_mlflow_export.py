@@ -1,0 +1,74 @@
+"""``katibx export mlflow``: a stored experiment in MLflow (a local SQLite tracking store here), idempotently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+import katibx
+from tests.conftest import katibx_cli
+
+
+def curves(p: dict[str, Any]) -> float:
+    for step in range(3):
+        katibx.report_metrics({"loss": p["x"] ** 2 + 1 / (step + 1), "epoch": step})
+    print(f"done x={p['x']}")
+    return p["x"] ** 2
+
+
+def _runs(client: MlflowClient, name: str) -> dict[str, Any]:
+    experiment = client.get_experiment_by_name(name)
+    return {r.data.tags["katibx.trial"]: r for r in client.search_runs([experiment.experiment_id])}
+
+
+def test_export_writes_runs_params_metric_histories_tags_and_artifacts_once(tmp_path):
+    db, uri = tmp_path / "katibx.db", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = dict(objective=curves, parameters={"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                objective_type="minimize", parallel_trial_count=1, store=db, progress=False)
+    katibx.tune("curves", max_trial_count=3, **args)
+    exported = katibx_cli("export", "mlflow", "curves", "--tracking-uri", uri, cwd=tmp_path, store=db)
+    assert exported.returncode == 0 and "3 runs created" in exported.stdout, exported.stdout + exported.stderr
+
+    client = MlflowClient(uri)
+    runs = _runs(client, "curves")
+    stored = katibx.KatibxClient(db).get_experiment("curves")
+    assert set(runs) == {t.name for t in stored.trials} | {"curves (experiment)"}
+    for trial in stored.trials:
+        run = runs[trial.name]
+        assert run.data.params == {"x": repr(trial.params["x"])} or float(run.data.params["x"]) == trial.params["x"]
+        history = client.get_metric_history(run.info.run_id, "loss")
+        assert [m.step for m in history] == [0, 1, 2, 3] and [m.value for m in history] == trial.history["loss"]
+        assert run.data.tags["katib.state"] == "Succeeded" and run.info.status == "FINISHED"
+        assert run.data.tags["katibx.algorithm"] == "random" and run.data.tags["katibx.backend"] == "local"
+        assert "stdout.log" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    summary = runs["curves (experiment)"]
+    assert summary.data.tags["katib.condition"] == "Succeeded" and summary.data.tags["katib.best_trial"] == \
+        stored.best_trial.name
+    assert "experiment.yaml" in {a.path for a in client.list_artifacts(summary.info.run_id)}
+
+    again = katibx_cli("export", "mlflow", "curves", "--tracking-uri", uri, cwd=tmp_path, store=db)
+    assert "0 runs created, 3 already there, 0 metric values, 0 files" in again.stdout, again.stdout
+    katibx.tune("curves", max_trial_count=2, load_if_exists=True, **args)  # two more trials, then export again
+    more = katibx_cli("export", "mlflow", "curves", "--tracking-uri", uri, cwd=tmp_path, store=db)
+    assert "2 runs created" in more.stdout, more.stdout
+    runs = _runs(client, "curves")
+    assert len(runs) == 6  # no duplicates: one run per trial and the summary
+    for run in runs.values():
+        if run.data.tags["katibx.trial"].startswith("curves-"):
+            assert len(client.get_metric_history(run.info.run_id, "loss")) == 4
+
+
+def test_export_mistakes_are_one_line(tmp_path):
+    db = tmp_path / "katibx.db"
+    katibx.tune("one", curves, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss", max_trial_count=1,
+                parallel_trial_count=1, store=db, progress=False)
+    missing = katibx_cli("export", "mlflow", "one", "nope", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                         cwd=tmp_path, store=db)
+    assert missing.returncode == 2 and "experiment 'nope' not found" in missing.stderr
+    assert not (tmp_path / "m.db").exists()  # nothing written: every name is checked first
+    unreachable = katibx_cli("export", "mlflow", "one", "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path,
+                             store=db, env={**__import__("os").environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                                             "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    assert unreachable.returncode == 2 and "MLflow at http://127.0.0.1:9" in unreachable.stderr
+    assert len(unreachable.stderr.strip().splitlines()) == 1 and "Traceback" not in unreachable.stderr
