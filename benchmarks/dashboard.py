@@ -38,7 +38,7 @@ def measure(store: Path) -> dict[str, float]:
     try:
         base = server.stdout.readline().split()[2].removesuffix("/dashboard")  # type: ignore[union-attr]
         bound = time.monotonic() - started
-        with urllib.request.urlopen(f"{base}/api/studies/0", timeout=60) as response:
+        with urllib.request.urlopen(f"{base}/api/studies/1", timeout=60) as response:  # the store's first experiment
             trials = len(json.loads(response.read())["trials"])
         answered = time.monotonic() - started
         rss = psutil.Process(server.pid).memory_info().rss / 2**20

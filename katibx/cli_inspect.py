@@ -39,13 +39,9 @@ from katibx.cli_output import (
     sort_option,
 )
 from katibx.client import KatibxClient, experiment_object, trial_object
-from katibx.dashboard import DashboardUnavailable, dashboard_server
 from katibx.display import short, short_metric
 from katibx.lease import controller_alive, describe_holder
-from katibx.mlflow_export import ARTIFACT_LIMIT, MlflowUnavailable, export_experiment
 from katibx.objective import Objective
-from katibx.optuna_study import experiment_study
-from katibx.plots import PlotsUnavailable, write_plots
 from katibx.status import TrialCounts, current_condition, is_completed, optimal_trial, timestamp
 from katibx.store import ExperimentRecord, Store, resolve_store_path
 from katibx.trial import TrialRecord
@@ -390,9 +386,15 @@ def plot(name: str, namespace: str | None, output_dir: str, store: str | None) -
     """Write experiment NAME's plots as PNG files: optimization history, parallel coordinates, parameter
     importances, intermediate values (the objective metric per report) and, with several objectives, the Pareto
     front (Optuna's visualisations; needs matplotlib: pip install 'katibx[plot]')."""
+    from katibx.optuna_study import experiment_study  # imported here: the other commands start without them
+    from katibx.plots import PlotsUnavailable, write_plots
+
     st = _read_store(store)
     record = st.get_experiment(name, namespace)
-    study = experiment_study(record, st.trials(record.id), st.experiment_observation_logs(record.id))
+    try:
+        study = experiment_study(record, st.trials(record.id), st.experiment_observation_logs(record.id))
+    except (ValueError, TypeError) as exc:
+        fail([f"experiment {name}: cannot be drawn: {exc}"])
     try:
         written, skipped = write_plots(study, Objective(record.experiment).metric, Path(output_dir))
     except PlotsUnavailable as exc:
@@ -414,8 +416,10 @@ def plot(name: str, namespace: str | None, output_dir: str, store: str | None) -
 def dashboard(store: str | None, host: str, port: int) -> None:
     """Serve optuna-dashboard over the store: every experiment a study, live (needs optuna-dashboard: pip install
     'katibx[dashboard]'). The store is only read."""
+    from katibx.dashboard import DashboardUnavailable, dashboard_server  # imported here, as plot's
+
     st = _read_store(store)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in ("127.0.0.1", "localhost"):
         err.print(escape(f"warning: serving on {host}: whoever reaches it sees the experiments and can change what "
                          "the dashboard shows"), highlight=False)
     try:
@@ -423,7 +427,7 @@ def dashboard(store: str | None, host: str, port: int) -> None:
     except DashboardUnavailable as exc:
         fail([str(exc)])
     except OSError as exc:
-        fail([f"--port: cannot serve on {host}:{port}: {exc.strerror or exc}"])
+        fail([f"--host, --port: cannot serve on {host}:{port}: {exc.strerror or exc}"])
     out.print(f"katibx dashboard: http://{host}:{server.server_port}/dashboard (store {st.path}; Ctrl-C stops it)",
               highlight=False)
     out.file.flush()
@@ -450,6 +454,8 @@ def export_mlflow(names: tuple[str, ...], namespace: str | None, tracking_uri: s
     """Write experiments NAMES into MLflow: an MLflow experiment each, a run per trial (params, every metric value
     with its step, Katib's state as tags, its log and files as artifacts) and a summary run. Running it again adds
     only what is missing (needs mlflow: pip install 'katibx[mlflow]')."""
+    from katibx.mlflow_export import ARTIFACT_LIMIT, MlflowUnavailable, export_experiment  # imported here, as plot's
+
     st = _read_store(store)
     records = [st.get_experiment(name, namespace) for name in names]  # every name found before anything is written
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its lines about creating its tables

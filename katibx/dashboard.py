@@ -2,14 +2,16 @@
 'katibx[dashboard]'``).
 
 The dashboard reads an Optuna storage. :class:`StoreStudies` is one whose studies are the store's experiments,
-mapped by :mod:`katibx.optuna_study`, and brought up to date when the store has changed (SQLite's data version
-tells; looked at most once a second), so a running experiment's new trials and reports appear within seconds from
-any backend. The store is only read: what the dashboard itself writes (notes, a study it creates) stays in memory.
+mapped by :mod:`katibx.optuna_study` with the store's ids, and brought up to date when the store has changed
+(SQLite's data version tells; looked at most once a second), so a running experiment's new trials and reports
+appear within seconds from any backend. The store is only read: what the dashboard itself writes (a note, a study
+it creates) lives in memory until the next change of the store.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -18,14 +20,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import InMemoryStorage
 
-from katibx.optuna_study import add_experiment
+from katibx.optuna_study import add_experiment, quiet
+
+with quiet():  # optuna.artifacts imports google.api_core where installed (Ray's opencensus), which warns about Python
+    from optuna.artifacts.exceptions import ArtifactNotFound
 from katibx.status import current_condition
 from katibx.store import ExperimentRecord, Store
 from katibx.trial import TrialRecord
 
+log = logging.getLogger(__name__)
 # The reads the dashboard makes; each first brings the studies up to date.
 _READS = ("get_all_studies", "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
           "get_study_user_attrs", "get_study_system_attrs", "get_all_trials", "get_trial", "get_best_trial",
@@ -86,9 +91,14 @@ class StoreStudies(InMemoryStorage):
                 return
             fresh = InMemoryStorage()
             for record in self.store.list_experiments():  # in creation order: a study keeps its id
-                study_id = add_experiment(fresh, record, self.store.trials(record.id),
-                                          self.store.experiment_observation_logs(record.id),
-                                          system_attrs=lambda trial, r=record: self._artifacts(r, trial))
+                try:
+                    study_id = add_experiment(fresh, record, self.store.trials(record.id),
+                                              self.store.experiment_observation_logs(record.id),
+                                              system_attrs=lambda trial, r=record: self._artifacts(r, trial),
+                                              stable_ids=True)
+                except (ValueError, TypeError) as exc:  # one experiment Optuna cannot show: the others still
+                    log.warning("dashboard: experiment %s is left out: %s", record.qualified_name, exc)
+                    continue
                 condition = current_condition(record.conditions) or {}
                 fresh.set_study_user_attr(study_id, "katib_condition", condition.get("type", ""))
                 fresh.set_study_user_attr(study_id, "katib_namespace", record.namespace)
@@ -96,7 +106,7 @@ class StoreStudies(InMemoryStorage):
                 fresh.set_study_user_attr(study_id, "katib_algorithm", algorithm.algorithm_name if algorithm else "")
             with self._lock:
                 for name in ("_studies", "_trial_id_to_study_id_and_number", "_study_name_to_id", "_max_study_id",
-                             "_max_trial_id"):
+                             "_max_trial_id", "_prev_waiting_trial_number"):
                     setattr(self, name, getattr(fresh, name))
             self._version = version
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from katibx.metrics import MetricLog, as_float
+from katibx.objective import Objective
 from katibx.status import current_condition, optimal_trial
 from katibx.store import ExperimentRecord, Store
 from katibx.template import format_value
@@ -62,9 +63,10 @@ def _client(tracking_uri: str | None) -> Any:
 def export_experiment(store: Store, record: ExperimentRecord, tracking_uri: str | None = None) -> ExportReport:
     """Write (or complete) the experiment in MLflow at ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else
     MLflow's own default); MlflowUnavailable when mlflow is missing or the server cannot be reached."""
-    client = _client(tracking_uri)
     report = ExportReport()
+    client = None
     try:
+        client = _client(tracking_uri)  # (it opens a local store at once: a bad path fails here)
         report.experiment_id = _experiment_id(client, record)
         runs = _runs(client, report.experiment_id)
         logs = store.experiment_observation_logs(record.id)
@@ -75,7 +77,8 @@ def export_experiment(store: Store, record: ExperimentRecord, tracking_uri: str 
     except MlflowUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - MLflow's errors are many (REST, SQL, connection): one line each
-        raise MlflowUnavailable(f"MLflow at {client.tracking_uri}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        where = client.tracking_uri if client is not None else tracking_uri or "its default tracking URI"
+        raise MlflowUnavailable(f"MLflow at {where}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
     return report
 
 
@@ -124,11 +127,12 @@ def _export_trial(client: Any, store: Store, record: ExperimentRecord, trial: Tr
     if run is None:
         run = client.create_run(report.experiment_id, start_time=_ms(trial.start_time or trial.creation_time),
                                 tags=tags, run_name=trial.name)
-        params = [Param(name, format_value(value)) for name, value in trial.assignments.items()]
         report.runs_created += 1
     else:
-        params = []  # logged when the run was made: a param never changes
         report.runs_kept += 1
+    have = run.data.params if run.data else {}
+    params = [Param(name, format_value(value)) for name, value in trial.assignments.items()
+              if name not in have]  # (an export cut short after making the run has not logged them)
     run_id = run.info.run_id
     metrics = _new_metrics(client, run_id, logs)
     report.metric_values += len(metrics)
@@ -141,16 +145,17 @@ def _export_trial(client: Any, store: Store, record: ExperimentRecord, trial: Tr
 
 
 def _new_metrics(client: Any, run_id: str, logs: list[MetricLog]) -> list[Any]:
-    """The reports not in MLflow yet, as MLflow metrics: each metric's values numbered by step from 0, continued
-    where the run's history ends (text values, a genotype, are tags instead)."""
+    """The reports not in MLflow yet, as MLflow metrics: each metric's values in the order they were reported,
+    numbered by step from 0, continued after the last step the run has (values that are not finite numbers, such
+    as a genotype's text, have a step but are not logged: MLflow metrics are numbers)."""
     from mlflow.entities import Metric
 
     by_name: dict[str, list[MetricLog]] = {}
-    for entry in logs:
+    for entry in sorted(logs, key=lambda e: e.timestamp or 0.0):
         by_name.setdefault(entry.name, []).append(entry)
     out = []
     for name, entries in by_name.items():
-        known = len(client.get_metric_history(run_id, name))
+        known = max((m.step for m in client.get_metric_history(run_id, name)), default=-1) + 1
         for step, entry in enumerate(entries[known:], start=known):
             number = as_float(entry.value)
             if number is not None:
@@ -162,10 +167,10 @@ def _upload_files(client: Any, run_id: str, folder: Path, report: ExportReport) 
     """The trial folder's files (its log, what it wrote) as the run's artifacts, those not uploaded before."""
     if not folder.is_dir():
         return
-    uploaded = {item.path for item in client.list_artifacts(run_id)}
+    uploaded = {item.path: item.file_size for item in client.list_artifacts(run_id)}
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if path.name in uploaded:
-            continue
+        if uploaded.get(path.name) == path.stat().st_size:
+            continue  # the same file (a log that grew since, or a file rewritten, is uploaded again)
         if path.stat().st_size > ARTIFACT_LIMIT:
             report.skipped_files.append(str(path))
             continue
@@ -188,15 +193,15 @@ def _export_summary(client: Any, record: ExperimentRecord, trials: list[TrialRec
             "katib.reason": condition.get("reason", ""), "katib.best_trial": best.name if best else ""}
     if run is None:
         run = client.create_run(report.experiment_id, start_time=_ms(record.created), tags=tags, run_name=key)
-        with tempfile.TemporaryDirectory() as folder:
-            spec = Path(folder) / "experiment.yaml"
-            spec.write_text(yaml.safe_dump(record.experiment.to_dict(), sort_keys=False))
-            client.log_artifact(run.info.run_id, str(spec))
+    with tempfile.TemporaryDirectory() as folder:  # every time: a resume may have raised the budget
+        spec = Path(folder) / "experiment.yaml"
+        spec.write_text(yaml.safe_dump(record.experiment.to_dict(), sort_keys=False))
+        client.log_artifact(run.info.run_id, str(spec))
     if best is not None:
         tags.update({f"best.{name}": format_value(value) for name, value in best.assignments.items()})
+    objective = Objective(record.experiment)  # each metric's value as the experiment judges it (min, max, latest)
     metrics = [Metric(f"best.{name}", number, _ms(best.completion_time), len(trials))
-               for name, summary in best.observation.items()
-               if (number := as_float(summary.latest)) is not None] if best else []
+               for name in best.observation if (number := as_float(objective.raw(best, name))) is not None] if best else []
     client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
     if record.completed:
         client.set_terminated(run.info.run_id, "FINISHED" if condition.get("type") == "Succeeded" else "FAILED",

@@ -72,9 +72,12 @@ def experiment_study(record: ExperimentRecord, trials: Sequence[TrialRecord],
 
 def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecord, trials: Sequence[TrialRecord],
                    logs: Mapping[int, Sequence[MetricLog]] | None = None, *,
-                   system_attrs: Callable[[TrialRecord], dict[str, Any]] | None = None) -> int:
+                   system_attrs: Callable[[TrialRecord], dict[str, Any]] | None = None,
+                   stable_ids: bool = False) -> int:
     """Add the experiment to ``storage`` as a study (see :func:`experiment_study`); returns its study id.
-    ``system_attrs(trial)``: Optuna system attributes of a trial (the dashboard's artifacts)."""
+    ``system_attrs(trial)``: Optuna system attributes of a trial (the dashboard's artifacts). ``stable_ids`` (an
+    InMemoryStorage): the study and its trials get the store's ids, so they stay the same however the store grows
+    or shrinks (the dashboard's links and caches keep working)."""
     objective = Objective(record.experiment)
     space = SearchSpace.from_experiment(record.experiment)
     distributions = {p.name: distribution(p) for p in space}
@@ -83,6 +86,8 @@ def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecor
     optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
     try:
         with quiet():
+            if stable_ids:
+                storage._max_study_id = record.id - 1  # InMemoryStorage numbers studies from its counter
             study_id = storage.create_new_study(directions, study_name=record.qualified_name)
     finally:
         optuna.logging.set_verbosity(level)
@@ -92,6 +97,8 @@ def add_experiment(storage: optuna.storages.BaseStorage, record: ExperimentRecor
             frozen = _frozen(trial, objective, space, distributions, (logs or {}).get(trial.id, ()))
             if system_attrs is not None:
                 frozen.system_attrs.update(system_attrs(trial))
+            if stable_ids:
+                storage._max_trial_id = trial.id - 1
             storage.create_new_trial(study_id, template_trial=frozen)
     return study_id
 
@@ -110,19 +117,32 @@ def _frozen(trial: TrialRecord, objective: Objective, space: SearchSpace,
                 assert parameter.min is not None and parameter.max is not None
                 value = type(value)(min(max(value, parameter.min), parameter.max))
             params[parameter.name] = value
-    steps = [as_float(log.value) for log in logs if log.name == objective.metric]
+    steps = [as_float(log.value) for log in sorted(logs, key=lambda e: e.timestamp or 0.0)  # in report order
+             if log.name == objective.metric]
     attrs: dict[str, Any] = {"katib_name": trial.name, "katib_state": trial.state.value}
     if trial.reason:
         attrs["katib_reason"] = trial.reason
     for name, summary in trial.observation.items():
         if name != objective.metric:
             attrs[name] = summary.latest
+    own = {k: distributions[k] if distributions[k]._contains(distributions[k].to_internal_repr(v)) else _loose(
+        distributions[k], v) for k, v in params.items()}  # a value off the step grid (Hyperband's resource)
     frozen = optuna.trial.create_trial(
-        state=state, values=values, params=params, distributions={k: distributions[k] for k in params},
+        state=state, values=values, params=params, distributions=own,
         user_attrs=attrs, intermediate_values={i: v for i, v in enumerate(steps) if v is not None})
     frozen.datetime_start = _moment(trial.start_time or trial.creation_time)  # Katib's times, not the rebuild's
     frozen.datetime_complete = _moment(trial.completion_time) if frozen.state.is_finished() else None
     return frozen
+
+
+def _loose(dist: BaseDistribution, value: Any) -> BaseDistribution:
+    """A distribution that holds ``value``: the same range without step (widened to it), or just that choice."""
+    if isinstance(dist, (IntDistribution, FloatDistribution)) and isinstance(value, (int, float)):
+        low, high = min(dist.low, value), max(dist.high, value)
+        if isinstance(dist, IntDistribution) and isinstance(value, int):
+            return IntDistribution(low, high, log=dist.log and low >= 1)
+        return FloatDistribution(float(low), float(high), log=dist.log and low > 0)
+    return CategoricalDistribution((value,))
 
 
 def _moment(seconds: float | None) -> datetime.datetime | None:

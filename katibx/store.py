@@ -406,7 +406,7 @@ class Store:
         return self._experiment_row(rows[0])
 
     def list_experiments(self) -> list[ExperimentRecord]:
-        rows = self._db.execute(f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments ORDER BY created").fetchall()
+        rows = self._db.execute(f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments ORDER BY created, id").fetchall()
         return [self._experiment_row(r) for r in rows]
 
     @staticmethod

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import katibx
@@ -66,7 +67,7 @@ def _until(condition: Any, seconds: float = 60) -> Any:
 def test_the_dashboard_shows_a_finished_experiment_as_a_study(dashboard):
     db, base = dashboard
     studies = _studies(base)
-    assert list(studies) == ["finished"]
+    assert studies == {"finished": katibx.Store(db).get_experiment("finished").id}  # the store's id: it never moves
     detail = _get(f"{base}/api/studies/{studies['finished']}")
     trials = detail["trials"]
     names = {a["value"] for t in trials for a in t["user_attrs"] if a["key"] == "katib_name"}
@@ -105,22 +106,28 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: ap
 def _render(url: str, screenshot: Path) -> str:
     """The page as headless Chromium renders it (its DOM once the single-page app has run), and a screenshot."""
     assert CHROMIUM is not None
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900",
             "--virtual-time-budget=10000", f"--user-data-dir={screenshot.parent / 'chromium'}"]
     subprocess.run([*args, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
     assert screenshot.stat().st_size > 30_000  # a drawn page (a browser error page is about 18 kB)
     return subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
 
 
+def _js(number: float) -> str:
+    """A number as the page's JavaScript writes it (String(x): no exponent from 1e-7 to 1e21, shortest digits)."""
+    return np.format_float_positional(number, trim="-")
+
+
 @needs_chromium
 def test_the_dashboard_page_shows_trials_parameters_and_the_best_value(dashboard, tmp_path):
     db, base = dashboard
     stored = katibx.KatibxClient(db).get_experiment("finished")
-    study = _render(f"{base}/dashboard/studies/0", tmp_path / "study.png")
-    assert f"{stored.best_value:.4g}"[:5] in study and "Best Trial" in study
-    trials = _render(f"{base}/dashboard/studies/0/trials", tmp_path / "trials.png")  # the first trial's details
+    study_id = _studies(base)["finished"]
+    study = _render(f"{base}/dashboard/studies/{study_id}", tmp_path / "study.png")
+    assert f"Best Trial (number={stored.best_trial.number})" in study and _js(stored.best_value) in study
+    trials = _render(f"{base}/dashboard/studies/{study_id}/trials", tmp_path / "trials.png")  # the first trial's
     first = stored.trials[0]
-    assert f">katib_name {first.name}<" in trials and f">x {first.params['x']!r}<" in trials
+    assert f">katib_name {first.name}<" in trials and f">x {_js(first.params['x'])}<" in trials
 
 
 @needs_chromium
@@ -178,11 +185,12 @@ def test_a_darts_trials_genotype_picture_is_reachable_as_its_artifact(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         base = server.stdout.readline().split()[2].removesuffix("/dashboard")
-        detail = _get(f"{base}/api/studies/0")
+        study_id = _studies(base)["cells"]
+        detail = _get(f"{base}/api/studies/{study_id}")
         shown = detail["trials"][0]
         artifacts = {a["filename"]: a for a in shown["artifacts"]}
         assert set(artifacts) == {"genotype.png", "genotype.json"}
-        url = f"{base}/artifacts/0/{shown['trial_id']}/{artifacts['genotype.png']['artifact_id']}"
+        url = f"{base}/artifacts/{study_id}/{shown['trial_id']}/{artifacts['genotype.png']['artifact_id']}"
         with urllib.request.urlopen(url, timeout=30) as response:
             assert response.headers["Content-Type"] == "image/png"
             assert response.read() == (folder / "genotype.png").read_bytes()
