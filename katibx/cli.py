@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -29,8 +32,10 @@ from katibx.cli_common import (
     show_warnings,
     stored_backend_of,
 )
+from katibx.controller import combined_listener
 from katibx.display import ProgressDisplay, short, short_metric
 from katibx.loader import load_experiment
+from katibx.mlflow_logging import MlflowLogger
 from katibx.objective import Objective
 from katibx.preparation import DEFAULT_BACKEND, create_backend, file_problems, planned_trials, prepare
 from katibx.runner import resume_experiment, run_experiment
@@ -48,16 +53,20 @@ def main() -> None:
 
 
 # run / resume ------------------------------------------------------------------------------
-def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quiet: bool) -> NoReturn:
+def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quiet: bool,
+           mlflow: str | None) -> NoReturn:
     display = ProgressDisplay(err)
+    logger = _mlflow_logger(mlflow, store)
     try:
         try:
-            record = run(None if quiet else display)
+            record = run(combined_listener(None if quiet else display, logger))
             trials = store.trials(record.id)
             if not quiet:
                 display(record, trials)
         finally:
             display.close()
+            if logger is not None:
+                logger.close()  # the last changes, before the summary
     except KeyboardInterrupt:
         err.print(f"interrupted; the running trials were stopped. Continue with: katibx resume {name}")
         sys.exit(EXIT_INTERRUPTED)
@@ -71,6 +80,18 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
         _print_next_steps(record, store)
     cond = current_condition(record.conditions) or {}
     sys.exit(EXIT_SUCCEEDED if cond.get("type") == "Succeeded" else EXIT_FAILED)
+
+
+def _mlflow_logger(mlflow: str | None, store: Store) -> MlflowLogger | None:
+    """``--mlflow [URI]``'s logger; refused in one line when mlflow is not installed."""
+    if mlflow is None:
+        return None
+    if importlib.util.find_spec("mlflow") is None:
+        fail(["--mlflow: needs mlflow: pip install 'katibx[mlflow]'"])
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its lines about creating its tables
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a server that is down: a warning in seconds
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    return MlflowLogger(store.path, mlflow or None)
 
 
 def _print_next_steps(record: ExperimentRecord, store: Store) -> None:
@@ -141,7 +162,7 @@ def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> 
 @backend_options("run")
 @guard
 def run(file: str, namespace: str | None, backend: str, store: str | None, kill_running_on_completion: bool,
-        quiet: bool, **options: Any) -> None:
+        quiet: bool, mlflow: str | None, **options: Any) -> None:
     """Run the Experiment in FILE until it completes."""
     experiment = load_experiment(file)
     if namespace:
@@ -156,7 +177,7 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
     st = Store(store)
     _drive(experiment.name, lambda listener: run_experiment(
         prepared.experiment, store=st, backend=worker, prepared=prepared,
-        kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet)
+        kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet, mlflow)
 
 
 @main.command()
@@ -169,13 +190,13 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
 @backend_options("resume")
 @guard
 def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str | None, store: str | None,
-           kill_running_on_completion: bool, quiet: bool, **options: Any) -> None:
+           kill_running_on_completion: bool, quiet: bool, mlflow: str | None, **options: Any) -> None:
     """Continue experiment NAME after an interruption, or with a larger --max-trial-count."""
     st = Store(store, create=False)
     worker = stored_backend_of(st.get_experiment(name, namespace), backend, options)
     _drive(name, lambda listener: resume_experiment(
         name, store=st, namespace=namespace, backend=worker, max_trial_count=max_trial_count,
-        kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet)
+        kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet, mlflow)
 
 
 # validate ---------------------------------------------------------------------------------

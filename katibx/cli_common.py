@@ -88,6 +88,9 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kill-running-on-completion", is_flag=True,
                      help="Stop trials still running when the experiment completes."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+        click.option("--mlflow", "mlflow", is_flag=False, flag_value="", default=None, metavar="[URI]",
+                     help="Log the experiment into MLflow as it runs: at URI, or without one at MLFLOW_TRACKING_URI "
+                          "or MLflow's default (needs mlflow: pip install 'katibx[mlflow]')."),
     ]):
         fn = option(fn)
     return fn

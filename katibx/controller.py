@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from katibx.backend import Backend, TrialExited, TrialMetrics
 from katibx.lease import ExperimentLease
@@ -206,6 +206,19 @@ class Controller:
     def _notify(self) -> None:
         if self.listener is not None:
             self.listener(self.record, self.trials)
+
+
+def combined_listener(*listeners: TrialListener | None) -> TrialListener | None:
+    """One controller listener calling each of ``listeners`` that is set, in order (None when none is)."""
+    chosen = [listener for listener in listeners if listener is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def each(record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
+        for listener in chosen:
+            listener(record, trials)
+
+    return each
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 from typing import Any, Callable, Mapping, Sequence
 
 from katibx.client import KatibxClient, experiment_object, log_tail
-from katibx.controller import TrialListener
+from katibx.controller import combined_listener
 from katibx.display import progress_display
 from katibx.loader import experiment_from_dict
+from katibx.mlflow_logging import MlflowLogger
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.results import TrialResult, TuneResult
 from katibx.runner import deadline_after, resume_experiment, run_experiment
@@ -163,6 +165,7 @@ def tune(
     callbacks: Sequence[Callable[[TuneResult, TrialResult], Any]] = (),
     load_if_exists: bool = False,
     progress: bool | None = None,
+    mlflow: bool | str | None = None,
     **experiment_options: Any,
 ) -> TuneResult:
     """Run ``objective`` over the search space and return the finished Experiment: a :class:`TuneResult`, the
@@ -183,6 +186,8 @@ def tune(
     values with :func:`katibx.report_metrics` asks :func:`katibx.should_prune` after each and returns (or raises
     :class:`katibx.TrialPruned`) when it says True: the trial ends EarlyStopped. ``progress`` draws the trial counts and best value as they change (on stderr, or in the notebook):
     by default where someone watches (a terminal, a notebook), not into a pipe or a log; False never, True always.
+    ``mlflow`` logs the experiment into MLflow as it runs (True: at ``MLFLOW_TRACKING_URI`` or MLflow's default;
+    a string: that tracking URI), off the trials' path.
     Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
     """
     experiment = function_experiment(name, objective, parameters, **experiment_options)
@@ -195,6 +200,10 @@ def tune(
         callbacks = [None]
     if callable(callbacks) or not all(callable(c) for c in callbacks):
         errors.append("callbacks: must be a list of functions called as callback(result, trial)")
+    if mlflow is not None and not isinstance(mlflow, (bool, str)):
+        errors.append(f"mlflow: must be True or a tracking URI, got {type(mlflow).__name__}")
+    elif mlflow and importlib.util.find_spec("mlflow") is None:
+        errors.append("mlflow: needs mlflow: pip install 'katibx[mlflow]'")
     try:
         deadline_after(timeout)  # checked here: a wrong one leaves no store file behind
     except ValidationError as exc:
@@ -208,10 +217,12 @@ def tune(
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
     st = store if isinstance(store, Store) else Store(store)
     display = progress_display(progress)
+    logger = None
     try:
         existing = _existing(st, experiment) if load_if_exists else None
-        listener = _listeners([_TrialCallbacks(callbacks, st, st.trials(existing.id) if existing else [])
-                               if callbacks else None, display])
+        logger = _mlflow_logger(mlflow, st)
+        listener = combined_listener(_TrialCallbacks(callbacks, st, st.trials(existing.id) if existing else [])
+                                     if callbacks else None, display, logger)
         if existing is not None:
             more = experiment.spec.max_trial_count or 0
             record = resume_experiment(existing.name, store=st, namespace=existing.namespace, backend=worker,
@@ -225,6 +236,9 @@ def tune(
         if display is not None:
             display.close()  # before the result (or the error) is shown
             display = None
+        if logger is not None:
+            logger.close()
+            logger = None
         client = KatibxClient(st)
         result = client.get_experiment(record.name, record.namespace)
         if result.best_trial is None:
@@ -233,6 +247,8 @@ def tune(
     finally:
         if display is not None:
             display.close()
+        if logger is not None:
+            logger.close()
         if st is not store:
             st.close()
 
@@ -252,17 +268,10 @@ def _existing(store: Store, experiment: Experiment) -> ExperimentRecord | None:
     return record
 
 
-def _listeners(listeners: Sequence[TrialListener | None]) -> TrialListener | None:
-    """One controller listener calling each of ``listeners`` that is set."""
-    chosen = [listener for listener in listeners if listener is not None]
-    if len(chosen) <= 1:
-        return chosen[0] if chosen else None
-
-    def each(record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
-        for listener in chosen:
-            listener(record, trials)
-
-    return each
+def _mlflow_logger(mlflow: bool | str | None, store: Store) -> MlflowLogger | None:
+    if not mlflow:
+        return None
+    return MlflowLogger(store.path, mlflow if isinstance(mlflow, str) else None)
 
 
 class _TrialCallbacks:
