@@ -1,0 +1,107 @@
+"""MLflow logging against a real ``mlflow server`` on 127.0.0.1: runs arrive over HTTP; a server killed mid-run
+leaves the experiment Succeeded with one warning, and ``katibx export mlflow`` completes it once the server is back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import experiment_doc, katibx_cli
+from tests.test_cli_kubectl import GATED_SCRIPT
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MlflowServer:
+    """``mlflow server`` with one worker over a SQLite file: started, killed and started again on the same port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.backend = f"sqlite:///{folder / 'server.db'}"
+        self.artifacts = folder / "artifacts"
+        self.port = _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", self.backend, "--artifacts-destination", str(self.artifacts)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while True:  # until it answers its health check (the state the test waits for)
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            assert self.process.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)  # the server and its worker
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = MlflowServer(tmp_path)
+    running.start()
+    try:
+        yield running
+    finally:
+        if running.process is not None and running.process.poll() is None:
+            running.kill()
+
+
+def _runs(uri: str, name: str) -> list[Any]:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_a_server_killed_mid_run_then_export_completes_the_runs(server, tmp_path, write_experiment):
+    db = tmp_path / "katibx.db"
+    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=GATED_SCRIPT)
+    env = {**os.environ, "KATIBX_STORE": str(db), "GATE_DIR": str(tmp_path)}
+    run = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "-q", "--mlflow", server.uri],
+                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len([r for r in _runs(server.uri, "exp") if r.info.status == "RUNNING"]) < 2:
+            assert time.monotonic() < deadline, "the running trials never reached the server"
+            time.sleep(0.2)  # (the server's state, which the test waits for)
+        server.kill()
+        (tmp_path / "go").touch()
+        out, err = run.communicate(timeout=180)
+    finally:
+        (tmp_path / "go").touch()
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0 and "Succeeded" in out, err
+    assert len([line for line in err.splitlines() if "MLflow logging" in line]) == 1, err
+    server.start()  # the same port and store, as a server restarted after an outage
+    assert {r.info.status for r in _runs(server.uri, "exp")} == {"RUNNING"}  # what it had before it died
+    export = katibx_cli("export", "mlflow", "exp", "--tracking-uri", server.uri, cwd=tmp_path, store=db)
+    assert export.returncode == 0 and "0 runs created, 2 already there" in export.stdout, export.stdout
+    runs = _runs(server.uri, "exp")
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    for run_ in runs:
+        if run_.data.tags["katibx.trial"].startswith("exp-"):
+            assert "stdout.log" in {a.path for a in MlflowClient(server.uri).list_artifacts(run_.info.run_id)}
