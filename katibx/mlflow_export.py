@@ -60,24 +60,31 @@ def _client(tracking_uri: str | None) -> Any:
     return MlflowClient(tracking_uri)
 
 
-def export_experiment(store: Store, record: ExperimentRecord, tracking_uri: str | None = None) -> ExportReport:
+def export_experiment(store: Store, record: ExperimentRecord, tracking_uri: str | None = None, *,
+                      client: Any = None, done: set[str] | None = None) -> ExportReport:
     """Write (or complete) the experiment in MLflow at ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else
-    MLflow's own default); MlflowUnavailable when mlflow is missing or the server cannot be reached."""
+    MLflow's own default); MlflowUnavailable when mlflow is missing or the server cannot be reached.
+
+    A caller exporting again and again (live logging) passes its ``client`` and a ``done`` set: the trials it names
+    are skipped, and the trials this export finished writing (ended ones) are added to it."""
     report = ExportReport()
-    client = None
     try:
-        client = _client(tracking_uri)  # (it opens a local store at once: a bad path fails here)
+        client = client or _client(tracking_uri)  # (it opens a local store at once: a bad path fails here)
         report.experiment_id = _experiment_id(client, record)
         runs = _runs(client, report.experiment_id)
         logs = store.experiment_observation_logs(record.id)
         trials = store.trials(record.id)
         for trial in trials:
+            if done is not None and trial.name in done:
+                continue
             _export_trial(client, store, record, trial, logs.get(trial.id, []), runs, report)
+            if done is not None and trial.state.is_terminal:
+                done.add(trial.name)
         _export_summary(client, record, trials, runs, report)
     except MlflowUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - MLflow's errors are many (REST, SQL, connection): one line each
-        where = client.tracking_uri if client is not None else tracking_uri or "its default tracking URI"
+        where = getattr(client, "tracking_uri", None) or tracking_uri or "its default tracking URI"
         raise MlflowUnavailable(f"MLflow at {where}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
     return report
 

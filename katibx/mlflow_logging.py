@@ -36,6 +36,8 @@ class MlflowLogger:
         self._closing = threading.Event()
         self._warned = False
         self._thread: threading.Thread | None = None
+        self._client: Any = None  # made once: opening a tracking store costs about a second
+        self._done: set[str] = set()  # trials written whole: not looked at again
 
     def __call__(self, record: ExperimentRecord, trials: Any) -> None:
         self._record = record
@@ -64,12 +66,22 @@ class MlflowLogger:
         if record is None:
             return
         try:
-            export_experiment(store, store.get_experiment(record.name, record.namespace), self.tracking_uri)
+            if self._client is None:
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(self.tracking_uri)
+            export_experiment(store, store.get_experiment(record.name, record.namespace), self.tracking_uri,
+                              client=self._client, done=self._done)
         except (MlflowUnavailable, StoreError) as exc:
-            if not self._warned:  # once: the next rounds retry quietly
-                self._warned = True
-                log.warning("MLflow logging: %s; the experiment goes on (katibx export mlflow %s writes what was "
-                            "missed)", exc, record.name)
+            problem = str(exc)
+        except Exception as exc:  # noqa: BLE001 - MlflowClient() itself (a store it cannot open): never fatal here
+            problem = f"MLflow at {self.tracking_uri or 'its default tracking URI'}: {exc}"
+        else:
+            return
+        if not self._warned:  # once: the next rounds retry quietly
+            self._warned = True
+            log.warning("MLflow logging: %s; the experiment goes on (katibx export mlflow %s writes what was "
+                        "missed)", problem, record.name)
 
     def close(self) -> None:
         """Write the last changes and stop; a warning says when MLflow could not take them."""
