@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import platform
@@ -170,3 +171,21 @@ def run_pool(jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], workers
         for i, (fn, args) in enumerate(jobs):
             slots.acquire()
             pool.submit(fn, *args).add_done_callback(functools.partial(done, i))
+
+
+def alone_arguments(doc: str, name: str, trials: int, repeat: int) -> Any:
+    """The command line of a benchmark that runs alone: ``--trials``, ``--repeat`` and ``--out`` (default
+    ``benchmarks/results/<name>.json``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=trials)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / f"{name}.json")
+    return parser.parse_args()
+
+
+def write_results(path: Path, result: dict[str, Any]) -> None:
+    """A benchmark's results as JSON, with the machine they were measured on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**result, "environment": environment()}, indent=2) + "\n")

@@ -7,7 +7,6 @@ and its resident memory is read. Writes ``benchmarks/results/dashboard.json`` (m
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 import psutil
 
 import katibx
-from benchmarks.common import REPO, environment
+from benchmarks.common import alone_arguments, write_results
 
 
 def _objective(p: dict[str, Any]) -> float:
@@ -49,11 +48,7 @@ def measure(store: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "dashboard.json")
-    args = parser.parse_args()
+    args = alone_arguments(__doc__ or "", "dashboard", trials=200, repeat=5)
     with tempfile.TemporaryDirectory() as folder:
         store = Path(folder) / "katibx.db"
         katibx.tune("bench", _objective, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
@@ -61,10 +56,7 @@ def main() -> None:
                     progress=False)
         runs = [measure(store) for _ in range(args.repeat)]
     summary = {key: statistics.median(run[key] for run in runs) for key in ("bound_s", "answered_s", "rss_mib")}
-    result = {"trials": args.trials, "reports_per_trial": 5, "median": summary, "runs": runs,
-              "environment": environment()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, {"trials": args.trials, "reports_per_trial": 5, "median": summary, "runs": runs})
     print(f"dashboard over {args.trials} trials: bound in {summary['bound_s']:.2f} s, answered in "
           f"{summary['answered_s']:.2f} s, {summary['rss_mib']:.0f} MiB (medians of {args.repeat}); {args.out}")
 

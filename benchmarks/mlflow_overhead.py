@@ -7,8 +7,6 @@ with their ratio (logging on / off), medians of the repetitions. Writes ``benchm
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import statistics
 import tempfile
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import katibx
-from benchmarks.common import REPO, environment
+from benchmarks.common import alone_arguments, write_results
 
 
 def _objective(p: dict[str, Any]) -> float:
@@ -40,11 +38,7 @@ def sweep(folder: Path, name: str, trials: int, mlflow: str | None) -> tuple[flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "mlflow_overhead.json")
-    args = parser.parse_args()
+    args = alone_arguments(__doc__ or "", "mlflow_overhead", trials=60, repeat=3)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     off: list[tuple[float, float]] = []
     on: list[tuple[float, float]] = []
@@ -60,9 +54,8 @@ def main() -> None:
         result[which] = {"off_s_per_trial": statistics.median(r[index] for r in off),
                          "on_s_per_trial": statistics.median(r[index] for r in on),
                          "ratio_on_off": statistics.median(a[index] / b[index] for a, b in zip(on, off))}
-    result.update(runs={"off": off, "on": on}, environment=environment())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result["runs"] = {"off": off, "on": on}
+    write_results(args.out, result)
     for which in ("trials_ended", "tune_returned"):
         row = result[which]
         print(f"{which}: {row['on_s_per_trial'] * 1000:.1f} ms per trial with MLflow logging, "

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import psutil
 import pytest
@@ -17,6 +17,7 @@ import yaml
 
 from katibx.store import Store
 
+T = TypeVar("T")
 BASE_EXPERIMENT: dict[str, Any] = {
     "apiVersion": "kubeflow.org/v1beta1",
     "kind": "Experiment",
@@ -97,18 +98,32 @@ def katibx_cli(*args: str, cwd: Path, store: Path, timeout: float = 120, **kwarg
                           text=True, timeout=timeout, **kwargs)
 
 
-def process_gone(pid: int, seconds: float = 5) -> bool:
-    """True once ``pid`` has exited within ``seconds`` (a zombie waiting for an unrelated parent counts as gone)."""
+def wait_until(condition: Callable[[], T], seconds: float = 60, what: str = "the awaited state") -> T:
+    """The first truthy answer of ``condition()``, asked again and again until ``seconds`` have passed: how a test
+    waits for a state another process reaches (a file, a store row, a server's answer), never for a fixed time.
+    AssertionError naming ``what`` when it never comes."""
     deadline = time.monotonic() + seconds
     while True:
+        answer = condition()
+        if answer:
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never came within {seconds:g} s")
+        time.sleep(0.02)
+
+
+def process_gone(pid: int, seconds: float = 5) -> bool:
+    """True once ``pid`` has exited within ``seconds`` (a zombie waiting for an unrelated parent counts as gone)."""
+    def gone() -> bool:
         try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
+
+    try:
+        return wait_until(gone, seconds)
+    except AssertionError:
+        return False
 
 
 _EXIT_STATUS: dict[str, int] = {}

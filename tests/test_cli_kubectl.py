@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
 from katibx.store import Store, StoreError
-from tests.conftest import experiment_doc, katibx_cli
+from tests.conftest import experiment_doc, katibx_cli, wait_until
 
 # A trial that prints a line, then waits for the test's `go` file before it prints its metric and ends.
 GATED_SCRIPT = """
@@ -46,28 +45,32 @@ def _read_until(stream: IO[str], wanted: str) -> list[str]:
     raise AssertionError(f"{wanted!r} never came; got {lines}")
 
 
-def _wait_stored(store: Path, name: str, seconds: float = 60) -> None:
-    """Until experiment ``name`` is in the store (a store state the test waits for)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with Store(store, create=False) as st:
-                st.get_experiment(name)
-                return
-        except StoreError:
-            time.sleep(0.05)
-    raise AssertionError(f"experiment {name} was never stored")
+def _stored(store: Path, name: str) -> bool:
+    """Whether experiment ``name`` is in the store yet."""
+    try:
+        with Store(store, create=False) as st:
+            return bool(st.get_experiment(name))
+    except StoreError:
+        return False
+
+
+def start_gated_run(tmp_path: Path, write_experiment: Any, store: Path, *options: str,
+                    **popen: Any) -> subprocess.Popen[str]:
+    """`katibx run` (with ``options``) of experiment `exp`: 2 trials at once that print a line, then wait for the
+    test's `go` file in ``tmp_path`` before they report their result."""
+    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=GATED_SCRIPT)
+    env = {**os.environ, "KATIBX_STORE": str(store), "GATE_DIR": str(tmp_path)}
+    return subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "-q", *options], cwd=tmp_path,
+                            env=env, text=True, **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen})
 
 
 @pytest.fixture
 def gated_run(tmp_path, write_experiment):
-    """`katibx run` of a 2-trial experiment whose trials wait for the `go` file; yields (store, run process) once
-    the experiment is stored."""
-    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=GATED_SCRIPT)
+    """A gated run (see ``start_gated_run``); yields (store, run process) once the experiment is stored."""
     store = tmp_path / "katibx.db"
-    run = _cli("run", str(path), "-q", cwd=tmp_path, store=store)
+    run = start_gated_run(tmp_path, write_experiment, store)
     try:
-        _wait_stored(store, "exp")
+        wait_until(lambda: _stored(store, "exp"), what="the stored experiment")
         yield store, run
     finally:
         (tmp_path / "go").touch()

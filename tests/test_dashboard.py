@@ -4,11 +4,9 @@ dashboard's own JSON API, which its pages draw from)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,8 @@ import numpy as np
 import pytest
 
 import katibx
-from tests.conftest import experiment_doc
-from tests.test_cli_kubectl import GATED_SCRIPT
+from tests.conftest import wait_until
+from tests.test_cli_kubectl import start_gated_run
 
 
 def _objective(p: dict[str, Any]) -> float:
@@ -53,17 +51,6 @@ def _studies(base: str) -> dict[str, int]:
     return {s["study_name"]: s["study_id"] for s in _get(f"{base}/api/studies")["study_summaries"]}
 
 
-def _until(condition: Any, seconds: float = 60) -> Any:
-    """The first truthy answer of ``condition()`` (a state of the dashboard the test waits for)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        answer = condition()
-        if answer:
-            return answer
-        time.sleep(0.2)
-    raise AssertionError("the dashboard never showed it")
-
-
 def test_the_dashboard_shows_a_finished_experiment_as_a_study(dashboard):
     db, base = dashboard
     studies = _studies(base)
@@ -81,16 +68,13 @@ def test_the_dashboard_shows_a_finished_experiment_as_a_study(dashboard):
 
 def test_a_running_experiment_appears_and_updates_live(dashboard, tmp_path, write_experiment):
     db, base = dashboard
-    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=GATED_SCRIPT)
-    run = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "-q", "--store", str(db)],
-                           cwd=tmp_path, env={**os.environ, "GATE_DIR": str(tmp_path)},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = start_gated_run(tmp_path, write_experiment, db)
     try:
-        study = _until(lambda: _studies(base).get("exp"))
-        running = _until(lambda: [t for t in _get(f"{base}/api/studies/{study}")["trials"] if t["state"] == "Running"])
+        study = wait_until(lambda: _studies(base).get("exp"))
+        running = wait_until(lambda: [t for t in _get(f"{base}/api/studies/{study}")["trials"] if t["state"] == "Running"])
         assert running  # its trials show while they run
         (tmp_path / "go").touch()
-        done = _until(lambda: [t for t in _get(f"{base}/api/studies/{study}")["trials"] if t["state"] == "Complete"]
+        done = wait_until(lambda: [t for t in _get(f"{base}/api/studies/{study}")["trials"] if t["state"] == "Complete"]
                       if len(_get(f"{base}/api/studies/{study}")["trials"]) == 2 else None)
         assert len(done) >= 1
     finally:
@@ -133,13 +117,10 @@ def test_the_dashboard_page_shows_trials_parameters_and_the_best_value(dashboard
 @needs_chromium
 def test_the_dashboard_page_of_a_running_experiment(dashboard, tmp_path, write_experiment):
     db, base = dashboard
-    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=GATED_SCRIPT)
-    run = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "-q", "--store", str(db)],
-                           cwd=tmp_path, env={**os.environ, "GATE_DIR": str(tmp_path)},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = start_gated_run(tmp_path, write_experiment, db)
     try:
-        study = _until(lambda: _studies(base).get("exp"))
-        _until(lambda: [t for t in _get(f"{base}/api/studies/{study}")["trials"] if t["state"] == "Running"])
+        study = wait_until(lambda: _studies(base).get("exp"))
+        wait_until(lambda: [t for t in _get(f"{base}/api/studies/{study}")["trials"] if t["state"] == "Running"])
         page = _render(f"{base}/dashboard/studies/{study}/trials", tmp_path / "running.png")
         assert "Running" in page and ">katib_name exp-" in page and ">katib_state Running<" in page
     finally:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from katibx.lease import controller_alive
 from katibx.store import Store
 from katibx.trial import TrialState
 from katibx.validation import ValidationError
-from tests.conftest import default_signals, katibx_cli, process_gone
+from tests.conftest import default_signals, katibx_cli, process_gone, wait_until
 
 # Katib's e2e objective as a trial program: reads --a and --b, prints result=4a-b^2 and loss lines.
 PROGRAM = ("import sys; a, b = (float(x.split('=')[1]) for x in sys.argv[1:3]); "
@@ -233,9 +232,7 @@ def test_a_script_that_ends_waits_for_its_experiment_and_ctrl_c_stops_it(tmp_pat
     for line in script.stderr:  # the script has ended its own code: it says what it waits for
         if "waiting for experiment(s) left" in line:
             break
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "trial.pid").exists() and time.monotonic() < deadline:  # the trial has started
-        time.sleep(0.05)
+    wait_until((tmp_path / "trial.pid").exists, what="the trial's pid file")  # the trial has started
     script.send_signal(signum)
     _, errors = script.communicate(timeout=60)
     assert "stopped experiment(s) left and their trials" in errors and "Traceback" not in errors, errors

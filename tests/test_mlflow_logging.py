@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
 import katibx
-from tests.conftest import default_signals, experiment_doc, katibx_cli, process_gone
-from tests.test_cli_kubectl import GATED_SCRIPT
+from tests.conftest import default_signals, experiment_doc, katibx_cli, process_gone, wait_until
+from tests.test_cli_kubectl import start_gated_run
 
 
 def _runs(uri: str, name: str) -> list[Any]:
@@ -55,15 +54,11 @@ def test_a_tracking_server_that_is_down_costs_one_warning_and_export_writes_it_l
 def test_kill_9_and_resume_with_mlflow_makes_no_duplicate_runs(tmp_path, write_experiment):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     db = tmp_path / "katibx.db"
-    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=GATED_SCRIPT)
     env = {**os.environ, "KATIBX_STORE": str(db), "GATE_DIR": str(tmp_path)}
-    controller = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "-q", "--mlflow", uri],
-                                  cwd=tmp_path, env=env, preexec_fn=default_signals,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while len([r for r in _runs(uri, "exp") if r.data.tags["katibx.trial"].startswith("exp-")]) < 2:
-        assert time.monotonic() < deadline, "the running trials were never logged"
-        time.sleep(0.2)  # (MLflow's state, which the test waits for)
+    controller = start_gated_run(tmp_path, write_experiment, db, "--mlflow", uri, preexec_fn=default_signals,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: len([r for r in _runs(uri, "exp") if r.data.tags["katibx.trial"].startswith("exp-")]) >= 2,
+               what="the running trials' runs in MLflow")
     controller.send_signal(signal.SIGKILL)
     controller.wait(timeout=30)
     assert process_gone(controller.pid)

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import experiment_doc, katibx_cli
-from tests.test_cli_kubectl import GATED_SCRIPT
+from tests.conftest import katibx_cli, wait_until
+from tests.test_cli_kubectl import start_gated_run
 
 
 def _free_port() -> int:
@@ -42,16 +41,15 @@ class MlflowServer:
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", "1", "--backend-store-uri", self.backend, "--artifacts-destination", str(self.artifacts)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while True:  # until it answers its health check (the state the test waits for)
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            assert self.process.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.2)
+        wait_until(self._healthy, 90, "mlflow server's health answer")
+
+    def _healthy(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, "mlflow server ended"
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:  # not listening yet
+            return False
 
     def kill(self) -> None:
         assert self.process is not None
@@ -78,15 +76,10 @@ def _runs(uri: str, name: str) -> list[Any]:
 
 def test_a_server_killed_mid_run_then_export_completes_the_runs(server, tmp_path, write_experiment):
     db = tmp_path / "katibx.db"
-    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=GATED_SCRIPT)
-    env = {**os.environ, "KATIBX_STORE": str(db), "GATE_DIR": str(tmp_path)}
-    run = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "-q", "--mlflow", server.uri],
-                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = start_gated_run(tmp_path, write_experiment, db, "--mlflow", server.uri)
     try:
-        deadline = time.monotonic() + 60
-        while len([r for r in _runs(server.uri, "exp") if r.info.status == "RUNNING"]) < 2:
-            assert time.monotonic() < deadline, "the running trials never reached the server"
-            time.sleep(0.2)  # (the server's state, which the test waits for)
+        wait_until(lambda: len([r for r in _runs(server.uri, "exp") if r.info.status == "RUNNING"]) >= 2,
+                   what="the running trials' runs on the server")
         server.kill()
         (tmp_path / "go").touch()
         out, err = run.communicate(timeout=180)
