@@ -8,6 +8,7 @@ with their ratio (logging on / off), medians of the repetitions. Writes ``benchm
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -45,6 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         uri = f"sqlite:///{root / 'mlflow.db'}"
+        os.chdir(root)  # MLflow keeps a SQLite store's artifacts in ./mlruns of the working directory
         sweep(root, "warm-up", 4, uri)  # imports mlflow and makes its tables once, as any process pays once
         for i in range(args.repeat):  # the two arms in turn, so a busy moment of the machine hits both
             off.append(sweep(root, f"off-{i}", args.trials, None))

@@ -32,7 +32,8 @@ def test_run_with_mlflow_logs_every_trial_as_it_finishes(tmp_path, write_experim
     assert all("result" in r.data.metrics for r in runs if r.data.tags["katibx.trial"].startswith("exp-"))
 
 
-def test_tune_with_mlflow(tmp_path):
+def test_tune_with_mlflow(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a SQLite store's artifacts in ./mlruns of the working directory
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     katibx.tune("fn", lambda p: p["x"], {"x": katibx.search.double(0, 1)}, objective_metric_name="y",
                 max_trial_count=2, parallel_trial_count=1, store=tmp_path / "katibx.db", mlflow=uri, progress=False)
