@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
-import os
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -32,10 +30,8 @@ from katibx.cli_common import (
     show_warnings,
     stored_backend_of,
 )
-from katibx.controller import combined_listener
 from katibx.display import ProgressDisplay, short, short_metric
 from katibx.loader import load_experiment
-from katibx.mlflow_logging import MlflowLogger
 from katibx.objective import Objective
 from katibx.preparation import DEFAULT_BACKEND, create_backend, file_problems, planned_trials, prepare
 from katibx.runner import resume_experiment, run_experiment
@@ -53,20 +49,16 @@ def main() -> None:
 
 
 # run / resume ------------------------------------------------------------------------------
-def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quiet: bool,
-           mlflow: str | None) -> NoReturn:
+def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quiet: bool) -> NoReturn:
     display = ProgressDisplay(err)
-    logger = _mlflow_logger(mlflow, store)
     try:
         try:
-            record = run(combined_listener(None if quiet else display, logger))
+            record = run(None if quiet else display)
             trials = store.trials(record.id)
             if not quiet:
                 display(record, trials)
         finally:
             display.close()
-            if logger is not None:
-                logger.close()  # the last changes, before the summary
     except KeyboardInterrupt:
         err.print(f"interrupted; the running trials were stopped. Continue with: katibx resume {name}")
         sys.exit(EXIT_INTERRUPTED)
@@ -82,16 +74,11 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
     sys.exit(EXIT_SUCCEEDED if cond.get("type") == "Succeeded" else EXIT_FAILED)
 
 
-def _mlflow_logger(mlflow: str | None, store: Store) -> MlflowLogger | None:
-    """``--mlflow [URI]``'s logger; refused in one line when mlflow is not installed."""
-    if mlflow is None:
-        return None
-    if importlib.util.find_spec("mlflow") is None:
+def _mlflow_flag(mlflow: str | None) -> str | None:
+    """``--mlflow [URI]``, refused in one line naming the flag when mlflow is not installed."""
+    if mlflow is not None and importlib.util.find_spec("mlflow") is None:
         fail(["--mlflow: needs mlflow: pip install 'katibx[mlflow]'"])
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its lines about creating its tables
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a server that is down: a warning in seconds
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    return MlflowLogger(store.path, mlflow or None)
+    return mlflow
 
 
 def _print_next_steps(record: ExperimentRecord, store: Store) -> None:
@@ -174,10 +161,11 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
         prepared = prepare(experiment, worker)  # every problem of the file before the store is opened
     except ValidationError as exc:
         raise ValidationError(exc.errors, file) from None
+    mlflow = _mlflow_flag(mlflow)
     st = Store(store)
     _drive(experiment.name, lambda listener: run_experiment(
         prepared.experiment, store=st, backend=worker, prepared=prepared,
-        kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet, mlflow)
+        kill_running_on_completion=kill_running_on_completion, listener=listener, mlflow=mlflow), st, quiet)
 
 
 @main.command()
@@ -192,11 +180,12 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
 def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str | None, store: str | None,
            kill_running_on_completion: bool, quiet: bool, mlflow: str | None, **options: Any) -> None:
     """Continue experiment NAME after an interruption, or with a larger --max-trial-count."""
+    mlflow = _mlflow_flag(mlflow)
     st = Store(store, create=False)
     worker = stored_backend_of(st.get_experiment(name, namespace), backend, options)
     _drive(name, lambda listener: resume_experiment(
         name, store=st, namespace=namespace, backend=worker, max_trial_count=max_trial_count,
-        kill_running_on_completion=kill_running_on_completion, listener=listener), st, quiet, mlflow)
+        kill_running_on_completion=kill_running_on_completion, listener=listener, mlflow=mlflow), st, quiet)
 
 
 # validate ---------------------------------------------------------------------------------

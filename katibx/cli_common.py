@@ -68,6 +68,7 @@ class _WarningsToStderr(logging.Handler):
 
 def show_warnings() -> None:
     """Show katibx's logged warnings on stderr (once per process, however many commands run in it)."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its lines about creating its tables (if it runs)
     logger = logging.getLogger("katibx")
     if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
         handler = _WarningsToStderr(logging.WARNING)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sys
@@ -458,9 +457,6 @@ def export_mlflow(names: tuple[str, ...], namespace: str | None, tracking_uri: s
 
     st = _read_store(store)
     records = [st.get_experiment(name, namespace) for name in names]  # every name found before anything is written
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its lines about creating its tables
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a server that is down: an answer in seconds,
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # not after MLflow's minutes of retries
     for record in records:
         try:
             report = export_experiment(st, record, tracking_uri)

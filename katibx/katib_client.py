@@ -27,6 +27,7 @@ from katibx.display import ProgressDisplay, progress_display
 from katibx.katib_object import KatibObject, katib_object
 from katibx.lease import controller_alive, stop_holder
 from katibx.loader import experiment_from_dict
+from katibx.mlflow_logging import mlflow_target
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.runner import resume_experiment, run_experiment
 from katibx.sdk_objects import plain_data
@@ -49,7 +50,9 @@ _POLL_SECONDS = 0.5
 
 class KatibClient(KatibxClient):
     """The Katib SDK's client: ``KatibClient(namespace=...)`` as in ``kubeflow.katib``, plus where it runs trials
-    (``backend``, with that backend's options) and which ``store`` keeps the experiments."""
+    (``backend``, with that backend's options), which ``store`` keeps the experiments, and whether they are logged
+    into MLflow as they run (``mlflow``: True or a tracking URI; None: as each experiment's ``katibx.io/mlflow``
+    annotation says)."""
 
     def __init__(
         self,
@@ -60,9 +63,14 @@ class KatibClient(KatibxClient):
         *,
         store: Store | str | None = None,
         backend: str = DEFAULT_BACKEND,
+        mlflow: bool | str | None = None,
         **backend_options: Any,
     ) -> None:
         errors = []
+        try:
+            mlflow_target(mlflow)
+        except ValidationError as exc:
+            errors += exc.errors
         if client_configuration is not None:
             errors.append("client_configuration: not used by katibx; give backend='kubernetes' with config_file and "
                           "context (the kube-config of the cluster that runs the trials)")
@@ -84,6 +92,7 @@ class KatibClient(KatibxClient):
         super().__init__(store, namespace=namespace)
         self.backend = backend
         self.backend_options = backend_options
+        self.mlflow = mlflow
         self._runs: dict[tuple[str, str], _BackgroundRun] = {}
         self._functions: dict[tuple[str, str], Callable[..., Any]] = {}  # the objectives of the experiments it tuned
 
@@ -166,6 +175,7 @@ class KatibClient(KatibxClient):
 
     def _start(self, experiment: Experiment, function: Callable[..., Any] | None) -> KatibObject:
         """Check the experiment with the backend, then run it on a controller thread once it is stored."""
+        mlflow_target(self.mlflow, experiment)  # its annotation checked here, not on the controller thread
         worker = self._new_backend()
         try:
             prepared = prepare(experiment, worker)
@@ -175,7 +185,7 @@ class KatibClient(KatibxClient):
         def controller(store: Store, listener: Any) -> ExperimentRecord:
             try:
                 return run_experiment(prepared.experiment, store=store, backend=worker, prepared=prepared,
-                                      function=function, listener=listener, workdir=Path.cwd())
+                                      function=function, listener=listener, workdir=Path.cwd(), mlflow=self.mlflow)
             finally:
                 worker.close()  # also when it ends before its controller starts (the name exists already)
 
@@ -210,7 +220,7 @@ class KatibClient(KatibxClient):
         run = _BackgroundRun(record.namespace, name, self.store.path, lambda store, listener: resume_experiment(
             name, store=store, namespace=record.namespace, max_trial_count=max_trial_count,
             parallel_trial_count=parallel_trial_count, max_failed_trial_count=max_failed_trial_count,
-            function=function, listener=listener))
+            function=function, listener=listener, mlflow=self.mlflow))
         run.start()
         self._keep(run)
 

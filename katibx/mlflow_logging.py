@@ -1,26 +1,68 @@
-"""Live MLflow logging while an experiment runs (``katibx run --mlflow``, ``tune(mlflow=...)``).
+"""Live MLflow logging while an experiment runs (``katibx run --mlflow``, ``tune(mlflow=...)``,
+``KatibClient(mlflow=...)``, or the experiment's ``katibx.io/mlflow`` annotation).
 
 A controller listener that only notes that something changed; a thread of its own, with its own store connection,
 then writes what is new through :func:`katibx.mlflow_export.export_experiment` (at most every
 :data:`EVERY_SECONDS`, and once more when the run ends). So logging never slows a trial or the controller, a crash
-and ``katibx resume`` make no duplicate runs (the export finds its runs again), and a tracking server that is down
+and ``katibx resume`` make no duplicate runs (the store keeps the runs' ids), and a tracking server that is down
 costs one warning line: the next round, or ``katibx export mlflow NAME`` later, writes what was missed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from katibx.mlflow_export import MlflowUnavailable, export_experiment
+from katibx.controller import TrialListener, combined_listener
+from katibx.mlflow_export import ExportState, MlflowUnavailable, export_experiment, new_client
+from katibx.spec import Experiment
 from katibx.store import ExperimentRecord, Store, StoreError
+from katibx.validation import ValidationError
 
 log = logging.getLogger(__name__)
 
 # How often the logger writes what changed while the experiment runs.
 EVERY_SECONDS = 2.0
+# An experiment annotation that turns logging on without a flag: "true" (MLflow's default tracking URI, or
+# MLFLOW_TRACKING_URI) or a tracking URI; "false" turns it off.
+ANNOTATION = "katibx.io/mlflow"
+
+
+def mlflow_target(setting: bool | str | None, experiment: Experiment | None = None) -> str | None:
+    """Where an experiment is logged: ``setting`` (True or "": MLflow's default; a tracking URI; False: nowhere),
+    else the ``experiment``'s :data:`ANNOTATION`; None for no logging. ValidationError for a setting of another
+    type, or when mlflow is not installed."""
+    source = "mlflow"
+    if setting is None and experiment is not None:
+        source = f"metadata.annotations.{ANNOTATION}"
+        setting = (experiment.metadata.annotations or {}).get(ANNOTATION)
+        if isinstance(setting, str) and setting.strip().lower() in ("true", "false"):
+            setting = setting.strip().lower() == "true"
+    if setting is None or setting is False:
+        return None
+    if not isinstance(setting, (bool, str)):
+        raise ValidationError([f"{source}: must be True or a tracking URI, got {type(setting).__name__}"])
+    if importlib.util.find_spec("mlflow") is None:
+        raise ValidationError([f"{source}: needs mlflow: pip install 'katibx[mlflow]'"])
+    return "" if setting is True else setting.strip()
+
+
+@contextmanager
+def logged_to_mlflow(store: Store, target: str | None, listener: TrialListener | None) -> Iterator[TrialListener | None]:
+    """``listener`` joined by an :class:`MlflowLogger` writing to ``target`` (see :func:`mlflow_target`; None: no
+    logger), which writes its last changes when the block ends."""
+    if target is None:
+        yield listener
+        return
+    logger = MlflowLogger(store.path, target or None)
+    try:
+        yield combined_listener(listener, logger)
+    finally:
+        logger.close()
 
 
 class MlflowLogger:
@@ -37,7 +79,7 @@ class MlflowLogger:
         self._warned = False
         self._thread: threading.Thread | None = None
         self._client: Any = None  # made once: opening a tracking store costs about a second
-        self._done: set[str] = set()  # trials written whole: not looked at again
+        self._state = ExportState()  # what the rounds remember: trials written whole, the runs' ids
 
     def __call__(self, record: ExperimentRecord, trials: Any) -> None:
         self._record = record
@@ -67,11 +109,9 @@ class MlflowLogger:
             return
         try:
             if self._client is None:
-                from mlflow.tracking import MlflowClient
-
-                self._client = MlflowClient(self.tracking_uri)
+                self._client = new_client(self.tracking_uri)
             export_experiment(store, store.get_experiment(record.name, record.namespace), self.tracking_uri,
-                              client=self._client, done=self._done)
+                              client=self._client, state=self._state)
         except (MlflowUnavailable, StoreError) as exc:
             problem = str(exc)
         except Exception as exc:  # noqa: BLE001 - MlflowClient() itself (a store it cannot open): never fatal here

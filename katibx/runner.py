@@ -13,6 +13,7 @@ from katibx.controller import Controller, TrialListener
 from katibx.functions import function_reference, import_function
 from katibx.lease import ExperimentLease, new_lease
 from katibx.loader import experiment_from_dict
+from katibx.mlflow_logging import logged_to_mlflow, mlflow_target
 from katibx.preparation import DEFAULT_BACKEND, PreparedExperiment, backend_class, create_backend, prepare
 from katibx.spec import Experiment
 from katibx.status import CREATED, REASON_CREATED, set_condition
@@ -31,9 +32,12 @@ def run_experiment(
     listener: TrialListener | None = None,
     prepared: PreparedExperiment | None = None,
     timeout: float | None = None,
+    mlflow: bool | str | None = None,
 ) -> ExperimentRecord:
     """Store a new experiment and run it to completion (or for ``timeout`` seconds: then it succeeds with the trials
-    it has, starting no more); ValidationError before anything is stored.
+    it has, starting no more); ValidationError before anything is stored. ``mlflow`` logs it into MLflow as it runs
+    (True or "": at MLflow's default tracking URI; a URI; None: as the experiment's ``katibx.io/mlflow`` annotation
+    says; False: not).
 
     Trials run in ``workdir``: by default the folder of the YAML file the experiment was loaded from, else cwd.
     The store records the backend and its options, so ``resume``, ``logs`` and ``delete`` find it again.
@@ -48,10 +52,11 @@ def run_experiment(
     conditions: list[dict[str, Any]] = []
     set_condition(conditions, CREATED, True, REASON_CREATED, "Experiment is created")
     deadline = deadline_after(timeout)  # a wrong timeout before anything is stored
+    target = mlflow_target(mlflow, experiment)
     held = new_lease()
     record = store.create_experiment(experiment, conditions, str(workdir), backend=backend.name,
                                      backend_options=backend.settings(), lease=held)
-    with ExperimentLease(store, record, held=held) as lease:
+    with ExperimentLease(store, record, held=held) as lease, logged_to_mlflow(store, target, listener) as listener:
         return Controller(store, record, backend, prepared=prepared, function=function, lease=lease,
                           kill_running_on_completion=kill_running_on_completion, listener=listener,
                           deadline=deadline).run()
@@ -79,10 +84,11 @@ def resume_experiment(
     timeout: float | None = None,
     parallel_trial_count: int | None = None,
     max_failed_trial_count: int | None = None,
+    mlflow: bool | str | None = None,
 ) -> ExperimentRecord:
     """Continue a stored experiment after a crash or with a larger budget (for at most ``timeout`` seconds); trials
     in flight are re-run or re-attached. ``parallel_trial_count`` and ``max_failed_trial_count`` replace the
-    stored ones (the Katib SDK's ``edit_experiment_budget``).
+    stored ones (the Katib SDK's ``edit_experiment_budget``); ``mlflow`` as for :func:`run_experiment`.
 
     It runs on the backend that ran it (with the options stored then); another backend is refused, because the
     trials the crashed controller left behind live on the first one.
@@ -94,18 +100,19 @@ def resume_experiment(
               "max_failed_trial_count": max_failed_trial_count}
     with ExperimentLease(store, record) as lease:  # before anything is changed: one controller at a time
         return _resume(store, record, backend, budget, function, kill_running_on_completion, listener, lease,
-                       deadline)
+                       deadline, mlflow)
 
 
 def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | None, budget: dict[str, int | None],
             function: Callable[..., Any] | None, kill_running_on_completion: bool, listener: TrialListener | None,
-            lease: ExperimentLease, deadline: float | None) -> ExperimentRecord:
+            lease: ExperimentLease, deadline: float | None, mlflow: bool | str | None) -> ExperimentRecord:
     name = record.name
     try:  # the store reads specs without today's rules; one that runs again must pass them
         record.experiment = experiment_from_dict(record.experiment.to_dict())
     except ValidationError as exc:
         raise ValidationError([f"stored experiment {name!r}: {line}" for line in exc.errors]) from None
     backend = stored_backend(record, backend)
+    target = mlflow_target(mlflow, record.experiment)
     _edit_budget(record, budget, len(store.trials(record.id)))
     prepared = prepare(record.experiment, backend)
     reference = function_reference(record.experiment)
@@ -114,9 +121,10 @@ def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | Non
     if record.backend is None:  # a store written before backends were recorded
         store.set_backend(record, backend.name, backend.settings())
     store.save_experiment(record)
-    return Controller(store, record, backend, prepared=prepared, function=function, lease=lease,
-                      kill_running_on_completion=kill_running_on_completion, listener=listener,
-                      deadline=deadline).run()
+    with logged_to_mlflow(store, target, listener) as listener:
+        return Controller(store, record, backend, prepared=prepared, function=function, lease=lease,
+                          kill_running_on_completion=kill_running_on_completion, listener=listener,
+                          deadline=deadline).run()
 
 
 def _edit_budget(record: ExperimentRecord, budget: dict[str, int | None], trials: int) -> None:

@@ -97,6 +97,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     stop_requested TEXT
 )""",
     ),
+    (  # 3: the run that stands for each trial (and the experiment's summary) in a tracking server such as MLflow
+        """CREATE TABLE tracking_runs (
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+    tracking_uri TEXT NOT NULL,
+    key TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, tracking_uri, key)
+)""",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)  # the schema this katibx writes; older stores are migrated up to it when opened
@@ -565,6 +574,16 @@ class Store:
                 " WHERE t.experiment_id=? ORDER BY o.id", (experiment_id,)):
             logs.setdefault(trial_id, []).append(MetricLog(name, value, timestamp))
         return logs
+
+    # tracking runs ----------------------------------------------------------------------
+    def tracking_runs(self, experiment_id: int, tracking_uri: str) -> dict[str, str]:
+        """The ids of the runs that stand for an experiment's trials (by trial name) at ``tracking_uri``."""
+        return dict(self._db.execute("SELECT key, run_id FROM tracking_runs WHERE experiment_id=? AND tracking_uri=?",
+                                     (experiment_id, tracking_uri)))
+
+    def save_tracking_run(self, experiment_id: int, tracking_uri: str, key: str, run_id: str) -> None:
+        self._write("INSERT OR REPLACE INTO tracking_runs (experiment_id, tracking_uri, key, run_id) VALUES (?,?,?,?)",
+                    (experiment_id, tracking_uri, key, run_id))
 
     def data_version(self) -> int:
         """A number that changes whenever another connection has committed a change to the store (SQLite's

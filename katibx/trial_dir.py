@@ -15,6 +15,7 @@ STDOUT_LOG = "stdout.log"  # the trial's stdout and stderr (``katibx logs``)
 PUSH_FILE = "metrics.jsonl"  # ``katibx.report_metrics`` appends here on local and Ray workers
 PUSHED_FILE = "pushed.jsonl"  # records the Kubernetes push endpoint accepted, kept across a resume
 CHECKPOINT_DIR = "checkpoint"  # the trial's own state; a child trial starts from a copy of its parent's
+DATASETS_FILE = "datasets.json"  # the datasets a trial used ([{"name", "digest", "source"}]): its MLflow inputs
 FILES_DIR = "files"  # File / TensorFlowEvent paths named in the command are moved here
 STOP_FILE = ".katibx-stop"  # there once early stopping has asked the trial to stop (katibx.should_prune)
 PRUNABLE_FILE = ".katibx-prunable"  # there once the trial has called katibx.should_prune: it can stop by itself

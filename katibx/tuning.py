@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 from typing import Any, Callable, Mapping, Sequence
@@ -11,7 +10,7 @@ from katibx.client import KatibxClient, experiment_object, log_tail
 from katibx.controller import combined_listener
 from katibx.display import progress_display
 from katibx.loader import experiment_from_dict
-from katibx.mlflow_logging import MlflowLogger
+from katibx.mlflow_logging import mlflow_target
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.results import TrialResult, TuneResult
 from katibx.runner import deadline_after, resume_experiment, run_experiment
@@ -187,7 +186,7 @@ def tune(
     :class:`katibx.TrialPruned`) when it says True: the trial ends EarlyStopped. ``progress`` draws the trial counts and best value as they change (on stderr, or in the notebook):
     by default where someone watches (a terminal, a notebook), not into a pipe or a log; False never, True always.
     ``mlflow`` logs the experiment into MLflow as it runs (True: at ``MLFLOW_TRACKING_URI`` or MLflow's default;
-    a string: that tracking URI), off the trials' path.
+    a string: that tracking URI; None: as the ``katibx.io/mlflow`` annotation says), off the trials' path.
     Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
     """
     experiment = function_experiment(name, objective, parameters, **experiment_options)
@@ -200,14 +199,11 @@ def tune(
         callbacks = [None]
     if callable(callbacks) or not all(callable(c) for c in callbacks):
         errors.append("callbacks: must be a list of functions called as callback(result, trial)")
-    if mlflow is not None and not isinstance(mlflow, (bool, str)):
-        errors.append(f"mlflow: must be True or a tracking URI, got {type(mlflow).__name__}")
-    elif mlflow and importlib.util.find_spec("mlflow") is None:
-        errors.append("mlflow: needs mlflow: pip install 'katibx[mlflow]'")
-    try:
-        deadline_after(timeout)  # checked here: a wrong one leaves no store file behind
-    except ValidationError as exc:
-        errors += exc.errors
+    for check in (lambda: mlflow_target(mlflow, experiment), lambda: deadline_after(timeout)):
+        try:
+            check()  # checked here: a wrong one leaves no store file behind
+        except ValidationError as exc:
+            errors += exc.errors
     if errors:
         raise ValidationError(errors)
     worker = create_backend(backend)
@@ -217,28 +213,23 @@ def tune(
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
     st = store if isinstance(store, Store) else Store(store)
     display = progress_display(progress)
-    logger = None
     try:
         existing = _existing(st, experiment) if load_if_exists else None
-        logger = _mlflow_logger(mlflow, st)
         listener = combined_listener(_TrialCallbacks(callbacks, st, st.trials(existing.id) if existing else [])
-                                     if callbacks else None, display, logger)
+                                     if callbacks else None, display)
         if existing is not None:
             more = experiment.spec.max_trial_count or 0
             record = resume_experiment(existing.name, store=st, namespace=existing.namespace, backend=worker,
                                        max_trial_count=len(st.trials(existing.id)) + more if more else None,
                                        function=objective, kill_running_on_completion=kill_running_on_completion,
-                                       listener=listener, timeout=timeout)
+                                       listener=listener, timeout=timeout, mlflow=mlflow)
         else:
             record = run_experiment(experiment, store=st, backend=worker, function=objective, prepared=prepared,
                                     kill_running_on_completion=kill_running_on_completion, listener=listener,
-                                    timeout=timeout)
+                                    timeout=timeout, mlflow=mlflow)
         if display is not None:
             display.close()  # before the result (or the error) is shown
             display = None
-        if logger is not None:
-            logger.close()
-            logger = None
         client = KatibxClient(st)
         result = client.get_experiment(record.name, record.namespace)
         if result.best_trial is None:
@@ -247,8 +238,6 @@ def tune(
     finally:
         if display is not None:
             display.close()
-        if logger is not None:
-            logger.close()
         if st is not store:
             st.close()
 
@@ -266,12 +255,6 @@ def _existing(store: Store, experiment: Experiment) -> ExperimentRecord | None:
         raise ValidationError([f"load_if_exists: experiment {experiment.name!r} exists with other "
                                f"{', '.join(differing)}; use another name or delete it"])
     return record
-
-
-def _mlflow_logger(mlflow: bool | str | None, store: Store) -> MlflowLogger | None:
-    if not mlflow:
-        return None
-    return MlflowLogger(store.path, mlflow if isinstance(mlflow, str) else None)
 
 
 class _TrialCallbacks:

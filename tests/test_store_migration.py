@@ -54,7 +54,7 @@ def test_v0_store_opens_with_everything_intact_and_is_migrated(tmp_path: Path) -
     assert file_state(path)[0] == 0
     store = Store(path)
     try:
-        assert file_state(path)[0] == SCHEMA_VERSION == 2
+        assert file_state(path)[0] == SCHEMA_VERSION == 3
         assert experiment_columns(path)[-2:] == ["backend", "backend_options"]
         records = {r.name: r for r in store.list_experiments()}
         assert sorted(records) == ["finished", "interrupted"]
