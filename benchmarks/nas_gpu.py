@@ -39,7 +39,8 @@ def synthetic(n_train: int = 50_000, n_test: int = 10_000) -> Dataset:
     """CIFAR-10-shaped random data (timing only: no accuracy meaning)."""
     g = torch.Generator().manual_seed(0)
     return Dataset("synthetic-cifar10", torch.randn(n_train, 3, 32, 32, generator=g), torch.randint(0, 10, (n_train,), generator=g),
-                   torch.randn(n_test, 3, 32, 32, generator=g), torch.randint(0, 10, (n_test,), generator=g), 10, augment=True)
+                   torch.randn(n_test, 3, 32, 32, generator=g), torch.randint(0, 10, (n_test,), generator=g), 10, augment=True,
+                   source="torch.randn (seed 0)")
 
 
 def time_search(data: Dataset, order: str, steps: int | None, device: torch.device, layers: int, channels: int,

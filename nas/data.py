@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,19 @@ class Dataset:
     y_test: torch.Tensor
     num_classes: int
     augment: bool
+    source: str  # where it was read from (MLflow's dataset source)
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the tensors as trained and tested on: the same data gives the same digest everywhere."""
+        sha = hashlib.sha256()
+        for tensor in (self.x_train, self.y_train, self.x_test, self.y_test):
+            sha.update(tensor.contiguous().numpy().tobytes())
+        return sha.hexdigest()[:16]
+
+    def lineage(self) -> dict[str, str]:
+        """This dataset as an entry of a trial's ``datasets.json`` (its MLflow input)."""
+        return {"name": self.name, "digest": self.digest, "source": self.source}
 
     @property
     def in_channels(self) -> int:
@@ -56,7 +70,8 @@ def load_digits() -> Dataset:
     test, train = order[:DIGITS_TEST], order[DIGITS_TEST:]
     mean, std = x[train].mean(), x[train].std()
     x = (x - mean) / std
-    return Dataset("digits", x[train], y[train], x[test], y[test], 10, augment=False)
+    return Dataset("digits", x[train], y[train], x[test], y[test], 10, augment=False,
+                   source="sklearn.datasets.load_digits")
 
 
 def _cifar_folder(data_dir: Path) -> Path:
@@ -93,7 +108,8 @@ def load_cifar10(data_dir: str | Path) -> Dataset:
 
     x_train = norm(np.concatenate([p[0] for p in parts]))
     y_train = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    return Dataset("cifar10", x_train, y_train, norm(x_test), torch.from_numpy(y_test), 10, augment=True)
+    return Dataset("cifar10", x_train, y_train, norm(x_test), torch.from_numpy(y_test), 10, augment=True,
+                   source=str(folder.resolve()))
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from katibx.nas.search_space import parse_primitive
 from katibx.nas.settings import DATASETS, DartsSettings, parse_settings
 from katibx.report import report_metrics
-from katibx.trial_dir import METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV
+from katibx.trial_dir import DATASETS_FILE, METRICS_FILE_ENV, TRIAL_DIR_ENV, TRIAL_NAME_ENV
 
 log = logging.getLogger(__name__)
 GENOTYPE_METRIC = "Best-Genotype"
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_epoch(record: dict[str, Any]) -> None:
         publish({"Validation-Accuracy": round(record["val_accuracy"], 6), "Train-Loss": round(record["train_loss"], 6)})
 
+    (out / DATASETS_FILE).write_text(json.dumps([dataset.lineage()]) + "\n")  # the MLflow input of the trial's run
     result = search(dataset, primitives, num_layers, settings, pick_device(args.device), on_epoch=on_epoch)
     result.genotype.save_json(out / "genotype.json")
     picture = plot_genotype(result.genotype, out / "genotype.png")

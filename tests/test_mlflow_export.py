@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
 import katibx
+from katibx.template import format_value
 from tests.conftest import katibx_cli
 
 
@@ -71,3 +75,37 @@ def test_export_mistakes_are_one_line(tmp_path):
                              store=db)  # nothing listens there
     assert unreachable.returncode == 2 and "MLflow at http://127.0.0.1:9" in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1 and "Traceback" not in unreachable.stderr
+
+
+def trains_a_model(p: dict[str, Any]) -> dict[str, Any]:
+    """Writes what a training trial writes: the datasets it read and a checkpoint; reports a text value too."""
+    folder = Path(os.environ["KATIBX_TRIAL_DIR"])
+    (folder / "datasets.json").write_text(json.dumps([{"name": "digits", "digest": "3f2a", "source": "sklearn"}]))
+    checkpoint = Path(os.environ["KATIBX_CHECKPOINT_DIR"])
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    (checkpoint / "weights.txt").write_text(f"x={p['x']}\n")
+    return {"loss": p["x"] ** 2, "cell": f"conv{int(p['x'] * 10)}"}
+
+
+def test_datasets_text_values_and_the_best_checkpoint_reach_mlflow_once(tmp_path):
+    db, uri = tmp_path / "katibx.db", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = katibx.tune("model", trains_a_model, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                         objective_type="minimize", additional_metric_names=["cell"], max_trial_count=3,
+                         parallel_trial_count=1, store=db, progress=False)
+    for _ in range(2):  # the second export adds nothing
+        exported = katibx_cli("export", "mlflow", "model", "--tracking-uri", uri, cwd=tmp_path, store=db)
+        assert exported.returncode == 0, exported.stderr
+    client = MlflowClient(uri)
+    runs = _runs(client, "model")
+    for trial in result.trials:
+        run = runs[trial.name]
+        inputs = run.inputs.dataset_inputs
+        assert [(i.dataset.name, i.dataset.digest, i.dataset.source) for i in inputs] == [("digits", "3f2a", "sklearn")]
+        assert run.data.tags["metric.cell"] == f"conv{int(trial.params['x'] * 10)}"
+    experiment = client.get_experiment_by_name("model")
+    models = client.search_logged_models([experiment.experiment_id])
+    assert len(models) == 1
+    best = result.best_trial
+    assert models[0].source_run_id == runs[best.name].info.run_id and str(models[0].status) == "READY"
+    assert models[0].tags["katibx.trial"] == best.name and models[0].params == {"x": format_value(best.params["x"])}
+    assert [a.path for a in client.list_logged_model_artifacts(models[0].model_id)] == ["weights.txt"]

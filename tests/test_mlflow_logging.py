@@ -1,5 +1,6 @@
 """Live MLflow logging (``katibx run --mlflow``, ``tune(mlflow=...)``): runs appear as the experiment goes, a tracking
-server that cannot be reached costs one warning, and a controller killed and resumed makes no duplicate runs."""
+server that cannot be reached costs one warning, a controller killed and resumed makes no duplicate runs, and a trial
+run again from scratch gets a fresh run."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import subprocess
 import sys
 from typing import Any
 
+import psutil
+import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 import katibx
+from katibx.store import Store
 from tests.conftest import default_signals, experiment_doc, katibx_cli, process_gone, wait_until
 from tests.test_cli_kubectl import start_gated_run
 
@@ -71,3 +76,79 @@ def test_kill_9_and_resume_with_mlflow_makes_no_duplicate_runs(tmp_path, write_e
     names = [r.data.tags["katibx.trial"] for r in runs]
     assert len(names) == len(set(names)) == 3, names  # a run per trial and the summary, none twice
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+ATTEMPT_SCRIPT = """
+import argparse, os, time
+p = argparse.ArgumentParser()
+p.add_argument("--a", type=int)
+p.add_argument("--b", type=float)
+args = p.parse_args()
+tally = os.path.join(os.environ["GATE_DIR"], f"attempts-{os.environ['KATIB_TRIAL_NAME']}")
+with open(tally, "a") as f:
+    f.write("x")
+attempt = os.path.getsize(tally)
+print(f"result={attempt}", flush=True)
+while not os.path.exists(os.path.join(os.environ["GATE_DIR"], "go")):
+    time.sleep(0.05)
+print(f"result={10 * attempt}", flush=True)
+"""
+
+
+def test_a_trial_run_again_after_a_crash_gets_a_fresh_run(tmp_path, write_experiment):
+    """Controller and trials killed -9 after the trials' first reports reached MLflow: on resume each trial runs
+    again from scratch, and its run holds only that attempt (the first attempt's run is deleted, not mixed in)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = tmp_path / "katibx.db"
+    env = {**os.environ, "KATIBX_STORE": str(db), "GATE_DIR": str(tmp_path)}
+    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2), script=ATTEMPT_SCRIPT)
+    controller = subprocess.Popen([sys.executable, "-m", "katibx.cli", "run", str(path), "-q", "--mlflow", uri],
+                                  cwd=tmp_path, env=env, preexec_fn=default_signals, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    client = MlflowClient(uri)
+    wait_until(lambda: len([r for r in _runs(uri, "exp") if "result" in r.data.metrics]) == 2,
+               what="both trials' first reports in MLflow")
+    trials = [p for p in psutil.Process(controller.pid).children(recursive=True) if "objective.py" in " ".join(p.cmdline())]
+    assert len(trials) == 2
+    controller.send_signal(signal.SIGKILL)
+    for process in trials:
+        process.kill()
+    controller.wait(timeout=30)
+    assert all(process_gone(p.pid) for p in [controller, *trials])
+    (tmp_path / "go").touch()
+    resumed = subprocess.run([sys.executable, "-m", "katibx.cli", "resume", "exp", "-q", "--mlflow", uri],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    runs = {r.data.tags["katibx.trial"]: r for r in _runs(uri, "exp")}
+    trial_runs = [r for key, r in runs.items() if key.startswith("exp-")]
+    assert len(runs) == 3 and len(trial_runs) == 2  # active runs: one per trial and the summary
+    for run in trial_runs:
+        history = [m.value for m in client.get_metric_history(run.info.run_id, "result")]
+        assert history == [2.0, 20.0] and run.data.tags["katibx.attempt"] == "2", history  # the second attempt only
+        assert run.info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("exp")
+    deleted = client.search_runs([experiment.experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    assert sorted(r.data.tags["katibx.trial"] for r in deleted) == sorted(r.data.tags["katibx.trial"] for r in trial_runs)
+    with Store(db) as store:
+        kept = store.tracking_runs(store.get_experiment("exp").id, uri)
+    assert {kept[r.data.tags["katibx.trial"]] for r in runs.values()} == {r.info.run_id for r in runs.values()}
+
+
+def test_the_annotation_turns_logging_on_and_katib_client_takes_mlflow(tmp_path, write_experiment, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    doc = experiment_doc(maxTrialCount=2, parallelTrialCount=1)
+    doc["metadata"]["annotations"] = {"katibx.io/mlflow": uri}
+    result = katibx_cli("run", str(write_experiment(doc)), "-q", cwd=tmp_path, store=tmp_path / "katibx.db")
+    assert result.returncode == 0, result.stderr
+    assert len(_runs(uri, "exp")) == 3
+
+    monkeypatch.chdir(tmp_path)
+    other = f"sqlite:///{tmp_path / 'client.db'}"
+    katib = katibx.KatibClient(store=tmp_path / "sdk.db", mlflow=other)
+    katib.tune("sdk", lambda p: print(f"y={p['x']}"), {"x": katibx.search.double(0, 1)}, objective_metric_name="y",
+               max_trial_count=2, parallel_trial_count=1)
+    katib.wait_for_experiment_condition("sdk", timeout=120)
+    wait_until(lambda: len(_runs(other, "sdk")) == 3 and all(r.info.status == "FINISHED" for r in _runs(other, "sdk")),
+               what="the SDK experiment's runs finished in MLflow")
+    with pytest.raises(katibx.ValidationError, match="mlflow: must be True or a tracking URI, got int"):
+        katibx.KatibClient(store=tmp_path / "sdk.db", mlflow=3)

@@ -247,7 +247,7 @@ def test_shapes_through_normal_and_reduction_cells(layers: int) -> None:
 
 def _tiny_digits(n_train: int = 96, n_test: int = 32) -> Dataset:
     d = load_digits()
-    return Dataset("digits", d.x_train[:n_train], d.y_train[:n_train], d.x_test[:n_test], d.y_test[:n_test], 10, False)
+    return Dataset("digits", d.x_train[:n_train], d.y_train[:n_train], d.x_test[:n_test], d.y_test[:n_test], 10, False, d.source)
 
 
 def test_seeded_search_is_reproducible_on_cpu() -> None:
@@ -413,3 +413,18 @@ def test_katib_darts_cpu_example_runs_through_the_controller(tmp_path: Path) -> 
     assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)  # one per epoch, as they happened
     assert Genotype.from_dict(json.loads((trial_dir / "genotype.json").read_text())) == genotype
     assert (trial_dir / "genotype.png").is_file() and json.loads((trial_dir / "search.json").read_text())["num_layers"] == 1
+
+    # in MLflow: the genotype as text, JSON and picture, and the data it searched on as the run's input
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert katibx_cli("export", "mlflow", "darts-cpu", "--tracking-uri", uri, cwd=tmp_path,
+                      store=store_path).returncode == 0
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name(record.qualified_name).experiment_id],
+                               filter_string=f"tags.`katibx.trial` = '{stored.name}'")
+    assert Genotype.parse(run.data.tags["metric.Best-Genotype"]) == genotype
+    assert {"genotype.json", "genotype.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    [used] = run.inputs.dataset_inputs
+    assert (used.dataset.name, used.dataset.source) == ("digits", "sklearn.datasets.load_digits")
+    assert used.dataset.digest == load_digits().digest

@@ -124,6 +124,26 @@ def test_command_trials_run_on_ray_from_the_cli_and_their_logs_are_kept(ray_addr
     assert logs.returncode == 0 and logs.stdout.startswith("result="), logs.stdout + logs.stderr
 
 
+def test_an_experiment_on_ray_is_logged_into_mlflow(ray_address, tmp_path, write_experiment):
+    """The controller logs what the store receives, whichever backend ran the trials."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = write_experiment(experiment_doc(maxTrialCount=2, parallelTrialCount=2))
+    result = katibx_cli("run", str(path), "--backend", "ray", "--ray-address", ray_address, "-q", "--mlflow", uri,
+                        cwd=tmp_path, store=tmp_path / "katibx.db")
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    trial_runs = [r for r in runs if r.data.tags["katibx.trial"].startswith("exp-")]
+    assert len(runs) == 3 and len(trial_runs) == 2
+    for run in trial_runs:
+        assert run.data.tags["katibx.backend"] == "ray" and run.info.status == "FINISHED"
+        params = run.data.params
+        assert run.data.metrics["result"] == pytest.approx(4 * int(params["a"]) - float(params["b"]) ** 2)
+        assert "stdout.log" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
 def e2e_objective(params: dict[str, Any]) -> dict[str, float]:
     return {"result": 4 * params["a"] - params["b"] ** 2, "worker_pid": float(os.getppid())}
 
