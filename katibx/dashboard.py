@@ -3,9 +3,9 @@
 
 The dashboard reads an Optuna storage. :class:`StoreStudies` is one whose studies are the store's experiments,
 mapped by :mod:`katibx.optuna_study` with the store's ids, and brought up to date when the store has changed
-(SQLite's data version tells; looked at most once a second), so a running experiment's new trials and reports
-appear within seconds from any backend. The store is only read: what the dashboard itself writes (a note, a study
-it creates) lives in memory until the next change of the store.
+(SQLite's data version tells; looked at most once a second; only the experiments that changed are mapped again),
+so a running experiment's new trials and reports appear within seconds from any backend. The store is only read:
+what the dashboard itself writes (a note, a study it creates) lives in memory until its experiment changes.
 """
 
 from __future__ import annotations
@@ -77,10 +77,13 @@ class StoreStudies(InMemoryStorage):
         self.refresh_seconds = refresh_seconds
         self._checked_at = -float("inf")
         self._version: int | None = None
+        self._built: dict[int, tuple[str, InMemoryStorage | None]] = {}  # by experiment id: fingerprint, its study
         self._refreshing = threading.Lock()
 
     def refresh(self) -> None:
-        """Rebuild the studies from the store if it changed since the last look (and that was long enough ago)."""
+        """Bring the studies up to date if the store changed since the last look (and that was long enough ago):
+        only the experiments whose trials, reports or conditions changed are mapped again (a running controller's
+        heartbeat changes the store every few seconds, its trials less often, a finished experiment never)."""
         with self._refreshing:
             now = time.monotonic()
             if now - self._checked_at < self.refresh_seconds:
@@ -89,27 +92,44 @@ class StoreStudies(InMemoryStorage):
             version = self.store.data_version()
             if version == self._version:
                 return
-            fresh = InMemoryStorage()
-            for record in self.store.list_experiments():  # in creation order: a study keeps its id
-                try:
-                    study_id = add_experiment(fresh, record, self.store.trials(record.id),
-                                              self.store.experiment_observation_logs(record.id),
-                                              system_attrs=lambda trial, r=record: self._artifacts(r, trial),
-                                              stable_ids=True)
-                except (ValueError, TypeError) as exc:  # one experiment Optuna cannot show: the others still
-                    log.warning("dashboard: experiment %s is left out: %s", record.qualified_name, exc)
-                    continue
-                condition = current_condition(record.conditions) or {}
-                fresh.set_study_user_attr(study_id, "katib_condition", condition.get("type", ""))
-                fresh.set_study_user_attr(study_id, "katib_namespace", record.namespace)
-                algorithm = record.experiment.spec.algorithm
-                fresh.set_study_user_attr(study_id, "katib_algorithm", algorithm.algorithm_name if algorithm else "")
-            with self._lock:
-                for name in ("_studies", "_trial_id_to_study_id_and_number", "_study_name_to_id", "_max_study_id",
-                             "_max_trial_id", "_prev_waiting_trial_number"):
-                    setattr(self, name, getattr(fresh, name))
+            fingerprints = self.store.experiment_fingerprints()
+            built: dict[int, tuple[str, InMemoryStorage | None]] = {}
+            for record in self.store.list_experiments():  # in creation order
+                kept = self._built.get(record.id)
+                fingerprint = fingerprints.get(record.id, "")
+                built[record.id] = kept if kept and kept[0] == fingerprint else (fingerprint, self._study(record))
+            self._built = built
+            with self._lock:  # the studies, each with the store's ids, side by side in one storage
+                self._studies = {}
+                self._trial_id_to_study_id_and_number = {}
+                self._study_name_to_id = {}
+                self._prev_waiting_trial_number = {}
+                for _, alone in built.values():
+                    if alone is not None:
+                        self._studies.update(alone._studies)
+                        self._prev_waiting_trial_number.update(alone._prev_waiting_trial_number)
+                        self._trial_id_to_study_id_and_number.update(alone._trial_id_to_study_id_and_number)
+                        self._study_name_to_id.update(alone._study_name_to_id)
+                self._max_study_id = max(self._studies, default=-1)
+                self._max_trial_id = max(self._trial_id_to_study_id_and_number, default=-1)
             self._version = version
 
+    def _study(self, record: ExperimentRecord) -> InMemoryStorage | None:
+        """The experiment as the one study of a storage of its own (None when Optuna cannot show it)."""
+        alone = InMemoryStorage()
+        try:
+            study_id = add_experiment(alone, record, self.store.trials(record.id),
+                                      self.store.experiment_observation_logs(record.id),
+                                      system_attrs=lambda trial: self._artifacts(record, trial), stable_ids=True)
+        except (ValueError, TypeError) as exc:  # one experiment Optuna cannot show: the others still
+            log.warning("dashboard: experiment %s is left out: %s", record.qualified_name, exc)
+            return None
+        condition = current_condition(record.conditions) or {}
+        alone.set_study_user_attr(study_id, "katib_condition", condition.get("type", ""))
+        alone.set_study_user_attr(study_id, "katib_namespace", record.namespace)
+        algorithm = record.experiment.spec.algorithm
+        alone.set_study_user_attr(study_id, "katib_algorithm", algorithm.algorithm_name if algorithm else "")
+        return alone
 
     def _artifacts(self, record: ExperimentRecord, trial: TrialRecord) -> dict[str, Any]:
         """The trial's artifact entries (Optuna's ``artifacts:<id>`` system attributes) for the files it has."""

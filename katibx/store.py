@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import os
@@ -584,6 +585,17 @@ class Store:
     def save_tracking_run(self, experiment_id: int, tracking_uri: str, key: str, run_id: str) -> None:
         self._write("INSERT OR REPLACE INTO tracking_runs (experiment_id, tracking_uri, key, run_id) VALUES (?,?,?,?)",
                     (experiment_id, tracking_uri, key, run_id))
+
+    def experiment_fingerprints(self) -> dict[int, str]:
+        """A digest per experiment (by id) that changes whenever its spec, conditions, trials or reports change:
+        how a reader that keeps what it built tells, without reading them, which experiments to read again."""
+        rows = self._db.execute("""SELECT e.id, e.spec, e.conditions, IFNULL(e.completed, ''),
+            (SELECT group_concat(t.id || t.state || t.reason || IFNULL(t.started, '') || IFNULL(t.completed, '')
+                                 || t.labels || t.observation, ',') FROM trials t WHERE t.experiment_id = e.id),
+            (SELECT COUNT(*) || ':' || IFNULL(MAX(o.id), 0) FROM observations o JOIN trials t ON t.id = o.trial_id
+                                 WHERE t.experiment_id = e.id)
+            FROM experiments e""")
+        return {row[0]: hashlib.sha1("\x1f".join(map(str, row[1:])).encode()).hexdigest() for row in rows}
 
     def data_version(self) -> int:
         """A number that changes whenever another connection has committed a change to the store (SQLite's

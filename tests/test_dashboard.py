@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 import katibx
+from katibx.dashboard import StoreStudies
+from katibx.store import Store
 from tests.conftest import wait_until
 from tests.test_cli_kubectl import start_gated_run
 
@@ -81,6 +83,28 @@ def test_a_running_experiment_appears_and_updates_live(dashboard, tmp_path, writ
         (tmp_path / "go").touch()
         run.communicate(timeout=60)
     assert run.returncode == 0
+
+
+def test_only_the_experiments_that_changed_are_read_again(tmp_path):
+    """A change to one experiment (or a controller's heartbeat) leaves the others as the dashboard holds them: a
+    note written on one study through the dashboard stays while another experiment gets more trials."""
+    db = tmp_path / "katibx.db"
+    args = dict(parameters={"x": katibx.search.double(-1, 1)}, objective_metric_name="loss", parallel_trial_count=1,
+                store=db, progress=False)
+    katibx.tune("first", _objective, max_trial_count=2, **args)
+    katibx.tune("second", _objective, max_trial_count=2, **args)
+    with Store(db) as store:
+        studies = StoreStudies(Store(db, read_only=True), refresh_seconds=0)
+        first = studies.get_study_id_from_name("first")
+        studies.set_study_user_attr(first, "note", "kept")  # as the dashboard's note editor does
+        katibx.tune("second", _objective, max_trial_count=1, load_if_exists=True, **args)  # one more trial
+        assert len(studies.get_all_trials(studies.get_study_id_from_name("second"))) == 3  # the change is seen
+        assert studies.get_study_user_attrs(first)["note"] == "kept"  # ... and "first" was not read again
+        record = store.get_experiment("first")
+        record.experiment.spec.max_trial_count = 5
+        store.save_experiment(record)  # "first" itself changes (as a budget edit does): read again
+        assert "note" not in studies.get_study_user_attrs(first)
+        assert len(studies.get_all_trials(first)) == 2
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
