@@ -137,10 +137,15 @@ def test_a_trial_run_again_after_a_crash_gets_a_fresh_run(tmp_path, write_experi
 def test_the_annotation_turns_logging_on_and_katib_client_takes_mlflow(tmp_path, write_experiment, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     doc = experiment_doc(maxTrialCount=2, parallelTrialCount=1)
-    doc["metadata"]["annotations"] = {"katibx.io/mlflow": uri}
-    result = katibx_cli("run", str(write_experiment(doc)), "-q", cwd=tmp_path, store=tmp_path / "katibx.db")
+    doc["metadata"]["annotations"] = {"katibx.io/mlflow": "true"}  # at MLFLOW_TRACKING_URI
+    result = katibx_cli("run", str(write_experiment(doc)), "-q", cwd=tmp_path, store=tmp_path / "katibx.db",
+                        env={**os.environ, "MLFLOW_TRACKING_URI": uri})
     assert result.returncode == 0, result.stderr
     assert len(_runs(uri, "exp")) == 3
+    doc["metadata"].update(name="off", annotations={"katibx.io/mlflow": "false"})
+    result = katibx_cli("run", str(write_experiment(doc)), "-q", cwd=tmp_path, store=tmp_path / "katibx.db",
+                        env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    assert result.returncode == 0 and not _runs(uri, "off"), result.stderr
 
     monkeypatch.chdir(tmp_path)
     other = f"sqlite:///{tmp_path / 'client.db'}"

@@ -95,6 +95,11 @@ def test_a_server_killed_mid_run_then_export_completes_the_runs(server, tmp_path
     assert export.returncode == 0 and "0 runs created, 2 already there" in export.stdout, export.stdout
     runs = _runs(server.uri, "exp")
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    client = MlflowClient(server.uri)
     for run_ in runs:
-        if run_.data.tags["katibx.trial"].startswith("exp-"):
-            assert "stdout.log" in {a.path for a in MlflowClient(server.uri).list_artifacts(run_.info.run_id)}
+        if run_.data.tags["katibx.trial"].startswith("exp-"):  # everything a run holds, over HTTP
+            a, b = int(run_.data.params["a"]), float(run_.data.params["b"])
+            history = client.get_metric_history(run_.info.run_id, "result")
+            assert [(m.step, m.value) for m in history] == [(0, pytest.approx(4 * a - b ** 2))]
+            assert run_.data.tags["katib.state"] == "Succeeded" and run_.data.tags["katibx.attempt"] == "1"
+            assert "stdout.log" in {a.path for a in client.list_artifacts(run_.info.run_id)}
