@@ -101,18 +101,23 @@ class StoreStudies(InMemoryStorage):
             self._built = built
             with self._lock:  # the studies, each with the store's ids, side by side in one storage
                 self._studies = {}
-                self._trial_id_to_study_id_and_number = {}
-                self._study_name_to_id = {}
                 self._prev_waiting_trial_number = {}
                 for _, alone in built.values():
                     if alone is not None:
                         self._studies.update(alone._studies)
                         self._prev_waiting_trial_number.update(alone._prev_waiting_trial_number)
-                        self._trial_id_to_study_id_and_number.update(alone._trial_id_to_study_id_and_number)
-                        self._study_name_to_id.update(alone._study_name_to_id)
+                # the indexes from the studies as they are now (with what was written to them since they were built)
+                self._study_name_to_id = {study.name: study_id for study_id, study in self._studies.items()}
+                self._trial_id_to_study_id_and_number = {
+                    trial._trial_id: (study_id, trial.number)
+                    for study_id, study in self._studies.items() for trial in study.trials}
                 self._max_study_id = max(self._studies, default=-1)
                 self._max_trial_id = max(self._trial_id_to_study_id_and_number, default=-1)
             self._version = version
+
+    def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
+        """Refused: trials come from the store (with its ids), never from the dashboard."""
+        raise PermissionError("katibx dashboard does not create trials; the store's experiments make them")
 
     def _study(self, record: ExperimentRecord) -> InMemoryStorage | None:
         """The experiment as the one study of a storage of its own (None when Optuna cannot show it)."""

@@ -27,13 +27,13 @@ from katibx.display import ProgressDisplay, progress_display
 from katibx.katib_object import KatibObject, katib_object
 from katibx.lease import controller_alive, stop_holder
 from katibx.loader import experiment_from_dict
-from katibx.mlflow_logging import mlflow_target
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.runner import resume_experiment, run_experiment
 from katibx.sdk_objects import plain_data
 from katibx.spec import Experiment
 from katibx.status import FAILED, SUCCEEDED, is_completed
 from katibx.store import ExperimentRecord, Store, StoreError
+from katibx.tracking import mlflow_target
 from katibx.trial import TrialRecord
 from katibx.tuning import function_experiment
 from katibx.validation import ValidationError
@@ -216,6 +216,7 @@ class KatibClient(KatibxClient):
             mine.done.wait(timeout if isinstance(timeout, (int, float)) and timeout > 0 else None)
         if controller_alive(self.store, record):
             raise StoreError(f"experiment {name!r} is running; edit its budget once it has completed")
+        mlflow_target(self.mlflow, record.experiment)  # its annotation checked here, not on the controller thread
         function = self._functions.get((record.namespace, name))  # a notebook's objective cannot be imported again
         run = _BackgroundRun(record.namespace, name, self.store.path, lambda store, listener: resume_experiment(
             name, store=store, namespace=record.namespace, max_trial_count=max_trial_count,

@@ -14,6 +14,7 @@ after a controller restart gets a new run (its earlier attempt's run is deleted)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -123,33 +124,43 @@ def _experiment_id(client: Any, record: ExperimentRecord) -> str:
 
 class _Runs:
     """The runs (and models) that stand for an experiment's trials in one tracking server: their ids are kept in the
-    katibx store as they are made; a run made before the store kept ids, or by an export cut short between making
-    it and keeping its id, is found by its ``katibx.trial`` tag (one search per exporter, and only when needed)."""
+    katibx store as they are made. A run made before the store kept ids, or by an export cut short between making
+    it and keeping its id, is found by its ``katibx.trial`` tag: a search of every run once per exporter when a
+    trial has no id yet, or of that trial's runs when its kept id is gone (a read-only store could not keep it)."""
 
     def __init__(self, client: Any, store: Store, record: ExperimentRecord, experiment_id: str,
                  state: ExportState) -> None:
         self.client, self.store, self.record, self.experiment_id, self.state = client, store, record, experiment_id, state
-        self.uri = str(client.tracking_uri)
+        self.uri = store_key(str(client.tracking_uri))
         if state.ids is None:
             state.ids = store.tracking_runs(record.id, self.uri)
         self.ids: dict[str, str] = state.ids
 
     def find(self, key: str) -> Any:
-        """The live run standing for ``key``, or None."""
+        """The active run standing for ``key``, or None."""
         if key not in self.ids and not self.state.searched:
-            self._search()
+            self._search_all()
         run_id = self.ids.get(key)
         if run_id is None:
             return None
+        run = self._get(run_id)
+        if run is None:  # deleted since, or replaced by an attempt this store could not keep
+            run = self._search_one(key)
+        return run
+
+    def _get(self, run_id: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
         try:
             run = self.client.get_run(run_id)
-        except Exception:  # noqa: BLE001 - deleted from the server since (RESOURCE_DOES_NOT_EXIST): made again
-            return None
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise  # a server that does not answer: not a reason to make the run again
         return run if run.info.lifecycle_stage == "active" else None
 
-    def _search(self) -> None:
+    def _search_all(self) -> None:
         """Every run of the experiment with a ``katibx.trial`` tag, kept by that tag (every page of them)."""
-        self.state.searched = True
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], max_results=1000, page_token=token)
@@ -159,7 +170,17 @@ class _Runs:
                     self.keep(key, run.info.run_id)
             token = page.token
             if not token:
+                self.state.searched = True  # (only once it has answered: a failed search is tried again)
                 return
+
+    def _search_one(self, key: str) -> Any:
+        """The newest active run tagged as ``key`` (kept from now on), or None."""
+        found = self.client.search_runs([self.experiment_id], filter_string=_tag_filter(key),
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+        if not found:
+            return None
+        self.keep(key, found[0].info.run_id)
+        return found[0]
 
     def keep(self, key: str, run_id: str) -> None:
         self.ids[key] = run_id
@@ -167,6 +188,20 @@ class _Runs:
             self.store.save_tracking_run(self.record.id, self.uri, key, run_id)
         except StoreError as exc:  # a read-only store: the tag finds the run next time
             log.debug("run %s of %s not kept in the store: %s", run_id, key, exc)
+
+
+def store_key(uri: str) -> str:
+    """A tracking URI as the katibx store keeps it: a relative SQLite or local path made absolute, so that exports
+    from two folders keep apart the two tracking stores they write."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and ":memory:" not in uri:
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).absolute())
+    if uri and ":" not in uri and not uri.startswith("databricks"):  # a folder: MLflow's file store
+        return str(Path(uri).absolute())
+    return uri
+
+
+def _tag_filter(key: str) -> str:
+    return "tags.`%s` = '%s'" % (TRIAL_TAG, key.replace("\\", "\\\\").replace("'", "\\'"))
 
 
 def _lineage(record: ExperimentRecord) -> dict[str, str]:
@@ -311,16 +346,17 @@ def _export_summary(client: Any, store: Store, record: ExperimentRecord, trials:
                for name in best.observation if (number := as_float(objective.raw(best, name))) is not None] if best else []
     client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
     if record.completed:
-        if best is not None:
-            _log_best_model(client, store, record, best, runs, report)
         client.set_terminated(run.info.run_id, "FINISHED" if condition.get("type") == "Succeeded" else "FAILED",
                               end_time=_ms(record.completed))
+        if best is not None:
+            _log_best_model(client, store, record, best, runs, report)
 
 
 def _log_best_model(client: Any, store: Store, record: ExperimentRecord, best: TrialRecord, runs: _Runs,
                     report: ExportReport) -> None:
     """The best trial's checkpoint folder (what it saved in ``$KATIBX_CHECKPOINT_DIR``, up to
-    :data:`ARTIFACT_LIMIT` in all) as an MLflow logged model of the experiment, made once, linked to the trial's run."""
+    :data:`ARTIFACT_LIMIT` in all) as an MLflow logged model of the experiment, made once, linked to the trial's run.
+    A server that cannot take it (MLflow before 3) costs a warning, not the export."""
     folder = store.trial_dir(record, best.name) / CHECKPOINT_DIR
     files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
     key = MODEL_KEY + best.name
@@ -329,12 +365,26 @@ def _log_best_model(client: Any, store: Store, record: ExperimentRecord, best: T
     if sum(p.stat().st_size for p in files) > ARTIFACT_LIMIT:
         report.skipped_files.append(str(folder))
         return
-    model = client.create_logged_model(report.experiment_id, name=f"{record.name}-best",
-                                       source_run_id=runs.ids.get(best.name),
-                                       params={k: format_value(v) for k, v in best.assignments.items()},
-                                       tags={**_lineage(record), TRIAL_TAG: best.name})
-    client.log_model_artifacts(model.model_id, str(folder))
-    client.finalize_logged_model(model.model_id, "READY")
+    model = None
+    try:
+        made = client.search_logged_models([report.experiment_id], filter_string=_tag_filter(best.name))
+        ready = [m for m in made if str(m.status) == "READY"]
+        if ready:  # made by an export that could not keep its id (a read-only store)
+            runs.keep(key, ready[0].model_id)
+            return
+        model = client.create_logged_model(report.experiment_id, name=f"{record.name}-best",
+                                           source_run_id=runs.ids.get(best.name),
+                                           params={k: format_value(v) for k, v in best.assignments.items()},
+                                           tags={**_lineage(record), TRIAL_TAG: best.name})
+        client.log_model_artifacts(model.model_id, str(folder))
+        client.finalize_logged_model(model.model_id, "READY")
+    except Exception as exc:  # noqa: BLE001 - an older server, an upload cut short: the runs are written already
+        log.warning("MLflow: the best trial's checkpoint of %s is not logged as a model: %s", record.name,
+                    str(exc).splitlines()[0] if str(exc) else repr(exc))
+        if model is not None:
+            with contextlib.suppress(Exception):
+                client.finalize_logged_model(model.model_id, "FAILED")
+        return
     runs.keep(key, model.model_id)
     report.artifacts += len(files)
 

@@ -10,7 +10,6 @@ costs one warning line: the next round, or ``katibx export mlflow NAME`` later, 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 from contextlib import contextmanager
@@ -19,42 +18,16 @@ from typing import Any, Iterator
 
 from katibx.controller import TrialListener, combined_listener
 from katibx.mlflow_export import ExportState, MlflowUnavailable, export_experiment, new_client
-from katibx.spec import Experiment
 from katibx.store import ExperimentRecord, Store, StoreError
-from katibx.validation import ValidationError
 
 log = logging.getLogger(__name__)
 
 # How often the logger writes what changed while the experiment runs.
 EVERY_SECONDS = 2.0
-# An experiment annotation that turns logging on without a flag: "true" (MLflow's default tracking URI, or
-# MLFLOW_TRACKING_URI) or a tracking URI; "false" turns it off.
-ANNOTATION = "katibx.io/mlflow"
-
-
-def mlflow_target(setting: bool | str | None, experiment: Experiment | None = None) -> str | None:
-    """Where an experiment is logged: ``setting`` (True or "": MLflow's default; a tracking URI; False: nowhere),
-    else the ``experiment``'s :data:`ANNOTATION`; None for no logging. ValidationError for a setting of another
-    type, or when mlflow is not installed."""
-    source = "mlflow"
-    if setting is None and experiment is not None:
-        source = f"metadata.annotations.{ANNOTATION}"
-        setting = (experiment.metadata.annotations or {}).get(ANNOTATION)
-        if isinstance(setting, str) and setting.strip().lower() in ("true", "false"):
-            setting = setting.strip().lower() == "true"
-    if setting is None or setting is False:
-        return None
-    if not isinstance(setting, (bool, str)):
-        raise ValidationError([f"{source}: must be True or a tracking URI, got {type(setting).__name__}"])
-    if importlib.util.find_spec("mlflow") is None:
-        raise ValidationError([f"{source}: needs mlflow: pip install 'katibx[mlflow]'"])
-    return "" if setting is True else setting.strip()
-
-
 @contextmanager
 def logged_to_mlflow(store: Store, target: str | None, listener: TrialListener | None) -> Iterator[TrialListener | None]:
-    """``listener`` joined by an :class:`MlflowLogger` writing to ``target`` (see :func:`mlflow_target`; None: no
-    logger), which writes its last changes when the block ends."""
+    """``listener`` joined by an :class:`MlflowLogger` writing to ``target`` (see
+    :func:`katibx.tracking.mlflow_target`; None: no logger), which writes its last changes when the block ends."""
     if target is None:
         yield listener
         return

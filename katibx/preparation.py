@@ -18,6 +18,7 @@ from katibx.metrics_collector import collector_kind
 from katibx.search_algorithm import AlgorithmSettingsError, SearchAlgorithm
 from katibx.search_space import SearchSpace
 from katibx.spec import Experiment
+from katibx.tracking import mlflow_target
 from katibx.trial import EXPERIMENT_LABEL, TrialRecord
 from katibx.validation import ValidationError
 
@@ -54,6 +55,7 @@ def prepare(experiment: Experiment, backend: Backend | None = None) -> PreparedE
         errors.extend(backend.check(experiment))
     algorithm: Any = _build(lambda: create_algorithm(experiment), errors)
     early_stopping: Any = _build(lambda: create_early_stopping(experiment), errors)
+    _build(lambda: mlflow_target(None, experiment), errors)  # its katibx.io/mlflow annotation
     if errors:
         raise ValidationError(errors)
     return PreparedExperiment(experiment, algorithm, early_stopping)
@@ -111,7 +113,7 @@ def collector_errors(experiment: Experiment, backend: Backend) -> list[str]:
 def _build(create: Any, errors: list[str]) -> Any:
     try:
         return create()
-    except AlgorithmSettingsError as exc:
+    except (AlgorithmSettingsError, ValidationError) as exc:
         errors.extend(exc.errors)
     except KeyError as exc:  # the plugin is not installed
         errors.append(f"spec.algorithm: {exc.args[0]}")

@@ -13,11 +13,12 @@ from katibx.controller import Controller, TrialListener
 from katibx.functions import function_reference, import_function
 from katibx.lease import ExperimentLease, new_lease
 from katibx.loader import experiment_from_dict
-from katibx.mlflow_logging import logged_to_mlflow, mlflow_target
+from katibx.mlflow_logging import logged_to_mlflow
 from katibx.preparation import DEFAULT_BACKEND, PreparedExperiment, backend_class, create_backend, prepare
 from katibx.spec import Experiment
 from katibx.status import CREATED, REASON_CREATED, set_condition
 from katibx.store import ExperimentRecord, Store
+from katibx.tracking import mlflow_target
 from katibx.validation import ValidationError
 
 

@@ -592,7 +592,7 @@ class Store:
         rows = self._db.execute("""SELECT e.id, e.spec, e.conditions, IFNULL(e.completed, ''),
             (SELECT group_concat(t.id || t.state || t.reason || IFNULL(t.started, '') || IFNULL(t.completed, '')
                                  || t.labels || t.observation, ',') FROM trials t WHERE t.experiment_id = e.id),
-            (SELECT COUNT(*) || ':' || IFNULL(MAX(o.id), 0) FROM observations o JOIN trials t ON t.id = o.trial_id
+            (SELECT COUNT(*) || ':' || TOTAL(o.id) FROM observations o JOIN trials t ON t.id = o.trial_id
                                  WHERE t.experiment_id = e.id)
             FROM experiments e""")
         return {row[0]: hashlib.sha1("\x1f".join(map(str, row[1:])).encode()).hexdigest() for row in rows}

@@ -10,7 +10,6 @@ from katibx.client import KatibxClient, experiment_object, log_tail
 from katibx.controller import combined_listener
 from katibx.display import progress_display
 from katibx.loader import experiment_from_dict
-from katibx.mlflow_logging import mlflow_target
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.results import TrialResult, TuneResult
 from katibx.runner import deadline_after, resume_experiment, run_experiment
@@ -20,6 +19,7 @@ from katibx.search_space import TYPED_VALUES_ANNOTATION
 from katibx.spec import API_VERSION, KIND, Experiment
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store, StoreError
 from katibx.template import FUNCTION_KIND
+from katibx.tracking import mlflow_target
 from katibx.trial import TrialRecord, TrialState
 from katibx.validation import ValidationError
 

@@ -10,6 +10,8 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 import katibx
+from katibx.mlflow_export import export_experiment
+from katibx.store import Store
 from katibx.template import format_value
 from tests.conftest import katibx_cli
 
@@ -109,3 +111,30 @@ def test_datasets_text_values_and_the_best_checkpoint_reach_mlflow_once(tmp_path
     assert models[0].source_run_id == runs[best.name].info.run_id and str(models[0].status) == "READY"
     assert models[0].tags["katibx.trial"] == best.name and models[0].params == {"x": format_value(best.params["x"])}
     assert [a.path for a in client.list_logged_model_artifacts(models[0].model_id)] == ["weights.txt"]
+
+
+def test_relative_tracking_uris_from_two_folders_and_a_read_only_store_make_no_duplicates(tmp_path, monkeypatch):
+    """The store keeps run ids per tracking store: ``sqlite:///mlflow.db`` from two folders is two stores; and a
+    store that cannot keep ids (read-only) finds its runs and its model by their tags instead of making them again."""
+    db = tmp_path / "katibx.db"
+    katibx.tune("curves", trains_a_model, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                max_trial_count=2, parallel_trial_count=1, store=db, progress=False)
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in (*folders, folders[0]):
+        folder.mkdir(exist_ok=True)
+        exported = katibx_cli("export", "mlflow", "curves", "--tracking-uri", "sqlite:///mlflow.db", cwd=folder,
+                              store=db)
+        assert exported.returncode == 0, exported.stderr
+    for folder in folders:
+        runs = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_runs(
+            [MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").get_experiment_by_name("curves").experiment_id])
+        assert len(runs) == 3, folder  # two trials and the summary, in each
+
+    uri = f"sqlite:///{tmp_path / 'read-only.db'}"
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a SQLite store's artifacts in ./mlruns of the working directory
+    with Store(db, read_only=True) as store:
+        reports = [export_experiment(store, store.get_experiment("curves"), uri) for _ in range(3)]
+    assert [r.runs_created for r in reports] == [2, 0, 0]
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name("curves").experiment_id
+    assert len(client.search_runs([experiment_id])) == 3 and len(client.search_logged_models([experiment_id])) == 1

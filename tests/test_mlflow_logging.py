@@ -157,3 +157,41 @@ def test_the_annotation_turns_logging_on_and_katib_client_takes_mlflow(tmp_path,
                what="the SDK experiment's runs finished in MLflow")
     with pytest.raises(katibx.ValidationError, match="mlflow: must be True or a tracking URI, got int"):
         katibx.KatibClient(store=tmp_path / "sdk.db", mlflow=3)
+
+
+HIDE_MLFLOW = """
+import sys
+
+
+class _Hidden:
+    \"\"\"The path finder, minus mlflow: this interpreter runs as one where mlflow is not installed.\"\"\"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def find_spec(self, name, path=None, target=None):
+        return None if name.split(".")[0] == "mlflow" else self.inner.find_spec(name, path, target)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+sys.meta_path[:] = [_Hidden(f) if getattr(f, "__name__", "") == "PathFinder" else f for f in sys.meta_path]
+"""
+
+
+def test_an_annotation_asking_for_mlflow_without_mlflow_is_refused_before_anything_is_stored(tmp_path,
+                                                                                           write_experiment):
+    (tmp_path / "hide").mkdir()
+    (tmp_path / "hide" / "sitecustomize.py").write_text(HIDE_MLFLOW)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hide")}
+    doc = experiment_doc(maxTrialCount=1, parallelTrialCount=1)
+    doc["metadata"]["annotations"] = {"katibx.io/mlflow": "true"}
+    path = write_experiment(doc)
+    db = tmp_path / "store" / "katibx.db"
+    line = "metadata.annotations.katibx.io/mlflow: needs mlflow: pip install 'katibx[mlflow]'"
+    checked = katibx_cli("validate", str(path), cwd=tmp_path, store=db, env=env)
+    assert checked.returncode == 2 and line in checked.stderr, checked.stdout + checked.stderr
+    ran = katibx_cli("run", str(path), cwd=tmp_path, store=db, env=env)
+    assert ran.returncode == 2 and ran.stderr.strip() == f"error: {path}: {line}", ran.stderr
+    assert not db.parent.exists()  # nothing stored

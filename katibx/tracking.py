@@ -1,0 +1,32 @@
+"""Whether and where a run is tracked in MLflow: the one place that reads the setting (``--mlflow``, ``mlflow=``)
+and the experiment's annotation. Free of heavy imports: validation asks it before anything runs."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from katibx.spec import Experiment
+from katibx.validation import ValidationError
+
+# An experiment annotation that turns logging on without a flag: "true" (MLflow's default tracking URI, or
+# MLFLOW_TRACKING_URI) or a tracking URI; "false" turns it off.
+ANNOTATION = "katibx.io/mlflow"
+
+
+def mlflow_target(setting: bool | str | None, experiment: Experiment | None = None) -> str | None:
+    """Where an experiment is logged: ``setting`` (True or "": MLflow's default; a tracking URI; False: nowhere),
+    else the ``experiment``'s :data:`ANNOTATION`; None for no logging. ValidationError for a setting of another
+    type, or when mlflow is not installed."""
+    source = "mlflow"
+    if setting is None and experiment is not None:
+        source = f"metadata.annotations.{ANNOTATION}"
+        setting = (experiment.metadata.annotations or {}).get(ANNOTATION)
+        if isinstance(setting, str) and setting.strip().lower() in ("true", "false"):
+            setting = setting.strip().lower() == "true"
+    if setting is None or setting is False:
+        return None
+    if not isinstance(setting, (bool, str)):
+        raise ValidationError([f"{source}: must be True or a tracking URI, got {type(setting).__name__}"])
+    if importlib.util.find_spec("mlflow") is None:
+        raise ValidationError([f"{source}: needs mlflow: pip install 'katibx[mlflow]'"])
+    return "" if setting is True else setting.strip()
