@@ -158,7 +158,7 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
     worker = create_backend(backend, **{**constructor_options(backend, from_env, environment=True),
                                         **constructor_options(backend, given)})
     try:
-        prepared = prepare(experiment, worker)  # every problem of the file before the store is opened
+        prepared = prepare(experiment, worker, mlflow)  # every problem of the file before the store is opened
     except ValidationError as exc:
         raise ValidationError(exc.errors, file) from None
     mlflow = _mlflow_flag(mlflow)
@@ -222,7 +222,7 @@ def render(file: str, count: int, namespace: str | None, backend: str) -> None:
     experiment = load_experiment(file)
     worker = create_backend(backend)
     try:
-        prepared = prepare(experiment)
+        prepared = prepare(experiment, mlflow=False)  # (it runs nothing)
         objects = worker.render(experiment, planned_trials(prepared, count), namespace)
     except ValidationError as exc:
         raise ValidationError(exc.errors, file) from None

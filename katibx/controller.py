@@ -79,7 +79,7 @@ class Controller:
         self.listener = listener
         self.lease = lease
         self.poll_timeout = poll_timeout
-        prepared = prepared or prepare(record.experiment)
+        prepared = prepared or prepare(record.experiment, mlflow=False)  # (its runner chose the logging)
         self.algorithm = prepared.algorithm
         self.book = TrialBook(store.trials(record.id))
         self.trials = self.book.trials

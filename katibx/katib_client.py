@@ -175,10 +175,9 @@ class KatibClient(KatibxClient):
 
     def _start(self, experiment: Experiment, function: Callable[..., Any] | None) -> KatibObject:
         """Check the experiment with the backend, then run it on a controller thread once it is stored."""
-        mlflow_target(self.mlflow, experiment)  # its annotation checked here, not on the controller thread
         worker = self._new_backend()
         try:
-            prepared = prepare(experiment, worker)
+            prepared = prepare(experiment, worker, self.mlflow)
         except BaseException:
             worker.close()
             raise

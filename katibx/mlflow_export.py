@@ -31,6 +31,7 @@ from katibx.objective import Objective
 from katibx.status import current_condition, optimal_trial
 from katibx.store import ExperimentRecord, Store, StoreError
 from katibx.template import format_value
+from katibx.tracking import PIPELINE_RUN_ANNOTATION
 from katibx.trial import TrialRecord, TrialState
 from katibx.trial_dir import CHECKPOINT_DIR, DATASETS_FILE
 
@@ -117,6 +118,8 @@ def export_experiment(store: Store, record: ExperimentRecord, tracking_uri: str 
 def _experiment_id(client: Any, record: ExperimentRecord) -> str:
     found = client.get_experiment_by_name(record.qualified_name)
     if found is not None:
+        if found.lifecycle_stage == "deleted":  # deleted in MLflow, exported again: brought back (with its runs)
+            client.restore_experiment(found.experiment_id)
         return str(found.experiment_id)
     return str(client.create_experiment(record.qualified_name, tags={
         "katibx.namespace": record.namespace, "katibx.experiment": record.name}))
@@ -201,7 +204,8 @@ def store_key(uri: str) -> str:
 
 
 def _tag_filter(key: str) -> str:
-    return "tags.`%s` = '%s'" % (TRIAL_TAG, key.replace("\\", "\\\\").replace("'", "\\'"))
+    """An MLflow search filter for the runs tagged as ``key`` (a trial name or the summary's: no quotes in them)."""
+    return f"tags.`{TRIAL_TAG}` = '{key}'"
 
 
 def _lineage(record: ExperimentRecord) -> dict[str, str]:
@@ -210,9 +214,13 @@ def _lineage(record: ExperimentRecord) -> dict[str, str]:
         katibx_version = version("katibx")
     except PackageNotFoundError:
         katibx_version = "unknown"
-    return {"katibx.experiment": record.name, "katibx.namespace": record.namespace,
-            "katibx.algorithm": (algorithm.algorithm_name or "") if algorithm else "",
-            "katibx.backend": record.backend or "", "katibx.version": katibx_version}
+    lineage = {"katibx.experiment": record.name, "katibx.namespace": record.namespace,
+               "katibx.algorithm": (algorithm.algorithm_name or "") if algorithm else "",
+               "katibx.backend": record.backend or "", "katibx.version": katibx_version}
+    pipeline_run = (record.experiment.metadata.annotations or {}).get(PIPELINE_RUN_ANNOTATION)
+    if pipeline_run:
+        lineage["katibx.pipeline_run"] = pipeline_run
+    return lineage
 
 
 def _export_trial(client: Any, store: Store, record: ExperimentRecord, trial: TrialRecord, logs: list[MetricLog],
@@ -308,7 +316,7 @@ def _upload_files(client: Any, run_id: str, folder: Path, report: ExportReport) 
     """The trial folder's files (its log, what it wrote) as the run's artifacts, those not uploaded before."""
     if not folder.is_dir():
         return
-    uploaded = {item.path: item.file_size for item in client.list_artifacts(run_id)}
+    uploaded = {item.path: item.file_size or 0 for item in client.list_artifacts(run_id) if not item.is_dir}
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         if uploaded.get(path.name) == path.stat().st_size:
             continue  # the same file (a log that grew since, or a file rewritten, is uploaded again)

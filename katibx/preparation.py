@@ -47,15 +47,17 @@ def create_backend(name: str = DEFAULT_BACKEND, **options: Any) -> Backend:
     return backend_class(name)(**options)
 
 
-def prepare(experiment: Experiment, backend: Backend | None = None) -> PreparedExperiment:
-    """Check everything the plugins decide and build them once; ValidationError listing every problem."""
+def prepare(experiment: Experiment, backend: Backend | None = None,
+            mlflow: bool | str | None = None) -> PreparedExperiment:
+    """Check everything the plugins decide and build them once; ValidationError listing every problem. ``mlflow``
+    is the run's MLflow setting (see :func:`katibx.tracking.mlflow_target`; False for a command that runs nothing)."""
     errors: list[str] = []
     if backend is not None:
         errors.extend(collector_errors(experiment, backend))
         errors.extend(backend.check(experiment))
     algorithm: Any = _build(lambda: create_algorithm(experiment), errors)
     early_stopping: Any = _build(lambda: create_early_stopping(experiment), errors)
-    _build(lambda: mlflow_target(None, experiment), errors)  # its katibx.io/mlflow annotation
+    _build(lambda: mlflow_target(mlflow, experiment), errors)  # the setting, or its katibx.io/mlflow annotation
     if errors:
         raise ValidationError(errors)
     return PreparedExperiment(experiment, algorithm, early_stopping)

@@ -46,7 +46,7 @@ def run_experiment(
     workdir = Path(workdir or experiment.source_dir or ".").absolute()
     store = store or Store()
     backend = create_backend(backend) if isinstance(backend, str) else backend
-    prepared = prepared or prepare(experiment, backend)  # the caller may have prepared it with this backend
+    prepared = prepared or prepare(experiment, backend, mlflow)  # the caller may have prepared it with this backend
     reference = function_reference(experiment)
     if function is None and reference is not None:
         function = import_function(reference, str(workdir))
@@ -115,7 +115,7 @@ def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | Non
     backend = stored_backend(record, backend)
     target = mlflow_target(mlflow, record.experiment)
     _edit_budget(record, budget, len(store.trials(record.id)))
-    prepared = prepare(record.experiment, backend)
+    prepared = prepare(record.experiment, backend, mlflow)
     reference = function_reference(record.experiment)
     if function is None and reference is not None:
         function = import_function(reference, record.workdir)

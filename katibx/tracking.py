@@ -11,6 +11,8 @@ from katibx.validation import ValidationError
 # An experiment annotation that turns logging on without a flag: "true" (MLflow's default tracking URI, or
 # MLFLOW_TRACKING_URI) or a tracking URI; "false" turns it off.
 ANNOTATION = "katibx.io/mlflow"
+# The Kubeflow pipeline run whose step ran the experiment (set by the tune step): a lineage tag of its MLflow runs.
+PIPELINE_RUN_ANNOTATION = "katibx.io/pipeline-run"
 
 
 def mlflow_target(setting: bool | str | None, experiment: Experiment | None = None) -> str | None:

@@ -19,7 +19,6 @@ from katibx.search_space import TYPED_VALUES_ANNOTATION
 from katibx.spec import API_VERSION, KIND, Experiment
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store, StoreError
 from katibx.template import FUNCTION_KIND
-from katibx.tracking import mlflow_target
 from katibx.trial import TrialRecord, TrialState
 from katibx.validation import ValidationError
 
@@ -199,16 +198,15 @@ def tune(
         callbacks = [None]
     if callable(callbacks) or not all(callable(c) for c in callbacks):
         errors.append("callbacks: must be a list of functions called as callback(result, trial)")
-    for check in (lambda: mlflow_target(mlflow, experiment), lambda: deadline_after(timeout)):
-        try:
-            check()  # checked here: a wrong one leaves no store file behind
-        except ValidationError as exc:
-            errors += exc.errors
+    try:
+        deadline_after(timeout)  # checked here: a wrong one leaves no store file behind
+    except ValidationError as exc:
+        errors += exc.errors
     if errors:
         raise ValidationError(errors)
     worker = create_backend(backend)
     try:
-        prepared = prepare(experiment, worker)  # before the store is opened: a mistake leaves no file behind
+        prepared = prepare(experiment, worker, mlflow)  # before the store is opened: a mistake leaves no file behind
     except ValidationError as exc:
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
     st = store if isinstance(store, Store) else Store(store)

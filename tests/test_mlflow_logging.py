@@ -195,3 +195,10 @@ def test_an_annotation_asking_for_mlflow_without_mlflow_is_refused_before_anythi
     ran = katibx_cli("run", str(path), cwd=tmp_path, store=db, env=env)
     assert ran.returncode == 2 and ran.stderr.strip() == f"error: {path}: {line}", ran.stderr
     assert not db.parent.exists()  # nothing stored
+    rendered = katibx_cli("render", str(path), cwd=tmp_path, store=db, env=env)  # runs nothing: no MLflow needed
+    assert rendered.returncode == 0 and "kind: Job" in rendered.stdout, rendered.stderr
+    off = subprocess.run([sys.executable, "-c", "import katibx, sys; from katibx.loader import load_experiment; "
+                          "r = katibx.run_experiment(load_experiment(sys.argv[1]), store=katibx.Store(sys.argv[2]), "
+                          "mlflow=False); print(r.conditions[-1]['type'])", str(path), str(tmp_path / "off.db")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert off.returncode == 0 and off.stdout.strip() == "Succeeded", off.stderr  # False wins over the annotation
