@@ -231,7 +231,7 @@ def tune(
         client = KatibxClient(st)
         result = client.get_experiment(record.name, record.namespace)
         if result.best_trial is None:
-            raise TuneError(_no_result(client, result), result)
+            raise TuneError(why_no_result(client, result), result)
         return result
     finally:
         if display is not None:
@@ -292,7 +292,7 @@ class TuneError(RuntimeError):
 QUOTED_LOG_LINES = 12
 
 
-def _no_result(client: KatibxClient, result: TuneResult) -> str:
+def why_no_result(client: KatibxClient, result: TuneResult) -> str:
     """Why no trial has an objective value, quoting the end of the first failing trial's output."""
     name = result["metadata"]["name"]
     metric = result["spec"]["objective"]["objectiveMetricName"]
