@@ -6,7 +6,8 @@ processes in the step's container, a Ray address, or the Kubernetes backend in-c
 parameters and metrics (JSON parameters) and the experiment as Katib's JSON (an artifact). A failing sweep fails
 the step with the experiment's reason in its log; an invalid spec fails it before any trial runs, exit code 2.
 
-The step's image must have katibx installed: :data:`STEP_IMAGE`, or ``tune_component(image)`` for another one.
+The step's image must have ``katibx[pipelines]`` installed (katibx and kfp, whose executor runs the step):
+:data:`STEP_IMAGE`, or ``tune_component(image)`` for another one.
 :func:`write_component` writes the component as a YAML spec that KFP users load without importing katibx.
 """
 
@@ -16,13 +17,14 @@ from typing import Any, NamedTuple
 
 from kfp import compiler, dsl
 
-# The image the step runs in on a cluster: one with katibx installed (and what the trials need).
+# The image the step runs in on a cluster: one with katibx[pipelines] installed (and what the trials need).
 STEP_IMAGE = os.environ.get("KATIBX_STEP_IMAGE", "python:3.11")
 
 
 def katibx_tune(
-    experiment: str,
     experiment_record: dsl.Output[dsl.Artifact],
+    experiment: str = "",
+    experiment_file: dsl.Input[dsl.Artifact] = None,
     data: dsl.Input[dsl.Dataset] = None,
     backend: str = "local",
     backend_options: dict = {},  # noqa: B006 - a component's default, never mutated
@@ -30,7 +32,8 @@ def katibx_tune(
     mlflow: str = "",
     pipeline_run: str = "",
 ) -> NamedTuple("Outputs", [("best_parameters", dict), ("best_metrics", dict)]):  # noqa: UP014 - KFP reads it so
-    """Run the Katib Experiment (YAML) with katibx and output its best parameters and metrics and the experiment.
+    """Run the Katib Experiment (YAML: ``experiment``, or the file ``experiment_file``) with katibx and output its
+    best parameters and metrics and the experiment.
 
     ``store``: the katibx store (default ``.katibx/katibx.db`` in the step's working folder); a stored experiment
     of the same name and spec is reused (resumed if it did not complete). ``mlflow``: a tracking URI to log into
@@ -41,6 +44,9 @@ def katibx_tune(
 
     from katibx.pipeline_step import StepFailed, run_tune_step
 
+    if experiment_file is not None:
+        with open(experiment_file.path) as given:
+            experiment = given.read()
     try:
         result = run_tune_step(experiment, data_path=data.path if data is not None else None, backend=backend,
                                backend_options=backend_options, store=store or None, mlflow=mlflow or None,
@@ -58,7 +64,7 @@ def katibx_tune(
 
 
 def tune_component(image: str = STEP_IMAGE) -> Any:
-    """The tune component for steps running in ``image`` (which must have katibx installed)."""
+    """The tune component for steps running in ``image`` (which must have katibx[pipelines] installed)."""
     return dsl.component(katibx_tune, base_image=image, install_kfp_package=False)
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import PIPELINES_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -15,6 +16,7 @@ PYTHON = Path(os.environ.get("KATIBX_PIPELINES_PYTHON", REPO / ".venv-pipelines"
 IN_IT = ["tests/pipelines", "tests/test_kubernetes.py", "tests/test_kubernetes_render.py"]
 
 
+@pytest.mark.timeout(1500)  # the run below has its own limit; pytest's default (120 s) would cut it short
 def test_pipelines_and_the_kubernetes_backend_pass_in_the_pipelines_environment() -> None:
     assert PYTHON.is_file(), f"no pipelines environment at {PYTHON}: make it with bash tests/make_pipelines_env.sh"
     versions = subprocess.run([str(PYTHON), "-c", "import kfp, kubernetes; print(kfp.__version__, "

@@ -101,7 +101,7 @@ def test_the_compiled_ir_is_what_kfp_receives(tmp_path):
         {"producerTask": "katibx-tune", "outputParameterKey": "best_parameters"}
     tune = executors[components_[tasks["katibx-tune"]["componentRef"]["name"]]["executorLabel"]]["container"]
     program = " ".join(tune["command"] + tune["args"])
-    assert tune["image"] == pipelines.STEP_IMAGE and "from katibx.pipeline_step import" in program
+    assert tune["image"] == "python:3.11" and "from katibx.pipeline_step import" in program  # (KATIBX_STEP_IMAGE unset)
     assert "katibx_tune" in tune["args"]
 
 
@@ -144,6 +144,19 @@ def test_the_component_spec_loads_without_katibx_in_the_pipeline_code(tmp_path, 
     runs = client.search_runs([client.get_experiment_by_name("loaded").experiment_id])
     [run_name] = [p.name for p in (tmp_path / "root").iterdir()]
     assert len(runs) == 3 and {r.data.tags["katibx.pipeline_run"] for r in runs} == {run_name}
+
+
+@dsl.pipeline(name="from-a-file")
+def from_a_file(path: str, store: str) -> dict:
+    given = dsl.importer(artifact_uri=path, artifact_class=dsl.Artifact)
+    return pipelines.tune(experiment_file=given.output, store=store).outputs["best_parameters"]
+
+
+def test_the_experiment_can_be_a_file_artifact(tmp_path):
+    (tmp_path / "experiment.yaml").write_text(_small_experiment("from-file", SCORES))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    best = from_a_file(path=str(tmp_path / "experiment.yaml"), store=str(tmp_path / "katibx.db")).output
+    assert best == pytest.approx(katibx.KatibxClient(tmp_path / "katibx.db").get_experiment("from-file").best_params)
 
 
 @dsl.pipeline(name="one-step")
