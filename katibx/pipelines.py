@@ -71,6 +71,17 @@ def tune_component(image: str = STEP_IMAGE) -> Any:
 tune = tune_component()
 
 
+def experiment_of(name: str, objective: Any, parameters: Any, **tune_arguments: Any) -> str:
+    """The ``experiment`` input of the tune step made of :func:`katibx.tune`'s arguments (an objective importable in
+    the step's image, as ``module:function``; the search space; the other options), as YAML."""
+    import yaml
+
+    from katibx.tuning import function_experiment
+
+    return yaml.safe_dump(function_experiment(name, objective, parameters, **tune_arguments).to_dict(),
+                          sort_keys=False)
+
+
 def write_component(path: "str | os.PathLike[str]", image: str = STEP_IMAGE) -> Path:
     """Write the tune component as a KFP component spec (``kfp.components.load_component_from_file`` loads it)."""
     compiler.Compiler().compile(tune_component(image), str(path))

@@ -159,6 +159,21 @@ def test_the_experiment_can_be_a_file_artifact(tmp_path):
     assert best == pytest.approx(katibx.KatibxClient(tmp_path / "katibx.db").get_experiment("from-file").best_params)
 
 
+def test_tune_arguments_make_the_steps_experiment(tmp_path, monkeypatch):
+    """An Optuna-style objective, importable where the step runs, swept through katibx.tune's arguments."""
+    (tmp_path / "objective_module.py").write_text("def objective(p):\n    return -(p['x'] - 3) ** 2\n")
+    monkeypatch.chdir(tmp_path)  # the step and its trials run here, where the module is
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from objective_module import objective
+
+    experiment = pipelines.experiment_of("fn", objective, {"x": katibx.search.int(0, 5)}, objective_metric_name="y",
+                                         max_trial_count=3, parallel_trial_count=1)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    best = one_step(experiment=experiment, store=str(tmp_path / "katibx.db")).output
+    stored = katibx.KatibxClient(tmp_path / "katibx.db").get_experiment("fn")
+    assert len(stored.trials) == 3 and best == pytest.approx(stored.best_params)
+
+
 @dsl.pipeline(name="one-step")
 def one_step(experiment: str, store: str) -> dict:
     return pipelines.tune(experiment=experiment, store=store).outputs["best_parameters"]
