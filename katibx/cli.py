@@ -11,7 +11,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from katibx import cli_inspect
+from katibx import cli_build, cli_inspect
 from katibx.cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -230,7 +230,8 @@ def render(file: str, count: int, namespace: str | None, backend: str) -> None:
 
 
 for _command in (cli_inspect.get, cli_inspect.describe, cli_inspect.list_experiments, cli_inspect.delete,
-                 cli_inspect.store_group, cli_inspect.logs, cli_inspect.plot, cli_inspect.dashboard, cli_inspect.export):
+                 cli_inspect.store_group, cli_inspect.logs, cli_inspect.plot, cli_inspect.dashboard, cli_inspect.export,
+                 cli_build.build):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

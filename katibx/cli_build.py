@@ -1,0 +1,59 @@
+"""``katibx build``: local code into a container image without Docker (the append builder of
+:mod:`katibx.packaging`), pushed to a registry or written as an OCI layout; prints the image's digest."""
+
+from __future__ import annotations
+
+import shlex
+
+import click
+from rich.markup import escape
+
+from katibx.cli_common import err, fail, out
+
+
+@click.command()
+@click.argument("source", type=click.Path())
+@click.option("--base", default="scratch", show_default=True, metavar="IMAGE",
+              help="The image to add the code to (registry/repository:tag or @digest; scratch: none).")
+@click.option("--push", default=None, metavar="REGISTRY/REPOSITORY[:TAG]", help="Push the image there.")
+@click.option("--oci-layout", "layout", default=None, metavar="DIR[:TAG]", help="Write the image as an OCI layout.")
+@click.option("--workdir", default="/app", show_default=True, help="Where the code goes in the image (its working "
+                                                                   "folder).")
+@click.option("--cmd", "command", default=None, help="The image's command, as a shell would split it.")
+@click.option("--env", multiple=True, metavar="NAME=VALUE", help="An environment variable of the image (repeatable).")
+@click.option("--platform", "platform_name", default=None, metavar="OS/ARCH",
+              help="Which image of a multi-platform base (default: this machine's).")
+@click.option("--insecure", is_flag=True, help="Plain HTTP to the registries (always for localhost and 127.0.0.0/8).")
+@click.option("--username", envvar="KATIBX_REGISTRY_USERNAME", default=None,
+              help="Registry user (default: from ~/.docker/config.json).")
+@click.option("--password", envvar="KATIBX_REGISTRY_PASSWORD", default=None, help="Registry password or token.")
+@click.option("--dry-run", is_flag=True, help="List what goes into the image; build nothing.")
+def build(source: str, base: str, push: str | None, layout: str | None, workdir: str, command: str | None,
+          env: tuple[str, ...], platform_name: str | None, insecure: bool, username: str | None,
+          password: str | None, dry_run: bool) -> None:
+    """Package SOURCE (a file or folder) onto --base as one layer; print the image's digest."""
+    from katibx.packaging.build import BuildError, build_image, plan
+    from katibx.packaging.registry import RegistryError
+
+    variables = dict(item.partition("=")[::2] for item in env)
+    if any("=" not in item or not item.partition("=")[0] for item in env):
+        fail([f"--env: expected NAME=VALUE, got {next(i for i in env if '=' not in i or not i.partition('=')[0])!r}"])
+    if (username is None) != (password is None):
+        fail(["--username and --password: give both (or neither, for ~/.docker/config.json)"])
+    try:
+        if dry_run:
+            for inside, here in plan(source, workdir).items():
+                out.print(escape(f"{inside}\t{here}"), highlight=False, soft_wrap=True)
+            return
+        built = build_image(source, base, push=push, layout=layout, workdir=workdir,
+                            command=shlex.split(command) if command else None, env=variables,
+                            platform_name=platform_name, insecure=insecure,
+                            credentials=(username, password) if username is not None else None)
+    except (BuildError, RegistryError) as exc:
+        fail([str(exc)])
+    if built.pushed:
+        err.print(escape(f"pushed {built.pushed} ({len(built.uploaded)} blobs uploaded, the others were there)"),
+                  highlight=False)
+    if built.layout:
+        err.print(escape(f"wrote {built.layout}"), highlight=False)
+    out.print(built.digest, highlight=False)

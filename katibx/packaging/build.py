@@ -1,0 +1,183 @@
+"""The append builder: a base image plus one layer of code, as an OCI image pushed to a registry or written as an
+OCI layout folder. No Docker daemon, no root; the same input gives the same digest."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
+
+from katibx.packaging.layer import LAYER_MEDIA_TYPE, Layer, build_layer, sha256
+from katibx.packaging.registry import ImageRef, Registry, RegistryError, host_platform
+from katibx.packaging.sources import source_files
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+SCRATCH = "scratch"  # no base image: the code layer alone
+EPOCH = "1970-01-01T00:00:00Z"  # the image's "created": fixed, so that a rebuild of the same input is the same image
+
+
+class BuildError(RuntimeError):
+    """A build that cannot be made: a source, a base or a destination problem (one line)."""
+
+
+@dataclass
+class BuiltImage:
+    """What a build made: the manifest's digest, where it went, and the files of its code layer."""
+
+    digest: str
+    files: dict[str, Path]
+    pushed: str | None = None  # the reference pinned to the digest, when pushed
+    layout: Path | None = None
+    uploaded: list[str] = field(default_factory=list)  # the blobs that travelled (others were there or mounted)
+
+
+@dataclass
+class _Base:
+    config: dict[str, Any]
+    layers: list[dict[str, Any]]  # descriptors
+    image: ImageRef | None
+    registry: Registry | None
+
+
+def plan(source: str | Path, workdir: str = "/app") -> dict[str, Path]:
+    """The files the code layer will hold (path in the image -> file here): what ``--dry-run`` lists."""
+    try:
+        files = source_files(Path(source))
+    except FileNotFoundError as exc:
+        raise BuildError(str(exc)) from None
+    return {str(PurePosixPath(workdir) / name): path for name, path in files.items()}
+
+
+def build_image(source: str | Path, base: str = SCRATCH, *, push: str | None = None, layout: str | Path | None = None,
+                workdir: str = "/app", command: Sequence[str] | None = None, env: dict[str, str] | None = None,
+                platform_name: str | None = None, insecure: bool = False,
+                credentials: tuple[str, str] | None = None) -> BuiltImage:
+    """Append ``source`` (a file or folder, under ``workdir``) to ``base`` and push it to ``push`` and/or write it
+    as an OCI layout at ``layout`` (``DIR`` or ``DIR:TAG``); BuildError (or RegistryError) naming what failed."""
+    if not push and not layout:
+        raise BuildError("say where the image goes: --push REGISTRY/REPOSITORY[:TAG] or --oci-layout DIR")
+    files = plan(source, workdir)
+    target = _image(push, "--push") if push else None
+    base_image = _base(base, platform_name, insecure, credentials)
+    layer = build_layer(files)
+    config = _config(base_image.config, layer, workdir, command, env, str(source))
+    config_blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    descriptors = [*base_image.layers, {"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size}]
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+                "config": {"mediaType": CONFIG_TYPE, "digest": sha256(config_blob), "size": len(config_blob)},
+                "layers": descriptors,
+                "annotations": {"org.opencontainers.image.created": EPOCH}}
+    manifest_blob = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    built = BuiltImage(sha256(manifest_blob), files)
+    if target is not None:
+        registry = Registry(target.registry, insecure=insecure, credentials=credentials)
+        _push_blobs(registry, target, base_image, layer, config_blob, built)
+        registry.put_manifest(target, manifest_blob, MANIFEST_TYPE)  # last: only a complete image is ever named
+        built.pushed = str(target.with_digest(built.digest))
+    if layout:
+        built.layout = _write_layout(str(layout), base_image, layer, config_blob, manifest_blob)
+    return built
+
+
+def _image(text: str, flag: str) -> ImageRef:
+    try:
+        return ImageRef.parse(text)
+    except ValueError as exc:
+        raise BuildError(f"{flag}: {exc}") from None
+
+
+def _base(base: str, platform_name: str | None, insecure: bool, credentials: tuple[str, str] | None) -> _Base:
+    wanted = platform_name or host_platform()
+    if base == SCRATCH:
+        os_name, _, architecture = wanted.partition("/")
+        return _Base({"architecture": architecture, "os": os_name, "config": {},
+                      "rootfs": {"type": "layers", "diff_ids": []}, "history": []}, [], None, None)
+    image = _image(base, "--base")
+    registry = Registry(image.registry, insecure=insecure, credentials=credentials)
+    manifest, _ = registry.manifest(image, wanted)
+    config = json.loads(registry.blob(image.repository, manifest["config"]["digest"]))
+    return _Base(config, list(manifest.get("layers", [])), image, registry)
+
+
+def _config(base: dict[str, Any], layer: Layer, workdir: str, command: Sequence[str] | None,
+            env: dict[str, str] | None, source: str) -> dict[str, Any]:
+    """The base's config with the code layer added: working folder, command, environment and labels saying where
+    it came from; no times (so the same input is the same image)."""
+    config = json.loads(json.dumps(base))
+    config["created"] = EPOCH
+    runtime = config.setdefault("config", {}) or {}
+    config["config"] = runtime
+    runtime["WorkingDir"] = workdir
+    if command:
+        runtime["Cmd"] = list(command)
+        runtime.pop("Entrypoint", None)
+    if env:
+        kept = [e for e in runtime.get("Env") or [] if e.partition("=")[0] not in env]
+        runtime["Env"] = kept + [f"{k}={v}" for k, v in env.items()]
+    try:
+        katibx_version = version("katibx")
+    except PackageNotFoundError:
+        katibx_version = "unknown"
+    runtime["Labels"] = {**(runtime.get("Labels") or {}), "io.katibx.source": Path(source).name,
+                         "io.katibx.version": katibx_version}
+    config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(layer.diff_id)
+    config.setdefault("history", []).append({"created": EPOCH, "created_by": f"katibx build {Path(source).name}"})
+    return config
+
+
+def _push_blobs(registry: Registry, target: ImageRef, base: _Base, layer: Layer, config_blob: bytes,
+                built: BuiltImage) -> None:
+    """Every blob the manifest names, in the target repository: base layers mounted (same registry) or copied,
+    the code layer and the config uploaded unless already there."""
+    for descriptor in base.layers:
+        digest = descriptor["digest"]
+        if registry.has_blob(target.repository, digest):
+            continue
+        assert base.image is not None and base.registry is not None
+        if base.image.registry == target.registry and registry.mount(target.repository, digest, base.image.repository):
+            continue
+        registry.upload(target.repository, base.registry.blob(base.image.repository, digest), digest)
+        built.uploaded.append(digest)
+    for blob, digest in ((layer.blob, layer.digest), (config_blob, sha256(config_blob))):
+        if not registry.has_blob(target.repository, digest):
+            registry.upload(target.repository, blob, digest)
+            built.uploaded.append(digest)
+
+
+def _write_layout(where: str, base: _Base, layer: Layer, config_blob: bytes, manifest_blob: bytes) -> Path:
+    """An OCI image layout folder (``DIR`` or ``DIR:TAG``; tag ``latest``) holding the image; its index last."""
+    folder_text, _, tag = where.rpartition(":") if ":" in where else (where, "", "latest")
+    folder = Path(folder_text)
+    blobs = folder / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def keep(data: bytes) -> None:
+        path = blobs / sha256(data).removeprefix("sha256:")
+        if not path.exists():
+            path.write_bytes(data)
+
+    for descriptor in base.layers:
+        path = blobs / descriptor["digest"].removeprefix("sha256:")
+        if not path.exists():
+            assert base.image is not None and base.registry is not None
+            path.write_bytes(base.registry.blob(base.image.repository, descriptor["digest"]))
+    for data in (layer.blob, config_blob, manifest_blob):
+        keep(data)
+    (folder / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    index_path = folder / "index.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {"schemaVersion": 2, "manifests": []}
+    index["manifests"] = [m for m in index.get("manifests", [])
+                          if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
+    index["manifests"].append({"mediaType": MANIFEST_TYPE, "digest": sha256(manifest_blob), "size": len(manifest_blob),
+                               "annotations": {"org.opencontainers.image.ref.name": tag}})
+    index_path.write_text(json.dumps(index, indent=2))
+    return folder
+
+
+__all__ = ["BuildError", "BuiltImage", "RegistryError", "SCRATCH", "build_image", "plan"]

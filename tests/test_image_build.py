@@ -1,0 +1,142 @@
+"""``katibx build``: local code appended to a base image without Docker, against a real registry (Debian's
+docker-registry on 127.0.0.1), checked with skopeo, unpacked with umoci and run with unshare + chroot."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import katibx_cli, wait_until
+
+TOOLS = ("docker-registry", "skopeo", "umoci", "busybox", "unshare")
+MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}: apt-get install docker-registry "
+                                                      "skopeo umoci busybox-static (README, Tests; .ci/run does)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running an unpacked image with chroot needs root")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1; yields its host:port."""
+    folder = tmp_path_factory.mktemp("registry")
+    host = f"127.0.0.1:{_free_port()}"
+    (folder / "config.yml").write_text(f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: "
+                                       f"{folder / 'data'}}}}}\nhttp: {{addr: {host}}}\n")
+    server = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+
+    def answers() -> bool:
+        assert server.poll() is None, "docker-registry ended"
+        try:
+            with urllib.request.urlopen(f"http://{host}/v2/", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, 30, "the registry's /v2/ answer")
+        yield host
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def busybox_base(registry, tmp_path_factory):
+    """A base image of one layer holding busybox-static, pushed from scratch."""
+    rootfs = tmp_path_factory.mktemp("busybox")
+    (rootfs / "bin").mkdir()
+    shutil.copy(shutil.which("busybox"), rootfs / "bin" / "busybox")
+    base = f"{registry}/katibx/busybox:1"
+    made = katibx_cli("build", str(rootfs), "--workdir", "/", "--push", base, cwd=rootfs,
+                      store=rootfs / "unused.db")
+    assert made.returncode == 0, made.stderr
+    return base
+
+
+def _skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+
+
+def _app(folder: Path) -> Path:
+    app = folder / "app"
+    app.mkdir()
+    (app / "train.sh").write_text("echo \"training in $(pwd)\"\necho accuracy=0.93\n")
+    (app / "__pycache__").mkdir()
+    (app / "__pycache__" / "junk.pyc").write_bytes(b"not packaged")
+    return app
+
+
+@needs_root
+def test_build_push_inspect_pull_unpack_and_run(registry, busybox_base, tmp_path):
+    app = _app(tmp_path)
+    args = ("build", str(app), "--base", busybox_base, "--cmd", "/bin/busybox sh /app/train.sh", "--env", "MODE=fast")
+    first = katibx_cli(*args, "--push", f"{registry}/katibx/app:1", cwd=tmp_path, store=tmp_path / "k.db")
+    assert first.returncode == 0, first.stderr
+    digest = first.stdout.strip()
+    assert digest.startswith("sha256:") and "2 blobs uploaded" in first.stderr  # the code layer and the config
+    again = katibx_cli(*args, "--push", f"{registry}/katibx/app:2", cwd=tmp_path, store=tmp_path / "k.db")
+    assert again.stdout.strip() == digest and "0 blobs uploaded" in again.stderr  # the same input: the same image
+
+    inspected = json.loads(_skopeo("inspect", "--tls-verify=false", f"docker://{registry}/katibx/app:1").stdout)
+    base = json.loads(_skopeo("inspect", "--tls-verify=false", f"docker://{busybox_base}").stdout)
+    assert inspected["Digest"] == digest and inspected["Layers"][:1] == base["Layers"]  # base layers, then the code
+    assert len(inspected["Layers"]) == 2 and inspected["Labels"]["io.katibx.source"] == "app"
+    assert "MODE=fast" in inspected["Env"]
+
+    copied = _skopeo("copy", "--src-tls-verify=false", f"docker://{registry}/katibx/app:1", f"oci:{tmp_path / 'oci'}:app")
+    assert copied.returncode == 0, copied.stderr
+    bundle = tmp_path / "bundle"
+    unpacked = subprocess.run(["umoci", "unpack", "--image", f"{tmp_path / 'oci'}:app", str(bundle)],
+                              capture_output=True, text=True, timeout=120)  # strict: checks every diff_id
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert not (bundle / "rootfs" / "app" / "__pycache__").exists()
+    process = json.loads((bundle / "config.json").read_text())["process"]
+    ran = subprocess.run(["unshare", "--pid", "--mount", "--net", "--fork", "chroot", str(bundle / "rootfs"),
+                          *process["args"]], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and ran.stdout.splitlines()[-1] == "accuracy=0.93", ran.stdout + ran.stderr
+
+
+@needs_root
+def test_an_oci_layout_is_written_offline_and_unpacks(tmp_path):
+    app = _app(tmp_path)
+    made = katibx_cli("build", str(app), "--oci-layout", f"{tmp_path / 'layout'}:v1", "--cmd", "sh /app/train.sh",
+                      cwd=tmp_path, store=tmp_path / "k.db")
+    assert made.returncode == 0, made.stderr
+    unpacked = subprocess.run(["umoci", "unpack", "--image", f"{tmp_path / 'layout'}:v1", str(tmp_path / "bundle")],
+                              capture_output=True, text=True, timeout=120)
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert (tmp_path / "bundle" / "rootfs" / "app" / "train.sh").read_text().endswith("accuracy=0.93\n")
+    listed = katibx_cli("build", str(app), "--dry-run", cwd=tmp_path, store=tmp_path / "k.db")
+    assert listed.stdout.split() == ["/app/train.sh", str(app / "train.sh")]
+
+
+def test_faults_are_one_line_and_push_nothing(registry, tmp_path):
+    app = _app(tmp_path)
+    cases = {
+        ("--push", "127.0.0.1:9/katibx/app:1"): "registry 127.0.0.1:9 cannot be reached",
+        ("--base", f"{registry}/katibx/nothing:1", "--push", f"{registry}/katibx/app:x"):
+            f"registry {registry}: image {registry}/katibx/nothing:1 not found",
+        ("--push", "Not A Reference"): "--push: 'Not A Reference' is not an image reference",
+        (): "say where the image goes",
+    }
+    for extra, message in cases.items():
+        result = katibx_cli("build", str(app), *extra, cwd=tmp_path, store=tmp_path / "k.db")
+        assert result.returncode == 2 and message in result.stderr, (extra, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    missing = katibx_cli("build", str(tmp_path / "nope"), "--push", f"{registry}/katibx/app:x", cwd=tmp_path,
+                         store=tmp_path / "k.db")
+    assert missing.returncode == 2 and f"source {tmp_path / 'nope'}: no such file or folder" in missing.stderr
+    assert _skopeo("inspect", "--tls-verify=false", f"docker://{registry}/katibx/app:x").returncode != 0
