@@ -3,14 +3,17 @@ docker-registry on 127.0.0.1), checked with skopeo, unpacked with umoci and run 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import bcrypt
 import pytest
 from conftest import katibx_cli, wait_until
 
@@ -27,13 +30,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1; yields its host:port."""
-    folder = tmp_path_factory.mktemp("registry")
+def _serve(folder: Path, auth: str = "") -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1, once it answers; and its host:port."""
     host = f"127.0.0.1:{_free_port()}"
     (folder / "config.yml").write_text(f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: "
-                                       f"{folder / 'data'}}}}}\nhttp: {{addr: {host}}}\n")
+                                       f"{folder / 'data'}}}}}\nhttp: {{addr: {host}}}\n{auth}")
     server = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
 
@@ -42,11 +43,19 @@ def registry(tmp_path_factory):
         try:
             with urllib.request.urlopen(f"http://{host}/v2/", timeout=2) as response:
                 return response.status == 200
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401  # it answers, and asks for credentials
         except OSError:
             return False
 
+    wait_until(answers, 30, "the registry's /v2/ answer")
+    return server, host
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    server, host = _serve(tmp_path_factory.mktemp("registry"))
     try:
-        wait_until(answers, 30, "the registry's /v2/ answer")
         yield host
     finally:
         server.terminate()
@@ -140,3 +149,31 @@ def test_faults_are_one_line_and_push_nothing(registry, tmp_path):
                          store=tmp_path / "k.db")
     assert missing.returncode == 2 and f"source {tmp_path / 'nope'}: no such file or folder" in missing.stderr
     assert _skopeo("inspect", "--tls-verify=false", f"docker://{registry}/katibx/app:x").returncode != 0
+
+
+def test_a_registry_with_htpasswd_auth_takes_given_or_stored_credentials_and_names_refusals(tmp_path):
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    (folder / "htpasswd").write_text("alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=5)).decode() + "\n")
+    server, host = _serve(folder, f"auth: {{htpasswd: {{realm: katibx-test, path: {folder / 'htpasswd'}}}}}\n")
+    try:
+        app = _app(tmp_path)
+        push = ("build", str(app), "--push", f"{host}/katibx/app:1")
+        anonymous = katibx_cli(*push, cwd=tmp_path, store=tmp_path / "k.db", env={**os.environ, "DOCKER_CONFIG":
+                                                                                 str(tmp_path / "no-config")})
+        assert anonymous.returncode == 2 and f"registry {host} asks for credentials" in anonymous.stderr
+        wrong = katibx_cli(*push, "--username", "alice", "--password", "guess", cwd=tmp_path, store=tmp_path / "k.db")
+        assert wrong.returncode == 2 and wrong.stderr.strip() == (
+            f"error: registry {host}: the credentials were refused for katibx/app (docker login {host}, or "
+            "--username and --password)")
+        given = katibx_cli(*push, "--username", "alice", "--password", "secret", cwd=tmp_path, store=tmp_path / "k.db")
+        assert given.returncode == 0 and given.stdout.startswith("sha256:"), given.stderr
+        (tmp_path / "docker").mkdir()  # as docker login writes it
+        (tmp_path / "docker" / "config.json").write_text(json.dumps(
+            {"auths": {host: {"auth": base64.b64encode(b"alice:secret").decode()}}}))
+        stored = katibx_cli("build", str(app), "--push", f"{host}/katibx/app:2", cwd=tmp_path, store=tmp_path / "k.db",
+                            env={**os.environ, "DOCKER_CONFIG": str(tmp_path / "docker")})
+        assert stored.returncode == 0 and stored.stdout == given.stdout, stored.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

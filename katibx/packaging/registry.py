@@ -121,21 +121,22 @@ class Registry:
                     continue
                 if exc.code in ok:
                     return exc.code, exc.headers, body
-                raise RegistryError(self._refused(method, url, exc.code, body)) from None
+                raise RegistryError(self._refused(method, url, repository, exc.code, body)) from None
             except (urllib.error.URLError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 raise RegistryError(f"registry {self.host} cannot be reached: {reason}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _refused(self, method: str, url: str, code: int, body: bytes) -> str:
+    def _refused(self, method: str, url: str, repository: str, code: int, body: bytes) -> str:
         try:
             errors = json.loads(body).get("errors") or []
             detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors)
         except (ValueError, AttributeError):
             detail = ""
         what = urllib.parse.urlparse(url).path
-        if code == 401:
-            return f"registry {self.host}: the credentials were refused for {what} (docker login, or --username)"
+        if code in (401, 403):
+            return (f"registry {self.host}: the credentials were refused for {repository} (docker login "
+                    f"{self.host}, or --username and --password)")
         return f"registry {self.host}: {method} {what}: HTTP {code}" + (f" ({detail})" if detail else "")
 
     def _authorize(self, challenge: str) -> str:
