@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import click
 from rich.markup import escape
@@ -12,7 +13,7 @@ from katibx.cli_common import err, fail, out
 
 
 @click.command()
-@click.argument("source", type=click.Path())
+@click.argument("source")
 @click.option("--base", default="scratch", show_default=True, metavar="IMAGE",
               help="The image to add the code to (registry/repository:tag or @digest; scratch: none).")
 @click.option("--push", default=None, metavar="REGISTRY/REPOSITORY[:TAG]", help="Push the image there.")
@@ -27,11 +28,14 @@ from katibx.cli_common import err, fail, out
 @click.option("--username", envvar="KATIBX_REGISTRY_USERNAME", default=None,
               help="Registry user (default: from ~/.docker/config.json).")
 @click.option("--password", envvar="KATIBX_REGISTRY_PASSWORD", default=None, help="Registry password or token.")
+@click.option("--rootfs", is_flag=True, help="SOURCE is a tar of a root filesystem (mmdebstrap --format=tar): a base.")
 @click.option("--dry-run", is_flag=True, help="List what goes into the image; build nothing.")
 def build(source: str, base: str, push: str | None, layout: str | None, workdir: str, command: str | None,
           env: tuple[str, ...], platform_name: str | None, insecure: bool, username: str | None,
-          password: str | None, dry_run: bool) -> None:
-    """Package SOURCE (a file or folder) onto --base as one layer; print the image's digest."""
+          password: str | None, rootfs: bool, dry_run: bool) -> None:
+    """Package SOURCE onto --base as one layer; print the image's digest. SOURCE: a file, a folder, a notebook
+    (.ipynb: its code cells become a script, the image's command), file.py:function (with an entry script that
+    calls it with the trial's --name=value arguments and prints its metrics), or with --rootfs a root filesystem tar."""
     from katibx.packaging.build import BuildError, build_image, plan
     from katibx.packaging.registry import RegistryError
 
@@ -42,13 +46,17 @@ def build(source: str, base: str, push: str | None, layout: str | None, workdir:
         fail(["--username and --password: give both (or neither, for ~/.docker/config.json)"])
     try:
         if dry_run:
-            for inside, here in plan(source, workdir).items():
-                out.print(escape(f"{inside}\t{here}"), highlight=False, soft_wrap=True)
+            planned = plan(source, workdir)
+            for inside, here in planned.files.items():
+                shown = here if isinstance(here, Path) else f"(made by katibx build: {len(here)} bytes)"
+                out.print(escape(f"{inside}\t{shown}"), highlight=False, soft_wrap=True)
+            if planned.command and not command:
+                out.print(escape(f"command\t{shlex.join(planned.command)}"), highlight=False, soft_wrap=True)
             return
         built = build_image(source, base, push=push, layout=layout, workdir=workdir,
                             command=shlex.split(command) if command else None, env=variables,
                             platform_name=platform_name, insecure=insecure,
-                            credentials=(username, password) if username is not None else None)
+                            credentials=(username, password) if username is not None else None, rootfs=rootfs)
     except (BuildError, RegistryError) as exc:
         fail([str(exc)])
     if built.pushed:

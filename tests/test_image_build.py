@@ -177,3 +177,83 @@ def test_a_registry_with_htpasswd_auth_takes_given_or_stored_credentials_and_nam
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _python_rootfs() -> Path:
+    """A Debian root filesystem with python3 (mmdebstrap, about 20 s), made once and kept between test runs."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "katibx-tests" / "python-bookworm.tar"
+    if not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(".partial")
+        made = subprocess.run(["mmdebstrap", "--variant=essential", "--include=python3", "--format=tar", "bookworm",
+                               str(partial)], capture_output=True, text=True, timeout=900)
+        assert made.returncode == 0, made.stderr[-3000:]
+        partial.rename(cache)
+    return cache
+
+
+def _run_image(reference: str, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Pull ``reference`` into an OCI layout with skopeo, unpack it with umoci and run its command in a chroot."""
+    layout = f"{folder / 'oci'}:run"
+    assert _skopeo("copy", "--src-tls-verify=false", f"docker://{reference}", f"oci:{layout}").returncode == 0
+    bundle = folder / "bundle"
+    unpacked = subprocess.run(["umoci", "unpack", "--image", layout, str(bundle)], capture_output=True, text=True,
+                              timeout=300)
+    assert unpacked.returncode == 0, unpacked.stderr
+    process = json.loads((bundle / "config.json").read_text())["process"]
+    return subprocess.run(["unshare", "--pid", "--mount", "--net", "--fork", "chroot", str(bundle / "rootfs"), "env",
+                           "HOME=/root", "sh", "-c", f"cd {process['cwd']} && exec \"$@\"", "-", *process["args"],
+                           *args], capture_output=True, text=True, timeout=120)
+
+
+NOTEBOOK = {"cells": [
+    {"cell_type": "markdown", "source": ["# Training\n"]},
+    {"cell_type": "code", "source": ["import json\n", "weights = [0.5, 0.25]\n"]},
+    {"cell_type": "code", "source": "accuracy = 0.5 + sum(weights) / 2\nprint(f'accuracy={accuracy}')\n"},
+], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="needs mmdebstrap: apt-get install mmdebstrap")
+@pytest.mark.timeout(1200)
+def test_a_file_a_function_and_a_notebook_run_inside_a_python_image(registry, tmp_path):
+    base = f"{registry}/katibx/python:bookworm"
+    made = katibx_cli("build", str(_python_rootfs()), "--rootfs", "--push", base, cwd=tmp_path,
+                      store=tmp_path / "k.db", timeout=600)
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "train.py").write_text("import sys\nprint(f'accuracy={0.5 + len(sys.argv) / 10}')\n")
+    (tmp_path / "objective.py").write_text("def objective(p):\n    return {'loss': (p['x'] - 3) ** 2, 'x': p['x']}\n")
+    (tmp_path / "study.ipynb").write_text(json.dumps(NOTEBOOK))
+    cases = [(("train.py", "--cmd", "python3 /app/train.py"), ("--a=1",), ["accuracy=0.7"]),
+             (("objective.py:objective",), ("--x=5",), ["loss=4", "x=5"]),
+             (("study.ipynb",), (), ["accuracy=0.875"])]
+    for number, (source, args, printed) in enumerate(cases):
+        tag = f"{registry}/katibx/code:{number}"
+        built = katibx_cli("build", *source, "--base", base, "--push", tag, cwd=tmp_path, store=tmp_path / "k.db")
+        assert built.returncode == 0 and "2 blobs uploaded" in built.stderr, built.stderr  # the base: mounted
+        (tmp_path / f"run{number}").mkdir()
+        ran = _run_image(tag, tmp_path / f"run{number}", *args)
+        assert ran.returncode == 0 and ran.stdout.splitlines() == printed, (source, ran.stdout, ran.stderr)
+
+
+def test_a_notebook_with_a_shell_line_is_refused_with_its_cell(tmp_path):
+    cells = [*NOTEBOOK["cells"], {"cell_type": "code", "source": ["!pip install torch\n"]}]
+    (tmp_path / "study.ipynb").write_text(json.dumps({**NOTEBOOK, "cells": cells}))
+    refused = katibx_cli("build", "study.ipynb", "--dry-run", cwd=tmp_path, store=tmp_path / "k.db")
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "error: notebook study.ipynb: cell 4: '!pip install torch' is a shell or magic line, which runs only in "
+        "Jupyter; remove it (dependencies go in the image, not the notebook)")
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    broken = katibx_cli("build", "broken.ipynb", "--dry-run", cwd=tmp_path, store=tmp_path / "k.db")
+    assert broken.returncode == 2 and broken.stderr.startswith("error: notebook broken.ipynb: not a Jupyter notebook")
+
+
+def test_a_function_itself_is_packaged_with_its_module():
+    from katibx.packaging.build import BuildError, plan
+
+    planned = plan(_free_port)
+    assert sorted(planned.files) == ["/app/katibx_main.py", "/app/test_image_build.py"]
+    assert planned.command == ["python3", "/app/katibx_main.py"]
+    assert b"from test_image_build import _free_port as objective" in planned.files["/app/katibx_main.py"]
+    with pytest.raises(BuildError, match="only a module-level function"):
+        plan(lambda p: p)

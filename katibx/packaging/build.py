@@ -3,15 +3,16 @@ OCI layout folder. No Docker daemon, no root; the same input gives the same dige
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from katibx.packaging.layer import LAYER_MEDIA_TYPE, Layer, build_layer, sha256
+from katibx.packaging.layer import LAYER_MEDIA_TYPE, Layer, build_layer, layer_of_tar, sha256
 from katibx.packaging.registry import ImageRef, Registry, RegistryError, host_platform
-from katibx.packaging.sources import source_files
+from katibx.packaging.sources import Source, SourceError, read_source
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -28,7 +29,7 @@ class BuiltImage:
     """What a build made: the manifest's digest, where it went, and the files of its code layer."""
 
     digest: str
-    files: dict[str, Path]
+    files: dict[str, Path | bytes]
     pushed: str | None = None  # the reference pinned to the digest, when pushed
     layout: Path | None = None
     uploaded: list[str] = field(default_factory=list)  # the blobs that travelled (others were there or mounted)
@@ -42,28 +43,47 @@ class _Base:
     registry: Registry | None
 
 
-def plan(source: str | Path, workdir: str = "/app") -> dict[str, Path]:
-    """The files the code layer will hold (path in the image -> file here): what ``--dry-run`` lists."""
+SourceLike = str | Path | Callable[..., Any]
+
+
+def plan(source: SourceLike, workdir: str = "/app") -> Source:
+    """What the code layer will hold (path in the image -> a file here, or generated content) and the command that
+    runs it: what ``--dry-run`` lists. ``source``: a file, a folder, a notebook, ``file.py:function`` or a function."""
+    if callable(source):
+        module = inspect.getsourcefile(source)
+        if module is None or source.__name__ != source.__qualname__ or not source.__name__.isidentifier():
+            raise BuildError(f"source {source!r}: only a module-level function of a .py file can be packaged")
+        source = f"{module}:{source.__name__}"
     try:
-        files = source_files(Path(source))
-    except FileNotFoundError as exc:
+        read = read_source(source, workdir)
+    except SourceError as exc:
         raise BuildError(str(exc)) from None
-    return {str(PurePosixPath(workdir) / name): path for name, path in files.items()}
+    read.files = {str(PurePosixPath(workdir) / name): item for name, item in read.files.items()}
+    return read
 
 
-def build_image(source: str | Path, base: str = SCRATCH, *, push: str | None = None, layout: str | Path | None = None,
-                workdir: str = "/app", command: Sequence[str] | None = None, env: dict[str, str] | None = None,
-                platform_name: str | None = None, insecure: bool = False,
-                credentials: tuple[str, str] | None = None) -> BuiltImage:
-    """Append ``source`` (a file or folder, under ``workdir``) to ``base`` and push it to ``push`` and/or write it
-    as an OCI layout at ``layout`` (``DIR`` or ``DIR:TAG``); BuildError (or RegistryError) naming what failed."""
+def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = None,
+                layout: str | Path | None = None, workdir: str = "/app", command: Sequence[str] | None = None,
+                env: dict[str, str] | None = None, platform_name: str | None = None, insecure: bool = False,
+                credentials: tuple[str, str] | None = None, rootfs: bool = False) -> BuiltImage:
+    """Append ``source`` (see :func:`plan`; placed under ``workdir``) to ``base`` and push it to ``push`` and/or
+    write it as an OCI layout at ``layout`` (``DIR`` or ``DIR:TAG``); BuildError (or RegistryError) naming what
+    failed. With ``rootfs``, ``source`` is a tar of a root filesystem (mmdebstrap's), the layer as it is."""
     if not push and not layout:
         raise BuildError("say where the image goes: --push REGISTRY/REPOSITORY[:TAG] or --oci-layout DIR")
-    files = plan(source, workdir)
     target = _image(push, "--push") if push else None
+    if rootfs:
+        read = Source({}, None, "rootfs")
+        try:
+            layer = layer_of_tar(Path(str(source)).read_bytes())
+        except OSError as exc:
+            raise BuildError(f"source {source}: {exc.strerror or exc}") from None
+    else:
+        read = plan(source, workdir)
+        layer = build_layer(read.files)
     base_image = _base(base, platform_name, insecure, credentials)
-    layer = build_layer(files)
-    config = _config(base_image.config, layer, workdir, command, env, str(source))
+    name = source.__name__ if callable(source) else Path(str(source)).name
+    config = _config(base_image.config, layer, workdir, command or read.command, env, name)
     config_blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     descriptors = [*base_image.layers, {"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size}]
     manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
@@ -71,7 +91,7 @@ def build_image(source: str | Path, base: str = SCRATCH, *, push: str | None = N
                 "layers": descriptors,
                 "annotations": {"org.opencontainers.image.created": EPOCH}}
     manifest_blob = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    built = BuiltImage(sha256(manifest_blob), files)
+    built = BuiltImage(sha256(manifest_blob), read.files)
     if target is not None:
         registry = Registry(target.registry, insecure=insecure, credentials=credentials)
         _push_blobs(registry, target, base_image, layer, config_blob, built)
@@ -105,7 +125,7 @@ def _base(base: str, platform_name: str | None, insecure: bool, credentials: tup
 def _config(base: dict[str, Any], layer: Layer, workdir: str, command: Sequence[str] | None,
             env: dict[str, str] | None, source: str) -> dict[str, Any]:
     """The base's config with the code layer added: working folder, command, environment and labels saying where
-    it came from; no times (so the same input is the same image)."""
+    it came from (``source``: its name); fixed times (so the same input is the same image)."""
     config = json.loads(json.dumps(base))
     config["created"] = EPOCH
     runtime = config.setdefault("config", {}) or {}
@@ -121,10 +141,10 @@ def _config(base: dict[str, Any], layer: Layer, workdir: str, command: Sequence[
         katibx_version = version("katibx")
     except PackageNotFoundError:
         katibx_version = "unknown"
-    runtime["Labels"] = {**(runtime.get("Labels") or {}), "io.katibx.source": Path(source).name,
+    runtime["Labels"] = {**(runtime.get("Labels") or {}), "io.katibx.source": source,
                          "io.katibx.version": katibx_version}
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(layer.diff_id)
-    config.setdefault("history", []).append({"created": EPOCH, "created_by": f"katibx build {Path(source).name}"})
+    config.setdefault("history", []).append({"created": EPOCH, "created_by": f"katibx build {source}"})
     return config
 
 

@@ -30,9 +30,10 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def build_layer(files: Mapping[str, Path]) -> Layer:
-    """A layer holding ``files`` (path in the image -> file here) and their parent folders: entries sorted, times
-    0, owner root (numeric), modes 0644 (0755 for folders and executables), gzip without a name or a time."""
+def build_layer(files: Mapping[str, Path | bytes]) -> Layer:
+    """A layer holding ``files`` (path in the image -> a file here, or the content itself) and their parent folders:
+    entries sorted, times 0, owner root (numeric), modes 0644 (0755 for folders and executables), gzip without a
+    name or a time."""
     folders: set[str] = set()
     for name in files:
         folders.update(str(parent) for parent in PurePosixPath(name).parents if str(parent) not in (".", "/"))
@@ -44,17 +45,23 @@ def build_layer(files: Mapping[str, Path]) -> Layer:
             info.uname = info.gname = ""
             info.mtime = 0
             if name in files:
-                data = files[name].read_bytes()
+                given = files[name]
+                data = given if isinstance(given, bytes) else given.read_bytes()
                 info.size = len(data)
-                info.mode = 0o755 if files[name].stat().st_mode & 0o111 else 0o644
+                executable = not isinstance(given, bytes) and given.stat().st_mode & 0o111
+                info.mode = 0o755 if executable else 0o644
                 tar.addfile(info, io.BytesIO(data))
             else:
                 info.type = tarfile.DIRTYPE
                 info.mode = 0o755
                 tar.addfile(info)
-    uncompressed = raw.getvalue()
+    return layer_of_tar(raw.getvalue())
+
+
+def layer_of_tar(uncompressed: bytes) -> Layer:
+    """A tar as a layer, as it is (a root filesystem made by mmdebstrap, say): gzip without a name or a time."""
     compressed = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0) as stream:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=6) as stream:
         stream.write(uncompressed)
     blob = compressed.getvalue()
     return Layer(blob, sha256(blob), sha256(uncompressed))
