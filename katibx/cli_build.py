@@ -28,11 +28,16 @@ from katibx.cli_common import err, fail, out
 @click.option("--username", envvar="KATIBX_REGISTRY_USERNAME", default=None,
               help="Registry user (default: from ~/.docker/config.json).")
 @click.option("--password", envvar="KATIBX_REGISTRY_PASSWORD", default=None, help="Registry password or token.")
+@click.option("--requirements", type=click.Path(dir_okay=False), default=None,
+              help="Pure-Python packages to add as a layer (default: a folder SOURCE's requirements.txt).")
+@click.option("--python", "python_version", default=None, metavar="X.Y",
+              help="The base image's Python, for --requirements (default: its PYTHON_VERSION, else this Python's).")
 @click.option("--rootfs", is_flag=True, help="SOURCE is a tar of a root filesystem (mmdebstrap --format=tar): a base.")
 @click.option("--dry-run", is_flag=True, help="List what goes into the image; build nothing.")
 def build(source: str, base: str, push: str | None, layout: str | None, workdir: str, command: str | None,
           env: tuple[str, ...], platform_name: str | None, insecure: bool, username: str | None,
-          password: str | None, rootfs: bool, dry_run: bool) -> None:
+          password: str | None, requirements: str | None, python_version: str | None, rootfs: bool,
+          dry_run: bool) -> None:
     """Package SOURCE onto --base as one layer; print the image's digest. SOURCE: a file, a folder, a notebook
     (.ipynb: its code cells become a script, the image's command), file.py:function (with an entry script that
     calls it with the trial's --name=value arguments and prints its metrics), or with --rootfs a root filesystem tar."""
@@ -56,7 +61,8 @@ def build(source: str, base: str, push: str | None, layout: str | None, workdir:
         built = build_image(source, base, push=push, layout=layout, workdir=workdir,
                             command=shlex.split(command) if command else None, env=variables,
                             platform_name=platform_name, insecure=insecure,
-                            credentials=(username, password) if username is not None else None, rootfs=rootfs)
+                            credentials=(username, password) if username is not None else None, rootfs=rootfs,
+                            requirements=requirements, python_version=python_version)
     except (BuildError, RegistryError) as exc:
         fail([str(exc)])
     if built.pushed:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import bcrypt
@@ -202,8 +203,23 @@ def _run_image(reference: str, folder: Path, *args: str) -> subprocess.Completed
     assert unpacked.returncode == 0, unpacked.stderr
     process = json.loads((bundle / "config.json").read_text())["process"]
     return subprocess.run(["unshare", "--pid", "--mount", "--net", "--fork", "chroot", str(bundle / "rootfs"), "env",
-                           "HOME=/root", "sh", "-c", f"cd {process['cwd']} && exec \"$@\"", "-", *process["args"],
-                           *args], capture_output=True, text=True, timeout=120)
+                           "-i", *process["env"], "sh", "-c", f"cd {process['cwd']} && exec \"$@\"", "-",
+                           *process["args"], *args], capture_output=True, text=True, timeout=120)  # as a runtime would
+
+
+def _wheel(folder: Path, name: str, tag: str = "py3-none-any") -> Path:
+    """A wheel of one module (``VALUE = 42``), made here: no index is asked for it."""
+    path = folder / f"{name}-1.0-{tag}.whl"
+    info = f"{name}-1.0.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{name}.py", "VALUE = 42\n")
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        wheel.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: {tag}\n")
+        wheel.writestr(f"{info}/RECORD", f"{name}.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
+    return path
+
+
+OFFLINE = {**os.environ, "PIP_NO_INDEX": "1"}  # pip takes the wheels named in the requirements, asks no index
 
 
 NOTEBOOK = {"cells": [
@@ -224,13 +240,20 @@ def test_a_file_a_function_and_a_notebook_run_inside_a_python_image(registry, tm
     (tmp_path / "train.py").write_text("import sys\nprint(f'accuracy={0.5 + len(sys.argv) / 10}')\n")
     (tmp_path / "objective.py").write_text("def objective(p):\n    return {'loss': (p['x'] - 3) ** 2, 'x': p['x']}\n")
     (tmp_path / "study.ipynb").write_text(json.dumps(NOTEBOOK))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "requirements.txt").write_text(f"{_wheel(project, 'tinymod').name}\n")
+    (project / "main.py").write_text("import tinymod\nprint(f'accuracy={tinymod.VALUE / 100}')\n")
     cases = [(("train.py", "--cmd", "python3 /app/train.py"), ("--a=1",), ["accuracy=0.7"]),
+             (("project", "--cmd", "python3 main.py"), (), ["accuracy=0.42"]),
              (("objective.py:objective",), ("--x=5",), ["loss=4", "x=5"]),
              (("study.ipynb",), (), ["accuracy=0.875"])]
     for number, (source, args, printed) in enumerate(cases):
         tag = f"{registry}/katibx/code:{number}"
-        built = katibx_cli("build", *source, "--base", base, "--push", tag, cwd=tmp_path, store=tmp_path / "k.db")
-        assert built.returncode == 0 and "2 blobs uploaded" in built.stderr, built.stderr  # the base: mounted
+        built = katibx_cli("build", *source, "--base", base, "--push", tag, cwd=tmp_path, store=tmp_path / "k.db",
+                           env=OFFLINE)
+        uploads = 3 if source[0] == "project" else 2  # the code (and the packages) and the config; the base: mounted
+        assert built.returncode == 0 and f"{uploads} blobs uploaded" in built.stderr, built.stderr
         (tmp_path / f"run{number}").mkdir()
         ran = _run_image(tag, tmp_path / f"run{number}", *args)
         assert ran.returncode == 0 and ran.stdout.splitlines() == printed, (source, ran.stdout, ran.stderr)
@@ -257,3 +280,14 @@ def test_a_function_itself_is_packaged_with_its_module():
     assert b"from test_image_build import _free_port as objective" in planned.files["/app/katibx_main.py"]
     with pytest.raises(BuildError, match="only a module-level function"):
         plan(lambda p: p)
+
+
+def test_requirements_with_compiled_parts_are_refused_by_name(tmp_path):
+    (tmp_path / "requirements.txt").write_text(f"{_wheel(tmp_path, 'fastmod', 'cp311-cp311-linux_x86_64').name}\n")
+    (tmp_path / "main.py").write_text("import fastmod\n")
+    refused = katibx_cli("build", str(tmp_path), "--oci-layout", str(tmp_path / "layout"), cwd=tmp_path,
+                         store=tmp_path / "k.db", env=OFFLINE)
+    assert refused.returncode == 2 and refused.stderr.strip().startswith(
+        f"error: {tmp_path / 'requirements.txt'}: fastmod is a wheel with compiled parts for another platform"), \
+        refused.stderr
+    assert not (tmp_path / "layout" / "index.json").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
@@ -12,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from katibx.packaging.layer import LAYER_MEDIA_TYPE, Layer, build_layer, layer_of_tar, sha256
 from katibx.packaging.registry import ImageRef, Registry, RegistryError, host_platform
+from katibx.packaging.requirements import PACKAGES_DIR, RequirementsError, requirement_files
 from katibx.packaging.sources import Source, SourceError, read_source
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -65,10 +68,15 @@ def plan(source: SourceLike, workdir: str = "/app") -> Source:
 def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = None,
                 layout: str | Path | None = None, workdir: str = "/app", command: Sequence[str] | None = None,
                 env: dict[str, str] | None = None, platform_name: str | None = None, insecure: bool = False,
-                credentials: tuple[str, str] | None = None, rootfs: bool = False) -> BuiltImage:
+                credentials: tuple[str, str] | None = None, rootfs: bool = False,
+                requirements: str | Path | None = None, python_version: str | None = None) -> BuiltImage:
     """Append ``source`` (see :func:`plan`; placed under ``workdir``) to ``base`` and push it to ``push`` and/or
     write it as an OCI layout at ``layout`` (``DIR`` or ``DIR:TAG``); BuildError (or RegistryError) naming what
-    failed. With ``rootfs``, ``source`` is a tar of a root filesystem (mmdebstrap's), the layer as it is."""
+    failed. With ``rootfs``, ``source`` is a tar of a root filesystem (mmdebstrap's), the layer as it is.
+
+    ``requirements`` (default: a folder source's ``requirements.txt``) become a layer of pure-Python packages
+    below the code, for the base's Python (``python_version``, default: the base's ``PYTHON_VERSION``, else this
+    Python's), on the image's ``PYTHONPATH``."""
     if not push and not layout:
         raise BuildError("say where the image goes: --push REGISTRY/REPOSITORY[:TAG] or --oci-layout DIR")
     target = _image(push, "--push") if push else None
@@ -82,10 +90,19 @@ def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = N
         read = plan(source, workdir)
         layer = build_layer(read.files)
     base_image = _base(base, platform_name, insecure, credentials)
+    layers, env = [layer], dict(env or {})
+    wanted = requirements or _folder_requirements(source, rootfs)
+    if wanted:
+        packages = _packages(Path(wanted), python_version or _python_of(base_image.config))
+        layers.insert(0, build_layer(packages))  # below the code: a code-only rebuild uploads only the code
+        read.files.update(packages)
+        path = _env_of(base_image.config).get("PYTHONPATH")
+        env.setdefault("PYTHONPATH", f"{PACKAGES_DIR}:{path}" if path else PACKAGES_DIR)
     name = source.__name__ if callable(source) else Path(str(source)).name
-    config = _config(base_image.config, layer, workdir, command or read.command, env, name)
+    config = _config(base_image.config, layers, workdir, command or read.command, env, name)
     config_blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-    descriptors = [*base_image.layers, {"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size}]
+    descriptors = [*base_image.layers, *({"mediaType": LAYER_MEDIA_TYPE, "digest": new.digest, "size": new.size}
+                                         for new in layers)]
     manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
                 "config": {"mediaType": CONFIG_TYPE, "digest": sha256(config_blob), "size": len(config_blob)},
                 "layers": descriptors,
@@ -94,11 +111,11 @@ def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = N
     built = BuiltImage(sha256(manifest_blob), read.files)
     if target is not None:
         registry = Registry(target.registry, insecure=insecure, credentials=credentials)
-        _push_blobs(registry, target, base_image, layer, config_blob, built)
+        _push_blobs(registry, target, base_image, layers, config_blob, built)
         registry.put_manifest(target, manifest_blob, MANIFEST_TYPE)  # last: only a complete image is ever named
         built.pushed = str(target.with_digest(built.digest))
     if layout:
-        built.layout = _write_layout(str(layout), base_image, layer, config_blob, manifest_blob)
+        built.layout = _write_layout(str(layout), base_image, layers, config_blob, manifest_blob)
     return built
 
 
@@ -122,7 +139,33 @@ def _base(base: str, platform_name: str | None, insecure: bool, credentials: tup
     return _Base(config, list(manifest.get("layers", [])), image, registry)
 
 
-def _config(base: dict[str, Any], layer: Layer, workdir: str, command: Sequence[str] | None,
+def _folder_requirements(source: SourceLike, rootfs: bool) -> Path | None:
+    folder = Path(str(source)) if not callable(source) and not rootfs else None
+    found = folder / "requirements.txt" if folder is not None and folder.is_dir() else None
+    return found if found is not None and found.is_file() else None
+
+
+def _packages(requirements: Path, python_version: str) -> dict[str, Path | bytes]:
+    if not requirements.is_file():
+        raise BuildError(f"--requirements: {requirements}: no such file")
+    try:
+        return dict(requirement_files(requirements, python_version))
+    except RequirementsError as exc:
+        raise BuildError(str(exc)) from None
+
+
+def _env_of(config: dict[str, Any]) -> dict[str, str]:
+    return dict(item.partition("=")[::2] for item in (config.get("config") or {}).get("Env") or [])
+
+
+def _python_of(config: dict[str, Any]) -> str:
+    """The base image's Python version (X.Y) as its ``PYTHON_VERSION`` says (official python images), else
+    this Python's."""
+    found = re.match(r"(\d+\.\d+)", _env_of(config).get("PYTHON_VERSION", ""))
+    return found[1] if found else f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _config(base: dict[str, Any], layers: list[Layer], workdir: str, command: Sequence[str] | None,
             env: dict[str, str] | None, source: str) -> dict[str, Any]:
     """The base's config with the code layer added: working folder, command, environment and labels saying where
     it came from (``source``: its name); fixed times (so the same input is the same image)."""
@@ -143,12 +186,13 @@ def _config(base: dict[str, Any], layer: Layer, workdir: str, command: Sequence[
         katibx_version = "unknown"
     runtime["Labels"] = {**(runtime.get("Labels") or {}), "io.katibx.source": source,
                          "io.katibx.version": katibx_version}
-    config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(layer.diff_id)
-    config.setdefault("history", []).append({"created": EPOCH, "created_by": f"katibx build {source}"})
+    config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].extend(new.diff_id for new in layers)
+    config.setdefault("history", []).extend({"created": EPOCH, "created_by": f"katibx build {source}"}
+                                            for _ in layers)
     return config
 
 
-def _push_blobs(registry: Registry, target: ImageRef, base: _Base, layer: Layer, config_blob: bytes,
+def _push_blobs(registry: Registry, target: ImageRef, base: _Base, layers: list[Layer], config_blob: bytes,
                 built: BuiltImage) -> None:
     """Every blob the manifest names, in the target repository: base layers mounted (same registry) or copied,
     the code layer and the config uploaded unless already there."""
@@ -161,13 +205,13 @@ def _push_blobs(registry: Registry, target: ImageRef, base: _Base, layer: Layer,
             continue
         registry.upload(target.repository, base.registry.blob(base.image.repository, digest), digest)
         built.uploaded.append(digest)
-    for blob, digest in ((layer.blob, layer.digest), (config_blob, sha256(config_blob))):
+    for blob, digest in (*((new.blob, new.digest) for new in layers), (config_blob, sha256(config_blob))):
         if not registry.has_blob(target.repository, digest):
             registry.upload(target.repository, blob, digest)
             built.uploaded.append(digest)
 
 
-def _write_layout(where: str, base: _Base, layer: Layer, config_blob: bytes, manifest_blob: bytes) -> Path:
+def _write_layout(where: str, base: _Base, layers: list[Layer], config_blob: bytes, manifest_blob: bytes) -> Path:
     """An OCI image layout folder (``DIR`` or ``DIR:TAG``; tag ``latest``) holding the image; its index last."""
     folder_text, _, tag = where.rpartition(":") if ":" in where else (where, "", "latest")
     folder = Path(folder_text)
@@ -184,7 +228,7 @@ def _write_layout(where: str, base: _Base, layer: Layer, config_blob: bytes, man
         if not path.exists():
             assert base.image is not None and base.registry is not None
             path.write_bytes(base.registry.blob(base.image.repository, descriptor["digest"]))
-    for data in (layer.blob, config_blob, manifest_blob):
+    for data in (*(new.blob for new in layers), config_blob, manifest_blob):
         keep(data)
     (folder / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
     index_path = folder / "index.json"
