@@ -50,6 +50,10 @@ def build(source: str, base: str, push: str | None, layout: str | None, workdir:
     if (username is None) != (password is None):
         fail(["--username and --password: give both (or neither, for ~/.docker/config.json)"])
     try:
+        arguments = shlex.split(command) if command else None
+    except ValueError as exc:
+        fail([f"--cmd: {exc}: {command}"])
+    try:
         if dry_run:
             planned = plan(source, workdir)
             for inside, here in planned.files.items():
@@ -59,7 +63,7 @@ def build(source: str, base: str, push: str | None, layout: str | None, workdir:
                 out.print(escape(f"command\t{shlex.join(planned.command)}"), highlight=False, soft_wrap=True)
             return
         built = build_image(source, base, push=push, layout=layout, workdir=workdir,
-                            command=shlex.split(command) if command else None, env=variables,
+                            command=arguments, env=variables,
                             platform_name=platform_name, insecure=insecure,
                             credentials=(username, password) if username is not None else None, rootfs=rootfs,
                             requirements=requirements, python_version=python_version)

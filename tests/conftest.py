@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -132,6 +133,33 @@ def process_gone(pid: int, seconds: float = 5) -> bool:
 
 
 _EXIT_STATUS: dict[str, int] = {}
+
+
+def inner_pytest_runs(python: str, groups: list[list[str]], env: dict[str, str], timeout: float = 1200) -> None:
+    """Run pytest over each group of arguments in a process of its own, all at once (the calling test only waits,
+    so the machine's cores are theirs), and assert that every run passed without a skip."""
+    repo = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as folder:
+        logs = [Path(folder) / f"run{i}.log" for i in range(len(groups))]
+        runs = []
+        for group, log in zip(groups, logs):
+            with log.open("w") as out:
+                runs.append(subprocess.Popen([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *group],
+                                             cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + timeout
+        try:
+            for run in runs:
+                run.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            for run in runs:
+                if run.poll() is None:
+                    run.kill()
+                    run.wait()
+        for group, run, log in zip(groups, runs, logs):
+            output = log.read_text()
+            summary = output.strip().splitlines()[-1] if output.strip() else ""
+            assert run.returncode == 0 and " passed" in summary and "failed" not in summary and \
+                "skipped" not in summary, f"{' '.join(group)}:\n{output[-6000:]}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

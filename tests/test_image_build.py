@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 import zipfile
@@ -97,8 +98,12 @@ def test_build_push_inspect_pull_unpack_and_run(registry, busybox_base, tmp_path
     assert first.returncode == 0, first.stderr
     digest = first.stdout.strip()
     assert digest.startswith("sha256:") and "2 blobs uploaded" in first.stderr  # the code layer and the config
-    again = katibx_cli(*args, "--push", f"{registry}/katibx/app:2", cwd=tmp_path, store=tmp_path / "k.db")
-    assert again.stdout.strip() == digest and "0 blobs uploaded" in again.stderr  # the same input: the same image
+    copy = tmp_path / "elsewhere" / "app"
+    shutil.copytree(app, copy)
+    os.utime(copy / "train.sh", (1_000_000, 1_000_000))  # another place, other times: the same input
+    again = katibx_cli("build", str(copy), *args[2:], "--push", f"{registry}/katibx/app:2", cwd=tmp_path,
+                       store=tmp_path / "k.db")
+    assert again.stdout.strip() == digest and "0 blobs uploaded" in again.stderr  # the same image
 
     inspected = json.loads(_skopeo("inspect", "--tls-verify=false", f"docker://{registry}/katibx/app:1").stdout)
     base = json.loads(_skopeo("inspect", "--tls-verify=false", f"docker://{busybox_base}").stdout)
@@ -277,7 +282,7 @@ def test_a_function_itself_is_packaged_with_its_module():
     planned = plan(_free_port)
     assert sorted(planned.files) == ["/app/katibx_main.py", "/app/test_image_build.py"]
     assert planned.command == ["python3", "/app/katibx_main.py"]
-    assert b"from test_image_build import _free_port as objective" in planned.files["/app/katibx_main.py"]
+    assert b"importlib.import_module('test_image_build'), '_free_port'" in planned.files["/app/katibx_main.py"]
     with pytest.raises(BuildError, match="only a module-level function"):
         plan(lambda p: p)
 
@@ -291,3 +296,45 @@ def test_requirements_with_compiled_parts_are_refused_by_name(tmp_path):
         f"error: {tmp_path / 'requirements.txt'}: fastmod is a wheel with compiled parts for another platform"), \
         refused.stderr
     assert not (tmp_path / "layout" / "index.json").exists()
+
+
+def test_sources_read_as_their_kind_says_and_refuse_what_cannot_run(tmp_path):
+    """Preprocessors without a registry: a module named like a script (my-train.py) runs through its entry script;
+    a notebook's Python that looks like a magic is kept and a real magic or shell assignment refused; a link out of
+    the folder is refused; a layout folder with a colon in its name is a folder, not a tag."""
+    from katibx.packaging.build import BuildError, build_image, plan
+    from katibx.packaging.registry import ImageRef
+
+    (tmp_path / "my-train.py").write_text("def objective(p):\n    return p['x'] * 2\n")
+    planned = plan(f"{tmp_path / 'my-train.py'}:objective")
+    run = tmp_path / "run"
+    run.mkdir()
+    for inside, item in planned.files.items():
+        (run / Path(inside).name).write_bytes(item if isinstance(item, bytes) else item.read_bytes())
+    ran = subprocess.run([sys.executable, "katibx_main.py", "--x=21"], cwd=run, capture_output=True, text=True)
+    assert ran.stdout == "objective=42\n", ran.stderr
+
+    cells = [{"cell_type": "code", "source": "x = (10\n  % 3)\ntext = '''\n!not a shell line\n'''\nprint(x)\n"}]
+    (tmp_path / "ok.ipynb").write_text(json.dumps({**NOTEBOOK, "cells": cells}))
+    assert b"% 3)" in plan(tmp_path / "ok.ipynb").files["/app/ok.py"]
+    (tmp_path / "bad.ipynb").write_text(json.dumps({**NOTEBOOK, "cells": [*cells, {"cell_type": "code",
+                                                                                   "source": "files = !ls\n"}]}))
+    with pytest.raises(BuildError, match=r"cell 2: 'files = !ls' is a shell or magic line"):
+        plan(tmp_path / "bad.ipynb")
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "main.py").write_text("print('accuracy=1')\n")
+    (tmp_path / "secret.env").write_text("TOKEN=x\n")
+    (folder / "config.env").symlink_to(tmp_path / "secret.env")
+    with pytest.raises(BuildError, match="config.env links outside it"):
+        plan(folder)
+
+    (folder / "config.env").unlink()
+    weird = tmp_path / "we:ird"
+    built = build_image(folder, layout=f"{weird}/out")
+    assert built.layout == weird / "out" and (weird / "out" / "index.json").is_file()
+    assert ImageRef.parse("docker.io/python:3.11") == ImageRef("registry-1.docker.io", "library/python", "3.11")
+    bad_cmd = katibx_cli("build", str(folder), "--cmd", "python 'x", "--oci-layout", str(tmp_path / "l"),
+                         cwd=tmp_path, store=tmp_path / "k.db")
+    assert bad_cmd.returncode == 2 and bad_cmd.stderr.startswith("error: --cmd: No closing quotation")

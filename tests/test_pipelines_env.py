@@ -9,11 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PIPELINES_ENV
+from conftest import PIPELINES_ENV, inner_pytest_runs
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = Path(os.environ.get("KATIBX_PIPELINES_PYTHON", REPO / ".venv-pipelines" / "bin" / "python"))
-IN_IT = ["tests/pipelines", "tests/test_kubernetes.py", "tests/test_kubernetes_render.py"]
 
 
 @pytest.mark.timeout(1500)  # the run below has its own limit; pytest's default (120 s) would cut it short
@@ -22,9 +21,6 @@ def test_pipelines_and_the_kubernetes_backend_pass_in_the_pipelines_environment(
     versions = subprocess.run([str(PYTHON), "-c", "import kfp, kubernetes; print(kfp.__version__, "
                                "kubernetes.__version__)"], capture_output=True, text=True, check=True).stdout.split()
     assert int(versions[1].split(".")[0]) < 31, versions  # the client kfp allows, not the default run's
-    result = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", *IN_IT], cwd=REPO,
-                            env={**os.environ, PIPELINES_ENV: "1"}, capture_output=True, text=True, timeout=1500)
-    tail = result.stdout[-6000:] + result.stderr[-3000:]
-    assert result.returncode == 0, tail
-    summary = result.stdout.strip().splitlines()[-1]
-    assert " passed" in summary and "failed" not in summary and "skipped" not in summary, tail
+    # the pipeline steps and the Kubernetes backend's tests side by side: this test only waits for them
+    inner_pytest_runs(str(PYTHON), [["tests/pipelines"], ["tests/test_kubernetes.py", "tests/test_kubernetes_render.py"]],
+                      {**os.environ, PIPELINES_ENV: "1"}, timeout=1500)

@@ -89,7 +89,8 @@ def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = N
     else:
         read = plan(source, workdir)
         layer = build_layer(read.files)
-    base_image = _base(base, platform_name, insecure, credentials)
+    same_host = target is None or base == SCRATCH or _image(base, "--base").registry == target.registry
+    base_image = _base(base, platform_name, insecure, credentials if same_host else None)  # given for the target only
     layers, env = [layer], dict(env or {})
     wanted = requirements or _folder_requirements(source, rootfs)
     if wanted:
@@ -115,7 +116,10 @@ def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = N
         registry.put_manifest(target, manifest_blob, MANIFEST_TYPE)  # last: only a complete image is ever named
         built.pushed = str(target.with_digest(built.digest))
     if layout:
-        built.layout = _write_layout(str(layout), base_image, layers, config_blob, manifest_blob)
+        try:
+            built.layout = _write_layout(str(layout), base_image, layers, config_blob, manifest_blob)
+        except OSError as exc:
+            raise BuildError(f"--oci-layout {layout}: {exc.strerror or exc}") from None
     return built
 
 
@@ -213,21 +217,25 @@ def _push_blobs(registry: Registry, target: ImageRef, base: _Base, layers: list[
 
 def _write_layout(where: str, base: _Base, layers: list[Layer], config_blob: bytes, manifest_blob: bytes) -> Path:
     """An OCI image layout folder (``DIR`` or ``DIR:TAG``; tag ``latest``) holding the image; its index last."""
-    folder_text, _, tag = where.rpartition(":") if ":" in where else (where, "", "latest")
+    folder_text, _, tag = where.rpartition(":")
+    if not folder_text or not re.fullmatch(r"[\w][\w.-]{0,127}", tag):  # a colon of the folder's own name
+        folder_text, tag = where, "latest"
     folder = Path(folder_text)
     blobs = folder / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
 
     def keep(data: bytes) -> None:
+        """A blob under its digest, written whole or not at all (a blob cut short is never taken as present)."""
         path = blobs / sha256(data).removeprefix("sha256:")
         if not path.exists():
-            path.write_bytes(data)
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(data)
+            partial.replace(path)
 
     for descriptor in base.layers:
-        path = blobs / descriptor["digest"].removeprefix("sha256:")
-        if not path.exists():
+        if not (blobs / descriptor["digest"].removeprefix("sha256:")).exists():
             assert base.image is not None and base.registry is not None
-            path.write_bytes(base.registry.blob(base.image.repository, descriptor["digest"]))
+            keep(base.registry.blob(base.image.repository, descriptor["digest"]))
     for data in (*(new.blob for new in layers), config_blob, manifest_blob):
         keep(data)
     (folder / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))

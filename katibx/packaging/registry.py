@@ -8,6 +8,7 @@ chunks), and a manifest put last. Basic and bearer-token authentication, with cr
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import platform
@@ -50,7 +51,7 @@ class ImageRef:
         host, repo = match["host"], match["repo"]
         if host and not ("." in host or ":" in host or host == "localhost"):
             host, repo = None, f"{host}/{repo}"  # "user/repo": a Docker Hub repository
-        if not host:
+        if not host or host in ("docker.io", "index.docker.io"):
             host = DOCKER_HUB
             repo = repo if "/" in repo else f"library/{repo}"
         return cls(host, repo, match["tag"], match["digest"])
@@ -84,9 +85,26 @@ def docker_credentials(registry: str, config: Path | None = None) -> tuple[str, 
                 *(("https://index.docker.io/v1/",) if registry == DOCKER_HUB else ())):
         entry = auths.get(key) or {}
         if entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise RegistryError(f"{path}: the auth of {key} is not base64 of user:password") from None
             return user, password
     return None
+
+
+class _NoCredentialsElsewhere(urllib.request.HTTPRedirectHandler):
+    """Redirects (a blob served by a storage host) without the registry's Authorization header: another host
+    never sees the credentials (and a presigned URL refuses a second authentication)."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlparse(newurl).netloc != urllib.parse.urlparse(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_NoCredentialsElsewhere)
 
 
 class Registry:
@@ -112,7 +130,7 @@ class Registry:
                 headers["Authorization"] = authorization
             request = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(request, timeout=60) as response:
+                with _OPENER.open(request, timeout=60) as response:
                     return response.status, response.headers, response.read()
             except urllib.error.HTTPError as exc:
                 body = exc.read()
@@ -122,8 +140,8 @@ class Registry:
                 if exc.code in ok:
                     return exc.code, exc.headers, body
                 raise RegistryError(self._refused(method, url, repository, exc.code, body)) from None
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                reason = getattr(exc, "reason", None) or exc.__class__.__name__
                 raise RegistryError(f"registry {self.host} cannot be reached: {reason}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -149,17 +167,19 @@ class Registry:
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         if scheme.lower() != "bearer" or "realm" not in fields:
             raise RegistryError(f"registry {self.host}: unsupported authentication challenge {challenge!r}")
-        query = urllib.parse.urlencode({k: v for k, v in fields.items() if k in ("service", "scope")})
-        request = urllib.request.Request(f"{fields['realm']}?{query}")
+        pairs = [("service", fields["service"])] if "service" in fields else []
+        pairs += [("scope", scope) for scope in fields.get("scope", "").split()]  # one parameter per scope (spec)
+        realm = fields["realm"]
+        request = urllib.request.Request(f"{realm}{'&' if '?' in realm else '?'}{urllib.parse.urlencode(pairs)}")
         if self.credentials:
             request.add_header("Authorization", "Basic " + base64.b64encode(":".join(self.credentials).encode()).decode())
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with _OPENER.open(request, timeout=60) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise RegistryError(f"registry {self.host}: the token service refused the credentials "
                                 f"(HTTP {exc.code})") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             raise RegistryError(f"registry {self.host}: its token service cannot be reached: {exc}") from None
         return "Bearer " + str(answer.get("token") or answer.get("access_token") or "")
 
@@ -172,7 +192,12 @@ class Registry:
                                               image.repository, headers={"Accept": accept}, ok=(200, 404))
         if status == 404:
             raise RegistryError(f"registry {self.host}: image {image} not found")
-        document = json.loads(body)
+        try:
+            document = json.loads(body)
+            assert isinstance(document, dict)
+        except (ValueError, AssertionError):
+            raise RegistryError(f"registry {self.host}: the manifest of {image} is not JSON: is this a registry?") \
+                from None
         if document.get("mediaType") in INDEX_TYPES or "manifests" in document:
             wanted = platform_name or host_platform()
             for entry in document.get("manifests", []):
@@ -205,28 +230,30 @@ class Registry:
     def mount(self, repository: str, digest: str, source: str) -> bool:
         """Link a blob of ``source`` (same registry) into ``repository`` without uploading it; False when the
         registry would not (then upload it)."""
-        query = urllib.parse.urlencode({"mount": digest, "from": source})
-        status, headers, _ = self._request("POST", f"/v2/{repository}/blobs/uploads/?{query}", repository,
-                                           data=b"", ok=(201, 202))
+        path = f"/v2/{repository}/blobs/uploads/?{urllib.parse.urlencode({'mount': digest, 'from': source})}"
+        status, headers, _ = self._request("POST", path, repository, data=b"",
+                                           ok=(201, 202, 401, 403))  # refused: not ours to mount
         if status == 202 and headers.get("Location"):  # not mounted: an upload was opened instead; leave it
-            self._request("DELETE", self._location(headers), repository, ok=(204, 404, 405))
+            self._request("DELETE", self._location(headers, self.base + path), repository, ok=(204, 404, 405))
         return status == 201
 
     def upload(self, repository: str, data: bytes, digest: str) -> None:
         """Upload a blob: in one request, or in chunks when it is large."""
-        _, headers, _ = self._request("POST", f"/v2/{repository}/blobs/uploads/", repository, data=b"", ok=(202,))
-        location = self._location(headers)
+        start_url = f"{self.base}/v2/{repository}/blobs/uploads/"
+        _, headers, _ = self._request("POST", start_url, repository, data=b"", ok=(202,))
+        location = self._location(headers, start_url)
         for start in range(0, len(data), CHUNK) if len(data) > CHUNK else ():
             chunk = data[start:start + CHUNK]
             _, headers, _ = self._request("PATCH", location, repository, data=chunk, ok=(202,), headers={
                 "Content-Type": "application/octet-stream",
                 "Content-Range": f"{start}-{start + len(chunk) - 1}"})
-            location = self._location(headers)
+            location = self._location(headers, location)
         rest = b"" if len(data) > CHUNK else data
         separator = "&" if "?" in location else "?"
         self._request("PUT", f"{location}{separator}digest={urllib.parse.quote(digest)}", repository, data=rest,
                       headers={"Content-Type": "application/octet-stream"}, ok=(201,))
 
-    def _location(self, headers: Any) -> str:
-        location = headers.get("Location", "")
-        return location if location.startswith("http") else self.base + location
+    @staticmethod
+    def _location(headers: Any, url: str) -> str:
+        """Where an upload goes on: the Location header, relative to the request's URL if it is relative."""
+        return urllib.parse.urljoin(url, headers.get("Location", ""))

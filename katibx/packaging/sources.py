@@ -8,6 +8,7 @@ and prints what it returns as ``name=value`` lines, which Katib's StdOut collect
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass, field
@@ -47,18 +48,33 @@ def read_source(text: str | Path, workdir: str = "/app", metric: str = "objectiv
         return Source({path.name: path}, None, "file")
     if not path.is_dir():
         raise SourceError(f"source {path}: no such file or folder")
+    return Source(_folder_files(path))
+
+
+def _folder_files(folder: Path) -> dict[str, Path | bytes]:
+    """A folder's files, without :data:`SKIPPED` ones; a link is followed only within the folder."""
+    root = folder.resolve()
     files: dict[str, Path | bytes] = {}
-    for found in sorted(path.rglob("*")):
-        relative = found.relative_to(path)
-        if found.is_file() and not SKIPPED.intersection(relative.parts) and not found.name.endswith(".pyc"):
+    for found in sorted(folder.rglob("*")):
+        relative = found.relative_to(folder)
+        if SKIPPED.intersection(relative.parts) or found.name.endswith(".pyc"):
+            continue
+        if found.is_symlink():
+            target = found.resolve()
+            if not target.is_relative_to(root):
+                raise SourceError(f"source {folder}: {relative} links outside it (to {target}); copy what it needs in")
+            if target.is_dir():
+                raise SourceError(f"source {folder}: {relative} links to a folder, which is not packaged; copy it in")
+        if found.is_file():
             files[relative.as_posix()] = found
     if not files:
-        raise SourceError(f"source {path}: the folder holds no files to package")
-    return Source(files)
+        raise SourceError(f"source {folder}: the folder holds no files to package")
+    return files
 
 
 def _notebook(path: Path, workdir: str) -> Source:
-    """The notebook's code cells, in order, as ``<name>.py``; a shell or magic line is refused with its cell."""
+    """The notebook's code cells, in order, as ``<name>.py``; a cell that is not Python (a shell or magic line,
+    ``x?``) is refused with its number."""
     try:
         cells = json.loads(path.read_text())["cells"]
         assert isinstance(cells, list)
@@ -70,10 +86,14 @@ def _notebook(path: Path, workdir: str) -> Source:
             continue
         text = cell.get("source", "")
         code = "".join(text) if isinstance(text, list) else str(text)
-        for line in code.splitlines():
-            if line.lstrip().startswith(("!", "%")):
-                raise SourceError(f"notebook {path}: cell {number}: {line.strip()!r} is a shell or magic line, which "
-                                  "runs only in Jupyter; remove it (dependencies go in the image, not the notebook)")
+        try:
+            ast.parse(code)
+        except SyntaxError as exc:
+            line = code.splitlines()[(exc.lineno or 1) - 1].strip() if code.splitlines() else ""
+            if re.match(r"(\w+\s*=\s*)?[!%]", line) or line.endswith("?"):
+                raise SourceError(f"notebook {path}: cell {number}: {line!r} is a shell or magic line, which runs only "
+                                  "in Jupyter; remove it (dependencies go in the image, not the notebook)") from None
+            raise SourceError(f"notebook {path}: cell {number}: line {exc.lineno}: {exc.msg}") from None
         parts.append(f"# cell {number}\n{code.rstrip()}\n")
     if not parts:
         raise SourceError(f"notebook {path}: it has no code cells")
@@ -82,13 +102,17 @@ def _notebook(path: Path, workdir: str) -> Source:
 
 
 def _function(module: Path, name: str, workdir: str, metric: str) -> Source:
-    """The module and an entry script that calls ``name`` with the trial's ``--name=value`` arguments."""
-    entry = f'''"""Made by katibx build: calls {module.stem}.{name} with the --name=value arguments (values read as Python
-literals where they are one) and prints what it returns as name=value lines (a number: {metric}=value)."""
+    """The module and an entry script that calls ``name`` with the trial's ``--name=value`` arguments (only the
+    module goes in: a module that imports its neighbours needs its folder packaged, with ``--cmd``)."""
+    if module.name == ENTRY:
+        raise SourceError(f"source {module}: {ENTRY} is the name of the entry script katibx build writes; rename it")
+    entry = f'''"""Made by katibx build: calls {name} of {module.name} with the --name=value arguments (values read as
+Python literals where they are one) and prints what it returns as name=value lines (a number: {metric}=value)."""
 import ast
+import importlib
 import sys
 
-from {module.stem} import {name} as objective
+objective = getattr(importlib.import_module({module.stem!r}), {name!r})
 
 
 def value(text):
