@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -37,6 +36,7 @@ from katibx.preparation import DEFAULT_BACKEND, create_backend, file_problems, p
 from katibx.runner import resume_experiment, run_experiment
 from katibx.status import TrialCounts, current_condition, optimal_trial, pareto_front
 from katibx.store import ExperimentRecord, Store, StoreError, StoreFault
+from katibx.tracking import mlflow_target
 from katibx.trial import TrialRecord
 from katibx.validation import ValidationError
 
@@ -72,13 +72,6 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
         _print_next_steps(record, store)
     cond = current_condition(record.conditions) or {}
     sys.exit(EXIT_SUCCEEDED if cond.get("type") == "Succeeded" else EXIT_FAILED)
-
-
-def _mlflow_flag(mlflow: str | None) -> str | None:
-    """``--mlflow [URI]``, refused in one line naming the flag when mlflow is not installed."""
-    if mlflow is not None and importlib.util.find_spec("mlflow") is None:
-        fail(["--mlflow: needs mlflow: pip install 'katibx[mlflow]'"])
-    return mlflow
 
 
 def _print_next_steps(record: ExperimentRecord, store: Store) -> None:
@@ -157,11 +150,11 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
     given, from_env = backend_option_values(options)
     worker = create_backend(backend, **{**constructor_options(backend, from_env, environment=True),
                                         **constructor_options(backend, given)})
+    mlflow_target(mlflow, name="--mlflow")  # the flag named when mlflow is missing
     try:
         prepared = prepare(experiment, worker, mlflow)  # every problem of the file before the store is opened
     except ValidationError as exc:
         raise ValidationError(exc.errors, file) from None
-    mlflow = _mlflow_flag(mlflow)
     st = Store(store)
     _drive(experiment.name, lambda listener: run_experiment(
         prepared.experiment, store=st, backend=worker, prepared=prepared,
@@ -180,7 +173,7 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
 def resume(name: str, namespace: str | None, max_trial_count: int | None, backend: str | None, store: str | None,
            kill_running_on_completion: bool, quiet: bool, mlflow: str | None, **options: Any) -> None:
     """Continue experiment NAME after an interruption, or with a larger --max-trial-count."""
-    mlflow = _mlflow_flag(mlflow)
+    mlflow_target(mlflow, name="--mlflow")
     st = Store(store, create=False)
     worker = stored_backend_of(st.get_experiment(name, namespace), backend, options)
     _drive(name, lambda listener: resume_experiment(

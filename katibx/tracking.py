@@ -15,11 +15,12 @@ ANNOTATION = "katibx.io/mlflow"
 PIPELINE_RUN_ANNOTATION = "katibx.io/pipeline-run"
 
 
-def mlflow_target(setting: bool | str | None, experiment: Experiment | None = None) -> str | None:
+def mlflow_target(setting: bool | str | None, experiment: Experiment | None = None, *,
+                  name: str = "mlflow") -> str | None:
     """Where an experiment is logged: ``setting`` (True or "": MLflow's default; a tracking URI; False: nowhere),
-    else the ``experiment``'s :data:`ANNOTATION`; None for no logging. ValidationError for a setting of another
-    type, or when mlflow is not installed."""
-    source = "mlflow"
+    else the ``experiment``'s :data:`ANNOTATION`; None for no logging. ValidationError naming the setting (``name``:
+    how the caller calls it) for one of another type, or when mlflow is not installed."""
+    source = name
     if setting is None and experiment is not None:
         source = f"metadata.annotations.{ANNOTATION}"
         setting = (experiment.metadata.annotations or {}).get(ANNOTATION)

@@ -193,6 +193,8 @@ def test_an_annotation_asking_for_mlflow_without_mlflow_is_refused_before_anythi
     assert checked.returncode == 2 and line in checked.stderr, checked.stdout + checked.stderr
     ran = katibx_cli("run", str(path), cwd=tmp_path, store=db, env=env)
     assert ran.returncode == 2 and ran.stderr.strip() == f"error: {path}: {line}", ran.stderr
+    flag = katibx_cli("run", str(path), "--mlflow", cwd=tmp_path, store=db, env=env)
+    assert flag.returncode == 2 and flag.stderr.strip() == "error: --mlflow: needs mlflow: pip install 'katibx[mlflow]'"
     assert not db.parent.exists()  # nothing stored
     rendered = katibx_cli("render", str(path), cwd=tmp_path, store=db, env=env)  # runs nothing: no MLflow needed
     assert rendered.returncode == 0 and "kind: Job" in rendered.stdout, rendered.stderr
