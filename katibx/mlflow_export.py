@@ -71,6 +71,7 @@ class ExportState:
     done: set[str] = field(default_factory=set)
     ids: dict[str, str] | None = None  # by trial name (or summary / model key); None: not read from the store yet
     searched: bool = False  # runs were looked for by their tag once: a run this state does not know is new
+    spec: str = ""  # the spec (YAML) last uploaded to the summary run: not uploaded again every round
 
 
 def new_client(tracking_uri: str | None) -> Any:
@@ -343,10 +344,13 @@ def _export_summary(client: Any, store: Store, record: ExperimentRecord, trials:
     if run is None:
         run = client.create_run(report.experiment_id, start_time=_ms(record.created), tags=tags, run_name=key)
         runs.keep(key, run.info.run_id)
-    with tempfile.TemporaryDirectory() as folder:  # every time: a resume may have raised the budget
-        spec = Path(folder) / "experiment.yaml"
-        spec.write_text(yaml.safe_dump(record.experiment.to_dict(), sort_keys=False))
-        client.log_artifact(run.info.run_id, str(spec))
+    text = yaml.safe_dump(record.experiment.to_dict(), sort_keys=False)
+    if text != runs.state.spec:  # once per exporter, and again when a resume has changed it (a larger budget)
+        with tempfile.TemporaryDirectory() as folder:
+            spec = Path(folder) / "experiment.yaml"
+            spec.write_text(text)
+            client.log_artifact(run.info.run_id, str(spec))
+        runs.state.spec = text
     if best is not None:
         tags.update({f"best.{name}": format_value(value) for name, value in best.assignments.items()})
     objective = Objective(record.experiment)  # each metric's value as the experiment judges it (min, max, latest)
