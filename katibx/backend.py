@@ -99,6 +99,8 @@ class Backend(abc.ABC):
     metrics_collectors: ClassVar[tuple[str, ...]] = ("StdOut", "File", "TensorFlowEvent", "Push")
     #: Why a collector kind it does not collect is refused, by kind (what the user can do instead).
     collector_refusals: ClassVar[dict[str, str]] = {}
+    #: Whether its trials run the container image their trial template names (``katibx run --build`` needs it).
+    runs_images: ClassVar[bool] = False
 
     def check(self, experiment: Experiment) -> list[str]:
         """Reasons (``path: message``) why this backend cannot run the experiment; empty when it can.

@@ -138,11 +138,14 @@ def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> 
               help="Namespace of the experiment (replaces metadata.namespace); on Kubernetes, of its trial objects.")
 @click.option("--backend", default=DEFAULT_BACKEND, show_default=True,
               help=f"Worker backend plugin: {', '.join(sorted(installed_backends()))}.")
+@click.option("--build", default=None, metavar="REGISTRY/REPOSITORY[:TAG]",
+              help="Package FILE's folder onto the trial container's image, push it there (tag: the experiment's "
+                   "name) and run the trials on it, pinned to its digest (a backend that runs images: kubernetes).")
 @run_options
 @backend_options("run")
 @guard
-def run(file: str, namespace: str | None, backend: str, store: str | None, kill_running_on_completion: bool,
-        quiet: bool, mlflow: str | None, **options: Any) -> None:
+def run(file: str, namespace: str | None, backend: str, build: str | None, store: str | None,
+        kill_running_on_completion: bool, quiet: bool, mlflow: str | None, **options: Any) -> None:
     """Run the Experiment in FILE until it completes."""
     experiment = load_experiment(file)
     if namespace:
@@ -155,6 +158,8 @@ def run(file: str, namespace: str | None, backend: str, store: str | None, kill_
         prepared = prepare(experiment, worker, mlflow)  # every problem of the file before the store is opened
     except ValidationError as exc:
         raise ValidationError(exc.errors, file) from None
+    if build is not None:
+        prepared = cli_build.with_built_image(prepared, build, worker, store)
     st = Store(store)
     _drive(experiment.name, lambda listener: run_experiment(
         prepared.experiment, store=st, backend=worker, prepared=prepared,

@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 
 from katibx.cli_common import err, fail, out
+
+if TYPE_CHECKING:
+    from katibx.backend import Backend
+    from katibx.preparation import PreparedExperiment
+
+USERNAME_ENV, PASSWORD_ENV = "KATIBX_REGISTRY_USERNAME", "KATIBX_REGISTRY_PASSWORD"
 
 
 @click.command()
@@ -25,9 +34,9 @@ from katibx.cli_common import err, fail, out
 @click.option("--platform", "platform_name", default=None, metavar="OS/ARCH",
               help="Which image of a multi-platform base (default: this machine's).")
 @click.option("--insecure", is_flag=True, help="Plain HTTP to the registries (always for localhost and 127.0.0.0/8).")
-@click.option("--username", envvar="KATIBX_REGISTRY_USERNAME", default=None,
+@click.option("--username", envvar=USERNAME_ENV, default=None,
               help="Registry user (default: from ~/.docker/config.json).")
-@click.option("--password", envvar="KATIBX_REGISTRY_PASSWORD", default=None, help="Registry password or token.")
+@click.option("--password", envvar=PASSWORD_ENV, default=None, help="Registry password or token.")
 @click.option("--requirements", type=click.Path(dir_okay=False), default=None,
               help="Pure-Python packages to add as a layer (default: a folder SOURCE's requirements.txt).")
 @click.option("--python", "python_version", default=None, metavar="X.Y",
@@ -75,3 +84,26 @@ def build(source: str, base: str, push: str | None, layout: str | None, workdir:
     if built.layout:
         err.print(escape(f"wrote {built.layout}"), highlight=False)
     out.print(built.digest, highlight=False)
+
+
+def with_built_image(prepared: PreparedExperiment, repository: str, backend: Backend,
+                     store: str | None) -> PreparedExperiment:
+    """``katibx run --build``: the experiment file's folder packaged onto its trial image and pushed; the prepared
+    experiment pinned to the pushed digest (what the store keeps, so a resume runs the same code)."""
+    from katibx.packaging.build import BuildError
+    from katibx.packaging.registry import RegistryError
+    from katibx.packaging.trial_image import build_trial_image
+    from katibx.store import resolve_store_path, store_files
+
+    if not backend.runs_images:
+        fail([f"--build: the {backend.name} backend runs no container images; use --backend kubernetes"])
+    username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    try:
+        experiment, built = build_trial_image(prepared.experiment, repository,
+                                              exclude=store_files(resolve_store_path(store)),
+                                              credentials=(username, password) if username and password else None)
+    except (BuildError, RegistryError) as exc:
+        fail([str(exc)])
+    err.print(escape(f"pushed {built.pushed} ({len(built.uploaded)} blobs uploaded, the others were there)"),
+              highlight=False, soft_wrap=True)
+    return dataclasses.replace(prepared, experiment=experiment)

@@ -228,6 +228,13 @@ def resolve_store_path(url: str | os.PathLike[str] | None = None) -> Path:
     return Path(store_file(str(url or os.environ.get(STORE_ENV) or DEFAULT_STORE))).expanduser().absolute()
 
 
+def store_files(path: Path) -> list[Path]:
+    """What a store at ``path`` keeps on disk: the database, SQLite's journal files and the trial folders beside it
+    (never packaged into an image with the code of the folder it is in)."""
+    return [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")),
+            path.parent / trial_dir.TRIALS_FOLDER]
+
+
 def store_file(text: str, *, windows: bool = os.name == "nt") -> str:
     """The file a ``--store`` value names: a path, or an ``sqlite:`` URL's path; ``sqlite:///C:/dir/file`` names a
     drive on Windows and is refused elsewhere (StoreError)."""

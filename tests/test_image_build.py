@@ -234,14 +234,26 @@ NOTEBOOK = {"cells": [
 ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
-@needs_root
-@pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="needs mmdebstrap: apt-get install mmdebstrap")
-@pytest.mark.timeout(1200)
-def test_a_file_a_function_and_a_notebook_run_inside_a_python_image(registry, tmp_path):
+needs_mmdebstrap = pytest.mark.skipif(shutil.which("mmdebstrap") is None,
+                                      reason="needs mmdebstrap: apt-get install mmdebstrap")
+
+
+@pytest.fixture(scope="module")
+def python_base(registry, tmp_path_factory):
+    """A Debian image with python3 in the test registry, pushed from the cached root filesystem."""
     base = f"{registry}/katibx/python:bookworm"
-    made = katibx_cli("build", str(_python_rootfs()), "--rootfs", "--push", base, cwd=tmp_path,
-                      store=tmp_path / "k.db", timeout=600)
+    folder = tmp_path_factory.mktemp("python-base")
+    made = katibx_cli("build", str(_python_rootfs()), "--rootfs", "--push", base, cwd=folder,
+                      store=folder / "k.db", timeout=900)
     assert made.returncode == 0, made.stderr
+    return base
+
+
+@needs_root
+@needs_mmdebstrap
+@pytest.mark.timeout(1200)
+def test_a_file_a_function_and_a_notebook_run_inside_a_python_image(registry, python_base, tmp_path):
+    base = python_base
     (tmp_path / "train.py").write_text("import sys\nprint(f'accuracy={0.5 + len(sys.argv) / 10}')\n")
     (tmp_path / "objective.py").write_text("def objective(p):\n    return {'loss': (p['x'] - 3) ** 2, 'x': p['x']}\n")
     (tmp_path / "study.ipynb").write_text(json.dumps(NOTEBOOK))
@@ -338,3 +350,96 @@ def test_sources_read_as_their_kind_says_and_refuse_what_cannot_run(tmp_path):
     bad_cmd = katibx_cli("build", str(folder), "--cmd", "python 'x", "--oci-layout", str(tmp_path / "l"),
                          cwd=tmp_path, store=tmp_path / "k.db")
     assert bad_cmd.returncode == 2 and bad_cmd.stderr.startswith("error: --cmd: No closing quotation")
+
+
+SWEEP = """apiVersion: kubeflow.org/v1beta1
+kind: Experiment
+metadata: {name: built-sweep}
+spec:
+  objective: {type: maximize, objectiveMetricName: accuracy}
+  algorithm: {algorithmName: grid}
+  parallelTrialCount: 2
+  maxTrialCount: 2
+  parameters:
+    - {name: lr, parameterType: double, feasibleSpace: {min: "0.01", max: "0.03", step: "0.02"}}
+  trialTemplate:
+    retain: true
+    primaryContainerName: training-container
+    trialParameters: [{name: lr, reference: lr}]
+    trialSpec:
+      apiVersion: batch/v1
+      kind: Job
+      spec:
+        template:
+          spec:
+            restartPolicy: Never
+            containers:
+              - name: training-container
+                image: BASE
+                command: [python3, train.py, "--lr=${trialParameters.lr}"]
+"""
+
+
+@needs_root
+@needs_mmdebstrap
+@pytest.mark.timeout(900)
+def test_run_build_packages_the_folder_onto_the_trial_image_and_the_cluster_runs_it(registry, python_base,
+                                                                                       tmp_path):
+    from support.fake_kube.cluster import FakeCluster
+    from support.fake_kube.images import RegistryPuller
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("import sys\nlr = float(sys.argv[1].partition('=')[2])\n"
+                                      "print(f'ran {__file__} with {sys.executable}')\n"
+                                      "print(f'accuracy={1 - abs(lr - 0.03):.2f}')\n")
+    (project / "exp.yaml").write_text(SWEEP.replace("BASE", python_base))
+    puller = RegistryPuller(tmp_path / "node", (registry,))
+    with FakeCluster(tmp_path, pull=puller) as cluster:
+        ran = katibx_cli("run", "exp.yaml", "--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig),
+                         "--build", f"{registry}/katibx/sweep", "-q", cwd=project, store=project / "k.db", timeout=600)
+        jobs = cluster.objects("batch/v1", "Job")
+    assert ran.returncode == 0, ran.stderr
+    digest = json.loads(_skopeo("inspect", "--tls-verify=false", f"docker://{registry}/katibx/sweep:built-sweep")
+                        .stdout)["Digest"]
+    pinned = f"{registry}/katibx/sweep@{digest}"
+    assert f"pushed {pinned}" in ran.stderr
+    assert len(jobs) == 2 and all(job["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
+                                  for job in jobs)
+    assert list(puller.pulled) == [pinned]  # the node pulled the built image, and only it
+    code = puller.pulled[pinned] / "rootfs" / "app"
+    assert sorted(p.name for p in code.iterdir()) == ["exp.yaml", "train.py"]  # not the store beside them
+    listed = katibx_cli("get", "trials", "built-sweep", "-o", "json", cwd=project, store=project / "k.db")
+    trials = json.loads(listed.stdout)["items"]
+    assert sorted(t["status"]["observation"]["metrics"][0]["latest"] for t in trials) == ["0.98", "1.00"]
+    logs = katibx_cli("logs", "built-sweep", trials[0]["metadata"]["name"], cwd=project, store=project / "k.db")
+    assert "ran /app/train.py with /usr/bin/python3" in logs.stdout  # the image's code and Python, not this host's
+
+
+def test_run_build_faults_are_one_line_and_store_nothing(registry, busybox_base, tmp_path):
+    (tmp_path / "train.py").write_text("print('accuracy=1')\n")
+    sweep = SWEEP.replace("BASE", busybox_base)
+    from_config_map = sweep[:sweep.index("    trialSpec:")] + ("    configMap: {configMapName: templates, configMapNamespace: default, templatePath: job}\n"
+                                                          "    successCondition: status.succeeded\n"
+                                                          "    failureCondition: status.failed\n")
+    cases = [(sweep, ["--build", f"{registry}/katibx/x"], "--build: the local backend runs no container images; "
+                                                          "use --backend kubernetes"),
+             (from_config_map, ["--backend", "kubernetes", "--build", f"{registry}/katibx/x"],
+              "--build: spec.trialTemplate.trialSpec: the trial's spec must be in the experiment"),
+             (sweep.replace(busybox_base, "127.0.0.1:1/katibx/busybox:1"), ["--backend", "kubernetes", "--build",
+                                                                            f"{registry}/katibx/x"], "--build: "),
+             (sweep, ["--backend", "kubernetes", "--build", f"{registry}/katibx/x@sha256:{'0' * 64}"],
+              "--build: "),
+             (sweep.replace(busybox_base, f"{registry}/katibx/missing:1"),
+              ["--backend", "kubernetes", "--build", f"{registry}/katibx/x"], "--build: ")]
+    for text, flags, message in cases:
+        (tmp_path / "exp.yaml").write_text(text)
+        ran = katibx_cli("run", "exp.yaml", *flags, "--kubeconfig", str(tmp_path / "none"), cwd=tmp_path,
+                         store=tmp_path / "k.db") if "kubernetes" in flags else \
+            katibx_cli("run", "exp.yaml", *flags, cwd=tmp_path, store=tmp_path / "k.db")
+        lines = ran.stderr.strip().splitlines()
+        assert ran.returncode == 2 and len(lines) == 1 and message in lines[0], (flags, ran.stderr)
+        assert "Traceback" not in ran.stderr
+        assert not (tmp_path / "k.db").exists()  # refused before the store was made
+    listed = _skopeo("list-tags", "--tls-verify=false", f"docker://{registry}/katibx/x")
+    assert listed.returncode != 0  # nothing was pushed

@@ -108,6 +108,7 @@ class KubernetesBackend(Backend):
     """Runs trials as objects in a Kubernetes cluster, through the official client."""
 
     name = "kubernetes"
+    runs_images = True
     options = (
         BackendOption("--kubeconfig", "kubeconfig", envvar="KUBECONFIG", metavar="FILE",
                       help="The kubeconfig file (env KUBECONFIG; default ~/.kube/config or "

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from katibx.packaging.layer import LAYER_MEDIA_TYPE, Layer, build_layer, layer_of_tar, sha256
 from katibx.packaging.registry import ImageRef, Registry, RegistryError, host_platform
@@ -49,16 +49,18 @@ class _Base:
 SourceLike = str | Path | Callable[..., Any]
 
 
-def plan(source: SourceLike, workdir: str = "/app") -> Source:
+def plan(source: SourceLike, workdir: str = "/app", *, exclude: Collection[Path] = (),
+         metric: str = "objective") -> Source:
     """What the code layer will hold (path in the image -> a file here, or generated content) and the command that
-    runs it: what ``--dry-run`` lists. ``source``: a file, a folder, a notebook, ``file.py:function`` or a function."""
+    runs it: what ``--dry-run`` lists. ``source``: a file, a folder (without the files in ``exclude``), a notebook,
+    ``file.py:function`` or a function (a number it returns is printed as ``metric``)."""
     if callable(source):
         module = inspect.getsourcefile(source)
         if module is None or source.__name__ != source.__qualname__ or not source.__name__.isidentifier():
             raise BuildError(f"source {source!r}: only a module-level function of a .py file can be packaged")
         source = f"{module}:{source.__name__}"
     try:
-        read = read_source(source, workdir)
+        read = read_source(source, workdir, metric, exclude)
     except SourceError as exc:
         raise BuildError(str(exc)) from None
     read.files = {str(PurePosixPath(workdir) / name): item for name, item in read.files.items()}
@@ -69,10 +71,12 @@ def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = N
                 layout: str | Path | None = None, workdir: str = "/app", command: Sequence[str] | None = None,
                 env: dict[str, str] | None = None, platform_name: str | None = None, insecure: bool = False,
                 credentials: tuple[str, str] | None = None, rootfs: bool = False,
-                requirements: str | Path | None = None, python_version: str | None = None) -> BuiltImage:
+                requirements: str | Path | None = None, python_version: str | None = None,
+                exclude: Collection[Path] = (), metric: str = "objective") -> BuiltImage:
     """Append ``source`` (see :func:`plan`; placed under ``workdir``) to ``base`` and push it to ``push`` and/or
     write it as an OCI layout at ``layout`` (``DIR`` or ``DIR:TAG``); BuildError (or RegistryError) naming what
-    failed. With ``rootfs``, ``source`` is a tar of a root filesystem (mmdebstrap's), the layer as it is.
+    failed. ``exclude`` and ``metric``: as :func:`plan` takes them. With ``rootfs``, ``source`` is a tar of a root
+    filesystem (mmdebstrap's), the layer as it is.
 
     ``requirements`` (default: a folder source's ``requirements.txt``) become a layer of pure-Python packages
     below the code, for the base's Python (``python_version``, default: the base's ``PYTHON_VERSION``, else this
@@ -87,7 +91,7 @@ def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = N
         except OSError as exc:
             raise BuildError(f"source {source}: {exc.strerror or exc}") from None
     else:
-        read = plan(source, workdir)
+        read = plan(source, workdir, exclude=exclude, metric=metric)
         layer = build_layer(read.files)
     same_host = target is None or base == SCRATCH or _image(base, "--base").registry == target.registry
     base_image = _base(base, platform_name, insecure, credentials if same_host else None)  # given for the target only

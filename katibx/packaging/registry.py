@@ -51,6 +51,8 @@ class ImageRef:
         host, repo = match["host"], match["repo"]
         if host and not ("." in host or ":" in host or host == "localhost"):
             host, repo = None, f"{host}/{repo}"  # "user/repo": a Docker Hub repository
+            if not re.fullmatch(r"[a-z0-9._/-]+", repo):
+                raise ValueError(f"{text!r} is not an image reference (repository names are lower-case)")
         if not host or host in ("docker.io", "index.docker.io"):
             host = DOCKER_HUB
             repo = repo if "/" in repo else f"library/{repo}"

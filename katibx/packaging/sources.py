@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Collection
 
 # Never packaged from a folder: caches, version control, katibx's own store and virtual environments.
 SKIPPED = {"__pycache__", ".git", ".hg", ".svn", ".katibx", ".venv", "venv", ".mypy_cache", ".pytest_cache",
@@ -36,8 +37,10 @@ class Source:
     notes: list[str] = field(default_factory=list)
 
 
-def read_source(text: str | Path, workdir: str = "/app", metric: str = "objective") -> Source:
-    """The source named by ``text``: ``file.py:function``, a notebook, a file or a folder."""
+def read_source(text: str | Path, workdir: str = "/app", metric: str = "objective",
+                exclude: Collection[Path] = ()) -> Source:
+    """The source named by ``text``: ``file.py:function``, a notebook, a file or a folder (without the files in
+    ``exclude``: the store of the run that packages it)."""
     match = FUNCTION.fullmatch(str(text))
     if match and Path(match["file"]).is_file():
         return _function(Path(match["file"]), match["name"], workdir, metric)
@@ -48,16 +51,19 @@ def read_source(text: str | Path, workdir: str = "/app", metric: str = "objectiv
         return Source({path.name: path}, None, "file")
     if not path.is_dir():
         raise SourceError(f"source {path}: no such file or folder")
-    return Source(_folder_files(path))
+    return Source(_folder_files(path, exclude))
 
 
-def _folder_files(folder: Path) -> dict[str, Path | bytes]:
-    """A folder's files, without :data:`SKIPPED` ones; a link is followed only within the folder."""
+def _folder_files(folder: Path, exclude: Collection[Path] = ()) -> dict[str, Path | bytes]:
+    """A folder's files, without :data:`SKIPPED` ones and ``exclude``; a link is followed only within the folder."""
     root = folder.resolve()
+    excluded = {Path(path).resolve() for path in exclude}
     files: dict[str, Path | bytes] = {}
     for found in sorted(folder.rglob("*")):
         relative = found.relative_to(folder)
-        if SKIPPED.intersection(relative.parts) or found.name.endswith(".pyc"):
+        resolved = found.resolve()
+        if SKIPPED.intersection(relative.parts) or found.name.endswith(".pyc") or \
+                excluded.intersection((resolved, *resolved.parents)):
             continue
         if found.is_symlink():
             target = found.resolve()

@@ -9,7 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
 import kubernetes
 
@@ -33,10 +33,12 @@ class FakeCluster:
 
     def __init__(self, directory: Path, namespaces: tuple[str, ...] = ("default",), *,
                  bookmark_interval: float = 60.0, history: int = 50_000, history_seconds: float = 75.0,
-                 gc_delay: float = 0.2, pull_backoff: float = 0.5, restart_backoff: float = 0.5) -> None:
+                 gc_delay: float = 0.2, pull_backoff: float = 0.5, restart_backoff: float = 0.5,
+                 pull: Callable[[str], Path | None] | None = None) -> None:
         """The timings default to the real ones where tests can afford them (bookmarks, watch history); the
         back-offs and the garbage collector's delay are shorter than a real cluster's (10 s and more) but keep
-        their order of events."""
+        their order of events. ``pull`` unpacks the images it knows (:class:`images.RegistryPuller`), which then
+        really run (see kubelet.py)."""
         self.directory = Path(directory) / "fake-kube"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(16)
@@ -45,6 +47,7 @@ class FakeCluster:
         self.missing_images: set[str] = set()
         """Images no registry has: their containers wait in ErrImagePull/ImagePullBackOff until removed here."""
         self._gc_delay, self._pull_backoff, self._restart_backoff = gc_delay, pull_backoff, restart_backoff
+        self._pull = pull
         self._stopping = threading.Event()
         self.api = Api(self.store, self.registry, self.directory, self._stopping, bookmark_interval)
         self._server: FakeHTTPServer | None = None
@@ -70,7 +73,7 @@ class FakeCluster:
         self.kubelet = Kubelet(self.store, self.registry.get("", "v1", "pods"),  # type: ignore[arg-type]
                                self.directory, {"KUBECONFIG": str(self.kubeconfig)},
                                missing_images=self.missing_images, pull_backoff=self._pull_backoff,
-                               restart_backoff=self._restart_backoff)
+                               restart_backoff=self._restart_backoff, pull=self._pull)
         self._controllers = [JobController(self.api), TrainingOperator(self.api),
                              GarbageCollector(self.store, self._gc_delay)]
         self.kubelet.start()

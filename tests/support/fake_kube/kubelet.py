@@ -1,12 +1,15 @@
 """The fake kubelet: runs each pod's containers as local processes and reports the pod's status.
 
-Images are pulled in name only: an image the cluster lists as missing leaves its container waiting in
-`ErrImagePull`, then `ImagePullBackOff`, retried with a doubling back-off (it starts once the image is no longer
-missing); a malformed reference waits in `InvalidImageName` for good. A container's `command` + `args` run directly
-on this host (`python`/`python3` with the interpreter running the tests), without a shell, in their own process
-group, with the host environment plus the container's `env` (values, `fieldRef`, `configMapKeyRef`,
-`secretKeyRef`), `$(VAR)` expansion as Kubernetes does, and `workingDir` when that folder exists on the host
-(otherwise a per-pod folder under the cluster's directory). Each run of a container (instance) writes its own log
+Images are pulled in name only, unless the cluster has a puller (`pull`) that unpacks an image into a runtime
+bundle (an OCI `config.json` and `rootfs/`, as `umoci unpack` makes); then the container really runs the image: its
+command (or the image's) is executed inside the image's root filesystem (chroot, needs root), in the image's working
+folder (or `workingDir`), with the image's environment plus the container's. An image the cluster lists as missing,
+or that its puller cannot pull, leaves its container waiting in `ErrImagePull`, then `ImagePullBackOff`, retried
+with a doubling back-off (it starts once the image is there); a malformed reference waits in `InvalidImageName` for
+good. Without a bundle a container's `command` + `args` run directly on this host (`python`/`python3` with the
+interpreter running the tests), without a shell, in their own process group, with the host environment plus the
+container's `env` (values, `fieldRef`, `configMapKeyRef`, `secretKeyRef`), `$(VAR)` expansion as Kubernetes does,
+and `workingDir` when that folder exists on the host (otherwise a per-pod folder under the cluster's directory). Each run of a container (instance) writes its own log
 file; `pods/{name}/log` serves the current one and, with `previous`, the one before. Init containers run one after
 another before the others. restartPolicy OnFailure/Always restarts a container after a doubling
 `CrashLoopBackOff` (restartCount counts the restarts). A pod being deleted gets SIGTERM, SIGKILL once its grace
@@ -20,6 +23,7 @@ from __future__ import annotations
 import base64
 import copy
 import heapq
+import json
 import os
 import re
 import selectors
@@ -30,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .clock import now_rfc3339
 from .errors import ApiError
@@ -66,6 +70,7 @@ class ContainerRun:
     last_state: dict[str, Any] = field(default_factory=dict)
     backoff: float = 0.0  # the last restart back-off (0: never restarted)
     pull_delay: float = 0.0  # the last image pull back-off (0: not backed off)
+    bundle: Path | None = None  # the unpacked image it runs in (None: on the host, the image pulled in name only)
 
     @property
     def name(self) -> str:
@@ -99,8 +104,9 @@ class Kubelet:
 
     def __init__(self, store: Store, pods: ResourceType, root: Path, extra_env: dict[str, str], *,
                  missing_images: set[str] | None = None, pull_backoff: float = 0.5,
-                 restart_backoff: float = 0.5) -> None:
+                 restart_backoff: float = 0.5, pull: Callable[[str], Path | None] | None = None) -> None:
         self.store = store
+        self.pull = pull
         self.missing_images = missing_images if missing_images is not None else set()
         self.pull_backoff = pull_backoff
         self.restart_backoff = restart_backoff
@@ -215,15 +221,18 @@ class Kubelet:
             return
         container.started_at = now_rfc3339()
         try:
-            env = self._environment(run, container.spec)
-            argv = [_expand(part, env) for part in
-                    list(container.spec.get("command") or []) + list(container.spec.get("args") or [])]
-            if not container.spec.get("command"):
-                raise RuntimeError("the fake kubelet ignores images: a container needs an explicit command")
-            if argv[0] in ("python", "python3"):
-                argv[0] = sys.executable
-            working_dir = container.spec.get("workingDir")
-            cwd = working_dir if working_dir and os.path.isdir(working_dir) else str(run.directory)
+            if container.bundle is not None:
+                argv, env, cwd = self._in_image(run, container.spec, container.bundle)
+            else:
+                env = self._environment(run, container.spec, dict(os.environ))
+                argv = [_expand(part, env) for part in
+                        list(container.spec.get("command") or []) + list(container.spec.get("args") or [])]
+                if not container.spec.get("command"):
+                    raise RuntimeError("the fake kubelet ignores images: a container needs an explicit command")
+                if argv[0] in ("python", "python3"):
+                    argv[0] = sys.executable
+                working_dir = container.spec.get("workingDir")
+                cwd = working_dir if working_dir and os.path.isdir(working_dir) else str(run.directory)
             path = log_path(self.root, run.namespace, run.name, container.name, container.restart_count)
             with open(path, "ab") as log:
                 process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -254,15 +263,21 @@ class Kubelet:
                                            "message": f'Failed to apply default image tag "{image}": couldn\'t parse '
                                                       f"image name \"{image}\": invalid reference format"}}
             return False
-        if image not in self.missing_images:
+        why = f"failed to pull and unpack image \"{image}\": not found" if image in self.missing_images else None
+        if why is None and self.pull is not None:
+            try:
+                container.bundle = self.pull(image)
+            except LookupError as exc:
+                why = str(exc)
+        if why is None:
             return True
         if container.state.get("waiting", {}).get("reason") == "ErrImagePull":
             container.pull_delay = min(BACKOFF_CAP, container.pull_delay * 2 or self.pull_backoff)
             container.state = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}}
             self._after(container.pull_delay, run, container, "pull")
         else:
-            container.state = {"waiting": {"reason": "ErrImagePull", "message": f'rpc error: code = NotFound desc = '
-                                           f'failed to pull and unpack image "{image}": not found'}}
+            container.state = {"waiting": {"reason": "ErrImagePull",
+                                           "message": f"rpc error: code = NotFound desc = {why}"}}
             self._after(self.pull_backoff / 2, run, container, "pull")  # the kubelet's next sync
         return False
 
@@ -293,9 +308,30 @@ class Kubelet:
                     run.kill_at = float("inf")
                     self._kill(run)
 
-    def _environment(self, run: PodRun, spec: dict[str, Any]) -> dict[str, str]:
-        """The process environment: host, cluster access, then the container's envFrom and env."""
-        env = dict(os.environ)
+    def _in_image(self, run: PodRun, spec: dict[str, Any], bundle: Path) -> tuple[list[str], dict[str, str], str]:
+        """(argv, environment, working folder) of a container that runs in an unpacked image: the command runs
+        inside the image's root filesystem, through this Python in isolated mode (it chroots and execs, so nothing
+        of the image has to be a shell)."""
+        process = json.loads((bundle / "config.json").read_text())["process"]
+        image_env = dict(item.partition("=")[::2] for item in process.get("env") or [])
+        env = self._environment(run, spec, image_env)
+        if spec.get("command"):
+            command = list(spec["command"]) + list(spec.get("args") or [])
+        elif spec.get("args"):
+            raise RuntimeError("the fake kubelet cannot tell an unpacked image's entrypoint from its cmd: give a command")
+        else:
+            command = list(process.get("args") or [])
+        if not command:
+            raise RuntimeError("no command: neither the container nor the image names one")
+        workdir = str(spec.get("workingDir") or process.get("cwd") or "/")
+        argv = [sys.executable, "-I", "-c", _CHROOT_EXEC, str(bundle / "rootfs"), workdir,
+                *(_expand(part, env) for part in command)]
+        return argv, env, "/"
+
+    def _environment(self, run: PodRun, spec: dict[str, Any], base: dict[str, str]) -> dict[str, str]:
+        """The process environment: ``base`` (the host's, or the image's), cluster access, then the container's
+        envFrom and env."""
+        env = dict(base)
         env.update(self.extra_env)
         env["HOSTNAME"] = run.name
         for source in spec.get("envFrom") or []:
@@ -526,6 +562,10 @@ class Kubelet:
             for container in run.init + run.main:
                 if container.process is not None and container.process.poll() is None:
                     _kill_group(container.process.pid)
+
+
+# Run argv[3:] inside the root filesystem argv[1] from the folder argv[2], the program found on the image's PATH.
+_CHROOT_EXEC = "import os, sys; os.chroot(sys.argv[1]); os.chdir(sys.argv[2]); os.execvp(sys.argv[3], sys.argv[3:])"
 
 
 def _kill_group(pid: int) -> None:
