@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import secrets
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +20,10 @@ if TYPE_CHECKING:
     from katibx.backend import Backend
     from katibx.preparation import PreparedExperiment
 
+from katibx.packaging.deploy import KINDS
+
 USERNAME_ENV, PASSWORD_ENV = "KATIBX_REGISTRY_USERNAME", "KATIBX_REGISTRY_PASSWORD"
+DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 @click.command()
@@ -43,13 +48,28 @@ USERNAME_ENV, PASSWORD_ENV = "KATIBX_REGISTRY_USERNAME", "KATIBX_REGISTRY_PASSWO
               help="The base image's Python, for --requirements (default: its PYTHON_VERSION, else this Python's).")
 @click.option("--rootfs", is_flag=True, help="SOURCE is a tar of a root filesystem (mmdebstrap --format=tar): a base.")
 @click.option("--dry-run", is_flag=True, help="List what goes into the image; build nothing.")
+@click.option("--deploy", type=click.Choice(KINDS), default=None,
+              help="Then run the pushed image once on the cluster (pinned to its digest) as a Job or a PyTorchJob, "
+                   "following its log; exit 1 if it fails (a failed one is kept, a finished one deleted).")
+@click.option("--name", default=None, help="With --deploy: the object's name (default: SOURCE's and a random suffix).")
+@click.option("-n", "--namespace", default=None,
+              help="With --deploy: its namespace (default: the kubeconfig context's, else default).")
+@click.option("--kubeconfig", default=None, metavar="FILE", help="With --deploy: the kubeconfig (default: "
+                                                                  "$KUBECONFIG or ~/.kube/config).")
+@click.option("--context", default=None, help="With --deploy: the kubeconfig context.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --deploy pytorchjob: Worker replicas beside the Master.")
+@click.option("--arg", "arguments", multiple=True, help="With --deploy: an argument of the image's command "
+                                                        "(repeatable; e.g. --arg=--lr=0.1).")
 def build(source: str, base: str, push: str | None, layout: str | None, workdir: str, command: str | None,
           env: tuple[str, ...], platform_name: str | None, insecure: bool, username: str | None,
           password: str | None, requirements: str | None, python_version: str | None, rootfs: bool,
-          dry_run: bool) -> None:
+          dry_run: bool, deploy: str | None, name: str | None, namespace: str | None, kubeconfig: str | None,
+          context: str | None, workers: int, arguments: tuple[str, ...]) -> None:
     """Package SOURCE onto --base as one layer; print the image's digest. SOURCE: a file, a folder, a notebook
     (.ipynb: its code cells become a script, the image's command), file.py:function (with an entry script that
-    calls it with the trial's --name=value arguments and prints its metrics), or with --rootfs a root filesystem tar."""
+    calls it with the trial's --name=value arguments and prints its metrics), or with --rootfs a root filesystem tar.
+    With --deploy, the image then runs once on a Kubernetes cluster and its log follows the digest."""
     from katibx.packaging.build import BuildError, build_image, plan
     from katibx.packaging.registry import RegistryError
 
@@ -59,9 +79,11 @@ def build(source: str, base: str, push: str | None, layout: str | None, workdir:
     if (username is None) != (password is None):
         fail(["--username and --password: give both (or neither, for ~/.docker/config.json)"])
     try:
-        arguments = shlex.split(command) if command else None
+        image_command = shlex.split(command) if command else None
     except ValueError as exc:
         fail([f"--cmd: {exc}: {command}"])
+    if deploy and not dry_run:
+        _check_deploy(push, name, workers, deploy)
     try:
         if dry_run:
             planned = plan(source, workdir)
@@ -72,7 +94,7 @@ def build(source: str, base: str, push: str | None, layout: str | None, workdir:
                 out.print(escape(f"command\t{shlex.join(planned.command)}"), highlight=False, soft_wrap=True)
             return
         built = build_image(source, base, push=push, layout=layout, workdir=workdir,
-                            command=arguments, env=variables,
+                            command=image_command, env=variables,
                             platform_name=platform_name, insecure=insecure,
                             credentials=(username, password) if username is not None else None, rootfs=rootfs,
                             requirements=requirements, python_version=python_version)
@@ -84,6 +106,49 @@ def build(source: str, base: str, push: str | None, layout: str | None, workdir:
     if built.layout:
         err.print(escape(f"wrote {built.layout}"), highlight=False)
     out.print(built.digest, highlight=False)
+    if deploy and built.pushed:
+        _deploy(deploy, built.pushed, name or _object_name(source), namespace, kubeconfig, context, workers,
+                built.command, arguments)
+
+
+def _check_deploy(push: str | None, name: str | None, workers: int, kind: str) -> None:
+    """What --deploy needs, checked before anything is built."""
+    import importlib.util
+
+    if not push:
+        fail(["--deploy: needs --push (the cluster pulls the image from a registry)"])
+    if importlib.util.find_spec("kubernetes") is None:
+        fail(["--deploy: needs the kubernetes client: pip install 'katibx[kubernetes]'"])
+    if name is not None and not DNS_LABEL.fullmatch(name):
+        fail([f"--name: {name!r} is not a Kubernetes object name (lower-case letters, digits and '-', at most 63)"])
+    if workers and kind != "pytorchjob":
+        fail(["--workers: only a pytorchjob has workers"])
+
+
+def _object_name(source: str) -> str:
+    """A deployment's default name: the source's (``train.py`` -> ``train-py``) and a random suffix."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", Path(source.partition(":")[2] or source).name.lower()).strip("-")
+    return f"{stem[:50].rstrip('-') or 'katibx'}-{secrets.token_hex(3)}"
+
+
+def _deploy(kind: str, image: str, name: str, namespace: str | None, kubeconfig: str | None, context: str | None,
+            workers: int, command: list[str], arguments: tuple[str, ...]) -> None:
+    from katibx.packaging.deploy import Deployer, DeployError, manifest
+
+    deployer = Deployer(kubeconfig, context)
+    try:
+        body = manifest(kind, image, name=name, namespace=namespace or deployer.namespace(), command=command,
+                        args=arguments, workers=workers)
+        err.print(escape(f"{body['kind'].lower()}/{name} created in namespace {body['metadata']['namespace']}"),
+                  highlight=False)
+        ended = deployer.run(body, lambda line: click.echo(line))
+    except DeployError as exc:
+        fail([str(exc)])
+    what = f"{ended.kind.lower()}/{ended.name}"
+    if not ended.succeeded:
+        fail([f"{what} failed: {ended.reason or 'no reason given'} (kept: kubectl describe {what} -n "
+              f"{ended.namespace})"], code=1)
+    err.print(escape(f"{what} succeeded (deleted)"), highlight=False)
 
 
 def with_built_image(prepared: PreparedExperiment, repository: str, backend: Backend,

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from typing import Any, Callable, Mapping, Sequence
 
+from katibx.backend import Backend
 from katibx.client import KatibxClient, experiment_object, log_tail
 from katibx.controller import combined_listener
 from katibx.display import progress_display
 from katibx.loader import experiment_from_dict
-from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
+from katibx.packaging.build import BuildError
+from katibx.packaging.registry import RegistryError
+from katibx.packaging.trial_image import FUNCTION_CONTAINER, build_trial_image, function_job
+from katibx.preparation import DEFAULT_BACKEND, PreparedExperiment, create_backend, prepare
 from katibx.results import TrialResult, TuneResult
 from katibx.runner import deadline_after, resume_experiment, run_experiment
 from katibx.sdk_objects import sdk_domain
@@ -80,8 +85,10 @@ def function_experiment(
     trial_active_deadline_seconds: float | None = None,
     resources_per_trial: Mapping[str, Any] | None = None,
     reuse_processes: bool = True,
+    image: str | None = None,
 ) -> Experiment:
     """The Experiment ``tune`` runs: search domains become parameters, other values are passed through unchanged.
+    With ``image`` the trials are Jobs running the objective in that image (see :func:`tune`'s ``build``).
 
     Raises ValidationError, one ``field.path (argument): message`` line per problem.
     """
@@ -92,6 +99,8 @@ def function_experiment(
                             ("resources_per_trial", resources_per_trial)):
         if value is not None and not isinstance(value, Mapping):
             errors.append(f"{argument}: must be a dict, got {type(value).__name__}")
+    if image is not None and (not isinstance(image, str) or not image):
+        errors.append(f"image: must be an image reference (registry/repository:tag), got {image!r}")
     if not isinstance(reuse_processes, bool):
         errors.append(f"reuse_processes: must be True or False, got {type(reuse_processes).__name__}")
     if errors:
@@ -136,6 +145,12 @@ def function_experiment(
                 "primaryContainerName": "function",
                 "trialParameters": [{"name": k, "reference": k} for k in domains],
                 "trialSpec": {"apiVersion": "katibx.io/v1alpha1", "kind": FUNCTION_KIND, "spec": function_spec},
+            } if image is None else {
+                "primaryContainerName": FUNCTION_CONTAINER,
+                "trialParameters": [{"name": k, "reference": k} for k in domains],
+                "trialSpec": function_job(image, list(domains), fixed, env=function_spec.get("env"),
+                                          resources=function_spec.get("resources"),
+                                          deadline=trial_active_deadline_seconds),
             },
             "parallelTrialCount": parallel_trial_count,
             "maxTrialCount": max_trial_count,
@@ -164,6 +179,7 @@ def tune(
     load_if_exists: bool = False,
     progress: bool | None = None,
     mlflow: bool | str | None = None,
+    build: str | None = None,
     **experiment_options: Any,
 ) -> TuneResult:
     """Run ``objective`` over the search space and return the finished Experiment: a :class:`TuneResult`, the
@@ -186,8 +202,16 @@ def tune(
     by default where someone watches (a terminal, a notebook), not into a pipe or a log; False never, True always.
     ``mlflow`` logs the experiment into MLflow as it runs (True: at ``MLFLOW_TRACKING_URI`` or MLflow's default;
     a string: that tracking URI; None: as the ``katibx.io/mlflow`` annotation says), off the trials' path.
+    With a backend that runs container images (``backend="kubernetes"``), ``image`` (a base image with Python and
+    what the objective imports) and ``build`` (``REGISTRY/REPOSITORY[:TAG]``) package the objective's module onto
+    ``image``, push it to ``build`` and run each trial as a Job on the pushed digest: the objective gets its
+    values as Python literals (or text) and returns a number or a dict of numbers (printed, read from the log).
     Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
     """
+    image = experiment_options.get("image")
+    if (image is None) != (build is None):
+        raise ValidationError(["image, build: give both to run the objective in a container image (image: the "
+                               "base, build: where to push it), or neither"])
     experiment = function_experiment(name, objective, parameters, **experiment_options)
     errors = [f"{argument}: must be True or False, got {type(value).__name__}" for argument, value in
               (("load_if_exists", load_if_exists), ("progress", progress))
@@ -209,6 +233,9 @@ def tune(
         prepared = prepare(experiment, worker, mlflow)  # before the store is opened: a mistake leaves no file behind
     except ValidationError as exc:
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
+    if build is not None:
+        prepared = _with_built_image(prepared, worker, build, objective)
+        experiment = prepared.experiment
     st = store if isinstance(store, Store) else Store(store)
     display = progress_display(progress)
     try:
@@ -238,6 +265,20 @@ def tune(
             display.close()
         if st is not store:
             st.close()
+
+
+def _with_built_image(prepared: PreparedExperiment, backend: Backend, build: str,
+                      objective: Callable[..., Any]) -> PreparedExperiment:
+    """The objective's module packaged onto the trial image, pushed to ``build``, the experiment pinned to it;
+    ValidationError (one line) when the backend runs no images or the build fails."""
+    if not backend.runs_images:
+        raise ValidationError([f"build: the {backend.name} backend runs no container images; use "
+                               "backend=\"kubernetes\""])
+    try:
+        experiment, _ = build_trial_image(prepared.experiment, build, source=objective)
+    except (BuildError, RegistryError) as exc:
+        raise ValidationError([str(exc).replace("--build: ", "build: ", 1)]) from None
+    return dataclasses.replace(prepared, experiment=experiment)
 
 
 def _existing(store: Store, experiment: Experiment) -> ExperimentRecord | None:

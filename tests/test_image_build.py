@@ -443,3 +443,134 @@ def test_run_build_faults_are_one_line_and_store_nothing(registry, busybox_base,
         assert not (tmp_path / "k.db").exists()  # refused before the store was made
     listed = _skopeo("list-tags", "--tls-verify=false", f"docker://{registry}/katibx/x")
     assert listed.returncode != 0  # nothing was pushed
+
+
+OBJECTIVE = '''import os
+
+
+def objective(params):
+    """Runs in the image: its entry script is there, and the host's katibx is not."""
+    assert os.path.exists("/app/katibx_main.py")
+    try:
+        import katibx  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise AssertionError("katibx imported: not the image's Python")
+    return {"score": -(params["x"] - 2) ** 2, "width": params["width"]}
+'''
+
+
+@needs_root
+@needs_mmdebstrap
+@pytest.mark.timeout(900)
+def test_tune_runs_a_function_objective_as_jobs_on_its_built_image(registry, python_base, tmp_path, monkeypatch):
+    from support.fake_kube.cluster import FakeCluster
+    from support.fake_kube.images import RegistryPuller
+
+    import katibx
+    from katibx.store import Store
+
+    (tmp_path / "shapes.py").write_text(OBJECTIVE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from shapes import objective
+
+    puller = RegistryPuller(tmp_path / "node", (registry,))
+    with FakeCluster(tmp_path, pull=puller) as cluster:
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+        result = katibx.tune("fn-sweep", objective, {"x": katibx.search.int(1, 3), "width": 7},
+                             objective_metric_name="score", additional_metric_names=["width"],
+                             algorithm_name="grid", max_trial_count=3, parallel_trial_count=3,
+                             backend="kubernetes", image=python_base, build=f"{registry}/katibx/fn",
+                             store=str(tmp_path / "k.db"), progress=False)
+        created = [c for c in cluster.calls if c.method == "POST" and c.path.endswith("/jobs")]
+    assert result.best_params == {"x": 2} and result.best_value == 0
+    assert sorted(t.value for t in result.trials) == [-1, -1, 0]
+    with Store(tmp_path / "k.db") as store:
+        spec = store.get_experiment("fn-sweep").experiment.spec.trial_template.trial_spec
+    image = spec["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith(f"{registry}/katibx/fn@sha256:") and list(puller.pulled) == [image]
+    assert len(created) == 3
+
+
+def test_tune_refuses_a_build_it_cannot_run_in_one_line(registry, tmp_path, monkeypatch):
+    import katibx
+    from katibx.validation import ValidationError
+
+    (tmp_path / "shapes.py").write_text(OBJECTIVE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from shapes import objective
+
+    cases = [({"image": "python:3"}, "image, build: give both"),
+             ({"build": f"{registry}/katibx/fn"}, "image, build: give both"),
+             ({"image": "python:3", "build": f"{registry}/katibx/fn"}, "build: the local backend runs no container"),
+             ({"image": "127.0.0.1:1/python:3", "build": f"{registry}/katibx/fn", "backend": "kubernetes"},
+              "build: registry 127.0.0.1:1 cannot be reached")]
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    for options, message in cases:
+        with pytest.raises(ValidationError) as raised:
+            katibx.tune("fn", objective, {"x": katibx.search.int(1, 3)}, objective_metric_name="score",
+                        store=str(tmp_path / "k.db"), **options)
+        assert len(raised.value.errors) == 1 and raised.value.errors[0].startswith(message), raised.value.errors
+        assert not (tmp_path / "k.db").exists()
+
+
+DEPLOYED = """import os, sys
+print(f"rank={os.environ.get('RANK', '-')} args={sys.argv[1:]} file={__file__}")
+sys.exit(3 if "--fail" in sys.argv else 0)
+"""
+
+
+@needs_root
+@needs_mmdebstrap
+@pytest.mark.timeout(900)
+def test_build_deploy_runs_the_image_once_as_a_job_or_a_pytorchjob_and_follows_its_log(registry, python_base,
+                                                                                         tmp_path):
+    from support.fake_kube.cluster import FakeCluster
+    from support.fake_kube.images import RegistryPuller
+
+    (tmp_path / "train.py").write_text(DEPLOYED)
+    build = ("build", "train.py", "--base", python_base, "--cmd", "python3 /app/train.py")
+    puller = RegistryPuller(tmp_path / "node", (registry,))
+    with FakeCluster(tmp_path, pull=puller) as cluster:
+        where = ("--kubeconfig", str(cluster.kubeconfig))
+        job = katibx_cli(*build, "--push", f"{registry}/katibx/deploy:1", "--deploy", "job", "--name", "once",
+                         "--arg=--lr=0.1", *where, cwd=tmp_path, store=tmp_path / "k.db", timeout=300)
+        assert job.returncode == 0, job.stderr
+        digest, *log = job.stdout.splitlines()
+        assert log == ["rank=- args=['--lr=0.1'] file=/app/train.py"]  # the image's code, its command + --arg
+        assert list(puller.pulled) == [f"{registry}/katibx/deploy@{digest}"]  # pinned to the digest
+        assert "job/once succeeded (deleted)" in job.stderr
+        wait_until(lambda: not cluster.objects("batch/v1", "Job"), 30, "the finished Job's deletion")
+
+        torch = katibx_cli(*build, "--push", f"{registry}/katibx/deploy:2", "--deploy", "pytorchjob", "--workers", "1",
+                           "--name", "dist", "--arg=--fail", *where, cwd=tmp_path, store=tmp_path / "k.db",
+                           timeout=300)
+        assert torch.returncode == 1, torch.stderr
+        assert torch.stdout.splitlines()[1:] == ["rank=0 args=['--fail'] file=/app/train.py"]
+        assert torch.stderr.strip().splitlines()[-1].startswith("error: pytorchjob/dist failed: ")
+        kept = cluster.objects("kubeflow.org/v1", "PyTorchJob")
+        replicas = kept[0]["spec"]["pytorchReplicaSpecs"]
+        assert [r["replicas"] for r in replicas.values()] == [1, 1]
+        assert {r["template"]["spec"]["containers"][0]["image"] for r in replicas.values()} == \
+            {f"{registry}/katibx/deploy@{digest}"}  # the same code: only the tag differs
+
+
+def test_build_deploy_refusals_are_one_line(registry, busybox_base, tmp_path):
+    (tmp_path / "train.py").write_text(DEPLOYED)
+    (tmp_path / "kubeconfig").write_text(
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {}}]\n")
+    build = ("build", "train.py", "--base", busybox_base, "--kubeconfig", str(tmp_path / "kubeconfig"))
+    cases = [((), ["--deploy", "job"], "--deploy: needs --push", 2),
+             (("--push", f"{registry}/katibx/d:1"), ["--deploy", "job", "--name", "Bad_Name"], "--name: ", 2),
+             (("--push", f"{registry}/katibx/d:1"), ["--deploy", "job", "--workers", "2"], "--workers: ", 2),
+             (("--push", f"{registry}/katibx/d:1"), ["--deploy", "job"],
+              "the cluster at http://127.0.0.1:1 cannot be reached", 2)]
+    for push, flags, message, code in cases:
+        ran = katibx_cli(*build, *push, *flags, cwd=tmp_path, store=tmp_path / "k.db")
+        errors = [line for line in ran.stderr.splitlines() if line.startswith("error")]
+        assert ran.returncode == code and len(errors) == 1 and message in errors[0], (flags, ran.stderr)
+        assert "Traceback" not in ran.stderr
+        if "reached" not in message:  # refused before anything was built
+            assert _skopeo("list-tags", "--tls-verify=false", f"docker://{registry}/katibx/d").returncode != 0

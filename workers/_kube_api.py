@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -49,11 +50,12 @@ class KubeApi:
             if self.kubeconfig is None and not _has_kubeconfig():
                 config.load_incluster_config()
                 self._api = client.ApiClient()
-            else:
-                self._api = config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
-                _, active = config.list_kube_config_contexts(config_file=self.kubeconfig)
+            else:  # $KUBECONFIG as it is now (the client reads it once, when it is imported)
+                kubeconfig = self.kubeconfig or os.environ.get("KUBECONFIG") or None
+                self._api = config.new_client_from_config(config_file=kubeconfig, context=self.context)
+                _, active = config.list_kube_config_contexts(config_file=kubeconfig)
                 if self.context:
-                    contexts, _ = config.list_kube_config_contexts(config_file=self.kubeconfig)
+                    contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
                     active = next((c for c in contexts if c.get("name") == self.context), active)
                 self.context_namespace = ((active or {}).get("context") or {}).get("namespace")
         except (config.ConfigException, OSError, ValueError, TypeError) as exc:
@@ -259,8 +261,6 @@ def _retry_after(exc: Any) -> float | None:
 
 def _has_kubeconfig() -> bool:
     """Whether a kubeconfig file is configured ($KUBECONFIG or ~/.kube/config); else in-cluster config is used."""
-    import os
-
     from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
     paths = os.environ.get("KUBECONFIG", KUBE_CONFIG_DEFAULT_LOCATION)

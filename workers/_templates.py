@@ -44,7 +44,8 @@ def check_template(experiment: Experiment, spec: dict[str, Any], path: str) -> l
     errors: list[str] = []
     kind, api_version = spec.get("kind"), spec.get("apiVersion")
     if kind == FUNCTION_KIND:
-        return [f"{path}.kind: Function trials run in this process; use the local or ray backend"]
+        return [f"{path}.kind: Function trials run in this process; use the local or ray backend, or "
+                f"katibx.tune's image= and build= to run the objective in a container image"]
     if not isinstance(kind, str) or not isinstance(api_version, str) or not kind or not api_version:
         return [f"{path}: apiVersion and kind are required"]
     if kind not in WORKER_DEFAULTS and not (tt.success_condition and tt.failure_condition):

@@ -36,6 +36,7 @@ class BuiltImage:
     pushed: str | None = None  # the reference pinned to the digest, when pushed
     layout: Path | None = None
     uploaded: list[str] = field(default_factory=list)  # the blobs that travelled (others were there or mounted)
+    command: list[str] = field(default_factory=list)  # what the image runs: its Entrypoint + Cmd
 
 
 @dataclass
@@ -113,7 +114,9 @@ def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = N
                 "layers": descriptors,
                 "annotations": {"org.opencontainers.image.created": EPOCH}}
     manifest_blob = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    built = BuiltImage(sha256(manifest_blob), read.files)
+    runtime = config.get("config") or {}
+    built = BuiltImage(sha256(manifest_blob), read.files,
+                       command=list(runtime.get("Entrypoint") or []) + list(runtime.get("Cmd") or []))
     if target is not None:
         registry = Registry(target.registry, insecure=insecure, credentials=credentials)
         _push_blobs(registry, target, base_image, layers, config_blob, built)

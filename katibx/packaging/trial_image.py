@@ -79,8 +79,9 @@ def function_job(image: str, parameters: list[str], fixed: dict[str, Any], *, en
                                  "command": ["python3", str(PurePosixPath(DEFAULT_WORKDIR) / ENTRY), *arguments]}
     if env:
         container["env"] = env
-    if resources:
-        container["resources"] = {"limits": resources}
+    if resources:  # tune's resources_per_trial: {"cpu": 2, "memory": "1Gi", "gpu": 1}
+        container["resources"] = {"limits": {"nvidia.com/gpu" if key == "gpu" else key: str(value)
+                                             for key, value in resources.items()}}
     spec: dict[str, Any] = {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}
     if deadline is not None:
         spec["activeDeadlineSeconds"] = deadline

@@ -1,0 +1,231 @@
+"""Deployers (fairing's job deployers): a pushed image run once on a Kubernetes cluster, as a ``batch/v1`` Job or a
+Kubeflow ``PyTorchJob``, pinned to its digest; the primary pod's log is followed until the job ends. Through the
+official ``kubernetes`` client (``pip install 'katibx[kubernetes]'``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+KINDS = ("job", "pytorchjob")
+DEPLOYMENT_LABEL = "katibx.io/deployment"  # on every pod template: the deployment's name (found by its pods)
+PRIMARY_LABEL = "katibx.io/primary"  # on the pod template whose log is followed (a PyTorchJob's Master)
+# Waiting reasons of a container that will never start, and those the kubelet retries (failed after start_timeout).
+NEVER_STARTS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+CANNOT_START = NEVER_STARTS | {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError",
+                               "CreateContainerError"}
+
+
+class DeployError(RuntimeError):
+    """A deployment that could not be made or followed: the cluster, the API's refusal, a pod that cannot start."""
+
+
+@dataclass
+class Deployment:
+    """What ran: the object, and how it ended (``reason``: the condition's, or why its pod could not start)."""
+
+    kind: str
+    name: str
+    namespace: str
+    succeeded: bool
+    reason: str = ""
+
+
+def manifest(kind: str, image: str, *, name: str, namespace: str, command: Sequence[str] = (),
+             args: Sequence[str] = (), workers: int = 0, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The object named ``name`` that runs ``image`` once: a Job (no retry) or a PyTorchJob with a Master and
+    ``workers`` Workers. The container runs ``command`` (the image's: Kubernetes replaces an image's Cmd with
+    ``args`` unless the command is given) followed by ``args``, or without either the image's own command."""
+    if kind not in KINDS:
+        raise DeployError(f"--deploy: {kind!r} is not a kind to deploy ({', '.join(KINDS)})")
+    meta = {"name": name, "namespace": namespace}
+
+    def pod(container_name: str, primary: bool) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": container_name, "image": image}
+        if args:
+            if command:
+                container["command"] = list(command)
+            container["args"] = list(args)
+        if env:
+            container["env"] = [{"name": key, "value": value} for key, value in env.items()]
+        labels = {DEPLOYMENT_LABEL: name, **({PRIMARY_LABEL: "true"} if primary else {})}
+        return {"metadata": {"labels": labels}, "spec": {"restartPolicy": "Never", "containers": [container]}}
+
+    if kind == "job":
+        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+                "spec": {"backoffLimit": 0, "template": pod("main", True)}}
+    replicas: dict[str, Any] = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": pod("pytorch", True)}}
+    if workers:
+        replicas["Worker"] = {"replicas": workers, "restartPolicy": "Never", "template": pod("pytorch", False)}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": meta,
+            "spec": {"pytorchReplicaSpecs": replicas}}
+
+
+class Deployer:
+    """Creates a deployment's object and follows it to its end; configured with the cluster to use."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None, start_timeout: float = 300.0) -> None:
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.start_timeout = start_timeout
+        self._client: Any = None
+
+    def namespace(self) -> str:
+        """The current context's namespace, else ``default`` (as kubectl)."""
+        from kubernetes import config
+
+        try:
+            _, active = config.list_kube_config_contexts(config_file=self._kubeconfig())
+        except (config.ConfigException, OSError, ValueError, TypeError):
+            return "default"
+        if self.context:
+            contexts, _ = config.list_kube_config_contexts(config_file=self._kubeconfig())
+            active = next((c for c in contexts if c.get("name") == self.context), active)
+        return str(((active or {}).get("context") or {}).get("namespace") or "default")
+
+    def run(self, body: dict[str, Any], on_log: Callable[[str], None]) -> Deployment:
+        """Create ``body``, pass each line its primary pod prints to ``on_log`` and wait for its end; a job that
+        succeeded is deleted (its log was shown), a failed one is kept for inspection."""
+        created = self._call("create", lambda: self._create(body))
+        meta = created["metadata"]
+        name, namespace, kind = meta["name"], meta["namespace"], body["kind"]
+        pod = self._call("wait for", lambda: self._started_pod(kind, name, namespace))
+        if isinstance(pod, Deployment):
+            return pod
+        self._call("read the log of", lambda: self._follow(pod, namespace, on_log))
+        deployment = self._call("wait for", lambda: self._finished(kind, name, namespace))
+        if deployment.succeeded:
+            self._call("delete", lambda: self._delete(kind, name, namespace))
+        return deployment
+
+    # ------------------------------------------------------------------ the API
+    def _kubeconfig(self) -> str | None:
+        return self.kubeconfig or os.environ.get("KUBECONFIG") or None
+
+    def _api(self) -> Any:
+        if self._client is None:
+            from kubernetes import config
+
+            try:
+                self._client = config.new_client_from_config(config_file=self._kubeconfig(), context=self.context)
+            except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+                raise DeployError(f"--kubeconfig: cannot load the Kubernetes configuration: {exc}") from None
+        return self._client
+
+    def _call(self, what: str, action: Callable[[], Any]) -> Any:
+        """``action`` with the API's refusals and an unreachable cluster as one-line DeployErrors."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return action()
+        except ApiException as exc:
+            raise DeployError(f"cannot {what} the deployment: {exc.status} {exc.reason}: {_api_message(exc)}") from None
+        except (HTTPError, OSError) as exc:
+            host = self._api().configuration.host
+            raise DeployError(f"the cluster at {host} cannot be reached: {exc}") from None
+
+    def _create(self, body: dict[str, Any]) -> dict[str, Any]:
+        from kubernetes import client
+
+        namespace = body["metadata"]["namespace"]
+        if body["kind"] == "Job":
+            created = client.BatchV1Api(self._api()).create_namespaced_job(namespace, body)
+            return self._api().sanitize_for_serialization(created)
+        return client.CustomObjectsApi(self._api()).create_namespaced_custom_object(
+            "kubeflow.org", "v1", namespace, "pytorchjobs", body)
+
+    def _started_pod(self, kind: str, name: str, namespace: str) -> str | Deployment:
+        """The primary pod's name once its container runs or ended; a failed Deployment when it cannot start
+        (at once for a reason no retry can mend, else after ``start_timeout`` seconds)."""
+        from kubernetes import client, watch
+
+        selector = f"{DEPLOYMENT_LABEL}={name},{PRIMARY_LABEL}=true"
+        pods = client.CoreV1Api(self._api())
+        waited_since: float | None = None
+        stream = watch.Watch().stream(pods.list_namespaced_pod, namespace, label_selector=selector,
+                                      timeout_seconds=int(self.start_timeout) + 60)
+        for event in stream:
+            pod = event["object"]
+            if not _owned_by(pod, name):
+                continue
+            for status in (pod.status.container_statuses or []) if pod.status else []:
+                state = status.state
+                if state is not None and (state.running or state.terminated):
+                    return str(pod.metadata.name)
+                waiting = state.waiting if state is not None else None
+                if waiting is not None and waiting.reason in CANNOT_START:
+                    waited_since = waited_since or time.monotonic()
+                    if waiting.reason in NEVER_STARTS or time.monotonic() - waited_since > self.start_timeout:
+                        return Deployment(kind, name, namespace, False,
+                                          f"{waiting.reason}: {waiting.message or ''}".rstrip(": "))
+        raise DeployError(f"{kind.lower()}/{name}: its pod did not start within {self.start_timeout:g} s")
+
+    def _follow(self, pod: str, namespace: str, on_log: Callable[[str], None]) -> None:
+        from kubernetes import client
+
+        response = client.CoreV1Api(self._api()).read_namespaced_pod_log(pod, namespace, follow=True,
+                                                                         _preload_content=False)
+        try:
+            pending = b""
+            for chunk in response.stream(4096):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    on_log(line.decode(errors="replace"))
+            if pending:
+                on_log(pending.decode(errors="replace"))
+        finally:
+            response.release_conn()
+
+    def _finished(self, kind: str, name: str, namespace: str) -> Deployment:
+        """Wait for the object's terminal condition (Job: Complete/Failed; PyTorchJob: Succeeded/Failed)."""
+        from kubernetes import client, watch
+
+        if kind == "Job":
+            lister: Any = client.BatchV1Api(self._api()).list_namespaced_job
+            args: tuple[Any, ...] = (namespace,)
+        else:
+            lister = client.CustomObjectsApi(self._api()).list_namespaced_custom_object
+            args = ("kubeflow.org", "v1", namespace, "pytorchjobs")
+        for event in watch.Watch().stream(lister, *args, field_selector=f"metadata.name={name}",
+                                          timeout_seconds=3600):
+            obj = event["object"]
+            status = obj.get("status") if isinstance(obj, dict) else self._api().sanitize_for_serialization(obj.status)
+            for condition in (status or {}).get("conditions") or []:
+                if condition.get("status") != "True":
+                    continue
+                if condition.get("type") in ("Complete", "Succeeded"):
+                    return Deployment(kind, name, namespace, True, str(condition.get("reason") or ""))
+                if condition.get("type") == "Failed":
+                    reason = ": ".join(str(part) for part in (condition.get("reason"), condition.get("message"))
+                                       if part)
+                    return Deployment(kind, name, namespace, False, reason)
+        raise DeployError(f"{kind.lower()}/{name}: it did not end within an hour of its pod's end")
+
+    def _delete(self, kind: str, name: str, namespace: str) -> None:
+        from kubernetes import client
+
+        if kind == "Job":
+            client.BatchV1Api(self._api()).delete_namespaced_job(name, namespace, propagation_policy="Background")
+        else:
+            client.CustomObjectsApi(self._api()).delete_namespaced_custom_object(
+                "kubeflow.org", "v1", namespace, "pytorchjobs", name, propagation_policy="Background")
+
+
+def _owned_by(pod: Any, name: str) -> bool:
+    return any(ref.name == name for ref in (pod.metadata.owner_references or []))
+
+
+def _api_message(exc: Any) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or "")
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.body or "")[:200]
+
+
+__all__ = ["DEPLOYMENT_LABEL", "KINDS", "Deployer", "DeployError", "Deployment", "manifest"]
