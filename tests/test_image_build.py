@@ -574,3 +574,109 @@ def test_build_deploy_refusals_are_one_line(registry, busybox_base, tmp_path):
         assert "Traceback" not in ran.stderr
         if "reached" not in message:  # refused before anything was built
             assert _skopeo("list-tags", "--tls-verify=false", f"docker://{registry}/katibx/d").returncode != 0
+
+
+class _TokenService:
+    """A registry token service (the distribution spec's bearer-token flow): Basic credentials in, a JWT signed
+    with RS256 out, carrying its certificate (x5c) that the registry trusts through its rootcertbundle."""
+
+    def __init__(self, folder: Path, users: dict[str, str]) -> None:
+        import datetime
+        import http.server
+        import threading
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "katibx-test-token")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                            .not_valid_before(now - datetime.timedelta(hours=1))
+                            .not_valid_after(now + datetime.timedelta(days=1)).sign(self.key, hashes.SHA256()))
+        self.bundle = folder / "token.pem"
+        self.bundle.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+        self.users, self.requests = users, []
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                service.requests.append(query)
+                given = self.headers.get("Authorization", "")
+                user, _, password = base64.b64decode(given.removeprefix("Basic ")).decode().partition(":") \
+                    if given.startswith("Basic ") else ("", "", "")
+                if not user or service.users.get(user) != password:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": service.token(user, query)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self, user: str, query: dict[str, list[str]]) -> str:
+        import time
+
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def part(data: dict[str, object]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+        access = []
+        for scope in query.get("scope", []):  # repository:NAME:ACTIONS, one per parameter
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        header = part({"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]})
+        now = int(time.time())
+        claims = part({"iss": "katibx-test-issuer", "sub": user, "aud": query["service"][0], "exp": now + 300,
+                       "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access})
+        signature = self.key.sign(f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{header}.{claims}." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_registry_with_bearer_tokens_takes_credentials_through_its_token_service(registry, busybox_base, tmp_path):
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    tokens = _TokenService(folder, {"alice": "secret"})
+    server, host = _serve(folder, f"auth: {{token: {{realm: '{tokens.realm}', service: katibx-test, issuer: "
+                                  f"katibx-test-issuer, rootcertbundle: {tokens.bundle}}}}}\n")
+    try:
+        app = _app(tmp_path)
+        push = ("build", str(app), "--base", busybox_base, "--push", f"{host}/katibx/app:1")
+        no_config = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "no-config")}
+        anonymous = katibx_cli(*push, cwd=tmp_path, store=tmp_path / "k.db", env=no_config)
+        assert anonymous.returncode == 2 and anonymous.stderr.strip() == (
+            f"error: registry {host}: the token service refused the credentials (HTTP 401)"), anonymous.stderr
+        wrong = katibx_cli(*push, "--username", "alice", "--password", "guess", cwd=tmp_path, store=tmp_path / "k.db",
+                           env=no_config)
+        assert wrong.returncode == 2 and "the token service refused the credentials" in wrong.stderr
+        given = katibx_cli(*push, "--username", "alice", "--password", "secret", cwd=tmp_path, store=tmp_path / "k.db",
+                           env=no_config)
+        assert given.returncode == 0 and given.stdout.startswith("sha256:"), given.stderr
+        scopes = {scope for request in tokens.requests for scope in request.get("scope", [])}
+        assert "repository:katibx/app:pull,push" in scopes  # what the registry's challenge asked for
+        inspected = _skopeo("inspect", "--tls-verify=false", "--creds", "alice:secret", f"docker://{host}/katibx/app:1")
+        assert inspected.returncode == 0 and json.loads(inspected.stdout)["Digest"] == given.stdout.strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        tokens.close()
