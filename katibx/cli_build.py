@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import secrets
 import shlex
@@ -18,12 +17,14 @@ from katibx.cli_common import err, fail, out
 
 if TYPE_CHECKING:
     from katibx.backend import Backend
+    from katibx.packaging.deploy import Deployer
     from katibx.preparation import PreparedExperiment
 
 from katibx.packaging.deploy import KINDS
+from katibx.packaging.registry import PASSWORD_ENV, USERNAME_ENV
 
-USERNAME_ENV, PASSWORD_ENV = "KATIBX_REGISTRY_USERNAME", "KATIBX_REGISTRY_PASSWORD"
-DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+DNS_LABEL = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")  # a DNS-1035 label: what a Service may be named
+MAX_NAME = 50  # room for the "-worker-N" a training operator appends
 
 
 @click.command()
@@ -61,11 +62,13 @@ DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
               help="With --deploy pytorchjob: Worker replicas beside the Master.")
 @click.option("--arg", "arguments", multiple=True, help="With --deploy: an argument of the image's command "
                                                         "(repeatable; e.g. --arg=--lr=0.1).")
+@click.option("--start-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              metavar="SECONDS", help="With --deploy: how long its pod may wait for an image it cannot pull.")
 def build(source: str, base: str, push: str | None, layout: str | None, workdir: str, command: str | None,
           env: tuple[str, ...], platform_name: str | None, insecure: bool, username: str | None,
           password: str | None, requirements: str | None, python_version: str | None, rootfs: bool,
           dry_run: bool, deploy: str | None, name: str | None, namespace: str | None, kubeconfig: str | None,
-          context: str | None, workers: int, arguments: tuple[str, ...]) -> None:
+          context: str | None, workers: int, arguments: tuple[str, ...], start_timeout: float) -> None:
     """Package SOURCE onto --base as one layer; print the image's digest. SOURCE: a file, a folder, a notebook
     (.ipynb: its code cells become a script, the image's command), file.py:function (with an entry script that
     calls it with the trial's --name=value arguments and prints its metrics), or with --rootfs a root filesystem tar.
@@ -107,8 +110,13 @@ def build(source: str, base: str, push: str | None, layout: str | None, workdir:
         err.print(escape(f"wrote {built.layout}"), highlight=False)
     out.print(built.digest, highlight=False)
     if deploy and built.pushed:
-        _deploy(deploy, built.pushed, name or _object_name(source), namespace, kubeconfig, context, workers,
-                built.command, arguments)
+        from katibx.packaging.deploy import Deployer
+
+        if arguments and not built.command:
+            fail(["--arg: the image has no command to pass arguments to; give it one with --cmd"])
+        _deploy(deploy, built.pushed, name or _object_name(source), namespace, Deployer(kubeconfig, context,
+                                                                                         start_timeout),
+                workers, built.command, arguments)
 
 
 def _check_deploy(push: str | None, name: str | None, workers: int, kind: str) -> None:
@@ -119,8 +127,9 @@ def _check_deploy(push: str | None, name: str | None, workers: int, kind: str) -
         fail(["--deploy: needs --push (the cluster pulls the image from a registry)"])
     if importlib.util.find_spec("kubernetes") is None:
         fail(["--deploy: needs the kubernetes client: pip install 'katibx[kubernetes]'"])
-    if name is not None and not DNS_LABEL.fullmatch(name):
-        fail([f"--name: {name!r} is not a Kubernetes object name (lower-case letters, digits and '-', at most 63)"])
+    if name is not None and not (DNS_LABEL.fullmatch(name) and len(name) <= MAX_NAME):
+        fail([f"--name: {name!r} is not a name to deploy under (a lower-case letter, then letters, digits and '-', "
+              f"at most {MAX_NAME}: the operator names the pods' services after it)"])
     if workers and kind != "pytorchjob":
         fail(["--workers: only a pytorchjob has workers"])
 
@@ -128,26 +137,28 @@ def _check_deploy(push: str | None, name: str | None, workers: int, kind: str) -
 def _object_name(source: str) -> str:
     """A deployment's default name: the source's (``train.py`` -> ``train-py``) and a random suffix."""
     stem = re.sub(r"[^a-z0-9-]+", "-", Path(source.partition(":")[2] or source).name.lower()).strip("-")
-    return f"{stem[:50].rstrip('-') or 'katibx'}-{secrets.token_hex(3)}"
+    stem = stem if stem[:1].isalpha() else f"katibx-{stem}"
+    return f"{stem[:MAX_NAME - 7].rstrip('-')}-{secrets.token_hex(3)}"
 
 
-def _deploy(kind: str, image: str, name: str, namespace: str | None, kubeconfig: str | None, context: str | None,
-            workers: int, command: list[str], arguments: tuple[str, ...]) -> None:
-    from katibx.packaging.deploy import Deployer, DeployError, manifest
+def _deploy(kind: str, image: str, name: str, namespace: str | None, deployer: Deployer, workers: int,
+            command: list[str], arguments: tuple[str, ...]) -> None:
+    from katibx.packaging.deploy import DeployError, manifest
 
-    deployer = Deployer(kubeconfig, context)
+    what = f"{'job' if kind == 'job' else 'pytorchjob'}/{name}"
     try:
         body = manifest(kind, image, name=name, namespace=namespace or deployer.namespace(), command=command,
                         args=arguments, workers=workers)
-        err.print(escape(f"{body['kind'].lower()}/{name} created in namespace {body['metadata']['namespace']}"),
-                  highlight=False)
+        where = body["metadata"]["namespace"]
+        err.print(escape(f"{what} created in namespace {where}"), highlight=False)
         ended = deployer.run(body, lambda line: click.echo(line))
     except DeployError as exc:
         fail([str(exc)])
-    what = f"{ended.kind.lower()}/{ended.name}"
+    except KeyboardInterrupt:
+        fail([f"interrupted: {what} goes on in namespace {where} (kubectl delete {what} -n {where})"], code=130)
     if not ended.succeeded:
-        fail([f"{what} failed: {ended.reason or 'no reason given'} (kept: kubectl describe {what} -n "
-              f"{ended.namespace})"], code=1)
+        fate = "deleted" if ended.deleted else f"kept: kubectl describe {what} -n {ended.namespace}"
+        fail([f"{what} failed: {ended.reason or 'no reason given'} ({fate})"], code=1)
     err.print(escape(f"{what} succeeded (deleted)"), highlight=False)
 
 
@@ -158,15 +169,17 @@ def with_built_image(prepared: PreparedExperiment, repository: str, backend: Bac
     from katibx.packaging.build import BuildError
     from katibx.packaging.registry import RegistryError
     from katibx.packaging.trial_image import build_trial_image
-    from katibx.store import resolve_store_path, store_files
+    from katibx.store import Store, resolve_store_path, store_files
 
     if not backend.runs_images:
         fail([f"--build: the {backend.name} backend runs no container images; use --backend kubernetes"])
-    username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    path = resolve_store_path(store)
+    if path.exists():  # a name already taken is refused before anything is pushed (or a store made)
+        with Store(path, read_only=True) as existing:
+            existing.refuse_existing(prepared.experiment)
     try:
         experiment, built = build_trial_image(prepared.experiment, repository,
-                                              exclude=store_files(resolve_store_path(store)),
-                                              credentials=(username, password) if username and password else None)
+                                              exclude=store_files(path))
     except (BuildError, RegistryError) as exc:
         fail([str(exc)])
     err.print(escape(f"pushed {built.pushed} ({len(built.uploaded)} blobs uploaded, the others were there)"),

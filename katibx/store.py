@@ -403,11 +403,22 @@ class Store:
                 if lease is not None:
                     self._insert_lease(int(cur.lastrowid or 0), lease)
         except sqlite3.IntegrityError:
-            raise ExperimentExists(
-                f"metadata.name: experiment {experiment.name!r} already exists in namespace {experiment.namespace!r} "
-                f"(store {self.path}); use 'katibx resume {experiment.name}' or 'katibx delete {experiment.name}'"
-            ) from None
+            raise self._exists(experiment) from None
         return ExperimentRecord(int(cur.lastrowid or 0), experiment, conditions, now, None, workdir, backend, options)
+
+    def _exists(self, experiment: Experiment) -> ExperimentExists:
+        return ExperimentExists(
+            f"metadata.name: experiment {experiment.name!r} already exists in namespace {experiment.namespace!r} "
+            f"(store {self.path}); use 'katibx resume {experiment.name}' or 'katibx delete {experiment.name}'")
+
+    def refuse_existing(self, experiment: Experiment) -> None:
+        """ExperimentExists (as :meth:`create_experiment` would raise it) when the experiment's name is taken: asked
+        before work that must not be done for nothing (an image built and pushed)."""
+        try:
+            self.get_experiment(experiment.name, experiment.namespace)
+        except ExperimentNotFound:
+            return
+        raise self._exists(experiment)
 
     def get_experiment(self, name: str, namespace: str | None = None) -> ExperimentRecord:
         rows = self._db.execute(

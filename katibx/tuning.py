@@ -22,8 +22,8 @@ from katibx.sdk_objects import sdk_domain
 from katibx.search import Domain
 from katibx.search_space import TYPED_VALUES_ANNOTATION
 from katibx.spec import API_VERSION, KIND, Experiment
-from katibx.store import ExperimentNotFound, ExperimentRecord, Store, StoreError
-from katibx.template import FUNCTION_KIND
+from katibx.store import ExperimentExists, ExperimentNotFound, ExperimentRecord, Store, StoreError, resolve_store_path
+from katibx.template import FUNCTION_KIND, format_value
 from katibx.trial import TrialRecord, TrialState
 from katibx.validation import ValidationError
 
@@ -148,7 +148,8 @@ def function_experiment(
             } if image is None else {
                 "primaryContainerName": FUNCTION_CONTAINER,
                 "trialParameters": [{"name": k, "reference": k} for k in domains],
-                "trialSpec": function_job(image, list(domains), fixed, env=function_spec.get("env"),
+                "trialSpec": function_job(image, {k: _entry_type(d) for k, d in domains.items()}, fixed,
+                                          env=function_spec.get("env"),
                                           resources=function_spec.get("resources"),
                                           deadline=trial_active_deadline_seconds),
             },
@@ -164,6 +165,14 @@ def function_experiment(
         return experiment_from_dict(doc)
     except ValidationError as exc:
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
+
+
+def _entry_type(domain: Domain) -> Any:
+    """How the entry script of a containerised objective types a parameter's text back (see
+    :func:`katibx.packaging.trial_image.function_job`): its choices by their text, else its numeric type."""
+    if domain.values is not None:
+        return {format_value(value): value for value in domain.values}
+    return {"int": "int", "double": "double", "discrete": "number"}.get(domain.parameter_type, "text")
 
 
 def tune(
@@ -233,8 +242,8 @@ def tune(
         prepared = prepare(experiment, worker, mlflow)  # before the store is opened: a mistake leaves no file behind
     except ValidationError as exc:
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
-    if build is not None:
-        prepared = _with_built_image(prepared, worker, build, objective)
+    if build is not None and not (load_if_exists and _stored(store, experiment)):  # a stored one keeps its image
+        prepared = _with_built_image(prepared, worker, build, objective, store)
         experiment = prepared.experiment
     st = store if isinstance(store, Store) else Store(store)
     display = progress_display(progress)
@@ -267,13 +276,34 @@ def tune(
             st.close()
 
 
-def _with_built_image(prepared: PreparedExperiment, backend: Backend, build: str,
-                      objective: Callable[..., Any]) -> PreparedExperiment:
+def _stored(store: Store | str | None, experiment: Experiment) -> bool:
+    """Whether the store (when there is one yet) holds an experiment of this name."""
+    if isinstance(store, Store):
+        opened = store
+    elif resolve_store_path(store).exists():
+        opened = Store(store, read_only=True)
+    else:
+        return False
+    try:
+        opened.refuse_existing(experiment)
+        return False
+    except ExperimentExists:
+        return True
+    finally:
+        if opened is not store:
+            opened.close()
+
+
+def _with_built_image(prepared: PreparedExperiment, backend: Backend, build: str, objective: Callable[..., Any],
+                      store: Store | str | None) -> PreparedExperiment:
     """The objective's module packaged onto the trial image, pushed to ``build``, the experiment pinned to it;
-    ValidationError (one line) when the backend runs no images or the build fails."""
+    ValidationError (one line) when the backend runs no images, the name is taken or the build fails."""
     if not backend.runs_images:
         raise ValidationError([f"build: the {backend.name} backend runs no container images; use "
                                "backend=\"kubernetes\""])
+    if _stored(store, prepared.experiment):  # refused before anything is pushed
+        raise ValidationError([f"name: experiment {prepared.experiment.name!r} is in the store: load_if_exists=True "
+                               "continues it (on the image it was built with), or use another name"])
     try:
         experiment, _ = build_trial_image(prepared.experiment, build, source=objective)
     except (BuildError, RegistryError) as exc:

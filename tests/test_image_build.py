@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -388,18 +389,28 @@ def test_run_build_packages_the_folder_onto_the_trial_image_and_the_cluster_runs
     from support.fake_kube.cluster import FakeCluster
     from support.fake_kube.images import RegistryPuller
 
+    from katibx.store import Store
+
     project = tmp_path / "project"
     project.mkdir()
     (project / "train.py").write_text("import sys\nlr = float(sys.argv[1].partition('=')[2])\n"
                                       "print(f'ran {__file__} with {sys.executable}')\n"
                                       "print(f'accuracy={1 - abs(lr - 0.03):.2f}')\n")
     (project / "exp.yaml").write_text(SWEEP.replace("BASE", python_base))
+    (project / "secrets.env").write_text("TOKEN=not for the registry\n")
+    (project / ".dockerignore").write_text("# as Docker reads it\nsecrets.env\n")
+    Store(project / "k.db").close()  # the store of earlier runs, beside the code
+    (project / "trials" / "earlier").mkdir(parents=True)
+    (project / "trials" / "earlier" / "stdout.log").write_text("accuracy=0.5\n")
     puller = RegistryPuller(tmp_path / "node", (registry,))
+    run = ("run", "exp.yaml", "--backend", "kubernetes", "--build", f"{registry}/katibx/sweep", "-q")
     with FakeCluster(tmp_path, pull=puller) as cluster:
-        ran = katibx_cli("run", "exp.yaml", "--backend", "kubernetes", "--kubeconfig", str(cluster.kubeconfig),
-                         "--build", f"{registry}/katibx/sweep", "-q", cwd=project, store=project / "k.db", timeout=600)
+        ran = katibx_cli(*run, "--kubeconfig", str(cluster.kubeconfig), cwd=project, store=project / "k.db",
+                         timeout=600)
         jobs = cluster.objects("batch/v1", "Job")
+        again = katibx_cli(*run, "--kubeconfig", str(cluster.kubeconfig), cwd=project, store=project / "k.db")
     assert ran.returncode == 0, ran.stderr
+    assert again.returncode == 2 and "already exists" in again.stderr and "pushed" not in again.stderr  # nothing built
     digest = json.loads(_skopeo("inspect", "--tls-verify=false", f"docker://{registry}/katibx/sweep:built-sweep")
                         .stdout)["Digest"]
     pinned = f"{registry}/katibx/sweep@{digest}"
@@ -408,7 +419,8 @@ def test_run_build_packages_the_folder_onto_the_trial_image_and_the_cluster_runs
                                   for job in jobs)
     assert list(puller.pulled) == [pinned]  # the node pulled the built image, and only it
     code = puller.pulled[pinned] / "rootfs" / "app"
-    assert sorted(p.name for p in code.iterdir()) == ["exp.yaml", "train.py"]  # not the store beside them
+    assert sorted(p.name for p in code.iterdir()) == [".dockerignore", "exp.yaml", "train.py"]  # no store, trials,
+    # or what .dockerignore names
     listed = katibx_cli("get", "trials", "built-sweep", "-o", "json", cwd=project, store=project / "k.db")
     trials = json.loads(listed.stdout)["items"]
     assert sorted(t["status"]["observation"]["metrics"][0]["latest"] for t in trials) == ["0.98", "1.00"]
@@ -449,8 +461,9 @@ OBJECTIVE = '''import os
 
 
 def objective(params):
-    """Runs in the image: its entry script is there, and the host's katibx is not."""
+    """Runs in the image: its entry script is there, and the host's katibx is not; values keep their types."""
     assert os.path.exists("/app/katibx_main.py")
+    assert params["mode"] == "1" and params["flag"] is False and params["limit"] == float("inf"), params
     try:
         import katibx  # noqa: F401
     except ImportError:
@@ -478,19 +491,25 @@ def test_tune_runs_a_function_objective_as_jobs_on_its_built_image(registry, pyt
     puller = RegistryPuller(tmp_path / "node", (registry,))
     with FakeCluster(tmp_path, pull=puller) as cluster:
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-        result = katibx.tune("fn-sweep", objective, {"x": katibx.search.int(1, 3), "width": 7},
-                             objective_metric_name="score", additional_metric_names=["width"],
-                             algorithm_name="grid", max_trial_count=3, parallel_trial_count=3,
-                             backend="kubernetes", image=python_base, build=f"{registry}/katibx/fn",
-                             store=str(tmp_path / "k.db"), progress=False)
+        space = {"x": katibx.search.int(1, 4), "mode": katibx.search.categorical(["1"]),
+                 "flag": katibx.search.categorical([False]), "width": 7, "limit": float("inf")}
+        options = dict(objective_metric_name="score", additional_metric_names=["width"], algorithm_name="grid",
+                       backend="kubernetes", image=python_base, build=f"{registry}/katibx/fn",
+                       store=str(tmp_path / "k.db"), progress=False)
+        result = katibx.tune("fn-sweep", objective, space, max_trial_count=3, parallel_trial_count=3, **options)
         created = [c for c in cluster.calls if c.method == "POST" and c.path.endswith("/jobs")]
-    assert result.best_params == {"x": 2} and result.best_value == 0
-    assert sorted(t.value for t in result.trials) == [-1, -1, 0]
+        with pytest.raises(katibx.ValidationError, match="experiment 'fn-sweep' is in the store"):
+            katibx.tune("fn-sweep", objective, space, max_trial_count=1, parallel_trial_count=1, **options)
+        more = katibx.tune("fn-sweep", objective, space, max_trial_count=1, parallel_trial_count=1,
+                           load_if_exists=True, **options)
+    assert len(result.trials) == 3
+    assert more.best_params == {"x": 2, "mode": "1", "flag": False} and more.best_value == 0
+    assert sorted(t.value for t in more.trials) == [-4, -1, -1, 0]  # x = 1..4 on the grid
     with Store(tmp_path / "k.db") as store:
         spec = store.get_experiment("fn-sweep").experiment.spec.trial_template.trial_spec
     image = spec["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.startswith(f"{registry}/katibx/fn@sha256:") and list(puller.pulled) == [image]
-    assert len(created) == 3
+    assert len(created) == 3 and len(more.trials) == 4  # the fourth on the stored image: nothing built again
 
 
 def test_tune_refuses_a_build_it_cannot_run_in_one_line(registry, tmp_path, monkeypatch):
@@ -541,7 +560,11 @@ def test_build_deploy_runs_the_image_once_as_a_job_or_a_pytorchjob_and_follows_i
         assert log == ["rank=- args=['--lr=0.1'] file=/app/train.py"]  # the image's code, its command + --arg
         assert list(puller.pulled) == [f"{registry}/katibx/deploy@{digest}"]  # pinned to the digest
         assert "job/once succeeded (deleted)" in job.stderr
-        wait_until(lambda: not cluster.objects("batch/v1", "Job"), 30, "the finished Job's deletion")
+        again = katibx_cli(*build, "--push", f"{registry}/katibx/deploy:1", "--deploy", "job", "--name", "once",
+                           "--arg=--lr=0.2", *where, cwd=tmp_path, store=tmp_path / "k.db", timeout=300)
+        assert again.returncode == 0 and again.stdout.splitlines()[1:] == [
+            "rank=- args=['--lr=0.2'] file=/app/train.py"], again.stderr  # its own pod's log, not the first's
+        wait_until(lambda: not cluster.objects("batch/v1", "Job"), 30, "the finished Jobs' deletion")
 
         torch = katibx_cli(*build, "--push", f"{registry}/katibx/deploy:2", "--deploy", "pytorchjob", "--workers", "1",
                            "--name", "dist", "--arg=--fail", *where, cwd=tmp_path, store=tmp_path / "k.db",
@@ -554,6 +577,13 @@ def test_build_deploy_runs_the_image_once_as_a_job_or_a_pytorchjob_and_follows_i
         assert [r["replicas"] for r in replicas.values()] == [1, 1]
         assert {r["template"]["spec"]["containers"][0]["image"] for r in replicas.values()} == \
             {f"{registry}/katibx/deploy@{digest}"}  # the same code: only the tag differs
+
+        puller.refused.add("katibx/unpullable")
+        stuck = katibx_cli(*build, "--push", f"{registry}/katibx/unpullable:1", "--deploy", "job", "--name", "stuck",
+                           "--start-timeout", "1", *where, cwd=tmp_path, store=tmp_path / "k.db", timeout=300)
+        assert stuck.returncode == 1 and re.search(r"error: job/stuck failed: (ErrImagePull|ImagePullBackOff): .*"
+                                                   r"401 Unauthorized \(deleted\)$", stuck.stderr.strip()), stuck.stderr
+        wait_until(lambda: not cluster.objects("batch/v1", "Job"), 30, "the stuck Job's deletion")
 
 
 def test_build_deploy_refusals_are_one_line(registry, busybox_base, tmp_path):
@@ -680,3 +710,22 @@ def test_a_registry_with_bearer_tokens_takes_credentials_through_its_token_servi
         server.terminate()
         server.wait(timeout=30)
         tokens.close()
+
+
+def test_a_folder_source_leaves_out_what_is_skipped_excluded_or_ignored_without_reading_it(tmp_path):
+    from katibx.packaging.build import plan
+
+    app = tmp_path / "app"
+    (app / ".git").mkdir(parents=True)
+    os.symlink("b", app / ".git" / "a")  # a loop in a folder never packaged: never followed either
+    os.symlink("a", app / ".git" / "b")
+    (app / "train.py").write_text("print('accuracy=1')\n")
+    (app / "data").mkdir()
+    (app / "data" / "big.bin").write_bytes(b"0" * 1024)
+    (app / "data" / "keep.csv").write_text("x\n1\n")
+    (app / "run.log").write_text("old output\n")
+    (app / "store" / "trials").mkdir(parents=True)
+    (app / "store" / "k.db").write_text("")
+    (app / ".dockerignore").write_text("# Docker's syntax\ndata\n!data/keep.csv\n*.log\n")
+    planned = plan(app, exclude=[app / "store" / "k.db", app / "store" / "trials"])
+    assert sorted(planned.files) == ["/app/.dockerignore", "/app/data/keep.csv", "/app/train.py"]

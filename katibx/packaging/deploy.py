@@ -1,49 +1,57 @@
 """Deployers (fairing's job deployers): a pushed image run once on a Kubernetes cluster, as a ``batch/v1`` Job or a
 Kubeflow ``PyTorchJob``, pinned to its digest; the primary pod's log is followed until the job ends. Through the
-official ``kubernetes`` client (``pip install 'katibx[kubernetes]'``)."""
+official ``kubernetes`` client (``pip install 'katibx[kubernetes]'``), from a kubeconfig or inside a cluster."""
 
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 KINDS = ("job", "pytorchjob")
+CONTAINERS = {"Job": "main", "PyTorchJob": "pytorch"}  # the container that runs the image (the operator's name)
 DEPLOYMENT_LABEL = "katibx.io/deployment"  # on every pod template: the deployment's name (found by its pods)
 PRIMARY_LABEL = "katibx.io/primary"  # on the pod template whose log is followed (a PyTorchJob's Master)
 # Waiting reasons of a container that will never start, and those the kubelet retries (failed after start_timeout).
 NEVER_STARTS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 CANNOT_START = NEVER_STARTS | {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError",
                                "CreateContainerError"}
+WATCH_SECONDS = 5  # a pod watch's length: the object's own end is looked at between two
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class DeployError(RuntimeError):
-    """A deployment that could not be made or followed: the cluster, the API's refusal, a pod that cannot start."""
+    """A deployment that could not be made or followed: the cluster, the API's refusal, its configuration."""
 
 
 @dataclass
 class Deployment:
-    """What ran: the object, and how it ended (``reason``: the condition's, or why its pod could not start)."""
+    """What ran: the object and how it ended (``reason``: its condition's, or why its pod could not start);
+    ``deleted`` when it is gone (it succeeded, or its pod could not start), else kept for inspection."""
 
     kind: str
     name: str
     namespace: str
     succeeded: bool
     reason: str = ""
+    deleted: bool = False
 
 
 def manifest(kind: str, image: str, *, name: str, namespace: str, command: Sequence[str] = (),
              args: Sequence[str] = (), workers: int = 0, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The object named ``name`` that runs ``image`` once: a Job (no retry) or a PyTorchJob with a Master and
     ``workers`` Workers. The container runs ``command`` (the image's: Kubernetes replaces an image's Cmd with
-    ``args`` unless the command is given) followed by ``args``, or without either the image's own command."""
+    ``args`` unless the command is given) followed by ``args``, or without either the image's own command. No
+    service-mesh sidecar is injected (it would keep the job from ending, as Katib and fairing also say)."""
     if kind not in KINDS:
         raise DeployError(f"--deploy: {kind!r} is not a kind to deploy ({', '.join(KINDS)})")
+    object_kind = "Job" if kind == "job" else "PyTorchJob"
     meta = {"name": name, "namespace": namespace}
 
-    def pod(container_name: str, primary: bool) -> dict[str, Any]:
-        container: dict[str, Any] = {"name": container_name, "image": image}
+    def pod(primary: bool) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": CONTAINERS[object_kind], "image": image}
         if args:
             if command:
                 container["command"] = list(command)
@@ -51,20 +59,23 @@ def manifest(kind: str, image: str, *, name: str, namespace: str, command: Seque
         if env:
             container["env"] = [{"name": key, "value": value} for key, value in env.items()]
         labels = {DEPLOYMENT_LABEL: name, **({PRIMARY_LABEL: "true"} if primary else {})}
-        return {"metadata": {"labels": labels}, "spec": {"restartPolicy": "Never", "containers": [container]}}
+        return {"metadata": {"labels": labels, "annotations": {"sidecar.istio.io/inject": "false"}},
+                "spec": {"restartPolicy": "Never", "containers": [container]}}
 
-    if kind == "job":
+    if object_kind == "Job":
         return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
-                "spec": {"backoffLimit": 0, "template": pod("main", True)}}
-    replicas: dict[str, Any] = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": pod("pytorch", True)}}
+                "spec": {"backoffLimit": 0, "template": pod(True)}}
+    replicas: dict[str, Any] = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": pod(True)}}
     if workers:
-        replicas["Worker"] = {"replicas": workers, "restartPolicy": "Never", "template": pod("pytorch", False)}
+        replicas["Worker"] = {"replicas": workers, "restartPolicy": "Never", "template": pod(False)}
     return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": meta,
             "spec": {"pytorchReplicaSpecs": replicas}}
 
 
 class Deployer:
-    """Creates a deployment's object and follows it to its end; configured with the cluster to use."""
+    """Creates a deployment's object and follows it to its end; configured with the cluster to use (a kubeconfig
+    and context, else ``$KUBECONFIG`` or ``~/.kube/config``, else the pod's service account inside a cluster) and
+    how long a pod may wait for an image it cannot pull."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, start_timeout: float = 300.0) -> None:
         self.kubeconfig = kubeconfig
@@ -73,44 +84,63 @@ class Deployer:
         self._client: Any = None
 
     def namespace(self) -> str:
-        """The current context's namespace, else ``default`` (as kubectl)."""
+        """The current context's namespace (in a cluster: the pod's), else ``default``, as kubectl."""
         from kubernetes import config
 
+        if self._in_cluster():
+            try:
+                return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+            except OSError:
+                return "default"
         try:
-            _, active = config.list_kube_config_contexts(config_file=self._kubeconfig())
-        except (config.ConfigException, OSError, ValueError, TypeError):
-            return "default"
+            contexts, active = config.list_kube_config_contexts(config_file=self._kubeconfig())
+        except Exception as exc:  # noqa: BLE001 - the client raises anything for a malformed file (yaml, keys)
+            raise DeployError(f"--kubeconfig: cannot load the Kubernetes configuration: {exc}") from None
         if self.context:
-            contexts, _ = config.list_kube_config_contexts(config_file=self._kubeconfig())
             active = next((c for c in contexts if c.get("name") == self.context), active)
         return str(((active or {}).get("context") or {}).get("namespace") or "default")
 
     def run(self, body: dict[str, Any], on_log: Callable[[str], None]) -> Deployment:
-        """Create ``body``, pass each line its primary pod prints to ``on_log`` and wait for its end; a job that
-        succeeded is deleted (its log was shown), a failed one is kept for inspection."""
+        """Create ``body``, pass each line its primary pod prints to ``on_log`` and wait for its end. One that
+        succeeded is deleted (its log was shown), one whose pod cannot start too (else the kubelet would pull for
+        ever), a failed one is kept for inspection."""
         created = self._call("create", lambda: self._create(body))
         meta = created["metadata"]
-        name, namespace, kind = meta["name"], meta["namespace"], body["kind"]
-        pod = self._call("wait for", lambda: self._started_pod(kind, name, namespace))
-        if isinstance(pod, Deployment):
-            return pod
-        self._call("read the log of", lambda: self._follow(pod, namespace, on_log))
+        kind, name, namespace = body["kind"], meta["name"], meta["namespace"]
+        started = self._call("wait for", lambda: self._started_pod(kind, name, namespace, str(meta["uid"])))
+        if isinstance(started, Deployment):
+            if not started.succeeded and started.reason.partition(":")[0] in CANNOT_START:
+                self._call("delete", lambda: self._delete(kind, name, namespace))
+                started.deleted = True
+            return started
+        self._call("read the log of", lambda: self._follow(started, namespace, CONTAINERS[kind], on_log))
         deployment = self._call("wait for", lambda: self._finished(kind, name, namespace))
         if deployment.succeeded:
             self._call("delete", lambda: self._delete(kind, name, namespace))
+            deployment.deleted = True
         return deployment
 
     # ------------------------------------------------------------------ the API
     def _kubeconfig(self) -> str | None:
         return self.kubeconfig or os.environ.get("KUBECONFIG") or None
 
+    def _in_cluster(self) -> bool:
+        """No kubeconfig to read, in a pod: its service account."""
+        paths = (self._kubeconfig() or os.path.expanduser("~/.kube/config")).split(os.pathsep)
+        return not any(os.path.exists(os.path.expanduser(p)) for p in paths if p) and \
+            bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
     def _api(self) -> Any:
         if self._client is None:
-            from kubernetes import config
+            from kubernetes import client, config
 
             try:
-                self._client = config.new_client_from_config(config_file=self._kubeconfig(), context=self.context)
-            except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+                if self._in_cluster():
+                    config.load_incluster_config()
+                    self._client = client.ApiClient()
+                else:
+                    self._client = config.new_client_from_config(config_file=self._kubeconfig(), context=self.context)
+            except Exception as exc:  # noqa: BLE001 - the client raises anything for a malformed file (yaml, keys)
                 raise DeployError(f"--kubeconfig: cannot load the Kubernetes configuration: {exc}") from None
         return self._client
 
@@ -133,26 +163,31 @@ class Deployer:
         namespace = body["metadata"]["namespace"]
         if body["kind"] == "Job":
             created = client.BatchV1Api(self._api()).create_namespaced_job(namespace, body)
-            return self._api().sanitize_for_serialization(created)
-        return client.CustomObjectsApi(self._api()).create_namespaced_custom_object(
-            "kubeflow.org", "v1", namespace, "pytorchjobs", body)
+            return dict(self._api().sanitize_for_serialization(created))
+        return dict(client.CustomObjectsApi(self._api()).create_namespaced_custom_object(
+            "kubeflow.org", "v1", namespace, "pytorchjobs", body))
 
-    def _started_pod(self, kind: str, name: str, namespace: str) -> str | Deployment:
-        """The primary pod's name once its container runs or ended; a failed Deployment when it cannot start
-        (at once for a reason no retry can mend, else after ``start_timeout`` seconds)."""
+    def _started_pod(self, kind: str, name: str, namespace: str, uid: str) -> str | Deployment:
+        """The primary pod's name once its container runs or ended; the object's end when it ended without one
+        (a pod refused, an init container failed); a failed Deployment when the pod cannot start (at once for a
+        reason no retry can mend, else after ``start_timeout`` seconds of such waiting). A pod that only waits
+        (Pending for a node, a large image pulling) is waited for."""
         from kubernetes import client, watch
 
-        selector = f"{DEPLOYMENT_LABEL}={name},{PRIMARY_LABEL}=true"
         pods = client.CoreV1Api(self._api())
+        selector = f"{DEPLOYMENT_LABEL}={name},{PRIMARY_LABEL}=true"
+        container_name = CONTAINERS[kind]
         waited_since: float | None = None
-        stream = watch.Watch().stream(pods.list_namespaced_pod, namespace, label_selector=selector,
-                                      timeout_seconds=int(self.start_timeout) + 60)
-        for event in stream:
-            pod = event["object"]
-            if not _owned_by(pod, name):
-                continue
-            for status in (pod.status.container_statuses or []) if pod.status else []:
-                state = status.state
+        while True:
+            ended = self._ended(kind, name, namespace)
+            for event in watch.Watch().stream(pods.list_namespaced_pod, namespace, label_selector=selector,
+                                              timeout_seconds=WATCH_SECONDS):
+                pod = event["object"]
+                if not any(ref.uid == uid for ref in (pod.metadata.owner_references or [])):
+                    continue  # a pod of an earlier deployment of that name, still going away
+                status = next((s for s in (pod.status.container_statuses or []) if s.name == container_name), None) \
+                    if pod.status else None
+                state = status.state if status is not None else None
                 if state is not None and (state.running or state.terminated):
                     return str(pod.metadata.name)
                 waiting = state.waiting if state is not None else None
@@ -160,14 +195,30 @@ class Deployer:
                     waited_since = waited_since or time.monotonic()
                     if waiting.reason in NEVER_STARTS or time.monotonic() - waited_since > self.start_timeout:
                         return Deployment(kind, name, namespace, False,
-                                          f"{waiting.reason}: {waiting.message or ''}".rstrip(": "))
-        raise DeployError(f"{kind.lower()}/{name}: its pod did not start within {self.start_timeout:g} s")
+                                          f"{waiting.reason}: {waiting.message or waiting.reason}")
+                else:
+                    waited_since = None
+            if ended is not None:
+                return ended
 
-    def _follow(self, pod: str, namespace: str, on_log: Callable[[str], None]) -> None:
+    def _ended(self, kind: str, name: str, namespace: str) -> Deployment | None:
+        """The object's end as its conditions say (Job: Complete/Failed; PyTorchJob: Succeeded/Failed), or None."""
         from kubernetes import client
 
-        response = client.CoreV1Api(self._api()).read_namespaced_pod_log(pod, namespace, follow=True,
-                                                                         _preload_content=False)
+        if kind == "Job":
+            obj = client.BatchV1Api(self._api()).read_namespaced_job(name, namespace)
+            status = self._api().sanitize_for_serialization(obj.status) or {}
+        else:
+            obj = client.CustomObjectsApi(self._api()).get_namespaced_custom_object(
+                "kubeflow.org", "v1", namespace, "pytorchjobs", name)
+            status = obj.get("status") or {}
+        return _end_of(kind, name, namespace, status)
+
+    def _follow(self, pod: str, namespace: str, container: str, on_log: Callable[[str], None]) -> None:
+        from kubernetes import client
+
+        response = client.CoreV1Api(self._api()).read_namespaced_pod_log(pod, namespace, container=container,
+                                                                         follow=True, _preload_content=False)
         try:
             pending = b""
             for chunk in response.stream(4096):
@@ -181,7 +232,7 @@ class Deployer:
             response.release_conn()
 
     def _finished(self, kind: str, name: str, namespace: str) -> Deployment:
-        """Wait for the object's terminal condition (Job: Complete/Failed; PyTorchJob: Succeeded/Failed)."""
+        """Wait for the object's end (its log has ended: the end is near)."""
         from kubernetes import client, watch
 
         if kind == "Job":
@@ -190,20 +241,15 @@ class Deployer:
         else:
             lister = client.CustomObjectsApi(self._api()).list_namespaced_custom_object
             args = ("kubeflow.org", "v1", namespace, "pytorchjobs")
-        for event in watch.Watch().stream(lister, *args, field_selector=f"metadata.name={name}",
-                                          timeout_seconds=3600):
-            obj = event["object"]
-            status = obj.get("status") if isinstance(obj, dict) else self._api().sanitize_for_serialization(obj.status)
-            for condition in (status or {}).get("conditions") or []:
-                if condition.get("status") != "True":
-                    continue
-                if condition.get("type") in ("Complete", "Succeeded"):
-                    return Deployment(kind, name, namespace, True, str(condition.get("reason") or ""))
-                if condition.get("type") == "Failed":
-                    reason = ": ".join(str(part) for part in (condition.get("reason"), condition.get("message"))
-                                       if part)
-                    return Deployment(kind, name, namespace, False, reason)
-        raise DeployError(f"{kind.lower()}/{name}: it did not end within an hour of its pod's end")
+        while True:
+            for event in watch.Watch().stream(lister, *args, field_selector=f"metadata.name={name}",
+                                              timeout_seconds=300):
+                obj = event["object"]
+                status = obj.get("status") if isinstance(obj, dict) else \
+                    self._api().sanitize_for_serialization(obj.status)
+                ended = _end_of(kind, name, namespace, status or {})
+                if ended is not None:
+                    return ended
 
     def _delete(self, kind: str, name: str, namespace: str) -> None:
         from kubernetes import client
@@ -215,8 +261,16 @@ class Deployer:
                 "kubeflow.org", "v1", namespace, "pytorchjobs", name, propagation_policy="Background")
 
 
-def _owned_by(pod: Any, name: str) -> bool:
-    return any(ref.name == name for ref in (pod.metadata.owner_references or []))
+def _end_of(kind: str, name: str, namespace: str, status: dict[str, Any]) -> Deployment | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "Succeeded"):
+            return Deployment(kind, name, namespace, True, str(condition.get("reason") or ""))
+        if condition.get("type") == "Failed":
+            reason = ": ".join(str(part) for part in (condition.get("reason"), condition.get("message")) if part)
+            return Deployment(kind, name, namespace, False, reason)
+    return None
 
 
 def _api_message(exc: Any) -> str:
@@ -228,4 +282,4 @@ def _api_message(exc: Any) -> str:
         return str(exc.body or "")[:200]
 
 
-__all__ = ["DEPLOYMENT_LABEL", "KINDS", "Deployer", "DeployError", "Deployment", "manifest"]
+__all__ = ["CONTAINERS", "DEPLOYMENT_LABEL", "KINDS", "Deployer", "DeployError", "Deployment", "manifest"]

@@ -27,6 +27,7 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
 CHUNK = 16 << 20  # bytes per PATCH of a large blob upload
 DOCKER_HUB = "registry-1.docker.io"
+USERNAME_ENV, PASSWORD_ENV = "KATIBX_REGISTRY_USERNAME", "KATIBX_REGISTRY_PASSWORD"
 
 
 class RegistryError(RuntimeError):
@@ -66,13 +67,22 @@ class ImageRef:
         return ImageRef(self.registry, self.repository, None, digest)
 
     def __str__(self) -> str:
-        return f"{self.registry}/{self.repository}" + (f"@{self.digest}" if self.digest else f":{self.tag or 'latest'}")
+        """The reference as Docker and Kubernetes write it (Docker Hub as ``docker.io``, which pull secrets name)."""
+        host = "docker.io" if self.registry == DOCKER_HUB else self.registry
+        return f"{host}/{self.repository}" + (f"@{self.digest}" if self.digest else f":{self.tag or 'latest'}")
 
 
 def host_platform() -> str:
     """This machine's platform as images name it (``linux/amd64``, ``linux/arm64``)."""
     machine = platform.machine().lower()
     return "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def environment_credentials() -> tuple[str, str] | None:
+    """The user and password in ``$KATIBX_REGISTRY_USERNAME`` and ``$KATIBX_REGISTRY_PASSWORD`` (both set), else
+    None (then ``~/.docker/config.json`` answers)."""
+    username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    return (username, password) if username and password else None
 
 
 def docker_credentials(registry: str, config: Path | None = None) -> tuple[str, str] | None:

@@ -9,7 +9,9 @@ and prints what it returns as ``name=value`` lines, which Katib's StdOut collect
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -19,6 +21,8 @@ from typing import Collection
 SKIPPED = {"__pycache__", ".git", ".hg", ".svn", ".katibx", ".venv", "venv", ".mypy_cache", ".pytest_cache",
            ".ipynb_checkpoints", "mlruns"}
 ENTRY = "katibx_main.py"  # the entry script of a function source
+IGNORE_FILE = ".dockerignore"  # a folder's patterns of files not to package (Docker's syntax)
+PARAMETERS_ENV = "KATIBX_PARAMETERS"  # the entry script's parameter types and fixed values (JSON), set by tune
 FUNCTION = re.compile(r"(?P<file>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -55,27 +59,71 @@ def read_source(text: str | Path, workdir: str = "/app", metric: str = "objectiv
 
 
 def _folder_files(folder: Path, exclude: Collection[Path] = ()) -> dict[str, Path | bytes]:
-    """A folder's files, without :data:`SKIPPED` ones and ``exclude``; a link is followed only within the folder."""
+    """A folder's files, without :data:`SKIPPED` ones, ``exclude`` (files or folders) and what its ``.dockerignore``
+    names; a link is followed only within the folder."""
     root = folder.resolve()
-    excluded = {Path(path).resolve() for path in exclude}
+    excluded = {Path(path).absolute() for path in exclude}
+    ignored = _ignore_patterns(folder / IGNORE_FILE)
+    prune = not any(negated for negated, _ in ignored)  # an ignored folder may hold a file a "!" takes back
     files: dict[str, Path | bytes] = {}
-    for found in sorted(folder.rglob("*")):
-        relative = found.relative_to(folder)
-        resolved = found.resolve()
-        if SKIPPED.intersection(relative.parts) or found.name.endswith(".pyc") or \
-                excluded.intersection((resolved, *resolved.parents)):
-            continue
-        if found.is_symlink():
-            target = found.resolve()
-            if not target.is_relative_to(root):
-                raise SourceError(f"source {folder}: {relative} links outside it (to {target}); copy what it needs in")
-            if target.is_dir():
-                raise SourceError(f"source {folder}: {relative} links to a folder, which is not packaged; copy it in")
-        if found.is_file():
-            files[relative.as_posix()] = found
+    for here, folders, names in os.walk(folder):
+        base = Path(here)
+        folders[:] = sorted(f for f in folders if f not in SKIPPED and (base / f).absolute() not in excluded
+                            and not (prune and _ignored((base / f).relative_to(folder).as_posix(), ignored)))
+        for name in sorted(names):
+            found = base / name
+            relative = found.relative_to(folder).as_posix()
+            if name.endswith(".pyc") or found.absolute() in excluded or _ignored(relative, ignored):
+                continue
+            if found.is_symlink():
+                try:
+                    target = found.resolve(strict=True)
+                except (OSError, RuntimeError) as exc:
+                    raise SourceError(f"source {folder}: {relative} is a broken link ({exc})") from None
+                if not target.is_relative_to(root):
+                    raise SourceError(f"source {folder}: {relative} links outside it (to {target}); copy what it "
+                                      "needs in")
+                if target.is_dir():
+                    raise SourceError(f"source {folder}: {relative} links to a folder, which is not packaged; copy "
+                                      "it in")
+            if found.is_file():
+                files[relative] = found
+        for name in folders:  # links to folders are not walked into: refuse them as above
+            if (base / name).is_symlink():
+                raise SourceError(f"source {folder}: {(base / name).relative_to(folder).as_posix()} links to a "
+                                  "folder, which is not packaged; copy it in")
     if not files:
         raise SourceError(f"source {folder}: the folder holds no files to package")
-    return files
+    return dict(sorted(files.items()))
+
+
+def _ignore_patterns(path: Path) -> list[tuple[bool, str]]:
+    """``.dockerignore`` lines as (negated, pattern): ``#`` comments and blank lines skipped, ``!`` re-includes."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    patterns = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negated = line.startswith("!")
+            pattern = line.lstrip("!").strip().strip("/")
+            patterns.append((negated, pattern[2:] if pattern.startswith("./") else pattern))
+    return patterns
+
+
+def _ignored(relative: str, patterns: list[tuple[bool, str]]) -> bool:
+    """Whether the last ``.dockerignore`` pattern that matches ``relative`` (or a folder above it) excludes it."""
+    verdict = False
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    for negated, pattern in patterns:
+        if any(fnmatch.fnmatchcase(prefix, pattern) or (pattern.startswith("**/") and
+                                                        fnmatch.fnmatchcase(prefix, pattern[3:]))
+               for prefix in prefixes):
+            verdict = not negated
+    return verdict
 
 
 def _notebook(path: Path, workdir: str) -> Source:
@@ -112,23 +160,38 @@ def _function(module: Path, name: str, workdir: str, metric: str) -> Source:
     module goes in: a module that imports its neighbours needs its folder packaged, with ``--cmd``)."""
     if module.name == ENTRY:
         raise SourceError(f"source {module}: {ENTRY} is the name of the entry script katibx build writes; rename it")
-    entry = f'''"""Made by katibx build: calls {name} of {module.name} with the --name=value arguments (values read as
-Python literals where they are one) and prints what it returns as name=value lines (a number: {metric}=value)."""
+    entry = f'''"""Made by katibx build: calls {name} of {module.name} with the --name=value arguments and prints
+what it returns as name=value lines (a number: {metric}=value). A value is typed as ${PARAMETERS_ENV} says
+({{"types": {{name: "int" | "double" | "number" | "text" | {{text: value}}}}, "fixed": {{name: value}}}}, katibx.tune's search
+space), else read as a Python literal where it is one."""
 import ast
 import importlib
+import json
+import os
 import sys
 
 objective = getattr(importlib.import_module({module.stem!r}), {name!r})
+given = json.loads(os.environ.get({PARAMETERS_ENV!r}) or "{{}}")
+types = given.get("types", {{}})
 
 
-def value(text):
+def value(name, text):
+    kind = types.get(name)
+    if isinstance(kind, dict):
+        return kind.get(text, text)
+    if kind in ("int", "double", "number"):
+        return int(text) if kind == "int" or kind == "number" and text.lstrip("+-").isdigit() else float(text)
+    if kind == "text":
+        return text
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
 
 
-params = dict((arg.lstrip("-").partition("=")[0], value(arg.partition("=")[2])) for arg in sys.argv[1:])
+params = dict((arg.lstrip("-").partition("=")[0], value(arg.lstrip("-").partition("=")[0], arg.partition("=")[2]))
+              for arg in sys.argv[1:])
+params.update(given.get("fixed", {{}}))
 result = objective(params)
 for key, number in (result.items() if isinstance(result, dict) else [({metric!r}, result)] if result is not None
                     else []):

@@ -5,12 +5,14 @@ exactly the code of the run that started it (a resume included: the stored exper
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Collection
 
 from katibx.packaging.build import BuildError, BuiltImage, build_image
-from katibx.packaging.registry import ImageRef, RegistryError
-from katibx.packaging.sources import ENTRY
+from katibx.packaging.registry import ImageRef, RegistryError, environment_credentials
+from katibx.packaging.sources import ENTRY, PARAMETERS_ENV
 from katibx.spec import Experiment
 from katibx.template import pod_specs, primary_container
 
@@ -48,7 +50,7 @@ def push_target(repository: str, experiment_name: str) -> str:
         raise BuildError(f"--build: {exc}") from None
     if target.digest:
         raise BuildError(f"--build: {repository!r}: name a repository (and a tag) to push to, not a digest")
-    return str(target) if target.tag else f"{target.registry}/{target.repository}:{experiment_name}"
+    return str(target if target.tag else ImageRef(target.registry, target.repository, experiment_name))
 
 
 def pin_image(experiment: Experiment, base: str, pinned: str) -> Experiment:
@@ -67,24 +69,24 @@ def pin_image(experiment: Experiment, base: str, pinned: str) -> Experiment:
     return changed
 
 
-def function_job(image: str, parameters: list[str], fixed: dict[str, Any], *, env: list[dict[str, str]] | None = None,
+def function_job(image: str, types: dict[str, Any], fixed: dict[str, Any], *, env: list[dict[str, str]] | None = None,
                  resources: dict[str, Any] | None = None, deadline: float | None = None) -> dict[str, Any]:
     """The trial spec of a function objective run in a container (``katibx.tune(image=, build=)``): a Job whose
     container runs the entry script :func:`build_trial_image` packages with the function, with one
-    ``--name=value`` argument per parameter (placeholders) and per fixed value (a Python literal: the entry reads
-    them back as such)."""
-    arguments = [f"--{name}=${{trialParameters.{name}}}" for name in parameters]
-    arguments += [f"--{name}={value!r}" for name, value in fixed.items()]
-    container: dict[str, Any] = {"name": FUNCTION_CONTAINER, "image": image,
-                                 "command": ["python3", str(PurePosixPath(DEFAULT_WORKDIR) / ENTRY), *arguments]}
-    if env:
-        container["env"] = env
+    ``--name=value`` argument per parameter of ``types`` (name -> "int", "double", "number", "text" or
+    {text: value}: how the entry script gives the objective each value its type back) and the fixed values as JSON
+    in ``$KATIBX_PARAMETERS``."""
+    given = {"name": PARAMETERS_ENV, "value": json.dumps({"types": types, "fixed": fixed}, sort_keys=True)}
+    container: dict[str, Any] = {
+        "name": FUNCTION_CONTAINER, "image": image, "env": [given, *(env or [])],
+        "command": ["python3", str(PurePosixPath(DEFAULT_WORKDIR) / ENTRY),
+                    *(f"--{name}=${{trialParameters.{name}}}" for name in types)]}
     if resources:  # tune's resources_per_trial: {"cpu": 2, "memory": "1Gi", "gpu": 1}
         container["resources"] = {"limits": {"nvidia.com/gpu" if key == "gpu" else key: str(value)
                                              for key, value in resources.items()}}
     spec: dict[str, Any] = {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}
-    if deadline is not None:
-        spec["activeDeadlineSeconds"] = deadline
+    if deadline is not None:  # a whole number of seconds: the API server refuses a fraction
+        spec["activeDeadlineSeconds"] = math.ceil(deadline)
     return {"apiVersion": "batch/v1", "kind": "Job", "spec": spec}
 
 
@@ -94,7 +96,8 @@ def build_trial_image(experiment: Experiment, repository: str, *, source: str | 
     """Append ``source`` (default: the folder of the experiment's file) to the trial container's image, push it to
     ``repository`` (tag: the experiment's name unless given) and return the experiment pinned to the pushed digest,
     with what was built. The code goes to the container's ``workingDir`` (default ``/app``, then the image's
-    working folder); a ``requirements.txt`` of the folder becomes a layer of pure-Python packages.
+    working folder); a ``requirements.txt`` of the folder becomes a layer of pure-Python packages. Credentials
+    for the push: ``credentials``, else the environment's, else ``~/.docker/config.json``.
     Raises BuildError or RegistryError (one line)."""
     base, workdir = trial_image_base(experiment)
     if source is None:
@@ -103,6 +106,7 @@ def build_trial_image(experiment: Experiment, repository: str, *, source: str | 
             raise BuildError("--build: the experiment has no folder to package (it was not read from a file)")
     target = push_target(repository, experiment.name)
     metric = experiment.spec.objective.objective_metric_name if experiment.spec.objective else None
+    credentials = credentials or environment_credentials()
     try:
         built = build_image(source, base, push=target, workdir=workdir, insecure=insecure, credentials=credentials,
                             exclude=exclude, metric=metric or "objective")

@@ -267,8 +267,8 @@ class Kubelet:
         if why is None and self.pull is not None:
             try:
                 container.bundle = self.pull(image)
-            except LookupError as exc:
-                why = str(exc)
+            except Exception as exc:  # noqa: BLE001 - whatever a pull meets, the container waits as a real one would
+                why = str(exc) or type(exc).__name__
         if why is None:
             return True
         if container.state.get("waiting", {}).get("reason") == "ErrImagePull":
