@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bcrypt
@@ -266,14 +267,19 @@ def test_a_file_a_function_and_a_notebook_run_inside_a_python_image(registry, py
              (("project", "--cmd", "python3 main.py"), (), ["accuracy=0.42"]),
              (("objective.py:objective",), ("--x=5",), ["loss=4", "x=5"]),
              (("study.ipynb",), (), ["accuracy=0.875"])]
-    for number, (source, args, printed) in enumerate(cases):
+    def build_and_run(number: int, source: tuple[str, ...], args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
         tag = f"{registry}/katibx/code:{number}"
         built = katibx_cli("build", *source, "--base", base, "--push", tag, cwd=tmp_path, store=tmp_path / "k.db",
                            env=OFFLINE)
         uploads = 3 if source[0] == "project" else 2  # the code (and the packages) and the config; the base: mounted
         assert built.returncode == 0 and f"{uploads} blobs uploaded" in built.stderr, built.stderr
         (tmp_path / f"run{number}").mkdir()
-        ran = _run_image(tag, tmp_path / f"run{number}", *args)
+        return _run_image(tag, tmp_path / f"run{number}", *args)
+
+    with ThreadPoolExecutor(2) as pool:  # each case waits on its processes: two at a time
+        runs = [pool.submit(build_and_run, number, source, args) for number, (source, args, _) in enumerate(cases)]
+    for run, (source, _, printed) in zip(runs, cases):
+        ran = run.result()
         assert ran.returncode == 0 and ran.stdout.splitlines() == printed, (source, ran.stdout, ran.stderr)
 
 
