@@ -146,20 +146,25 @@ def _deploy(kind: str, image: str, name: str, namespace: str | None, deployer: D
     from katibx.packaging.deploy import DeployError, manifest
 
     what = f"{'job' if kind == 'job' else 'pytorchjob'}/{name}"
+    created: list[str] = []  # its namespace, once it exists
+
+    def say_created() -> None:
+        created.append(body["metadata"]["namespace"])
+        err.print(escape(f"{what} created in namespace {created[0]}"), highlight=False)
+
     try:
         body = manifest(kind, image, name=name, namespace=namespace or deployer.namespace(), command=command,
                         args=arguments, workers=workers)
-        where = body["metadata"]["namespace"]
-        err.print(escape(f"{what} created in namespace {where}"), highlight=False)
-        ended = deployer.run(body, lambda line: click.echo(line))
+        ended = deployer.run(body, lambda line: click.echo(line), say_created)
     except DeployError as exc:
         fail([str(exc)])
     except KeyboardInterrupt:
-        fail([f"interrupted: {what} goes on in namespace {where} (kubectl delete {what} -n {where})"], code=130)
+        fail([f"interrupted: {what} goes on in namespace {created[0]} (kubectl delete {what} -n {created[0]})"
+              if created else f"interrupted before {what} was created"], code=130)
+    fate = "deleted" if ended.deleted else f"kept: kubectl describe {what} -n {ended.namespace}"
     if not ended.succeeded:
-        fate = "deleted" if ended.deleted else f"kept: kubectl describe {what} -n {ended.namespace}"
         fail([f"{what} failed: {ended.reason or 'no reason given'} ({fate})"], code=1)
-    err.print(escape(f"{what} succeeded (deleted)"), highlight=False)
+    err.print(escape(f"{what} succeeded ({fate})"), highlight=False)
 
 
 def with_built_image(prepared: PreparedExperiment, repository: str, backend: Backend,
@@ -175,7 +180,7 @@ def with_built_image(prepared: PreparedExperiment, repository: str, backend: Bac
         fail([f"--build: the {backend.name} backend runs no container images; use --backend kubernetes"])
     path = resolve_store_path(store)
     if path.exists():  # a name already taken is refused before anything is pushed (or a store made)
-        with Store(path, read_only=True) as existing:
+        with Store(path, create=False) as existing:  # (migrated as the run would)
             existing.refuse_existing(prepared.experiment)
     try:
         experiment, built = build_trial_image(prepared.experiment, repository,

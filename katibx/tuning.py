@@ -214,7 +214,7 @@ def tune(
     With a backend that runs container images (``backend="kubernetes"``), ``image`` (a base image with Python and
     what the objective imports) and ``build`` (``REGISTRY/REPOSITORY[:TAG]``) package the objective's module onto
     ``image``, push it to ``build`` and run each trial as a Job on the pushed digest: the objective gets its
-    values as Python literals (or text) and returns a number or a dict of numbers (printed, read from the log).
+    values typed as the search space says and returns a number or a dict of numbers (printed, read from the log).
     Invalid arguments raise :class:`katibx.ValidationError` before anything is stored.
     """
     image = experiment_options.get("image")
@@ -281,7 +281,7 @@ def _stored(store: Store | str | None, experiment: Experiment) -> bool:
     if isinstance(store, Store):
         opened = store
     elif resolve_store_path(store).exists():
-        opened = Store(store, read_only=True)
+        opened = Store(store, create=False)  # (migrated as the run would)
     else:
         return False
     try:

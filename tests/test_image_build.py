@@ -470,6 +470,7 @@ def objective(params):
     """Runs in the image: its entry script is there, and the host's katibx is not; values keep their types."""
     assert os.path.exists("/app/katibx_main.py")
     assert params["mode"] == "1" and params["flag"] is False and params["limit"] == float("inf"), params
+    assert params["tag"] == "$(HOME) a$$b", params  # as given: Kubernetes expands $(NAME) and $$ where not escaped
     try:
         import katibx  # noqa: F401
     except ImportError:
@@ -498,7 +499,8 @@ def test_tune_runs_a_function_objective_as_jobs_on_its_built_image(registry, pyt
     with FakeCluster(tmp_path, pull=puller) as cluster:
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
         space = {"x": katibx.search.int(1, 4), "mode": katibx.search.categorical(["1"]),
-                 "flag": katibx.search.categorical([False]), "width": 7, "limit": float("inf")}
+                 "flag": katibx.search.categorical([False]), "width": 7, "limit": float("inf"),
+                 "tag": "$(HOME) a$$b"}
         options = dict(objective_metric_name="score", additional_metric_names=["width"], algorithm_name="grid",
                        backend="kubernetes", image=python_base, build=f"{registry}/katibx/fn",
                        store=str(tmp_path / "k.db"), progress=False)
@@ -730,8 +732,15 @@ def test_a_folder_source_leaves_out_what_is_skipped_excluded_or_ignored_without_
     (app / "data" / "big.bin").write_bytes(b"0" * 1024)
     (app / "data" / "keep.csv").write_text("x\n1\n")
     (app / "run.log").write_text("old output\n")
+    (app / "sub").mkdir()
+    (app / "sub" / "kept.log").write_text("a * never crosses a /\n")
     (app / "store" / "trials").mkdir(parents=True)
     (app / "store" / "k.db").write_text("")
-    (app / ".dockerignore").write_text("# Docker's syntax\ndata\n!data/keep.csv\n*.log\n")
-    planned = plan(app, exclude=[app / "store" / "k.db", app / "store" / "trials"])
-    assert sorted(planned.files) == ["/app/.dockerignore", "/app/data/keep.csv", "/app/train.py"]
+    (app / ".dockerignore").write_text("# Docker's syntax\ndata\n!data/keep.csv\n*.log\n", encoding="utf-8-sig")
+    (tmp_path / "link").symlink_to(tmp_path)  # the store named through a link: still left out
+    planned = plan(app, exclude=[tmp_path / "link" / "app" / "store" / "k.db", app / "store" / "trials"])
+    assert sorted(planned.files) == ["/app/.dockerignore", "/app/data/keep.csv", "/app/sub/kept.log",
+                                     "/app/train.py"]
+    (app / ".dockerignore").write_text("data\n", encoding="utf-16")  # as PowerShell 5 writes it
+    ran = katibx_cli("build", str(app), "--dry-run", cwd=tmp_path, store=tmp_path / "k.db")
+    assert ran.returncode == 2 and "cannot be read as UTF-8 text" in ran.stderr and "Traceback" not in ran.stderr

@@ -17,7 +17,7 @@ PRIMARY_LABEL = "katibx.io/primary"  # on the pod template whose log is followed
 # Waiting reasons of a container that will never start, and those the kubelet retries (failed after start_timeout).
 NEVER_STARTS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 CANNOT_START = NEVER_STARTS | {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError",
-                               "CreateContainerError"}
+                               "CreateContainerError", "FailedCreate"}  # the last: its pod cannot be created
 WATCH_SECONDS = 5  # a pod watch's length: the object's own end is looked at between two
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -100,22 +100,22 @@ class Deployer:
             active = next((c for c in contexts if c.get("name") == self.context), active)
         return str(((active or {}).get("context") or {}).get("namespace") or "default")
 
-    def run(self, body: dict[str, Any], on_log: Callable[[str], None]) -> Deployment:
-        """Create ``body``, pass each line its primary pod prints to ``on_log`` and wait for its end. One that
-        succeeded is deleted (its log was shown), one whose pod cannot start too (else the kubelet would pull for
-        ever), a failed one is kept for inspection."""
+    def run(self, body: dict[str, Any], on_log: Callable[[str], None],
+            on_created: Callable[[], None] = lambda: None) -> Deployment:
+        """Create ``body`` (then call ``on_created``), pass each line its primary pod prints to ``on_log`` and wait
+        for its end. One that succeeded is deleted (its log was shown), one whose pod cannot start or be created
+        too (else the kubelet or the job controller would retry for ever), a failed one is kept for inspection."""
         created = self._call("create", lambda: self._create(body))
+        on_created()
         meta = created["metadata"]
         kind, name, namespace = body["kind"], meta["name"], meta["namespace"]
         started = self._call("wait for", lambda: self._started_pod(kind, name, namespace, str(meta["uid"])))
         if isinstance(started, Deployment):
-            if not started.succeeded and started.reason.partition(":")[0] in CANNOT_START:
-                self._call("delete", lambda: self._delete(kind, name, namespace))
-                started.deleted = True
-            return started
-        self._call("read the log of", lambda: self._follow(started, namespace, CONTAINERS[kind], on_log))
-        deployment = self._call("wait for", lambda: self._finished(kind, name, namespace))
-        if deployment.succeeded:
+            deployment = started
+        else:
+            self._call("read the log of", lambda: self._follow(started, namespace, CONTAINERS[kind], on_log))
+            deployment = self._call("wait for", lambda: self._finished(kind, name, namespace))
+        if deployment.succeeded or deployment.reason.partition(":")[0] in CANNOT_START:
             self._call("delete", lambda: self._delete(kind, name, namespace))
             deployment.deleted = True
         return deployment
@@ -125,9 +125,9 @@ class Deployer:
         return self.kubeconfig or os.environ.get("KUBECONFIG") or None
 
     def _in_cluster(self) -> bool:
-        """No kubeconfig to read, in a pod: its service account."""
-        paths = (self._kubeconfig() or os.path.expanduser("~/.kube/config")).split(os.pathsep)
-        return not any(os.path.exists(os.path.expanduser(p)) for p in paths if p) and \
+        """No kubeconfig named, none at ``~/.kube/config``, in a pod: its service account (a kubeconfig that is
+        named but missing is an error, not a reason to take the pod's)."""
+        return self._kubeconfig() is None and not os.path.exists(os.path.expanduser("~/.kube/config")) and \
             bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
     def _api(self) -> Any:
@@ -151,11 +151,15 @@ class Deployer:
 
         try:
             return action()
+        except DeployError:
+            raise
         except ApiException as exc:
             raise DeployError(f"cannot {what} the deployment: {exc.status} {exc.reason}: {_api_message(exc)}") from None
         except (HTTPError, OSError) as exc:
             host = self._api().configuration.host
             raise DeployError(f"the cluster at {host} cannot be reached: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the client's own faults (a cut watch line, a failed token refresh)
+            raise DeployError(f"cannot {what} the deployment: {type(exc).__name__}: {exc}") from None
 
     def _create(self, body: dict[str, Any]) -> dict[str, Any]:
         from kubernetes import client
@@ -178,6 +182,7 @@ class Deployer:
         selector = f"{DEPLOYMENT_LABEL}={name},{PRIMARY_LABEL}=true"
         container_name = CONTAINERS[kind]
         waited_since: float | None = None
+        no_pod_since, seen = time.monotonic(), False
         while True:
             ended = self._ended(kind, name, namespace)
             for event in watch.Watch().stream(pods.list_namespaced_pod, namespace, label_selector=selector,
@@ -185,6 +190,7 @@ class Deployer:
                 pod = event["object"]
                 if not any(ref.uid == uid for ref in (pod.metadata.owner_references or [])):
                     continue  # a pod of an earlier deployment of that name, still going away
+                seen = True
                 status = next((s for s in (pod.status.container_statuses or []) if s.name == container_name), None) \
                     if pod.status else None
                 state = status.state if status is not None else None
@@ -200,6 +206,20 @@ class Deployer:
                     waited_since = None
             if ended is not None:
                 return ended
+            if not seen and time.monotonic() - no_pod_since > self.start_timeout:
+                return Deployment(kind, name, namespace, False, f"FailedCreate: {self._why_no_pod(namespace, uid)}")
+
+    def _why_no_pod(self, namespace: str, uid: str) -> str:
+        """What the events of the object say about the pods it could not create (quota, admission...)."""
+        from kubernetes import client
+
+        try:
+            events = client.CoreV1Api(self._api()).list_namespaced_event(
+                namespace, field_selector=f"involvedObject.uid={uid}").items
+        except Exception:  # noqa: BLE001 - the events are an explanation, not the verdict
+            events = []
+        found = [e.message for e in events if e.reason == "FailedCreate" and e.message]
+        return found[-1] if found else f"no pod was created within {self.start_timeout:g} s"
 
     def _ended(self, kind: str, name: str, namespace: str) -> Deployment | None:
         """The object's end as its conditions say (Job: Complete/Failed; PyTorchJob: Succeeded/Failed), or None."""
@@ -242,8 +262,13 @@ class Deployer:
             lister = client.CustomObjectsApi(self._api()).list_namespaced_custom_object
             args = ("kubeflow.org", "v1", namespace, "pytorchjobs")
         while True:
+            ended = self._ended(kind, name, namespace)  # gone: a one-line 404
+            if ended is not None:
+                return ended
             for event in watch.Watch().stream(lister, *args, field_selector=f"metadata.name={name}",
                                               timeout_seconds=300):
+                if event["type"] == "DELETED":
+                    raise DeployError(f"{kind.lower()}/{name} was deleted before it ended")
                 obj = event["object"]
                 status = obj.get("status") if isinstance(obj, dict) else \
                     self._api().sanitize_for_serialization(obj.status)

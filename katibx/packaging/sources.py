@@ -9,9 +9,9 @@ and prints what it returns as ``name=value`` lines, which Katib's StdOut collect
 from __future__ import annotations
 
 import ast
-import fnmatch
 import json
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -59,21 +59,22 @@ def read_source(text: str | Path, workdir: str = "/app", metric: str = "objectiv
 
 
 def _folder_files(folder: Path, exclude: Collection[Path] = ()) -> dict[str, Path | bytes]:
-    """A folder's files, without :data:`SKIPPED` ones, ``exclude`` (files or folders) and what its ``.dockerignore``
-    names; a link is followed only within the folder."""
+    """A folder's files, without :data:`SKIPPED` ones, ``exclude`` (files or folders, however their path is
+    spelled) and what its ``.dockerignore`` names; a link is followed only within the folder."""
     root = folder.resolve()
-    excluded = {Path(path).absolute() for path in exclude}
+    excluded = {Path(path).resolve() for path in exclude}
     ignored = _ignore_patterns(folder / IGNORE_FILE)
     prune = not any(negated for negated, _ in ignored)  # an ignored folder may hold a file a "!" takes back
     files: dict[str, Path | bytes] = {}
     for here, folders, names in os.walk(folder):
         base = Path(here)
-        folders[:] = sorted(f for f in folders if f not in SKIPPED and (base / f).absolute() not in excluded
+        inside = root / base.relative_to(folder)  # where it is, links above the folder resolved
+        folders[:] = sorted(f for f in folders if f not in SKIPPED and inside / f not in excluded
                             and not (prune and _ignored((base / f).relative_to(folder).as_posix(), ignored)))
         for name in sorted(names):
             found = base / name
             relative = found.relative_to(folder).as_posix()
-            if name.endswith(".pyc") or found.absolute() in excluded or _ignored(relative, ignored):
+            if name.endswith(".pyc") or inside / name in excluded or _ignored(relative, ignored):
                 continue
             if found.is_symlink():
                 try:
@@ -97,31 +98,61 @@ def _folder_files(folder: Path, exclude: Collection[Path] = ()) -> dict[str, Pat
     return dict(sorted(files.items()))
 
 
-def _ignore_patterns(path: Path) -> list[tuple[bool, str]]:
-    """``.dockerignore`` lines as (negated, pattern): ``#`` comments and blank lines skipped, ``!`` re-includes."""
+def _ignore_patterns(path: Path) -> list[tuple[bool, re.Pattern[str]]]:
+    """``.dockerignore`` lines as (negated, pattern) the way Docker reads them: ``#`` comments and blank lines
+    skipped, ``!`` re-includes, each pattern cleaned (``./``, ``/`` and ``..`` resolved) and matched as Go's
+    ``filepath.Match`` plus ``**`` (any number of folders): ``*`` never crosses a ``/``."""
     try:
-        lines = path.read_text().splitlines()
-    except OSError:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first pattern
+    except FileNotFoundError:
         return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
     patterns = []
-    for line in lines:
+    for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith("#"):
-            negated = line.startswith("!")
-            pattern = line.lstrip("!").strip().strip("/")
-            patterns.append((negated, pattern[2:] if pattern.startswith("./") else pattern))
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        cleaned = posixpath.normpath("/" + line.removeprefix("!").strip()).lstrip("/")
+        if cleaned and cleaned != ".":
+            patterns.append((negated, re.compile(_pattern_regex(cleaned))))
     return patterns
 
 
-def _ignored(relative: str, patterns: list[tuple[bool, str]]) -> bool:
+def _pattern_regex(pattern: str) -> str:
+    parts, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            parts.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            parts.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            parts.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            parts.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1:]:
+            end = pattern.index("]", i + 1)
+            body = pattern[i + 1:end]
+            parts.append("[" + ("^" + body[1:] if body.startswith("^") else body).replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            parts.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(parts)
+
+
+def _ignored(relative: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
     """Whether the last ``.dockerignore`` pattern that matches ``relative`` (or a folder above it) excludes it."""
     verdict = False
     parts = relative.split("/")
     prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
     for negated, pattern in patterns:
-        if any(fnmatch.fnmatchcase(prefix, pattern) or (pattern.startswith("**/") and
-                                                        fnmatch.fnmatchcase(prefix, pattern[3:]))
-               for prefix in prefixes):
+        if any(pattern.fullmatch(prefix) for prefix in prefixes):
             verdict = not negated
     return verdict
 

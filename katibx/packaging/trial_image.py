@@ -76,7 +76,8 @@ def function_job(image: str, types: dict[str, Any], fixed: dict[str, Any], *, en
     ``--name=value`` argument per parameter of ``types`` (name -> "int", "double", "number", "text" or
     {text: value}: how the entry script gives the objective each value its type back) and the fixed values as JSON
     in ``$KATIBX_PARAMETERS``."""
-    given = {"name": PARAMETERS_ENV, "value": json.dumps({"types": types, "fixed": fixed}, sort_keys=True)}
+    given = {"name": PARAMETERS_ENV,  # "$$": Kubernetes would expand $(NAME) in it
+             "value": json.dumps({"types": types, "fixed": fixed}, sort_keys=True).replace("$", "$$")}
     container: dict[str, Any] = {
         "name": FUNCTION_CONTAINER, "image": image, "env": [given, *(env or [])],
         "command": ["python3", str(PurePosixPath(DEFAULT_WORKDIR) / ENTRY),
