@@ -108,6 +108,11 @@ class Backend(abc.ABC):
         The collector kind is checked by the core against :attr:`metrics_collectors` before this is called."""
         return []
 
+    def can_start(self, job: TrialJob) -> bool:
+        """Whether what the trial asks for (its GPUs) is free now; False leaves it Created, asked again at the
+        controller's next step (a backend that places trials itself, as Kubernetes and Ray do, always says True)."""
+        return True
+
     @abc.abstractmethod
     def start(self, job: TrialJob) -> dict[str, Any]:
         """Start a trial and return a JSON-able handle, stored so a later controller can find its worker."""

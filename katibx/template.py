@@ -6,10 +6,12 @@ neither break the document's structure nor reach a shell.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
 
+from katibx.quantities import quantity
 from katibx.spec import Experiment
 
 PLACEHOLDER = re.compile(r"\$\{trialParameters\.([^}]*)\}")
@@ -115,3 +117,50 @@ def active_deadline_seconds(worker: dict[str, Any]) -> float | None:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"activeDeadlineSeconds must be a positive number of seconds (got {value!r})")
     return seconds
+
+
+# resources ------------------------------------------------------------------------------------------------------
+# Kubernetes resources no backend that places trials itself accounts for.
+_IGNORED_RESOURCES = ("ephemeral-storage", "storage", "pods")
+
+
+def trial_resources(worker: dict[str, Any], container_name: str | None) -> dict[str, float]:
+    """Resources of one rendered trial, as Ray names them: ``CPU`` (default 1), ``GPU``, ``memory`` (bytes) and custom ones.
+
+    From the primary container's ``resources`` (requests, else limits; ``nvidia.com/gpu`` or ``gpu`` is GPUs), or a
+    Function trial's ``spec.resources`` (Katib's ``resources_per_trial``: ``{"cpu": 2, "memory": "1Gi", "gpu": 1}``).
+    """
+    if worker.get("kind") == FUNCTION_KIND:
+        section = (worker.get("spec") or {}).get("resources") or {}
+    else:
+        section = (primary_container(worker, container_name) or {}).get("resources") or {}
+    if not isinstance(section, dict):
+        raise ValueError("resources must be a mapping")
+    if "requests" in section or "limits" in section:
+        flat = {**(section.get("limits") or {}), **(section.get("requests") or {})}
+    else:
+        flat = dict(section)
+    result: dict[str, float] = {"CPU": 1.0}
+    for name, value in flat.items():
+        if name in _IGNORED_RESOURCES or str(name).startswith("hugepages-"):
+            continue
+        try:
+            amount = quantity(value)
+        except ValueError as exc:
+            raise ValueError(f"resources {name}: {exc}") from None
+        key = {"cpu": "CPU", "memory": "memory", "gpu": "GPU", "nvidia.com/gpu": "GPU"}.get(str(name), str(name))
+        result[key] = amount
+    return {k: v for k, v in result.items() if v > 0 or k == "CPU"}
+
+
+def template_resources(spec: dict[str, Any], container_name: str | None) -> dict[str, float]:
+    """:func:`trial_resources` of a trial template before its values are known (a placeholder counts as 1): what
+    every trial will ask for, checked before any runs; ValueError naming a malformed quantity."""
+    if "${trialParameters." in json.dumps(spec):
+        spec = json.loads(PLACEHOLDER.sub("1", json.dumps(spec)))
+    return trial_resources(spec, container_name)
+
+
+def gpu_count(resources: dict[str, float]) -> int:
+    """Whole GPUs of :func:`trial_resources`: a fraction takes a device of its own on a machine (Ray may share one)."""
+    return math.ceil(resources.get("GPU", 0.0))

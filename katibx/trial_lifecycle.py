@@ -72,7 +72,10 @@ class TrialLifecycle:
                 self.set_state(trial, TrialState.CREATED, "TrialCreated", "Trial is re-run after a controller restart")
 
     def start(self, trial: TrialRecord) -> None:
+        """Start the trial, unless the backend says what it asks for is taken (it stays Created until then)."""
         job = self._job(trial)
+        if not self.backend.can_start(job):
+            return
         self._started.add(trial.name)
         self._observations[trial.name] = ObservationSampler()
         trial.start_time = time.time()

@@ -31,12 +31,22 @@ from katibx.backend import (
     TrialStartError,
 )
 from katibx.defaults import WORKER_DEFAULTS
+from katibx.gpus import GPUS_ENV, VISIBLE_ENV, GpuPool, discover_gpus
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
 from katibx.objective import Objective
 from katibx.processes import kill_group, pid_reused, process_started
 from katibx.quantities import parse_size
 from katibx.spec import Experiment
-from katibx.template import FUNCTION_KIND, active_deadline_seconds, format_value, primary_container, render_trial_spec
+from katibx.template import (
+    FUNCTION_KIND,
+    active_deadline_seconds,
+    format_value,
+    gpu_count,
+    primary_container,
+    render_trial_spec,
+    template_resources,
+    trial_resources,
+)
 from katibx.trial_dir import (
     CHECKPOINT_DIR,
     FILES_DIR,
@@ -124,9 +134,43 @@ class LocalBackend(Backend):
         self._idle: list[FunctionWorker] = []
         self._backlog = False  # a trial's output was left unread at the last poll: the next one does not wait
         self._fork = multiprocessing.get_context("fork")
+        self._gpu_pool: GpuPool | None = None
 
     # checks ------------------------------------------------------------------------------
     def check(self, experiment: Experiment) -> list[str]:
+        return self.template_errors(experiment) or self._gpu_errors(experiment)
+
+    @property
+    def _gpus(self) -> GpuPool:
+        """This machine's GPUs, found when a trial first needs to know (see :mod:`katibx.gpus`)."""
+        if self._gpu_pool is None:
+            self._gpu_pool = GpuPool(discover_gpus())
+        return self._gpu_pool
+
+    def _gpu_errors(self, experiment: Experiment) -> list[str]:
+        """A trial that asks for more GPUs than this machine has could never start: refused before any runs."""
+        tt = experiment.spec.trial_template
+        if tt is None or not tt.trial_spec:
+            return []
+        path = "spec.trialTemplate.trialSpec"
+        try:
+            wanted = gpu_count(template_resources(tt.trial_spec, tt.primary_container_name))
+        except ValueError as exc:
+            return [f"{path}: {exc}"]
+        if wanted > len(self._gpus.devices):
+            return [f"{path}: a trial asks for {wanted} GPUs (nvidia.com/gpu) and {self._gpu_origin()}; set "
+                    f"{GPUS_ENV}=0,1,... to name the devices"]
+        return []
+
+    def _gpu_origin(self) -> str:
+        have = len(self._gpus.devices)
+        where = next((f"${name}" for name in (GPUS_ENV, VISIBLE_ENV) if os.environ.get(name) is not None),
+                     "nvidia-smi")
+        return f"this machine has {have} ({where})" if have else f"this machine has none ({where} lists none)"
+
+    @staticmethod
+    def template_errors(experiment: Experiment) -> list[str]:
+        """What of the trial template this machine's processes cannot run (the Ray backend's actors neither)."""
         tt = experiment.spec.trial_template
         errors: list[str] = []
         if tt is None:
@@ -189,6 +233,30 @@ class LocalBackend(Backend):
         return {} if self.log_limit_bytes == DEFAULT_LOG_LIMIT_BYTES else {"log_limit_bytes": self.log_limit_bytes}
 
     # lifecycle ---------------------------------------------------------------------------
+    def can_start(self, job: TrialJob) -> bool:
+        """False while the GPUs the trial asks for are held by running trials."""
+        tt = job.experiment.spec.trial_template
+        try:
+            wanted = gpu_count(trial_resources(render_trial_spec(job.experiment, job.trial.name, job.trial.assignments),
+                                               tt.primary_container_name if tt else None))
+        except (TypeError, ValueError):
+            return True  # start says what is wrong
+        return wanted == 0 or wanted > len(self._gpus.devices) or self._gpus.can_take(wanted)
+
+    def _hand_gpus(self, trial: str, worker: dict[str, Any], container: str | None, env: dict[str, str]) -> list[str]:
+        """The free devices the trial asks for, in its ``CUDA_VISIBLE_DEVICES``; a trial that asks for none sees
+        none of this machine's (its own container env may still say otherwise)."""
+        wanted = gpu_count(trial_resources(worker, container))
+        if wanted > len(self._gpus.devices):
+            raise TrialStartError(f"the trial asks for {wanted} GPUs (nvidia.com/gpu) and {self._gpu_origin()}")
+        if wanted == 0:
+            if self._gpus.devices:
+                env[VISIBLE_ENV] = ""
+            return []
+        devices = self._gpus.take(trial, wanted)
+        env[VISIBLE_ENV] = ",".join(devices)
+        return devices
+
     def start(self, job: TrialJob) -> dict[str, Any]:
         job.trial_dir.mkdir(parents=True, exist_ok=True)
         for stale in (STDOUT_LOG, PUSH_FILE, STOP_FILE, PRUNABLE_FILE):  # a trial run again starts afresh
@@ -197,15 +265,26 @@ class LocalBackend(Backend):
         (job.trial_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)  # the controller may have filled it from a parent
         token, since = new_token(), time.time()
         env = {**os.environ, **trial_environment(job.trial_dir, job.experiment.name, job.trial.name), TOKEN_ENV: token}
+        tt = job.experiment.spec.trial_template
         try:
             worker = render_trial_spec(job.experiment, job.trial.name, job.trial.assignments)
             deadline = active_deadline_seconds(worker)
+            devices = self._hand_gpus(job.trial.name, worker, tt.primary_container_name if tt else None, env)
         except (TypeError, ValueError) as exc:
             raise TrialStartError(f"invalid trial template: {exc}") from None
+        try:
+            handle = self._start(job, worker, env, deadline, token, since, fresh_worker=bool(devices))
+        except BaseException:
+            self._gpus.give_back(job.trial.name)
+            raise
+        return {**handle, "gpus": devices} if devices else handle
+
+    def _start(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str], deadline: float | None, token: str,
+               since: float, fresh_worker: bool) -> dict[str, Any]:
         ends = time.monotonic() + deadline if deadline else None
         if worker.get("kind") == FUNCTION_KIND:
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir)
-            function_worker = self._start_function(job, worker, env)
+            function_worker = self._start_function(job, worker, env, fresh_worker)
             run = _Running(job.trial.name, function_worker.pid, function_worker.result, collector, ends,
                            worker=function_worker)
             started = function_worker.started
@@ -267,7 +346,11 @@ class LocalBackend(Backend):
                 raise TrialStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         return proc
 
-    def _start_function(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str]) -> FunctionWorker:
+    def _start_function(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str],
+                        fresh: bool = False) -> FunctionWorker:
+        """A worker process running the function trial: an idle one when workers are reused, else a new one (always
+        for a trial given GPUs: CUDA reads CUDA_VISIBLE_DEVICES once per process, so such a worker serves no
+        other trial)."""
         spec = worker.get("spec") or {}
         # Without the function object (a resumed experiment), the worker imports it: user code never runs here.
         function: Callable[..., Any] | str = job.function or str(spec.get("function", ""))
@@ -276,7 +359,7 @@ class LocalBackend(Backend):
         request = TrialRequest({**(spec.get("fixedParameters") or {}), **job.trial.assignments}, env,
                                str(job.workdir), str(job.trial_dir / STDOUT_LOG),
                                tuple(name for name, _ in Objective(job.experiment).objectives))
-        reuse = self.reuse_function_workers and spec.get(REUSE_FIELD, True) is not False
+        reuse = self.reuse_function_workers and spec.get(REUSE_FIELD, True) is not False and not fresh
         while reuse and self._idle:
             idle = next((w for w in self._idle if w.serves(function)), None)
             if idle is None:  # a worker forked for another objective: never needed again
@@ -369,8 +452,10 @@ class LocalBackend(Backend):
 
     def _end(self, run: _Running) -> None:
         """The trial has exited: a worker whose trial ended cleanly waits for the next trial; otherwise stop
-        anything the trial left behind in its session; then anything it started outside it."""
+        anything the trial left behind in its session; then anything it started outside it. Its GPUs are free."""
         run.ended = True
+        if self._gpu_pool is not None:
+            self._gpu_pool.give_back(run.name)
         if run.worker is not None:
             if run.worker.idle and run.killed_at is None:
                 self._idle.append(run.worker)

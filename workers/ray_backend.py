@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -35,8 +34,7 @@ import psutil
 from katibx.backend import Backend, BackendOption, ClusterError, TrialEvent, TrialExited, TrialJob, TrialStartError
 from katibx.functions import import_function
 from katibx.processes import process_started, same_process_alive, this_host
-from katibx.quantities import quantity
-from katibx.template import FUNCTION_KIND, primary_container, render_trial_spec
+from katibx.template import FUNCTION_KIND, render_trial_spec, template_resources, trial_resources
 from katibx.trial_dir import RAY_WORKER_FILE, STDOUT_LOG
 from katibx.validation import ValidationError
 from katibx.workers.local import LocalBackend
@@ -56,41 +54,8 @@ UNREACHABLE_SECONDS = 10.0
 PROBE_SECONDS = 10.0
 # An actor not placed this long after its creation is taken as waiting for resources that idle actors may hold.
 PLACEMENT_GRACE_SECONDS = 1.0
-_IGNORED_RESOURCES = ("ephemeral-storage", "storage", "pods")
-
-
 class RayClusterError(ClusterError):
     """The Ray cluster cannot be reached any more."""
-
-
-# resources ---------------------------------------------------------------------------------------------------
-def trial_resources(worker: dict[str, Any], container_name: str | None) -> dict[str, float]:
-    """Ray resources of one rendered trial: ``CPU`` (default 1), ``GPU``, ``memory`` (bytes) and custom ones.
-
-    From the primary container's ``resources`` (requests, else limits; ``nvidia.com/gpu`` or ``gpu`` is GPUs), or a
-    Function trial's ``spec.resources`` (Katib's ``resources_per_trial``: ``{"cpu": 2, "memory": "1Gi", "gpu": 1}``).
-    """
-    if worker.get("kind") == FUNCTION_KIND:
-        section = (worker.get("spec") or {}).get("resources") or {}
-    else:
-        section = (primary_container(worker, container_name) or {}).get("resources") or {}
-    if not isinstance(section, dict):
-        raise ValueError("resources must be a mapping")
-    if "requests" in section or "limits" in section:
-        flat = {**(section.get("limits") or {}), **(section.get("requests") or {})}
-    else:
-        flat = dict(section)
-    result: dict[str, float] = {"CPU": 1.0}
-    for name, value in flat.items():
-        if name in _IGNORED_RESOURCES or str(name).startswith("hugepages-"):
-            continue
-        try:
-            amount = quantity(value)
-        except ValueError as exc:
-            raise ValueError(f"resources {name}: {exc}") from None
-        key = {"cpu": "CPU", "memory": "memory", "gpu": "GPU", "nvidia.com/gpu": "GPU"}.get(str(name), str(name))
-        result[key] = amount
-    return {k: v for k, v in result.items() if v > 0 or k == "CPU"}
 
 
 def _actor_options(resources: dict[str, float]) -> dict[str, Any]:
@@ -304,16 +269,11 @@ class RayBackend(Backend):
 
     # checks ------------------------------------------------------------------------------------------------
     def check(self, experiment: Any) -> list[str]:
-        errors = [e.replace("the local backend", "the ray backend") for e in LocalBackend().check(experiment)]
+        errors = [e.replace("the local backend", "the ray backend") for e in LocalBackend.template_errors(experiment)]
         tt = experiment.spec.trial_template
         if tt is not None and tt.trial_spec and not errors:
             try:
-                spec = tt.trial_spec
-                if "${trialParameters." not in json.dumps(spec):
-                    trial_resources(spec, tt.primary_container_name)
-                else:
-                    trial_resources(json.loads(re.sub(r"\$\{trialParameters\.[^}]*\}", "1", json.dumps(spec))),
-                                    tt.primary_container_name)
+                template_resources(tt.trial_spec, tt.primary_container_name)
             except ValueError as exc:
                 errors.append(f"spec.trialTemplate.trialSpec: {exc}")
         if not errors:
