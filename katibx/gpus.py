@@ -2,16 +2,19 @@
 
 The devices are ``$KATIBX_GPUS`` (``0,1,2``: to choose them, or to simulate them on a machine without any; empty:
 none), else the controller's own ``$CUDA_VISIBLE_DEVICES`` (a controller restricted to some GPUs shares only
-those), else what ``nvidia-smi`` lists. A trial that asks for ``nvidia.com/gpu: N`` gets N free devices in its
-``CUDA_VISIBLE_DEVICES`` and waits (Created) while they are taken, as Kubernetes and Ray schedule them.
+those), else what ``nvidia-smi`` lists; looked for only when an experiment's trials ask for GPUs. A trial that
+asks for ``nvidia.com/gpu: N`` gets N free devices in its ``CUDA_VISIBLE_DEVICES`` and waits (Created) while they
+are taken, as Kubernetes and Ray schedule them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ def discover_gpus() -> list[str]:
     for name in (GPUS_ENV, VISIBLE_ENV):
         text = os.environ.get(name)
         if text is not None:
-            return [device.strip() for device in text.split(",") if device.strip()]
+            return _device_ids(text)
     tool = shutil.which("nvidia-smi")
     if tool is None:
         return []
@@ -41,6 +44,25 @@ def discover_gpus() -> list[str]:
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
 
 
+def _device_ids(text: str) -> list[str]:
+    """The ids of a device list as CUDA reads it: up to the first that is not an index or a GPU-/MIG- UUID (``-1``
+    hides every device), each once."""
+    ids: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not re.fullmatch(r"\d+|(?:GPU|MIG)-[\w/-]+", item):
+            break
+        if item not in ids:
+            ids.append(item)
+    return ids
+
+
+def shared_pool(devices: list[str]) -> GpuPool:
+    """The one pool of these devices in this process: experiments run side by side (KatibClient's threads) share
+    it; separate processes do not see each other's trials."""
+    with _POOLS_LOCK:
+        return _POOLS.setdefault(tuple(devices), GpuPool(devices))
+
+
 class GpuPool:
     """Which of the devices are free; trials take whole devices and give them back when they end."""
 
@@ -48,21 +70,29 @@ class GpuPool:
         self.devices = list(devices)
         self._free = list(devices)
         self._held: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
 
     def can_take(self, count: int) -> bool:
-        return count <= len(self._free)
+        with self._lock:
+            return count <= len(self._free)
 
-    def take(self, holder: str, count: int) -> list[str]:
-        """``count`` free devices for ``holder`` (lowest ids first); ValueError when not that many are free."""
-        if count > len(self._free):
-            raise ValueError(f"{count} GPUs asked, {len(self._free)} free")
-        taken, self._free = self._free[:count], self._free[count:]
-        self._held[holder] = self._held.get(holder, []) + taken
-        return taken
+    def take(self, holder: str, count: int) -> list[str] | None:
+        """``count`` free devices for ``holder`` (lowest ids first), or None when not that many are free."""
+        with self._lock:
+            if count > len(self._free):
+                return None
+            taken, self._free = self._free[:count], self._free[count:]
+            self._held[holder] = self._held.get(holder, []) + taken
+            return taken
 
     def give_back(self, holder: str) -> None:
-        returned = self._held.pop(holder, [])
-        self._free = [d for d in self.devices if d in self._free or d in returned]
+        with self._lock:
+            returned = self._held.pop(holder, [])
+            self._free = [d for d in self.devices if d in self._free or d in returned]
 
 
-__all__ = ["GPUS_ENV", "GpuPool", "VISIBLE_ENV", "discover_gpus"]
+_POOLS: dict[tuple[str, ...], GpuPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+__all__ = ["GPUS_ENV", "GpuPool", "VISIBLE_ENV", "discover_gpus", "shared_pool"]

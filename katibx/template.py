@@ -134,8 +134,8 @@ def trial_resources(worker: dict[str, Any], container_name: str | None) -> dict[
         section = (worker.get("spec") or {}).get("resources") or {}
     else:
         section = (primary_container(worker, container_name) or {}).get("resources") or {}
-    if not isinstance(section, dict):
-        raise ValueError("resources must be a mapping")
+    if not isinstance(section, dict) or not all(isinstance(section.get(k) or {}, dict) for k in ("limits", "requests")):
+        raise ValueError("resources (and its limits and requests) must be a mapping")
     if "requests" in section or "limits" in section:
         flat = {**(section.get("limits") or {}), **(section.get("requests") or {})}
     else:

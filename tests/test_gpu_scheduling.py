@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from conftest import experiment_doc, katibx_cli
 
@@ -31,7 +30,7 @@ print("result=1")
 """
 
 
-def _experiment(folder: Path, gpus: int | None, trials: int, parallel: int, seconds: float = 1.0,
+def _experiment(folder: Path, gpus: int | str | None, trials: int, parallel: int, seconds: float = 1.0,
                 env: dict[str, str] | None = None) -> Path:
     doc = experiment_doc(algorithm={"algorithmName": "random"}, maxTrialCount=trials, parallelTrialCount=parallel)
     container = doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
@@ -104,15 +103,51 @@ def test_a_request_no_device_set_can_meet_is_refused_before_anything_runs(tmp_pa
     assert none.returncode == 2 and "this machine has none ($KATIBX_GPUS lists none)" in none.stderr
 
 
-def test_trials_that_ask_for_no_gpu_see_none_unless_their_template_says(tmp_path):
-    path = _experiment(tmp_path, gpus=None, trials=1, parallel=1, seconds=0)
+def test_where_trials_ask_for_gpus_one_that_asks_for_none_sees_none(tmp_path):
+    path = _experiment(tmp_path, gpus="${trialParameters.b}", trials=2, parallel=2, seconds=0)  # b: 0 or 1
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["algorithm"] = {"algorithmName": "grid"}
+    doc["spec"]["parameters"][1] = {"name": "b", "parameterType": "categorical", "feasibleSpace": {"list": ["0", "1"]}}
+    doc["spec"]["parameters"] = doc["spec"]["parameters"][1:]
+    doc["spec"]["trialTemplate"]["trialParameters"] = [{"name": "b", "reference": "b"}]
+    container = doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = container["command"][:3] + ["${trialParameters.b}"]
+    path.write_text(yaml.safe_dump(doc))
     ran = katibx_cli("run", str(path), "-q", cwd=tmp_path, store=tmp_path / "k.db", env=_gpu_env("0,1"))
-    assert ran.returncode == 0 and [r["devices"] for r in _records(tmp_path / "k.db")] == [""], ran.stderr
-    chosen = tmp_path / "chosen"
-    chosen.mkdir()
-    path = _experiment(chosen, gpus=None, trials=1, parallel=1, seconds=0, env={"CUDA_VISIBLE_DEVICES": "1"})
-    ran = katibx_cli("run", str(path), "-q", cwd=chosen, store=chosen / "k.db", env=_gpu_env("0,1"))
-    assert ran.returncode == 0 and [r["devices"] for r in _records(chosen / "k.db")] == ["1"], ran.stderr
+    assert ran.returncode == 0, ran.stderr
+    seen = {r["trial"].assignments["b"]: r["devices"] for r in _records(tmp_path / "k.db")}
+    assert seen["0"] == "" and seen["1"] in ("0", "1"), seen
+
+
+def test_an_experiment_that_never_asks_leaves_the_devices_alone_and_bad_resources_are_one_line(tmp_path):
+    path = _experiment(tmp_path, gpus=None, trials=1, parallel=1, seconds=0)
+    env = {**_gpu_env("0,1"), "CUDA_VISIBLE_DEVICES": "1"}
+    ran = katibx_cli("run", str(path), "-q", cwd=tmp_path, store=tmp_path / "k.db", env=env)
+    assert ran.returncode == 0 and [r["devices"] for r in _records(tmp_path / "k.db")] == ["1"], ran.stderr
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "limits": "nvidia.com/gpu=1"}
+    path.write_text(yaml.safe_dump(doc))
+    bad = katibx_cli("run", str(path), "-q", cwd=tmp_path, store=tmp_path / "other.db", env=env)
+    assert bad.returncode == 2 and bad.stderr.strip().endswith(
+        "spec.trialTemplate.trialSpec: resources (and its limits and requests) must be a mapping"), bad.stderr
+
+
+def test_under_ray_the_gpus_ray_gave_the_actor_stay_its_trials(tmp_path, monkeypatch, store):
+    """Ray's actors run trials with a local backend that leaves CUDA_VISIBLE_DEVICES as Ray set it."""
+    from katibx.loader import experiment_from_dict
+    from katibx.runner import run_experiment
+    from katibx.workers.local import LocalBackend
+
+    monkeypatch.setenv("KATIBX_GPUS", "0,1,2")  # what the driver's environment may carry into a worker
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")  # what Ray set for the actor
+    path = _experiment(tmp_path, gpus=1, trials=1, parallel=1, seconds=0)
+    experiment = experiment_from_dict(yaml.safe_load(path.read_text()))
+    experiment._source_dir = str(tmp_path)
+    run_experiment(experiment, store=store, backend=LocalBackend(schedule_gpus=False))
+    record = store.get_experiment("exp")
+    (trial,) = store.trials(record.id)
+    assert json.loads((store.trial_dir(record, trial.name) / "gpus.json").read_text())["devices"] == "2"
 
 
 def _device_objective(params: dict[str, Any]) -> dict[str, Any]:
@@ -145,9 +180,12 @@ def test_devices_come_from_katibx_gpus_then_cuda_visible_devices_then_nvidia_smi
     assert discover_gpus() == ["0", "1"]
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     assert discover_gpus() == []
+    for listed, devices in (("-1", []), ("0,-1,1", ["0"]), ("1,1,0", ["1", "0"]), ("GPU-8f2a,MIG-8f2a/1/0", [
+            "GPU-8f2a", "MIG-8f2a/1/0"])):  # as CUDA reads it: up to the first id it cannot, each once
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", listed)
+        assert discover_gpus() == devices, listed
     pool = GpuPool(["0", "1", "2"])
     assert pool.take("a", 2) == ["0", "1"] and not pool.can_take(2) and pool.can_take(1)
-    with pytest.raises(ValueError):
-        pool.take("b", 2)
+    assert pool.take("b", 2) is None
     pool.give_back("a")
     assert pool.take("c", 3) == ["0", "1", "2"]

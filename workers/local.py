@@ -31,7 +31,7 @@ from katibx.backend import (
     TrialStartError,
 )
 from katibx.defaults import WORKER_DEFAULTS
-from katibx.gpus import GPUS_ENV, VISIBLE_ENV, GpuPool, discover_gpus
+from katibx.gpus import GPUS_ENV, VISIBLE_ENV, GpuPool, discover_gpus, shared_pool
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
 from katibx.objective import Objective
 from katibx.processes import kill_group, pid_reused, process_started
@@ -121,7 +121,7 @@ class LocalBackend(Backend):
     }
 
     def __init__(self, metrics_poll_interval: float = 0.2, reuse_function_workers: bool = True,
-                 log_limit_bytes: int = DEFAULT_LOG_LIMIT_BYTES) -> None:
+                 log_limit_bytes: int = DEFAULT_LOG_LIMIT_BYTES, schedule_gpus: bool = True) -> None:
         unsupported = capabilities.local_processes_unsupported()
         if unsupported is not None:
             raise BackendUnavailable(unsupported)
@@ -135,6 +135,7 @@ class LocalBackend(Backend):
         self._backlog = False  # a trial's output was left unread at the last poll: the next one does not wait
         self._fork = multiprocessing.get_context("fork")
         self._gpu_pool: GpuPool | None = None
+        self.schedule_gpus = schedule_gpus  # False where another scheduler (Ray) already gave the process its GPUs
 
     # checks ------------------------------------------------------------------------------
     def check(self, experiment: Experiment) -> list[str]:
@@ -142,9 +143,9 @@ class LocalBackend(Backend):
 
     @property
     def _gpus(self) -> GpuPool:
-        """This machine's GPUs, found when a trial first needs to know (see :mod:`katibx.gpus`)."""
+        """This machine's GPUs, found when a trial first asks for some (see :mod:`katibx.gpus`)."""
         if self._gpu_pool is None:
-            self._gpu_pool = GpuPool(discover_gpus())
+            self._gpu_pool = shared_pool(discover_gpus())
         return self._gpu_pool
 
     def _gpu_errors(self, experiment: Experiment) -> list[str]:
@@ -157,16 +158,18 @@ class LocalBackend(Backend):
             wanted = gpu_count(template_resources(tt.trial_spec, tt.primary_container_name))
         except ValueError as exc:
             return [f"{path}: {exc}"]
-        if wanted > len(self._gpus.devices):
+        if self.schedule_gpus and wanted and wanted > len(self._gpus.devices):
             return [f"{path}: a trial asks for {wanted} GPUs (nvidia.com/gpu) and {self._gpu_origin()}; set "
                     f"{GPUS_ENV}=0,1,... to name the devices"]
         return []
 
     def _gpu_origin(self) -> str:
         have = len(self._gpus.devices)
-        where = next((f"${name}" for name in (GPUS_ENV, VISIBLE_ENV) if os.environ.get(name) is not None),
-                     "nvidia-smi")
-        return f"this machine has {have} ({where})" if have else f"this machine has none ({where} lists none)"
+        where = next((f"${name}" for name in (GPUS_ENV, VISIBLE_ENV) if os.environ.get(name) is not None), None)
+        if have:
+            return f"this machine has {have} ({where or 'nvidia-smi'})"
+        return f"this machine has none ({where} lists none)" if where else \
+            "this machine has none (nvidia-smi lists none, or is not there)"
 
     @staticmethod
     def template_errors(experiment: Experiment) -> list[str]:
@@ -236,6 +239,8 @@ class LocalBackend(Backend):
     def can_start(self, job: TrialJob) -> bool:
         """False while the GPUs the trial asks for are held by running trials."""
         tt = job.experiment.spec.trial_template
+        if not self.schedule_gpus:
+            return True
         try:
             wanted = gpu_count(trial_resources(render_trial_spec(job.experiment, job.trial.name, job.trial.assignments),
                                                tt.primary_container_name if tt else None))
@@ -244,17 +249,22 @@ class LocalBackend(Backend):
         return wanted == 0 or wanted > len(self._gpus.devices) or self._gpus.can_take(wanted)
 
     def _hand_gpus(self, trial: str, worker: dict[str, Any], container: str | None, env: dict[str, str]) -> list[str]:
-        """The free devices the trial asks for, in its ``CUDA_VISIBLE_DEVICES``; a trial that asks for none sees
-        none of this machine's (its own container env may still say otherwise)."""
+        """The free devices the trial asks for, in its ``CUDA_VISIBLE_DEVICES`` (and ``$KATIBX_GPUS``, for a katibx
+        inside it); where the experiment's trials ask for GPUs, one that asks for none sees none (its own container
+        env may still say otherwise). An experiment that never asks leaves the variable as it is."""
+        if not self.schedule_gpus:
+            return []
         wanted = gpu_count(trial_resources(worker, container))
+        if wanted == 0:
+            if self._gpu_pool is not None and self._gpu_pool.devices:
+                env[VISIBLE_ENV] = env[GPUS_ENV] = ""
+            return []
         if wanted > len(self._gpus.devices):
             raise TrialStartError(f"the trial asks for {wanted} GPUs (nvidia.com/gpu) and {self._gpu_origin()}")
-        if wanted == 0:
-            if self._gpus.devices:
-                env[VISIBLE_ENV] = ""
-            return []
-        devices = self._gpus.take(trial, wanted)
-        env[VISIBLE_ENV] = ",".join(devices)
+        devices = self._gpus.take(f"{id(self)}/{trial}", wanted)
+        if devices is None:
+            raise TrialStartError(f"the {wanted} GPUs the trial asks for are held by other trials")
+        env[VISIBLE_ENV] = env[GPUS_ENV] = ",".join(devices)
         return devices
 
     def start(self, job: TrialJob) -> dict[str, Any]:
@@ -275,7 +285,8 @@ class LocalBackend(Backend):
         try:
             handle = self._start(job, worker, env, deadline, token, since, fresh_worker=bool(devices))
         except BaseException:
-            self._gpus.give_back(job.trial.name)
+            if devices:
+                self._gpus.give_back(f"{id(self)}/{job.trial.name}")
             raise
         return {**handle, "gpus": devices} if devices else handle
 
@@ -369,11 +380,11 @@ class LocalBackend(Backend):
             if idle.run(request):
                 return idle
             idle.stop()
-        fresh = FunctionWorker(self._fork, function, reuse)
-        if not fresh.run(request):
-            fresh.stop()
+        new = FunctionWorker(self._fork, function, reuse)
+        if not new.run(request):
+            new.stop()
             raise TrialStartError("the function trial's worker process exited before it could start the trial")
-        return fresh
+        return new
 
     def poll(self, timeout: float) -> list[TrialEvent]:
         events: list[TrialEvent] = []
@@ -455,7 +466,7 @@ class LocalBackend(Backend):
         anything the trial left behind in its session; then anything it started outside it. Its GPUs are free."""
         run.ended = True
         if self._gpu_pool is not None:
-            self._gpu_pool.give_back(run.name)
+            self._gpu_pool.give_back(f"{id(self)}/{run.name}")
         if run.worker is not None:
             if run.worker.idle and run.killed_at is None:
                 self._idle.append(run.worker)

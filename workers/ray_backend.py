@@ -78,7 +78,8 @@ class TrialWorker:
             if entry and entry not in sys.path and os.path.isdir(entry):
                 sys.path.append(entry)
         # Each trial's function is a new _Detached that closes the actor's descriptors: one process per trial.
-        self._local = LocalBackend(metrics_poll_interval=poll_interval, reuse_function_workers=False)
+        self._local = LocalBackend(metrics_poll_interval=poll_interval, reuse_function_workers=False,
+                                   schedule_gpus=False)  # Ray placed the actor and set its CUDA_VISIBLE_DEVICES
         self._lock = threading.Lock()
         self._poll_interval = poll_interval
 
