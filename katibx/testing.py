@@ -124,6 +124,24 @@ def _darts_doc() -> dict[str, Any]:
     return doc
 
 
+def _enas_doc() -> dict[str, Any]:
+    """Katib's enas example, shrunk: two layers, two operations, a controller trained two steps a call."""
+    doc = algorithm_doc("enas", {"random_state": "1", "controller_train_steps": "2"}, [_int("unused", 1, 2)])
+    del doc["spec"]["parameters"]
+    doc["spec"]["nasConfig"] = {"graphConfig": {"numLayers": 2, "inputSizes": [8, 8, 1], "outputSizes": [10]},
+                                "operations": [
+        {"operationType": "convolution", "parameters": [
+            {"name": "filter_size", "parameterType": "categorical", "feasibleSpace": {"list": ["3", "5"]}}]},
+        {"operationType": "reduction", "parameters": [
+            {"name": "reduction_type", "parameterType": "categorical", "feasibleSpace": {"list": ["max_pooling"]}}]}]}
+    template = doc["spec"]["trialTemplate"]
+    template["trialParameters"] = [{"name": "architecture", "reference": "architecture"},
+                                   {"name": "config", "reference": "nn_config"}]
+    template["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["command"] = [
+        "python", "-c", "print('result=1')", "${trialParameters.architecture}", "${trialParameters.config}"]
+    return doc
+
+
 @dataclass
 class AlgorithmCase:
     """How to exercise one algorithm: a minimal valid experiment document and what the checks may expect of it.
@@ -173,6 +191,7 @@ ALGORITHM_CASES: dict[str, AlgorithmCase] = {
                                        [_double("lr", 0.0001, 0.02, 0.0001)], max_trials=20),
                          replay_from=6, steps=16),  # generation 0 is drawn unseeded (pbt has no random_state)
     "darts": AlgorithmCase(_darts_doc(), steps=2),
+    "enas": AlgorithmCase(_enas_doc(), steps=4),
 }
 
 
@@ -421,6 +440,9 @@ class _Wrapper(Backend):
         self.started: list[str] = []
         self.attached: list[str] = []
         self.released: list[dict[str, Any]] = []
+
+    def can_start(self, job: TrialJob) -> bool:
+        return self.inner.can_start(job)
 
     def check(self, experiment: Experiment) -> list[str]:
         return self.inner.check(experiment)

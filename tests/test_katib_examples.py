@@ -25,6 +25,13 @@ def early_stopping(name: str) -> tuple[str, ...]:
     return () if name in early_stopping_names() else (f"spec.earlyStopping.algorithmName: unknown early stopping algorithm '{name}'",)
 
 
+def gpus(count: int) -> tuple[str, ...]:
+    """The refusal of a template asking for more GPUs than this machine has (none where it has them)."""
+    from katibx.gpus import discover_gpus
+
+    return () if len(discover_gpus()) >= count else (f"a trial asks for {count} GPUs (nvidia.com/gpu)",)
+
+
 CONFIGMAP = "spec.trialTemplate.configMap: the local backend cannot read ConfigMap kubeflow/trial-templates"
 NO_COMMAND = "spec.trialTemplate.trialSpec: container 'xgboost' has no command"
 
@@ -58,9 +65,9 @@ VERDICTS: dict[str, tuple[str, ...]] = {
     "metrics-collector/file-metrics-collector.yaml": (),
     "metrics-collector/metrics-collection-strategy.yaml": algorithm("tpe"),
     "nas/darts-cpu.yaml": algorithm("darts"),
-    "nas/darts-gpu.yaml": algorithm("darts"),
+    "nas/darts-gpu.yaml": algorithm("darts") or gpus(1),
     "nas/enas-cpu.yaml": algorithm("enas"),
-    "nas/enas-gpu.yaml": algorithm("enas"),
+    "nas/enas-gpu.yaml": algorithm("enas") or gpus(1),
     "resume-experiment/from-volume-resume.yaml": (),
     "resume-experiment/long-running-resume.yaml": (),
     "tekton/pipeline-run.yaml": (  # this copy passes $(trialParameters.lr), never ${trialParameters.learningRate}
