@@ -2,8 +2,9 @@
 from the finished trials' objective values by REINFORCE (:mod:`katibx.nas.enas_controller`); each trial trains its
 child network from scratch, as Katib's does (no weight sharing across trials: a trial is one process).
 
-The controller is rebuilt from the trial history on every call (the same seed, the same trials in the same order),
-so a resumed experiment suggests exactly what an uninterrupted one would."""
+The controller's state is a function of the seed and the trial history (one training round per block of
+``parallelTrialCount`` trials once they have all ended), kept between calls and rebuilt by a new process, so with
+``random_state`` a resumed experiment suggests exactly what an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import hashlib
 import importlib.util
 import math
 import secrets
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from katibx.nas.enas_space import ARCHITECTURE, assignments, enas_space, read_assignment
 from katibx.search_algorithm import SearchAlgorithm, Suggestion, float_setting, int_setting, setting_path
@@ -46,13 +47,17 @@ class Enas(SearchAlgorithm):
         errors.extend(space_errors)
         positive = {}
         for name in ("controller_temperature", "controller_tanh_const", "controller_entropy_weight",
-                     "controller_skip_weight"):
-            positive[name] = None if settings.get(name) in (None, "None") else \
-                float_setting(settings, name, errors, lambda v: v > 0, "must be > 0 or None")
+                     "controller_skip_weight"):  # "None" leaves the term out; nothing given: Katib's default
+            given = {name: settings.get(name) or DEFAULTS[name]}
+            positive[name] = None if given[name] == "None" else \
+                float_setting(given, name, errors, lambda v: v > 0, "must be > 0 or None")
         unit = {name: float_setting(settings, name, errors, lambda v: 0 < v <= 1, "must be in (0, 1]")
                 for name in ("controller_baseline_decay", "controller_learning_rate", "controller_skip_target")}
         counts = {name: int_setting(settings, name, errors, minimum=1)
                   for name in ("controller_hidden_size", "controller_train_steps", "controller_log_every_steps")}
+        self.log_every = int(counts["controller_log_every_steps"] or 10)
+        self._trainer: Any = None
+        self._trained_names: list[str] = []
         self.seed = int_setting(settings, "random_state", errors)
         self._entropy = secrets.randbits(63) if self.seed is None else self.seed
         if importlib.util.find_spec("torch") is None:
@@ -73,17 +78,12 @@ class Enas(SearchAlgorithm):
             train_steps=int(counts["controller_train_steps"] or 50))
 
     def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
-        """Train a fresh controller (seeded) on the Succeeded trials' rewards, then draw ``count`` architectures,
-        the n-th trial's from its own seeded generator."""
+        """Draw ``count`` architectures from the controller trained on the trials so far, the n-th trial's from its
+        own seeded generator."""
         import torch
 
-        from katibx.nas.enas_controller import Controller, train
-
         assert self.nas_space is not None
-        with torch.random.fork_rng():
-            torch.manual_seed(self._entropy)
-            controller = Controller(self.nas_space.num_layers, len(self.nas_space.operations), self.controller_settings)
-        train(controller, self._history(trials))
+        controller = self._trained(trials).controller
         suggestions = []
         with torch.no_grad():
             for index in range(len(trials), len(trials) + count):
@@ -92,6 +92,34 @@ class Enas(SearchAlgorithm):
                 architecture, *_ = controller(generator=generator)
                 suggestions.append(Suggestion(assignments(self.nas_space, architecture)))
         return suggestions
+
+    def _trained(self, trials: Sequence[TrialRecord]) -> Any:
+        """The controller after one training round (Katib's ``controller_train_steps``) per round of trials: rounds
+        are consecutive blocks of ``parallelTrialCount`` trials in creation order, each counted once all of its
+        trials have ended, so the weights depend on the history alone (not on when suggestions were asked). Kept
+        between calls; rebuilt from the history by a new process (a resume)."""
+        import torch
+
+        from katibx.nas.enas_controller import Controller, Trainer
+
+        assert self.nas_space is not None
+        size = max(1, self.experiment.spec.parallel_trial_count or 1)
+        ordered = sorted(trials, key=lambda t: t.index)
+        rounds = 0
+        while (rounds + 1) * size <= len(ordered) and \
+                all(t.state.is_terminal for t in ordered[rounds * size:(rounds + 1) * size]):
+            rounds += 1
+        trained = [t.name for t in ordered[:self._trainer.rounds * size]] if self._trainer else []
+        if self._trainer is None or self._trainer.rounds > rounds or trained != self._trained_names[:len(trained)]:
+            with torch.random.fork_rng(devices=[]):  # layers draw their default weights: not from the caller's stream
+                controller = Controller(self.nas_space.num_layers, len(self.nas_space.operations),
+                                        self.controller_settings)
+            self._trainer = Trainer(controller.initialise(torch.Generator().manual_seed(self._entropy)))
+        while self._trainer.rounds < rounds:
+            block = ordered[self._trainer.rounds * size:(self._trainer.rounds + 1) * size]
+            self._trainer.train_round(self._history(block), self.log_every)
+        self._trained_names = [t.name for t in ordered[:rounds * size]]
+        return self._trainer
 
     def _history(self, trials: Sequence[TrialRecord]) -> list[tuple[list[list[int]], float]]:
         """(architecture, reward) of each Succeeded trial in order: the objective value, negated to minimise."""
@@ -104,7 +132,7 @@ class Enas(SearchAlgorithm):
                 architecture = read_assignment(str(trial.assignments[ARCHITECTURE]))
                 assert self.nas_space is not None
                 self.nas_space.check_architecture(architecture)
-            except (KeyError, ValueError):
+            except (KeyError, ValueError, TypeError):
                 continue  # not one of this space's architectures (an edited experiment): nothing to learn from
             history.append((architecture, -loss))
         return history

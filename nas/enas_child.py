@@ -1,6 +1,7 @@
 """The child network of an ENAS architecture (Katib's macro search space) in PyTorch: one operation per layer, each
-layer reading the previous layer plus the earlier layers its skip bits name (resized to the previous layer's size,
-projected to its channels and summed), then global pooling and a linear classifier."""
+layer reading the previous layer plus what its skip bits name, as Katib's trial reads them (bit 0: the input, bit
+j: layer j-1's output; resized to the previous layer's size, projected to its channels and added), then global
+pooling and a linear classifier."""
 
 from __future__ import annotations
 
@@ -57,14 +58,14 @@ class ChildNetwork(nn.Module):
             module, out = operation(embedding[str(row[0])], widths[-1])
             self.layers.append(module)
             for j, bit in enumerate(row[1:]):
-                if bit:  # layer j's output joins layer i's input: projected to its channels
-                    self.projections[f"{j}_{i}"] = nn.Conv2d(widths[j + 1], widths[-1], 1, bias=False)
+                if bit:  # slot j (0: the input, else layer j-1) joins layer i's input, projected to its channels
+                    self.projections[f"{j}_{i}"] = nn.Conv2d(widths[j], widths[-1], 1, bias=False)
             widths.append(out)
-        self.classifier = nn.Linear(widths[-1], int(nn_config["output_sizes"][0]))
+        self.classifier = nn.Linear(widths[-1], int(nn_config["output_sizes"][-1]))
         self.input_shape = (int(channels), int(height), int(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs: list[torch.Tensor] = []
+        outputs = [x]  # as Katib's trial reads the skip bits: slot 0 is the input, slot j the output of layer j-1
         for i, layer in enumerate(self.layers):
             for j, bit in enumerate(self.skips[i]):
                 if bit:

@@ -5,10 +5,13 @@ the skip probability near its target."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,13 @@ class Controller(nn.Module):
         self.attend_previous = nn.Linear(hidden, hidden, bias=False)
         self.attend_current = nn.Linear(hidden, hidden, bias=False)
         self.attend_out = nn.Linear(hidden, 1, bias=False)
-        for parameter in self.parameters():  # ENAS's initialisation
-            nn.init.uniform_(parameter, -0.1, 0.1)
+
+    def initialise(self, generator: torch.Generator) -> Controller:
+        """ENAS's initialisation, U(-0.1, 0.1), drawn from ``generator`` (the global generator is left alone)."""
+        with torch.no_grad():
+            for parameter in self.parameters():
+                nn.init.uniform_(parameter, -0.1, 0.1, generator=generator)
+        return self
 
     def _shape(self, logits: torch.Tensor) -> torch.Tensor:
         """Temperature, then ``tanh_const * tanh``: keeps the controller from committing too early."""
@@ -123,33 +131,54 @@ def score(controller: Controller, architectures: list[list[list[int]]]) -> tuple
     return log_prob, entropy, penalty
 
 
+class Trainer:
+    """The controller and its Adam state as Katib keeps them between suggestion rounds: each round of finished
+    trials (a block of architectures and their rewards, in trial order) adds ``train_steps`` REINFORCE steps, the
+    baseline a moving average of the rewards over the steps (starting at 0, as ENAS's). The same rounds in the same
+    order give the same weights (one thread: the sums are then always added in one order)."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.optimizer = torch.optim.Adam(controller.parameters(), lr=controller.settings.learning_rate)
+        self.baseline = 0.0
+        self.rounds = 0
+
+    def train_round(self, history: list[tuple[list[list[int]], float]], log_every: int = 0) -> float:
+        """``train_steps`` steps on one round's (architecture, reward) pairs; the last loss (0 for an empty round,
+        which still counts as a round)."""
+        self.rounds += 1
+        if not history:
+            return 0.0
+        settings = self.controller.settings
+        architectures = [architecture for architecture, _ in history]
+        rewards = torch.tensor([reward for _, reward in history])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            loss = torch.zeros(())
+            for step in range(settings.train_steps):
+                log_prob, entropy, penalty = score(self.controller, architectures)
+                bonus = rewards + (settings.entropy_weight or 0.0) * entropy.detach()
+                terms = -(bonus - self.baseline) * log_prob
+                if settings.skip_weight is not None:
+                    terms = terms + settings.skip_weight * penalty
+                loss = terms.mean()
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                self.baseline = settings.baseline_decay * self.baseline + \
+                    (1 - settings.baseline_decay) * float(bonus.mean())
+                if log_every and (step + 1) % log_every == 0:
+                    log.info("enas controller round %d step %d: loss %.6f, baseline %.6f", self.rounds, step + 1,
+                             float(loss.detach()), self.baseline)
+        finally:
+            torch.set_num_threads(threads)
+        return float(loss.detach())
+
+
 def train(controller: Controller, history: list[tuple[list[list[int]], float]]) -> float:
-    """``train_steps`` REINFORCE passes over the finished trials' (architecture, reward), in trial order: each
-    architecture's log-probability weighted by its reward (plus the entropy bonus) less a moving-average baseline of
-    the rewards before it (the first trial's reward to start with), and the skip penalty; all trials in one batch
-    per step. Returns the last loss (0 without history)."""
-    settings = controller.settings
-    if not history:
-        return 0.0
-    optimizer = torch.optim.Adam(controller.parameters(), lr=settings.learning_rate)
-    architectures = [architecture for architecture, _ in history]
-    rewards = [reward for _, reward in history]
-    loss = torch.zeros(())
-    for _ in range(settings.train_steps):
-        log_prob, entropy, penalty = score(controller, architectures)
-        bonus = [r + (settings.entropy_weight or 0.0) * float(e) for r, e in zip(rewards, entropy.detach())]
-        advantages, baseline = [], bonus[0]
-        for value in bonus:
-            advantages.append(value - baseline)
-            baseline = settings.baseline_decay * baseline + (1 - settings.baseline_decay) * value
-        terms = -torch.tensor(advantages) * log_prob
-        if settings.skip_weight is not None:
-            terms = terms + settings.skip_weight * penalty
-        loss = terms.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return float(loss.detach())
+    """One round of :class:`Trainer` on ``history`` (a fresh optimiser): the last loss."""
+    return Trainer(controller).train_round(history)
 
 
-__all__ = ["Controller", "ControllerSettings", "score", "train"]
+__all__ = ["Controller", "ControllerSettings", "Trainer", "score", "train"]

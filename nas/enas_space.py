@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -14,6 +15,7 @@ from katibx.spec import NasConfig, ParameterSpec
 
 # Katib's ENAS operation types and the parameters its trial code reads for each.
 OPERATION_TYPES = ("convolution", "separable_convolution", "depthwise_convolution", "reduction")
+MAX_OPERATIONS = 10_000  # the controller's output layer has one unit per operation
 ARCHITECTURE, NN_CONFIG = "architecture", "nn_config"  # the assignment names (trialParameters reference these)
 
 
@@ -26,10 +28,11 @@ class EnasSpace:
     output_sizes: list[int]
     operations: list[dict[str, Any]]  # {"opt_id", "opt_type", "opt_params": {name: value text}}
 
-    def nn_config(self) -> dict[str, Any]:
-        """Katib's ``nn_config``: what a trial needs to decode an architecture."""
+    def nn_config(self, architecture: list[list[int]]) -> dict[str, Any]:
+        """Katib's ``nn_config`` of one architecture: its layers and sizes, and what each op id it uses means."""
+        used = sorted({row[0] for row in architecture})
         return {"num_layers": self.num_layers, "input_sizes": self.input_sizes, "output_sizes": self.output_sizes,
-                "embedding": {str(op["opt_id"]): op for op in self.operations}}
+                "embedding": {str(i): self.operations[i] for i in used}}
 
     def check_architecture(self, architecture: list[list[int]]) -> None:
         """ValueError unless it has one row per layer, a known op id and 0/1 skips to each earlier layer."""
@@ -44,7 +47,7 @@ class EnasSpace:
 def assignments(space: EnasSpace, architecture: list[list[int]]) -> dict[str, str]:
     """A trial's two assignments, JSON with single quotes as Katib writes them (shell-safe in a command line)."""
     return {ARCHITECTURE: json.dumps(architecture).replace('"', "'"),
-            NN_CONFIG: json.dumps(space.nn_config()).replace('"', "'")}
+            NN_CONFIG: json.dumps(space.nn_config(architecture)).replace('"', "'")}
 
 
 def read_assignment(text: str) -> Any:
@@ -82,6 +85,10 @@ def enas_space(nas_config: NasConfig | None) -> tuple[EnasSpace | None, list[str
             continue
         values = [_values(p, f"{where}.parameters[{j}]", errors) for j, p in enumerate(operation.parameters)]
         names = [p.name for p in operation.parameters]
+        if math.prod(len(v) for v in values) + len(operations) > MAX_OPERATIONS:
+            errors.append(f"{where}: the operations' value combinations pass {MAX_OPERATIONS:,} operation ids; "
+                          "give fewer values")
+            break
         for combination in itertools.product(*values):
             operations.append({"opt_id": len(operations), "opt_type": kind,
                                "opt_params": dict(zip(names, combination))})
@@ -99,6 +106,10 @@ def _values(parameter: ParameterSpec, path: str, errors: list[str]) -> list[str]
         if not space.list:
             errors.append(f"{path}.feasibleSpace.list: {kind} needs a list of values")
             return []
+        quoted = [str(v) for v in space.list if "'" in str(v) or '"' in str(v)]
+        if quoted:  # the assignments are JSON written with single quotes, as Katib writes them
+            errors.append(f"{path}.feasibleSpace.list: {quoted[0]!r}: a value cannot hold a quote")
+            return []
         return [str(v) for v in space.list]
     if kind in ("int", "double"):
         try:
@@ -106,6 +117,9 @@ def _values(parameter: ParameterSpec, path: str, errors: list[str]) -> list[str]
             step = Decimal(str(space.step)) if space.step not in (None, "") else (Decimal(1) if kind == "int" else None)
         except (InvalidOperation, ValueError):
             errors.append(f"{path}.feasibleSpace: min, max (and step) must be numbers")
+            return []
+        if kind == "int" and any(v is not None and v != v.to_integral_value() for v in (low, high, step)):
+            errors.append(f"{path}.feasibleSpace: an int parameter needs whole numbers for min, max and step")
             return []
         if step is None or step <= 0 or low > high:
             errors.append(f"{path}.feasibleSpace: needs min <= max and a step > 0"

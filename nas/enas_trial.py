@@ -36,16 +36,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when there is one)")
+    p.add_argument("--num_gpus", type=int, default=None, help="Katib's flag: accepted; the GPUs are the trial's "
+                                                               "CUDA_VISIBLE_DEVICES")
     args = p.parse_args(argv)
     architecture = _json_arg(args.architecture, "--architecture")
     nn_config = _json_arg(args.nn_config, "--nn_config")
-    if not isinstance(nn_config, dict) or not {"num_layers", "input_sizes", "output_sizes", "embedding"} <= set(nn_config):
-        raise ValueError("--nn_config: needs num_layers, input_sizes, output_sizes and embedding (Katib's nn_config)")
-    if not isinstance(architecture, list) or len(architecture) != nn_config["num_layers"] or any(
+    if not isinstance(nn_config, dict) or not {"num_layers", "input_sizes", "output_sizes", "embedding"} <= set(nn_config) \
+            or not isinstance(nn_config["embedding"], dict) or not isinstance(nn_config["input_sizes"], list) \
+            or not all(isinstance(v, int) for v in nn_config["input_sizes"]) \
+            or not isinstance(nn_config["output_sizes"], list) or not nn_config["output_sizes"]:
+        raise ValueError("--nn_config: needs num_layers, input_sizes and output_sizes (lists of whole numbers) and an "
+                         "embedding of op ids (Katib's nn_config)")
+    try:
+        layers = int(nn_config["num_layers"])
+    except (TypeError, ValueError):
+        raise ValueError(f"--nn_config: num_layers must be a whole number, got {nn_config['num_layers']!r}") from None
+    if not isinstance(architecture, list) or len(architecture) != layers or any(
             not isinstance(row, list) or len(row) != i + 1 or str(row[0]) not in nn_config["embedding"]
-            for i, row in enumerate(architecture)):
-        raise ValueError(f"--architecture: expected {nn_config['num_layers']} rows [op id, then one skip bit per "
-                         f"earlier layer] with op ids of --nn_config, got {read_assignment(json.dumps(architecture))}")
+            or any(bit not in (0, 1) for bit in row[1:]) for i, row in enumerate(architecture)):
+        raise ValueError(f"--architecture: expected {layers} rows [op id of --nn_config, then i skip bits of 0 or "
+                         f"1], got {read_assignment(json.dumps(architecture))}")
     if args.num_epochs < 1 or args.batch_size < 1 or args.learning_rate <= 0:
         raise ValueError("--num_epochs, --batch_size and --learning_rate must be positive")
     return args, architecture, nn_config
@@ -67,6 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         if shape != (int(channels), int(height), int(width)):
             raise ValueError(f"--nn_config: input_sizes {nn_config['input_sizes']} do not fit {args.dataset} "
                              f"({shape[1]}x{shape[2]}x{shape[0]}: inputSizes [{shape[1]}, {shape[2]}, {shape[0]}])")
+        if int(nn_config["output_sizes"][-1]) != dataset.num_classes:
+            raise ValueError(f"--nn_config: output_sizes {nn_config['output_sizes']} do not fit {args.dataset} "
+                             f"({dataset.num_classes} classes)")
+        import torch
+
+        from katibx.nas.enas_child import ChildNetwork
+
+        torch.manual_seed(args.seed)  # the child's initial weights
+        try:
+            model = ChildNetwork(architecture, nn_config)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"--nn_config: an operation of the architecture cannot be built: {exc}") from None
     except ValueError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -74,16 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from katibx.nas.data import batches
-    from katibx.nas.enas_child import ChildNetwork
     from katibx.nas.run_trial import publish
     from katibx.nas.trainer import pick_device
 
     out = Path(os.environ.get(TRIAL_DIR_ENV) or "enas-output")
     out.mkdir(parents=True, exist_ok=True)
     (out / DATASETS_FILE).write_text(json.dumps([dataset.lineage()]) + "\n")
-    torch.manual_seed(args.seed)
     device = pick_device(args.device)
-    model = ChildNetwork(architecture, nn_config).to(device)
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     x_train, y_train = dataset.x_train.to(device), dataset.y_train.to(device)
     x_test, y_test = dataset.x_test.to(device), dataset.y_test.to(device)
@@ -92,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.num_epochs):
         model.train()
         for xb, yb in batches(x_train, y_train, args.batch_size, generator):
+            if len(yb) < 2:
+                continue  # batch normalisation needs two samples (a last batch of one)
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(model(xb), yb).backward()
             optimizer.step()
@@ -101,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         best = max(best, accuracy)
         publish({METRIC: round(accuracy, 6)})
     layers = [{"layer": i, "operation": nn_config["embedding"][str(row[0])],
-               "skips_from": [j for j, bit in enumerate(row[1:]) if bit]} for i, row in enumerate(architecture)]
+               "skips_from": ["input" if j == 0 else f"layer {j - 1}" for j, bit in enumerate(row[1:]) if bit]}
+              for i, row in enumerate(architecture)]
     (out / "architecture.json").write_text(json.dumps({
         "architecture": architecture, "layers": layers, "dataset": args.dataset, "epochs": args.num_epochs,
         "best_validation_accuracy": best, "seconds": round(time.monotonic() - started, 3),

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from katibx.loader import experiment_from_dict
-from katibx.nas.enas_controller import Controller, ControllerSettings, train
+from katibx.nas.enas_controller import Controller, ControllerSettings, Trainer, train
 from katibx.nas.enas_space import ARCHITECTURE, NN_CONFIG, read_assignment
 from katibx.preparation import create_algorithm
 from katibx.search_algorithm import AlgorithmSettingsError
@@ -48,7 +48,9 @@ def test_katibs_enas_cpu_space_numbers_every_combination_of_each_operations_valu
     suggestion = enas.suggest([], 1)[0].assignments
     config = read_assignment(suggestion[NN_CONFIG])  # Katib's form: single quotes, shell-safe
     assert "'" in suggestion[NN_CONFIG] and '"' not in suggestion[NN_CONFIG]
-    assert config["num_layers"] == 1 and config["input_sizes"] == [32, 32, 3] and len(config["embedding"]) == 106
+    (row,) = read_assignment(suggestion[ARCHITECTURE])
+    assert config["num_layers"] == 1 and config["input_sizes"] == [32, 32, 3]
+    assert config["embedding"] == {str(row[0]): space.operations[row[0]]}  # Katib's: the ops the architecture uses
 
 
 @pytest.mark.parametrize(("settings", "message"), [
@@ -113,6 +115,22 @@ def test_reinforce_moves_probability_toward_the_rewarded_architecture() -> None:
     history = [(architecture, 1.0 if architecture == rewarded else 0.0) for architecture in sampled + [rewarded] * 3]
     train(controller, history)
     assert probability() > 2 * before, (before, probability())
+
+
+def test_training_accumulates_over_rounds_as_katibs_controller_does() -> None:
+    settings = ControllerSettings(hidden_size=16, learning_rate=0.01, train_steps=10)
+    trainer = Trainer(Controller(2, 4, settings).initialise(torch.Generator().manual_seed(0)))
+    rewarded, other = [[3], [3, 1]], [[0], [0, 0]]
+
+    def probability() -> float:
+        with torch.no_grad():
+            return float(trainer.controller(rewarded)[1].exp())
+
+    seen = [probability()]
+    for _ in range(4):  # a round per block of finished trials; the optimiser and baseline carry over
+        trainer.train_round([(rewarded, 0.9), (other, 0.1)])
+        seen.append(probability())
+    assert trainer.rounds == 4 and seen == sorted(seen) and seen[-1] > 1.5 * seen[0], seen
 
 
 def _run(enas_of: Callable[[], Any], trials: int, reward: Callable[[list[list[int]]], float],
