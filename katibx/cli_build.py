@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 from katibx.packaging.deploy import KINDS
 from katibx.packaging.registry import PASSWORD_ENV, USERNAME_ENV
+from katibx.packaging.sources import DEFAULT_WORKDIR
 
 DNS_LABEL = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")  # a DNS-1035 label: what a Service may be named
 MAX_NAME = 50  # room for the "-worker-N" a training operator appends
@@ -33,7 +34,7 @@ MAX_NAME = 50  # room for the "-worker-N" a training operator appends
               help="The image to add the code to (registry/repository:tag or @digest; scratch: none).")
 @click.option("--push", default=None, metavar="REGISTRY/REPOSITORY[:TAG]", help="Push the image there.")
 @click.option("--oci-layout", "layout", default=None, metavar="DIR[:TAG]", help="Write the image as an OCI layout.")
-@click.option("--workdir", default="/app", show_default=True, help="Where the code goes in the image (its working "
+@click.option("--workdir", default=DEFAULT_WORKDIR, show_default=True, help="Where the code goes in the image (its working "
                                                                    "folder).")
 @click.option("--cmd", "command", default=None, help="The image's command, as a shell would split it.")
 @click.option("--env", multiple=True, metavar="NAME=VALUE", help="An environment variable of the image (repeatable).")

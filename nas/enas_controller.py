@@ -176,9 +176,4 @@ class Trainer:
         return float(loss.detach())
 
 
-def train(controller: Controller, history: list[tuple[list[list[int]], float]]) -> float:
-    """One round of :class:`Trainer` on ``history`` (a fresh optimiser): the last loss."""
-    return Trainer(controller).train_round(history)
-
-
-__all__ = ["Controller", "ControllerSettings", "Trainer", "score", "train"]
+__all__ = ["Controller", "ControllerSettings", "Trainer", "score"]

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from katibx.loader import experiment_from_dict
-from katibx.nas.enas_controller import Controller, ControllerSettings, Trainer, train
+from katibx.nas.enas_controller import Controller, ControllerSettings, Trainer
 from katibx.nas.enas_space import ARCHITECTURE, NN_CONFIG, read_assignment
 from katibx.preparation import create_algorithm
 from katibx.search_algorithm import AlgorithmSettingsError
@@ -113,7 +113,7 @@ def test_reinforce_moves_probability_toward_the_rewarded_architecture() -> None:
     with torch.no_grad():
         sampled = [controller(generator=generator)[0] for _ in range(24)]
     history = [(architecture, 1.0 if architecture == rewarded else 0.0) for architecture in sampled + [rewarded] * 3]
-    train(controller, history)
+    Trainer(controller).train_round(history)
     assert probability() > 2 * before, (before, probability())
 
 

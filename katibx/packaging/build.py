@@ -15,7 +15,7 @@ from typing import Any, Callable, Collection, Sequence
 from katibx.packaging.layer import LAYER_MEDIA_TYPE, Layer, build_layer, layer_of_tar, sha256
 from katibx.packaging.registry import ImageRef, Registry, RegistryError, host_platform
 from katibx.packaging.requirements import PACKAGES_DIR, RequirementsError, requirement_files
-from katibx.packaging.sources import Source, SourceError, read_source
+from katibx.packaging.sources import DEFAULT_WORKDIR, Source, SourceError, read_source
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -50,7 +50,7 @@ class _Base:
 SourceLike = str | Path | Callable[..., Any]
 
 
-def plan(source: SourceLike, workdir: str = "/app", *, exclude: Collection[Path] = (),
+def plan(source: SourceLike, workdir: str = DEFAULT_WORKDIR, *, exclude: Collection[Path] = (),
          metric: str = "objective") -> Source:
     """What the code layer will hold (path in the image -> a file here, or generated content) and the command that
     runs it: what ``--dry-run`` lists. ``source``: a file, a folder (without the files in ``exclude``), a notebook,
@@ -69,7 +69,7 @@ def plan(source: SourceLike, workdir: str = "/app", *, exclude: Collection[Path]
 
 
 def build_image(source: SourceLike, base: str = SCRATCH, *, push: str | None = None,
-                layout: str | Path | None = None, workdir: str = "/app", command: Sequence[str] | None = None,
+                layout: str | Path | None = None, workdir: str = DEFAULT_WORKDIR, command: Sequence[str] | None = None,
                 env: dict[str, str] | None = None, platform_name: str | None = None, insecure: bool = False,
                 credentials: tuple[str, str] | None = None, rootfs: bool = False,
                 requirements: str | Path | None = None, python_version: str | None = None,

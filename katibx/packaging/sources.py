@@ -20,6 +20,7 @@ from typing import Collection
 # Never packaged from a folder: caches, version control, katibx's own store and virtual environments.
 SKIPPED = {"__pycache__", ".git", ".hg", ".svn", ".katibx", ".venv", "venv", ".mypy_cache", ".pytest_cache",
            ".ipynb_checkpoints", "mlruns"}
+DEFAULT_WORKDIR = "/app"  # where the code goes in the image unless told otherwise (its working folder)
 ENTRY = "katibx_main.py"  # the entry script of a function source
 IGNORE_FILE = ".dockerignore"  # a folder's patterns of files not to package (Docker's syntax)
 PARAMETERS_ENV = "KATIBX_PARAMETERS"  # the entry script's parameter types and fixed values (JSON), set by tune
@@ -41,7 +42,7 @@ class Source:
     notes: list[str] = field(default_factory=list)
 
 
-def read_source(text: str | Path, workdir: str = "/app", metric: str = "objective",
+def read_source(text: str | Path, workdir: str = DEFAULT_WORKDIR, metric: str = "objective",
                 exclude: Collection[Path] = ()) -> Source:
     """The source named by ``text``: ``file.py:function``, a notebook, a file or a folder (without the files in
     ``exclude``: the store of the run that packages it)."""

@@ -12,11 +12,10 @@ from typing import Any, Callable, Collection
 
 from katibx.packaging.build import BuildError, BuiltImage, build_image
 from katibx.packaging.registry import ImageRef, RegistryError, environment_credentials
-from katibx.packaging.sources import ENTRY, PARAMETERS_ENV
+from katibx.packaging.sources import DEFAULT_WORKDIR, ENTRY, PARAMETERS_ENV
 from katibx.spec import Experiment
 from katibx.template import pod_specs, primary_container
 
-DEFAULT_WORKDIR = "/app"  # where the code goes when the trial container names no workingDir
 FUNCTION_CONTAINER = "training-container"  # the container of a function objective's Job (Katib's default name)
 
 
@@ -117,5 +116,5 @@ def build_trial_image(experiment: Experiment, repository: str, *, source: str | 
     return pin_image(experiment, base, built.pushed), built
 
 
-__all__ = ["DEFAULT_WORKDIR", "FUNCTION_CONTAINER", "build_trial_image", "function_job", "pin_image", "push_target",
+__all__ = ["FUNCTION_CONTAINER", "build_trial_image", "function_job", "pin_image", "push_target",
            "trial_image_base"]
