@@ -2,7 +2,8 @@
 
 Runs ``katibx run`` on it in a fresh store and reports the wall time, the best trial's Validation-Accuracy (the
 held-out digits, as Katib's trial validates on CIFAR-10's test set), the architecture found and every trial's
-accuracy in order (whether the controller's later picks do better). Writes ``benchmarks/results/nas/enas-digits.json``.
+accuracy in order (whether the controller's later picks do better). Writes ``benchmarks/results/nas/enas-digits.json``
+and the best architecture's picture, ``enas-digits.png``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def main() -> None:
             trials = store.trials(record.id)
             accuracies = [float(t.metric("Validation-Accuracy", "max") or "nan") for t in trials]
             best = max(range(len(trials)), key=lambda i: accuracies[i])
-            found = json.loads((store.trial_dir(record, trials[best].name) / "architecture.json").read_text())
+            best_dir = store.trial_dir(record, trials[best].name)
+            found = json.loads((best_dir / "architecture.json").read_text())
+            shutil.copy(best_dir / "architecture.png", out.with_suffix(".png"))
     write_results(out, {"experiment": "examples/nas/enas-digits.yaml", "trials": len(trials),
                         "wall_seconds": round(seconds, 1), "best_validation_accuracy": accuracies[best],
                         "best_trial_index": best, "accuracies_in_order": accuracies, "architecture": found,

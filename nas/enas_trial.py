@@ -1,7 +1,8 @@
 """Katib's ENAS trial (its ``RunTrial.py --architecture=... --nn_config=... --num_epochs=N``) in PyTorch: builds the
 child network of the architecture (:mod:`katibx.nas.enas_child`), trains it from scratch (Adam, as Katib's) and
-reports ``Validation-Accuracy`` after each epoch; writes ``architecture.json`` (the layers decoded) into the trial's
-folder. ``--dataset digits`` (scikit-learn's 8x8 digits: no download; ``inputSizes: [8, 8, 1]``) or cifar10."""
+reports ``Validation-Accuracy`` after each epoch; writes ``architecture.json`` (the layers decoded) and its picture,
+``architecture.png``, into the trial's folder. ``--dataset digits`` (scikit-learn's 8x8 digits: no download;
+``inputSizes: [8, 8, 1]``) or cifar10."""
 
 from __future__ import annotations
 
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         "architecture": architecture, "layers": layers, "dataset": args.dataset, "epochs": args.num_epochs,
         "best_validation_accuracy": best, "seconds": round(time.monotonic() - started, 3),
         "parameters": sum(p.numel() for p in model.parameters())}, indent=2) + "\n")
+    from katibx.nas.enas_picture import plot_architecture
+
+    plot_architecture(layers, out / "architecture.png", f"{args.dataset}: best validation accuracy {best:.4f}")
     return 0
 
 

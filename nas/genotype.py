@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from katibx.nas._plotting import pyplot
 from katibx.nas.search_space import NONE, SKIP, parse_primitive
 
 log = logging.getLogger(__name__)
@@ -175,13 +176,8 @@ def derive_genotype(normal: Sequence[Sequence[float]], reduce: Sequence[Sequence
 
 def plot_genotype(genotype: Genotype, path: Path) -> Path | None:
     """Draw the normal and reduction cells to ``path`` (PNG); None (and a log line) when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed: no picture of the genotype (pip install matplotlib)")
+    plt = pyplot("genotype")
+    if plt is None:
         return None
     cells = [("normal", genotype.normal, genotype.normal_concat)]
     if genotype.reduce:

@@ -13,9 +13,11 @@ from typing import Any, Callable
 import pytest
 import torch
 import yaml
+from matplotlib import image
 
 from katibx.loader import experiment_from_dict
 from katibx.nas.enas_controller import Controller, ControllerSettings, Trainer
+from katibx.nas.enas_picture import operation_label, plot_architecture
 from katibx.nas.enas_space import ARCHITECTURE, NN_CONFIG, read_assignment
 from katibx.preparation import create_algorithm
 from katibx.search_algorithm import AlgorithmSettingsError
@@ -177,5 +179,35 @@ def test_katibs_enas_cpu_example_runs_end_to_end_on_digits(tmp_path: Path) -> No
         for trial in trials:
             accuracy = float(trial.metric("Validation-Accuracy") or "nan")
             assert 0.0 <= accuracy <= 1.0
-            written = (store.trial_dir(record, trial.name) / "architecture.json").read_text()
-            assert read_assignment(trial.assignments[ARCHITECTURE]) == json.loads(written)["architecture"]
+            folder = store.trial_dir(record, trial.name)
+            assert read_assignment(trial.assignments[ARCHITECTURE]) == \
+                json.loads((folder / "architecture.json").read_text())["architecture"]
+            assert _drawn(folder / "architecture.png")
+
+
+def _drawn(path: Path) -> bool:
+    """A PNG with something on it (not one flat colour)."""
+    pixels = image.imread(path)
+    return bool(pixels[..., :3].std() > 0.01)
+
+
+def _orange_pixels(path: Path) -> int:
+    """Pixels in the colour of the skip arcs (matplotlib's tab:orange)."""
+    rgb = image.imread(path)[..., :3]
+    return int(((abs(rgb[..., 0] - 1.0) < 0.1) & (abs(rgb[..., 1] - 0.5) < 0.1) & (rgb[..., 2] < 0.2)).sum())
+
+
+def test_the_architecture_picture_names_each_operation_and_draws_the_skips(tmp_path: Path) -> None:
+    ops = [{"opt_type": "separable_convolution", "opt_params": {"filter_size": "3", "num_filter": "96", "stride": "2",
+                                                                 "depth_multiplier": "2"}},
+           {"opt_type": "reduction", "opt_params": {"reduction_type": "avg_pooling", "pool_size": "3"}},
+           {"opt_type": "depthwise_convolution", "opt_params": {"filter_size": "5", "stride": "1",
+                                                                "depth_multiplier": "1"}}]
+    assert [operation_label(op) for op in ops] == ["sep conv 3x3\n96 filters, x2, stride 2", "avg pool\n3x3",
+                                                   "depthwise conv 5x5"]
+    chain = [{"layer": i, "operation": op, "skips_from": []} for i, op in enumerate(ops)]
+    skips = [*chain[:2], {**chain[2], "skips_from": ["input", "layer 0"]}]
+    assert plot_architecture(chain, tmp_path / "chain.png") == tmp_path / "chain.png"
+    plot_architecture(skips, tmp_path / "skips.png")
+    assert _drawn(tmp_path / "chain.png") and _orange_pixels(tmp_path / "chain.png") == 0
+    assert _orange_pixels(tmp_path / "skips.png") > 200
