@@ -8,8 +8,10 @@ with its trials sharing the node's GPUs as the local backend schedules them (tri
     python -m benchmarks.gpu --quick --out /tmp/gpu         # tiny sizes on the CPU (the test suite runs it)
 
 Each section runs in a fresh interpreter (the sweep's trial workers are forked, and CUDA cannot be used in a
-process forked after it was initialised; each section also starts with the device's memory empty). Writes
-``<device>.json`` and ``<device>.md`` to ``--out`` (default ``benchmarks/results/gpu/``).
+process forked after it was initialised; each section also starts with the device's memory empty). The DARTS
+epochs are timed over their first 100 steps and extrapolated (``--search-steps 0 --eval-steps 0``: whole epochs).
+Writes ``<device>-x<GPUs>[-quick][-<sections>].json`` and ``.md`` to ``--out`` (default ``benchmarks/results/gpu/``)
+after each section.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ SIZES = {
                "search_steps": 2, "eval_steps": 2}),
     "enas": ({"controller_steps": 50, "child_steps": 50, "batch": 128},
              {"controller_steps": 2, "child_steps": 2, "batch": 8}),
-    "sweep": ({"trials": 16, "steps": 300, "batch": 256}, {"trials": 4, "steps": 2, "batch": 8}),
+    "sweep": ({"trials": 16, "steps": 1500, "batch": 256}, {"trials": 4, "steps": 2, "batch": 8}),
 }
 
 
@@ -43,6 +45,8 @@ def _section(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one section in this process (the child side of :func:`main`)."""
     quick = int(args.quick)
     if name == "sweep":
+        import torch  # noqa: F401 - imported (not initialised) before the trial workers are forked: they share it
+
         from benchmarks.gpu_sweep import sweep
         from katibx.gpus import discover_gpus
 
@@ -69,22 +73,23 @@ def _section(name: str, args: argparse.Namespace) -> dict[str, Any]:
         sizes = SIZES["enas"][quick]
         return time_enas(data, device, sizes["controller_steps"], sizes["child_steps"], sizes["batch"])
     sizes = SIZES["darts"][quick]
-    steps = sizes.get("search_steps", args.search_steps)
+    steps = sizes.get("search_steps", args.search_steps or None)
     return {"data": data.name,
             "search": [time_search(data, order, steps, device, sizes["layers"], sizes["channels"], sizes["batch"])
                        for order in ("first", "second")],
-            "evaluation": time_eval(data, sizes.get("eval_steps", args.eval_steps), device, sizes["eval_layers"],
+            "evaluation": time_eval(data, sizes.get("eval_steps", args.eval_steps or None), device, sizes["eval_layers"],
                                     sizes["eval_channels"], sizes["eval_batch"])}
 
 
 def _device() -> dict[str, Any]:
-    """The GPUs nvidia-smi lists (name, memory, driver), or the CPU."""
+    """The GPUs nvidia-smi lists (name, memory, driver), or the CPU when it lists none or fails."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        rows = [[p.strip() for p in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        rows = []
+        listed = None
+    rows = [] if listed is None or listed.returncode != 0 else \
+        [parts for parts in ([p.strip() for p in line.split(",")] for line in listed.stdout.splitlines()) if len(parts) == 3]
     if not rows:
         return {"name": "cpu", "gpus": 0}
     return {"name": rows[0][0], "gpus": len(rows), "memory": rows[0][1], "driver": rows[0][2]}
@@ -95,17 +100,20 @@ def markdown(result: dict[str, Any]) -> str:
     device, sections = result["device"], result["sections"]
     lines = [f"# GPU benchmark: {device['name']} x{device['gpus']}", "",
              f"`python -m benchmarks.gpu{' --quick' if result['quick'] else ''}`, torch {result['torch']}, "
-             f"commit {result['environment']['git'].get('commit', '?')[:10]}, {result['wall_seconds']:.0f} s in all.", "",
+             f"commit {(result['environment']['git'].get('commit') or '?')[:10]}, {result['wall_seconds']:.0f} s in all.", "",
              "| row | measured |", "|---|---|"]
     darts = sections.get("darts")
     if darts:
         for row in darts["search"]:
             lines.append(f"| DARTS search, {row['order']} order ({darts['data']}) | {row['seconds_per_step'] * 1000:.1f} ms/step, "
                          f"{row['estimated_seconds_per_full_epoch']:.0f} s per epoch of {row['steps_per_full_epoch']} steps"
+                         + (f" (from {row['steps']})" if row["steps"] < row["steps_per_full_epoch"] else "")
                          + (f", peak {row['peak_memory_gib']:.1f} GiB |" if row.get("peak_memory_gib") else " |"))
         ev = darts["evaluation"]
         lines.append(f"| DARTS evaluation network (DARTS_V2, {ev['parameters'] / 1e6:.2f} M parameters) | "
-                     f"{ev['seconds_per_step'] * 1000:.1f} ms/step, {ev['estimated_seconds_per_full_epoch']:.0f} s per epoch |")
+                     f"{ev['seconds_per_step'] * 1000:.1f} ms/step, {ev['estimated_seconds_per_full_epoch']:.0f} s per epoch of "
+                     f"{ev['steps_per_full_epoch']} steps" + (f" (from {ev['steps']})" if ev["steps"] < ev["steps_per_full_epoch"]
+                                                             else "") + " |")
     enas = sections.get("enas")
     if enas:
         lines.append(f"| ENAS controller ({enas['layers']} layers, {enas['operations']} operations; CPU) | sample "
@@ -132,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (sweep GPUs simulated: KATIBX_GPUS)")
     p.add_argument("--data-dir", help="CIFAR-10's python batches (default: CIFAR-shaped random tensors)")
-    p.add_argument("--search-steps", type=int, default=None, help="DARTS search steps timed (default: an epoch)")
-    p.add_argument("--eval-steps", type=int, default=None, help="DARTS evaluation steps timed (default: an epoch)")
+    p.add_argument("--search-steps", type=int, default=100,
+                   help="DARTS search steps timed, then extrapolated to the epoch (0: the whole epoch; default 100)")
+    p.add_argument("--eval-steps", type=int, default=100,
+                   help="DARTS evaluation steps timed, then extrapolated to the epoch (0: the whole epoch; default 100)")
     p.add_argument("--sweep-trials", type=int, default=None, help="trials per sweep arm (default 16)")
+    p.add_argument("--section-timeout", type=float, default=900, help="seconds a section may take (default 900)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "gpu")
     p.add_argument("--section", choices=SECTIONS, help=argparse.SUPPRESS)  # the child process's one section
     args = p.parse_args(argv)
@@ -147,26 +158,39 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.quick:
         env.setdefault("KATIBX_GPUS", "0,1")  # the sweep's scheduling on a machine without GPUs
-    sections: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for name in args.only:
-        child = [sys.executable, "-m", "benchmarks.gpu", "--section", name] + (argv if argv is not None else sys.argv[1:])
-        ran = subprocess.run(child, cwd=REPO, env=env, capture_output=True, text=True)
-        if ran.returncode != 0:
-            errors[name] = (ran.stderr.strip().splitlines() or [f"exit {ran.returncode}"])[-1]
-            print(f"{name}: {errors[name]}", file=sys.stderr)
-            continue
-        sections[name] = json.loads(ran.stdout.strip().splitlines()[-1])
-        print(f"{name}: done ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
     device = _device()
-    result = {"device": device, "quick": args.quick, "torch": torch.__version__, "sections": sections,
-              "wall_seconds": time.monotonic() - started, "environment": environment(), **({"errors": errors} if errors else {})}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^a-z0-9]+", "-", device["name"].lower()).strip("-")
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(result))
+    # One file per device, GPU count and kind of run: a quick run or a run of some sections never replaces a full one.
+    stem = "-".join([re.sub(r"[^a-z0-9]+", "-", device["name"].lower()).strip("-"), f"x{device['gpus']}",
+                     *(["quick"] if args.quick else []), *(args.only if set(args.only) != set(SECTIONS) else [])])
+    result: dict[str, Any] = {"device": device, "quick": args.quick, "torch": torch.__version__, "sections": {},
+                              "environment": environment()}
+    errors: dict[str, str] = {}
+    common = [*(["--quick"] if args.quick else []),
+              *(["--data-dir", str(Path(args.data_dir).resolve())] if args.data_dir else []),
+              *[f"--{name.replace('_', '-')}={value}" for name, value in
+                (("search_steps", args.search_steps), ("eval_steps", args.eval_steps), ("sweep_trials", args.sweep_trials))
+                if value is not None]]
+    for name in args.only:
+        try:
+            ran = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--section", name, *common], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=args.section_timeout)
+            if ran.returncode != 0:
+                errors[name] = (ran.stderr.strip().splitlines() or [f"exit {ran.returncode}"])[-1]
+            else:
+                result["sections"][name] = json.loads(ran.stdout.strip().splitlines()[-1])
+        except subprocess.TimeoutExpired:
+            errors[name] = f"did not finish in {args.section_timeout:.0f} s (--section-timeout)"
+        print(f"{name}: {errors.get(name, 'done')} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+        result.update(wall_seconds=time.monotonic() - started, **({"errors": errors} if errors else {}))
+        _write(args.out, stem, result)  # after each section: a run cut short keeps what it measured
     print(markdown(result))
     return 1 if errors else 0
+
+
+def _write(out: Path, stem: str, result: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown(result))
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@ node's GPUs, as the local backend schedules them, with nvidia-smi sampling the d
 
 Two arms of the same trials: **scheduled** (each trial asks for one GPU, ``parallel_trial_count`` = the GPUs: one
 trial per device) and **shared** (trials ask for none and all see every device, twice as many at a time: what
-small trials gain by sharing a device, and what they lose). Run in a process that has not initialised CUDA:
-function trials run in workers forked from it.
+small trials gain by sharing a device, and what they lose; on several GPUs each trial picks one by its process
+id). Run in a process that has imported torch (the forked trial workers inherit it: what is timed is the trials'
+work and their CUDA start, not an import) but not initialised CUDA, which a forked process could not use.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +31,9 @@ def small_cnn(params: dict[str, Any]) -> dict[str, float]:
     import torch
     from torch import nn
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # One device of those the trial sees: its own in the scheduled arm; in the shared arm, where every trial sees
+    # every device, spread by process id (as users do by hand without a scheduler)
+    device = torch.device(f"cuda:{os.getpid() % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     batch, steps, channels = int(params["batch_size"]), int(params["steps"]), int(params["channels"])
     generator = torch.Generator().manual_seed(0)
