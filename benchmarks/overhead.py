@@ -57,11 +57,12 @@ class Sizes:
     parallel: int = 100  # sleeping function trials at parallelTrialCount 2 and 1
     command: int = 30  # command trials vs bare interpreter
     ray: int = 10  # katibx-on-Ray vs Ray Tune (0: skip); Ray Tune takes about 1 s per trivial trial here
+    cli: int = 10  # starts of each CLI command vs the interpreter's own start
     repeats: int = 3
 
 
 FULL = Sizes()
-QUICK = Sizes(inprocess=10, durable=5, parallel=4, command=2, ray=0, repeats=3)
+QUICK = Sizes(inprocess=10, durable=5, parallel=4, command=2, ray=0, cli=2, repeats=3)
 PARALLEL_TRIAL_SECONDS = 0.02
 
 
@@ -93,6 +94,40 @@ def bare_interpreter(runs: int) -> float:
         subprocess.run([sys.executable, "-S", "-c", "import sys; print('result=' + sys.argv[1])", str(i / runs)],
                        stdout=subprocess.DEVNULL, check=True)
     return (time.perf_counter() - start) / runs
+
+
+# The console script's own start (what `katibx ...` runs), and the commands the CLI rows time: `--help`, and the
+# reading verbs over a store of one 5-trial experiment.
+CLI_SCRIPT = "import sys; from katibx.cli import main; sys.exit(main())"
+CLI_COMMANDS = {"help": ["--help"], "list": ["list"], "get": ["get", "experiment", "cli-start", "-o", "json"],
+                "trials": ["get", "trials", "cli-start"]}
+
+
+def _started(argv: list[str], runs: int, workdir: Path, **env: str) -> float:
+    """Seconds per run of ``argv`` after one untimed run, with compiled modules cached as an installed package has
+    them (in ``workdir``, whatever PYTHONDONTWRITEBYTECODE says: a user's install was compiled when installed)."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    environment.update(PYTHONPYCACHEPREFIX=str(workdir / "pycache"), **env)
+    subprocess.run(argv, env=environment, stdout=subprocess.DEVNULL, check=True)
+    start = time.perf_counter()
+    for _ in range(runs):
+        subprocess.run(argv, env=environment, stdout=subprocess.DEVNULL, check=True)
+    return (time.perf_counter() - start) / runs
+
+
+def interpreter_start(runs: int, workdir: Path) -> float:
+    """Seconds per ``python -c pass`` (with ``site``, as a console script starts): the floor of any CLI command."""
+    return _started([sys.executable, "-c", "pass"], runs, workdir)
+
+
+def katibx_cli(command: str, runs: int, workdir: Path) -> float:
+    """Seconds per ``katibx COMMAND`` (the console script's code, output discarded) over a store of one small
+    experiment."""
+    store = workdir / "cli-start.db"
+    if not store.exists():
+        katibx.tune("cli-start", trivial, _space(), objective_metric_name=METRIC, objective_type="minimize",
+                    max_trial_count=5, store=str(store), progress=False)
+    return _started([sys.executable, "-c", CLI_SCRIPT, *CLI_COMMANDS[command]], runs, workdir, KATIBX_STORE=str(store))
 
 
 def katibx_command(trials: int, workdir: Path) -> float:
@@ -275,6 +310,9 @@ def rows(sizes: Sizes) -> list[Row]:
             sizes.durable),
         Row("command-portable-vs-linux", "katibx_command_portable", "katibx_command",
             "katibx command trials, portable path / Linux path", sizes.command),
+        *[Row(f"cli-{name}-vs-interpreter", f"katibx_cli_{name}", "interpreter_start",
+              f"`katibx {' '.join(CLI_COMMANDS[name])}` / `python -c pass` (ms per start; goal: 120 ms here)", sizes.cli)
+          for name in CLI_COMMANDS],
         Row("ray-vs-ray-tune", "katibx_ray", "ray_tune",
             "katibx on its Ray backend / Ray Tune, same trials and CPUs", sizes.ray),
     ]
@@ -301,6 +339,8 @@ def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[],
         "katibx_command_portable": portable(lambda: katibx_command(sizes.command, workdir)),
         "katibx_sleepy_parallel1": lambda: katibx_function(sizes.parallel, workdir, objective=sleepy),
         "katibx_sleepy_parallel2": lambda: katibx_function(sizes.parallel, workdir, parallel=2, objective=sleepy),
+        "interpreter_start": lambda: interpreter_start(sizes.cli, workdir),
+        **{f"katibx_cli_{name}": (lambda name=name: katibx_cli(name, sizes.cli, workdir)) for name in CLI_COMMANDS},
     }
     if with_ray:
         cpus = cpu_count()

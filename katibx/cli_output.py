@@ -9,9 +9,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import click
-import yaml
-from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-from jsonpath_ng.ext import parse
 
 T = TypeVar("T")
 FORMATS = ("table", "wide", "json", "yaml", "name")
@@ -50,6 +47,8 @@ def emit(data: Any, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(data, indent=2))
     elif output == "yaml":
+        import yaml
+
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
     elif output == "name":
         for item in data.get("items", [data]):
@@ -85,9 +84,11 @@ def _compiled(expression: str) -> Any:
         text = text[1:-1].strip()
     if text.startswith(("range", "end")):
         raise click.BadParameter(f"jsonpath: {{{text}}} is not supported; use {{.items[*].field}}")
+    from jsonpath_ng.ext import parse  # (here only: most output never needs it)
+
     try:
         return parse("$" + text if text.startswith((".", "[")) else text)
-    except (JsonPathLexerError, JsonPathParserError, Exception) as exc:  # noqa: BLE001 - the parser raises plain Exception too
+    except Exception as exc:  # noqa: BLE001 - its lexer and parser errors, and plain Exception too
         raise click.BadParameter(f"jsonpath: cannot parse {{{text}}}: {exc}") from None
 
 

@@ -12,10 +12,7 @@ from typing import Any
 
 from katibx.backend import Backend, ClusterError
 from katibx.katib_object import KatibObject, katib_object
-from katibx.lease import stop_for_deletion
-from katibx.preparation import DEFAULT_BACKEND
 from katibx.results import TuneResult
-from katibx.runner import stored_backend
 from katibx.status import experiment_status, optimal_trial_status, timestamp
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.template import format_value
@@ -221,6 +218,9 @@ class KatibxClient:
         refused (ExperimentBusy) unless ``force``, which stops that controller first; a backend that cannot be made
         or reached keeps the experiment (ClusterError), unless ``force``, which deletes it from the store anyway
         (with a logged warning saying what was left, and why)."""
+        from katibx.lease import stop_for_deletion
+        from katibx.runner import stored_backend  # (deleting loads what running does; reading does not)
+
         record = self.store.get_experiment(name, self._namespace(namespace))
         stop_for_deletion(self.store, record, force=force)  # its controller would go on creating trials
         handles = [h for h in map(self.store.trial_handle, self.store.trials(record.id)) if h is not None]
@@ -232,6 +232,8 @@ class KatibxClient:
     @staticmethod
     def _delete_outside_store(record: ExperimentRecord, handles: list[dict[str, Any]], force: bool,
                               make_backend: Callable[[ExperimentRecord], Backend]) -> str:
+        from katibx.preparation import DEFAULT_BACKEND
+
         backend = record.backend or DEFAULT_BACKEND
         try:
             worker = make_backend(record)

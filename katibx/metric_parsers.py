@@ -17,8 +17,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from katibx.metrics import MetricLog
 
 __all__ = [
@@ -292,6 +290,8 @@ def _summary_value(summary_value: Any, tensor_util: Any) -> str | None:
     """String form of a scalar or single-element tensor summary; None for other kinds."""
     kind = summary_value.WhichOneof("value")
     if kind == "simple_value":  # float32 on the wire; print it as such ("0.1", not "0.100000001")
+        import numpy as np  # (here only: reading metrics of other formats never needs it)
+
         return str(np.float32(summary_value.simple_value))
     if kind != "tensor":
         return None

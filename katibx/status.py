@@ -7,8 +7,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from katibx.metrics import as_float, non_finite
 from katibx.objective import Objective
 from katibx.spec import Experiment
@@ -118,6 +116,8 @@ def optimal_trial(experiment: Experiment, trials: Sequence[TrialRecord]) -> Tria
 
 def pareto_front(experiment: Experiment, trials: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Trials with a result that no other trial dominates on every objective (each in its own direction)."""
+    import numpy as np  # only here: the CLI's reading verbs start without it
+
     objective = Objective(experiment)
     signs = np.array([-1.0 if maximize else 1.0 for _, maximize in objective.objectives])
     candidates, points = [], []

@@ -1,0 +1,62 @@
+"""The CLI starts quickly: each verb's module is imported only when it runs, and the reading verbs never load
+what running an experiment needs (the backends, numpy, YAML for JSON output). Times are measured in
+``benchmarks/overhead.py`` (the ``cli-*`` rows), not asserted here; these tests keep the imports from creeping back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.utils import make_default_short_help
+
+import katibx
+from katibx.cli import COMMANDS, main
+
+# What running an experiment needs, and a reading verb does not. (YAML is loaded anyway: katibx.katib_object
+# registers Katib objects with yaml's SafeDumper when it is imported, so that yaml.safe_dump writes them.)
+RUNNING = ("katibx.runner", "katibx.controller", "katibx.preparation", "katibx.plugins", "katibx.workers.local",
+           "katibx.workers.kubernetes", "katibx.workers.ray", "numpy", "jsonpath_ng", "optuna")
+
+
+def _modules_after(args: list[str], store: Path) -> tuple[int, set[str]]:
+    """Run ``katibx ARGS`` in a fresh interpreter; its exit code and the modules it imported."""
+    code = ("import json, sys\nfrom katibx.cli import main\ntry:\n    main(sys.argv[1:], prog_name='katibx')\n"
+            "except SystemExit as exc:\n    code = exc.code or 0\nelse:\n    code = 0\n"
+            "sys.stderr.write('\\nMODULES ' + json.dumps([code, sorted(sys.modules)]))")
+    ran = subprocess.run([sys.executable, "-c", code, *args, "--store", str(store)] if args != ["--help"] else
+                         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    exit_code, modules = json.loads(ran.stderr.rsplit("MODULES ", 1)[1])
+    return exit_code, set(modules)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli-start") / "k.db"
+    katibx.tune("start", lambda p: p["x"] ** 2, {"x": katibx.search.double(0, 1)}, objective_metric_name="y",
+                max_trial_count=3, store=str(path), progress=False)
+    return path
+
+
+def test_help_lists_every_verb_with_its_own_summary_without_importing_any() -> None:
+    for name, (_module, _attribute, summary) in COMMANDS.items():
+        command = main.get_command(None, name)  # type: ignore[arg-type]
+        assert command is not None and command.name == name
+        assert make_default_short_help(command.help or "", 10_000) == summary, name
+    code, modules = _modules_after(["--help"], Path("unused"))
+    assert code == 0
+    assert not {module for module, _, _ in COMMANDS.values()} & modules
+    assert not {"katibx.spec", "katibx.store", "pydantic", "rich", "yaml", *RUNNING} & modules
+
+
+@pytest.mark.parametrize("args", [["list"], ["get", "experiments", "-o", "json"], ["get", "experiment", "start",
+                                                                                     "-o", "json"],
+                                  ["get", "trials", "start"], ["describe", "experiment", "start"]])
+def test_reading_verbs_load_nothing_that_running_needs(store: Path, args: list[str]) -> None:
+    code, modules = _modules_after(args, store)
+    assert code == 0
+    assert "katibx.store" in modules  # (they did read the store)
+    assert not set(RUNNING) & modules
+
