@@ -6,7 +6,7 @@ from typing import Mapping
 
 from optuna.samplers import BaseSampler, TPESampler
 
-from katibx.algorithms._optuna import OptunaSearch, derive_seed, quiet
+from katibx.algorithms._optuna import OptunaSearch
 from katibx.search_algorithm import int_setting
 
 
@@ -24,8 +24,6 @@ class MultivariateTpe(OptunaSearch):
         self.n_ei_candidates = 24 if candidates is None else candidates
 
     def sampler(self, number: int) -> BaseSampler:
-        with quiet():
-            return TPESampler(
-                multivariate=True, constant_liar=True, n_startup_trials=self.n_startup_trials,
-                n_ei_candidates=self.n_ei_candidates, seed=derive_seed(self.root_seed, number),
-            )
+        return self.reseeded(number, lambda seed: TPESampler(
+            multivariate=True, constant_liar=True, n_startup_trials=self.n_startup_trials,
+            n_ei_candidates=self.n_ei_candidates, seed=seed))

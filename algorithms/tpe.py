@@ -8,7 +8,7 @@ from typing import Mapping
 
 from optuna.samplers import BaseSampler, TPESampler
 
-from katibx.algorithms._optuna import OptunaSearch, derive_seed, quiet
+from katibx.algorithms._optuna import OptunaSearch
 from katibx.search_algorithm import float_setting, int_setting
 
 # Random draws before the Parzen estimators take over (optuna's default; Katib's hyperopt service uses the
@@ -41,9 +41,8 @@ class Tpe(OptunaSearch):
         self.n_ei_candidates = 24 if candidates is None else candidates
 
     def sampler(self, number: int) -> BaseSampler:
-        with quiet():  # gamma and prior_weight are deprecated in optuna 5, still honoured
-            return TPESampler(
-                multivariate=False, constant_liar=True, n_startup_trials=N_STARTUP_TRIALS,
-                n_ei_candidates=self.n_ei_candidates, prior_weight=self.prior_weight,
-                gamma=functools.partial(good_trials, self.gamma), seed=derive_seed(self.root_seed, number),
-            )
+        # gamma and prior_weight are deprecated in optuna 5, still honoured
+        return self.reseeded(number, lambda seed: TPESampler(
+            multivariate=False, constant_liar=True, n_startup_trials=N_STARTUP_TRIALS,
+            n_ei_candidates=self.n_ei_candidates, prior_weight=self.prior_weight,
+            gamma=functools.partial(good_trials, self.gamma), seed=seed))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 import click
+from click.shell_completion import CompletionItem
 from click.utils import make_default_short_help
 
 # verb -> (module, attribute, the summary ``katibx --help`` lists: the first sentence of the verb's own help,
@@ -55,6 +56,22 @@ class _Verbs(click.Group):
         module, attribute, _ = COMMANDS[cmd_name]
         command: click.Command = getattr(importlib.import_module(module), attribute)
         return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        """As click's, with its "Did you mean" for a mistyped verb (it looks only at verbs already loaded)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            no_such = getattr(click.exceptions, "NoSuchCommand", None)  # click >= 8.2
+            if no_such is None or not isinstance(exc, no_such):
+                raise
+            raise no_such(exc.command_name, possibilities=list(COMMANDS), ctx=ctx) from None
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """The verbs (from :data:`COMMANDS`, importing none) and the group's own options."""
+        return [CompletionItem(name, help=make_default_short_help(summary)) for name, (_, _, summary)
+                in sorted(COMMANDS.items()) if name.startswith(incomplete)] + \
+            click.Command.shell_complete(self, ctx, incomplete)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The verbs and their summaries, without importing any verb."""

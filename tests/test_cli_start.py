@@ -60,3 +60,17 @@ def test_reading_verbs_load_nothing_that_running_needs(store: Path, args: list[s
     assert "katibx.store" in modules  # (they did read the store)
     assert not set(RUNNING) & modules
 
+
+
+def test_a_mistyped_verb_gets_a_suggestion_and_exit_code_2() -> None:
+    ran = subprocess.run([sys.executable, "-m", "katibx.cli", "lst"], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2 and "No such command 'lst'. Did you mean 'list'?" in ran.stderr
+
+
+def test_shell_completion_of_verbs_imports_none_of_them() -> None:
+    code = ("import json, os, sys\nos.environ.update(_KATIBX_COMPLETE='bash_complete', COMP_WORDS='katibx d', "
+            "COMP_CWORD='1')\nfrom katibx.cli import main\ntry:\n    main(prog_name='katibx')\nexcept SystemExit:\n"
+            "    pass\nsys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)))")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert ran.stdout.split() == ["plain,dashboard", "plain,delete", "plain,describe"]
+    assert not {module for module, _, _ in COMMANDS.values()} & set(json.loads(ran.stderr.rsplit("MODULES ", 1)[1]))
