@@ -34,7 +34,7 @@ from skopt.learning import GradientBoostingQuantileRegressor
 from skopt.space import Categorical, Dimension, Integer, Real
 from threadpoolctl import threadpool_limits
 
-from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting, setting_path
+from katibx.search_algorithm import SearchAlgorithm, Suggestion, active_trials, int_setting, setting_path
 from katibx.search_space import Parameter
 from katibx.trial import TrialRecord
 
@@ -185,7 +185,7 @@ class BayesianOptimization(SearchAlgorithm):
         out: list[Suggestion] = []
         with _quiet():
             self._tell(trials)
-            pending = [x for t in trials if t.state.is_active and (x := self._encode(t)) is not None]
+            pending = [x for t in active_trials(trials) if (x := self._encode(t)) is not None]
             for index in range(len(trials), len(trials) + count):
                 x = self._next(index, pending)
                 if x is None:

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from katibx.search_algorithm import SearchAlgorithm, Suggestion, int_setting
+from katibx.search_algorithm import SearchAlgorithm, Suggestion, active_trials, int_setting
 from katibx.search_space import point_key
 from katibx.trial import TrialRecord
 
@@ -26,6 +26,6 @@ class RandomSearch(SearchAlgorithm):
 
     def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
         """Draw ``count`` points, each different from those of Created or Running trials and of this batch."""
-        used = {point_key(t.assignments) for t in trials if t.state.is_active}
+        used = {point_key(t.assignments) for t in active_trials(trials)}
         return [Suggestion(self.space.sample_unused(np.random.default_rng([self._entropy, index]), used))
                 for index in range(len(trials), len(trials) + count)]

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 from katibx.backend import Backend, TrialExited, TrialMetrics
 from katibx.lease import ExperimentLease
 from katibx.preparation import PreparedExperiment, prepare
+from katibx.search_algorithm import TrialHistory
 from katibx.search_space import SearchSpace
 from katibx.spec import Experiment
 from katibx.status import (
@@ -143,7 +144,7 @@ class Controller:
             wanted = min(wanted, spec.max_trial_count - counts.trials)
         if wanted <= 0:
             return
-        suggestions = self.algorithm.suggest(list(self.trials), wanted)[:wanted]
+        suggestions = self.algorithm.suggest(TrialHistory(self.trials, self.book.active()), wanted)[:wanted]
         if not suggestions:
             if counts.active == 0:
                 self._complete(SUCCEEDED, REASON_SUGGESTION_END,

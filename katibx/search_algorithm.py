@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, overload
 
 from katibx.objective import Objective
 from katibx.search_space import SearchSpace
@@ -28,6 +28,44 @@ class Suggestion:
     assignments: dict[str, Any]
     name: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+
+
+class TrialHistory(Sequence[TrialRecord]):
+    """The trials the controller gives :meth:`SearchAlgorithm.suggest`: every trial in creation order (a read-only
+    view of the controller's own list, valid during the call) and the active ones, which the controller keeps as
+    trials move, so that a suggestion costs the same at trial 10 and at trial 100,000 (see :func:`active_trials`)."""
+
+    def __init__(self, trials: Sequence[TrialRecord], active: Sequence[TrialRecord]) -> None:
+        self._trials, self.active = trials, list(active)
+        self._length = len(trials)  # trials added after this history was given are not in it
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> TrialRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TrialRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> TrialRecord | list[TrialRecord]:
+        if isinstance(index, slice):
+            return [self._trials[i] for i in range(*index.indices(self._length))]
+        if not -self._length <= index < self._length:
+            raise IndexError("trial history index out of range")
+        return self._trials[index % self._length]
+
+    def __iter__(self) -> Iterator[TrialRecord]:
+        for i in range(self._length):
+            yield self._trials[i]
+
+
+def active_trials(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The Created and Running trials of a history: kept by the controller (no scan) when it is a
+    :class:`TrialHistory`, found by walking it otherwise (a plain list, as tests and the conformance kit pass)."""
+    if isinstance(trials, TrialHistory):
+        return list(trials.active)
+    return [t for t in trials if t.state.is_active]
 
 
 class SearchAlgorithm(abc.ABC):
