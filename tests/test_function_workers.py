@@ -6,6 +6,7 @@ Real forked workers, a real SQLite store; the objectives report their process id
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -360,3 +361,42 @@ def test_a_native_crash_is_traced_in_the_log_whatever_handlers_the_parent_has(tm
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "Fatal Python error: Segmentation fault" in run.stdout and "crashing.py" in run.stdout
+
+
+def _rerun_objective(p: dict[str, Any]) -> dict[str, float]:
+    print("second run")
+    return {"result": 2.0}
+
+
+def test_a_trial_started_again_in_its_folder_starts_afresh(tmp_path: Path) -> None:
+    """A trial run again (a resumed controller restarts what was running) finds no log, metrics, stop request or
+    files of its first run; its checkpoint folder is kept for it."""
+    from katibx.backend import TrialExited, TrialJob, TrialMetrics
+    from katibx.trial import TrialRecord
+    from katibx.trial_dir import CHECKPOINT_DIR, FILES_DIR, PUSH_FILE, STDOUT_LOG, STOP_FILE
+    from katibx.tuning import function_experiment
+    from katibx.workers.local import LocalBackend
+
+    folder = tmp_path / "t"
+    (folder / FILES_DIR).mkdir(parents=True)
+    (folder / FILES_DIR / "old.txt").write_text("first run")
+    (folder / CHECKPOINT_DIR).mkdir()
+    (folder / CHECKPOINT_DIR / "model.pt").write_text("weights")
+    (folder / STDOUT_LOG).write_text("first run\n")
+    (folder / PUSH_FILE).write_text(json.dumps({"result": 1.0, "timestamp": 1.0}) + "\n")
+    (folder / STOP_FILE).write_text("")
+    experiment = function_experiment("again", _rerun_objective, {"k": katibx.search.int(0, 1)},
+                                     objective_metric_name="result")
+    backend = LocalBackend()
+    try:
+        backend.start(TrialJob(experiment, TrialRecord("t", 0, {"k": 0}), tmp_path, folder, _rerun_objective))
+        events: list[Any] = []
+        while not any(isinstance(e, TrialExited) for e in events):
+            events += backend.poll(1.0)
+    finally:
+        backend.close()
+    values = [log.value for e in events if isinstance(e, (TrialMetrics, TrialExited)) for log in e.logs]
+    assert values == ["2.0"] and [e.succeeded for e in events if isinstance(e, TrialExited)] == [True]
+    assert (folder / STDOUT_LOG).read_text() == "second run\n"
+    assert not (folder / STOP_FILE).exists() and not (folder / FILES_DIR).exists()
+    assert (folder / CHECKPOINT_DIR / "model.pt").read_text() == "weights"

@@ -268,10 +268,12 @@ class LocalBackend(Backend):
         return devices
 
     def start(self, job: TrialJob) -> dict[str, Any]:
-        job.trial_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (STDOUT_LOG, PUSH_FILE, STOP_FILE, PRUNABLE_FILE):  # a trial run again starts afresh
-            (job.trial_dir / stale).unlink(missing_ok=True)
-        shutil.rmtree(job.trial_dir / FILES_DIR, ignore_errors=True)
+        try:
+            job.trial_dir.mkdir(parents=True)
+        except FileExistsError:  # a trial run again starts afresh (a new folder has nothing to clear)
+            for stale in (STDOUT_LOG, PUSH_FILE, STOP_FILE, PRUNABLE_FILE):
+                (job.trial_dir / stale).unlink(missing_ok=True)
+            shutil.rmtree(job.trial_dir / FILES_DIR, ignore_errors=True)
         (job.trial_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)  # the controller may have filled it from a parent
         token, since = new_token(), time.time()
         env = {**os.environ, **trial_environment(job.trial_dir, job.experiment.name, job.trial.name), TOKEN_ENV: token}
