@@ -400,3 +400,18 @@ def test_a_trial_started_again_in_its_folder_starts_afresh(tmp_path: Path) -> No
     assert (folder / STDOUT_LOG).read_text() == "second run\n"
     assert not (folder / STOP_FILE).exists() and not (folder / FILES_DIR).exists()
     assert (folder / CHECKPOINT_DIR / "model.pt").read_text() == "weights"
+
+
+def test_each_trial_gets_exactly_its_environment_whatever_the_last_one_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what differs is set (cheaper than clearing and filling), and what a trial changed, added or removed
+    comes back as the next trial's request says."""
+    from katibx.workers._function_worker import _set_environment
+
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # (a dict-like stand-in: nothing leaks to this process)
+    wanted = {"KEEP": "1", "CHANGED": "before", "REMOVED": "here", "TRIAL": "t1"}
+    _set_environment(wanted)
+    assert dict(os.environ) == wanted
+    os.environ["CHANGED"], os.environ["ADDED"] = "by the trial", "1"
+    del os.environ["REMOVED"]
+    _set_environment({**wanted, "TRIAL": "t2"})
+    assert dict(os.environ) == {**wanted, "TRIAL": "t2"}
