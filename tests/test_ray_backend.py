@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -145,7 +146,16 @@ def test_an_experiment_on_ray_is_logged_into_mlflow(ray_address, tmp_path, write
 
 
 def e2e_objective(params: dict[str, Any]) -> dict[str, float]:
-    return {"result": 4 * params["a"] - params["b"] ** 2, "worker_pid": float(os.getppid())}
+    sockets = sum(1 for fd in range(3, 1024) if _is_socket(fd))  # the worker's pipe to the actor (a socket pair)
+    return {"result": 4 * params["a"] - params["b"] ** 2, "worker_pid": float(os.getppid()),
+            "trial_pid": float(os.getpid()), "sockets": float(sockets)}
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def test_function_trials_run_on_reused_ray_workers(ray_address, tmp_path):
@@ -154,7 +164,7 @@ def test_function_trials_run_on_reused_ray_workers(ray_address, tmp_path):
         experiment = katibx.tune(
             name="fn", objective=e2e_objective, backend="ray", store=store,
             parameters={"a": katibx.search.int(10, 20), "b": katibx.search.double(0.1, 0.2)},
-            objective_metric_name="result", additional_metric_names=["worker_pid"],
+            objective_metric_name="result", additional_metric_names=["worker_pid", "trial_pid", "sockets"],
             max_trial_count=8, parallel_trial_count=2,
         )
         assert experiment["status"]["conditions"][-1]["type"] == "Succeeded"
@@ -165,6 +175,10 @@ def test_function_trials_run_on_reused_ray_workers(ray_address, tmp_path):
         workers = {t.observation["worker_pid"].latest for t in trials}
         assert len(workers) <= 2, "trials run in a pool of parallelTrialCount long-lived actors"
         assert str(float(os.getpid())) not in workers
+        # each actor's trials run in one reused worker process, which kept none of the actor's connections to Ray
+        processes = {t.observation["trial_pid"].latest for t in trials}
+        assert len(processes) <= 2 and not processes & workers
+        assert {t.observation["sockets"].latest for t in trials} == {"1.0"}
     finally:
         store.close()
 

@@ -46,10 +46,13 @@ class FunctionWorker:
     """The controller's side of one worker process (its own session, so its whole process group can be stopped).
 
     ``function`` is the objective, or its ``module:qualname`` reference when the experiment was resumed without
-    it. ``reuse`` False makes a worker that runs one trial and exits with the trial's status.
+    it. ``reuse`` False makes a worker that runs one trial and exits with the trial's status. ``close_inherited``
+    closes every descriptor the worker inherited but its pipe (a Ray actor's sockets: Ray notices a dead actor
+    only when its connections close, and a trial holding them would hide the death until it ended).
     """
 
-    def __init__(self, context: BaseContext, function: Callable[..., Any] | str, reuse: bool) -> None:
+    def __init__(self, context: BaseContext, function: Callable[..., Any] | str, reuse: bool,
+                 close_inherited: bool = False) -> None:
         self.function = function
         self.reuse = reuse
         # A child subreaper (where the system has them) sees every process its trial left alive (its own children,
@@ -61,7 +64,8 @@ class FunctionWorker:
         try:
             # Not a daemon: a trial may start processes of its own (a daemonic process may not).
             self.process = context.Process(  # type: ignore[attr-defined]
-                target=_serve, args=(function, child_conn, self._conn, reuse, os.getpid(), self.subreaper),
+                target=_serve, args=(function, child_conn, self._conn, reuse, os.getpid(), self.subreaper,
+                                     close_inherited),
                 name="katibx-trial-worker", daemon=False)
             self.process.start()
         except BaseException:
@@ -140,10 +144,15 @@ except ImportError:  # pragma: no cover - an interpreter without the C module
 
 
 def _serve(function: Callable[..., Any] | str, conn: multiprocessing.connection.Connection,
-           parent_end: multiprocessing.connection.Connection, reuse: bool, parent: int, subreaper: bool) -> None:
+           parent_end: multiprocessing.connection.Connection, reuse: bool, parent: int, subreaper: bool,
+           close_inherited: bool = False) -> None:
     """Worker main loop: take a trial, run it, report its status; exit when told nothing more or when unclean."""
     os.setsid()
     parent_end.close()
+    if close_inherited:
+        keep = conn.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
     if subreaper:  # elsewhere processes a trial orphans are found by its token (workers/_escaped.py)
         capabilities.become_subreaper()
     # The parent's streams may be a notebook's or pytest's, and may hold the parent's unflushed output: keep

@@ -121,7 +121,8 @@ class LocalBackend(Backend):
     }
 
     def __init__(self, metrics_poll_interval: float = 0.2, reuse_function_workers: bool = True,
-                 log_limit_bytes: int = DEFAULT_LOG_LIMIT_BYTES, schedule_gpus: bool = True) -> None:
+                 log_limit_bytes: int = DEFAULT_LOG_LIMIT_BYTES, schedule_gpus: bool = True,
+                 close_inherited_descriptors: bool = False) -> None:
         unsupported = capabilities.local_processes_unsupported()
         if unsupported is not None:
             raise BackendUnavailable(unsupported)
@@ -136,6 +137,7 @@ class LocalBackend(Backend):
         self._fork = multiprocessing.get_context("fork")
         self._gpu_pool: GpuPool | None = None
         self.schedule_gpus = schedule_gpus  # False where another scheduler (Ray) already gave the process its GPUs
+        self.close_inherited_descriptors = close_inherited_descriptors  # function workers forked from a Ray actor
 
     # checks ------------------------------------------------------------------------------
     def check(self, experiment: Experiment) -> list[str]:
@@ -382,7 +384,7 @@ class LocalBackend(Backend):
             if idle.run(request):
                 return idle
             idle.stop()
-        new = FunctionWorker(self._fork, function, reuse)
+        new = FunctionWorker(self._fork, function, reuse, self.close_inherited_descriptors)
         if not new.run(request):
             new.stop()
             raise TrialStartError("the function trial's worker process exited before it could start the trial")

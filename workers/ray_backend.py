@@ -7,8 +7,8 @@ Design (issue 5):
   and runs one trial at a time, so a trial costs one actor call, not an actor start (Ray Tune starts an actor
   per trial). Actors that Ray cannot place yet stay pending: trials wait for resources, never oversubscribe.
 - Inside the actor the trial is run by the local backend itself (:class:`katibx.workers.local.LocalBackend`): the same
-  substitution without a shell, env, trial directory, ``activeDeadlineSeconds``, forked function trials and
-  metrics collection. The collector runs on the worker, so only parsed metrics travel back: the controller keeps
+  substitution without a shell, env, trial directory, ``activeDeadlineSeconds``, function trials in reused worker
+  processes (each closes the actor's descriptors when it starts) and metrics collection. The collector runs on the worker, so only parsed metrics travel back: the controller keeps
   one outstanding ``poll`` call per busy actor, which returns as soon as the local backend has events.
 - Killing a trial calls the actor, which stops the trial's process group (SIGTERM, SIGKILL after a grace period).
   A dead actor fails its trial with reason ``WorkerDied`` and the processes it left are stopped. A Ray cluster
@@ -32,9 +32,8 @@ from typing import Any
 import psutil
 
 from katibx.backend import Backend, BackendOption, ClusterError, TrialEvent, TrialExited, TrialJob, TrialStartError
-from katibx.functions import import_function
 from katibx.processes import process_started, same_process_alive, this_host
-from katibx.template import FUNCTION_KIND, render_trial_spec, template_resources, trial_resources
+from katibx.template import render_trial_spec, template_resources, trial_resources
 from katibx.trial_dir import RAY_WORKER_FILE, STDOUT_LOG
 from katibx.validation import ValidationError
 from katibx.workers.local import LocalBackend
@@ -77,9 +76,11 @@ class TrialWorker:
         for entry in sys_path:
             if entry and entry not in sys.path and os.path.isdir(entry):
                 sys.path.append(entry)
-        # Each trial's function is a new _Detached that closes the actor's descriptors: one process per trial.
-        self._local = LocalBackend(metrics_poll_interval=poll_interval, reuse_function_workers=False,
-                                   schedule_gpus=False)  # Ray placed the actor and set its CUDA_VISIBLE_DEVICES
+        # Function trials reuse worker processes as they do locally; a worker closes the actor's descriptors when it
+        # starts. Ray placed the actor and set its CUDA_VISIBLE_DEVICES: the local backend schedules no GPUs.
+        self._local = LocalBackend(metrics_poll_interval=poll_interval, schedule_gpus=False,
+                                   close_inherited_descriptors=True)
+        self._functions: dict[bytes, Any] = {}  # one object per pickled objective, so that its workers serve it again
         self._lock = threading.Lock()
         self._poll_interval = poll_interval
 
@@ -95,8 +96,10 @@ class TrialWorker:
         try:
             job = replace(job, trial_dir=node_trial_dir(job.trial_dir))
             job.trial_dir.mkdir(parents=True, exist_ok=True)
-            if function is not None or _is_function(job):
-                job.function = _Detached(cloudpickle.loads(function) if function is not None else None, job)
+            if function is not None:  # (without it, a resumed experiment's workers import it by reference)
+                if function not in self._functions:
+                    self._functions[function] = cloudpickle.loads(function)
+                job.function = self._functions[function]
             with self._lock:
                 handle = self._local.start(job)
             handle = {**handle, **self.info()}
@@ -137,33 +140,6 @@ class TrialWorker:
     def close(self) -> None:
         with self._lock:
             self._local.close()
-
-
-def _is_function(job: TrialJob) -> bool:
-    tt = job.experiment.spec.trial_template
-    return bool(tt and tt.trial_spec and tt.trial_spec.get("kind") == FUNCTION_KIND)
-
-
-class _Detached:
-    """A function trial as the local backend forks it from the actor, first closing what it inherited from Ray.
-
-    The forked trial must not keep the actor's sockets open: Ray notices a dead worker process only when its
-    connections close, and a hanging trial holding them would hide the death until it ended.
-    """
-
-    def __init__(self, function: Any, job: TrialJob) -> None:
-        tt = job.experiment.spec.trial_template
-        assert tt is not None and tt.trial_spec is not None
-        self.function = function
-        self.reference = str((tt.trial_spec.get("spec") or {}).get("function", ""))
-        self.workdir = str(job.workdir)
-
-    def __call__(self, params: dict[str, Any]) -> Any:
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        function = self.function
-        if function is None:  # a resumed experiment: import it by reference, as the local backend does
-            function = import_function(self.reference, self.workdir)
-        return function(params)
 
 
 def _alive() -> bool:
