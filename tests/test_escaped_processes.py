@@ -84,3 +84,30 @@ def test_resume_stops_what_a_killed_controllers_trials_started_outside_their_gro
     result = katibx_cli("resume", "escapes", "-q", cwd=tmp_path, store=store_path)
     assert result.returncode == 0, result.stderr
     assert _all_gone(_escaped(tmp_path))
+
+
+def test_only_processes_started_since_the_trial_are_looked_at_unless_the_ids_wrapped(monkeypatch) -> None:
+    """Linux: the processes with ids newer than the one noted when the trial started (a few, not every process);
+    every process when the ids have wrapped around since, on the portable path, or without a note."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from katibx.workers import _escaped
+
+    first = _escaped.last_pid()
+    assert first is not None and first >= os.getpid()  # (this machine is Linux)
+    child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+    try:
+        narrowed = {p.pid for p in _escaped._younger(time.time() - 1, first)}
+        assert child.pid in narrowed and os.getpid() not in narrowed
+        everything = {p.pid for p in _escaped._younger(time.time() - 1, None)}
+        assert child.pid in everything and os.getpid() in everything
+        assert os.getpid() in {p.pid for p in _escaped._younger(time.time() - 1, _escaped.last_pid() + 10**9)}
+        monkeypatch.setenv("KATIBX_PORTABLE", "1")
+        assert _escaped.last_pid() is None
+        assert os.getpid() in {p.pid for p in _escaped._younger(time.time() - 1, first)}
+    finally:
+        child.kill()
+        child.wait()

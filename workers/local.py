@@ -56,7 +56,7 @@ from katibx.trial_dir import (
     STOP_FILE,
     trial_environment,
 )
-from katibx.workers._escaped import TOKEN_ENV, kill_marked, new_token
+from katibx.workers._escaped import TOKEN_ENV, kill_marked, last_pid, new_token
 from katibx.workers._function_worker import FunctionWorker, TrialRequest
 from katibx.workers._process_exit import ProcessExit, wait_readable
 from katibx.workers._python_path import with_python_on_path
@@ -90,6 +90,7 @@ class _Running:
     log: Path = Path()  # the trial's stdout and stderr
     token: str = ""  # in the environment of every process of the trial (workers/_escaped.py)
     since: float = field(default_factory=time.time)  # epoch seconds, to compare with processes' start times
+    first_pid: int | None = None  # the newest process id just before the trial started (Linux), or None
 
     def exit_code(self) -> int | None:
         """The exit status once finished, else None."""
@@ -297,6 +298,7 @@ class LocalBackend(Backend):
     def _start(self, job: TrialJob, worker: dict[str, Any], env: dict[str, str], deadline: float | None, token: str,
                since: float, fresh_worker: bool) -> dict[str, Any]:
         ends = time.monotonic() + deadline if deadline else None
+        first_pid = last_pid()  # the trial's processes all come after it (workers/_escaped.py)
         if worker.get("kind") == FUNCTION_KIND:
             collector = MetricsCollector(job.experiment, job.trial_dir, job.workdir)
             function_worker = self._start_function(job, worker, env, fresh_worker)
@@ -315,7 +317,7 @@ class LocalBackend(Backend):
                 process.wait()
                 raise
             run = _Running(job.trial.name, process.pid, process.poll, collector, ends, exit=exit_)
-        run.token, run.since, run.log = token, since, job.trial_dir / STDOUT_LOG
+        run.token, run.since, run.first_pid, run.log = token, since, first_pid, job.trial_dir / STDOUT_LOG
         self._running[job.trial.name] = run
         return {"pid": run.pid, "started": started, "token": token, "since": since}
 
@@ -485,13 +487,13 @@ class LocalBackend(Backend):
                 pass
             assert run.exit is not None
             run.exit.close()
-        self._kill_escaped(run.token, run.since)
+        self._kill_escaped(run.token, run.since, run.first_pid)
 
-    def _kill_escaped(self, token: str, since: float) -> None:
+    def _kill_escaped(self, token: str, since: float, first_pid: int | None = None) -> None:
         """Stop what the trial started outside its process group (its function workers are spared)."""
         workers = frozenset(w.pid for w in self._idle) | frozenset(
             r.worker.pid for r in self._running.values() if r.worker is not None)
-        escaped = kill_marked(token, since, spare=workers)
+        escaped = kill_marked(token, since, spare=workers, first_pid=first_pid)
         if escaped:
             log.info("stopped %d process(es) a trial left outside its process group: %s", len(escaped), escaped)
 
