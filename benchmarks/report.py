@@ -125,7 +125,8 @@ def growth_section(g: dict[str, Any], plot: str | None) -> str:
     out = []
     for algorithm, entry in g.get("suggest_latency", {}).items():
         out += [f"**{algorithm}** suggestion latency (one controller step: the plugin's `suggest(history, 1)` after "
-                f"one more finished trial; median of {entry['steps_per_size']} steps) vs {entry['library']}:", ""]
+                f"one more finished trial; median of {entry['steps_per_size']} steps) vs {entry['library']}; the arms "
+                f"in turn {entry.get('repeats', 1)} times, the median of the ratios:", ""]
         if entry.get("status") != "ok":
             out += [entry.get("status", ""), ""]
             continue
