@@ -1,0 +1,92 @@
+"""``python -m benchmarks.scale [--trials 100000]``: a long run of a trivial function (random, parallelTrialCount 8)
+and the reads of its store afterwards.
+
+Reports the run's wall time, the controller's resident memory as the finished trials pile up (sampled every 0.5 s
+beside the trial count the store has), and how long the CLI's reads take on the result: ``katibx get experiment``,
+``get trials -o json`` and ``list``. Results: ``benchmarks/results/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+import katibx
+from benchmarks.common import REPO, write_results
+from benchmarks.overhead import METRIC, _space, trivial
+
+MARKS = (10_000, 50_000, 100_000)
+
+
+def _sample(db: Path, stop: threading.Event, samples: list[tuple[float, int, float]]) -> None:
+    """(seconds, finished trials, RSS MB) every 0.5 s, from a read-only connection of the store."""
+    me, started = psutil.Process(), time.monotonic()
+    while not stop.wait(0.5):
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                done = conn.execute("SELECT COUNT(*) FROM trials WHERE state NOT IN ('Created', 'Running')").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        samples.append((round(time.monotonic() - started, 1), int(done), round(me.memory_info().rss / 2**20, 1)))
+
+
+def _read_ms(args: list[str], db: Path, runs: int = 3) -> float:
+    """Median milliseconds of ``katibx ARGS`` (output discarded) on the store."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "katibx.cli", *args], env={**os.environ, "KATIBX_STORE": str(db)},
+                       stdout=subprocess.DEVNULL, check=True, timeout=600)
+        times.append(time.perf_counter() - started)
+    return round(1000 * sorted(times)[len(times) // 2], 1)
+
+
+def run(trials: int, parallel: int) -> dict[str, Any]:
+    samples: list[tuple[float, int, float]] = []
+    with tempfile.TemporaryDirectory(prefix="katibx-scale-") as folder:
+        db = Path(folder) / "katibx.db"
+        stop = threading.Event()
+        katibx.tune("scale-warm-up", trivial, _space(), objective_metric_name=METRIC, max_trial_count=5,
+                    store=str(db), progress=False)
+        sampler = threading.Thread(target=_sample, args=(db, stop, samples), daemon=True)
+        sampler.start()
+        started = time.perf_counter()
+        result = katibx.tune("scale", trivial, _space(), objective_metric_name=METRIC, objective_type="minimize",
+                             max_trial_count=trials, parallel_trial_count=parallel, store=str(db), progress=False)
+        wall = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+        reads = {"get experiment": _read_ms(["get", "experiment", "scale", "-o", "json"], db),
+                 "get trials -o json": _read_ms(["get", "trials", "scale", "-o", "json"], db),
+                 "list": _read_ms(["list"], db)}
+    at = {mark: next((rss for _, done, rss in samples if done >= mark + 5), None) for mark in MARKS if mark <= trials}
+    return {"trials": trials, "parallel": parallel, "succeeded": result["status"].get("trialsSucceeded"),
+            "wall_seconds": round(wall, 1), "ms_per_trial": round(1000 * wall / trials, 3),
+            "rss_mb_at_finished_trials": at, "rss_mb_first_sample": samples[0][2] if samples else None,
+            "read_ms": reads, "samples": samples[:: max(1, len(samples) // 200)]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=100_000)
+    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale.json")
+    args = parser.parse_args()
+    result = run(args.trials, args.parallel)
+    write_results(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
