@@ -42,14 +42,19 @@ class TuneResult(KatibObject):
     """The finished Experiment (this dict, Katib-shaped) and its trials, Optuna-style."""
 
     def __init__(self, experiment: dict[str, Any], record: ExperimentRecord, trials: Sequence[TrialRecord],
-                 logs: Mapping[int, Sequence[MetricLog]] | None = None) -> None:
-        """``logs``: each trial's metric logs by trial id (``Store.experiment_observation_logs``), its history."""
+                 logs: Mapping[int, Sequence[MetricLog]] | None = None,
+                 finished: Mapping[str, TrialResult] | None = None) -> None:
+        """``logs``: each trial's metric logs by trial id (``Store.experiment_observation_logs``), its history;
+        ``finished``: results already made of finished trials (they do not change), by name, used as they are."""
         super().__init__(experiment)
         self._record = record
         self._records = list(trials)
         self._objective = Objective(record.experiment)
         self._space = SearchSpace.from_experiment(record.experiment)
-        self.trials: list[TrialResult] = [self._result(t, (logs or {}).get(t.id, ())) for t in self._records]
+        known = finished or {}
+        self.trials: list[TrialResult] = [
+            known[t.name] if t.name in known and t.state.is_terminal else self._result(t, (logs or {}).get(t.id, ()))
+            for t in self._records]
 
     def _result(self, trial: TrialRecord, logs: Sequence[MetricLog]) -> TrialResult:
         names = list(dict.fromkeys([m for m, _ in self._objective.objectives] +

@@ -335,17 +335,23 @@ class _TrialCallbacks:
         self.callbacks = list(callbacks)
         self.store = store  # the controller's: the listener runs on its thread
         self.seen: set[str] = {t.name for t in finished_before if t.state.is_terminal}
+        # Finished trials' results, made once: each round reads only the logs of the trials that changed (reading
+        # every trial's at every finished trial made a run with callbacks quadratic: 10 ms a trial at 1,000).
+        self.results: dict[str, TrialResult] = {}
 
     def __call__(self, record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
         finished = [t for t in trials if t.state.is_terminal and t.name not in self.seen]
         if not finished:
             return
         self.seen.update(t.name for t in finished)
-        result = TuneResult(experiment_object(record, list(trials)), record, list(trials),
-                            self.store.experiment_observation_logs(record.id))
+        logs = {t.id: self.store.observation_logs(t.id) for t in trials
+                if t.id is not None and (t.name not in self.results or not t.state.is_terminal)}
+        result = TuneResult(experiment_object(record, list(trials)), record, list(trials), logs, self.results)
+        by_name = {t.name: t for t in result.trials}
+        self.results.update((t.name, by_name[t.name]) for t in trials if t.state.is_terminal)
         for trial in finished:
             for callback in self.callbacks:
-                callback(result, next(t for t in result.trials if t.name == trial.name))
+                callback(result, by_name[trial.name])
 
 
 class TuneError(RuntimeError):

@@ -317,6 +317,24 @@ def test_returned_values_and_the_error_travel_as_users_expect() -> None:
     assert str(error) == "no trial produced loss" and error.result == {"status": {}}
 
 
+def test_each_callback_sees_every_finished_trial_with_its_whole_history(tmp_path: Path) -> None:
+    """The results given to callbacks are made once per finished trial and kept: each call still shows every trial
+    so far with the values it reported, as the final result does."""
+    rounds: list[dict[str, list[Any]]] = []
+
+    def record(result: katibx.TuneResult, trial: katibx.TrialResult) -> None:
+        rounds.append({t.name: t.history.get("loss", []) for t in result.trials if t.state.is_terminal})
+
+    final = katibx.tune(name="histories", objective=reporting_objective, parameters={"x": katibx.search.double(1, 2)},
+                        objective_metric_name="loss", objective_type="minimize", max_trial_count=4,
+                        parallel_trial_count=2, store=tmp_path / "s.db", callbacks=[record])
+    histories = {t.name: t.history["loss"] for t in final.trials}
+    assert len(rounds) == 4 and all(len(h) == 3 for h in histories.values())
+    for seen in rounds:
+        assert seen == {name: histories[name] for name in seen}
+    assert rounds[-1] == histories
+
+
 def test_callbacks_timeout_and_load_if_exists(tmp_path: Path) -> None:
     store = tmp_path / "s.db"
     seen: list[tuple[str, int, float | None]] = []
