@@ -112,7 +112,8 @@ class SearchAlgorithm(abc.ABC):
 
     @abc.abstractmethod
     def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
-        """Up to ``count`` new suggestions given every trial so far.
+        """Up to ``count`` new suggestions given every trial so far: a read-only sequence (the controller gives a
+        :class:`TrialHistory`, valid during the call; copy it with ``list()`` to keep or change it).
 
         Returning fewer than asked means "nothing more for now"; returning none while no trial is
         active ends the experiment (ExperimentSuggestionEndReached).

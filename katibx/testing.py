@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 from katibx import plugins
 from katibx.backend import Backend, TrialEvent, TrialExited, TrialJob
 from katibx.objective import Objective
-from katibx.search_algorithm import AlgorithmSettingsError, SearchAlgorithm, Suggestion, setting_path
+from katibx.search_algorithm import AlgorithmSettingsError, SearchAlgorithm, Suggestion, TrialHistory, setting_path
 from katibx.search_space import SearchSpace, point_key
 from katibx.spec import Experiment
 from katibx.trial import CHECKPOINT_FROM_LABEL, EXPERIMENT_LABEL, MetricSummary, TrialRecord, TrialState
@@ -273,6 +273,11 @@ class _Simulation:
         return [copy.deepcopy(t) for t in self.trials]
 
 
+def _as_given(history: list[TrialRecord]) -> TrialHistory:
+    """A history as the controller gives it to ``suggest``: a read-only sequence with its active trials."""
+    return TrialHistory(history, [t for t in history if t.state.is_active])
+
+
 class AlgorithmConformance:
     """The conformance checks of one search-algorithm entry point (``katibx.algorithms`` group)."""
 
@@ -304,7 +309,7 @@ class AlgorithmConformance:
             count = run.wanted()
             if count:
                 history = run.snapshot()
-                suggestions = algorithm.suggest(history, count)
+                suggestions = algorithm.suggest(_as_given(history), count)
                 steps.append(_Step(history, count, list(suggestions)))
                 run.add(suggestions[:count])
             run.complete_oldest()
@@ -331,7 +336,7 @@ class AlgorithmConformance:
         for step in steps if steps is not None else self.simulate():
             if sum(t.state.is_terminal for t in step.history) < self.case.replay_from:
                 continue
-            rebuilt = self.create().suggest(copy.deepcopy(step.history), step.count)
+            rebuilt = self.create().suggest(_as_given(copy.deepcopy(step.history)), step.count)
             if list(rebuilt) != step.suggestions:
                 raise _fail(self.name, "a resumed run equals an uninterrupted one",
                             f"after {len(step.history)} trials a rebuilt instance suggested "

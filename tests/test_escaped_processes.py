@@ -105,6 +105,9 @@ def test_only_processes_started_since_the_trial_are_looked_at_unless_the_ids_wra
         everything = {p.pid for p in _escaped._younger(time.time() - 1, None)}
         assert child.pid in everything and os.getpid() in everything
         assert os.getpid() in {p.pid for p in _escaped._younger(time.time() - 1, _escaped.last_pid() + 10**9)}
+        monkeypatch.setattr(_escaped, "last_pid", lambda: 0)  # a /proc that never says (gVisor's reports 0)
+        assert os.getpid() in {p.pid for p in _escaped._younger(time.time() - 1, 0)}
+        monkeypatch.undo()
         monkeypatch.setenv("KATIBX_PORTABLE", "1")
         assert _escaped.last_pid() is None
         assert os.getpid() in {p.pid for p in _escaped._younger(time.time() - 1, first)}

@@ -415,3 +415,16 @@ def test_each_trial_gets_exactly_its_environment_whatever_the_last_one_did(monke
     del os.environ["REMOVED"]
     _set_environment({**wanted, "TRIAL": "t2"})
     assert dict(os.environ) == {**wanted, "TRIAL": "t2"}
+
+
+def test_a_variable_a_trial_changed_behind_os_environ_is_set_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.putenv (or native code) changes the process's environment without os.environ knowing: the next trial's
+    programs still see the value its request gives."""
+    from katibx.workers._function_worker import _set_environment
+
+    monkeypatch.setenv("KATIBX_TEST_VARIABLE", "for the next trial")
+    os.putenv("KATIBX_TEST_VARIABLE", "left by the last trial")
+    _set_environment(dict(os.environ))
+    seen = subprocess.run([sys.executable, "-c", "import os; print(os.environ['KATIBX_TEST_VARIABLE'])"],
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+    assert seen == "for the next trial"

@@ -25,8 +25,9 @@ def new_token() -> str:
     return uuid.uuid4().hex
 
 
-# A trial longer than this gets the full scan: over a long run the process ids may have wrapped around entirely.
-NARROW_SCAN_SECONDS = 600.0
+# A trial longer than this gets the full scan: over a long run the process ids may have wrapped around entirely
+# (pid_max may be 32,768), and the scan's cost (a few ms) no longer matters.
+NARROW_SCAN_SECONDS = 10.0
 
 
 def last_pid() -> int | None:
@@ -65,11 +66,22 @@ def kill_marked(token: str, since: float, *, spare: frozenset[int] = frozenset()
     return killed
 
 
+def _proc_is_ours() -> bool:
+    """Whether /proc lists the processes of this process's pid namespace (its /proc/self is this process)."""
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
 def _younger(since: float, first_pid: int | None) -> Iterator[psutil.Process]:
     """The processes that may have started since ``since``: those whose ids came after ``first_pid`` when the ids
     have not wrapped around since, else every process."""
     now = last_pid() if first_pid is not None else None
-    if first_pid is None or now is None or now < first_pid or time.time() - since > NARROW_SCAN_SECONDS:
+    if first_pid is None or now is None or now <= first_pid or time.time() - since > NARROW_SCAN_SECONDS \
+            or not _proc_is_ours():
+        # no note, no process since (or a /proc that never says: gVisor's reports 0), wrapped ids, a long trial,
+        # or a /proc of another pid namespace than the one /proc/loadavg counts in
         yield from psutil.process_iter()
         return
     try:

@@ -8,7 +8,7 @@ Design (issue 5):
   per trial). Actors that Ray cannot place yet stay pending: trials wait for resources, never oversubscribe.
 - Inside the actor the trial is run by the local backend itself (:class:`katibx.workers.local.LocalBackend`): the same
   substitution without a shell, env, trial directory, ``activeDeadlineSeconds``, function trials in reused worker
-  processes (each closes the actor's descriptors when it starts) and metrics collection. The collector runs on the worker, so only parsed metrics travel back: the controller keeps
+  processes (each lets go of the actor's descriptors when it starts) and metrics collection. The collector runs on the worker, so only parsed metrics travel back: the controller keeps
   one outstanding ``poll`` call per busy actor, which returns as soon as the local backend has events.
 - Killing a trial calls the actor, which stops the trial's process group (SIGTERM, SIGKILL after a grace period).
   A dead actor fails its trial with reason ``WorkerDied`` and the processes it left are stopped. A Ray cluster
@@ -80,7 +80,8 @@ class TrialWorker:
         # starts. Ray placed the actor and set its CUDA_VISIBLE_DEVICES: the local backend schedules no GPUs.
         self._local = LocalBackend(metrics_poll_interval=poll_interval, schedule_gpus=False,
                                    close_inherited_descriptors=True)
-        self._functions: dict[bytes, Any] = {}  # one object per pickled objective, so that its workers serve it again
+        self._function: tuple[bytes, Any] | None = None  # the last objective as pickled and as loaded: its workers
+        # serve it again while it comes pickled the same (an objective whose pickle changes gets fresh workers)
         self._lock = threading.Lock()
         self._poll_interval = poll_interval
 
@@ -97,9 +98,9 @@ class TrialWorker:
             job = replace(job, trial_dir=node_trial_dir(job.trial_dir))
             job.trial_dir.mkdir(parents=True, exist_ok=True)
             if function is not None:  # (without it, a resumed experiment's workers import it by reference)
-                if function not in self._functions:
-                    self._functions[function] = cloudpickle.loads(function)
-                job.function = self._functions[function]
+                if self._function is None or self._function[0] != function:
+                    self._function = (function, cloudpickle.loads(function))
+                job.function = self._function[1]
             with self._lock:
                 handle = self._local.start(job)
             handle = {**handle, **self.info()}
