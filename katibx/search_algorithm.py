@@ -33,7 +33,7 @@ class Suggestion:
 class TrialHistory(Sequence[TrialRecord]):
     """The trials the controller gives :meth:`SearchAlgorithm.suggest`: every trial in creation order (a read-only
     view of the controller's own list, valid during the call) and the active ones, which the controller keeps as
-    trials move, so that a suggestion costs the same at trial 10 and at trial 100,000 (see :func:`active_trials`)."""
+    trials move, so that finding them costs nothing however long the history is (see :func:`active_trials`)."""
 
     def __init__(self, trials: Sequence[TrialRecord], active: Sequence[TrialRecord]) -> None:
         self._trials, self.active = trials, list(active)

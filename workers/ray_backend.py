@@ -8,8 +8,9 @@ Design (issue 5):
   per trial). Actors that Ray cannot place yet stay pending: trials wait for resources, never oversubscribe.
 - Inside the actor the trial is run by the local backend itself (:class:`katibx.workers.local.LocalBackend`): the same
   substitution without a shell, env, trial directory, ``activeDeadlineSeconds``, function trials in reused worker
-  processes (each lets go of the actor's descriptors when it starts) and metrics collection. The collector runs on the worker, so only parsed metrics travel back: the controller keeps
-  one outstanding ``poll`` call per busy actor, which returns as soon as the local backend has events.
+  processes (each lets go of the actor's descriptors when it starts) and metrics collection. The collector runs
+  on the worker, so only parsed metrics travel back: the controller keeps one outstanding ``poll`` call per busy
+  actor, which returns as soon as the local backend has events.
 - Killing a trial calls the actor, which stops the trial's process group (SIGTERM, SIGKILL after a grace period).
   A dead actor fails its trial with reason ``WorkerDied`` and the processes it left are stopped. A Ray cluster
   that goes away raises :class:`RayClusterError` (one line from the CLI); the store keeps every committed state.
