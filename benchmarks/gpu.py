@@ -8,8 +8,9 @@ with its trials sharing the node's GPUs as the local backend schedules them (tri
     python -m benchmarks.gpu --quick --out /tmp/gpu         # tiny sizes on the CPU (the test suite runs it)
 
 Each section runs in a fresh interpreter (the sweep's trial workers are forked, and CUDA cannot be used in a
-process forked after it was initialised; each section also starts with the device's memory empty). The DARTS
-epochs are timed over their first 100 steps and extrapolated (``--search-steps 0 --eval-steps 0``: whole epochs).
+process forked after it was initialised; each section also starts with the device's memory empty), one at a time
+(side by side with --quick). The DARTS epochs are timed over their first 100 steps and extrapolated
+(``--search-steps 0 --eval-steps 0``: whole epochs).
 Writes ``<device>-x<GPUs>[-quick][-<sections>].json`` and ``.md`` to ``--out`` (default ``benchmarks/results/gpu/``)
 after each section.
 """
@@ -23,6 +24,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -170,19 +172,27 @@ def main(argv: list[str] | None = None) -> int:
               *[f"--{name.replace('_', '-')}={value}" for name, value in
                 (("search_steps", args.search_steps), ("eval_steps", args.eval_steps), ("sweep_trials", args.sweep_trials))
                 if value is not None]]
-    for name in args.only:
+    def run_section(name: str) -> tuple[str, str | None, dict[str, Any] | None]:
         try:
             ran = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--section", name, *common], cwd=REPO, env=env,
                                  capture_output=True, text=True, timeout=args.section_timeout)
-            if ran.returncode != 0:
-                errors[name] = (ran.stderr.strip().splitlines() or [f"exit {ran.returncode}"])[-1]
-            else:
-                result["sections"][name] = json.loads(ran.stdout.strip().splitlines()[-1])
         except subprocess.TimeoutExpired:
-            errors[name] = f"did not finish in {args.section_timeout:.0f} s (--section-timeout)"
-        print(f"{name}: {errors.get(name, 'done')} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
-        result.update(wall_seconds=time.monotonic() - started, **({"errors": errors} if errors else {}))
-        _write(args.out, stem, result)  # after each section: a run cut short keeps what it measured
+            return name, f"did not finish in {args.section_timeout:.0f} s (--section-timeout)", None
+        if ran.returncode != 0:
+            return name, (ran.stderr.strip().splitlines() or [f"exit {ran.returncode}"])[-1], None
+        return name, None, json.loads(ran.stdout.strip().splitlines()[-1])
+
+    # One section at a time on a GPU node (they would share the devices); side by side with --quick, whose sizes
+    # mean nothing but that every path runs.
+    with ThreadPoolExecutor(max_workers=len(args.only) if args.quick else 1) as pool:
+        for name, error, section in pool.map(run_section, args.only):
+            if error is None:
+                result["sections"][name] = section
+            else:
+                errors[name] = error
+            print(f"{name}: {error or 'done'} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+            result.update(wall_seconds=time.monotonic() - started, **({"errors": errors} if errors else {}))
+            _write(args.out, stem, result)  # after each section: a run cut short keeps what it measured
     print(markdown(result))
     return 1 if errors else 0
 

@@ -63,7 +63,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(inprocess=10, durable=5, parallel=4, command=2, ray=0, cli=2, repeats=3)
+QUICK = Sizes(inprocess=10, durable=5, parallel=4, command=2, ray=0, cli=1, repeats=3)
 PARALLEL_TRIAL_SECONDS = 0.02
 
 
