@@ -10,7 +10,6 @@ import importlib
 
 import click
 from click.shell_completion import CompletionItem
-from click.utils import make_default_short_help
 
 # verb -> (module, attribute, the summary ``katibx --help`` lists: the first sentence of the verb's own help,
 # kept equal to it by tests/test_cli_start.py)
@@ -44,6 +43,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut at a word to fit ``limit`` characters, ``...`` marking the cut (as click lists commands)."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 3, 0)].rsplit(" ", 1)[0] + "..."
+
+
 class _Verbs(click.Group):
     """The verbs of :data:`COMMANDS`, each imported when it is used."""
 
@@ -69,7 +75,7 @@ class _Verbs(click.Group):
 
     def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
         """The verbs (from :data:`COMMANDS`, importing none) and the group's own options."""
-        return [CompletionItem(name, help=make_default_short_help(summary)) for name, (_, _, summary)
+        return [CompletionItem(name, help=summary) for name, (_, _, summary)
                 in sorted(COMMANDS.items()) if name.startswith(incomplete)] + \
             click.Command.shell_complete(self, ctx, incomplete)
 
@@ -77,7 +83,7 @@ class _Verbs(click.Group):
         """The verbs and their summaries, without importing any verb."""
         limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
         with formatter.section("Commands"):
-            formatter.write_dl([(name, make_default_short_help(COMMANDS[name][2], limit)) for name in sorted(COMMANDS)])
+            formatter.write_dl([(name, _cut(COMMANDS[name][2], limit)) for name in sorted(COMMANDS)])
 
 
 @click.group(cls=_Verbs, context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.utils import make_default_short_help
 
 import katibx
 from katibx.cli import COMMANDS, main
@@ -44,7 +43,7 @@ def test_help_lists_every_verb_with_its_own_summary_without_importing_any() -> N
     for name, (_module, _attribute, summary) in COMMANDS.items():
         command = main.get_command(None, name)  # type: ignore[arg-type]
         assert command is not None and command.name == name
-        assert make_default_short_help(command.help or "", 10_000) == summary, name
+        assert command.get_short_help_str(10_000) == summary, name
     code, modules = _modules_after(["--help"], Path("unused"))
     assert code == 0
     assert not {module for module, _, _ in COMMANDS.values()} & modules
