@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import katibx
 from benchmarks.common import limit_threads, median
-from benchmarks.overhead import METRIC, _space, trivial
+from benchmarks.overhead import katibx_function
 
 # (part, what a profiled function's file or name contains), first match wins
 PARTS = [
@@ -46,11 +45,6 @@ PARTS = [
 ]
 
 
-def _tune(name: str, trials: int, store: Path) -> None:
-    katibx.tune(name, trivial, _space(), objective_metric_name=METRIC, objective_type="minimize",
-                algorithm_settings={"random_state": 0}, max_trial_count=trials, store=str(store), progress=False)
-
-
 def _children_cpu() -> float:
     """CPU seconds of this process's children that have exited and been reaped (the trial workers, once the
     experiment has ended: the backend joins them)."""
@@ -62,16 +56,16 @@ def measure(trials: int, runs: int = 3) -> dict[str, Any]:
     limit_threads()
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="katibx-profile-") as folder:
-        _tune("warm-up", 5, Path(folder) / "warm.db")
+        katibx_function(5, Path(folder))
         for run in range(runs):
             children, cpu, started = _children_cpu(), time.process_time(), time.perf_counter()
-            _tune(f"run{run}", trials, Path(folder) / f"run{run}.db")
+            katibx_function(trials, Path(folder))
             rows.append({"wall": (time.perf_counter() - started) / trials,
                          "controller_cpu": (time.process_time() - cpu) / trials,
                          "workers_cpu": (_children_cpu() - children) / trials})
         profile = cProfile.Profile()
         profile.enable()
-        _tune("profiled", trials, Path(folder) / "profiled.db")
+        katibx_function(trials, Path(folder))
         profile.disable()
     parts: collections.Counter[str] = collections.Counter()
     for (file, _line, function), (_cc, _nc, own, _cum, _callers) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]

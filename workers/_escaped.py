@@ -77,16 +77,8 @@ def _proc_is_ours() -> bool:
 def _younger(since: float, first_pid: int | None) -> Iterator[psutil.Process]:
     """The processes that may have started since ``since``: those whose ids came after ``first_pid`` when the ids
     have not wrapped around since, else every process."""
-    now = last_pid() if first_pid is not None else None
-    if first_pid is None or now is None or now <= first_pid or time.time() - since > NARROW_SCAN_SECONDS \
-            or not _proc_is_ours():
-        # no note, no process since (or a /proc that never says: gVisor's reports 0), wrapped ids, a long trial,
-        # or a /proc of another pid namespace than the one /proc/loadavg counts in
-        yield from psutil.process_iter()
-        return
-    try:
-        pids = [int(name) for name in os.listdir("/proc") if name.isdigit() and first_pid < int(name) <= now]
-    except OSError:
+    pids = _pids_since(since, first_pid)
+    if pids is None:
         yield from psutil.process_iter()
         return
     for pid in pids:
@@ -94,3 +86,17 @@ def _younger(since: float, first_pid: int | None) -> Iterator[psutil.Process]:
             yield psutil.Process(pid)
         except psutil.NoSuchProcess:
             continue
+
+
+def _pids_since(since: float, first_pid: int | None) -> list[int] | None:
+    """The ids of the processes created after ``first_pid``, or None when that cannot be told: no note, no process
+    since (or a /proc that never says: gVisor's reports 0), wrapped ids, a long trial, or a /proc of another pid
+    namespace than the one /proc/loadavg counts in."""
+    now = last_pid() if first_pid is not None else None
+    if first_pid is None or now is None or now <= first_pid or time.time() - since > NARROW_SCAN_SECONDS \
+            or not _proc_is_ours():
+        return None
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit() and first_pid < int(name) <= now]
+    except OSError:
+        return None
