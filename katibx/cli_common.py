@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-log = logging.getLogger(__name__)
 
 class _PipeSafe:
     """The CLI's stdout: once its reader has gone (``katibx run exp.yaml | head -1``) the rest of the output is
