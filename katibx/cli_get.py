@@ -27,7 +27,7 @@ from katibx.client import KatibxClient, experiment_object, trial_object
 from katibx.display import short, short_metric
 from katibx.lease import controller_alive, describe_holder
 from katibx.objective import Objective
-from katibx.status import TrialCounts, current_condition, is_completed, optimal_trial, timestamp
+from katibx.status import current_condition, is_completed, timestamp
 from katibx.store import ExperimentRecord, Store, resolve_store_path
 from katibx.trial import TrialRecord
 from katibx.trial_dir import STDOUT_LOG
@@ -40,13 +40,14 @@ def get() -> None:
     a List), names (-o name) or kubectl's jsonpath (-o jsonpath=TEMPLATE)."""
 
 
-def _experiment_row(st: Store, record: ExperimentRecord, trials: list[TrialRecord], wide: bool) -> list[str]:
-    counts = TrialCounts.of(trials)
+def _experiment_row(st: Store, record: ExperimentRecord, wide: bool) -> list[str]:
+    """An experiment's table row, from the counters and optimal trial the store keeps (no trial is loaded)."""
+    counts = st.trial_counts(record.id)
     cond = current_condition(record.conditions) or {}
     status = cond.get("type", "")
     if not is_completed(record.conditions) and not controller_alive(st, record):
         status += f" (controller not alive: katibx resume {record.name})"  # killed, or stopped by Ctrl-C
-    best = optimal_trial(record.experiment, trials)
+    best = st.optimal_trial(record)
     objective = Objective(record.experiment)
     row = [record.namespace, record.name, status, str(counts.trials), str(counts.succeeded), str(counts.failures),
            f"{objective.metric}={short_metric(objective.raw(best))}" if best else ""]
@@ -64,21 +65,28 @@ EXPERIMENT_WIDE_COLUMNS = ("running", "algorithm", "backend", "created", "comple
 
 def _experiments(st: Store, records: list[ExperimentRecord], output: str, sort_by: str | None) -> None:
     wide = output == "wide"
-    entries = [(r, st.trials(r.id)) for r in records]
-    rows = {r.id: _experiment_row(st, r, trials, wide) for r, trials in entries}
+    table = output in ("table", "wide")
+    rows = {r.id: _experiment_row(st, r, wide) for r in records} if table or sort_by else {}
+    objects: dict[int, dict[str, Any]] = {}
+
+    def as_object(record: ExperimentRecord) -> dict[str, Any]:
+        if record.id not in objects:
+            objects[record.id] = experiment_object(record, st.summary(record))
+        return objects[record.id]
+
     if sort_by:
         names = EXPERIMENT_COLUMNS + (EXPERIMENT_WIDE_COLUMNS if wide else ())
-        columns = {c: (lambda e, i=i: rows[e[0].id][i]) for i, c in enumerate(names)}
-        entries.sort(key=sort_key(sort_by, columns, lambda e: experiment_object(*e)))
-    if output not in ("table", "wide"):
-        emit(as_list([experiment_object(r, trials) for r, trials in entries]), output)
+        columns = {c: (lambda r, i=i: rows[r.id][i]) for i, c in enumerate(names)}
+        records = sorted(records, key=sort_key(sort_by, columns, as_object))
+    if not table:
+        emit(as_list([as_object(r) for r in records]), output)
         return
-    table = Table()
+    shown = Table()
     for column in EXPERIMENT_COLUMNS + (EXPERIMENT_WIDE_COLUMNS if wide else ()):
-        table.add_column(column, **({"overflow": "fold"} if column == "name" else {}))  # a name is never cut
-    for record, _ in entries:
-        table.add_row(*rows[record.id])
-    out.print(table)
+        shown.add_column(column, **({"overflow": "fold"} if column == "name" else {}))  # a name is never cut
+    for record in records:
+        shown.add_row(*rows[record.id])
+    out.print(shown)
 
 
 @get.command("experiments")
@@ -123,9 +131,9 @@ def get_experiment(name: str, namespace: str | None, output: str, watch: bool, s
     if output in ("table", "wide") or watch:
         _experiments(st, [record], "wide" if output == "wide" else "table", None)
     else:
-        emit(experiment_object(record, st.trials(record.id)), output)
+        emit(experiment_object(record, st.summary(record)), output)
     if watch:
-        _watch(st, record, lambda r, trials: [_experiment_row(st, r, trials, output == "wide")])
+        _watch(st, record, lambda r, _trials: [_experiment_row(st, r, output == "wide")])
 
 
 @get.command("trials")
@@ -134,22 +142,31 @@ def get_experiment(name: str, namespace: str | None, output: str, watch: bool, s
 @output_option("table")
 @selector_option
 @sort_option
+@click.option("--limit", type=click.IntRange(min=0), help="Show at most this many trials (after -l and --sort-by).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Skip this many trials first: with --limit, pages through a large experiment.")
 @click.option("-w", "--watch", is_flag=True, help="Then print a trial's row each time it changes, until the "
                                                   "experiment ends.")
 @store_option
 @guard
 def get_trials(name: str, namespace: str | None, output: str, selector: str | None, sort_by: str | None,
-               watch: bool, store: str | None) -> None:
+               limit: int | None, offset: int, watch: bool, store: str | None) -> None:
     """The trials of experiment NAME: status, parameters and metrics (wide: times and reasons too)."""
     _watchable(watch, output, "table")
+    if watch and (limit is not None or offset):
+        raise click.UsageError("-w follows every trial; use it without --limit and --offset")
     st = read_store(store)
     record = st.get_experiment(name, namespace)
     matches = label_filter(selector)
-    trials = [t for t in st.trials(record.id) if matches(t.labels)]
     wide = output == "wide"
     columns = _trial_columns(record, wide)
-    if sort_by:
-        trials.sort(key=sort_key(sort_by, columns, lambda t: trial_object(record, t)))
+    if selector or sort_by:  # every trial is read to filter or order them
+        trials = [t for t in st.trials(record.id) if matches(t.labels)]
+        if sort_by:
+            trials.sort(key=sort_key(sort_by, columns, lambda t: trial_object(record, t)))
+        trials = trials[offset:None if limit is None else offset + limit]
+    else:  # the store reads only the page
+        trials = st.trials(record.id, limit=limit, offset=offset)
     if output not in ("table", "wide"):
         emit(as_list([trial_object(record, t) for t in trials]), output)
     else:
@@ -278,14 +295,13 @@ def describe_experiment(name: str, namespace: str | None, store: str | None) -> 
     """Experiment NAME: its search, budget, where it runs, conditions, trial counts and best trial."""
     st = read_store(store)
     record = st.get_experiment(name, namespace)
-    trials = st.trials(record.id)
     spec = record.experiment.spec
     objective = Objective(record.experiment)
     algorithm = spec.algorithm
     settings = ", ".join(f"{s.name}={s.value}" for s in algorithm.algorithm_settings) if algorithm else ""
-    counts = TrialCounts.of(trials)
+    counts = st.trial_counts(record.id)
     lease = st.lease(record.id)
-    best = optimal_trial(record.experiment, trials)
+    best = st.optimal_trial(record)
     _fields([
         ("Name", record.name), ("Namespace", record.namespace), ("Created", timestamp(record.created)),
         ("Completed", timestamp(record.completed) if record.completed else "-"),

@@ -13,7 +13,7 @@ from typing import Any
 from katibx.backend import Backend, ClusterError
 from katibx.katib_object import KatibObject, katib_object
 from katibx.results import TuneResult
-from katibx.status import experiment_status, optimal_trial_status, timestamp
+from katibx.status import ExperimentSummary, experiment_status, optimal_trial_status, timestamp
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.template import format_value
 from katibx.trial import TrialRecord, TrialState
@@ -21,13 +21,14 @@ from katibx.trial_dir import STDOUT_LOG
 from katibx.validation import ValidationError
 
 
-def experiment_object(record: ExperimentRecord, trials: list[TrialRecord]) -> dict[str, Any]:
-    """The Experiment as ``kubectl get experiment -o yaml`` would show it: spec plus status."""
+def experiment_object(record: ExperimentRecord, summary: ExperimentSummary) -> dict[str, Any]:
+    """The Experiment as ``kubectl get experiment -o yaml`` would show it: spec plus status (from the summary of its
+    trials: :meth:`ExperimentSummary.of` trials in memory, or :meth:`Store.summary`)."""
     body = record.experiment.to_dict()
     body.pop("status", None)
     body["metadata"] = {**body.get("metadata", {}), "name": record.name, "namespace": record.namespace,
                         "creationTimestamp": timestamp(record.created)}
-    body["status"] = experiment_status(record, trials)
+    body["status"] = experiment_status(record, summary)
     return body
 
 
@@ -89,7 +90,7 @@ class KatibxClient:
         return self._result(*self._record(name, namespace))
 
     def _result(self, record: ExperimentRecord, trials: list[TrialRecord]) -> TuneResult:
-        return TuneResult(experiment_object(record, trials), record, trials,
+        return TuneResult(experiment_object(record, ExperimentSummary.of(record.experiment, trials)), record, trials,
                           self.store.experiment_observation_logs(record.id))
 
     def list_experiments(self, namespace: str | None = None, timeout: Any = None) -> list[TuneResult]:
@@ -109,9 +110,9 @@ class KatibxClient:
     def find_trial(self, name: str, namespace: str | None = None) -> tuple[ExperimentRecord, TrialRecord]:
         """The trial called ``name`` and its experiment, whichever experiment (of ``namespace``) it is in."""
         for record in self.records(namespace):
-            for trial in self.store.trials(record.id):
-                if trial.name == name:
-                    return record, trial
+            trial = self.store.trial_named(record.id, name)
+            if trial is not None:
+                return record, trial
         raise ExperimentNotFound(f"trial {name!r} not found (store {self.store.path})")
 
     def get_trial_metrics(self, name: str, namespace: str | None = None, db_manager_address: Any = None,
@@ -133,8 +134,8 @@ class KatibxClient:
     def get_optimal_hyperparameters(self, name: str, namespace: str | None = None,
                                     timeout: Any = None) -> KatibObject | None:
         """``status.currentOptimalTrial``, or None while no trial has the objective metric."""
-        record, trials = self._record(name, namespace)
-        best = optimal_trial_status(record.experiment, trials)
+        record = self.store.get_experiment(name, self._namespace(namespace))
+        best = optimal_trial_status(self.store.optimal_trial(record))
         return katib_object(best) if best["bestTrialName"] else None
 
     def get_experiment_conditions(self, name: str, namespace: str | None = None,
@@ -171,8 +172,8 @@ class KatibxClient:
 
     def trial_log_path(self, name: str, trial_name: str, namespace: str | None = None) -> Path:
         """Where the trial's combined stdout and stderr are kept on this machine (to stream a large log)."""
-        record, trials = self._record(name, namespace)
-        if trial_name not in {t.name for t in trials}:
+        record = self.store.get_experiment(name, self._namespace(namespace))
+        if self.store.trial_named(record.id, trial_name) is None:
             raise ExperimentNotFound(f"trial {trial_name!r} not found in experiment {name!r}")
         return self.store.trial_dir(record, trial_name) / STDOUT_LOG
 
@@ -207,7 +208,7 @@ class KatibxClient:
 
     def trial_ended(self, record: ExperimentRecord, trial_name: str) -> bool:
         """Whether the trial has ended (or is gone)."""
-        trial = next((t for t in self.store.trials(record.id) if t.name == trial_name), None)
+        trial = self.store.trial_named(record.id, trial_name)
         return trial is None or trial.state.is_terminal
 
     def delete_experiment(self, name: str, namespace: str | None = None, *, force: bool = False,

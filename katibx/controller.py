@@ -82,8 +82,9 @@ class Controller:
         self.poll_timeout = poll_timeout
         prepared = prepared or prepare(record.experiment, mlflow=False)  # (its runner chose the logging)
         self.algorithm = prepared.algorithm
-        self.book = TrialBook(store.trials(record.id))
+        self.book = TrialBook(store.trials(record.id), record.experiment)
         self.trials = self.book.trials
+        record.optimal_trial_id = self.book.best.id if self.book.best else 0  # stored with the experiment at start
         self.lifecycle = TrialLifecycle(store, record, self.book, backend, prepared.early_stopping, function,
                                         self._notify)
         self._space = SearchSpace.from_experiment(record.experiment)
@@ -173,7 +174,7 @@ class Controller:
 
     def _can_restart(self) -> bool:
         spec = self.experiment.spec
-        return completion(self.experiment, self.trials, self.book.counts()) is None and (
+        return completion(self.experiment, self.book.counts(), self.book.best) is None and (
             spec.max_trial_count is None or spec.max_trial_count > len(self.trials)
         )
 
@@ -183,7 +184,7 @@ class Controller:
         if checked_at == self._checked_at:  # the rules only change their answer when a trial finishes
             return
         self._checked_at = checked_at
-        done = completion(self.experiment, self.trials, counts)
+        done = completion(self.experiment, counts, self.book.best)
         if done is not None:
             self._complete(*done)
 

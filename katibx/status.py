@@ -95,23 +95,41 @@ class TrialCounts:
         return self.failed + self.metrics_unavailable
 
 
-def optimal_trial(experiment: Experiment, trials: Sequence[TrialRecord]) -> TrialRecord | None:
-    """Katib's currentOptimalTrial: best strategy value of the objective; a non-numeric value (a genotype) wins
-    outright; nan and infinities never count (a store written before they were refused may hold them)."""
-    objective = Objective(experiment)
-    best: TrialRecord | None = None
-    best_value: float | None = None
-    for trial in trials:
-        raw = objective.raw(trial) if trial.state.has_result else None
+class OptimalTrial:
+    """Katib's currentOptimalTrial kept up to date as trials get results, in any order: always the trial that
+    :func:`optimal_trial` would pick from all of them (so a controller or a reader need not walk every trial)."""
+
+    def __init__(self, experiment: Experiment) -> None:
+        self._objective = Objective(experiment)
+        self.trial: TrialRecord | None = None
+        self._value: float | None = None  # the trial's numeric value; None for a non-numeric one (a genotype)
+
+    def offer(self, trial: TrialRecord) -> bool:
+        """Take ``trial`` when it is better (True): the best strategy value, the earlier trial on a tie; a
+        non-numeric value wins outright over numbers (the later one over another); nan and infinities never count."""
+        raw = self._objective.raw(trial) if trial.state.has_result else None
         if raw is None or non_finite(raw):
-            continue
+            return False
         value = as_float(raw)
-        if value is None:
-            best, best_value = trial, None
-            continue
-        if best is None or (best_value is not None and (value > best_value if objective.maximize else value < best_value)):
-            best, best_value = trial, value
-    return best
+        best, best_value = self.trial, self._value
+        if best is not None:
+            if value is None:
+                if best_value is None and trial.index <= best.index:
+                    return False
+            elif best_value is None or not (
+                    (value > best_value if self._objective.maximize else value < best_value)
+                    or (value == best_value and trial.index < best.index)):
+                return False
+        self.trial, self._value = trial, value
+        return True
+
+
+def optimal_trial(experiment: Experiment, trials: Sequence[TrialRecord]) -> TrialRecord | None:
+    """Katib's currentOptimalTrial among ``trials`` (see :class:`OptimalTrial`)."""
+    optimal = OptimalTrial(experiment)
+    for trial in trials:
+        optimal.offer(trial)
+    return optimal.trial
 
 
 def pareto_front(experiment: Experiment, trials: Sequence[TrialRecord]) -> list[TrialRecord]:
@@ -137,16 +155,13 @@ def pareto_front(experiment: Experiment, trials: Sequence[TrialRecord]) -> list[
     return front
 
 
-def completion(experiment: Experiment, trials: Sequence[TrialRecord],
-               counts: TrialCounts | None = None) -> tuple[str, str, str] | None:
-    """Katib's completion rules in order: goal, max failed, max trials. Returns (type, reason, message) or None.
-
-    ``counts`` are the trials' counters when the caller keeps them (saves a pass over the trials)."""
+def completion(experiment: Experiment, counts: TrialCounts,
+               best: TrialRecord | None) -> tuple[str, str, str] | None:
+    """Katib's completion rules in order: goal, max failed, max trials, given the trials' counters and optimal trial.
+    Returns (type, reason, message) or None."""
     spec = experiment.spec
     objective = Objective(experiment)
-    counts = counts or TrialCounts.of(trials)
     if objective.goal is not None:
-        best = optimal_trial(experiment, trials)
         raw = objective.raw(best) if best else None
         value = as_float(raw)
         if value is not None and objective.reached_goal(value):
@@ -159,10 +174,29 @@ def completion(experiment: Experiment, trials: Sequence[TrialRecord],
     return None
 
 
-def experiment_status(record: Any, trials: Sequence[TrialRecord]) -> dict[str, Any]:
-    """Katib's ExperimentStatus for an ExperimentRecord and its trials."""
-    experiment: Experiment = record.experiment
-    counts = TrialCounts.of(trials)
+@dataclass
+class ExperimentSummary:
+    """What an experiment's status says of its trials: each one's name and state (in creation order), the optimal
+    trial and, with several objectives, the Pareto front. Built from trials in memory or read from the store."""
+
+    names: Sequence[tuple[str, TrialState]]
+    best: TrialRecord | None
+    pareto: Sequence[TrialRecord] | None = None  # None with one objective
+
+    @classmethod
+    def of(cls, experiment: Experiment, trials: Sequence[TrialRecord]) -> "ExperimentSummary":
+        multi = bool(experiment.spec.objective and experiment.spec.objective.additional_objectives)
+        return cls([(t.name, t.state) for t in trials], optimal_trial(experiment, trials),
+                   pareto_front(experiment, trials) if multi else None)
+
+    @property
+    def counts(self) -> TrialCounts:
+        return TrialCounts.from_states(Counter(state for _, state in self.names))
+
+
+def experiment_status(record: Any, summary: ExperimentSummary) -> dict[str, Any]:
+    """Katib's ExperimentStatus for an ExperimentRecord and the summary of its trials."""
+    counts = summary.counts
     lists: dict[str, list[str]] = {}
     key = {
         TrialState.CREATED: "pendingTrialList", TrialState.RUNNING: "runningTrialList",
@@ -170,12 +204,12 @@ def experiment_status(record: Any, trials: Sequence[TrialRecord]) -> dict[str, A
         TrialState.KILLED: "killedTrialList", TrialState.EARLY_STOPPED: "earlyStoppedTrialList",
         TrialState.METRICS_UNAVAILABLE: "metricsUnavailableTrialList",
     }
-    for t in trials:
-        lists.setdefault(key[t.state], []).append(t.name)
+    for name, state in summary.names:
+        lists.setdefault(key[state], []).append(name)
     status: dict[str, Any] = {
         "startTime": timestamp(record.created),
         "conditions": record.conditions,
-        "currentOptimalTrial": optimal_trial_status(experiment, trials),
+        "currentOptimalTrial": optimal_trial_status(summary.best),
         **lists,
         "trials": counts.trials,
         "trialsSucceeded": counts.succeeded,
@@ -186,8 +220,8 @@ def experiment_status(record: Any, trials: Sequence[TrialRecord]) -> dict[str, A
         "trialsEarlyStopped": counts.early_stopped,
         "trialMetricsUnavailable": counts.metrics_unavailable,
     }
-    if experiment.spec.objective and experiment.spec.objective.additional_objectives:
-        status["paretoFront"] = [_trial_summary(t) for t in pareto_front(experiment, trials)]
+    if summary.pareto is not None:
+        status["paretoFront"] = [_trial_summary(t) for t in summary.pareto]
     if record.completed:
         status["completionTime"] = timestamp(record.completed)
     return status
@@ -201,8 +235,8 @@ def _trial_summary(trial: TrialRecord) -> dict[str, Any]:
     }
 
 
-def optimal_trial_status(experiment: Experiment, trials: Sequence[TrialRecord]) -> dict[str, Any]:
-    best = optimal_trial(experiment, trials)
+def optimal_trial_status(best: TrialRecord | None) -> dict[str, Any]:
+    """``status.currentOptimalTrial`` for the optimal trial (empty while there is none)."""
     if best is None:
         return {"bestTrialName": "", "parameterAssignments": [], "observation": {"metrics": []}}
     summary = _trial_summary(best)

@@ -22,6 +22,7 @@ import pydantic
 from katibx import trial_dir
 from katibx.metrics import MetricLog
 from katibx.spec import Experiment
+from katibx.status import ExperimentSummary, TrialCounts, optimal_trial
 from katibx.trial import MetricSummary, TrialRecord, TrialState
 
 DEFAULT_STORE = ".katibx/katibx.db"
@@ -106,13 +107,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     run_id TEXT NOT NULL,
     PRIMARY KEY (experiment_id, tracking_uri, key)
 )""",
+    ),    (  # 4: Katib's currentOptimalTrial kept as trials finish (the trial's id; 0 while none has a result; NULL in
+        # stores written before: readers work it out from the trials until a controller runs the experiment again),
+        # and the trials counted by state from an index, so readers of a large experiment need not load its trials
+        "ALTER TABLE experiments ADD COLUMN optimal_trial INTEGER",
+        "CREATE INDEX trials_state ON trials(experiment_id, state)",
     ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)  # the schema this katibx writes; older stores are migrated up to it when opened
 
 _LEASE_COLUMNS = "holder, host, pid, pid_started, acquired, heartbeat, stop_requested"
-_EXPERIMENT_COLUMNS = "id, spec, conditions, created, completed, workdir, backend, backend_options, namespace"
+_EXPERIMENT_COLUMNS = ("id, spec, conditions, created, completed, workdir, backend, backend_options, namespace,"
+                       " optimal_trial")
+_TRIAL_COLUMNS = ("id, name, seq, assignments, labels, state, reason, message, conditions, observation, started,"
+                  " completed, created")
 
 
 class StoreError(RuntimeError):
@@ -207,6 +216,9 @@ class ExperimentRecord:
     workdir: str = "."
     backend: str | None = None  # worker backend plugin name; None for experiments stored before schema 1
     backend_options: dict[str, Any] = field(default_factory=dict)
+    # Katib's currentOptimalTrial as the store keeps it: the trial's id, 0 while no trial has a result, None when
+    # not recorded (a store written by an older katibx; Store.optimal_trial works it out from the trials)
+    optimal_trial_id: int | None = 0
 
     @property
     def name(self) -> str:
@@ -396,7 +408,7 @@ class Store:
             with self._transaction():
                 cur = self._db.execute(
                     "INSERT INTO experiments (namespace, name, spec, conditions, created, workdir, backend,"
-                    " backend_options) VALUES (?,?,?,?,?,?,?,?)",
+                    " backend_options, optimal_trial) VALUES (?,?,?,?,?,?,?,?,0)",
                     (experiment.namespace, experiment.name, spec, json.dumps(conditions), now, workdir, backend,
                      json.dumps(options)),
                 )
@@ -441,7 +453,7 @@ class Store:
     def _experiment_row(row: tuple[Any, ...]) -> ExperimentRecord:
         """An ExperimentRecord from a row of _EXPERIMENT_COLUMNS."""
         return ExperimentRecord(row[0], _stored_experiment(json.loads(row[1])), json.loads(row[2]), row[3], row[4],
-                                row[5], row[6], json.loads(row[7]))
+                                row[5], row[6], json.loads(row[7]), row[9])
 
     def set_backend(self, record: ExperimentRecord, backend: str, options: dict[str, Any] | None = None) -> None:
         """Record the backend that runs an experiment (one stored before schema 1 gets it on its first resume)."""
@@ -451,10 +463,11 @@ class Store:
         record.backend, record.backend_options = backend, options
 
     def save_experiment(self, record: ExperimentRecord) -> None:
-        """Persist the spec (budget edits on resume), conditions and completion time."""
+        """Persist the spec (budget edits on resume), conditions, completion time and optimal trial."""
         self._write(
-            "UPDATE experiments SET spec=?, conditions=?, completed=? WHERE id=?",
-            (json.dumps(record.experiment.to_dict()), json.dumps(record.conditions), record.completed, record.id),
+            "UPDATE experiments SET spec=?, conditions=?, completed=?, optimal_trial=? WHERE id=?",
+            (json.dumps(record.experiment.to_dict()), json.dumps(record.conditions), record.completed,
+             record.optimal_trial_id, record.id),
         )
 
     def delete_experiment(self, record: ExperimentRecord) -> None:
@@ -510,32 +523,61 @@ class Store:
                 )
                 t.id = int(cur.lastrowid or 0)
 
-    def save_trial(self, trial: TrialRecord, handle: dict[str, Any] | None = None) -> None:
-        """Persist a trial's state; ``handle`` is the backend's note for finding its worker after a crash."""
-        self._write(
-            "UPDATE trials SET state=?, reason=?, message=?, conditions=?, observation=?, started=?, completed=?,"
-            " handle=COALESCE(?, handle) WHERE id=?",
-            (trial.state.value, trial.reason, trial.message, json.dumps(trial.conditions),
-             json.dumps({k: v.to_dict() for k, v in trial.observation.items()}), trial.start_time,
-             trial.completion_time, json.dumps(handle) if handle is not None else None, trial.id),
-        )
+    def save_trial(self, trial: TrialRecord, handle: dict[str, Any] | None = None, *,
+                   optimal_of: ExperimentRecord | None = None) -> None:
+        """Persist a trial's state; ``handle`` is the backend's note for finding its worker after a crash; with
+        ``optimal_of``, that experiment's optimal trial (``optimal_trial_id``) is committed in the same transaction."""
+        update = ("UPDATE trials SET state=?, reason=?, message=?, conditions=?, observation=?, started=?, completed=?,"
+                  " handle=COALESCE(?, handle) WHERE id=?",
+                  (trial.state.value, trial.reason, trial.message, json.dumps(trial.conditions),
+                   json.dumps({k: v.to_dict() for k, v in trial.observation.items()}), trial.start_time,
+                   trial.completion_time, json.dumps(handle) if handle is not None else None, trial.id))
+        if optimal_of is None:
+            self._write(*update)
+            return
+        with self._transaction():
+            self._db.execute(*update)
+            self._db.execute("UPDATE experiments SET optimal_trial=? WHERE id=?",
+                             (optimal_of.optimal_trial_id, optimal_of.id))
 
-    def trials(self, experiment_id: int) -> list[TrialRecord]:
-        rows = self._db.execute(
-            "SELECT id, name, seq, assignments, labels, state, reason, message, conditions, observation, started, completed,"
-            " created"
-            " FROM trials WHERE experiment_id=? ORDER BY seq",
-            (experiment_id,),
-        ).fetchall()
-        return [
-            TrialRecord(
-                name=r[1], index=r[2], assignments=json.loads(r[3]), labels=json.loads(r[4]), state=TrialState(r[5]),
-                reason=r[6], message=r[7], conditions=json.loads(r[8]),
-                observation={k: MetricSummary(k, _avail(v["min"]), _avail(v["max"]), v["latest"]) for k, v in json.loads(r[9]).items()},
-                start_time=r[10], completion_time=r[11], creation_time=r[12], id=r[0],
-            )
-            for r in rows
-        ]
+    def trials(self, experiment_id: int, *, limit: int | None = None, offset: int = 0) -> list[TrialRecord]:
+        """An experiment's trials in creation order (``limit`` of them from the ``offset``-th, when given)."""
+        rows = self._db.execute(f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE experiment_id=? ORDER BY seq"
+                                " LIMIT ? OFFSET ?", (experiment_id, -1 if limit is None else limit, offset))
+        return [_trial_row(r) for r in rows]
+
+    def trial(self, trial_id: int) -> TrialRecord | None:
+        row = self._db.execute(f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE id=?", (trial_id,)).fetchone()
+        return _trial_row(row) if row else None
+
+    def trial_named(self, experiment_id: int, name: str) -> TrialRecord | None:
+        row = self._db.execute(f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE experiment_id=? AND name=?",
+                               (experiment_id, name)).fetchone()
+        return _trial_row(row) if row else None
+
+    def trial_states(self, experiment_id: int) -> list[tuple[str, TrialState]]:
+        """Each trial's name and state in creation order, without the rest of it (what a status lists)."""
+        return [(name, TrialState(state)) for name, state in self._db.execute(
+            "SELECT name, state FROM trials WHERE experiment_id=? ORDER BY seq", (experiment_id,))]
+
+    def trial_counts(self, experiment_id: int) -> TrialCounts:
+        """Katib's counters, counted by the store (from an index: no trial is read)."""
+        return TrialCounts.from_states({TrialState(state): count for state, count in self._db.execute(
+            "SELECT state, COUNT(*) FROM trials WHERE experiment_id=? GROUP BY state", (experiment_id,))})
+
+    def optimal_trial(self, record: ExperimentRecord) -> TrialRecord | None:
+        """Katib's currentOptimalTrial as kept in the store (worked out from the trials for an older store's)."""
+        if record.optimal_trial_id is None:
+            return optimal_trial(record.experiment, self.trials(record.id))
+        return self.trial(record.optimal_trial_id) if record.optimal_trial_id else None
+
+    def summary(self, record: ExperimentRecord) -> ExperimentSummary:
+        """What the experiment's status says of its trials, reading only their names and states and the optimal one
+        (and, with several objectives, every trial: the Pareto front needs their values)."""
+        objective = record.experiment.spec.objective
+        if objective is not None and objective.additional_objectives:
+            return ExperimentSummary.of(record.experiment, self.trials(record.id))
+        return ExperimentSummary(self.trial_states(record.id), self.optimal_trial(record))
 
     def trial_handle(self, trial: TrialRecord) -> dict[str, Any] | None:
         """The backend's handle recorded when the trial started (to re-attach or stop it after a crash)."""
@@ -622,6 +664,17 @@ class Store:
 
     def clear_observations(self, trial_id: int) -> None:
         self._write("DELETE FROM observations WHERE trial_id=?", (trial_id,))
+
+
+def _trial_row(r: tuple[Any, ...]) -> TrialRecord:
+    """A TrialRecord from a row of _TRIAL_COLUMNS."""
+    return TrialRecord(
+        name=r[1], index=r[2], assignments=json.loads(r[3]), labels=json.loads(r[4]), state=TrialState(r[5]),
+        reason=r[6], message=r[7], conditions=json.loads(r[8]),
+        observation={k: MetricSummary(k, _avail(v["min"]), _avail(v["max"]), v["latest"])
+                     for k, v in json.loads(r[9]).items()},
+        start_time=r[10], completion_time=r[11], creation_time=r[12], id=r[0],
+    )
 
 
 def _avail(value: str) -> str | None:

@@ -186,6 +186,9 @@ class TrialLifecycle:
         """Move the trial and commit it."""
         if state.is_terminal and trial.completion_time is None:
             trial.completion_time = time.time()
-        self.book.move(trial, state, reason, message)
-        self.store.save_trial(trial)
+        if self.book.move(trial, state, reason, message):
+            self.record.optimal_trial_id = trial.id
+            self.store.save_trial(trial, optimal_of=self.record)
+        else:
+            self.store.save_trial(trial)
         self.notify()

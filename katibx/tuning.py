@@ -22,6 +22,7 @@ from katibx.sdk_objects import sdk_domain
 from katibx.search import Domain
 from katibx.search_space import TYPED_VALUES_ANNOTATION
 from katibx.spec import API_VERSION, KIND, Experiment
+from katibx.status import ExperimentSummary
 from katibx.store import ExperimentExists, ExperimentNotFound, ExperimentRecord, Store, StoreError, resolve_store_path
 from katibx.template import FUNCTION_KIND, format_value
 from katibx.trial import TrialRecord, TrialState
@@ -346,7 +347,8 @@ class _TrialCallbacks:
         self.seen.update(t.name for t in finished)
         logs = {t.id: self.store.observation_logs(t.id) for t in trials
                 if t.id is not None and (t.name not in self.results or not t.state.is_terminal)}
-        result = TuneResult(experiment_object(record, list(trials)), record, list(trials), logs, self.results)
+        result = TuneResult(experiment_object(record, ExperimentSummary.of(record.experiment, trials)), record, list(trials),
+                            logs, self.results)
         by_name = {t.name: t for t in result.trials}
         self.results.update((t.name, by_name[t.name]) for t in trials if t.state.is_terminal)
         for trial in finished:

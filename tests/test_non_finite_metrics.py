@@ -45,7 +45,8 @@ def test_non_finite_objective_values_make_the_trial_metrics_unavailable(tmp_path
     assert trials["0.5"].state is trials["2"].state is TrialState.SUCCEEDED
     best = optimal_trial(record.experiment, list(trials.values()))
     assert best is trials["0.5"]
-    assert optimal_trial_status(record.experiment, list(trials.values()))["bestTrialName"] == best.name
+    assert store.get_experiment(record.name).optimal_trial_id == best.id  # as the controller kept it
+    assert optimal_trial_status(store.optimal_trial(record))["bestTrialName"] == best.name
 
 
 def test_a_trial_that_reported_nan_has_no_min_or_max_that_hides_it(tmp_path: Path, store: Store,

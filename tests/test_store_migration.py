@@ -17,6 +17,7 @@ import pytest
 from conftest import experiment_doc
 
 from katibx.spec import Experiment, FeasibleSpace, Objective, TrialParameter, TrialTemplate
+from katibx.status import optimal_trial
 from katibx.store import SCHEMA_VERSION, Store, StoreError
 from katibx.trial import TrialState
 
@@ -54,8 +55,8 @@ def test_v0_store_opens_with_everything_intact_and_is_migrated(tmp_path: Path) -
     assert file_state(path)[0] == 0
     store = Store(path)
     try:
-        assert file_state(path)[0] == SCHEMA_VERSION == 3
-        assert experiment_columns(path)[-2:] == ["backend", "backend_options"]
+        assert file_state(path)[0] == SCHEMA_VERSION == 4
+        assert experiment_columns(path)[-3:] == ["backend", "backend_options", "optimal_trial"]
         records = {r.name: r for r in store.list_experiments()}
         assert sorted(records) == ["finished", "interrupted"]
         for record in records.values():  # the local backend's handles (a pid) name the backend that ran them
@@ -81,6 +82,10 @@ def test_v0_store_opens_with_everything_intact_and_is_migrated(tmp_path: Path) -
         assert [len(store.observation_logs(t.id or 0)) for t in done + running] == [1, 1, 1, 1, 1]
         log = store.observation_logs(running[1].id or 0)[0]
         assert (log.name, log.value) == ("result", "0.25325307785026463")
+        # the optimal trial was not kept before schema 4: readers work it out from the trials
+        assert finished.optimal_trial_id is None and interrupted.optimal_trial_id is None
+        assert store.optimal_trial(finished).name == optimal_trial(finished.experiment, done).name and store.optimal_trial(interrupted) is None
+        assert store.trial_counts(finished.id).succeeded == 3 and store.trial_counts(interrupted.id).running == 2
     finally:
         store.close()
 
@@ -99,6 +104,8 @@ def test_v0_store_resumes_its_interrupted_experiment(tmp_path: Path) -> None:
         assert record.conditions[-1]["type"] == "Succeeded" and record.conditions[-1]["status"] == "True"
         trials = store.trials(record.id)
         assert len(trials) == 4 and {t.state for t in trials} == {TrialState.SUCCEEDED}
+        assert record.optimal_trial_id == optimal_trial(record.experiment, trials).id  # kept by the resuming controller
+        assert store.get_experiment("finished").optimal_trial_id is None  # not run again: still worked out
         assert [t.name for t in trials[:2]] == ["interrupted-39ap64lt", "interrupted-9p61a7if"]
         assert len(store.trials(store.get_experiment("finished").id)) == 3
     finally:
