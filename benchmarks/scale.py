@@ -2,8 +2,10 @@
 and the reads of its store afterwards.
 
 Reports the run's wall time, the controller's resident memory as the finished trials pile up (sampled every 0.5 s
-beside the trial count the store has), and how long the CLI's reads take on the result: ``katibx get experiment``,
-``get trials -o json`` and ``list``. Results: ``benchmarks/results/scale.json``.
+beside the trial count the store has), and how long reads take on the result: the CLI's ``get experiment``, ``list``,
+``describe experiment``, a page of ``get trials`` (the first 100, and the last 100 through ``--offset``) and every
+trial (``get trials -o json``), and the dashboard's first look at the store (optuna-dashboard's study list, the
+experiment's trials). Results: ``benchmarks/results/scale.json``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,25 @@ def _read_ms(args: list[str], db: Path, runs: int = 3) -> float:
     return round(1000 * sorted(times)[len(times) // 2], 1)
 
 
+def _dashboard_ms(db: Path) -> dict[str, float]:
+    """Milliseconds of the dashboard's first look: its storage maps the store's experiments as studies, then
+    optuna-dashboard lists the studies and reads the experiment's trials."""
+    from katibx.dashboard import StoreStudies
+    from katibx.store import Store
+
+    with Store(db, read_only=True) as store:
+        started = time.perf_counter()
+        studies = StoreStudies(store)
+        summaries = studies.get_all_studies()
+        listed = time.perf_counter()
+        study = next(s for s in summaries if s.study_name == "scale")
+        count = len(studies.get_all_trials(study._study_id, deepcopy=False))
+        done = time.perf_counter()
+    assert count, "the dashboard saw no trial"
+    return {"dashboard: studies listed (maps the store)": round(1000 * (listed - started), 1),
+            "dashboard: the experiment's trials": round(1000 * (done - listed), 1)}
+
+
 def run(trials: int, parallel: int) -> dict[str, Any]:
     samples: list[tuple[float, int, float]] = []
     with tempfile.TemporaryDirectory(prefix="katibx-scale-") as folder:
@@ -67,9 +88,16 @@ def run(trials: int, parallel: int) -> dict[str, Any]:
         wall = time.perf_counter() - started
         stop.set()
         sampler.join()
+        last_page = str(max(0, trials - 100))
         reads = {"get experiment": _read_ms(["get", "experiment", "scale", "-o", "json"], db),
-                 "get trials -o json": _read_ms(["get", "trials", "scale", "-o", "json"], db),
-                 "list": _read_ms(["list"], db)}
+                 "list": _read_ms(["list"], db),
+                 "describe experiment": _read_ms(["describe", "experiment", "scale"], db),
+                 "get trials -o json --limit 100": _read_ms(["get", "trials", "scale", "-o", "json", "--limit", "100"],
+                                                            db),
+                 "get trials -o json --limit 100 --offset (last page)": _read_ms(
+                     ["get", "trials", "scale", "-o", "json", "--limit", "100", "--offset", last_page], db),
+                 "get trials -o json (every trial)": _read_ms(["get", "trials", "scale", "-o", "json"], db, runs=1),
+                 **_dashboard_ms(db)}
     at = {mark: next((rss for _, done, rss in samples if done >= mark + 5), None) for mark in MARKS if mark <= trials}
     return {"trials": trials, "parallel": parallel, "succeeded": result["status"].get("trialsSucceeded"),
             "wall_seconds": round(wall, 1), "ms_per_trial": round(1000 * wall / trials, 3),

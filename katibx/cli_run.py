@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, Sequence
 
 import click
 import yaml
@@ -35,7 +35,7 @@ from katibx.loader import load_experiment
 from katibx.objective import Objective
 from katibx.preparation import DEFAULT_BACKEND, create_backend, file_problems, planned_trials, prepare
 from katibx.runner import resume_experiment, run_experiment
-from katibx.status import TrialCounts, current_condition, optimal_trial, pareto_front
+from katibx.status import current_condition
 from katibx.store import ExperimentRecord, Store, StoreError, StoreFault
 from katibx.tracking import mlflow_target
 from katibx.trial import TrialRecord
@@ -48,9 +48,8 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
     try:
         try:
             record = run(None if quiet else display)
-            trials = store.trials(record.id)
             if not quiet:
-                display(record, trials)
+                display.show(record, store.trial_counts(record.id), store.optimal_trial(record))
         finally:
             display.close()
     except KeyboardInterrupt:
@@ -61,7 +60,7 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
             fail([str(exc)])
         fail([f"{exc}; the running trials were stopped and what was stored is kept. Once fixed, continue with: "
                f"katibx resume {name}"])
-    _print_summary(record, trials)
+    _print_summary(record, store)
     if not quiet:
         _print_next_steps(record, store)
     cond = current_condition(record.conditions) or {}
@@ -83,16 +82,18 @@ def _stored(store: Store, name: str) -> bool:
         return False
 
 
-def _print_summary(record: ExperimentRecord, trials: list[TrialRecord]) -> None:
+def _print_summary(record: ExperimentRecord, store: Store) -> None:
+    """How the run ended: its condition, trial counts, best trial (and Pareto front), as the store keeps them."""
     cond = current_condition(record.conditions) or {}
     colour = "green" if cond.get("type") == "Succeeded" else "red"
     out.print(f"experiment [bold]{escape(record.name)}[/bold]: [{colour}]{cond.get('type')}[/{colour}] "
               f"({escape(str(cond.get('reason')))}) - {escape(str(cond.get('message')))}", highlight=False)
-    counts = TrialCounts.of(trials)
+    counts = store.trial_counts(record.id)
     out.print(f"trials: {counts.trials} total, {counts.succeeded} succeeded, {counts.failed} failed, "
               f"{counts.metrics_unavailable} metrics unavailable, {counts.killed} killed, {counts.early_stopped} early stopped",
               highlight=False)
-    best = optimal_trial(record.experiment, trials)
+    summary = store.summary(record)
+    best = summary.best
     if best is None:
         out.print("no trial reported the objective metric")
         return
@@ -105,16 +106,14 @@ def _print_summary(record: ExperimentRecord, trials: list[TrialRecord]) -> None:
         table.add_row(f"[bold]{metric.name}[/bold] (min / max / latest)",
                       f"{short_metric(metric.min) or '-'} / {short_metric(metric.max) or '-'} / {short_metric(metric.latest)}")
     out.print(table)
-    objective = record.experiment.spec.objective
-    if objective is not None and objective.additional_objectives:
-        _print_pareto_front(record, trials)
+    if summary.pareto is not None:
+        _print_pareto_front(record, summary.pareto)
 
 
-def _print_pareto_front(record: ExperimentRecord, trials: list[TrialRecord]) -> None:
+def _print_pareto_front(record: ExperimentRecord, front: Sequence[TrialRecord]) -> None:
     """The non-dominated trials of a multi-objective experiment, one row each."""
     objective = record.experiment.spec.objective
     assert objective is not None
-    front = pareto_front(record.experiment, trials)
     table = Table(title=f"Pareto front ({len(front)} trials)", title_justify="left")
     names = [p.name for p in record.experiment.spec.parameters]
     objectives = objective.objectives()

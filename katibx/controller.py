@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 from katibx.backend import Backend, TrialExited, TrialMetrics
 from katibx.lease import ExperimentLease
@@ -35,13 +35,15 @@ from katibx.status import (
     set_condition,
 )
 from katibx.store import ExperimentRecord, Store
-from katibx.trial import EXPERIMENT_LABEL, TRIAL_REASONS, TrialRecord, TrialState
+from katibx.trial import EXPERIMENT_LABEL, TRIAL_REASONS, TrialState
 from katibx.trial_book import TrialBook
 from katibx.trial_lifecycle import TrialLifecycle
 
 log = logging.getLogger(__name__)
 
-TrialListener = Callable[[ExperimentRecord, list[TrialRecord]], None]
+# Called after every change the store has taken, with the experiment and its trial book (counts, the optimal trial,
+# the active trials; ``book.history()`` reads every trial, which a listener called often should not need).
+TrialListener = Callable[[ExperimentRecord, TrialBook], None]
 
 
 class Controller:
@@ -82,8 +84,7 @@ class Controller:
         self.poll_timeout = poll_timeout
         prepared = prepared or prepare(record.experiment, mlflow=False)  # (its runner chose the logging)
         self.algorithm = prepared.algorithm
-        self.book = TrialBook(store.trials(record.id), record.experiment)
-        self.trials = self.book.trials
+        self.book = TrialBook(store, record)
         record.optimal_trial_id = self.book.best.id if self.book.best else 0  # stored with the experiment at start
         self.lifecycle = TrialLifecycle(store, record, self.book, backend, prepared.early_stopping, function,
                                         self._notify)
@@ -145,7 +146,8 @@ class Controller:
             wanted = min(wanted, spec.max_trial_count - counts.trials)
         if wanted <= 0:
             return
-        suggestions = self.algorithm.suggest(TrialHistory(self.trials, self.book.active()), wanted)[:wanted]
+        history = TrialHistory(self.book.history, self.book.active(), length=len(self.book))
+        suggestions = self.algorithm.suggest(history, wanted)[:wanted]
         if not suggestions:
             if counts.active == 0:
                 self._complete(SUCCEEDED, REASON_SUGGESTION_END,
@@ -175,7 +177,7 @@ class Controller:
     def _can_restart(self) -> bool:
         spec = self.experiment.spec
         return completion(self.experiment, self.book.counts(), self.book.best) is None and (
-            spec.max_trial_count is None or spec.max_trial_count > len(self.trials)
+            spec.max_trial_count is None or spec.max_trial_count > len(self.book)
         )
 
     def _check_completion(self) -> None:
@@ -207,7 +209,7 @@ class Controller:
 
     def _notify(self) -> None:
         if self.listener is not None:
-            self.listener(self.record, self.trials)
+            self.listener(self.record, self.book)
 
 
 def combined_listener(*listeners: TrialListener | None) -> TrialListener | None:
@@ -216,9 +218,9 @@ def combined_listener(*listeners: TrialListener | None) -> TrialListener | None:
     if len(chosen) <= 1:
         return chosen[0] if chosen else None
 
-    def each(record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
+    def each(record: ExperimentRecord, book: TrialBook) -> None:
         for listener in chosen:
-            listener(record, trials)
+            listener(record, book)
 
     return each
 

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
 from katibx.objective import Objective
-from katibx.status import TrialCounts, optimal_trial
+from katibx.status import TrialCounts
 from katibx.store import ExperimentRecord
 from katibx.trial import TrialRecord
+
+if TYPE_CHECKING:
+    from katibx.trial_book import TrialBook
 
 
 def short(value: Any) -> str:
@@ -42,10 +44,9 @@ def short_metric(text: str | None) -> str:
     return text if text.lstrip("-").isdigit() else f"{number:.6g}"
 
 
-def progress_text(record: ExperimentRecord, trials: Sequence[TrialRecord]) -> tuple[str, int]:
-    """The progress line's words for an experiment and its trials, and how many trials have completed."""
-    counts = TrialCounts.of(trials)
-    best = optimal_trial(record.experiment, trials)
+def progress_text(record: ExperimentRecord, counts: TrialCounts, best: TrialRecord | None) -> tuple[str, int]:
+    """The progress line's words for an experiment, its trial counts and optimal trial, and how many trials have
+    completed."""
     objective = Objective(record.experiment)
     best_text = f"{objective.metric}={short_metric(objective.raw(best))}" if best is not None else "-"
     stopped = counts.killed + counts.early_stopped
@@ -86,7 +87,7 @@ class ProgressDisplay:
         self.console = console or Console(stderr=True)
         self.live = (self.console.is_terminal or self.console.is_jupyter) if live is None else live
         self._lock = threading.Lock()
-        self._latest: tuple[ExperimentRecord, list[TrialRecord]] | None = None
+        self._latest: tuple[ExperimentRecord, TrialCounts, TrialRecord | None] | None = None
         self._version = 0
         self._drawn_version = 0
         self._progress: _LatestProgress | None = None
@@ -95,9 +96,14 @@ class ProgressDisplay:
         self._line_at = -float("inf")
         self._timer: threading.Timer | None = None
 
-    def __call__(self, record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
+    def __call__(self, record: ExperimentRecord, book: TrialBook) -> None:
+        """As a controller's listener: what its trial book counts and its optimal trial (nothing walks the trials)."""
+        self.show(record, book.counts(), book.best)
+
+    def show(self, record: ExperimentRecord, counts: TrialCounts, best: TrialRecord | None) -> None:
+        """Show this state (drawn at the next redraw)."""
         with self._lock:
-            self._latest = (record, list(trials))  # the controller goes on changing its own list
+            self._latest = (record, counts, best)
             self._version += 1
         if self.live:
             if self._progress is None:  # started on the first event, so an early error draws no empty bar

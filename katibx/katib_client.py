@@ -248,12 +248,11 @@ class KatibClient(KatibxClient):
             record = self.store.get_experiment(name, namespace)
             run = self._runs.get((record.namespace, name))
             seen = run.changes if run is not None else 0  # before reading: a change after the read wakes the wait
-            trials = self.store.trials(record.id)
             if display is not None:
-                display(record, trials)
+                display.show(record, self.store.trial_counts(record.id), self.store.optimal_trial(record))
             conditions = record.conditions
             if self._has(conditions, expected_condition):
-                return self._result(record, trials)
+                return self._result(record, self.store.trials(record.id))
             if expected_condition != FAILED and self._has(conditions, FAILED):
                 raise RuntimeError(f"Experiment: {record.namespace}/{name} is Failed. Experiment conditions: "
                                    f"{conditions}")

@@ -33,11 +33,24 @@ class Suggestion:
 class TrialHistory(Sequence[TrialRecord]):
     """The trials the controller gives :meth:`SearchAlgorithm.suggest`: every trial in creation order (a read-only
     view of the controller's own list, valid during the call) and the active ones, which the controller keeps as
-    trials move, so that finding them costs nothing however long the history is (see :func:`active_trials`)."""
+    trials move, so that finding them costs nothing however long the history is (see :func:`active_trials`).
 
-    def __init__(self, trials: Sequence[TrialRecord], active: Sequence[TrialRecord]) -> None:
-        self._trials, self.active = trials, list(active)
-        self._length = len(trials)  # trials added after this history was given are not in it
+    ``trials`` may be a function giving the list, with its ``length``: the controller reads its finished trials back
+    from the store only for an algorithm that looks at them (one that uses ``len`` and the active trials never does).
+    """
+
+    def __init__(self, trials: Sequence[TrialRecord] | Callable[[], Sequence[TrialRecord]],
+                 active: Sequence[TrialRecord], *, length: int | None = None) -> None:
+        self._source, self.active = trials, list(active)
+        self._trials: Sequence[TrialRecord] | None = None if callable(trials) else trials
+        if length is None and self._trials is None:
+            raise TypeError("TrialHistory: a function giving the trials needs their length")
+        self._length = len(trials) if length is None else length  # trials added afterwards are not in it
+
+    def _list(self) -> Sequence[TrialRecord]:
+        if self._trials is None:
+            self._trials = self._source()  # type: ignore[operator]
+        return self._trials
 
     def __len__(self) -> int:
         return self._length
@@ -49,15 +62,17 @@ class TrialHistory(Sequence[TrialRecord]):
     def __getitem__(self, index: slice) -> list[TrialRecord]: ...
 
     def __getitem__(self, index: int | slice) -> TrialRecord | list[TrialRecord]:
+        trials = self._list()
         if isinstance(index, slice):
-            return [self._trials[i] for i in range(*index.indices(self._length))]
+            return [trials[i] for i in range(*index.indices(self._length))]
         if not -self._length <= index < self._length:
             raise IndexError("trial history index out of range")
-        return self._trials[index % self._length]
+        return trials[index % self._length]
 
     def __iter__(self) -> Iterator[TrialRecord]:
+        trials = self._list()
         for i in range(self._length):
-            yield self._trials[i]
+            yield trials[i]
 
 
 def active_trials(trials: Sequence[TrialRecord]) -> list[TrialRecord]:

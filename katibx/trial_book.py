@@ -1,7 +1,9 @@
 """The trial book: an experiment's trials as the controller keeps them, counted by state as they move.
 
-Counts, the set of active trials and the optimal trial are kept up to date with every move, so a step of the
-controller's loop costs the same at trial 10 and at trial 10,000.
+Counts, the active trials and the optimal trial are kept up to date with every move, so a step of the controller's
+loop costs the same at trial 10 and at trial 100,000. Finished trials are not held: the store has them, and the
+whole history is read back from it only when something asks for it (a search algorithm that learns from the past,
+``tune``'s callbacks), so a run whose algorithm needs no history (random, grid) keeps its memory flat.
 """
 
 from __future__ import annotations
@@ -11,30 +13,44 @@ import string
 from collections import Counter
 from typing import Any
 
-from katibx.spec import Experiment
 from katibx.status import OptimalTrial, TrialCounts, set_condition
+from katibx.store import ExperimentRecord, Store
 from katibx.trial import TRIAL_REASONS, TrialRecord, TrialState
 
 _SUFFIX = string.ascii_lowercase + string.digits
 
 
 class TrialBook:
-    """Every trial of one experiment in creation order, by name, and counted by state."""
+    """The trials of one experiment: the active ones by name, every one counted by state, the optimal one, and the
+    history in creation order on demand (:meth:`history`)."""
 
-    def __init__(self, trials: list[TrialRecord], experiment: Experiment) -> None:
-        self.trials = trials
-        self._optimal = OptimalTrial(experiment)
-        for trial in trials:
+    def __init__(self, store: Store, record: ExperimentRecord) -> None:
+        self._store, self._experiment_id = store, record.id
+        self._optimal = OptimalTrial(record.experiment)
+        self._states: Counter[TrialState] = Counter()
+        self._active: dict[str, TrialRecord] = {}
+        self._count = 0
+        for trial in store.trials(record.id):  # once, at start; only the active ones are kept
             self._optimal.offer(trial)
-        self._by_name = {t.name: t for t in trials}
-        self._states: Counter[TrialState] = Counter(t.state for t in trials)
-        self._active: dict[str, TrialRecord] = {t.name: t for t in trials if t.state.is_active}
+            self._states[trial.state] += 1
+            self._count += 1
+            if trial.state.is_active:
+                self._active[trial.name] = trial
+        self._history: list[TrialRecord] | None = None  # read from the store when first asked for
 
     def __len__(self) -> int:
-        return len(self.trials)
+        return self._count
 
     def get(self, name: str) -> TrialRecord | None:
-        return self._by_name.get(name)
+        """An active trial by name (a finished one is in the store: :meth:`Store.trial_named`)."""
+        return self._active.get(name)
+
+    def history(self) -> list[TrialRecord]:
+        """Every trial in creation order: read back from the store when first asked for (the active ones are the
+        book's own records, so they move with it), then kept and extended as trials are added."""
+        if self._history is None:
+            self._history = [self._active.get(t.name, t) for t in self._store.trials(self._experiment_id)]
+        return self._history
 
     @property
     def best(self) -> TrialRecord | None:
@@ -57,34 +73,35 @@ class TrialBook:
         return trial
 
     def add(self, trials: list[TrialRecord]) -> None:
+        """Trials the store has just taken (Created)."""
         for trial in trials:
-            self.trials.append(trial)
-            self._by_name[trial.name] = trial
+            self._count += 1
             self._states[trial.state] += 1
             if trial.state.is_active:
                 self._active[trial.name] = trial
+            if self._history is not None:
+                self._history.append(trial)
 
     def move(self, trial: TrialRecord, state: TrialState, reason: str, message: str) -> bool:
         """Set the trial's state with Katib's conditions (Running turns False when it leaves), keeping counts;
-        True when the trial has become the optimal one."""
-        if trial.name in self._by_name:  # a trial being created is counted once it joins the book
+        True when the trial has become the optimal one. A trial that ends leaves the book's active set."""
+        known = self._active.get(trial.name) is trial  # a trial being created is counted once it joins the book
+        if known:
             self._states[trial.state] -= 1
             self._states[state] += 1
-            if state.is_active:
-                self._active[trial.name] = trial
-            else:
-                self._active.pop(trial.name, None)
+            if not state.is_active:
+                del self._active[trial.name]
         trial.state, trial.reason, trial.message = state, reason, message
         if state is not TrialState.RUNNING:
             for cond in trial.conditions:
                 if cond["type"] == TrialState.RUNNING.value:
                     set_condition(trial.conditions, TrialState.RUNNING.value, False, reason, message)
         set_condition(trial.conditions, state.value, True, reason, message)
-        return trial.name in self._by_name and state.has_result and self._optimal.offer(trial)
+        return known and state.has_result and self._optimal.offer(trial)
 
     def _unique_name(self, prefix: str) -> str:
-        """``<experiment>-<8 random characters>``, as Katib names trials."""
+        """``<experiment>-<8 random characters>``, as Katib names trials (one the store has not seen)."""
         while True:
             name = f"{prefix}-" + "".join(secrets.choice(_SUFFIX) for _ in range(8))
-            if name not in self._by_name:
+            if name not in self._active and self._store.trial_named(self._experiment_id, name) is None:
                 return name

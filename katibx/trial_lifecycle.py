@@ -46,7 +46,7 @@ class TrialLifecycle:
         self._stopping: dict[str, TrialState] = {}  # trial -> the state it ends in once its worker has stopped
         self._stop_by: dict[str, float] = {}  # trial asked to stop -> when it is killed if it has not ended
         if early_stopping is not None:
-            for trial in book.trials:  # the store's history is the early-stopping state too
+            for trial in store.trials(record.id):  # the store's history is the early-stopping state too
                 if trial.state.is_terminal:
                     early_stopping.observe(trial, store.observation_logs(trial.id))
 
@@ -98,7 +98,7 @@ class TrialLifecycle:
         source = trial.labels.get(CHECKPOINT_FROM_LABEL)
         if not source:
             return
-        if source == trial.name or self.book.get(source) is None:
+        if source == trial.name or self.store.trial_named(self.record.id, source) is None:
             raise TrialStartError(f"label {CHECKPOINT_FROM_LABEL}: no other trial {source!r} in this experiment")
         origin = self.store.trial_dir(self.record, source) / CHECKPOINT_DIR
         try:
@@ -184,8 +184,10 @@ class TrialLifecycle:
 
     def set_state(self, trial: TrialRecord, state: TrialState, reason: str, message: str) -> None:
         """Move the trial and commit it."""
-        if state.is_terminal and trial.completion_time is None:
-            trial.completion_time = time.time()
+        if state.is_terminal:
+            self._started.discard(trial.name)
+            if trial.completion_time is None:
+                trial.completion_time = time.time()
         if self.book.move(trial, state, reason, message):
             self.record.optimal_trial_id = trial.id
             self.store.save_trial(trial, optimal_of=self.record)

@@ -26,6 +26,7 @@ from katibx.status import ExperimentSummary
 from katibx.store import ExperimentExists, ExperimentNotFound, ExperimentRecord, Store, StoreError, resolve_store_path
 from katibx.template import FUNCTION_KIND, format_value
 from katibx.trial import TrialRecord, TrialState
+from katibx.trial_book import TrialBook
 from katibx.validation import ValidationError
 
 # Experiment field path -> the ``tune`` argument it comes from, named in error messages.
@@ -339,8 +340,14 @@ class _TrialCallbacks:
         # Finished trials' results, made once: each round reads only the logs of the trials that changed (reading
         # every trial's at every finished trial made a run with callbacks quadratic: 10 ms a trial at 1,000).
         self.results: dict[str, TrialResult] = {}
+        self._completed = -1  # the book's count of completed trials at the last call
 
-    def __call__(self, record: ExperimentRecord, trials: Sequence[TrialRecord]) -> None:
+    def __call__(self, record: ExperimentRecord, book: TrialBook) -> None:
+        completed = book.counts().completed
+        if completed == self._completed:  # no trial has finished since the last call: nothing to walk
+            return
+        self._completed = completed
+        trials = book.history()  # callbacks get the whole study (as Optuna's): it is read and kept
         finished = [t for t in trials if t.state.is_terminal and t.name not in self.seen]
         if not finished:
             return

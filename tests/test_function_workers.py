@@ -153,8 +153,8 @@ def test_an_idle_worker_that_died_is_replaced(tmp_path: Path) -> None:
                                      parallel_trial_count=1)
     killed: list[int] = []
 
-    def kill_idle_worker(record: Any, trials: list[TrialRecord]) -> None:
-        done = [t for t in trials if t.state is TrialState.SUCCEEDED]
+    def kill_idle_worker(record: Any, book: Any) -> None:
+        done = [t for t in book.history() if t.state is TrialState.SUCCEEDED]
         if len(done) == 1 and not killed:
             killed.append(_pid(done[0]))
             os.kill(killed[0], signal.SIGKILL)

@@ -184,8 +184,8 @@ def test_watch_expiry_and_api_errors_are_survived(fake_cluster: FakeCluster, tmp
     fake_cluster.fail("POST", f"^{JOBS}$", 429, times=1)
     expired: list[bool] = []
 
-    def listener(record: Any, trials: list[Any]) -> None:
-        if not expired and any(t.state is TrialState.RUNNING for t in trials):
+    def listener(record: Any, book: Any) -> None:
+        if not expired and book.counts().running:
             expired.append(True)
             fake_cluster.expire_watches()
 
