@@ -8,9 +8,8 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from katibx.backend import Backend, ClusterError
 from katibx.katib_object import KatibObject, katib_object
 from katibx.results import TuneResult
 from katibx.status import ExperimentSummary, experiment_status, optimal_trial_status, timestamp
@@ -18,7 +17,9 @@ from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.template import format_value
 from katibx.trial import TrialRecord, TrialState
 from katibx.trial_dir import STDOUT_LOG
-from katibx.validation import ValidationError
+
+if TYPE_CHECKING:  # (reading needs neither: they are imported where experiments are deleted)
+    from katibx.backend import Backend
 
 
 def experiment_object(record: ExperimentRecord, summary: ExperimentSummary) -> dict[str, Any]:
@@ -233,7 +234,9 @@ class KatibxClient:
     @staticmethod
     def _delete_outside_store(record: ExperimentRecord, handles: list[dict[str, Any]], force: bool,
                               make_backend: Callable[[ExperimentRecord], Backend]) -> str:
+        from katibx.backend import ClusterError
         from katibx.preparation import DEFAULT_BACKEND
+        from katibx.validation import ValidationError
 
         backend = record.backend or DEFAULT_BACKEND
         try:

@@ -114,7 +114,7 @@ def _resume(store: Store, record: ExperimentRecord, backend: Backend | str | Non
         raise ValidationError([f"stored experiment {name!r}: {line}" for line in exc.errors]) from None
     backend = stored_backend(record, backend)
     target = mlflow_target(mlflow, record.experiment)
-    _edit_budget(record, budget, len(store.trials(record.id)))
+    _edit_budget(record, budget, store.trial_counts(record.id).trials)
     prepared = prepare(record.experiment, backend, mlflow)
     reference = function_reference(record.experiment)
     if function is None and reference is not None:

@@ -39,7 +39,10 @@ def model_in(annotation: Any) -> type[BaseModel] | None:
 class KatibModel(BaseModel):
     """Base: camelCase field names as in Katib's YAML, unknown keys refused, no lossy coercion ("3" is not 3)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True)
+    # defer_build: validators are built when a spec is first validated (katibx run, validate), not when the module is
+    # imported: the reading commands build experiments from stored specs without validating them (katibx.store)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True,
+                              defer_build=True)
 
     @model_serializer(mode="wrap")
     def _drop_empty_defaults(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
@@ -254,7 +257,8 @@ class ExperimentSpec(KatibModel):
 class ObjectMeta(KatibModel):
     """The subset of Kubernetes ObjectMeta an Experiment carries; other keys are kept as given."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", strict=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", strict=True,
+                              defer_build=True)
 
     name: Optional[str] = None
     namespace: Optional[str] = None

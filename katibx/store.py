@@ -682,12 +682,11 @@ def _avail(value: str) -> str | None:
 
 
 def _stored_experiment(data: dict[str, Any]) -> Experiment:
-    """A stored spec as an Experiment. It was valid when stored; one that today's rules refuse (a key since removed,
-    a stricter type) is built without validation instead, so that an upgrade never makes an old store unreadable."""
-    try:
-        return Experiment.model_validate(data)
-    except pydantic.ValidationError:
-        return _unvalidated(Experiment, data)
+    """A stored spec as an Experiment, built without validating it again: it is the dump of a model that was valid
+    when stored (so building it is quick: a reading command never builds pydantic's validators), and one that
+    today's rules would refuse (a key since removed, a stricter type) still reads, so that an upgrade never makes an
+    old store unreadable."""
+    return _unvalidated(Experiment, data)
 
 
 def _unvalidated(annotation: Any, value: Any) -> Any:
