@@ -114,9 +114,10 @@ class Controller:
                     if not isinstance(event, (TrialMetrics, TrialExited)):
                         log.warning("backend %s reported an event katibx does not know: %r", self.backend.name, event)
                         continue
-                    self.lifecycle.observe(event.trial_name, event.logs)
                     if isinstance(event, TrialExited):
-                        self.lifecycle.finish(event)
+                        self.lifecycle.finish(event)  # its last metrics are committed with its end
+                    else:
+                        self.lifecycle.observe(event.trial_name, event.logs)
         finally:
             self.backend.close()
         return self.record

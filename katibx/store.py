@@ -524,21 +524,25 @@ class Store:
                 t.id = int(cur.lastrowid or 0)
 
     def save_trial(self, trial: TrialRecord, handle: dict[str, Any] | None = None, *,
-                   optimal_of: ExperimentRecord | None = None) -> None:
-        """Persist a trial's state; ``handle`` is the backend's note for finding its worker after a crash; with
-        ``optimal_of``, that experiment's optimal trial (``optimal_trial_id``) is committed in the same transaction."""
+                   logs: list[MetricLog] | None = None, optimal_of: ExperimentRecord | None = None) -> None:
+        """Persist a trial's state; ``handle`` is the backend's note for finding its worker after a crash. In the
+        same transaction: its metric ``logs`` (a trial's last ones, with its end) and, with ``optimal_of``, that
+        experiment's optimal trial (``optimal_trial_id``)."""
         update = ("UPDATE trials SET state=?, reason=?, message=?, conditions=?, observation=?, started=?, completed=?,"
                   " handle=COALESCE(?, handle) WHERE id=?",
                   (trial.state.value, trial.reason, trial.message, json.dumps(trial.conditions),
                    json.dumps({k: v.to_dict() for k, v in trial.observation.items()}), trial.start_time,
                    trial.completion_time, json.dumps(handle) if handle is not None else None, trial.id))
-        if optimal_of is None:
+        if optimal_of is None and not logs:
             self._write(*update)
             return
         with self._transaction():
+            if logs:
+                self._insert_observations(trial.id, logs)
             self._db.execute(*update)
-            self._db.execute("UPDATE experiments SET optimal_trial=? WHERE id=?",
-                             (optimal_of.optimal_trial_id, optimal_of.id))
+            if optimal_of is not None:
+                self._db.execute("UPDATE experiments SET optimal_trial=? WHERE id=?",
+                                 (optimal_of.optimal_trial_id, optimal_of.id))
 
     def trials(self, experiment_id: int, *, limit: int | None = None, offset: int = 0) -> list[TrialRecord]:
         """An experiment's trials in creation order (``limit`` of them from the ``offset``-th, when given)."""
@@ -616,10 +620,11 @@ class Store:
         """Keep a trial's metric logs (each stamped with its time) in one transaction."""
         if logs:
             with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO observations (trial_id, timestamp, name, value) VALUES (?,?,?,?)",
-                    [(trial_id, log.timestamp, log.name, log.value) for log in logs],
-                )
+                self._insert_observations(trial_id, logs)
+
+    def _insert_observations(self, trial_id: int | None, logs: list[MetricLog]) -> None:
+        self._db.executemany("INSERT INTO observations (trial_id, timestamp, name, value) VALUES (?,?,?,?)",
+                             [(trial_id, log.timestamp, log.name, log.value) for log in logs])
 
     def observation_logs(self, trial_id: int) -> list[MetricLog]:
         """A trial's metric logs in arrival order."""

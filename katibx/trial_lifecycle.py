@@ -118,10 +118,8 @@ class TrialLifecycle:
         trial = self.book.get(trial_name)
         if trial is None or not logs:
             return
-        now = time.time()
-        stamped = [log if log.timestamp is not None else MetricLog(log.name, log.value, now) for log in logs]
         observations = self._observations.setdefault(trial_name, ObservationSampler())
-        self.store.add_observations(trial.id, observations.add(stamped))
+        self.store.add_observations(trial.id, observations.add(_stamped(logs)))
         if (self.early_stopping is not None and trial.state is TrialState.RUNNING and trial.name not in self._stopping
                 and not is_completed(self.record.conditions)
                 and self.early_stopping.should_stop(trial, observations.history())):
@@ -156,11 +154,11 @@ class TrialLifecycle:
         if trial is None or trial.state.is_terminal:
             return
         observations = self._observations.pop(trial.name, None) or ObservationSampler()
-        self.store.add_observations(trial.id, observations.unstored_final())
+        logs = observations.add(_stamped(event.logs)) + observations.unstored_final()
         trial.observation = observations.summaries
         trial.completion_time = time.time()
         state, reason, message = self._outcome(trial, event)
-        self.set_state(trial, state, reason, message)
+        self.set_state(trial, state, reason, message, logs)
         if self.early_stopping is not None:
             self.early_stopping.observe(trial, observations.history())
 
@@ -182,15 +180,22 @@ class TrialLifecycle:
         return (TrialState.METRICS_UNAVAILABLE, TRIAL_REASONS[TrialState.METRICS_UNAVAILABLE],
                 f"Metrics are not available: objective metric {self.objective.metric!r} was not reported")
 
-    def set_state(self, trial: TrialRecord, state: TrialState, reason: str, message: str) -> None:
-        """Move the trial and commit it."""
+    def set_state(self, trial: TrialRecord, state: TrialState, reason: str, message: str,
+                  logs: list[MetricLog] | None = None) -> None:
+        """Move the trial and commit it, with its last metric ``logs`` and, when it has become the optimal trial,
+        the experiment's optimal trial (one transaction)."""
         if state.is_terminal:
             self._started.discard(trial.name)
             if trial.completion_time is None:
                 trial.completion_time = time.time()
-        if self.book.move(trial, state, reason, message):
+        optimal = self.book.move(trial, state, reason, message)
+        if optimal:
             self.record.optimal_trial_id = trial.id
-            self.store.save_trial(trial, optimal_of=self.record)
-        else:
-            self.store.save_trial(trial)
+        self.store.save_trial(trial, logs=logs, optimal_of=self.record if optimal else None)
         self.notify()
+
+
+def _stamped(logs: list[MetricLog]) -> list[MetricLog]:
+    """Metric logs stamped with their arrival time where they carry none."""
+    now = time.time()
+    return [log if log.timestamp is not None else MetricLog(log.name, log.value, now) for log in logs]
