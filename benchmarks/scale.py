@@ -75,7 +75,7 @@ def _dashboard_ms(db: Path) -> dict[str, float]:
 
 def run(trials: int, parallel: int) -> dict[str, Any]:
     samples: list[tuple[float, int, float]] = []
-    with tempfile.TemporaryDirectory(prefix="katibx-scale-") as folder:
+    with tempfile.TemporaryDirectory(prefix="katibx-scale-", ignore_cleanup_errors=True) as folder:
         db = Path(folder) / "katibx.db"
         stop = threading.Event()
         katibx.tune("scale-warm-up", trivial, _space(), objective_metric_name=METRIC, max_trial_count=5,

@@ -42,12 +42,12 @@ def get() -> None:
 
 def _experiment_row(st: Store, record: ExperimentRecord, wide: bool) -> list[str]:
     """An experiment's table row, from the counters and optimal trial the store keeps (no trial is loaded)."""
-    counts = st.trial_counts(record.id)
+    summary = st.summary(record, names=False)
+    counts, best = summary.counts, summary.best
     cond = current_condition(record.conditions) or {}
     status = cond.get("type", "")
     if not is_completed(record.conditions) and not controller_alive(st, record):
         status += f" (controller not alive: katibx resume {record.name})"  # killed, or stopped by Ctrl-C
-    best = st.optimal_trial(record)
     objective = Objective(record.experiment)
     row = [record.namespace, record.name, status, str(counts.trials), str(counts.succeeded), str(counts.failures),
            f"{objective.metric}={short_metric(objective.raw(best))}" if best else ""]
@@ -133,7 +133,7 @@ def get_experiment(name: str, namespace: str | None, output: str, watch: bool, s
     else:
         emit(experiment_object(record, st.summary(record)), output)
     if watch:
-        _watch(st, record, lambda r, _trials: [_experiment_row(st, r, output == "wide")])
+        _watch(st, record, lambda r: [_experiment_row(st, r, output == "wide")])
 
 
 @get.command("trials")
@@ -172,7 +172,7 @@ def get_trials(name: str, namespace: str | None, output: str, selector: str | No
     else:
         _trials_table(record, trials, columns)
     if watch:
-        _watch(st, record, lambda _r, now: [[f(t) for f in columns.values()] for t in now if matches(t.labels)],
+        _watch(st, record, lambda r: [[f(t) for f in columns.values()] for t in st.trials(r.id) if matches(t.labels)],
                per_trial=True)
 
 
@@ -227,28 +227,27 @@ def _watchable(watch: bool, output: str, default: str) -> None:
 WATCH_SECONDS = 0.25
 
 
-def _watch(st: Store, record: ExperimentRecord, rows: Callable[[ExperimentRecord, list[TrialRecord]], list[list[str]]],
+def _watch(st: Store, record: ExperimentRecord, rows: Callable[[ExperimentRecord], list[list[str]]],
            *, per_trial: bool = False) -> None:
     """kubectl's -w: a row for each change (each trial's, with ``per_trial``), until the experiment has ended and
     no trial is active; a controller that is gone before then ends it with a note and exit code 1."""
     shown: dict[str, list[str]] = {}
 
-    def changed(current: ExperimentRecord, trials: list[TrialRecord]) -> list[list[str]]:
+    def changed(current: ExperimentRecord) -> list[list[str]]:
         fresh = []
-        for row in rows(current, trials):
+        for row in rows(current):
             if shown.get(row[0] if per_trial else "") != row:
                 shown[row[0] if per_trial else ""] = row
                 fresh.append(row)
         return fresh
 
-    changed(record, st.trials(record.id))  # what the table showed already
+    changed(record)  # what the table showed already
     while True:
         current = st.get_experiment(record.name, record.namespace)
-        trials = st.trials(current.id)
-        fresh = changed(current, trials)
+        active = st.trial_counts(current.id).active  # before the rows: they are then at least as new
+        fresh = changed(current)
         if fresh:
             out.print(escape(rows_text(fresh)), highlight=False)
-        active = any(not t.state.is_terminal for t in trials)
         if is_completed(current.conditions) and not active:
             return
         if not controller_alive(st, current):
@@ -299,9 +298,9 @@ def describe_experiment(name: str, namespace: str | None, store: str | None) -> 
     objective = Objective(record.experiment)
     algorithm = spec.algorithm
     settings = ", ".join(f"{s.name}={s.value}" for s in algorithm.algorithm_settings) if algorithm else ""
-    counts = st.trial_counts(record.id)
+    summary = st.summary(record, names=False)
+    counts, best = summary.counts, summary.best
     lease = st.lease(record.id)
-    best = st.optimal_trial(record)
     _fields([
         ("Name", record.name), ("Namespace", record.namespace), ("Created", timestamp(record.created)),
         ("Completed", timestamp(record.completed) if record.completed else "-"),

@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterator
 from katibx.backend import Backend, TrialExited, TrialMetrics
 from katibx.lease import ExperimentLease
 from katibx.preparation import PreparedExperiment, prepare
-from katibx.search_algorithm import TrialHistory
 from katibx.search_space import SearchSpace
 from katibx.spec import Experiment
 from katibx.status import (
@@ -147,8 +146,7 @@ class Controller:
             wanted = min(wanted, spec.max_trial_count - counts.trials)
         if wanted <= 0:
             return
-        history = TrialHistory(self.book.history, self.book.active(), length=len(self.book))
-        suggestions = self.algorithm.suggest(history, wanted)[:wanted]
+        suggestions = self.algorithm.suggest(self.book.suggestion_history(), wanted)[:wanted]
         if not suggestions:
             if counts.active == 0:
                 self._complete(SUCCEEDED, REASON_SUGGESTION_END,

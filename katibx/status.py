@@ -176,22 +176,20 @@ def completion(experiment: Experiment, counts: TrialCounts,
 
 @dataclass
 class ExperimentSummary:
-    """What an experiment's status says of its trials: each one's name and state (in creation order), the optimal
-    trial and, with several objectives, the Pareto front. Built from trials in memory or read from the store."""
+    """What an experiment's status says of its trials: the counters, the optimal trial, each trial's name and state
+    in creation order (the status lists them) and, with several objectives, the Pareto front. Built from trials in
+    memory (:meth:`of`) or read from the store in one snapshot (:meth:`katibx.store.Store.summary`)."""
 
-    names: Sequence[tuple[str, TrialState]]
+    counts: TrialCounts
     best: TrialRecord | None
+    names: Sequence[tuple[str, TrialState]] | None = None  # None when not read (a table row needs no list)
     pareto: Sequence[TrialRecord] | None = None  # None with one objective
 
     @classmethod
     def of(cls, experiment: Experiment, trials: Sequence[TrialRecord]) -> "ExperimentSummary":
         multi = bool(experiment.spec.objective and experiment.spec.objective.additional_objectives)
-        return cls([(t.name, t.state) for t in trials], optimal_trial(experiment, trials),
+        return cls(TrialCounts.of(trials), optimal_trial(experiment, trials), [(t.name, t.state) for t in trials],
                    pareto_front(experiment, trials) if multi else None)
-
-    @property
-    def counts(self) -> TrialCounts:
-        return TrialCounts.from_states(Counter(state for _, state in self.names))
 
 
 def experiment_status(record: Any, summary: ExperimentSummary) -> dict[str, Any]:
@@ -204,7 +202,7 @@ def experiment_status(record: Any, summary: ExperimentSummary) -> dict[str, Any]
         TrialState.KILLED: "killedTrialList", TrialState.EARLY_STOPPED: "earlyStoppedTrialList",
         TrialState.METRICS_UNAVAILABLE: "metricsUnavailableTrialList",
     }
-    for name, state in summary.names:
+    for name, state in summary.names or ():
         lists.setdefault(key[state], []).append(name)
     status: dict[str, Any] = {
         "startTime": timestamp(record.created),

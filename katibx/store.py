@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -12,7 +13,8 @@ import sqlite3
 import time
 import types
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -109,13 +111,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )""",
     ),    (  # 4: Katib's currentOptimalTrial kept as trials finish (the trial's id; 0 while none has a result; NULL in
         # stores written before: readers work it out from the trials until a controller runs the experiment again),
-        # and the trials counted by state from an index, so readers of a large experiment need not load its trials
+        # the trials counted by state from an index, so readers of a large experiment need not load its trials, and
+        # read in creation order from another (a page of them without sorting them all)
         "ALTER TABLE experiments ADD COLUMN optimal_trial INTEGER",
         "CREATE INDEX trials_state ON trials(experiment_id, state)",
+        "CREATE INDEX trials_order ON trials(experiment_id, seq)",
     ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)  # the schema this katibx writes; older stores are migrated up to it when opened
+_READ_ONLY_OLDEST = 3  # the oldest schema read without migrating it (a read-only store): 4 only added a kept value
 
 _LEASE_COLUMNS = "holder, host, pid, pid_started, acquired, heartbeat, stop_requested"
 _EXPERIMENT_COLUMNS = ("id, spec, conditions, created, completed, workdir, backend, backend_options, namespace,"
@@ -276,6 +281,7 @@ class Store:
         ``create=False`` refuses a file that does not exist (a read command given a mistyped ``--store``)."""
         self.path = resolve_store_path(url)
         self.read_only = False
+        self._experiment_columns, self._optimal_column = _EXPERIMENT_COLUMNS, "optimal_trial"
         if not create and not self.path.exists():
             raise StoreError(f"--store: there is no store at {self.path} (check --store or ${STORE_ENV}; "
                              "katibx run creates one)")
@@ -319,7 +325,9 @@ class Store:
             except sqlite3.Error:
                 db.close()
                 raise
-        if version != SCHEMA_VERSION:
+        if version == _READ_ONLY_OLDEST:  # it only lacks the kept optimal trial, which readers then work out
+            self._experiment_columns, self._optimal_column = _EXPERIMENT_COLUMNS.replace("optimal_trial", "NULL"), "NULL"
+        elif version != SCHEMA_VERSION:
             db.close()
             newer = version > SCHEMA_VERSION
             raise StoreError(f"--store: store {self.path} is opened read-only and was written by "
@@ -388,6 +396,16 @@ class Store:
     def _transaction(self) -> _Tx:
         return _Tx(self._db)
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Reads in the block see the store as of one moment (a read transaction; writers go on meanwhile)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+
     # experiments ------------------------------------------------------------------------
     def create_experiment(
         self,
@@ -434,7 +452,7 @@ class Store:
 
     def get_experiment(self, name: str, namespace: str | None = None) -> ExperimentRecord:
         rows = self._db.execute(
-            f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE name=?" + (" AND namespace=?" if namespace else ""),
+            f"SELECT {self._experiment_columns} FROM experiments WHERE name=?" + (" AND namespace=?" if namespace else ""),
             (name, namespace) if namespace else (name,),
         ).fetchall()
         if not rows:
@@ -446,7 +464,7 @@ class Store:
         return self._experiment_row(rows[0])
 
     def list_experiments(self) -> list[ExperimentRecord]:
-        rows = self._db.execute(f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments ORDER BY created, id").fetchall()
+        rows = self._db.execute(f"SELECT {self._experiment_columns} FROM experiments ORDER BY created, id").fetchall()
         return [self._experiment_row(r) for r in rows]
 
     @staticmethod
@@ -571,17 +589,24 @@ class Store:
 
     def optimal_trial(self, record: ExperimentRecord) -> TrialRecord | None:
         """Katib's currentOptimalTrial as kept in the store (worked out from the trials for an older store's)."""
-        if record.optimal_trial_id is None:
+        kept = self._db.execute(f"SELECT {self._optimal_column} FROM experiments WHERE id=?", (record.id,)).fetchone()
+        kept_id = kept[0] if kept else record.optimal_trial_id
+        if kept_id is None:
             return optimal_trial(record.experiment, self.trials(record.id))
-        return self.trial(record.optimal_trial_id) if record.optimal_trial_id else None
+        return self.trial(kept_id) if kept_id else None
 
-    def summary(self, record: ExperimentRecord) -> ExperimentSummary:
-        """What the experiment's status says of its trials, reading only their names and states and the optimal one
-        (and, with several objectives, every trial: the Pareto front needs their values)."""
+    def summary(self, record: ExperimentRecord, *, names: bool = True) -> ExperimentSummary:
+        """What the experiment's status says of its trials, read in one snapshot (a running controller's commits
+        land wholly before or after it): counts and the optimal trial from what the store keeps, each trial's name
+        and state with ``names``, and, with several objectives, the Pareto front (which reads every trial)."""
         objective = record.experiment.spec.objective
-        if objective is not None and objective.additional_objectives:
-            return ExperimentSummary.of(record.experiment, self.trials(record.id))
-        return ExperimentSummary(self.trial_states(record.id), self.optimal_trial(record))
+        with self._snapshot():
+            if objective is not None and objective.additional_objectives:
+                return ExperimentSummary.of(record.experiment, self.trials(record.id))
+            states = self.trial_states(record.id) if names else None
+            counts = (TrialCounts.from_states(Counter(state for _, state in states)) if states is not None
+                      else self.trial_counts(record.id))
+            return ExperimentSummary(counts, self.optimal_trial(record), states)
 
     def trial_handle(self, trial: TrialRecord) -> dict[str, Any] | None:
         """The backend's handle recorded when the trial started (to re-attach or stop it after a crash)."""
@@ -604,7 +629,7 @@ class Store:
         for experiment_id, namespace, name in rows:
             problem = None
             try:
-                row = self._db.execute(f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE id=?",
+                row = self._db.execute(f"SELECT {self._experiment_columns} FROM experiments WHERE id=?",
                                        (experiment_id,)).fetchone()
                 self._experiment_row(row)
                 trials = self.trials(experiment_id)
@@ -701,7 +726,7 @@ def _unvalidated(annotation: Any, value: Any) -> Any:
         annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel) and isinstance(value, dict):
         fields = annotation.model_fields
-        names = {field.alias or name: name for name, field in fields.items()}
+        names = {_alias(annotation, name, field): name for name, field in fields.items()}
         values = {names.get(key, key): item for key, item in value.items()}
         return annotation.model_construct(**{
             name: _unvalidated(fields[name].annotation, item) if name in fields else item
@@ -710,6 +735,13 @@ def _unvalidated(annotation: Any, value: Any) -> Any:
     if get_origin(annotation) is list and isinstance(value, list):
         return [_unvalidated(get_args(annotation)[0], item) for item in value]
     return value
+
+
+def _alias(model: type[pydantic.BaseModel], name: str, field: Any) -> str:
+    """The key a field is stored under: its alias, which pydantic before 2.12 fills in from the model's alias
+    generator only once the model is built (the spec models defer that until something validates)."""
+    generator = model.model_config.get("alias_generator")
+    return field.alias or (generator(name) if callable(generator) else None) or name
 
 
 class _Tx:

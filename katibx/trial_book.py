@@ -13,6 +13,7 @@ import string
 from collections import Counter
 from typing import Any
 
+from katibx.search_algorithm import TrialHistory
 from katibx.status import OptimalTrial, TrialCounts, set_condition
 from katibx.store import ExperimentRecord, Store
 from katibx.trial import TRIAL_REASONS, TrialRecord, TrialState
@@ -45,9 +46,17 @@ class TrialBook:
         """An active trial by name (a finished one is in the store: :meth:`Store.trial_named`)."""
         return self._active.get(name)
 
-    def history(self) -> list[TrialRecord]:
-        """Every trial in creation order: read back from the store when first asked for (the active ones are the
-        book's own records, so they move with it), then kept and extended as trials are added."""
+    def history(self) -> TrialHistory:
+        """Every trial in creation order, read-only: read back from the store when first asked for (the active ones
+        are the book's own records, so they move with it), then kept and extended as trials are added."""
+        return TrialHistory(self._trials(), self.active())
+
+    def suggestion_history(self) -> TrialHistory:
+        """What a search algorithm is given: the history, read only if the algorithm looks at more than its length
+        and active trials."""
+        return TrialHistory(self._trials, self.active(), length=self._count)
+
+    def _trials(self) -> list[TrialRecord]:
         if self._history is None:
             self._history = [self._active.get(t.name, t) for t in self._store.trials(self._experiment_id)]
         return self._history

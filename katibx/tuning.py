@@ -256,7 +256,7 @@ def tune(
         if existing is not None:
             more = experiment.spec.max_trial_count or 0
             record = resume_experiment(existing.name, store=st, namespace=existing.namespace, backend=worker,
-                                       max_trial_count=len(st.trials(existing.id)) + more if more else None,
+                                       max_trial_count=st.trial_counts(existing.id).trials + more if more else None,
                                        function=objective, kill_running_on_completion=kill_running_on_completion,
                                        listener=listener, timeout=timeout, mlflow=mlflow)
         else:

@@ -23,6 +23,12 @@ RUNNING = ("katibx.runner", "katibx.controller", "katibx.preparation", "katibx.p
 
 def _modules_after(args: list[str], store: Path) -> tuple[int, set[str]]:
     """Run ``katibx ARGS`` in a fresh interpreter; its exit code and the modules it imported."""
+    code, modules, _ = _run_fresh(args, store)
+    return code, modules
+
+
+def _run_fresh(args: list[str], store: Path) -> tuple[int, set[str], str]:
+    """Run ``katibx ARGS`` in a fresh interpreter; its exit code, the modules it imported and its output."""
     code = ("import json, sys\nfrom katibx.cli import main\ntry:\n    main(sys.argv[1:], prog_name='katibx')\n"
             "except SystemExit as exc:\n    code = exc.code or 0\nelse:\n    code = 0\n"
             "spec = sys.modules.get('katibx.spec')\n"  # whether pydantic built the Experiment's schema
@@ -32,7 +38,7 @@ def _modules_after(args: list[str], store: Path) -> tuple[int, set[str]]:
     ran = subprocess.run([sys.executable, "-c", code, *args, "--store", str(store)] if args != ["--help"] else
                          [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     exit_code, modules = json.loads(ran.stderr.rsplit("MODULES ", 1)[1])
-    return exit_code, set(modules)
+    return exit_code, set(modules), ran.stdout
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +71,15 @@ def test_reading_verbs_load_nothing_that_running_needs(store: Path, args: list[s
     if "-o" not in args:  # tables: the stored spec is read without pydantic building its validators or serializer
         assert "katibx.spec.Experiment (validators built)" not in modules
 
+
+
+def test_a_stored_spec_read_without_validation_shows_everything_it_holds(store: Path) -> None:
+    """What a table shows comes from the stored spec built without pydantic's validators (every camelCase key)."""
+    code, modules, shown = _run_fresh(["describe", "experiment", "start"], store)
+    assert code == 0 and "katibx.spec.Experiment (validators built)" not in modules
+    for text in ("Objective:      maximize y", "Algorithm:      random", "Parameters:     x (double)",
+                 "maxTrialCount 3, parallelTrialCount 3", "3 total, 0 running, 3 succeeded", "Best trial:     start-"):
+        assert text in shown, shown
 
 
 def test_a_mistyped_verb_gets_a_suggestion_and_exit_code_2() -> None:

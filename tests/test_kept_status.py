@@ -115,3 +115,14 @@ def test_get_trials_pages_with_limit_and_offset(finished_store: Path) -> None:
     assert len(items) == 3 and items == everything[:3] and values == sorted(values)  # the page after the sort
     refused = CliRunner().invoke(main, ["get", "trials", "kept", "-w", "--limit", "2", "--store", str(finished_store)])
     assert refused.exit_code == 2 and "-w follows every trial" in refused.output
+
+
+def test_an_experiment_continued_keeps_its_optimal_trial(finished_store: Path) -> None:
+    """tune(load_if_exists=True) with more trials (a resume): the kept optimal trial is the rule's over all of them."""
+    katibx.tune("kept", _result_is_x, {"x": katibx.search.double(0, 1)}, objective_metric_name="result",
+                objective_type="minimize", algorithm_settings={"random_state": 1}, max_trial_count=4,
+                parallel_trial_count=2, store=str(finished_store), progress=False, load_if_exists=True)
+    with Store(finished_store) as st:
+        record = st.get_experiment("kept")
+        trials = st.trials(record.id)
+        assert len(trials) == 16 and record.optimal_trial_id == optimal_trial(record.experiment, trials).id

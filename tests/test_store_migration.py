@@ -10,15 +10,16 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pydantic
 import pytest
 from conftest import experiment_doc
 
-from katibx.spec import Experiment, FeasibleSpace, Objective, TrialParameter, TrialTemplate
+from katibx.spec import Experiment, ExperimentSpec, FeasibleSpace, Objective, TrialParameter, TrialTemplate
 from katibx.status import optimal_trial
-from katibx.store import SCHEMA_VERSION, Store, StoreError
+from katibx.store import SCHEMA_VERSION, Store, StoreError, _alias
 from katibx.trial import TrialState
 
 V0_STORE = Path(__file__).parent / "data" / "store-v0" / "katibx.db"
@@ -237,6 +238,32 @@ def test_stored_spec_that_todays_validation_refuses_still_loads_typed(tmp_path: 
             assert spec.early_stopping is None and experiment.source_dir is None
     finally:
         store.close()
+
+
+def test_stored_keys_map_through_the_alias_generator_while_pydantic_has_set_no_alias() -> None:
+    """The spec models defer building; pydantic before 2.12 sets their aliases only then, so the stored camelCase
+    keys are named by the models' alias generator."""
+    field = ExperimentSpec.model_fields["max_trial_count"]
+    assert _alias(ExperimentSpec, "max_trial_count", SimpleNamespace(alias=None)) == "maxTrialCount"
+    assert _alias(ExperimentSpec, "max_trial_count", field) == "maxTrialCount"
+
+
+def test_a_read_only_store_of_schema_3_is_read_and_its_optimal_trial_worked_out(tmp_path: Path) -> None:
+    """Schema 4 only added the kept optimal trial (and an index): an archived schema-3 store still reads."""
+    path = v0_copy(tmp_path)
+    Store(path).close()  # migrated to 4, then made a schema-3 file again
+    db = sqlite3.connect(path)
+    db.executescript("DROP INDEX trials_state; DROP INDEX trials_order; ALTER TABLE experiments DROP COLUMN optimal_trial;"
+                     "PRAGMA user_version=3; PRAGMA wal_checkpoint(TRUNCATE);")
+    db.close()
+    with Store(path, read_only=True) as store:
+        finished = store.get_experiment("finished")
+        trials = store.trials(finished.id)
+        assert finished.optimal_trial_id is None and len(trials) == 3
+        assert store.optimal_trial(finished).name == optimal_trial(finished.experiment, trials).name
+        summary = store.summary(finished)
+        assert summary.counts.succeeded == 3 and summary.best.name == optimal_trial(finished.experiment, trials).name
+    assert file_state(path)[0] == 3  # left as it was
 
 
 def _open_together(path: str, barrier: Any, results: Any) -> None:
