@@ -98,10 +98,15 @@ def run(trials: int, parallel: int) -> dict[str, Any]:
                      ["get", "trials", "scale", "-o", "json", "--limit", "100", "--offset", last_page], db),
                  "get trials -o json (every trial)": _read_ms(["get", "trials", "scale", "-o", "json"], db, runs=1),
                  **_dashboard_ms(db)}
-    at = {mark: next((rss for _, done, rss in samples if done >= mark + 5), None) for mark in MARKS if mark <= trials}
+    # (the warm-up's 5 trials are counted too; the last mark is the last sample while trials still ran: then tune
+    # builds its result, which holds every trial, as Optuna's study does)
+    running = [(done, rss) for _, done, rss in samples if done < trials + 5]
+    at = {mark: next((rss for done, rss in running if done >= mark + 5), running[-1][1] if running else None)
+          for mark in MARKS if mark <= trials}
     return {"trials": trials, "parallel": parallel, "succeeded": result["status"].get("trialsSucceeded"),
             "wall_seconds": round(wall, 1), "ms_per_trial": round(1000 * wall / trials, 3),
             "rss_mb_at_finished_trials": at, "rss_mb_first_sample": samples[0][2] if samples else None,
+            "rss_mb_with_tunes_result": samples[-1][2] if samples else None,
             "read_ms": reads, "samples": samples[:: max(1, len(samples) // 200)]}
 
 
