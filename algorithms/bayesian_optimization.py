@@ -1,4 +1,9 @@
-"""Katib's ``bayesianoptimization``: a scikit-optimize ``Optimizer`` kept for the whole run and told only new results.
+"""Katib's ``bayesianoptimization``: an optimizer (katibx's GP engine or ``skopt.Optimizer``) kept for the whole run.
+
+With ``base_estimator: GP`` (acq_func gp_hedge, LCB, EI or PI, and an int or double parameter) the kept optimizer is
+``katibx.algorithms._gp.GPOptimizer``: skopt's GP optimizer (same kernel, fit, acquisition functions and acquisition
+optimizers) computed directly in numpy / scipy, several times faster; see that module for where it differs. EIps /
+PIps, categorical-only spaces and the tree estimators (RF, ET, GBRT) run on ``skopt.Optimizer`` itself.
 
 Search space (unlike Katib, which makes every double log-uniform, each parameter keeps its distribution):
 uniform / logUniform doubles -> ``Real`` with that prior; ints -> ``Integer`` (log-uniform prior when logUniform);
@@ -14,8 +19,9 @@ Determinism: the kept optimizer is told one completed trial at a time in complet
 picked with a generator seeded by (random_state, i) without touching the optimizer's own random state. A point is
 therefore a function of the history alone, and a resumed controller rebuilds the same state by telling the stored
 trials in completion order. Created / Running trials and earlier points of the same batch are pending: they are
-told, with the constant-liar value min(y) (skopt's ``cl_min``), to a throwaway optimizer that picks the next point,
-and a point equal to a pending one is never returned (if nothing else is found the batch is cut short).
+told, with the constant-liar value min(y) (skopt's ``cl_min``), to a throwaway optimizer that picks the next point
+(the GP engine's throwaway keeps the fitted hyperparameters: one Cholesky, no fit), and a point equal to a pending
+one is never returned (if nothing else is found the batch is cut short).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from skopt.learning import GradientBoostingQuantileRegressor
 from skopt.space import Categorical, Dimension, Integer, Real
 from threadpoolctl import threadpool_limits
 
+from katibx.algorithms._gp import GPOptimizer
 from katibx.search_algorithm import SearchAlgorithm, Suggestion, active_trials, int_setting, setting_path
 from katibx.search_space import Parameter
 from katibx.trial import TrialRecord
@@ -135,7 +142,7 @@ def _quiet() -> Iterator[None]:
 
 
 class BayesianOptimization(SearchAlgorithm):
-    """Katib's ``bayesianoptimization`` on ``skopt.Optimizer``; parallel points never repeat a pending one."""
+    """Katib's ``bayesianoptimization``: GP on ``GPOptimizer``, the rest on ``skopt.Optimizer``; no pending repeats."""
 
     name = "bayesianoptimization"
     default_settings = {"base_estimator": "GP", "n_initial_points": "10", "acq_func": "gp_hedge",
@@ -162,6 +169,7 @@ class BayesianOptimization(SearchAlgorithm):
         if acq_optimizer == "auto":  # skopt's own choice, except that it picks lbfgs for trees wrapped for EIps / PIps
             acq_optimizer = "lbfgs" if gradients else "sampling"
         self._acq_optimizer = acq_optimizer
+        self._engine = gradients and not self._acq_func.endswith("ps")
         self._told: set[int] = set()
         if not errors and self._free:
             try:
@@ -169,8 +177,11 @@ class BayesianOptimization(SearchAlgorithm):
             except ValueError as exc:
                 errors.append(f"spec.algorithm.algorithmSettings: scikit-optimize refused these settings: {exc}")
 
-    def _optimizer(self, seed: int) -> Optimizer:
-        """A new optimizer with this experiment's space and settings."""
+    def _optimizer(self, seed: int) -> Optimizer | GPOptimizer:
+        """A new optimizer with this experiment's space and settings (the GP engine where it applies)."""
+        if self._engine:
+            return GPOptimizer([a.dimension() for a in self._free], self._acq_func, self._acq_optimizer,
+                               self._initial, seed)
         estimator: Any = self._estimator
         if estimator == "GBRT":  # what skopt's cook_estimator("GBRT") builds, with the compatibility fixes
             estimator = _GradientBoosting(base_estimator=GradientBoostingRegressor(n_estimators=30, loss="quantile"),
@@ -224,7 +235,9 @@ class BayesianOptimization(SearchAlgorithm):
         opt = self._opt
         candidates: list[list[Any]] = []
         if opt.Xi and opt._n_initial_points - len(pending) <= 0:
-            if pending:
+            if pending and isinstance(self._opt, GPOptimizer):
+                opt = self._opt.lied(pending, _LIE(self._opt.yi), int(rng.randint(2**31)))
+            elif pending:
                 opt = self._optimizer(int(rng.randint(2**31)))
                 if hasattr(self._opt, "gains_"):
                     opt.gains_ = np.copy(self._opt.gains_)

@@ -191,15 +191,19 @@ def _run_optuna(arm: Arm, problem: Problem, seed: int, trials: int) -> list[floa
 
 
 def _run_skopt(arm: Arm, problem: Problem, seed: int, trials: int) -> list[float | None]:
+    return list(skopt_values(problem, _seeded(arm.settings, seed), trials))
+
+
+def skopt_values(problem: Problem, settings: Mapping[str, Any], trials: int) -> list[float]:
+    """Objective values of a scikit-optimize Optimizer with ``settings``, asked and told one point at a time."""
     import warnings
 
     from skopt import Optimizer
 
-    settings = _seeded(arm.settings, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-history fit warnings, as the katibx arm silences them
         opt = Optimizer(problem.skopt_dimensions(), **settings)
-        out: list[float | None] = []
+        out: list[float] = []
         for _ in range(trials):
             x = opt.ask()
             value = problem.value(problem.from_vector(x))

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from objectives import BRANIN_MIN, branin, hartmann6
 from test_algorithms import algorithm_doc
 
 import katibx
+from katibx.algorithms import _gp
 from katibx.algorithms.bayesian_optimization import BayesianOptimization
 from katibx.loader import experiment_from_dict
 from katibx.runner import resume_experiment, run_experiment
@@ -254,3 +256,206 @@ def test_beats_random_search_on_branin(store: Store) -> None:
                                       max_trial_count=30)) for seed in (0, 1, 2)]
     assert statistics.median(found[BO]) < statistics.median(found["random"]), found
     assert statistics.median(found[BO]) < BRANIN_MIN + 0.1, found
+
+
+# the GP engine against scikit-optimize's GP --------------------------------------------------------------------
+
+
+def skopt_gp(X: np.ndarray, y: np.ndarray, theta: np.ndarray | None = None) -> Any:
+    """skopt's ``cook_estimator("GP")`` for X's dimensions, fitted as skopt fits it, or at fixed log hyperparameters."""
+    from skopt.learning import GaussianProcessRegressor
+    from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern
+
+    dims = X.shape[1]
+    kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(np.ones(dims), [(0.01, 100.0)] * dims, nu=2.5)
+    if theta is not None:  # the white noise term skopt adds, with the given noise level, and no fit
+        from skopt.learning.gaussian_process.kernels import WhiteKernel
+
+        kernel = (kernel + WhiteKernel()).clone_with_theta(theta)
+    gpr = GaussianProcessRegressor(kernel=kernel, normalize_y=True, noise="gaussian", n_restarts_optimizer=2,
+                                   optimizer=None if theta is not None else "fmin_l_bfgs_b", random_state=0)
+    return gpr.fit(X, y)
+
+
+def training_data(n: int = 25, dims: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(0)
+    X = rng.rand(n, dims)
+    return X, np.sin(X @ np.arange(1.0, dims + 1)) + 0.05 * rng.randn(n)
+
+
+THETA = np.log([2.0, 0.3, 1.5, 0.7, 0.01])  # constant, three length scales, noise
+
+
+def test_engine_marginal_likelihood_and_gradient_match_scikit_learn() -> None:
+    X, y = training_data()
+    reference = skopt_gp(X, y, THETA)
+    lml, grad = reference.log_marginal_likelihood(THETA, eval_gradient=True)
+    value, gradient = _gp.neg_log_marginal_likelihood(THETA, (X[:, None] - X[None]) ** 2, _gp.normalize(y)[0])
+    assert abs(-value - lml) < 1e-6 and np.allclose(-gradient, grad, rtol=0, atol=1e-6)
+
+
+def test_engine_posterior_and_its_gradient_match_skopt() -> None:
+    X, y = training_data()
+    reference, engine = skopt_gp(X, y, THETA), _gp.GaussianProcess(X, y, THETA)
+    points = np.random.RandomState(1).rand(3000, 3)  # more than one chunk
+    mean, std = reference.predict(points, return_std=True)
+    ours = engine.predict(points)
+    assert np.allclose(ours[0], mean, rtol=0, atol=1e-6) and np.allclose(ours[1], std, rtol=0, atol=1e-6)
+    for x in points[:5]:
+        expected = reference.predict(x[None], return_std=True, return_mean_grad=True, return_std_grad=True)
+        for a, b in zip(engine.predict_gradient(x), expected):
+            assert np.allclose(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["EI", "PI", "LCB"])
+def test_engine_acquisitions_and_gradients_match_skopt(name: str) -> None:
+    from skopt.acquisition import _gaussian_acquisition, gaussian_acquisition_1D
+
+    X, y = training_data()
+    reference, engine = skopt_gp(X, y, THETA), _gp.GaussianProcess(X, y, THETA)
+    points = np.random.RandomState(2).rand(500, 3)
+    expected = _gaussian_acquisition(points, reference, y_opt=y.min(), acq_func=name)
+    assert np.allclose(_gp.acquisition(name, *engine.predict(points), float(y.min())), expected, rtol=0, atol=1e-6)
+    for x in points[:5]:
+        value, grad = gaussian_acquisition_1D(x, reference, y.min(), name)
+        ours = _gp.acquisition_gradient(x, engine, name, float(y.min()))
+        assert abs(ours[0] - float(np.squeeze(value))) < 1e-6 and np.allclose(ours[1], grad, rtol=0, atol=1e-6)
+
+
+def test_engine_fit_reaches_skopt_likelihood() -> None:
+    """From skopt's three starts, the engine's hyperparameters are at least as likely as skopt's own fit."""
+    X, y = training_data(40)
+    reference = skopt_gp(X, y)
+    optimizer = _gp.GPOptimizer([(0.0, 1.0)] * 3, "EI", "sampling", 1, seed=0)  # type: ignore[list-item]
+    theta = _gp.fit_hyperparameters(X, _gp.normalize(y)[0], optimizer._starts(3))
+    ours = reference.log_marginal_likelihood(theta)
+    assert ours >= reference.log_marginal_likelihood_value_ - 1e-4, (theta, reference.kernel_.theta)
+
+
+def drive(settings: dict[str, Any], trials: int, history: list[TrialRecord] | None = None) -> list[TrialRecord]:
+    """The plugin on Branin as the controller drives it (one finished trial in, one suggestion out)."""
+    space = [{"name": n, "parameterType": "double", "feasibleSpace": {"min": low, "max": high}}
+             for n, low, high in (("x1", "-5", "10"), ("x2", "0", "15"))]
+    doc = algorithm_doc(space, BO, {k: str(v) for k, v in settings.items()})
+    doc["spec"]["objective"] = {"type": "minimize", "objectiveMetricName": "loss"}
+    experiment = experiment_from_dict(doc)
+    algorithm = BayesianOptimization(experiment, SearchSpace.from_experiment(experiment))
+    history = list(history or [])
+    while len(history) < trials:
+        (suggestion,) = algorithm.suggest(history, 1)
+        value = repr(branin(suggestion.assignments)["loss"])
+        observation = {"loss": MetricSummary("loss", value, value, value)}
+        history.append(TrialRecord(name=f"t{len(history)}", index=len(history), assignments=suggestion.assignments,
+                                   state=TrialState.SUCCEEDED, observation=observation,
+                                   creation_time=float(len(history)), completion_time=len(history) + 0.5))
+    assert isinstance(algorithm._opt, _gp.GPOptimizer)  # base_estimator GP runs on the engine
+    assert len(algorithm._opt.yi) == trials - 1 and algorithm._opt.theta_ is not None
+    return history
+
+
+@pytest.mark.parametrize("acq_optimizer", ["sampling", "lbfgs"])
+@pytest.mark.parametrize("acq_func", ["gp_hedge", "LCB", "EI", "PI"])
+def test_every_gp_acquisition_runs_reproducibly(acq_func: str, acq_optimizer: str) -> None:
+    settings = {"random_state": 3, "n_initial_points": 4, "acq_func": acq_func, "acq_optimizer": acq_optimizer}
+    first, again = drive(settings, 9), drive(settings, 9)
+    assert points(first) == points(again) and len(set(points(first))) == 9
+    assert points(drive({**settings, "random_state": 4}, 9))[4:] != points(first)[4:]
+
+
+def test_engine_state_rebuilt_from_the_history_matches_an_uninterrupted_run() -> None:
+    """Past several full-restart fits: a fresh plugin told the stored history proposes what the running one did."""
+    settings = {"random_state": 7, "n_initial_points": 5}
+    whole = drive(settings, 2 * _gp.RESTART_EVERY + 3)
+    resumed = drive(settings, len(whole), history=whole[:-1])
+    assert points(resumed) == points(whole)
+
+
+def fixed_pair(monkeypatch: pytest.MonkeyPatch, acq_func: str, seed: int) -> tuple[_gp.GPOptimizer, Any]:
+    """The engine and ``skopt.Optimizer`` on [0, 1]^3 with the GP at THETA (no fit), sampling, one seed each."""
+    from skopt import Optimizer
+
+    monkeypatch.setattr(_gp, "fit_hyperparameters", lambda X, y, starts: THETA)
+    dims = [(0.0, 1.0)] * 3
+    engine = _gp.GPOptimizer(dims, acq_func, "sampling", 3, seed=seed)  # type: ignore[arg-type]
+    engine.rng = np.random.RandomState(seed)  # skopt draws nothing before its first candidates
+    X, y = training_data()
+    reference = Optimizer(dims, skopt_gp(X, y, THETA), acq_func=acq_func, acq_optimizer="sampling",
+                          n_initial_points=3, random_state=seed)
+    return engine, reference
+
+
+@pytest.mark.parametrize("acq_func", ["gp_hedge", "EI"])
+def test_engine_optimizer_matches_skopt_optimizer_at_fixed_hyperparameters(monkeypatch: pytest.MonkeyPatch,
+                                                                           acq_func: str) -> None:
+    """Same tells, same candidates: the same hedge gains and the same next point as skopt's Optimizer."""
+    engine, reference = fixed_pair(monkeypatch, acq_func, seed=5)
+    X, y = training_data(12)
+    for x, v in zip(X.tolist(), y.tolist()):
+        engine.tell(x, v)
+        reference.tell(x, v)
+        if len(engine.yi) >= 3:
+            assert np.allclose(engine._next_x, reference._next_x, rtol=0, atol=1e-9), len(engine.yi)
+            if acq_func == "gp_hedge":
+                assert np.allclose(engine.gains_, reference.gains_, rtol=0, atol=1e-6), len(engine.yi)
+    if acq_func == "gp_hedge":
+        assert np.ptp(engine.gains_) > 0  # the gains moved: a zeroed update would not match
+
+
+def test_hedge_probabilities_are_skopts_softmax_and_equal_when_not_finite() -> None:
+    gains = np.array([-1.0, 0.5, 2.0])
+    expected = np.exp(gains - 2.0) / np.exp(gains - 2.0).sum()
+    assert np.allclose(_gp.hedge_probabilities(gains), expected, rtol=0, atol=1e-15)
+    assert np.allclose(_gp.hedge_probabilities(np.array([np.nan, 1.0, 0.0])), 1 / 3)
+
+
+def test_engine_candidates_follow_each_dimensions_distribution() -> None:
+    """Per-dimension draws: log-uniform Real and Integer, uniform Integer, 2- and 3-category Categorical."""
+    from skopt.space import Categorical, Integer, Real
+
+    dims = [Real(1e-3, 1e3, prior="log-uniform"), Integer(1, 1000, prior="log-uniform"), Integer(0, 4),
+            Categorical(["a", "b"]), Categorical(["a", "b", "c"])]
+    space = _gp.GPOptimizer(dims, "EI", "sampling", 1, seed=0).space
+    n = 20000
+    columns = list(zip(*space.inverse_transform(_gp.sample(space, n, np.random.RandomState(0)))))
+    real, log_int, uniform_int = (np.asarray(c, float) for c in columns[:3])
+    q = np.linspace(0.1, 0.9, 9)
+    assert real.min() >= 1e-3 and real.max() <= 1e3
+    assert np.allclose(np.quantile(np.log10(real), q), -3 + 6 * q, rtol=0, atol=0.1)
+    assert log_int.min() >= 1 and log_int.max() <= 1000 and np.all(log_int == np.round(log_int))
+    assert np.allclose(np.quantile(np.log10(log_int), q[2:]), 3 * q[2:], rtol=0, atol=0.1)
+    assert set(uniform_int) == {0, 1, 2, 3, 4}  # skopt's normalised Integer rounds uniform [0, 1]: ends half as often
+    assert np.allclose(np.bincount(uniform_int.astype(int)) / n, np.array([1, 2, 2, 2, 1]) / 8, rtol=0, atol=0.02)
+    for column, categories in zip(columns[3:], (["a", "b"], ["a", "b", "c"])):
+        counts = [column.count(c) / n for c in categories]
+        assert np.allclose(counts, 1 / len(categories), rtol=0, atol=0.02), counts
+
+
+def test_engine_survives_a_huge_finite_value() -> None:
+    """A value whose square overflows leaves gains finite, and the next suggestions come as usual."""
+    engine = _gp.GPOptimizer([(0.0, 1.0)] * 2, "gp_hedge", "sampling", 2, seed=0)  # type: ignore[list-item]
+    rng = np.random.RandomState(1)
+    engine.tell(rng.rand(2).tolist(), 1e200)
+    for _ in range(6):
+        x = rng.rand(2).tolist()
+        engine.tell(x, float(np.sum(np.square(x))))
+        assert np.all(np.isfinite(engine.gains_)) and np.all(np.isfinite(engine._next_x))
+        assert all(0.0 <= v <= 1.0 for v in engine._next_x)
+    assert np.isfinite(_gp.normalize(np.array([1e200, -1e200, 3.0]))[0]).all()
+
+
+def test_batch_tell_restarts_where_single_tells_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Telling across a multiple of ``RESTART_EVERY`` at once adds the random starts, as one at a time would."""
+    fit = _gp.fit_hyperparameters
+    counts: list[tuple[int, int]] = []
+
+    def recording(X: np.ndarray, y: np.ndarray, starts: Any) -> np.ndarray:
+        counts.append((len(y), len(starts)))
+        return fit(X, y, starts)
+
+    monkeypatch.setattr(_gp, "fit_hyperparameters", recording)
+    X, y = training_data(_gp.RESTART_EVERY + 2, dims=2)
+    engine = _gp.GPOptimizer([(0.0, 1.0)] * 2, "EI", "sampling", 3, seed=0)  # type: ignore[list-item]
+    for x, v in zip(X[:-4].tolist(), y[:-4].tolist()):
+        engine.tell(x, v)
+    engine.tell(X[-4:].tolist(), y[-4:].tolist())
+    assert counts[-1] == (_gp.RESTART_EVERY + 2, 2 + _gp.N_RESTARTS) and counts[-2][1] == 2

@@ -130,3 +130,22 @@ def test_quick_run_plots(quick_run: tuple[Path, dict, str]) -> None:
     for name in ("regret_curves.png", "overhead.png", "growth.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in report
+
+
+def test_bo_speed_quick_run(tmp_path: Path) -> None:
+    """``python -m benchmarks.bo_speed --quick``: both arms, both acquisition settings, a table and sane numbers."""
+    out = tmp_path / "bo_speed.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bo_speed", "--quick", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| setting | problem |" in proc.stdout
+    result = json.loads(out.read_text())
+    assert not [r for r in result["runs"] if "error" in r]
+    assert len(result["runs"]) == 2 * 2 * len(result["settings"]["seeds"])  # arms x settings x seeds
+    assert {(r["setting"], r["problem"]) for r in result["rows"]} == {("default", "branin-mixed"),
+                                                                      ("ei-sampling", "branin-mixed")}
+    for row in result["rows"]:
+        assert -12 <= row["median_log10_regret_katibx"] < 6 and -12 <= row["median_log10_regret_skopt"] < 6
+        assert 0 <= row["p_two_sided"] <= 1 and 0 <= row["p_katibx_worse"] <= 1
+        assert _positive(row["median_seconds_katibx"]) and _positive(row["median_seconds_skopt"])
+        assert _positive(row["time_ratio"])

@@ -309,13 +309,15 @@ def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(tmp_pat
 
 @pytest.mark.parametrize(("algorithm", "kind"), [("random", "command"), ("tpe", "function"), ("sobol", "ray")])
 def test_repeated_kill_9_on_store_events_ends_with_exact_counts(tmp_path, algorithm, kind):
-    """benchmarks/soak.py's iteration: kill -9 on random store events (not after sleeps), resume, three times."""
+    """benchmarks/soak.py's iteration: kill -9 on random store events (not after sleeps), resume, three times (twice
+    on Ray, whose every resume starts a local cluster: the suite's time)."""
     import random
 
     from benchmarks.soak import MAX_TRIALS, run_iteration
 
-    result = run_iteration(tmp_path, algorithm, kind, 3, random.Random(1234))
-    assert result.kills == 3, result  # each kill hit a live controller with work left
+    kills = 2 if kind == "ray" else 3
+    result = run_iteration(tmp_path, algorithm, kind, kills, random.Random(1234))
+    assert result.kills == kills, result  # each kill hit a live controller with work left
     assert result.left_running > 0, result  # ...leaving processes behind, which resume stopped
     assert result.exact and result.trials == MAX_TRIALS, result
     assert result.duplicates == 0 and result.orphans == 0 and not result.problems, result
