@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime
 
 from katibx.processes import process_started, same_process_alive, this_host
-from katibx.store import ExperimentRecord, LeaseRow, Store, StoreError
+from katibx.store import ExperimentRecord, LeaseRow, Store, StoreError, StoreFault
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,9 @@ class ExperimentLease:
             try:
                 self.store.release_lease(self.record.id, self.lease.holder)
             except StoreError as exc:  # left in the store: the next controller on this host takes it over soon
-                log.warning("experiment %s: cannot release the controller lease: %s", self.record.name, exc)
+                # (a fault of the store's file, a full disk, is what ended the run too, and that says so in one line)
+                level = logging.INFO if isinstance(exc, StoreFault) else logging.WARNING
+                log.log(level, "experiment %s: cannot release the controller lease: %s", self.record.name, exc)
             self.lease = None
 
     def _start_heartbeat(self) -> None:
