@@ -35,7 +35,7 @@ from katibx.loader import load_experiment
 from katibx.objective import Objective
 from katibx.preparation import DEFAULT_BACKEND, create_backend, file_problems, planned_trials, prepare
 from katibx.runner import resume_experiment, run_experiment
-from katibx.status import current_condition
+from katibx.status import ExperimentSummary, current_condition
 from katibx.store import ExperimentRecord, Store, StoreError, StoreFault
 from katibx.tracking import mlflow_target
 from katibx.trial import TrialRecord
@@ -48,8 +48,9 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
     try:
         try:
             record = run(None if quiet else display)
+            summary = store.summary(record, names=False)  # (one read: counts, the optimal trial, a Pareto front)
             if not quiet:
-                display.show(record, store.trial_counts(record.id), store.optimal_trial(record))
+                display.show(record, summary)
         finally:
             display.close()
     except KeyboardInterrupt:
@@ -60,7 +61,7 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
             fail([str(exc)])
         fail([f"{exc}; the running trials were stopped and what was stored is kept. Once fixed, continue with: "
                f"katibx resume {name}"])
-    _print_summary(record, store)
+    _print_summary(record, summary)
     if not quiet:
         _print_next_steps(record, store)
     cond = current_condition(record.conditions) or {}
@@ -82,17 +83,16 @@ def _stored(store: Store, name: str) -> bool:
         return False
 
 
-def _print_summary(record: ExperimentRecord, store: Store) -> None:
+def _print_summary(record: ExperimentRecord, summary: ExperimentSummary) -> None:
     """How the run ended: its condition, trial counts, best trial (and Pareto front), as the store keeps them."""
     cond = current_condition(record.conditions) or {}
     colour = "green" if cond.get("type") == "Succeeded" else "red"
     out.print(f"experiment [bold]{escape(record.name)}[/bold]: [{colour}]{cond.get('type')}[/{colour}] "
               f"({escape(str(cond.get('reason')))}) - {escape(str(cond.get('message')))}", highlight=False)
-    counts = store.trial_counts(record.id)
+    counts = summary.counts
     out.print(f"trials: {counts.trials} total, {counts.succeeded} succeeded, {counts.failed} failed, "
               f"{counts.metrics_unavailable} metrics unavailable, {counts.killed} killed, {counts.early_stopped} early stopped",
               highlight=False)
-    summary = store.summary(record)
     best = summary.best
     if best is None:
         out.print("no trial reported the objective metric")

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Column
 
 from katibx.objective import Objective
-from katibx.status import TrialCounts
+from katibx.status import ExperimentSummary, TrialCounts
 from katibx.store import ExperimentRecord
 from katibx.trial import TrialRecord
 
@@ -98,12 +98,12 @@ class ProgressDisplay:
 
     def __call__(self, record: ExperimentRecord, book: TrialBook) -> None:
         """As a controller's listener: what its trial book counts and its optimal trial (nothing walks the trials)."""
-        self.show(record, book.counts(), book.best)
+        self.show(record, ExperimentSummary(book.counts(), book.best))
 
-    def show(self, record: ExperimentRecord, counts: TrialCounts, best: TrialRecord | None) -> None:
-        """Show this state (drawn at the next redraw)."""
+    def show(self, record: ExperimentRecord, summary: ExperimentSummary) -> None:
+        """Show this state: the summary's counts and optimal trial (drawn at the next redraw)."""
         with self._lock:
-            self._latest = (record, counts, best)
+            self._latest = (record, summary.counts, summary.best)
             self._version += 1
         if self.live:
             if self._progress is None:  # started on the first event, so an early error draws no empty bar

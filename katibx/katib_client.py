@@ -249,7 +249,7 @@ class KatibClient(KatibxClient):
             run = self._runs.get((record.namespace, name))
             seen = run.changes if run is not None else 0  # before reading: a change after the read wakes the wait
             if display is not None:
-                display.show(record, self.store.trial_counts(record.id), self.store.optimal_trial(record))
+                display.show(record, self.store.summary(record, names=False))
             conditions = record.conditions
             if self._has(conditions, expected_condition):
                 return self._result(record, self.store.trials(record.id))

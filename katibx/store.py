@@ -109,7 +109,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     run_id TEXT NOT NULL,
     PRIMARY KEY (experiment_id, tracking_uri, key)
 )""",
-    ),    (  # 4: Katib's currentOptimalTrial kept as trials finish (the trial's id; 0 while none has a result; NULL in
+    ),
+    (  # 4: Katib's currentOptimalTrial kept as trials finish (the trial's id; 0 while none has a result; NULL in
         # stores written before: readers work it out from the trials until a controller runs the experiment again),
         # the trials counted by state from an index, so readers of a large experiment need not load its trials, and
         # read in creation order from another (a page of them without sorting them all)

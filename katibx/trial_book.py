@@ -3,7 +3,7 @@
 Counts, the active trials and the optimal trial are kept up to date with every move, so a step of the controller's
 loop costs the same at trial 10 and at trial 100,000. Finished trials are not held: the store has them, and the
 whole history is read back from it only when something asks for it (a search algorithm that learns from the past,
-``tune``'s callbacks), so a run whose algorithm needs no history (random, grid) keeps its memory flat.
+``tune``'s callbacks), so a run whose algorithm needs no history (random search) keeps its memory flat.
 """
 
 from __future__ import annotations
