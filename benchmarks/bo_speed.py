@@ -1,9 +1,9 @@
 """Speed and quality of katibx's ``bayesianoptimization`` (base_estimator GP) against scikit-optimize's GP.
 
-Each arm minimises every problem of ``benchmarks.problems`` for ``trials`` sequential trials with seeds
-0..seeds-1. The katibx arm drives the algorithm plugin the way the controller does (``create_algorithm``, then
-one finished trial in, ``suggest(history, 1)`` out), without the store and worker processes, so both arms time
-the optimiser alone; the skopt arm is ``Optimizer(base_estimator="GP", n_initial_points=10, ...)`` ask/tell.
+Each arm minimises every problem of ``benchmarks.problems`` for ``trials`` sequential trials with ``seeds``
+seeds from ``--first-seed`` (0). The katibx arm drives the algorithm plugin the way the controller does
+(``create_algorithm``, then one finished trial in, ``suggest(history, 1)`` out), without the store and worker
+processes, so both arms time the optimiser alone; the skopt arm is ``Optimizer(base_estimator="GP", n_initial_points=10, ...)`` ask/tell.
 Two acquisition settings: Katib's default (gp_hedge, auto = lbfgs) and EI with sampling.
 
 Reported per problem and setting: median final log10 simple regret of each arm, Mann-Whitney U (two-sided and
@@ -92,11 +92,11 @@ def run_one(arm: str, setting: str, problem_name: str, seed: int, trials: int) -
             "log10_regret": problem.log10_regret(best) if best is not None else None}
 
 
-def jobs(settings: Sequence[str], problems: Sequence[str], seeds: int, trials: int,
+def jobs(settings: Sequence[str], problems: Sequence[str], seeds: Sequence[int], trials: int,
          arms: Sequence[str] = ARMS) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
     """Every (setting, problem, seed, arm), the skopt arm (the slow one) of each pair first."""
     return [(run_one, (arm, setting, problem, seed, trials))
-            for setting in settings for problem in problems for seed in range(seeds)
+            for setting in settings for problem in problems for seed in seeds
             for arm in sorted(arms, reverse=True)]
 
 
@@ -110,8 +110,8 @@ def _mismatch(earlier: dict[str, Any], settings: Sequence[str], trials: int) -> 
     return "; ".join(bad) or None
 
 
-def reused(path: Path, arms: Sequence[str], settings: Sequence[str], problems: Sequence[str], seeds: int,
-           trials: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def reused(path: Path, arms: Sequence[str], settings: Sequence[str], problems: Sequence[str],
+           seeds: Sequence[int], trials: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The runs of ``arms`` in an earlier result file that belong to this plan, each tagged with that file, and the
     file's provenance (environment, settings, wall seconds)."""
     earlier = json.loads(path.read_text())
@@ -119,7 +119,7 @@ def reused(path: Path, arms: Sequence[str], settings: Sequence[str], problems: S
     if mismatch:
         raise SystemExit(f"{path}: its runs do not fit this plan: {mismatch}")
     runs = [{**r, "reused_from": str(path)} for r in earlier["runs"] if r["arm"] in arms and r["setting"] in settings
-            and r["problem"] in problems and r["seed"] < seeds]
+            and r["problem"] in problems and r["seed"] in seeds]
     provenance = {"file": str(path), **{k: earlier.get(k) for k in ("environment", "settings", "wall_seconds")}}
     return runs, provenance
 
@@ -173,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--settings", nargs="*", choices=list(SETTINGS), help="acquisition settings (default: all)")
     parser.add_argument("--problems", nargs="*", choices=list(PROBLEMS))
     parser.add_argument("--arms", nargs="*", choices=list(ARMS))
-    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--seeds", type=int, help="how many seeds (default 10)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first seed: a run on seeds nobody tuned against (e.g. 10) checks a change's regret")
     parser.add_argument("--trials", type=int)
     parser.add_argument("--reuse", type=Path, help="an earlier result file: its runs of the arms not run now "
                         "(skopt's are deterministic per seed; its timings are only comparable on the same machine)")
@@ -183,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     limit_threads()
     settings = list(args.settings or SETTINGS)
     problems = list(args.problems or (QUICK_PROBLEMS if args.quick else PROBLEMS))
-    seeds = args.seeds or (QUICK_SEEDS if args.quick else SEEDS)
+    seeds = list(range(args.first_seed, args.first_seed + (args.seeds or (QUICK_SEEDS if args.quick else SEEDS))))
     trials = args.trials or (QUICK_TRIALS if args.quick else TRIALS)
     todo = jobs(settings, problems, seeds, trials, args.arms or ARMS)
     results: list[dict[str, Any]] = []
@@ -203,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   trials)
         results += runs
     rows = summarize(results, settings, problems)
-    write_results(args.out, {"settings": {"trials": trials, "seeds": list(range(seeds)), "problems": problems,
+    write_results(args.out, {"settings": {"trials": trials, "seeds": seeds, "problems": problems,
                                           "n_initial_points": N_INITIAL_POINTS, "alpha": ALPHA,
                                           "acquisition": {k: list(SETTINGS[k]) for k in settings},
                                           "workers": args.workers, "arms_run": sorted(args.arms or ARMS),
