@@ -3,7 +3,8 @@
 Each arm minimises every problem of ``benchmarks.problems`` for ``trials`` sequential trials with ``seeds``
 seeds from ``--first-seed`` (0). The katibx arm drives the algorithm plugin the way the controller does
 (``create_algorithm``, then one finished trial in, ``suggest(history, 1)`` out), without the store and worker
-processes, so both arms time the optimiser alone; the skopt arm is ``Optimizer(base_estimator="GP", n_initial_points=10, ...)`` ask/tell.
+processes, so both arms time the optimiser alone; the skopt arm is
+``Optimizer(base_estimator="GP", n_initial_points=10, ...)`` ask/tell.
 Two acquisition settings: Katib's default (gp_hedge, auto = lbfgs) and EI with sampling.
 
 Reported per problem and setting: median final log10 simple regret of each arm, Mann-Whitney U (two-sided and
