@@ -159,8 +159,9 @@ def _space() -> dict:
 
 def katibx_function(trials: int, workdir: Path, algorithm: str = "random", parallel: int = 1,
                     backend: str = "local", objective: Callable[[dict], dict] = trivial,
-                    reuse_processes: bool = True) -> float:
-    """Seconds per function trial (run by the backend's worker processes, every result committed to SQLite)."""
+                    reuse_processes: bool = True, isolation: str = "process") -> float:
+    """Seconds per function trial (run by the backend's worker processes, or with ``isolation="none"`` on threads
+    of this process; every result committed to SQLite)."""
     start = time.perf_counter()
     store = Store(workdir / f"fn-{time.monotonic_ns()}.db")
     try:
@@ -168,7 +169,7 @@ def katibx_function(trials: int, workdir: Path, algorithm: str = "random", paral
                                  objective_type="minimize", algorithm_name=algorithm,
                                  algorithm_settings={"random_state": 0}, max_trial_count=trials,
                                  parallel_trial_count=parallel, store=store, backend=backend,
-                                 reuse_processes=reuse_processes)
+                                 reuse_processes=reuse_processes, isolation=isolation)
     finally:
         store.close()
     succeeded = experiment["status"].get("trialsSucceeded")
@@ -291,12 +292,18 @@ def rows(sizes: Sizes) -> list[Row]:
     return [
         Row("function-random-vs-optuna-inmemory", "katibx_function_random", "optuna_random_memory",
             "katibx function trials, random / optuna RandomSampler, in-memory storage", sizes.inprocess),
+        Row("function-threads-vs-optuna-inmemory", "katibx_function_random_threads", "optuna_random_memory",
+            "katibx function trials on threads of its process (isolation none), random / optuna RandomSampler, "
+            "in-memory storage", sizes.inprocess),
         Row("function-tpe-vs-optuna-inmemory", "katibx_function_tpe", "optuna_tpe_memory",
             "katibx function trials, tpe / optuna TPESampler (same settings), in-memory storage", sizes.inprocess),
         Row("function-random-vs-optuna-sqlite", "katibx_function_random_durable", "optuna_random_sqlite",
             "katibx function trials (SQLite store) / optuna RandomSampler with RDBStorage on SQLite", sizes.durable),
         Row("function-random-vs-optuna-journal", "katibx_function_random_durable", "optuna_random_journal",
             "katibx function trials (SQLite store) / optuna RandomSampler with JournalFileBackend", sizes.durable),
+        Row("function-threads-vs-optuna-journal", "katibx_function_random_threads_durable", "optuna_random_journal",
+            "katibx function trials on threads (isolation none; SQLite store) / optuna RandomSampler with "
+            "JournalFileBackend", sizes.durable),
         Row("command-vs-bare-interpreter", "katibx_command", "bare_interpreter",
             "katibx command trials / `python -S -c` started sequentially (the floor)", sizes.command),
         Row("parallel-2-vs-1", "katibx_sleepy_parallel2", "katibx_sleepy_parallel1",
@@ -329,6 +336,10 @@ def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[],
         "katibx_command": lambda: katibx_command(sizes.command, workdir),
         "optuna_random_memory": lambda: optuna_study(sizes.inprocess, "random"),
         "katibx_function_random": lambda: katibx_function(sizes.inprocess, workdir, "random"),
+        "katibx_function_random_threads": lambda: katibx_function(sizes.inprocess, workdir, "random",
+                                                                  isolation="none"),
+        "katibx_function_random_threads_durable": lambda: katibx_function(sizes.durable, workdir, "random",
+                                                                          isolation="none"),
         "optuna_tpe_memory": lambda: optuna_study(sizes.inprocess, "tpe"),
         "katibx_function_tpe": lambda: katibx_function(sizes.inprocess, workdir, "tpe"),
         "optuna_random_sqlite": lambda: optuna_study(sizes.durable, "random", "sqlite", workdir),

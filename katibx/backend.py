@@ -115,7 +115,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def start(self, job: TrialJob) -> dict[str, Any]:
-        """Start a trial and return a JSON-able handle, stored so a later controller can find its worker."""
+        """Start a trial and return a JSON-able handle, stored so a later controller can find its worker; an empty
+        one when nothing of the trial can outlive this process (its Running state is then stored lazily)."""
 
     @abc.abstractmethod
     def poll(self, timeout: float) -> list[TrialEvent]:

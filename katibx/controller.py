@@ -117,6 +117,7 @@ class Controller:
                         self.lifecycle.finish(event)  # its last metrics are committed with its end
                     else:
                         self.lifecycle.observe(event.trial_name, event.logs)
+                self.lifecycle.save_started()
         finally:
             self.backend.close()
         return self.record

@@ -1,6 +1,7 @@
 """Push metrics from inside a trial (Katib's ``report_metrics``), for command and function trials alike.
 
-Locally the record is appended to ``$KATIBX_METRICS_FILE``. In a Kubernetes pod the backend sets
+Locally the record is appended to ``$KATIBX_METRICS_FILE``; a trial that runs on a thread of the controller's
+process (``isolation: none``) hands it to its :class:`TrialSink` instead. In a Kubernetes pod the backend sets
 ``$KATIBX_PUSH_URL`` (its push endpoint) and ``$KATIBX_PUSH_TOKEN`` instead: the record is POSTed there as a JSON
 object of metrics, with the trial's name and the token in headers (the endpoint checks them before it reads the
 body), and the call returns once the controller has it.
@@ -11,10 +12,11 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from katibx.trial_dir import (
     METRICS_FILE_ENV,
@@ -45,13 +47,38 @@ def _metric_value(name: str, value: Any) -> int | float | str:
     raise ValueError(f"metric {name!r}: value must be a number or a string, got {type(value).__name__}")
 
 
+class TrialSink(Protocol):
+    """Where a trial running on a thread of the controller's process (``isolation: none``) reports to: its
+    environment is the controller's, so the trial is known by the thread that runs it."""
+
+    def report(self, record: dict[str, Any]) -> None:
+        """One record of :func:`report_metrics` (metric values and ``timestamp``)."""
+
+    def should_prune(self) -> bool:
+        """Whether early stopping has asked the trial to stop (it asks, so it can be asked)."""
+
+
+_thread_trial = threading.local()  # .sink: the TrialSink of the trial this thread runs, if any
+
+
+def set_thread_trial(sink: TrialSink | None) -> None:
+    """Make ``sink`` the trial of the calling thread (None: it runs none); for in-process trial runners."""
+    _thread_trial.sink = sink
+
+
+def thread_trial() -> TrialSink | None:
+    """The trial the calling thread runs in the controller's process, if any."""
+    return getattr(_thread_trial, "sink", None)
+
+
 def report_metrics(metrics: Mapping[str, Any]) -> None:
     """Record metric values for the current trial; call it as often as you like (each call is one observation).
 
     Values must be numbers (strings are accepted for non-numeric metrics such as a DARTS genotype).
     """
+    sink = thread_trial()
     path, url = os.environ.get(METRICS_FILE_ENV), os.environ.get(PUSH_URL_ENV)
-    if not os.environ.get(TRIAL_NAME_ENV) or not (path or url):
+    if sink is None and (not os.environ.get(TRIAL_NAME_ENV) or not (path or url)):
         raise RuntimeError(
             "katibx.report_metrics() must be called inside a katibx trial "
             f"(environment variables {TRIAL_NAME_ENV} and {METRICS_FILE_ENV} or {PUSH_URL_ENV} are not set)"
@@ -62,6 +89,9 @@ def report_metrics(metrics: Mapping[str, Any]) -> None:
             raise ValueError("metric name 'timestamp' is reserved for the time of the report")
         record[str(name)] = _metric_value(str(name), value)
     record["timestamp"] = time.time()
+    if sink is not None:
+        sink.report(record)
+        return
     if url:
         _post(url, record)
         return
@@ -82,6 +112,9 @@ def should_prune() -> bool:
     report intermediate values with :func:`report_metrics`, ask this after each, and return (or raise
     :class:`TrialPruned`) when it says True. A trial that asks is given a grace period to end by itself; one that
     never asks is stopped at once, as in Katib."""
+    sink = thread_trial()
+    if sink is not None:
+        return sink.should_prune()
     if not os.environ.get(TRIAL_NAME_ENV):
         raise RuntimeError(f"katibx.should_prune() must be called inside a katibx trial ({TRIAL_NAME_ENV} is not set)")
     folder = os.environ.get(TRIAL_DIR_ENV)

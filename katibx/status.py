@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -26,8 +27,14 @@ REASON_TIME_LIMIT = "ExperimentTimeLimitReached"  # katibx's: tune(timeout=...),
 
 
 def timestamp(seconds: float | None = None) -> str:
-    moment = dt.datetime.fromtimestamp(seconds, dt.timezone.utc) if seconds else dt.datetime.now(dt.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Katib's time format (RFC 3339 in UTC, whole seconds) of ``seconds`` since the epoch, or of now."""
+    whole = int(seconds if seconds else time.time())
+    if whole != _last_stamp[0]:  # a trial's conditions take several stamps in the same second
+        _last_stamp[:] = [whole, dt.datetime.fromtimestamp(whole, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    return str(_last_stamp[1])
+
+
+_last_stamp: list[Any] = [None, ""]  # (epoch second, its text)
 
 
 def set_condition(conditions: list[dict[str, Any]], ctype: str, status: bool, reason: str, message: str) -> None:

@@ -578,6 +578,10 @@ class Store:
                                (experiment_id, name)).fetchone()
         return _trial_row(row) if row else None
 
+    def has_trial(self, experiment_id: int, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM trials WHERE experiment_id=? AND name=?",
+                                (experiment_id, name)).fetchone() is not None
+
     def trial_states(self, experiment_id: int) -> list[tuple[str, TrialState]]:
         """Each trial's name and state in creation order, without the rest of it (what a status lists)."""
         return [(name, TrialState(state)) for name, state in self._db.execute(

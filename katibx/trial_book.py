@@ -111,6 +111,11 @@ class TrialBook:
     def _unique_name(self, prefix: str) -> str:
         """``<experiment>-<8 random characters>``, as Katib names trials (one the store has not seen)."""
         while True:
-            name = f"{prefix}-" + "".join(secrets.choice(_SUFFIX) for _ in range(8))
-            if name not in self._active and self._store.trial_named(self._experiment_id, name) is None:
+            number = secrets.randbelow(len(_SUFFIX) ** 8)  # one draw from the system's randomness, not eight
+            suffix = []
+            for _ in range(8):
+                number, digit = divmod(number, len(_SUFFIX))
+                suffix.append(_SUFFIX[digit])
+            name = f"{prefix}-" + "".join(suffix)
+            if name not in self._active and not self._store.has_trial(self._experiment_id, name):
                 return name

@@ -45,6 +45,11 @@ class TrialLifecycle:
         self._started: set[str] = set()
         self._stopping: dict[str, TrialState] = {}  # trial -> the state it ends in once its worker has stopped
         self._stop_by: dict[str, float] = {}  # trial asked to stop -> when it is killed if it has not ended
+        # Started trials whose backend keeps no handle (nothing of theirs can outlive this process), not yet stored
+        # as Running: written with their next change, or by save_started once the controller has waited for events.
+        self._unsaved: dict[str, TrialRecord] = {}
+        self._trials_dir = store.experiment_dir(record)  # each trial's folder is in it
+        self._workdir = Path(record.workdir)
         if early_stopping is not None:
             for trial in store.trials(record.id):  # the store's history is the early-stopping state too
                 if trial.state.is_terminal:
@@ -86,12 +91,25 @@ class TrialLifecycle:
             self.set_state(trial, TrialState.FAILED, "TrialFailed. Job reason: StartError", str(exc))
             return
         self.book.move(trial, TrialState.RUNNING, TRIAL_REASONS[TrialState.RUNNING], "Trial is running")
-        self.store.save_trial(trial, handle)
+        if handle:  # committed at once: a controller that restarts finds the worker by it
+            self.store.save_trial(trial, handle)
+        else:  # a trial that ends before the controller next waits is stored once, when it ends
+            self._unsaved[trial.name] = trial
         self.notify()
 
+    def save_started(self) -> None:
+        """Store the Running state of the trials started without a handle that are still running (the controller
+        calls it after each wait for events: a trial shows Running in the store from then on)."""
+        for trial in list(self._unsaved.values()):
+            self._save_started(trial)
+
+    def _save_started(self, trial: TrialRecord) -> None:
+        if self._unsaved.pop(trial.name, None) is not None and trial.state is TrialState.RUNNING:
+            self.store.save_trial(trial)
+
     def _job(self, trial: TrialRecord) -> TrialJob:
-        return TrialJob(experiment=self.record.experiment, trial=trial, workdir=Path(self.record.workdir),
-                        trial_dir=self.store.trial_dir(self.record, trial.name), function=self.function)
+        return TrialJob(experiment=self.record.experiment, trial=trial, workdir=self._workdir,
+                        trial_dir=self._trials_dir / trial.name, function=self.function)
 
     def _copy_checkpoint(self, trial: TrialRecord, target: Path) -> None:
         """Replace ``target`` with a copy of the checkpoint directory of the trial named by CHECKPOINT_FROM_LABEL."""
@@ -119,6 +137,7 @@ class TrialLifecycle:
         if trial is None or not logs:
             return
         observations = self._observations.setdefault(trial_name, ObservationSampler())
+        self._save_started(trial)  # a trial's metrics are stored after its Running state
         self.store.add_observations(trial.id, observations.add(_stamped(logs)))
         if (self.early_stopping is not None and trial.state is TrialState.RUNNING and trial.name not in self._stopping
                 and not is_completed(self.record.conditions)
@@ -184,6 +203,7 @@ class TrialLifecycle:
                   logs: list[MetricLog] | None = None) -> None:
         """Move the trial and commit it, with its last metric ``logs`` and, when it has become the optimal trial,
         the experiment's optimal trial (one transaction)."""
+        self._unsaved.pop(trial.name, None)  # written now
         if state.is_terminal:
             self._started.discard(trial.name)
             if trial.completion_time is None:

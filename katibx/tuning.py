@@ -41,6 +41,8 @@ _ARGUMENTS = {
     "spec.maxFailedTrialCount": "max_failed_trial_count",
     "spec.earlyStopping.algorithmName": "early_stopping_algorithm_name",
     "spec.earlyStopping.algorithmSettings": "early_stopping_settings",
+    "spec.trialTemplate.trialSpec.spec.isolation": "isolation", "spec.trialTemplate.trialSpec.spec.env": "env_per_trial",
+    "spec.trialTemplate.trialSpec.spec.reuseProcesses": "reuse_processes",
 }
 
 
@@ -87,6 +89,7 @@ def function_experiment(
     trial_active_deadline_seconds: float | None = None,
     resources_per_trial: Mapping[str, Any] | None = None,
     reuse_processes: bool = True,
+    isolation: str = "process",
     image: str | None = None,
 ) -> Experiment:
     """The Experiment ``tune`` runs: search domains become parameters, other values are passed through unchanged.
@@ -105,6 +108,10 @@ def function_experiment(
         errors.append(f"image: must be an image reference (registry/repository:tag), got {image!r}")
     if not isinstance(reuse_processes, bool):
         errors.append(f"reuse_processes: must be True or False, got {type(reuse_processes).__name__}")
+    if isolation not in ("process", "none"):
+        errors.append(f"isolation: must be 'process' or 'none', got {isolation!r}")
+    elif isolation == "none" and image is not None:
+        errors.append("isolation: 'none' runs trials in this process, image= in a container; choose one")
     if errors:
         raise ValidationError(errors)
     parameters = {k: sdk_domain(v) or v for k, v in parameters.items()}  # katib.search objects too
@@ -123,6 +130,8 @@ def function_experiment(
         function_spec["activeDeadlineSeconds"] = trial_active_deadline_seconds
     if not reuse_processes:  # every trial in a freshly forked process: nothing a trial leaves in memory reaches the next
         function_spec["reuseProcesses"] = False
+    if isolation == "none":  # trials on threads of the controller's process (workers/_thread_trials.py)
+        function_spec["isolation"] = "none"
     if resources_per_trial:  # Katib SDK's name; a Kubernetes container's quantities: {"cpu": 2, "memory": "1Gi", "gpu": 1}
         function_spec["resources"] = {str(k): v for k, v in resources_per_trial.items()}
     objective_spec: dict[str, Any] = {"type": objective_type, "goal": objective_goal, "objectiveMetricName": objective_metric_name,
@@ -201,7 +210,10 @@ def tune(
     ``name=value`` lines works too. When no trial produced the objective metric, :class:`TuneError` quotes the first
     failing trial's last output lines. Trials run in worker processes forked
     from this one; a worker runs trial after trial unless a trial fails to end cleanly (``reuse_processes=False``
-    gives every trial a fresh process).
+    gives every trial a fresh process). ``isolation="none"`` runs them on threads of this process instead, for
+    objectives so cheap that a process's costs dominate: they then share its environment, working directory and
+    state, a crash of the interpreter ends the run, and a trial stopped without asking :func:`katibx.should_prune`
+    is abandoned (its thread runs on, its result dropped).
 
     As in Optuna: ``timeout`` seconds end the experiment with the trials it has (running ones finish; the
     condition's reason is ExperimentTimeLimitReached); each of ``callbacks`` is called as ``callback(result, trial)``

@@ -1,4 +1,5 @@
-"""The embedded default backend: each trial is a local process (a command, or a forked function call)."""
+"""The embedded default backend: each trial is a local process (a command, or a forked function call), or with
+``isolation: none`` a function call on a thread of this process."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from katibx.backend import (
     TrialStartError,
 )
 from katibx.defaults import WORKER_DEFAULTS
+from katibx.functions import import_function
 from katibx.gpus import GPUS_ENV, VISIBLE_ENV, GpuPool, discover_gpus, shared_pool
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
 from katibx.objective import Objective
@@ -56,10 +58,12 @@ from katibx.trial_dir import (
     STOP_FILE,
     trial_environment,
 )
+from katibx.validation import ValidationError
 from katibx.workers._escaped import TOKEN_ENV, kill_marked, last_pid, new_token
 from katibx.workers._function_worker import FunctionWorker, TrialRequest
 from katibx.workers._process_exit import ProcessExit, wait_readable
 from katibx.workers._python_path import with_python_on_path
+from katibx.workers._thread_trials import ThreadTrials
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,9 @@ DEFAULT_LOG_LIMIT_BYTES = 1 << 30  # a trial's log keeps at most this much, its 
 CHECKPOINT_SETTING = "suggestion_trial_dir"
 # Function trial template field: false forks a fresh process for every trial (no module state is shared).
 REUSE_FIELD = "reuseProcesses"
+# Function trial template field: "none" runs trials on threads of the controller's process (workers/_thread_trials.py)
+ISOLATION_FIELD = "isolation"
+ISOLATIONS = ("process", "none")
 
 
 @dataclass
@@ -108,7 +115,8 @@ class LocalBackend(Backend):
     """Runs trials as processes on this machine, each in its own session so the whole tree can be stopped.
 
     Function trials run in worker processes forked from this one; with ``reuse_function_workers`` (and unless
-    the trial template says ``reuseProcesses: false``) a worker whose trial ended cleanly runs the next one.
+    the trial template says ``reuseProcesses: false``) a worker whose trial ended cleanly runs the next one. A
+    template that says ``isolation: none`` has them run on threads of this process instead.
     """
 
     name = "local"
@@ -139,6 +147,9 @@ class LocalBackend(Backend):
         self._gpu_pool: GpuPool | None = None
         self.schedule_gpus = schedule_gpus  # False where another scheduler (Ray) already gave the process its GPUs
         self.close_inherited_descriptors = close_inherited_descriptors  # function workers forked from a Ray actor
+        self._threads: ThreadTrials | None = None  # trials of an ``isolation: none`` template
+        self._gpus_asked: tuple[Experiment | None, bool] = (None, True)  # (experiment, whether it may ask for GPUs)
+        self._functions: dict[str, Callable[..., Any]] = {}  # objectives imported here, by reference
 
     # checks ------------------------------------------------------------------------------
     def check(self, experiment: Experiment) -> list[str]:
@@ -205,7 +216,7 @@ class LocalBackend(Backend):
             reuse = (spec.get("spec") or {}).get(REUSE_FIELD, True)
             if not isinstance(reuse, bool):
                 errors.append(f"{path}.spec.{REUSE_FIELD}: must be true or false, got {reuse!r}")
-            return errors
+            return errors + _isolation_errors(experiment, spec, path)
         if spec.get("kind") not in WORKER_DEFAULTS:
             errors.append(
                 f"{path}.kind: the local backend cannot run {spec.get('kind')} ({spec.get('apiVersion')}) trials; "
@@ -242,7 +253,7 @@ class LocalBackend(Backend):
     def can_start(self, job: TrialJob) -> bool:
         """False while the GPUs the trial asks for are held by running trials."""
         tt = job.experiment.spec.trial_template
-        if not self.schedule_gpus:
+        if not self.schedule_gpus or not self._may_ask_for_gpus(job.experiment):
             return True
         try:
             wanted = gpu_count(trial_resources(render_trial_spec(job.experiment, job.trial.name, job.trial.assignments),
@@ -250,6 +261,19 @@ class LocalBackend(Backend):
         except (TypeError, ValueError):
             return True  # start says what is wrong
         return wanted == 0 or wanted > len(self._gpus.devices) or self._gpus.can_take(wanted)
+
+    def _may_ask_for_gpus(self, experiment: Experiment) -> bool:
+        """Whether a trial of the experiment may ask for GPUs (its template names some, or a parameter may set how
+        many): the others need no trial rendered to be placed. Worked out once per experiment."""
+        if self._gpus_asked[0] is not experiment:
+            tt = experiment.spec.trial_template
+            try:
+                asks = bool(tt and tt.trial_spec and not in_threads(experiment)
+                            and gpu_count(template_resources(tt.trial_spec, tt.primary_container_name)))
+            except (TypeError, ValueError):
+                asks = True  # start says what is wrong
+            self._gpus_asked = (experiment, asks)
+        return self._gpus_asked[1]
 
     def _hand_gpus(self, trial: str, worker: dict[str, Any], container: str | None, env: dict[str, str]) -> list[str]:
         """The free devices the trial asks for, in its ``CUDA_VISIBLE_DEVICES`` (and ``$KATIBX_GPUS``, for a katibx
@@ -271,6 +295,8 @@ class LocalBackend(Backend):
         return devices
 
     def start(self, job: TrialJob) -> dict[str, Any]:
+        if in_threads(job.experiment):
+            return self._start_thread(job)
         try:
             job.trial_dir.mkdir(parents=True)
         except FileExistsError:  # a trial run again starts afresh (a new folder has nothing to clear)
@@ -392,13 +418,45 @@ class LocalBackend(Backend):
             raise TrialStartError("the function trial's worker process exited before it could start the trial")
         return new
 
+    def _start_thread(self, job: TrialJob) -> dict[str, Any]:
+        """Start a function trial on a thread of this process (``isolation: none``): no folder, process or pipe."""
+        try:
+            worker = render_trial_spec(job.experiment, job.trial.name, job.trial.assignments)
+            deadline = active_deadline_seconds(worker)
+        except (TypeError, ValueError) as exc:
+            raise TrialStartError(f"invalid trial template: {exc}") from None
+        spec = worker.get("spec") or {}
+        function = job.function or self._imported(str(spec.get("function", "")), str(job.workdir))
+        if self._threads is None or self._threads.experiment is not job.experiment:
+            if self._threads is not None:
+                self._threads.close()
+            self._threads = ThreadTrials(job.experiment)
+        self._threads.start(job.trial.name, job.trial_dir / STDOUT_LOG, function,
+                            {**(spec.get("fixedParameters") or {}), **job.trial.assignments},
+                            time.monotonic() + deadline if deadline else None)
+        return {}  # nothing of the trial outlives this process: no worker for a later controller to find
+
+    def _imported(self, reference: str, workdir: str) -> Callable[..., Any]:
+        """The objective of a resumed ``isolation: none`` experiment, imported into this process once."""
+        if reference not in self._functions:
+            try:
+                self._functions[reference] = import_function(reference, workdir)
+            except ValidationError as exc:
+                raise TrialStartError(exc.errors[0]) from None
+        return self._functions[reference]
+
     def poll(self, timeout: float) -> list[TrialEvent]:
         events: list[TrialEvent] = []
         wait = 0.0 if self._backlog else min(timeout, self.metrics_poll_interval)
-        if self._running:
-            wait_readable([fd for run in self._running.values() if not run.ended for fd in run.fds], wait)
+        fds = [fd for run in self._running.values() if not run.ended for fd in run.fds]
+        if self._threads:
+            fds.append(self._threads.fd)
+        if fds:
+            wait_readable(fds, wait)
         elif wait > 0:
             time.sleep(wait)
+        if self._threads:
+            events.extend(self._threads.events())
         now = time.monotonic()
         self._backlog = False
         for run in list(self._running.values()):
@@ -439,11 +497,16 @@ class LocalBackend(Backend):
         return TrialExited(run.name, False, "Error", f"process exited with code {code}", logs)
 
     def kill(self, trial_name: str) -> None:
+        if self._threads and trial_name in self._threads:
+            self._threads.kill(trial_name)
+            return
         run = self._running.get(trial_name)
         if run is not None and run.killed_at is None:
             self._signal(run, signal.SIGTERM)
 
     def ask_to_stop(self, trial_name: str) -> bool:
+        if self._threads and trial_name in self._threads:
+            return self._threads.ask_to_stop(trial_name)
         run = self._running.get(trial_name)
         if run is None or run.ended or not (run.log.parent / PRUNABLE_FILE).exists():  # it never asks: kill it
             return False
@@ -508,6 +571,9 @@ class LocalBackend(Backend):
             self._kill_escaped(str(handle["token"]), float(handle.get("since") or 0))
 
     def close(self) -> None:
+        if self._threads is not None:
+            self._threads.close()
+            self._threads = None
         for run in self._running.values():
             self._signal(run, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE_SECONDS
@@ -526,6 +592,48 @@ class LocalBackend(Backend):
         self._running.clear()
         while self._idle:
             self._idle.pop().stop()
+
+
+def in_threads(experiment: Experiment) -> bool:
+    """Whether the experiment's function trials run on threads of the controller's process (``isolation: none``)."""
+    tt = experiment.spec.trial_template
+    spec = tt.trial_spec if tt is not None else None
+    return bool(spec) and spec.get("kind") == FUNCTION_KIND and (spec.get("spec") or {}).get(ISOLATION_FIELD) == "none"
+
+
+def _isolation_errors(experiment: Experiment, spec: dict[str, Any], path: str) -> list[str]:
+    """What a function template's ``isolation`` cannot have: with ``none`` its trials share this process, so
+    nothing that needs a process of their own (environment, GPUs, a checkpoint folder, metrics files)."""
+    function_spec = spec.get("spec") or {}
+    isolation = function_spec.get(ISOLATION_FIELD, "process")
+    field = f"{path}.spec.{ISOLATION_FIELD}"
+    if isolation not in ISOLATIONS:
+        return [f"{field}: must be one of {', '.join(ISOLATIONS)}, got {isolation!r}"]
+    if isolation == "process":
+        return []
+    shared = "trials with isolation none share the controller's process"
+    errors = []
+    if function_spec.get("env"):
+        errors.append(f"{path}.spec.env: {shared} and its environment; read the values from the parameters "
+                      "instead, or use isolation process")
+    if function_spec.get(REUSE_FIELD) is False:
+        errors.append(f"{path}.spec.{REUSE_FIELD}: false asks for a fresh process per trial, and {field} none for "
+                      "none; choose one")
+    try:
+        gpus = gpu_count(template_resources(spec, None))
+    except ValueError:
+        gpus = 0  # the resources' own error is reported where they are checked
+    if gpus:
+        errors.append(f"{field}: {shared}, which cannot give each its own GPUs; use isolation process")
+    kind = collector_kind(experiment)
+    if kind not in ("StdOut", "Push"):
+        errors.append(f"spec.metricsCollectorSpec.collector.kind: {kind} reads files a trial writes into its own "
+                      f"folder; {shared}: print the metrics or return them, or use isolation process")
+    algorithm = experiment.spec.algorithm
+    if algorithm is not None and CHECKPOINT_SETTING in algorithm.settings_dict():
+        errors.append(f"{field}: {shared}, and {algorithm.algorithm_name}'s trials need a checkpoint folder each "
+                      "($KATIBX_CHECKPOINT_DIR); use isolation process")
+    return errors
 
 
 def keep_tail(path: Path, limit: int) -> None:

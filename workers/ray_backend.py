@@ -37,7 +37,7 @@ from katibx.processes import process_started, same_process_alive, this_host
 from katibx.template import render_trial_spec, template_resources, trial_resources
 from katibx.trial_dir import RAY_WORKER_FILE, STDOUT_LOG
 from katibx.validation import ValidationError
-from katibx.workers.local import LocalBackend
+from katibx.workers.local import ISOLATION_FIELD, LocalBackend, in_threads
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,10 @@ class RayBackend(Backend):
     # checks ------------------------------------------------------------------------------------------------
     def check(self, experiment: Any) -> list[str]:
         errors = [e.replace("the local backend", "the ray backend") for e in LocalBackend.template_errors(experiment)]
+        if in_threads(experiment):
+            errors.append(f"spec.trialTemplate.trialSpec.spec.{ISOLATION_FIELD}: none runs trials in the "
+                          "controller's process; the ray backend runs them on its actors (use isolation process, "
+                          "or the local backend)")
         tt = experiment.spec.trial_template
         if tt is not None and tt.trial_spec and not errors:
             try:

@@ -1,0 +1,199 @@
+"""Function trials on threads of the controller's process (``isolation="none"``): the same results as in worker
+processes, metrics reported, returned or printed, pruning, failures with their traceback in the trial's log, a
+deadline that abandons a trial, resume, and the settings that need a process of their own refused.
+
+Real threads of this test's process, a real SQLite store."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import katibx
+from katibx.client import KatibxClient
+from katibx.preparation import check_experiment, create_backend
+from katibx.store import Store
+from katibx.trial import TrialState
+from katibx.tuning import TuneError, function_experiment
+from katibx.validation import ValidationError
+
+SPACE = {"x": katibx.search.double(-1, 1), "n": katibx.search.int(1, 5)}
+
+
+def square(p: dict[str, Any]) -> float:
+    return p["x"] ** 2 + p["n"]
+
+
+def where(p: dict[str, Any]) -> dict[str, Any]:
+    """Reports the process and thread it runs in."""
+    return {"loss": p["x"] ** 2, "pid": os.getpid(), "main": int(threading.current_thread() is threading.main_thread())}
+
+
+def _tune(tmp_path: Path, name: str, objective: Any, **options: Any) -> Any:
+    options = {"max_trial_count": 6, "parallel_trial_count": 2, "store": tmp_path / "katibx.db", "progress": False,
+               "objective_metric_name": "loss", "objective_type": "minimize", **options}
+    return katibx.tune(name, objective, options.pop("parameters", SPACE), **options)
+
+
+def test_trials_run_on_threads_of_this_process_with_the_results_of_worker_processes(tmp_path: Path) -> None:
+    seeded = {"algorithm_settings": {"random_state": 7}}
+    threads = _tune(tmp_path, "threads", square, isolation="none", **seeded)
+    processes = _tune(tmp_path, "processes", square, **seeded)
+    assert [(t.params, t.values) for t in threads.trials] == [(t.params, t.values) for t in processes.trials]
+    assert all(t.state is TrialState.SUCCEEDED for t in threads.trials)
+    placed = _tune(tmp_path, "where", where, isolation="none", additional_metric_names=["pid", "main"])
+    assert {t.history["pid"][-1] for t in placed.trials} == {os.getpid()}
+    assert {t.history["main"][-1] for t in placed.trials} == {0}  # on trial threads, not the controller's
+    stored = Store(tmp_path / "katibx.db").get_experiment("where").experiment
+    assert stored.spec.trial_template.trial_spec["spec"]["isolation"] == "none"  # resume runs them the same way
+
+
+def chatty(p: dict[str, Any]) -> None:
+    """Reports intermediate values, prints its metric line and some text, returns nothing."""
+    katibx.report_metrics({"loss": 10.0})
+    print(f"working on x={p['x']}")
+    print(f"loss={p['x'] ** 2}", file=sys.stderr)
+
+
+def test_printed_and_reported_metrics_are_collected_and_the_output_goes_to_the_trial_log(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _tune(tmp_path, "chatty", chatty, isolation="none", max_trial_count=4)
+    client = KatibxClient(tmp_path / "katibx.db")
+    for trial in result.trials:
+        assert trial.state is TrialState.SUCCEEDED
+        assert trial.history["loss"] == [10.0, trial.params["x"] ** 2]  # reported, then printed (StdOut collector)
+        log = client.get_trial_logs("chatty", trial.name)
+        assert f"working on x={trial.params['x']}" in log and "loss=" in log
+    captured = capsys.readouterr()
+    assert "working on" not in captured.out + captured.err  # the trials' output is theirs, not the caller's
+    assert sys.stdout is not None and type(sys.stdout).__name__ != "_TrialStream"  # given back after the run
+
+
+def failing(p: dict[str, Any]) -> float:
+    if p["n"] % 2:
+        raise ValueError(f"odd n {p['n']}")
+    if p["n"] == 4:
+        sys.exit(3)  # a trial's exit ends the trial, not the controller
+    return p["x"]
+
+
+def test_a_failing_trial_fails_with_its_exception_and_traceback_and_the_run_goes_on(tmp_path: Path) -> None:
+    result = _tune(tmp_path, "failing", failing, isolation="none", algorithm_name="grid", max_trial_count=5,
+                   parameters={"x": katibx.search.categorical([0.5]), "n": katibx.search.int(1, 5)},
+                   max_failed_trial_count=5, parallel_trial_count=1)
+    by_n = {t.params["n"]: t for t in result.trials}
+    client = KatibxClient(tmp_path / "katibx.db")
+    for n in (1, 3, 5):
+        assert by_n[n].state is TrialState.FAILED
+        assert by_n[n].message == f"Trial has failed: the objective raised ValueError: odd n {n}"
+        log = client.get_trial_logs("failing", by_n[n].name)
+        assert "Traceback (most recent call last)" in log and f"ValueError: odd n {n}" in log
+    assert by_n[4].state is TrialState.FAILED and "SystemExit: 3" in by_n[4].message
+    assert by_n[2].state is TrialState.SUCCEEDED and client.get_trial_logs("failing", by_n[2].name) == ""
+
+
+def pruned(p: dict[str, Any]) -> float:
+    """x=0 ends after 4 steps; the others go on until they are asked to stop (or 10,000 steps)."""
+    for step in range(4 if p["x"] == 0 else 10_000):
+        katibx.report_metrics({"loss": 10 * p["x"] + 1 / (step + 1)})
+        if katibx.should_prune():
+            print(f"pruned at step {step}")
+            raise katibx.TrialPruned()
+        time.sleep(0.001)  # a training step (in the trial, not the test)
+    return 10 * p["x"]
+
+
+def test_early_stopping_asks_a_thread_trial_which_ends_itself(tmp_path: Path) -> None:
+    result = _tune(tmp_path, "pruning", pruned, isolation="none", algorithm_name="grid", max_trial_count=3,
+                   parameters={"x": katibx.search.int(0, 2)}, parallel_trial_count=1,
+                   early_stopping_algorithm_name="medianstop",
+                   early_stopping_settings={"min_trials_required": 1, "start_step": 2})
+    by_x = {t.params["x"]: t for t in result.trials}
+    assert by_x[0].state is TrialState.SUCCEEDED
+    client = KatibxClient(tmp_path / "katibx.db")
+    for x in (1, 2):
+        assert by_x[x].state is TrialState.EARLY_STOPPED, (by_x[x].state, by_x[x].message)
+        assert 2 <= len(by_x[x].history["loss"]) < 10_000
+        assert "pruned at step" in client.get_trial_logs("pruning", by_x[x].name)
+
+
+RELEASE = threading.Event()  # lets the trial the deadline abandoned end, once the test has seen it abandoned
+ENDED = threading.Event()
+
+
+def stuck(p: dict[str, Any]) -> float:
+    """Waits for the test; it never asks katibx.should_prune, so a deadline can only abandon it."""
+    RELEASE.wait(60)
+    ENDED.set()
+    return 1.0
+
+
+def test_a_deadline_abandons_a_trial_that_does_not_end_and_the_run_does_not_wait_for_it(tmp_path: Path) -> None:
+    RELEASE.clear()
+    ENDED.clear()
+    try:
+        with pytest.raises(TuneError) as raised:
+            _tune(tmp_path, "stuck", stuck, isolation="none", max_trial_count=1, parallel_trial_count=1,
+                  trial_active_deadline_seconds=0.2)
+        assert raised.value.result is not None
+        trial = raised.value.result.trials[0]
+        assert trial.state is TrialState.FAILED and "DeadlineExceeded" in trial.reason
+        assert not ENDED.is_set()  # the run ended while the function still ran: abandoned, not waited for
+    finally:
+        RELEASE.set()
+    assert ENDED.wait(10)
+
+
+def test_resume_runs_the_remaining_trials_on_threads_importing_the_objective(tmp_path: Path) -> None:
+    (tmp_path / "thread_objective.py").write_text(
+        "import os, threading\n"
+        "def objective(p):\n"
+        "    return {'loss': p['x'], 'pid': os.getpid()}\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from thread_objective import objective  # type: ignore[import-not-found]
+
+        store = tmp_path / "katibx.db"
+        _tune(tmp_path, "resumed", objective, isolation="none", max_trial_count=2, parallel_trial_count=1,
+              additional_metric_names=["pid"])
+        record = katibx.resume_experiment("resumed", store=Store(store), max_trial_count=4)  # no function given
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("thread_objective", None)
+    trials = Store(store).trials(record.id)
+    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 4
+    assert {t.observation["pid"].latest for t in trials} == {str(os.getpid())}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"isolation": "thread"}, "isolation: must be 'process' or 'none', got 'thread'"),
+    ({"env_per_trial": {"A": "1"}}, "spec.trialTemplate.trialSpec.spec.env (env_per_trial): trials with isolation "
+                                    "none share the controller's process and its environment"),
+    ({"reuse_processes": False}, "spec.trialTemplate.trialSpec.spec.reuseProcesses (reuse_processes): false asks "
+                                 "for a fresh process per trial"),
+    ({"resources_per_trial": {"gpu": 1}}, "spec.trialTemplate.trialSpec.spec.isolation (isolation): trials with "
+                                          "isolation none share the controller's process, which cannot give each "
+                                          "its own GPUs"),
+    ({"algorithm_name": "pbt", "algorithm_settings": {"suggestion_trial_dir": "/var/log/katib/checkpoints/"}},
+     "need a checkpoint folder each"),
+])
+def test_what_needs_a_process_of_its_own_is_refused_before_anything_is_stored(
+        tmp_path: Path, options: dict[str, Any], message: str) -> None:
+    options = {"isolation": "none", **options}
+    with pytest.raises(ValidationError) as raised:
+        _tune(tmp_path, "refused", square, **options)
+    assert any(message in error for error in raised.value.errors), raised.value.errors
+    assert not (tmp_path / "katibx.db").exists()
+
+
+def test_the_ray_backend_refuses_thread_trials_without_starting_ray() -> None:
+    experiment = function_experiment("on-ray", square, SPACE, objective_metric_name="loss", isolation="none")
+    errors = check_experiment(experiment, create_backend("ray"))
+    assert any("none runs trials in the controller's process; the ray backend runs them on its actors" in e
+               for e in errors), errors
