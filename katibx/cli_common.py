@@ -1,5 +1,5 @@
-"""What the CLI's commands share: its consoles, common options and the one-line error guard (light: every verb
-imports it, so it imports only click and rich)."""
+"""What the CLI's commands share: its output, common options and the one-line error guard (light: every verb
+imports it, so it imports only click; rich's consoles, ``out`` and ``err``, are made when a verb first uses them)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from katibx.store import ExperimentRecord, Store
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -48,15 +48,38 @@ class _PipeSafe:
         return getattr(self._stream, name)
 
 
-# Piped (not a terminal), nothing is cut to a screen's width: names stay whole for scripts and `katibx logs`.
-out = Console(file=_PipeSafe(), soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
-err = Console(stderr=True, soft_wrap=True)
+_stdout = _PipeSafe()
+
+
+def echo(text: str = "") -> None:
+    """A line on stdout as it is: no markup, never cut to a screen's width (names stay whole for scripts)."""
+    click.echo(text, file=_stdout)
+
+
+def _labelled(label: str, color: str, text: str) -> None:
+    """``label: text`` on stderr, the label colored on a terminal."""
+    click.echo(f"{click.style(label + ':', fg=color)} {text}", err=True)
+
+
+def __getattr__(name: str) -> Console:
+    """``out`` and ``err``: rich consoles on stdout and stderr for the verbs that draw (progress, markup), made on
+    first use so that a verb that only prints lines never imports rich."""
+    if name not in ("out", "err"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    # Piped (not a terminal), nothing is cut to a screen's width: names stay whole for scripts and `katibx logs`.
+    console = (Console(file=_stdout, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000) if name == "out"
+               else Console(stderr=True, soft_wrap=True))
+    globals()[name] = console
+    return console
+
 
 class _WarningsToStderr(logging.Handler):
     """The library's warnings, as the CLI shows them: one ``warning: ...`` line on stderr each."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"[yellow]warning:[/yellow] {escape(self.format(record))}", highlight=False, soft_wrap=True)
+        _labelled("warning", "yellow", self.format(record))
 
 
 def show_warnings() -> None:
@@ -93,7 +116,7 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def fail(lines: list[str], source: str | None = None, code: int = EXIT_INVALID) -> NoReturn:
     prefix = f"{source}: " if source else ""
     for line in lines:
-        err.print(f"[red]error:[/red] {escape(prefix + line)}", highlight=False, soft_wrap=True)
+        _labelled("error", "red", prefix + line)
     sys.exit(code)
 
 
@@ -136,5 +159,8 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def metric_names(record: ExperimentRecord) -> list[str]:
-    objective = record.experiment.spec.objective
-    return [objective.objective_metric_name or "", *objective.additional_metric_names] if objective else []
+    """The objective metric and the additional metrics, as stored (no model is built)."""
+    objective = (record.spec.get("spec") or {}).get("objective")
+    if not objective:
+        return []
+    return [objective.get("objectiveMetricName") or "", *(objective.get("additionalMetricNames") or [])]

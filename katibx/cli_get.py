@@ -9,10 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
-from katibx.cli_common import EXIT_FAILED, err, guard, metric_names, namespace_option, out, read_store, store_option
+from katibx.cli_common import EXIT_FAILED, echo, guard, metric_names, namespace_option, read_store, store_option
 from katibx.cli_output import (
     as_list,
     emit,
@@ -22,9 +20,10 @@ from katibx.cli_output import (
     selector_option,
     sort_key,
     sort_option,
+    table_text,
 )
 from katibx.client import KatibxClient, experiment_object, trial_object
-from katibx.display import short, short_metric
+from katibx.formatting import short, short_metric
 from katibx.lease import controller_alive, describe_holder
 from katibx.objective import Objective
 from katibx.status import current_condition, is_completed, timestamp
@@ -48,12 +47,12 @@ def _experiment_row(st: Store, record: ExperimentRecord, wide: bool) -> list[str
     status = cond.get("type", "")
     if not is_completed(record.conditions) and not controller_alive(st, record):
         status += f" (controller not alive: katibx resume {record.name})"  # killed, or stopped by Ctrl-C
-    objective = Objective(record.experiment)
+    objective = Objective(record.spec)
     row = [record.namespace, record.name, status, str(counts.trials), str(counts.succeeded), str(counts.failures),
            f"{objective.metric}={short_metric(objective.raw(best))}" if best else ""]
     if wide:
-        algorithm = record.experiment.spec.algorithm
-        row += [counts.running and str(counts.running) or "0", algorithm.algorithm_name or "" if algorithm else "",
+        algorithm = (record.spec.get("spec") or {}).get("algorithm") or {}
+        row += [counts.running and str(counts.running) or "0", algorithm.get("algorithmName") or "",
                 record.backend or "", timestamp(record.created), timestamp(record.completed) if record.completed else "",
                 best.name if best else ""]
     return row
@@ -81,12 +80,8 @@ def _experiments(st: Store, records: list[ExperimentRecord], output: str, sort_b
     if not table:
         emit(as_list([as_object(r) for r in records]), output)
         return
-    shown = Table()
-    for column in EXPERIMENT_COLUMNS + (EXPERIMENT_WIDE_COLUMNS if wide else ()):
-        shown.add_column(column, **({"overflow": "fold"} if column == "name" else {}))  # a name is never cut
-    for record in records:
-        shown.add_row(*rows[record.id])
-    out.print(shown)
+    columns = EXPERIMENT_COLUMNS + (EXPERIMENT_WIDE_COLUMNS if wide else ())
+    echo(table_text(columns, [rows[record.id] for record in records], own=columns))
 
 
 @get.command("experiments")
@@ -106,7 +101,7 @@ def _get_experiments(names: tuple[str, ...], namespace: str | None, output: str,
                      store: str | None) -> None:
     if not resolve_store_path(store).exists():  # nothing run yet: nothing to list, and no empty store made
         if output in ("table", "wide"):
-            out.print(escape(f"No experiments in {resolve_store_path(store)}."), highlight=False)
+            echo(f"No experiments in {resolve_store_path(store)}.")
         else:
             emit(as_list([]), output)
         return
@@ -178,20 +173,18 @@ def get_trials(name: str, namespace: str | None, output: str, selector: str | No
 
 def _trials_table(record: ExperimentRecord, trials: list[TrialRecord],
                   columns: dict[str, Callable[[TrialRecord], str]]) -> None:
-    table = Table()
-    for column in columns:
-        table.add_column(column, **({"overflow": "fold"} if column == "trial" else {}))  # never cut: logs needs it
-    for trial in trials:
-        table.add_row(*[f(trial) for f in columns.values()])
-    out.print(table)
+    echo(table_text(list(columns), [[f(trial) for f in columns.values()] for trial in trials], own=TRIAL_COLUMNS))
+
+
+TRIAL_COLUMNS = ("trial", "status", "reason", "started", "completed")  # the others are parameters and metrics
 
 
 def _trial_columns(record: ExperimentRecord, wide: bool) -> dict[str, Callable[[TrialRecord], str]]:
     """The trials table's columns: name, status, each parameter and metric (wide: reason, start and end times)."""
-    objective = Objective(record.experiment)
+    objective = Objective(record.spec)
     columns: dict[str, Callable[[TrialRecord], str]] = {"trial": lambda t: t.name, "status": lambda t: t.state.value}
-    for parameter in record.experiment.spec.parameters:
-        columns[parameter.name] = lambda t, n=parameter.name: short(t.assignments.get(n, ""))
+    for parameter in (record.spec.get("spec") or {}).get("parameters") or []:
+        columns[parameter["name"]] = lambda t, n=parameter["name"]: short(t.assignments.get(n, ""))
     for metric in metric_names(record):
         columns[metric] = lambda t, m=metric: short_metric(objective.raw(t, m))
     if wide:
@@ -247,12 +240,12 @@ def _watch(st: Store, record: ExperimentRecord, rows: Callable[[ExperimentRecord
         active = st.trial_counts(current.id).active  # before the rows: they are then at least as new
         fresh = changed(current)
         if fresh:
-            out.print(escape(rows_text(fresh)), highlight=False)
+            echo(rows_text(fresh))
         if is_completed(current.conditions) and not active:
             return
         if not controller_alive(st, current):
-            err.print(escape(f"experiment {record.name}: no controller is running it (katibx resume {record.name})"),
-                      highlight=False)
+            click.echo(f"experiment {record.name}: no controller is running it (katibx resume {record.name})",
+                       err=True)
             sys.exit(EXIT_FAILED)
         time.sleep(WATCH_SECONDS)
 
@@ -274,15 +267,15 @@ def describe() -> None:
 def _fields(pairs: list[tuple[str, Any]]) -> None:
     width = max(len(k) for k, _ in pairs) + 2
     for key, value in pairs:
-        out.print(escape(f"{key + ':':<{width}}{'' if value is None else value}"), highlight=False)
+        echo(f"{key + ':':<{width}}{'' if value is None else value}")
 
 
 def _conditions(conditions: list[dict[str, Any]]) -> None:
-    out.print("Conditions:", highlight=False)
+    echo("Conditions:")
     rows = [["Type", "Status", "Reason", "Last transition", "Message"]]
     rows += [[c.get("type", ""), c.get("status", ""), c.get("reason", ""), c.get("lastTransitionTime", ""),
               c.get("message", "")] for c in conditions]
-    out.print(escape("\n".join("  " + line for line in rows_text(rows).splitlines())), highlight=False)
+    echo("\n".join("  " + line for line in rows_text(rows).splitlines()))
 
 
 @describe.command("experiment")
@@ -342,13 +335,13 @@ def describe_trial(name: str, namespace: str | None, store: str | None) -> None:
         ("Labels", ", ".join(f"{k}={v}" for k, v in trial.labels.items()) or "-"),
         ("Log", f"{log_path} (katibx logs {record.name} {trial.name})"),
     ])
-    out.print("Parameters:", highlight=False)
-    out.print(escape(rows_text([["  " + k, short(v)] for k, v in trial.assignments.items()])), highlight=False)
-    out.print("Metrics:", highlight=False)
+    echo("Parameters:")
+    echo(rows_text([["  " + k, short(v)] for k, v in trial.assignments.items()]))
+    echo("Metrics:")
     rows = [["  Name", "Min", "Max", "Latest", "Values"]]
     for metric in trial.observation.values():
         values = [short_metric(h.value) for h in history if h.name == metric.name]
         shown = ", ".join(values[-8:]) + (f" (last 8 of {len(values)})" if len(values) > 8 else "")
         rows.append(["  " + metric.name, short_metric(metric.min), short_metric(metric.max), short_metric(metric.latest), shown])
-    out.print(escape(rows_text(rows)), highlight=False)
+    echo(rows_text(rows))
     _conditions(trial.conditions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -164,6 +164,12 @@ def label_filter(selector: str | None) -> Callable[[Mapping[str, str]], bool]:
 selector_option = click.option("-l", "--selector", default=None, metavar="SELECTOR",
                                help="Only trials whose labels match, as kubectl's: key=value, key!=value, key, !key "
                                     "(comma-separated, all must hold).")
+
+
+def table_text(columns: Sequence[str], rows: Iterable[list[str]], own: Collection[str] = ()) -> str:
+    """A table as kubectl prints one: a header line (the table's ``own`` columns in capitals; a parameter's or
+    metric's name as the experiment writes it), then a line per row, columns padded to line up, nothing cut."""
+    return rows_text([[column.upper() if column in own else column for column in columns], *rows])
 
 
 def rows_text(rows: Iterable[list[str]]) -> str:

@@ -30,7 +30,8 @@ from katibx.cli_common import (
     out,
     run_options,
 )
-from katibx.display import ProgressDisplay, short, short_metric
+from katibx.display import ProgressDisplay
+from katibx.formatting import short, short_metric
 from katibx.loader import load_experiment
 from katibx.objective import Objective
 from katibx.preparation import DEFAULT_BACKEND, create_backend, file_problems, planned_trials, prepare

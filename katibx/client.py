@@ -10,22 +10,29 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from katibx.katib_object import KatibObject, katib_object
-from katibx.results import TuneResult
 from katibx.status import ExperimentSummary, experiment_status, optimal_trial_status, timestamp
 from katibx.store import ExperimentNotFound, ExperimentRecord, Store
 from katibx.template import format_value
 from katibx.trial import TrialRecord, TrialState
 from katibx.trial_dir import STDOUT_LOG
 
-if TYPE_CHECKING:  # (reading needs neither: they are imported where experiments are deleted)
+if TYPE_CHECKING:  # (the CLI's reading verbs need none of them: each is imported where it is used)
     from katibx.backend import Backend
+    from katibx.katib_object import KatibObject
+    from katibx.results import TuneResult
+
+
+def katib_object(data: Any) -> Any:
+    """:func:`katibx.katib_object.katib_object` (imported here on use: a table never wraps objects)."""
+    from katibx.katib_object import katib_object as wrapped
+
+    return wrapped(data)
 
 
 def experiment_object(record: ExperimentRecord, summary: ExperimentSummary) -> dict[str, Any]:
     """The Experiment as ``kubectl get experiment -o yaml`` would show it: spec plus status (from the summary of its
     trials: :meth:`ExperimentSummary.of` trials in memory, or :meth:`Store.summary`)."""
-    body = record.experiment.to_dict()
+    body = record.spec_dict()
     body.pop("status", None)
     body["metadata"] = {**body.get("metadata", {}), "name": record.name, "namespace": record.namespace,
                         "creationTimestamp": timestamp(record.created)}
@@ -91,6 +98,8 @@ class KatibxClient:
         return self._result(*self._record(name, namespace))
 
     def _result(self, record: ExperimentRecord, trials: list[TrialRecord]) -> TuneResult:
+        from katibx.results import TuneResult
+
         return TuneResult(experiment_object(record, ExperimentSummary.of(record.experiment, trials)), record, trials,
                           self.store.experiment_observation_logs(record.id))
 

@@ -1,4 +1,4 @@
-"""How numbers and an experiment's progress are shown to people: by the CLI, and by ``tune(progress=True)``.
+"""How an experiment's progress is shown to people: by the CLI, and by ``tune(progress=True)``.
 
 The progress display is a controller listener. It keeps only the latest state it was given and draws from it when
 it redraws (10 times a second in a terminal or a notebook; a line at most once a second into a pipe or a log), so
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
+from katibx.formatting import short_metric
 from katibx.objective import Objective
 from katibx.status import ExperimentSummary, TrialCounts
 from katibx.store import ExperimentRecord
@@ -22,26 +23,6 @@ from katibx.trial import TrialRecord
 
 if TYPE_CHECKING:
     from katibx.trial_book import TrialBook
-
-
-def short(value: Any) -> str:
-    """A parameter value as tables show it: floats to 6 significant digits (0.276849, not 0.27684889992771194);
-    anything else as it is (a categorical "1e3" stays "1e3"). -o json|yaml keep full precision."""
-    if value is None:
-        return ""
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def short_metric(text: str | None) -> str:
-    """A metric value (Katib keeps them as text) as tables show it: a number to 6 significant digits, an integer or
-    any other text (a genotype) as it is."""
-    if text is None:
-        return ""
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return text if text.lstrip("-").isdigit() else f"{number:.6g}"
 
 
 def progress_text(record: ExperimentRecord, counts: TrialCounts, best: TrialRecord | None) -> tuple[str, int]:

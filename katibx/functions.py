@@ -39,6 +39,9 @@ def import_function(reference: str, workdir: str | None = None) -> Callable[...,
             "__main__ or inside another function can only be resumed from Python: "
             "katibx.resume_experiment(name, function=objective)"
         ]) from None
+    except Exception as exc:  # noqa: BLE001 - the module's own code failed as it was imported
+        raise ValidationError([f"{FIELD}: importing the objective {reference!r} failed: "
+                               f"{type(exc).__name__}: {exc}"]) from None
     if not callable(obj):
         raise ValidationError([f"{FIELD}: {reference!r} is not callable"])
     return obj

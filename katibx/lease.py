@@ -14,7 +14,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from datetime import datetime
 
 from katibx.processes import process_started, same_process_alive, this_host
@@ -60,6 +59,8 @@ def new_lease() -> LeaseRow:
     """A lease for this process, as a controller about to run an experiment would hold it."""
     now = time.time()
     pid = os.getpid()
+    import uuid  # (only a controller takes a lease; reading commands start without it)
+
     return LeaseRow(uuid.uuid4().hex, this_host(), pid, process_started(pid) or 0.0, now, now)
 
 

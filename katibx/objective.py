@@ -6,23 +6,41 @@ and the completion rules compare, so they never disagree about which value a tri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from katibx.metrics import as_float
-from katibx.spec import Experiment
 from katibx.trial import TrialRecord
+
+if TYPE_CHECKING:
+    from katibx.spec import Experiment
 
 
 class Objective:
-    """``spec.objective`` of an experiment: the objective metric first, then any ``additionalObjectives``."""
+    """``spec.objective`` of an experiment: the objective metric first, then any ``additionalObjectives``.
 
-    def __init__(self, experiment: Experiment) -> None:
-        spec = experiment.spec.objective
-        assert spec is not None and spec.objective_metric_name, "validation requires spec.objective"
-        self.metric: str = spec.objective_metric_name
-        self.maximize = spec.type == "maximize"
-        self.goal = spec.goal
+    Made from an :class:`Experiment`, or from a stored spec (Katib's JSON) by the reading commands, which build
+    no model."""
+
+    def __init__(self, experiment: Experiment | Mapping[str, Any]) -> None:
+        if isinstance(experiment, Mapping):
+            stored = (experiment.get("spec") or {}).get("objective") or {}
+            metric, kind, goal = stored.get("objectiveMetricName"), stored.get("type"), stored.get("goal")
+            objectives = [(metric or "", kind or "")] + [(o.get("objectiveMetricName") or "", o.get("type") or "")
+                                                         for o in stored.get("additionalObjectives") or []]
+            strategies = {s["name"]: s["value"] for s in stored.get("metricStrategies") or []}
+        else:
+            spec = experiment.spec.objective
+            assert spec is not None, "validation requires spec.objective"
+            metric, kind, goal = spec.objective_metric_name, spec.type, spec.goal
+            objectives, strategies = spec.objectives(), {s.name: s.value for s in spec.metric_strategies}
+        assert metric, "validation requires spec.objective.objectiveMetricName"
+        self.metric: str = metric
+        self.maximize = kind == "maximize"
+        self.goal: float | None = goal
         #: (metric, maximize) for every objective, the objective metric first.
-        self.objectives: list[tuple[str, bool]] = [(name, kind == "maximize") for name, kind in spec.objectives()]
-        self._strategies = {s.name: s.value for s in spec.metric_strategies}
+        self.objectives: list[tuple[str, bool]] = [(name, kind == "maximize") for name, kind in objectives]
+        self._strategies: dict[str, str] = strategies
 
     def strategy(self, metric: str) -> str:
         """Which of a metric's reported values counts: ``min``, ``max`` or ``latest`` (Katib's metricStrategies)."""

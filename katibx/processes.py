@@ -8,8 +8,6 @@ import os
 import signal
 import socket
 
-import psutil
-
 from katibx import capabilities
 
 
@@ -46,6 +44,8 @@ def process_started(pid: int, *, use_proc: bool | None = None, zombies: bool = F
         except PermissionError:
             return -1.0
         return None if fields[0] in ("Z", "X") and not zombies else float(fields[19])  # state, starttime: 3, 22
+    import psutil  # (the portable path only: on Linux a reading command starts without it)
+
     try:
         process = psutil.Process(pid)
         return None if not zombies and process.status() == psutil.STATUS_ZOMBIE else process.create_time()

@@ -59,6 +59,8 @@ class TrialSink(Protocol):
 
 
 _thread_trial = threading.local()  # .sink: the TrialSink of the trial this thread runs, if any
+# A process forked from a trial's thread (a worker of a nested katibx.tune, a helper process) is not that trial.
+os.register_at_fork(after_in_child=lambda: setattr(_thread_trial, "sink", None))
 
 
 def set_thread_trial(sink: TrialSink | None) -> None:
@@ -81,7 +83,8 @@ def report_metrics(metrics: Mapping[str, Any]) -> None:
     if sink is None and (not os.environ.get(TRIAL_NAME_ENV) or not (path or url)):
         raise RuntimeError(
             "katibx.report_metrics() must be called inside a katibx trial "
-            f"(environment variables {TRIAL_NAME_ENV} and {METRICS_FILE_ENV} or {PUSH_URL_ENV} are not set)"
+            f"(environment variables {TRIAL_NAME_ENV} and {METRICS_FILE_ENV} or {PUSH_URL_ENV} are not set; with "
+            "isolation none, only from the thread that runs the trial)"
         )
     record: dict[str, Any] = {}
     for name, value in metrics.items():

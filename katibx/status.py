@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from katibx.metrics import as_float, non_finite
 from katibx.objective import Objective
-from katibx.spec import Experiment
 from katibx.template import format_value
 from katibx.trial import TrialRecord, TrialState
+
+if TYPE_CHECKING:
+    from katibx.spec import Experiment
 
 # Experiment condition types and Katib's reasons.
 CREATED, RUNNING, RESTARTING, SUCCEEDED, FAILED = "Created", "Running", "Restarting", "Succeeded", "Failed"
@@ -28,13 +31,15 @@ REASON_TIME_LIMIT = "ExperimentTimeLimitReached"  # katibx's: tune(timeout=...),
 
 def timestamp(seconds: float | None = None) -> str:
     """Katib's time format (RFC 3339 in UTC, whole seconds) of ``seconds`` since the epoch, or of now."""
-    whole = int(seconds if seconds else time.time())
-    if whole != _last_stamp[0]:  # a trial's conditions take several stamps in the same second
-        _last_stamp[:] = [whole, dt.datetime.fromtimestamp(whole, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
-    return str(_last_stamp[1])
+    global _last_stamp
+    whole = math.floor(seconds if seconds else time.time())
+    last = _last_stamp  # read once: another thread may replace it meanwhile
+    if last[0] != whole:  # a trial's conditions take several stamps in the same second
+        last = _last_stamp = (whole, dt.datetime.fromtimestamp(whole, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return last[1]
 
 
-_last_stamp: list[Any] = [None, ""]  # (epoch second, its text)
+_last_stamp: tuple[int | None, str] = (None, "")  # (epoch second, its text)
 
 
 def set_condition(conditions: list[dict[str, Any]], ctype: str, status: bool, reason: str, message: str) -> None:
@@ -106,7 +111,7 @@ class OptimalTrial:
     """Katib's currentOptimalTrial kept up to date as trials get results, in any order: always the trial that
     :func:`optimal_trial` would pick from all of them (so a controller or a reader need not walk every trial)."""
 
-    def __init__(self, experiment: Experiment) -> None:
+    def __init__(self, experiment: Experiment | Mapping[str, Any]) -> None:
         self._objective = Objective(experiment)
         self.trial: TrialRecord | None = None
         self._value: float | None = None  # the trial's numeric value; None for a non-numeric one (a genotype)
@@ -131,7 +136,7 @@ class OptimalTrial:
         return True
 
 
-def optimal_trial(experiment: Experiment, trials: Sequence[TrialRecord]) -> TrialRecord | None:
+def optimal_trial(experiment: Experiment | Mapping[str, Any], trials: Sequence[TrialRecord]) -> TrialRecord | None:
     """Katib's currentOptimalTrial among ``trials`` (see :class:`OptimalTrial`)."""
     optimal = OptimalTrial(experiment)
     for trial in trials:
@@ -139,7 +144,7 @@ def optimal_trial(experiment: Experiment, trials: Sequence[TrialRecord]) -> Tria
     return optimal.trial
 
 
-def pareto_front(experiment: Experiment, trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+def pareto_front(experiment: Experiment | Mapping[str, Any], trials: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Trials with a result that no other trial dominates on every objective (each in its own direction)."""
     import numpy as np  # only here: the CLI's reading verbs start without it
 
@@ -193,8 +198,8 @@ class ExperimentSummary:
     pareto: Sequence[TrialRecord] | None = None  # None with one objective
 
     @classmethod
-    def of(cls, experiment: Experiment, trials: Sequence[TrialRecord]) -> "ExperimentSummary":
-        multi = bool(experiment.spec.objective and experiment.spec.objective.additional_objectives)
+    def of(cls, experiment: Experiment | Mapping[str, Any], trials: Sequence[TrialRecord]) -> "ExperimentSummary":
+        multi = len(Objective(experiment).objectives) > 1
         return cls(TrialCounts.of(trials), optimal_trial(experiment, trials), [(t.name, t.state) for t in trials],
                    pareto_front(experiment, trials) if multi else None)
 

@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
-import hashlib
-import inspect
 import json
 import os
 import re
 import sqlite3
 import time
 import types
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
-
-import pydantic
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 
 from katibx import trial_dir
 from katibx.metrics import MetricLog
-from katibx.spec import Experiment
+from katibx.objective import Objective
 from katibx.status import ExperimentSummary, TrialCounts, optimal_trial
 from katibx.trial import MetricSummary, TrialRecord, TrialState
+
+if TYPE_CHECKING:  # (reading builds no model: pydantic and the spec's models are imported when one is)
+    import pydantic
+
+    from katibx.spec import Experiment
 
 DEFAULT_STORE = ".katibx/katibx.db"
 STORE_ENV = "KATIBX_STORE"
@@ -171,7 +172,7 @@ def _faults_named(method: Callable[..., Any]) -> Callable[..., Any]:
 def _name_faults(cls: type[Any]) -> type[Any]:
     """Class decorator: every public method raises StoreFault, never sqlite3.Error (see _faults_named)."""
     for name, member in list(vars(cls).items()):
-        if inspect.isfunction(member) and not name.startswith("_"):
+        if isinstance(member, types.FunctionType) and not name.startswith("_"):
             setattr(cls, name, _faults_named(member))
     return cls
 
@@ -212,10 +213,13 @@ class StoreCheck:
 
 @dataclass
 class ExperimentRecord:
-    """An experiment as stored: its spec plus status conditions."""
+    """An experiment as stored: its spec plus status conditions.
+
+    ``spec`` is the Experiment as stored (Katib's JSON): what a reading command reads, building no model;
+    :attr:`experiment` is the model, built from it when first asked for."""
 
     id: int
-    experiment: Experiment
+    spec: dict[str, Any]
     conditions: list[dict[str, Any]] = field(default_factory=list)
     created: float = 0.0
     completed: float | None = None
@@ -225,10 +229,26 @@ class ExperimentRecord:
     # Katib's currentOptimalTrial as the store keeps it: the trial's id, 0 while no trial has a result, None when
     # not recorded (a store written by an older katibx; Store.optimal_trial works it out from the trials)
     optimal_trial_id: int | None = 0
+    _experiment: Experiment | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def experiment(self) -> Experiment:
+        """The Experiment, built from :attr:`spec` without validating it again (it was valid when stored)."""
+        if self._experiment is None:
+            self._experiment = _stored_experiment(self.spec)
+        return self._experiment
+
+    @experiment.setter
+    def experiment(self, experiment: Experiment) -> None:
+        self._experiment = experiment
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The Experiment as Katib's JSON: the model's, once built (it may have been changed), else as stored."""
+        return self._experiment.to_dict() if self._experiment is not None else copy.deepcopy(self.spec)
 
     @property
     def name(self) -> str:
-        return self.experiment.name
+        return str((self.spec.get("metadata") or {}).get("name") or "")
 
     @property
     def qualified_name(self) -> str:
@@ -238,7 +258,7 @@ class ExperimentRecord:
 
     @property
     def namespace(self) -> str:
-        return self.experiment.namespace
+        return str((self.spec.get("metadata") or {}).get("namespace") or "default")
 
 
 def resolve_store_path(url: str | os.PathLike[str] | None = None) -> Path:
@@ -309,6 +329,8 @@ class Store:
         self.read_only = True
         if not self.path.is_file():
             raise StoreError(f"--store: store {self.path} does not exist")
+        import urllib.parse  # (only for a store this process may not write)
+
         base = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
         db = sqlite3.connect(base, uri=True, isolation_level=None, check_same_thread=False)
         try:
@@ -420,7 +442,8 @@ class Store:
     ) -> ExperimentRecord:
         """Store a new experiment with the backend that runs it (so that resume can use the same one) and, in the
         same transaction, the lease of the controller that will run it."""
-        spec = json.dumps(experiment.to_dict())
+        stored = experiment.to_dict()
+        spec = json.dumps(stored)
         options = dict(backend_options or {})
         now = time.time()
         try:
@@ -435,7 +458,8 @@ class Store:
                     self._insert_lease(int(cur.lastrowid or 0), lease)
         except sqlite3.IntegrityError:
             raise self._exists(experiment) from None
-        return ExperimentRecord(int(cur.lastrowid or 0), experiment, conditions, now, None, workdir, backend, options)
+        return ExperimentRecord(int(cur.lastrowid or 0), stored, conditions, now, None, workdir, backend, options,
+                                _experiment=experiment)
 
     def _exists(self, experiment: Experiment) -> ExperimentExists:
         return ExperimentExists(
@@ -471,7 +495,7 @@ class Store:
     @staticmethod
     def _experiment_row(row: tuple[Any, ...]) -> ExperimentRecord:
         """An ExperimentRecord from a row of _EXPERIMENT_COLUMNS."""
-        return ExperimentRecord(row[0], _stored_experiment(json.loads(row[1])), json.loads(row[2]), row[3], row[4],
+        return ExperimentRecord(row[0], json.loads(row[1]), json.loads(row[2]), row[3], row[4],
                                 row[5], row[6], json.loads(row[7]), row[9])
 
     def set_backend(self, record: ExperimentRecord, backend: str, options: dict[str, Any] | None = None) -> None:
@@ -483,9 +507,10 @@ class Store:
 
     def save_experiment(self, record: ExperimentRecord) -> None:
         """Persist the spec (budget edits on resume), conditions, completion time and optimal trial."""
+        record.spec = record.spec_dict()
         self._write(
             "UPDATE experiments SET spec=?, conditions=?, completed=?, optimal_trial=? WHERE id=?",
-            (json.dumps(record.experiment.to_dict()), json.dumps(record.conditions), record.completed,
+            (json.dumps(record.spec), json.dumps(record.conditions), record.completed,
              record.optimal_trial_id, record.id),
         )
 
@@ -597,17 +622,16 @@ class Store:
         kept = self._db.execute(f"SELECT {self._optimal_column} FROM experiments WHERE id=?", (record.id,)).fetchone()
         kept_id = kept[0] if kept else record.optimal_trial_id
         if kept_id is None:
-            return optimal_trial(record.experiment, self.trials(record.id))
+            return optimal_trial(record.spec, self.trials(record.id))
         return self.trial(kept_id) if kept_id else None
 
     def summary(self, record: ExperimentRecord, *, names: bool = True) -> ExperimentSummary:
         """What the experiment's status says of its trials, read in one snapshot (a running controller's commits
         land wholly before or after it): counts and the optimal trial from what the store keeps, each trial's name
         and state with ``names``, and, with several objectives, the Pareto front (which reads every trial)."""
-        objective = record.experiment.spec.objective
         with self._snapshot():
-            if objective is not None and objective.additional_objectives:
-                return ExperimentSummary.of(record.experiment, self.trials(record.id))
+            if len(Objective(record.spec).objectives) > 1:
+                return ExperimentSummary.of(record.spec, self.trials(record.id))
             states = self.trial_states(record.id) if names else None
             counts = (TrialCounts.from_states(Counter(state for _, state in states)) if states is not None
                       else self.trial_counts(record.id))
@@ -636,7 +660,7 @@ class Store:
             try:
                 row = self._db.execute(f"SELECT {self._experiment_columns} FROM experiments WHERE id=?",
                                        (experiment_id,)).fetchone()
-                self._experiment_row(row)
+                self._experiment_row(row).experiment  # noqa: B018 - the model built: its spec can be read
                 trials = self.trials(experiment_id)
                 for trial in trials:
                     self.observation_logs(trial.id)
@@ -690,6 +714,8 @@ class Store:
             (SELECT COUNT(*) || ':' || TOTAL(o.id) FROM observations o JOIN trials t ON t.id = o.trial_id
                                  WHERE t.experiment_id = e.id)
             FROM experiments e""")
+        import hashlib  # (a reading command never asks)
+
         return {row[0]: hashlib.sha1("\x1f".join(map(str, row[1:])).encode()).hexdigest() for row in rows}
 
     def data_version(self) -> int:
@@ -721,6 +747,8 @@ def _stored_experiment(data: dict[str, Any]) -> Experiment:
     when stored (so building it is quick: a reading command never builds pydantic's validators), and one that
     today's rules would refuse (a key since removed, a stricter type) still reads, so that an upgrade never makes an
     old store unreadable."""
+    from katibx.spec import Experiment
+
     return _unvalidated(Experiment, data)
 
 
@@ -729,6 +757,8 @@ def _unvalidated(annotation: Any, value: Any) -> Any:
     names, so attribute access works; other values are kept as stored, unknown keys only where a model allows extras."""
     if get_origin(annotation) in (Union, types.UnionType):  # Optional[X]
         annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    import pydantic
+
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel) and isinstance(value, dict):
         fields = annotation.model_fields
         names = {_alias(annotation, name, field): name for name, field in fields.items()}

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from katibx.quantities import quantity
-from katibx.spec import Experiment
+
+if TYPE_CHECKING:
+    from katibx.spec import Experiment
 
 PLACEHOLDER = re.compile(r"\$\{trialParameters\.([^}]*)\}")
 _META = re.compile(r"^\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|Labels\[([^\]]+)\]|Annotations\[([^\]]+)\])\}$")

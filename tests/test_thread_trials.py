@@ -150,33 +150,116 @@ def test_a_deadline_abandons_a_trial_that_does_not_end_and_the_run_does_not_wait
     assert ENDED.wait(10)
 
 
-def test_resume_runs_the_remaining_trials_on_threads_importing_the_objective(tmp_path: Path) -> None:
-    (tmp_path / "thread_objective.py").write_text(
-        "import os, threading\n"
-        "def objective(p):\n"
-        "    return {'loss': p['x'], 'pid': os.getpid()}\n")
+def test_resume_imports_the_objective_into_this_process_and_a_module_that_fails_is_one_line(
+        tmp_path: Path) -> None:
+    module = tmp_path / "thread_objective.py"
+    module.write_text("import os\n\ndef objective(p):\n    return {'loss': p['x'], 'pid': os.getpid()}\n")
     sys.path.insert(0, str(tmp_path))
+    store = tmp_path / "katibx.db"
     try:
         from thread_objective import objective  # type: ignore[import-not-found]
 
-        store = tmp_path / "katibx.db"
         _tune(tmp_path, "resumed", objective, isolation="none", max_trial_count=2, parallel_trial_count=1,
               additional_metric_names=["pid"])
-        record = katibx.resume_experiment("resumed", store=Store(store), max_trial_count=4)  # no function given
+        sys.modules.pop("thread_objective")  # resumed as `katibx resume` would: imported again, by reference
+        record = katibx.resume_experiment("resumed", store=Store(store), max_trial_count=4)
+        trials = Store(store).trials(record.id)
+        assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 4
+        assert {t.observation["pid"].latest for t in trials} == {str(os.getpid())}  # this process: threads
+        assert "thread_objective" in sys.modules
+
+        module.write_text("raise NameError('broken module')\n")
+        sys.modules.pop("thread_objective")
+        with pytest.raises(ValidationError) as raised:  # one line naming the field (the CLI's exit code 2)
+            katibx.resume_experiment("resumed", store=Store(store), max_trial_count=5)
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("thread_objective", None)
-    trials = Store(store).trials(record.id)
-    assert [t.state for t in trials] == [TrialState.SUCCEEDED] * 4
-    assert {t.observation["pid"].latest for t in trials} == {str(os.getpid())}
+    assert raised.value.errors == ["spec.trialTemplate.trialSpec.spec.function: importing the objective "
+                                   "'thread_objective:objective' failed: NameError: broken module"]
+    assert len(Store(store).trials(record.id)) == 4  # nothing stored is lost
+
+
+RUNNING = threading.Event()  # set by a blocked trial once it runs
+
+
+def blocked(p: dict[str, Any]) -> float:
+    """n=1 reaches the goal at once; n=2 runs until the test releases it."""
+    if p["n"] == 1:
+        return 0.0
+    RUNNING.set()
+    RELEASE.wait(60)
+    ENDED.set()
+    return 1.0
+
+
+def _blocked_run(tmp_path: Path, name: str, values: list[int], **options: Any) -> tuple[threading.Thread, list[Any]]:
+    for event in (RUNNING, RELEASE, ENDED):
+        event.clear()
+    done: list[Any] = []
+    run = threading.Thread(target=lambda: done.append(_tune(
+        tmp_path, name, blocked, isolation="none", algorithm_name="grid", max_trial_count=len(values),
+        parameters={"n": katibx.search.categorical(values)}, **options)))
+    run.start()
+    return run, done
+
+
+def test_a_running_thread_trial_shows_running_in_the_store(tmp_path: Path) -> None:
+    run, done = _blocked_run(tmp_path, "blocked", [2], parallel_trial_count=1)
+    try:
+        assert RUNNING.wait(60)
+        store = Store(tmp_path / "katibx.db")
+        deadline = time.monotonic() + 60
+        while [t.state for t in store.trials(store.get_experiment("blocked").id)] != [TrialState.RUNNING]:
+            assert time.monotonic() < deadline, "the running trial never showed Running in the store"
+            time.sleep(0.02)  # (the controller stores it once it has waited for events: within 0.2 s)
+    finally:
+        RELEASE.set()
+        run.join(60)
+    assert done and done[0].trials[0].state is TrialState.SUCCEEDED
+
+
+def test_completion_abandons_a_running_thread_trial_when_asked_to_kill_it(tmp_path: Path) -> None:
+    run, done = _blocked_run(tmp_path, "abandoned", [1, 2], parallel_trial_count=2, objective_goal=0.5,
+                             kill_running_on_completion=True)
+    try:
+        run.join(60)
+        assert done, "tune did not return"
+        by_n = {t.params["n"]: t for t in done[0].trials}
+        assert by_n[1].state is TrialState.SUCCEEDED
+        assert by_n[2].state is TrialState.KILLED and "could not be stopped (isolation: none)" in by_n[2].message
+        assert RUNNING.is_set() and not ENDED.is_set()  # it still runs: abandoned, not waited for
+    finally:
+        RELEASE.set()
+    assert ENDED.wait(10)
+
+
+def nested(p: dict[str, Any]) -> float:
+    """Runs a sweep of its own, in worker processes forked from this trial's thread."""
+    inner = katibx.tune(f"inner-{p['n']}", square, SPACE, objective_metric_name="loss", objective_type="minimize",
+                        max_trial_count=2, parallel_trial_count=1, store=p["store"], progress=False)
+    return float(inner.best_value)
+
+
+def test_a_sweep_inside_a_thread_trial_runs_its_own_process_trials(tmp_path: Path) -> None:
+    result = _tune(tmp_path, "outer", nested, isolation="none", max_trial_count=1, parallel_trial_count=1,
+                   parameters={"n": katibx.search.int(1, 3), "store": str(tmp_path / "inner.db")})
+    assert result.trials[0].state is TrialState.SUCCEEDED  # the inner trials' metrics reached the inner sweep
+
+
+def test_file_metrics_collectors_are_refused_for_thread_trials() -> None:
+    experiment = function_experiment("files", square, SPACE, objective_metric_name="loss", isolation="none")
+    experiment.spec.metrics_collector_spec.collector.kind = "File"
+    errors = check_experiment(experiment, create_backend("local"))
+    assert any(e.startswith("spec.metricsCollectorSpec.collector.kind: File reads files a trial writes") for e in errors), errors
 
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"isolation": "thread"}, "isolation: must be 'process' or 'none', got 'thread'"),
     ({"env_per_trial": {"A": "1"}}, "spec.trialTemplate.trialSpec.spec.env (env_per_trial): trials with isolation "
                                     "none share the controller's process and its environment"),
-    ({"reuse_processes": False}, "spec.trialTemplate.trialSpec.spec.reuseProcesses (reuse_processes): false asks "
-                                 "for a fresh process per trial"),
+    ({"reuse_processes": False}, "spec.trialTemplate.trialSpec.spec.reuseProcesses (reuse_processes): false (a "
+                                 "fresh process per trial) contradicts"),
     ({"resources_per_trial": {"gpu": 1}}, "spec.trialTemplate.trialSpec.spec.isolation (isolation): trials with "
                                           "isolation none share the controller's process, which cannot give each "
                                           "its own GPUs"),

@@ -43,9 +43,10 @@ class ThreadTrial:
 
     def __init__(self, name: str, log_path: Path, metric_names: Sequence[str],
                  stdout_formats: Sequence[str] | None, parse_stdout: bool, deadline: float | None,
-                 wake: Callable[[], None] = lambda: None) -> None:
+                 wake: Callable[[], None] | None = None, trim_log: Callable[[Path], None] = lambda _path: None) -> None:
         self.name = name
-        self._wake = wake  # tells the controller there is something to read
+        self._wake = wake  # tells the controller at once of an intermediate report (for early stopping)
+        self._trim_log = trim_log  # bounds the log once the trial has ended (the backend's log limit)
         self.log_path = log_path
         self.deadline = deadline  # time.monotonic() past which the trial is abandoned
         self._lock = threading.Lock()
@@ -61,11 +62,15 @@ class ThreadTrial:
         self.prunable = False  # it has called katibx.should_prune: it can be asked to stop
 
     # the trial's side (its thread) ------------------------------------------------------------------------
-    def report(self, record: dict[str, Any]) -> None:
-        """A record of :func:`katibx.report_metrics`, read as a worker's metrics file is."""
+    def report(self, record: dict[str, Any], *, final: bool = False) -> None:
+        """A record of :func:`katibx.report_metrics`, read as a worker's metrics file is (``final``: what the
+        function returned, which its end brings to the controller anyway)."""
         with self._lock:
+            if self.stopped_as is not None:  # abandoned: nobody reads it any more
+                return
             self._feed(self._pushed, json.dumps(record) + "\n", "metrics")
-        self._wake()  # early stopping may want to see it now
+        if self._wake is not None and not final:
+            self._wake()
 
     def should_prune(self) -> bool:
         self.prunable = True
@@ -78,11 +83,12 @@ class ThreadTrial:
             if self._log is None:
                 with contextlib.suppress(OSError):  # a log that cannot be written loses output, not the trial
                     self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                    self._log = self.log_path.open("w", encoding="utf-8", errors="replace")
+                    # line-buffered, as a worker's output is: `katibx logs -f` shows each line as it is printed
+                    self._log = self.log_path.open("w", encoding="utf-8", errors="replace", buffering=1)
             if self._log is not None:
                 with contextlib.suppress(OSError, ValueError):
                     self._log.write(text)
-            if self._printed is not None:
+            if self._printed is not None and self.stopped_as is None:
                 self._feed(self._printed, text, self.log_path.name)
         return len(text)
 
@@ -104,6 +110,7 @@ class ThreadTrial:
             if self._log is not None:
                 with contextlib.suppress(OSError):
                     self._log.close()
+                self._trim_log(self.log_path)
             self.failure = failure
             self.code = code
 
@@ -133,12 +140,56 @@ class _TrialStream:
             return trial.write(text)
         return self.original.write(text)
 
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         if not isinstance(thread_trial(), ThreadTrial):
             self.original.flush()
 
-    def __getattr__(self, name: str) -> Any:
+    def isatty(self) -> bool:
+        return False if isinstance(thread_trial(), ThreadTrial) else self.original.isatty()
+
+    def __getattr__(self, name: str) -> Any:  # (``fileno`` and ``buffer`` are the original's: they bypass the log)
         return getattr(self.original, name)
+
+
+class _Streams:
+    """The process's one pair of trial streams, in place while any :class:`ThreadTrials` has a trial running (two
+    experiments in one process share it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+
+    def take(self) -> None:
+        """Route trial threads' output from now on; put back in place if something replaced ``sys.stdout`` or
+        ``sys.stderr`` since (a trial's ``contextlib.redirect_stdout`` affects every thread while it lasts)."""
+        with self._lock:
+            self._users += 1
+        self.keep()
+
+    def keep(self) -> None:
+        """Put the trial streams back in place where something replaced them."""
+        with self._lock:
+            for name in ("stdout", "stderr"):
+                if self._users and not isinstance(getattr(sys, name), _TrialStream):
+                    setattr(sys, name, _TrialStream(getattr(sys, name)))
+
+    def give_back(self) -> None:
+        """One user less; the last one puts the original streams back (unless someone replaced ours since)."""
+        with self._lock:
+            self._users -= 1
+            if self._users:
+                return
+            for name in ("stdout", "stderr"):
+                stream = getattr(sys, name)
+                if isinstance(stream, _TrialStream):
+                    setattr(sys, name, stream.original)
+
+
+_STREAMS = _Streams()
 
 
 class ThreadTrials:
@@ -146,8 +197,11 @@ class ThreadTrials:
     when one has ended (or was abandoned). A thread whose trial was abandoned serves again once its function
     returns."""
 
-    def __init__(self, experiment: Experiment) -> None:
+    def __init__(self, experiment: Experiment, trim_log: Callable[[Path], None] = lambda _path: None) -> None:
         self.experiment = experiment
+        self._trim_log = trim_log
+        self._wake_on_report = experiment.spec.early_stopping is not None  # it decides on intermediate values
+        self._count = 0  # threads started, to name them
         mc = experiment.spec.metrics_collector_spec
         source = mc.source if mc else None
         self._metric_names = metric_names(experiment)
@@ -159,7 +213,7 @@ class ThreadTrials:
         os.set_blocking(self._wake_write, False)
         self._trials: dict[str, ThreadTrial] = {}
         self._idle: list[SimpleQueue[Any]] = []  # each idle thread's inbox
-        self._streams: tuple[_TrialStream, _TrialStream] | None = None
+        self._streams = False  # whether this runner has taken the trial streams
         self._closing = threading.Lock()  # the pipe is closed once, never written after (its numbers get reused)
         self._closed = False
 
@@ -178,7 +232,7 @@ class ThreadTrials:
         """Run ``function(arguments)`` as trial ``name`` (its log at ``log_path``, abandoned after ``deadline``,
         a ``time.monotonic()``)."""
         trial = ThreadTrial(name, log_path, self._metric_names, self._formats, self._parse_stdout, deadline,
-                            self._wake)
+                            self._wake if self._wake_on_report else None, self._trim_log)
         with contextlib.suppress(FileNotFoundError):  # a trial run again: its earlier run's log goes
             os.unlink(log_path)
         self._capture_output()
@@ -187,7 +241,8 @@ class ThreadTrials:
             inbox = self._idle.pop()
         except IndexError:
             inbox = SimpleQueue()
-            threading.Thread(target=self._serve, args=(inbox,), name=f"katibx-trial-{len(self._trials)}",
+            self._count += 1
+            threading.Thread(target=self._serve, args=(inbox,), name=f"katibx-trial-{self._count}",
                              daemon=True).start()
         inbox.put((trial, function, arguments, self._objectives))
 
@@ -203,6 +258,7 @@ class ThreadTrials:
             try:
                 metrics = returned_metrics(function(arguments), objectives)
                 if metrics:
+                    set_thread_trial(_Returned(trial))  # brought to the controller by the end, not a wake-up
                     report_metrics(metrics)
             except TrialPruned:  # it ended itself, early stopping having asked: a clean end
                 trial.write("katibx: trial pruned (TrialPruned raised)\n")
@@ -226,9 +282,11 @@ class ThreadTrials:
 
     def _capture_output(self) -> None:
         """Route what trial threads print to their logs (from the first trial until :meth:`close`)."""
-        if self._streams is None:
-            self._streams = (_TrialStream(sys.stdout), _TrialStream(sys.stderr))
-            sys.stdout, sys.stderr = self._streams
+        if not self._streams:
+            self._streams = True
+            _STREAMS.take()
+        else:
+            _STREAMS.keep()
 
     def events(self) -> list[TrialEvent]:
         """Metrics reported since the last call, and the trials that ended or were abandoned."""
@@ -277,11 +335,22 @@ class ThreadTrials:
                     os.close(fd)
         while self._idle:
             self._idle.pop().put(None)
-        if self._streams is not None:
-            for name, stream in zip(("stdout", "stderr"), self._streams):
-                if getattr(sys, name) is stream:  # unless someone replaced it since
-                    setattr(sys, name, stream.original)
-            self._streams = None
+        if self._streams:
+            self._streams = False
+            _STREAMS.give_back()
+
+
+class _Returned:
+    """The sink of a trial's returned metrics: reported as the function's last record, waking no one."""
+
+    def __init__(self, trial: ThreadTrial) -> None:
+        self._trial = trial
+
+    def report(self, record: dict[str, Any]) -> None:
+        self._trial.report(record, final=True)
+
+    def should_prune(self) -> bool:
+        return self._trial.should_prune()
 
 
 def _exit_event(trial: ThreadTrial, code: int, logs: list[MetricLog]) -> TrialExited:

@@ -430,7 +430,7 @@ class LocalBackend(Backend):
         if self._threads is None or self._threads.experiment is not job.experiment:
             if self._threads is not None:
                 self._threads.close()
-            self._threads = ThreadTrials(job.experiment)
+            self._threads = ThreadTrials(job.experiment, lambda path: keep_tail(path, self.log_limit_bytes))
         self._threads.start(job.trial.name, job.trial_dir / STDOUT_LOG, function,
                             {**(spec.get("fixedParameters") or {}), **job.trial.assignments},
                             time.monotonic() + deadline if deadline else None)
@@ -617,8 +617,8 @@ def _isolation_errors(experiment: Experiment, spec: dict[str, Any], path: str) -
         errors.append(f"{path}.spec.env: {shared} and its environment; read the values from the parameters "
                       "instead, or use isolation process")
     if function_spec.get(REUSE_FIELD) is False:
-        errors.append(f"{path}.spec.{REUSE_FIELD}: false asks for a fresh process per trial, and {field} none for "
-                      "none; choose one")
+        errors.append(f"{path}.spec.{REUSE_FIELD}: false (a fresh process per trial) contradicts {field} none (no "
+                      "process of their own); drop one")
     try:
         gpus = gpu_count(template_resources(spec, None))
     except ValueError:
