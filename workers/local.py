@@ -374,7 +374,7 @@ class LocalBackend(Backend):
         if mount:
             values = mount_checkpoint(values, mount, job.trial_dir / CHECKPOINT_DIR)
         env.update(zip(names, values[len(argv):]))
-        with_python_on_path(job.trial_dir, env)  # `bash -c "python ..."` too, after the container's own PATH
+        with_python_on_path(job.trial_dir.parent, env)  # `bash -c "python ..."` too, after the container's PATH
         return values[:len(argv)], source
 
     @staticmethod
