@@ -58,7 +58,8 @@ def echo(text: str = "") -> None:
 
 def _labelled(label: str, color: str, text: str) -> None:
     """``label: text`` on stderr, the label colored on a terminal."""
-    click.echo(f"{click.style(label + ':', fg=color)} {text}", err=True)
+    plain = bool(os.environ.get("NO_COLOR"))  # https://no-color.org, as rich honours it
+    click.echo(f"{click.style(label + ':', fg=color)} {text}", err=True, color=False if plain else None)
 
 
 def __getattr__(name: str) -> Console:

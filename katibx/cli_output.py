@@ -119,7 +119,7 @@ def sort_key(field: str, columns: Mapping[str, Callable[[T], Any]],
              as_object: Callable[[T], dict[str, Any]]) -> Callable[[T], tuple[int, Any]]:
     """A sort key for table entries: a column by name, else a JSONPath field of the entry's Katib object; numbers
     (Katib keeps metric values as strings) sort as numbers, before text, and missing values last."""
-    column = columns.get(field)
+    column = columns.get(field) or next((c for name, c in columns.items() if name.upper() == field), None)  # as shown
     expression = None if column else _compiled(field)
 
     def key(item: T) -> tuple[int, Any]:

@@ -34,14 +34,21 @@ def import_function(reference: str, workdir: str | None = None) -> Callable[...,
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
+        parents = {module_name.rsplit(".", i)[0] for i in range(module_name.count(".") + 1)}
+        if isinstance(exc, ModuleNotFoundError) and exc.name not in parents:  # something the module itself imports
+            raise _import_failed(reference, exc) from None
         raise ValidationError([
             f"{FIELD}: cannot import the objective {reference!r} ({exc}); functions defined in a script's "
             "__main__ or inside another function can only be resumed from Python: "
             "katibx.resume_experiment(name, function=objective)"
         ]) from None
     except Exception as exc:  # noqa: BLE001 - the module's own code failed as it was imported
-        raise ValidationError([f"{FIELD}: importing the objective {reference!r} failed: "
-                               f"{type(exc).__name__}: {exc}"]) from None
+        raise _import_failed(reference, exc) from None
     if not callable(obj):
         raise ValidationError([f"{FIELD}: {reference!r} is not callable"])
     return obj
+
+
+def _import_failed(reference: str, exc: Exception) -> ValidationError:
+    """The objective's module was found, but importing it failed (its own code, or what it imports)."""
+    return ValidationError([f"{FIELD}: importing the objective {reference!r} failed: {type(exc).__name__}: {exc}"])

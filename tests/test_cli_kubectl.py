@@ -131,6 +131,7 @@ def test_outputs_selectors_sorting_describe_and_delete(tmp_path, write_experimen
     assert by_result[0].split()[:2] == ["TRIAL", "STATUS"]  # kubectl's plain table: a header, then rows
     results = [float(line.split()[-1]) for line in by_result if "first-" in line]
     assert results == sorted(results) and len(results) == 3
+    assert cli("get", "trials", "first", "--sort-by", "RESULT").stdout == "\n".join(by_result) + "\n"  # as shown
     trials = json.loads(cli("get", "trials", "first", "-o", "json").stdout)["items"]
     by_a = cli("get", "trials", "first", "--sort-by", ".spec.parameterAssignments[0].value", "-o", "name").stdout.split()
     assert by_a == [f"trial.kubeflow.org/{t['metadata']['name']}" for t in

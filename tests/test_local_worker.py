@@ -475,3 +475,23 @@ def test_release_after_a_crash_spares_a_process_that_reused_the_trials_pid() -> 
         process.kill()
         process.wait()
         backend.close()
+
+
+def test_the_python_scripts_on_a_trials_path_are_rewritten_when_changed_or_gone(tmp_path: Path) -> None:
+    """One set per experiment folder, checked by two stat calls a trial: another interpreter's resume rewriting them
+    (or someone deleting them) is noticed, and each is replaced whole (never a truncated script for a running trial)."""
+    from katibx.workers._python_path import BIN_DIR, with_python_on_path
+
+    env: dict[str, str] = {"PATH": "/usr/bin"}
+    with_python_on_path(tmp_path, env)
+    script = tmp_path / BIN_DIR / "python"
+    assert env["PATH"] == f"{tmp_path / BIN_DIR}{os.pathsep}/usr/bin"
+    mine = script.read_text()
+    assert sys.executable in mine and os.access(script, os.X_OK)
+    script.write_text("#!/bin/sh\nexec /another/python \"$@\"\n")  # another process's katibx resumed the experiment
+    with_python_on_path(tmp_path, {})
+    assert script.read_text() == mine
+    (tmp_path / BIN_DIR / "python3").unlink()
+    with_python_on_path(tmp_path, {})
+    assert (tmp_path / BIN_DIR / "python3").read_text() == mine
+    assert sorted(p.name for p in (tmp_path / BIN_DIR).iterdir()) == ["python", "python3"]  # no partial files left

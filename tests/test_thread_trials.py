@@ -280,3 +280,17 @@ def test_the_ray_backend_refuses_thread_trials_without_starting_ray() -> None:
     errors = check_experiment(experiment, create_backend("ray"))
     assert any("none runs trials in the controller's process; the ray backend runs them on its actors" in e
                for e in errors), errors
+
+
+def test_an_objective_whose_module_lacks_a_dependency_says_so_not_the_resume_hint(tmp_path: Path) -> None:
+    (tmp_path / "needs_more.py").write_text("import not_installed_anywhere\n\ndef objective(p):\n    return 1.0\n")
+    from katibx.functions import import_function
+
+    try:
+        with pytest.raises(ValidationError) as raised:
+            import_function("needs_more:objective", str(tmp_path))
+    finally:
+        sys.path.remove(str(tmp_path))  # (import_function makes the experiment's folder importable)
+    assert raised.value.errors == ["spec.trialTemplate.trialSpec.spec.function: importing the objective "
+                                   "'needs_more:objective' failed: ModuleNotFoundError: No module named "
+                                   "'not_installed_anywhere'"]
