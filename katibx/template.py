@@ -109,6 +109,8 @@ def primary_container(worker: dict[str, Any], name: str | None) -> dict[str, Any
 def active_deadline_seconds(worker: dict[str, Any]) -> float | None:
     """Job ``spec.activeDeadlineSeconds`` or a training job's ``spec.runPolicy.activeDeadlineSeconds``."""
     spec = worker.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise TypeError(f"must be a mapping, got {type(spec).__name__}")
     value = spec.get("activeDeadlineSeconds", (spec.get("runPolicy") or {}).get("activeDeadlineSeconds"))
     if value is None:
         return None

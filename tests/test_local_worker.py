@@ -495,3 +495,13 @@ def test_the_python_scripts_on_a_trials_path_are_rewritten_when_changed_or_gone(
     with_python_on_path(tmp_path, {})
     assert (tmp_path / BIN_DIR / "python3").read_text() == mine
     assert sorted(p.name for p in (tmp_path / BIN_DIR).iterdir()) == ["python", "python3"]  # no partial files left
+
+
+@pytest.mark.parametrize("kind", ["Job", "Function"])
+def test_a_worker_spec_that_is_not_a_mapping_is_one_line_naming_it(tmp_path: Path, write_experiment, kind: str) -> None:
+    doc = experiment_doc()
+    doc["spec"]["trialTemplate"]["trialSpec"]["kind"] = kind
+    doc["spec"]["trialTemplate"]["trialSpec"]["spec"] = 5
+    ran = katibx_cli("validate", str(write_experiment(doc)), cwd=tmp_path, store=tmp_path / "k.db")
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr, ran.stderr
+    assert "spec.trialTemplate.trialSpec.spec: must be a mapping, got int" in ran.stdout + ran.stderr

@@ -60,16 +60,16 @@ class ThreadTrial:
         self.stopped_as: tuple[str, str] | None = None  # (reason, message) once abandoned
         self.asked_to_stop = False
         self.prunable = False  # it has called katibx.should_prune: it can be asked to stop
+        self.returned = False  # the function has returned: its metrics come to the controller with its end
 
     # the trial's side (its thread) ------------------------------------------------------------------------
-    def report(self, record: dict[str, Any], *, final: bool = False) -> None:
-        """A record of :func:`katibx.report_metrics`, read as a worker's metrics file is (``final``: what the
-        function returned, which its end brings to the controller anyway)."""
+    def report(self, record: dict[str, Any]) -> None:
+        """A record of :func:`katibx.report_metrics`, read as a worker's metrics file is."""
         with self._lock:
             if self.stopped_as is not None:  # abandoned: nobody reads it any more
                 return
             self._feed(self._pushed, json.dumps(record) + "\n", "metrics")
-        if self._wake is not None and not final:
+        if self._wake is not None and not self.returned:
             self._wake()
 
     def should_prune(self) -> bool:
@@ -257,8 +257,8 @@ class ThreadTrials:
             code, failure = 0, ""
             try:
                 metrics = returned_metrics(function(arguments), objectives)
+                trial.returned = True
                 if metrics:
-                    set_thread_trial(_Returned(trial))  # brought to the controller by the end, not a wake-up
                     report_metrics(metrics)
             except TrialPruned:  # it ended itself, early stopping having asked: a clean end
                 trial.write("katibx: trial pruned (TrialPruned raised)\n")
@@ -338,19 +338,6 @@ class ThreadTrials:
         if self._streams:
             self._streams = False
             _STREAMS.give_back()
-
-
-class _Returned:
-    """The sink of a trial's returned metrics: reported as the function's last record, waking no one."""
-
-    def __init__(self, trial: ThreadTrial) -> None:
-        self._trial = trial
-
-    def report(self, record: dict[str, Any]) -> None:
-        self._trial.report(record, final=True)
-
-    def should_prune(self) -> bool:
-        return self._trial.should_prune()
 
 
 def _exit_event(trial: ThreadTrial, code: int, logs: list[MetricLog]) -> TrialExited:

@@ -32,7 +32,6 @@ from katibx.backend import (
     TrialStartError,
 )
 from katibx.defaults import WORKER_DEFAULTS
-from katibx.functions import import_function
 from katibx.gpus import GPUS_ENV, VISIBLE_ENV, GpuPool, discover_gpus, shared_pool
 from katibx.metrics_collector import MetricsCollector, collector_kind, source_path
 from katibx.objective import Objective
@@ -58,7 +57,6 @@ from katibx.trial_dir import (
     STOP_FILE,
     trial_environment,
 )
-from katibx.validation import ValidationError
 from katibx.workers._escaped import TOKEN_ENV, kill_marked, last_pid, new_token
 from katibx.workers._function_worker import FunctionWorker, TrialRequest
 from katibx.workers._process_exit import ProcessExit, wait_readable
@@ -149,7 +147,6 @@ class LocalBackend(Backend):
         self.close_inherited_descriptors = close_inherited_descriptors  # function workers forked from a Ray actor
         self._threads: ThreadTrials | None = None  # trials of an ``isolation: none`` template
         self._gpus_asked: tuple[Experiment | None, bool] = (None, True)  # (experiment, whether it may ask for GPUs)
-        self._functions: dict[str, Callable[..., Any]] = {}  # objectives imported here, by reference
 
     # checks ------------------------------------------------------------------------------
     def check(self, experiment: Experiment) -> list[str]:
@@ -212,6 +209,8 @@ class LocalBackend(Backend):
         except (TypeError, ValueError) as exc:
             if "${trialParameters." not in str(exc):  # a substituted deadline is checked when the trial starts
                 errors.append(f"{path}.spec: {exc}")
+        if not isinstance(spec.get("spec") or {}, dict):
+            return errors  # (said above: nothing more can be read from it)
         if spec.get("kind") == FUNCTION_KIND:
             reuse = (spec.get("spec") or {}).get(REUSE_FIELD, True)
             if not isinstance(reuse, bool):
@@ -268,8 +267,8 @@ class LocalBackend(Backend):
         if self._gpus_asked[0] is not experiment:
             tt = experiment.spec.trial_template
             try:
-                asks = bool(tt and tt.trial_spec and not in_threads(experiment)
-                            and gpu_count(template_resources(tt.trial_spec, tt.primary_container_name)))
+                asks = bool(tt and tt.trial_spec and gpu_count(template_resources(tt.trial_spec,
+                                                                                  tt.primary_container_name)))
             except (TypeError, ValueError):
                 asks = True  # start says what is wrong
             self._gpus_asked = (experiment, asks)
@@ -426,24 +425,16 @@ class LocalBackend(Backend):
         except (TypeError, ValueError) as exc:
             raise TrialStartError(f"invalid trial template: {exc}") from None
         spec = worker.get("spec") or {}
-        function = job.function or self._imported(str(spec.get("function", "")), str(job.workdir))
+        if job.function is None:  # (the runner imports a stored experiment's objective before its controller runs)
+            raise TrialStartError("isolation none runs the objective in this process: it must be given to the run")
         if self._threads is None or self._threads.experiment is not job.experiment:
             if self._threads is not None:
                 self._threads.close()
             self._threads = ThreadTrials(job.experiment, lambda path: keep_tail(path, self.log_limit_bytes))
-        self._threads.start(job.trial.name, job.trial_dir / STDOUT_LOG, function,
+        self._threads.start(job.trial.name, job.trial_dir / STDOUT_LOG, job.function,
                             {**(spec.get("fixedParameters") or {}), **job.trial.assignments},
                             time.monotonic() + deadline if deadline else None)
         return {}  # nothing of the trial outlives this process: no worker for a later controller to find
-
-    def _imported(self, reference: str, workdir: str) -> Callable[..., Any]:
-        """The objective of a resumed ``isolation: none`` experiment, imported into this process once."""
-        if reference not in self._functions:
-            try:
-                self._functions[reference] = import_function(reference, workdir)
-            except ValidationError as exc:
-                raise TrialStartError(exc.errors[0]) from None
-        return self._functions[reference]
 
     def poll(self, timeout: float) -> list[TrialEvent]:
         events: list[TrialEvent] = []
