@@ -33,7 +33,7 @@ from katibx.status import (
     is_completed,
     set_condition,
 )
-from katibx.store import ExperimentRecord, Store
+from katibx.store import ExperimentRecord, Store, StoreFault
 from katibx.trial import EXPERIMENT_LABEL, TRIAL_REASONS, TrialState
 from katibx.trial_book import TrialBook
 from katibx.trial_lifecycle import TrialLifecycle
@@ -109,6 +109,7 @@ class Controller:
                 self._reconcile()
                 if is_completed(self.record.conditions) and not self.book.active():
                     break
+                self.lifecycle.save_ended()  # before waiting: what has ended is in the store while the run waits
                 for event in self.backend.poll(self.poll_timeout):
                     if not isinstance(event, (TrialMetrics, TrialExited)):
                         log.warning("backend %s reported an event katibx does not know: %r", self.backend.name, event)
@@ -118,9 +119,21 @@ class Controller:
                     else:
                         self.lifecycle.observe(event.trial_name, event.logs)
                 self.lifecycle.save_started()
+            self.lifecycle.save_ended()
         finally:
-            self.backend.close()
+            try:
+                self._save_ended()
+            finally:
+                self.backend.close()
         return self.record
+
+    def _save_ended(self) -> None:
+        """Write the trial ends not yet written as the run stops; where the store fails (the fault that stops the
+        run, as a rule, and said as such), a resume runs those trials again."""
+        try:
+            self.lifecycle.save_ended()
+        except StoreFault as exc:
+            log.debug("the ends of trials that finished as the run stopped were not saved: %s", exc)
 
     def _check_lease(self) -> None:
         if self.lease is not None:
@@ -153,10 +166,12 @@ class Controller:
                 self._complete(SUCCEEDED, REASON_SUGGESTION_END,
                                "Experiment has succeeded because the search algorithm has no more suggestions")
             return
+        ended = self.lifecycle.ended()  # written with the new trials: one commit
         new = [self.book.new_trial(self._space.cast(s.assignments), {EXPERIMENT_LABEL: self.experiment.name, **s.labels},
                                    s.name, self.experiment.name, len(self.book) + i)
                for i, s in enumerate(suggestions)]
-        self.store.add_trials(self.record.id, new)
+        self.store.add_trials(self.record.id, new, ended, rename=self.book.rename)
+        self.lifecycle.ended_saved(ended)
         self.book.add(new)
         self._notify()
 
@@ -204,6 +219,7 @@ class Controller:
                 self.lifecycle.stop(trial, TrialState.KILLED)
 
     def _save_experiment(self) -> None:
+        self.lifecycle.save_ended()  # the experiment's state never runs ahead of its trials'
         self.store.save_experiment(self.record)
         self._notify()
 

@@ -217,6 +217,29 @@ class LineParser:
         return logs
 
 
+def record_logs(record: dict[str, Any], metric_names: Sequence[str]) -> list[MetricLog]:
+    """The metric logs of one :func:`katibx.report_metrics` record (its values numbers or strings, its
+    ``timestamp`` epoch seconds) as :class:`LineParser` reads them from the record's JSON line, without writing and
+    parsing the line (a trial on a thread of the controller hands its records over as they are)."""
+    stamp = record.get("timestamp")
+    timestamp = float(stamp) if isinstance(stamp, (int, float)) and math.isfinite(stamp) else None
+    logs: list[MetricLog] = []
+    for name in dict.fromkeys(metric_names):
+        value = record.get(name)
+        if isinstance(value, str):
+            logs.append(MetricLog(name, value, timestamp))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            logs.append(MetricLog(name, _json_number(value), timestamp))
+    return logs
+
+
+def _json_number(value: int | float) -> str:
+    """A number as JSON writes it (and LineParser keeps it): ``3``, ``0.1``, ``NaN``, ``Infinity``."""
+    if isinstance(value, int) or math.isfinite(value):
+        return repr(value)
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
 _NON_FINITE = re.compile(r"[+-]?(?:inf(?:inity)?|nan)\b", re.IGNORECASE)
 
 

@@ -51,10 +51,24 @@ class TuneResult(KatibObject):
         self._records = list(trials)
         self._objective = Objective(record.experiment)
         self._space = SearchSpace.from_experiment(record.experiment)
+        self._logs = logs or {}
         known = finished or {}
-        self.trials: list[TrialResult] = [
-            known[t.name] if t.name in known and t.state.is_terminal else self._result(t, (logs or {}).get(t.id, ()))
-            for t in self._records]
+        self._made = {t.name: known[t.name] for t in self._records  # results made, by trial name
+                      if t.state.is_terminal and t.name in known}
+        self._trials: list[TrialResult] | None = None
+
+    @property
+    def trials(self) -> list[TrialResult]:
+        """Every trial, in creation order (made on first use: a caller asking only for the best reads one)."""
+        if self._trials is None:
+            self._trials = [self._result_of(t) for t in self._records]
+        return self._trials
+
+    def _result_of(self, trial: TrialRecord) -> TrialResult:
+        made = self._made.get(trial.name)
+        if made is None:
+            made = self._made[trial.name] = self._result(trial, self._logs.get(trial.id, ()))
+        return made
 
     def _result(self, trial: TrialRecord, logs: Sequence[MetricLog]) -> TrialResult:
         names = list(dict.fromkeys([m for m, _ in self._objective.objectives] +
@@ -73,9 +87,7 @@ class TuneResult(KatibObject):
                            trial.reason or "", trial.message or "", history)
 
     def _by_name(self, record: TrialRecord | None) -> TrialResult | None:
-        if record is None:
-            return None
-        return next(t for t in self.trials if t.name == record.name)
+        return None if record is None else self._result_of(record)
 
     @property
     def best_trial(self) -> TrialResult | None:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, NamedTuple, Union, get_args, get_origin
 
 from katibx import trial_dir
 from katibx.metrics import MetricLog
@@ -129,6 +129,15 @@ _EXPERIMENT_COLUMNS = ("id, spec, conditions, created, completed, workdir, backe
                        " optimal_trial")
 _TRIAL_COLUMNS = ("id, name, seq, assignments, labels, state, reason, message, conditions, observation, started,"
                   " completed, created")
+
+
+class TrialEnd(NamedTuple):
+    """A trial's end not yet written: the trial, its last metric logs, and the experiment whose optimal trial it has
+    become (None when it has not)."""
+
+    trial: TrialRecord
+    logs: list[MetricLog] | None
+    optimal_of: ExperimentRecord | None
 
 
 class StoreError(RuntimeError):
@@ -553,18 +562,30 @@ class Store:
                     (requester, experiment_id, holder))
 
     # trials -----------------------------------------------------------------------------
-    def add_trials(self, experiment_id: int, trials: list[TrialRecord]) -> None:
-        """Insert new trials in one transaction, so a crash leaves all of them or none."""
+    def add_trials(self, experiment_id: int, trials: list[TrialRecord], ended: Iterable[TrialEnd] = (),
+                   rename: Callable[[TrialRecord], bool] | None = None) -> None:
+        """Insert new trials in one transaction, so a crash leaves all of them or none; the ``ended`` trials' ends
+        are written in the same transaction, before them (the controller saves a trial's end with the next trials
+        it creates: one commit a trial). A trial whose name the experiment has already is renamed by ``rename``
+        (False, or no ``rename``: the insert fails)."""
         now = time.time()
         with self._transaction():
+            for end in ended:
+                self._save_trial(end.trial, None, end.logs, end.optimal_of)
             for t in trials:
                 t.creation_time = now
-                cur = self._db.execute(
-                    "INSERT INTO trials (experiment_id, name, seq, assignments, labels, state, reason, message, conditions, created)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (experiment_id, t.name, t.index, json.dumps(t.assignments), json.dumps(t.labels), t.state.value,
-                     t.reason, t.message, json.dumps(t.conditions), now),
-                )
+                while True:
+                    cur = self._db.execute(
+                        "INSERT INTO trials (experiment_id, name, seq, assignments, labels, state, reason, message,"
+                        " conditions, created) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                        " ON CONFLICT (experiment_id, name) DO NOTHING",
+                        (experiment_id, t.name, t.index, json.dumps(t.assignments), json.dumps(t.labels),
+                         t.state.value, t.reason, t.message, json.dumps(t.conditions), now),
+                    )
+                    if cur.rowcount:
+                        break
+                    if rename is None or not rename(t):
+                        raise sqlite3.IntegrityError(f"UNIQUE constraint failed: the experiment has a trial {t.name!r}")
                 t.id = int(cur.lastrowid or 0)
 
     def save_trial(self, trial: TrialRecord, handle: dict[str, Any] | None = None, *,
@@ -572,21 +593,26 @@ class Store:
         """Persist a trial's state; ``handle`` is the backend's note for finding its worker after a crash. In the
         same transaction: its metric ``logs`` (a trial's last ones, with its end) and, with ``optimal_of``, that
         experiment's optimal trial (``optimal_trial_id``)."""
-        update = ("UPDATE trials SET state=?, reason=?, message=?, conditions=?, observation=?, started=?, completed=?,"
-                  " handle=COALESCE(?, handle) WHERE id=?",
-                  (trial.state.value, trial.reason, trial.message, json.dumps(trial.conditions),
-                   json.dumps({k: v.to_dict() for k, v in trial.observation.items()}), trial.start_time,
-                   trial.completion_time, json.dumps(handle) if handle is not None else None, trial.id))
         if optimal_of is None and not logs:
-            self._write(*update)
+            self._db.execute(*_trial_update(trial, handle))
             return
         with self._transaction():
-            if logs:
-                self._insert_observations(trial.id, logs)
-            self._db.execute(*update)
-            if optimal_of is not None:
-                self._db.execute("UPDATE experiments SET optimal_trial=? WHERE id=?",
-                                 (optimal_of.optimal_trial_id, optimal_of.id))
+            self._save_trial(trial, handle, logs, optimal_of)
+
+    def save_trial_ends(self, ended: Iterable[TrialEnd]) -> None:
+        """Write trials' ends (:meth:`save_trial`'s writes for each) in one transaction."""
+        with self._transaction():
+            for end in ended:
+                self._save_trial(end.trial, None, end.logs, end.optimal_of)
+
+    def _save_trial(self, trial: TrialRecord, handle: dict[str, Any] | None, logs: list[MetricLog] | None,
+                    optimal_of: ExperimentRecord | None) -> None:
+        if logs:
+            self._insert_observations(trial.id, logs)
+        self._db.execute(*_trial_update(trial, handle))
+        if optimal_of is not None:
+            self._db.execute("UPDATE experiments SET optimal_trial=? WHERE id=?",
+                             (optimal_of.optimal_trial_id, optimal_of.id))
 
     def trials(self, experiment_id: int, *, limit: int | None = None, offset: int = 0) -> list[TrialRecord]:
         """An experiment's trials in creation order (``limit`` of them from the ``offset``-th, when given)."""
@@ -602,10 +628,6 @@ class Store:
         row = self._db.execute(f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE experiment_id=? AND name=?",
                                (experiment_id, name)).fetchone()
         return _trial_row(row) if row else None
-
-    def has_trial(self, experiment_id: int, name: str) -> bool:
-        return self._db.execute("SELECT 1 FROM trials WHERE experiment_id=? AND name=?",
-                                (experiment_id, name)).fetchone() is not None
 
     def trial_states(self, experiment_id: int) -> list[tuple[str, TrialState]]:
         """Each trial's name and state in creation order, without the rest of it (what a status lists)."""
@@ -725,6 +747,15 @@ class Store:
 
     def clear_observations(self, trial_id: int) -> None:
         self._write("DELETE FROM observations WHERE trial_id=?", (trial_id,))
+
+
+def _trial_update(trial: TrialRecord, handle: dict[str, Any] | None) -> tuple[str, tuple[Any, ...]]:
+    """The statement that writes a trial's state (and its backend ``handle``, where given)."""
+    return ("UPDATE trials SET state=?, reason=?, message=?, conditions=?, observation=?, started=?, completed=?,"
+            " handle=COALESCE(?, handle) WHERE id=?",
+            (trial.state.value, trial.reason, trial.message, json.dumps(trial.conditions),
+             json.dumps({k: v.to_dict() for k, v in trial.observation.items()}), trial.start_time,
+             trial.completion_time, json.dumps(handle) if handle is not None else None, trial.id))
 
 
 def _trial_row(r: tuple[Any, ...]) -> TrialRecord:

@@ -38,6 +38,7 @@ class TrialBook:
             if trial.state.is_active:
                 self._active[trial.name] = trial
         self._history: list[TrialRecord] | None = None  # read from the store when first asked for
+        self._named: set[str] = set()  # names this book made for trials the store has not taken yet
 
     def __len__(self) -> int:
         return self._count
@@ -76,7 +77,7 @@ class TrialBook:
     def new_trial(self, assignments: dict[str, Any], labels: dict[str, str], name: str | None, prefix: str,
                   index: int) -> TrialRecord:
         """A Created trial that is not in the book yet (``add`` puts it there once the store has it)."""
-        trial = TrialRecord(name=name or self._unique_name(prefix), index=index, assignments=assignments,
+        trial = TrialRecord(name=name or self._new_name(prefix), index=index, assignments=assignments,
                             labels=labels)
         self.move(trial, TrialState.CREATED, TRIAL_REASONS[TrialState.CREATED], "Trial is created")
         return trial
@@ -84,6 +85,7 @@ class TrialBook:
     def add(self, trials: list[TrialRecord]) -> None:
         """Trials the store has just taken (Created)."""
         for trial in trials:
+            self._named.discard(trial.name)
             self._count += 1
             self._states[trial.state] += 1
             if trial.state.is_active:
@@ -108,8 +110,18 @@ class TrialBook:
         set_condition(trial.conditions, state.value, True, reason, message)
         return known and state.has_result and self._optimal.offer(trial)
 
-    def _unique_name(self, prefix: str) -> str:
-        """``<experiment>-<8 random characters>``, as Katib names trials (one the store has not seen)."""
+    def rename(self, trial: TrialRecord) -> bool:
+        """Give a trial not yet stored, named by this book, another name (the store has one of its name: see
+        :meth:`Store.add_trials`); False for a trial named otherwise (its search algorithm named it)."""
+        if trial.name not in self._named:
+            return False
+        self._named.discard(trial.name)
+        trial.name = self._new_name(trial.name.rsplit("-", 1)[0])
+        return True
+
+    def _new_name(self, prefix: str) -> str:
+        """``<experiment>-<8 random characters>``, as Katib names trials: none of an active trial's (the store checks
+        its own as it takes the trial, and asks :meth:`rename` in the rare case that it has one)."""
         while True:
             number = secrets.randbelow(len(_SUFFIX) ** 8)  # one draw from the system's randomness, not eight
             suffix = []
@@ -117,5 +129,6 @@ class TrialBook:
                 number, digit = divmod(number, len(_SUFFIX))
                 suffix.append(_SUFFIX[digit])
             name = f"{prefix}-" + "".join(suffix)
-            if name not in self._active and not self._store.has_trial(self._experiment_id, name):
+            if name not in self._active and name not in self._named:
+                self._named.add(name)
                 return name

@@ -18,7 +18,7 @@ from katibx.metrics import MetricLog, non_finite
 from katibx.objective import Objective
 from katibx.observation_sampling import ObservationSampler
 from katibx.status import is_completed
-from katibx.store import ExperimentRecord, Store
+from katibx.store import ExperimentRecord, Store, TrialEnd
 from katibx.trial import CHECKPOINT_FROM_LABEL, TRIAL_REASONS, TrialRecord, TrialState
 from katibx.trial_book import TrialBook
 from katibx.trial_dir import CHECKPOINT_DIR
@@ -48,6 +48,9 @@ class TrialLifecycle:
         # Started trials whose backend keeps no handle (nothing of theirs can outlive this process), not yet stored
         # as Running: written with their next change, or by save_started once the controller has waited for events.
         self._unsaved: dict[str, TrialRecord] = {}
+        # Trials that have ended, their end not yet written: saved with the next trials the controller creates (one
+        # commit), or by save_ended, which the controller calls before it waits, completes or stops.
+        self._ended: list[TrialEnd] = []
         self._trials_dir = store.experiment_dir(record)  # each trial's folder is in it
         self._workdir = Path(record.workdir)
         if early_stopping is not None:
@@ -177,7 +180,7 @@ class TrialLifecycle:
         trial.observation = observations.summaries
         trial.completion_time = time.time()
         state, reason, message = self._outcome(trial, event)
-        self.set_state(trial, state, reason, message, logs)
+        self.set_state(trial, state, reason, message, logs, defer=True)
         if self.early_stopping is not None:
             self.early_stopping.observe(trial, observations.history())
 
@@ -200,9 +203,10 @@ class TrialLifecycle:
                 f"Metrics are not available: objective metric {self.objective.metric!r} was not reported")
 
     def set_state(self, trial: TrialRecord, state: TrialState, reason: str, message: str,
-                  logs: list[MetricLog] | None = None) -> None:
+                  logs: list[MetricLog] | None = None, *, defer: bool = False) -> None:
         """Move the trial and commit it, with its last metric ``logs`` and, when it has become the optimal trial,
-        the experiment's optimal trial (one transaction)."""
+        the experiment's optimal trial (one transaction). ``defer``: a trial whose worker has ended is written
+        later (see :meth:`ended`); nothing acts on it before."""
         self._unsaved.pop(trial.name, None)  # written now
         if state.is_terminal:
             self._started.discard(trial.name)
@@ -211,8 +215,27 @@ class TrialLifecycle:
         optimal = self.book.move(trial, state, reason, message)
         if optimal:
             self.record.optimal_trial_id = trial.id
+        if defer:
+            self._ended.append(TrialEnd(trial, logs, self.record if optimal else None))
+            return
         self.store.save_trial(trial, logs=logs, optimal_of=self.record if optimal else None)
         self.notify()
+
+    def ended(self) -> list[TrialEnd]:
+        """The ends not yet written, for the caller to write with the trials it adds; then :meth:`ended_saved`."""
+        return list(self._ended)
+
+    def ended_saved(self, ended: list[TrialEnd]) -> None:
+        """``ended`` (from :meth:`ended`) has been written."""
+        del self._ended[:len(ended)]
+
+    def save_ended(self) -> None:
+        """Write the ends not yet written."""
+        if self._ended:
+            ended = self.ended()
+            self.store.save_trial_ends(ended)
+            self.ended_saved(ended)
+            self.notify()
 
 
 def _stamped(logs: list[MetricLog]) -> list[MetricLog]:

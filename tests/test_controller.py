@@ -385,3 +385,53 @@ def test_conditions_follow_katib_order_after_a_restart(tmp_path, store, write_ex
     types = [(c["type"], c["status"]) for c in record.conditions]
     assert types[-1] == ("Succeeded", "True")
     assert ("Restarting", "False") in types
+
+
+def _earlier_trials_stored(p: dict) -> dict:
+    """Reports how many of the trials created before it the store shows finished as it starts (from its own
+    connection, as another process would see them)."""
+    with Store(p["store"]) as store:
+        record = store.get_experiment("commits")
+        finished = sum(t.state.is_terminal for t in store.trials(record.id))
+    return {"loss": p["x"], "finished": finished}
+
+
+@pytest.mark.parametrize("isolation", ["process", "none"])
+def test_a_trial_is_stored_as_finished_before_the_next_starts_and_trials_cost_one_commit_each(
+        tmp_path: Path, isolation: str) -> None:
+    """A trial's end is written together with the next trial's creation (one commit), never after it starts; a trial
+    on a thread (no worker to find after a crash) is not stored as Running separately, a worker process's is."""
+    import katibx
+
+    commits: list[str] = []  # the transactions the controller's connection commits, explicit or not
+
+    def traced(sql: str) -> None:
+        if sql == "COMMIT" or (sql.split()[0] in ("INSERT", "UPDATE", "DELETE") and not store._db.in_transaction):
+            commits.append(sql)
+
+    with Store(tmp_path / "katibx.db") as store:
+        store._db.set_trace_callback(traced)
+        result = katibx.tune("commits", _earlier_trials_stored,
+                             {"x": katibx.search.double(0, 1), "store": str(tmp_path / "katibx.db")},
+                             objective_metric_name="loss", additional_metric_names=["finished"], max_trial_count=12,
+                             parallel_trial_count=1, store=store, progress=False, isolation=isolation)
+    assert sorted(t.metrics["finished"] for t in result.trials) == list(range(12))
+    per_trial = 1 if isolation == "none" else 2  # (+ a worker process's Running, with its handle)
+    assert 12 * per_trial <= len(commits) <= 12 * per_trial + 5  # (+ the experiment's creation and conditions)
+
+
+def test_a_drawn_trial_name_the_experiment_has_already_is_drawn_again(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store checks a new trial's name as it takes the trial (a finished trial's name is not in the controller's
+    memory): the same draw twice gives the second trial another name, not a failed insert."""
+    import katibx
+    import katibx.trial_book
+
+    draws = iter([5, 5, 6])
+    monkeypatch.setattr(katibx.trial_book.secrets, "randbelow", lambda _n: next(draws))
+    result = katibx.tune("clash", lambda p: p["x"], {"x": katibx.search.double(0, 1)}, objective_metric_name="loss",
+                         max_trial_count=2, parallel_trial_count=1, store=tmp_path / "katibx.db", progress=False,
+                         isolation="none")
+    names = [t.name for t in result.trials]
+    assert len(set(names)) == 2 and all(t.state is TrialState.SUCCEEDED for t in result.trials)
+    assert next(draws, None) is None  # the third draw was taken: the second was the first's name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from katibx.metric_parsers import (
     MetricsFormatError,
     parse_text,
     read_tfevents,
+    record_logs,
 )
 from katibx.metrics import MetricLog, as_float
 
@@ -307,3 +309,15 @@ def test_timestamps_are_finite_floats() -> None:
     logs = parse_text("2024-01-02T03:04:05.5-00:30 loss=1\n", ["loss"])
     assert logs[0].timestamp is not None and math.isfinite(logs[0].timestamp)
     assert logs[0].timestamp == TS + 1800.5
+
+
+def test_a_record_handed_over_gives_the_logs_its_json_line_gives() -> None:
+    """A trial on a thread of the controller hands its report_metrics records over as they are: the metric logs
+    must be those its JSON line in a metrics file would give (values as JSON writes them, the timestamp, order)."""
+    names = ["loss", "acc", "genotype", "count", "missing"]
+    for values in ({"loss": 0.1, "acc": 3}, {"loss": float("nan"), "acc": float("inf"), "count": -float("inf")},
+                   {"loss": 1e-300, "acc": 2 ** 70, "genotype": "Genotype(normal=[('sep_conv_3x3', 0)])"},
+                   {"other": 1.0}, {"loss": -0.0, "count": 12345678901234567890.5}):
+        record = {**values, "timestamp": 1733500000.123456}
+        line = json.dumps(record) + "\n"
+        assert record_logs(record, names) == LineParser(names, file_format="JSON").feed(line), values

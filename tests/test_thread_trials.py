@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from conftest import wait_until
 
 import katibx
+import katibx.workers._thread_trials as thread_trials
 from katibx.client import KatibxClient
 from katibx.preparation import check_experiment, create_backend
 from katibx.store import Store
@@ -297,3 +300,57 @@ def test_an_objective_whose_module_lacks_a_dependency_says_so_not_the_resume_hin
     assert raised.value.errors == ["spec.trialTemplate.trialSpec.spec.function: importing the objective "
                                    "'needs_more:objective' failed: ModuleNotFoundError: No module named "
                                    "'not_installed_anywhere'"]
+
+
+def paced(p: dict[str, Any]) -> dict[str, Any]:
+    """n=2 works for 0.6 s (longer than the INLINE_BELOW the test sets); the others return at once. Reports whether
+    it ran on the controller's thread."""
+    if p["n"] == 2:
+        ends = time.perf_counter() + 0.6
+        while time.perf_counter() < ends:
+            hashlib.sha256(BATCH).digest()
+    return {"loss": float(p["n"]), "main": int(threading.current_thread() is threading.main_thread())}
+
+
+def test_after_a_quick_trial_the_next_runs_on_the_controllers_thread_and_after_a_slow_one_on_a_thread_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(thread_trials, "INLINE_BELOW", 0.5)  # a quick trial takes far less, the slow one more
+    result = _tune(tmp_path, "paced", paced, isolation="none", algorithm_name="grid", parallel_trial_count=1,
+                   max_trial_count=5, parameters={"n": katibx.search.int(0, 4)}, additional_metric_names=["main"])
+    on_main = {t.params["n"]: t.history["main"][-1] for t in result.trials}
+    # n=0: nothing known yet, a thread; 1 and 2 follow quick trials; 3 follows the slow one; 4 a quick one
+    assert on_main == {0: 0, 1: 1, 2: 1, 3: 0, 4: 1}
+    assert all(t.state is TrialState.SUCCEEDED for t in result.trials)
+    parallel = _tune(tmp_path, "paced-2", paced, isolation="none", algorithm_name="grid", parallel_trial_count=2,
+                     max_trial_count=4, parameters={"n": katibx.search.categorical([0, 1, 3, 4])},
+                     additional_metric_names=["main"])
+    assert {t.history["main"][-1] for t in parallel.trials} == {0}  # with others to run meanwhile, never
+
+
+INTERRUPTED: list[str] = []
+
+
+def interrupting(p: dict[str, Any]) -> float:
+    """Presses Ctrl-C (SIGINT to this process) once, during the first trial that runs on the controller's thread."""
+    if not INTERRUPTED and threading.current_thread() is threading.main_thread():
+        INTERRUPTED.append(str(p["n"]))
+        signal.raise_signal(signal.SIGINT)
+    return float(p["n"])
+
+
+def test_ctrl_c_during_a_trial_on_the_controllers_thread_stops_the_run_and_resume_runs_that_trial_again(
+        tmp_path: Path) -> None:
+    INTERRUPTED.clear()
+    options = {"isolation": "none", "algorithm_name": "grid", "parallel_trial_count": 1, "max_trial_count": 3,
+               "parameters": {"n": katibx.search.int(0, 2)}}
+    with pytest.raises(KeyboardInterrupt):
+        _tune(tmp_path, "interrupted", interrupting, **options)
+    assert INTERRUPTED == ["1"]  # trial 0 ran on a thread, trial 1 on the controller's
+    store = Store(tmp_path / "katibx.db")
+    record = store.get_experiment("interrupted")
+    states = {t.assignments["n"]: t.state for t in store.trials(record.id)}
+    assert states == {0: TrialState.SUCCEEDED, 1: TrialState.CREATED}  # nothing of trial 1 was taken as a result
+    assert not record.completed
+    resumed = _tune(tmp_path, "interrupted", interrupting, load_if_exists=True, **{**options, "max_trial_count": 1})
+    assert sorted((t.params["n"], t.state) for t in resumed.trials) == [
+        (0, TrialState.SUCCEEDED), (1, TrialState.SUCCEEDED), (2, TrialState.SUCCEEDED)]

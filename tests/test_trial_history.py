@@ -91,7 +91,9 @@ def test_a_run_whose_algorithm_needs_no_history_never_reads_or_keeps_finished_tr
     record = _run(tmp_path, None, "flat", trials=30)
     with Store(tmp_path / "katibx.db") as store:
         assert store.trial_counts(record.id).succeeded == 30
-    assert len(held) > 60 and max(held) <= 3  # never more finished trials alive than trials run at once
+    # never more finished trials alive than twice the trials run at once: those just ended, and those whose end waits
+    # to be written with the next trials created
+    assert len(held) > 60 and max(held) <= 2 * 3
 
 
 class _Recording(RandomSearch):

@@ -7,13 +7,13 @@ end of the experiment stops without it asking (:func:`katibx.should_prune`) is a
 once, its thread runs on until the function returns and its result is dropped. A crash of the interpreter ends the
 controller too (what was committed is kept; ``resume`` runs the trials it had running again). What a trial prints
 from its own thread goes to its log, parsed as a worker's stdout is; what it reports goes straight to the
-controller.
+controller. At parallelTrialCount 1, without early stopping or a deadline, a trial that follows a quick one runs on
+the controller's own thread (:data:`INLINE_BELOW`), where nothing else would run meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import threading
@@ -25,13 +25,16 @@ from queue import SimpleQueue
 from typing import Any, TextIO
 
 from katibx.backend import TrialEvent, TrialExited, TrialMetrics
-from katibx.metric_parsers import LineParser, MetricsFormatError
+from katibx.metric_parsers import LineParser, MetricsFormatError, record_logs
 from katibx.metrics import MetricLog
 from katibx.metrics_collector import collector_kind, metric_names
 from katibx.objective import Objective
 from katibx.report import TrialPruned, report_metrics, returned_metrics, set_thread_trial, thread_trial
 from katibx.spec import Experiment
 
+# A trial that took less than this (seconds) has the next one run on the controller's own thread, where nothing else
+# would run meanwhile (parallelTrialCount 1, no early stopping, no deadline): two thread switches less a trial.
+INLINE_BELOW = 0.005
 ABANDONED = ("the objective's thread could not be stopped (isolation: none): it runs on until the function "
              "returns, its result dropped; call katibx.should_prune() to end by yourself")
 
@@ -50,7 +53,7 @@ class ThreadTrial:
         self.log_path = log_path
         self.deadline = deadline  # time.monotonic() past which the trial is abandoned
         self._lock = threading.Lock()
-        self._pushed = LineParser(metric_names, file_format="JSON")
+        self._metric_names = metric_names
         self._printed = LineParser(metric_names, stdout_formats) if parse_stdout else None
         self._logs: list[MetricLog] = []
         self.errors: list[str] = []  # metrics that could not be read (the trial then fails, as Katib's collector)
@@ -61,14 +64,16 @@ class ThreadTrial:
         self.asked_to_stop = False
         self.prunable = False  # it has called katibx.should_prune: it can be asked to stop
         self.returned = False  # the function has returned: its metrics come to the controller with its end
+        self.seconds: float | None = None  # how long the function ran, once it has ended
 
     # the trial's side (its thread) ------------------------------------------------------------------------
     def report(self, record: dict[str, Any]) -> None:
         """A record of :func:`katibx.report_metrics`, read as a worker's metrics file is."""
+        logs = record_logs(record, self._metric_names)
         with self._lock:
             if self.stopped_as is not None:  # abandoned: nobody reads it any more
                 return
-            self._feed(self._pushed, json.dumps(record) + "\n", "metrics")
+            self._logs.extend(logs)
         if self._wake is not None and not self.returned:
             self._wake()
 
@@ -101,12 +106,11 @@ class ThreadTrial:
     def end(self, code: int, failure: str = "") -> None:
         """The function has ended: the last partial lines are read and the log closed."""
         with self._lock:
-            for parser, source in ((self._pushed, "metrics"), (self._printed, self.log_path.name)):
-                if parser is not None:
-                    try:
-                        self._logs.extend(parser.flush())
-                    except MetricsFormatError as exc:
-                        self.errors.append(f"{source}: {exc}")
+            if self._printed is not None:
+                try:
+                    self._logs.extend(self._printed.flush())
+                except MetricsFormatError as exc:
+                    self.errors.append(f"{self.log_path.name}: {exc}")
             if self._log is not None:
                 with contextlib.suppress(OSError):
                     self._log.close()
@@ -201,6 +205,9 @@ class ThreadTrials:
         self.experiment = experiment
         self._trim_log = trim_log
         self._wake_on_report = experiment.spec.early_stopping is not None  # it decides on intermediate values
+        # The controller only waits while a trial runs: a quick trial may run on its thread (see INLINE_BELOW).
+        self._may_inline = (experiment.spec.parallel_trial_count or 1) == 1 and not self._wake_on_report
+        self._last_seconds: float | None = None  # how long the last trial that ended ran
         self._count = 0  # threads started, to name them
         mc = experiment.spec.metrics_collector_spec
         source = mc.source if mc else None
@@ -236,6 +243,12 @@ class ThreadTrials:
         with contextlib.suppress(FileNotFoundError):  # a trial run again: its earlier run's log goes
             os.unlink(log_path)
         self._capture_output()
+        if (self._may_inline and deadline is None and not self._trials and self._last_seconds is not None
+                and self._last_seconds < INLINE_BELOW):
+            self._trials[trial.name] = trial
+            self._run(trial, function, arguments, self._objectives, inline=True)
+            self._wake()
+            return
         self._trials[trial.name] = trial
         try:
             inbox = self._idle.pop()
@@ -252,28 +265,39 @@ class ThreadTrials:
             work = inbox.get()
             if work is None:
                 return
-            trial, function, arguments, objectives = work
-            set_thread_trial(trial)
-            code, failure = 0, ""
-            try:
-                metrics = returned_metrics(function(arguments), objectives)
-                trial.returned = True
-                if metrics:
-                    report_metrics(metrics)
-            except TrialPruned:  # it ended itself, early stopping having asked: a clean end
-                trial.write("katibx: trial pruned (TrialPruned raised)\n")
-            except BaseException as exc:  # noqa: BLE001 - sys.exit() too: any failure of user code fails the trial
-                code, failure = 1, traceback.format_exception_only(type(exc), exc)[-1].strip()
-                with contextlib.suppress(Exception):
-                    trial.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-            finally:
-                set_thread_trial(None)
-            trial.end(code, failure)
+            self._run(*work)
             with self._closing:
                 if self._closed:  # an abandoned trial that ended after the run: nothing waits for this thread
                     return
                 self._idle.append(inbox)
             self._wake()
+
+    def _run(self, trial: ThreadTrial, function: Callable[..., Any], arguments: dict[str, Any],
+             objectives: tuple[str, ...], inline: bool = False) -> None:
+        """Run one trial on this thread. ``inline`` (the controller's thread): Ctrl-C abandons the trial and goes on
+        to the controller, which stops the run."""
+        set_thread_trial(trial)
+        code, failure = 0, ""
+        began = time.perf_counter()
+        try:
+            metrics = returned_metrics(function(arguments), objectives)
+            trial.returned = True
+            if metrics:
+                report_metrics(metrics)
+        except TrialPruned:  # it ended itself, early stopping having asked: a clean end
+            trial.write("katibx: trial pruned (TrialPruned raised)\n")
+        except BaseException as exc:  # noqa: BLE001 - sys.exit() too: any failure of user code fails the trial
+            if inline and isinstance(exc, KeyboardInterrupt):
+                trial.abandon("Killed", "the run was interrupted while the trial ran on the controller's thread")
+                trial.end(1)
+                raise
+            code, failure = 1, traceback.format_exception_only(type(exc), exc)[-1].strip()
+            with contextlib.suppress(Exception):
+                trial.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        finally:
+            set_thread_trial(None)
+        trial.seconds = time.perf_counter() - began
+        trial.end(code, failure)
 
     def _wake(self) -> None:
         with self._closing, contextlib.suppress(BlockingIOError, OSError):  # a full pipe wakes the controller already
@@ -304,6 +328,7 @@ class ThreadTrials:
                 events.append(TrialExited(trial.name, False, *trial.stopped_as, logs))
             elif code is not None:
                 del self._trials[trial.name]
+                self._last_seconds = trial.seconds
                 events.append(_exit_event(trial, code, logs))
             elif logs:
                 events.append(TrialMetrics(trial.name, logs))
