@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from katibx.backend import Backend, TrialExited, TrialMetrics
-from katibx.lease import ExperimentLease
+from katibx.lease import ExperimentLease, LeaseLost
 from katibx.preparation import PreparedExperiment, prepare
 from katibx.search_space import SearchSpace
 from katibx.spec import Experiment
@@ -85,8 +85,9 @@ class Controller:
         self.algorithm = prepared.algorithm
         self.book = TrialBook(store, record)
         record.optimal_trial_id = self.book.best.id if self.book.best else 0  # stored with the experiment at start
+        # A listener reads each change back from the store as it is made: with one, a trial's end is written at once.
         self.lifecycle = TrialLifecycle(store, record, self.book, backend, prepared.early_stopping, function,
-                                        self._notify)
+                                        self._notify, defer_ends=listener is None)
         self._space = SearchSpace.from_experiment(record.experiment)
         self._checked_at: tuple[int, int] | None = None  # (completed, failures) when completion was last checked
 
@@ -105,6 +106,7 @@ class Controller:
         self._mark_running()
         try:
             while True:
+                _check_stop_signals()
                 self._check_lease()
                 self._reconcile()
                 if is_completed(self.record.conditions) and not self.book.active():
@@ -120,6 +122,9 @@ class Controller:
                         self.lifecycle.observe(event.trial_name, event.logs)
                 self.lifecycle.save_started()
             self.lifecycle.save_ended()
+        except LeaseLost:  # another controller has the experiment now, and runs again what was not stored
+            self.lifecycle.take_ended()
+            raise
         finally:
             try:
                 self._save_ended()
@@ -166,11 +171,15 @@ class Controller:
                 self._complete(SUCCEEDED, REASON_SUGGESTION_END,
                                "Experiment has succeeded because the search algorithm has no more suggestions")
             return
-        ended = self.lifecycle.ended()  # written with the new trials: one commit
         new = [self.book.new_trial(self._space.cast(s.assignments), {EXPERIMENT_LABEL: self.experiment.name, **s.labels},
                                    s.name, self.experiment.name, len(self.book) + i)
                for i, s in enumerate(suggestions)]
-        self.store.add_trials(self.record.id, new, ended, rename=self.book.rename)
+        ended = self.lifecycle.take_ended()  # written with the new trials: one commit
+        try:
+            self.store.add_trials(self.record.id, new, ended, rename=self.book.rename)
+        except BaseException:
+            self.lifecycle.put_back(ended)
+            raise
         self.lifecycle.ended_saved(ended)
         self.book.add(new)
         self._notify()
@@ -241,21 +250,36 @@ def combined_listener(*listeners: TrialListener | None) -> TrialListener | None:
     return each
 
 
+# The stop signals (Ctrl-C, SIGTERM, SIGHUP) delivered while a run had their handlers: the run stops at its next step
+# even where the KeyboardInterrupt was caught in a trial's code (one running on the controller's thread).
+_STOP_SIGNALS: list[int] = []
+
+
 def _interrupt(signum: int, _frame: object) -> None:
+    _STOP_SIGNALS.append(signum)
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _check_stop_signals() -> None:
+    if _STOP_SIGNALS:
+        raise KeyboardInterrupt(signal.Signals(_STOP_SIGNALS[0]).name)
 
 
 @contextlib.contextmanager
 def _stop_signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP raise KeyboardInterrupt in the block, where they still have their default action (which
-    would end the process without stopping its trials); the handlers are put back afterwards."""
+    would end the process without stopping its trials), and so does Ctrl-C, which is also remembered (see
+    _STOP_SIGNALS); the handlers are put back afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {}
-    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+    for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL),
+                            (getattr(signal, "SIGHUP", None), signal.SIG_DFL)):
+        if signum is not None and signal.getsignal(signum) is default:
             previous[signum] = signal.signal(signum, _interrupt)
+    if previous:
+        _STOP_SIGNALS.clear()  # (this run's own; one inside a trial shares the outer run's)
     try:
         yield
     finally:

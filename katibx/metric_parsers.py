@@ -227,7 +227,7 @@ def record_logs(record: dict[str, Any], metric_names: Sequence[str]) -> list[Met
     for name in dict.fromkeys(metric_names):
         value = record.get(name)
         if isinstance(value, str):
-            logs.append(MetricLog(name, value, timestamp))
+            logs.append(MetricLog(name, str.__str__(value), timestamp))  # (a str subclass, numpy's, as plain str)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             logs.append(MetricLog(name, _json_number(value), timestamp))
     return logs

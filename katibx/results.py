@@ -61,7 +61,10 @@ class TuneResult(KatibObject):
     def trials(self) -> list[TrialResult]:
         """Every trial, in creation order (made on first use: a caller asking only for the best reads one)."""
         if self._trials is None:
-            self._trials = [self._result_of(t) for t in self._records]
+            try:
+                self._trials = [self._result_of(t) for t in self._records]
+            except AttributeError as exc:  # (raised from a property, the Katib dict's attribute lookup would hide it)
+                raise RuntimeError(f"the trials could not be read: {exc}") from exc
         return self._trials
 
     def _result_of(self, trial: TrialRecord) -> TrialResult:

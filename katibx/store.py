@@ -574,18 +574,18 @@ class Store:
                 self._save_trial(end.trial, None, end.logs, end.optimal_of)
             for t in trials:
                 t.creation_time = now
-                while True:
-                    cur = self._db.execute(
-                        "INSERT INTO trials (experiment_id, name, seq, assignments, labels, state, reason, message,"
-                        " conditions, created) VALUES (?,?,?,?,?,?,?,?,?,?)"
-                        " ON CONFLICT (experiment_id, name) DO NOTHING",
-                        (experiment_id, t.name, t.index, json.dumps(t.assignments), json.dumps(t.labels),
-                         t.state.value, t.reason, t.message, json.dumps(t.conditions), now),
-                    )
-                    if cur.rowcount:
-                        break
+                # (read in the write transaction: cheaper than on its own, and nothing can take the name meanwhile)
+                while self._db.execute("SELECT 1 FROM trials WHERE experiment_id=? AND name=?",
+                                       (experiment_id, t.name)).fetchone():
                     if rename is None or not rename(t):
-                        raise sqlite3.IntegrityError(f"UNIQUE constraint failed: the experiment has a trial {t.name!r}")
+                        raise StoreError(f"the experiment has a trial named {t.name!r} already: its search algorithm "
+                                         "named a new trial the same")
+                cur = self._db.execute(
+                    "INSERT INTO trials (experiment_id, name, seq, assignments, labels, state, reason, message,"
+                    " conditions, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (experiment_id, t.name, t.index, json.dumps(t.assignments), json.dumps(t.labels),
+                     t.state.value, t.reason, t.message, json.dumps(t.conditions), now),
+                )
                 t.id = int(cur.lastrowid or 0)
 
     def save_trial(self, trial: TrialRecord, handle: dict[str, Any] | None = None, *,

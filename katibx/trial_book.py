@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import string
 from collections import Counter
-from typing import Any
+from typing import Any, Iterable
 
 from katibx.search_algorithm import TrialHistory
 from katibx.status import OptimalTrial, TrialCounts, set_condition
@@ -39,6 +39,7 @@ class TrialBook:
                 self._active[trial.name] = trial
         self._history: list[TrialRecord] | None = None  # read from the store when first asked for
         self._named: set[str] = set()  # names this book made for trials the store has not taken yet
+        self._unwritten: dict[str, TrialRecord] = {}  # ended trials whose end the store has not taken yet
 
     def __len__(self) -> int:
         return self._count
@@ -59,7 +60,8 @@ class TrialBook:
 
     def _trials(self) -> list[TrialRecord]:
         if self._history is None:
-            self._history = [self._active.get(t.name, t) for t in self._store.trials(self._experiment_id)]
+            self._history = [self._active.get(t.name) or self._unwritten.get(t.name) or t
+                             for t in self._store.trials(self._experiment_id)]
         return self._history
 
     @property
@@ -109,6 +111,16 @@ class TrialBook:
                     set_condition(trial.conditions, TrialState.RUNNING.value, False, reason, message)
         set_condition(trial.conditions, state.value, True, reason, message)
         return known and state.has_result and self._optimal.offer(trial)
+
+    def unwritten(self, trial: TrialRecord) -> None:
+        """A trial that has ended in this book but not yet in the store (its end is written later): the history,
+        read back from the store meanwhile, has this record of it."""
+        self._unwritten[trial.name] = trial
+
+    def written(self, trials: Iterable[TrialRecord]) -> None:
+        """The store has taken these trials' ends."""
+        for trial in trials:
+            self._unwritten.pop(trial.name, None)
 
     def rename(self, trial: TrialRecord) -> bool:
         """Give a trial not yet stored, named by this book, another name (the store has one of its name: see

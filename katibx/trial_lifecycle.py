@@ -31,11 +31,13 @@ STOP_GRACE_SECONDS = 30.0
 class TrialLifecycle:
     """Moves the trials of one experiment through Created -> Running -> a terminal state on ``backend``.
 
-    ``notify`` is called after every change the store has taken (progress displays)."""
+    ``notify`` is called after every change the store has taken (progress displays). ``defer_ends``: a trial's end
+    is written with the next trials the controller creates (one commit), or before anything else is written or done;
+    False writes it at once (a listener that reads each finished trial back from the store needs that)."""
 
     def __init__(self, store: Store, record: ExperimentRecord, book: TrialBook, backend: Backend,
                  early_stopping: EarlyStoppingAlgorithm | None, function: Callable[..., Any] | None,
-                 notify: Callable[[], None]) -> None:
+                 notify: Callable[[], None], defer_ends: bool = True) -> None:
         self.store, self.record, self.book, self.backend = store, record, book, backend
         self.early_stopping = early_stopping
         self.function = function
@@ -51,6 +53,7 @@ class TrialLifecycle:
         # Trials that have ended, their end not yet written: saved with the next trials the controller creates (one
         # commit), or by save_ended, which the controller calls before it waits, completes or stops.
         self._ended: list[TrialEnd] = []
+        self._defer_ends = defer_ends
         self._trials_dir = store.experiment_dir(record)  # each trial's folder is in it
         self._workdir = Path(record.workdir)
         if early_stopping is not None:
@@ -84,6 +87,7 @@ class TrialLifecycle:
         job = self._job(trial)
         if not self.backend.can_start(job):
             return
+        self.save_ended()  # (what has ended is stored before anything starts)
         self._started.add(trial.name)
         self._observations[trial.name] = ObservationSampler()
         trial.start_time = time.time()
@@ -151,6 +155,7 @@ class TrialLifecycle:
     def stop(self, trial: TrialRecord, state: TrialState) -> None:
         """Stop a running trial's worker; the trial ends in ``state`` (EarlyStopped or Killed) when it has stopped.
         Early stopping first asks the trial, which may end by itself within :data:`STOP_GRACE_SECONDS`."""
+        self.save_ended()  # (the ends the decision to stop it may rest on are stored first)
         self._stopping[trial.name] = state
         if state is TrialState.EARLY_STOPPED and self.backend.ask_to_stop(trial.name):
             self._stop_by[trial.name] = time.monotonic() + STOP_GRACE_SECONDS
@@ -180,7 +185,7 @@ class TrialLifecycle:
         trial.observation = observations.summaries
         trial.completion_time = time.time()
         state, reason, message = self._outcome(trial, event)
-        self.set_state(trial, state, reason, message, logs, defer=True)
+        self.set_state(trial, state, reason, message, logs, defer=self._defer_ends)
         if self.early_stopping is not None:
             self.early_stopping.observe(trial, observations.history())
 
@@ -217,25 +222,38 @@ class TrialLifecycle:
             self.record.optimal_trial_id = trial.id
         if defer:
             self._ended.append(TrialEnd(trial, logs, self.record if optimal else None))
+            self.book.unwritten(trial)
             return
+        self.save_ended()
         self.store.save_trial(trial, logs=logs, optimal_of=self.record if optimal else None)
         self.notify()
 
-    def ended(self) -> list[TrialEnd]:
-        """The ends not yet written, for the caller to write with the trials it adds; then :meth:`ended_saved`."""
-        return list(self._ended)
+    def take_ended(self) -> list[TrialEnd]:
+        """The ends not yet written, for the caller to write with the trials it adds, then to call
+        :meth:`ended_saved` (or :meth:`put_back`, when that failed)."""
+        ended, self._ended = self._ended, []
+        return ended
+
+    def put_back(self, ended: list[TrialEnd]) -> None:
+        """Ends taken with :meth:`take_ended` that could not be written: written later."""
+        self._ended[:0] = ended
 
     def ended_saved(self, ended: list[TrialEnd]) -> None:
-        """``ended`` (from :meth:`ended`) has been written."""
-        del self._ended[:len(ended)]
+        """``ended`` (from :meth:`take_ended`) has been written."""
+        self.book.written(end.trial for end in ended)
 
     def save_ended(self) -> None:
         """Write the ends not yet written."""
-        if self._ended:
-            ended = self.ended()
+        if not self._ended:
+            return
+        ended = self.take_ended()
+        try:
             self.store.save_trial_ends(ended)
-            self.ended_saved(ended)
-            self.notify()
+        except BaseException:
+            self.put_back(ended)
+            raise
+        self.ended_saved(ended)
+        self.notify()
 
 
 def _stamped(logs: list[MetricLog]) -> list[MetricLog]:

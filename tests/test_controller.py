@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -435,3 +436,40 @@ def test_a_drawn_trial_name_the_experiment_has_already_is_drawn_again(tmp_path: 
     names = [t.name for t in result.trials]
     assert len(set(names)) == 2 and all(t.state is TrialState.SUCCEEDED for t in result.trials)
     assert next(draws, None) is None  # the third draw was taken: the second was the first's name
+
+
+def test_a_trial_waiting_for_its_resources_starts_only_once_the_earlier_ends_are_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Created trial the backend could not start yet (its GPUs were taken) starts when a trial ends, before any
+    new trial is created: that end is stored before it starts too."""
+    import katibx
+    from katibx.workers.local import LocalBackend
+
+    finished_at_start: list[int] = []
+    start = LocalBackend.start
+
+    def recorded_start(backend: LocalBackend, job: Any) -> Any:
+        with Store(tmp_path / "katibx.db") as other:  # what another process (or a restart) would find then
+            finished_at_start.append(sum(t.state.is_terminal
+                                         for t in other.trials(other.get_experiment("waiting").id)))
+        return start(backend, job)
+
+    # one trial at a time, though two may run: the second waits Created until the first has ended
+    monkeypatch.setattr(LocalBackend, "can_start", lambda self, job: not (self._threads and bool(self._threads)))
+    monkeypatch.setattr(LocalBackend, "start", recorded_start)
+    katibx.tune("waiting", lambda p: p["x"], {"x": katibx.search.double(0, 1)}, objective_metric_name="loss",
+                max_trial_count=3, parallel_trial_count=2, store=tmp_path / "katibx.db", progress=False,
+                isolation="none")
+    assert finished_at_start == [0, 1, 2]
+
+
+def test_callbacks_see_each_finished_trial_stored_before_the_next_trial_is_created(tmp_path: Path) -> None:
+    import katibx
+
+    seen: list[tuple[int, list[float]]] = []
+    katibx.tune("callbacks", lambda p: p["x"], {"x": katibx.search.double(0, 1)}, objective_metric_name="loss",
+                max_trial_count=4, parallel_trial_count=1, store=tmp_path / "katibx.db", progress=False,
+                isolation="none", callbacks=[lambda result, trial: seen.append((len(result.trials),
+                                                                                trial.history.get("loss", [])))])
+    assert [count for count, _ in seen] == [1, 2, 3, 4]  # no trial created after the one that finished
+    assert all(len(history) == 1 for _, history in seen)  # its metrics read back from the store

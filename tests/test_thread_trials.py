@@ -6,6 +6,7 @@ Real threads of this test's process, a real SQLite store."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from conftest import wait_until
@@ -302,6 +303,19 @@ def test_an_objective_whose_module_lacks_a_dependency_says_so_not_the_resume_hin
                                    "'not_installed_anywhere'"]
 
 
+@pytest.fixture
+def quick_is_inline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Any trial counts as quick (a loaded machine can make a trivial trial take 5 ms), and Ctrl-C and SIGTERM are
+    at their defaults, as in a fresh interpreter (a library another test loaded, Ray's, may leave handlers of its
+    own, which katibx rightly leaves alone)."""
+    monkeypatch.setattr(thread_trials, "INLINE_BELOW", 60.0)
+    saved = {signum: signal.signal(signum, default)
+             for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL))}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
 def paced(p: dict[str, Any]) -> dict[str, Any]:
     """n=2 works for 0.6 s (longer than the INLINE_BELOW the test sets); the others return at once. Reports whether
     it ran on the controller's thread."""
@@ -339,7 +353,7 @@ def interrupting(p: dict[str, Any]) -> float:
 
 
 def test_ctrl_c_during_a_trial_on_the_controllers_thread_stops_the_run_and_resume_runs_that_trial_again(
-        tmp_path: Path) -> None:
+        tmp_path: Path, quick_is_inline: None) -> None:
     INTERRUPTED.clear()
     options = {"isolation": "none", "algorithm_name": "grid", "parallel_trial_count": 1, "max_trial_count": 3,
                "parameters": {"n": katibx.search.int(0, 2)}}
@@ -354,3 +368,73 @@ def test_ctrl_c_during_a_trial_on_the_controllers_thread_stops_the_run_and_resum
     resumed = _tune(tmp_path, "interrupted", interrupting, load_if_exists=True, **{**options, "max_trial_count": 1})
     assert sorted((t.params["n"], t.state) for t in resumed.trials) == [
         (0, TrialState.SUCCEEDED), (1, TrialState.SUCCEEDED), (2, TrialState.SUCCEEDED)]
+
+
+def test_a_sweep_on_the_controllers_thread_inside_a_trial_gives_the_trial_back_its_output_and_reports(
+        tmp_path: Path, quick_is_inline: None) -> None:
+    """An inner sweep whose trials run on the outer trial's thread (after a quick first one) leaves that thread the
+    outer trial's: what the outer trial prints and reports afterwards is still its own."""
+    def inner(p: dict[str, Any]) -> float:
+        return p["y"]
+
+    def outer(p: dict[str, Any]) -> float:
+        katibx.tune(f"inner-{p['x']}", inner, {"y": katibx.search.double(0, 1)}, objective_metric_name="v",
+                    max_trial_count=3, parallel_trial_count=1, store=tmp_path / "inner.db", progress=False,
+                    isolation="none")
+        print("outer goes on")
+        katibx.report_metrics({"extra": 1.0})
+        return float(p["x"])
+
+    result = _tune(tmp_path, "outer-inline", outer, isolation="none", algorithm_name="grid", max_trial_count=3,
+                   parallel_trial_count=1, parameters={"x": katibx.search.int(0, 2)}, additional_metric_names=["extra"])
+    client = KatibxClient(tmp_path / "katibx.db")
+    for trial in result.trials:
+        assert trial.state is TrialState.SUCCEEDED, trial.message
+        assert trial.metrics["extra"] == 1.0 and "outer goes on" in client.get_trial_logs("outer-inline", trial.name)
+
+
+CAUGHT: list[int] = []
+
+
+def catching(p: dict[str, Any]) -> float:
+    """A training loop that saves and returns on Ctrl-C (it catches KeyboardInterrupt): n=1 is interrupted."""
+    if p["n"] == 1:
+        try:
+            signal.raise_signal(SIGNAL[0])
+        except KeyboardInterrupt:
+            CAUGHT.append(p["n"])
+    return float(p["n"])
+
+
+SIGNAL = [signal.SIGINT]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_a_trial_catches_still_stops_the_run(tmp_path: Path, signum: signal.Signals,
+                                                           quick_is_inline: None) -> None:
+    SIGNAL[0] = signum
+    CAUGHT.clear()
+    with pytest.raises(KeyboardInterrupt):
+        _tune(tmp_path, f"caught-{signum}", catching, isolation="none", algorithm_name="grid", max_trial_count=4,
+              parallel_trial_count=1, parameters={"n": katibx.search.int(0, 3)})
+    assert CAUGHT == [1]  # it ran on the controller's thread, and caught it
+    store = Store(tmp_path / "katibx.db")
+    states = {t.assignments["n"]: t.state for t in store.trials(store.get_experiment(f"caught-{signum}").id)}
+    assert states == {0: TrialState.SUCCEEDED, 1: TrialState.SUCCEEDED}  # (it returned); no trial after it
+
+
+def with_its_own_loop(p: dict[str, Any]) -> float:
+    async def twice(x: float) -> float:
+        return 2 * x
+    return asyncio.run(twice(p["x"]))
+
+
+def test_an_objective_that_runs_its_own_event_loop_works_while_a_notebooks_loop_runs(tmp_path: Path) -> None:
+    """A notebook cell runs while the kernel's event loop runs on its thread: trials then stay on trial threads,
+    where ``asyncio.run`` works."""
+    async def cell() -> Any:
+        return _tune(tmp_path, "in-a-loop", with_its_own_loop, isolation="none", max_trial_count=4,
+                     parallel_trial_count=1)
+
+    result = asyncio.run(cell())
+    assert [t.state for t in result.trials] == [TrialState.SUCCEEDED] * 4

@@ -122,3 +122,22 @@ def test_an_algorithm_that_reads_the_history_gets_every_trial_as_the_store_has_i
     finished = {t.name: t.state for t in stored}
     for seen in recording.seen:  # at each call, a finished trial was finished in the store too
         assert all(finished[name] is state for name, state, _ in seen if state.is_terminal)
+
+
+class _LateReader(_Recording):
+    """A model-based plugin's way: random draws first, the history read from the third suggestion on."""
+
+    def suggest(self, trials: Sequence[TrialRecord], count: int) -> list[Suggestion]:
+        if len(trials) >= 3:
+            self.seen.append([(t.name, t.state, t) for t in trials])
+        return RandomSearch.suggest(self, trials, count)
+
+
+def test_a_history_first_read_while_a_trials_end_waits_to_be_written_has_that_trial_ended(tmp_path: Path) -> None:
+    """The controller writes a trial's end with the next trials it creates, after the suggestion: the history read
+    back from the store in between must still show the trial as it ended, then and at every later call."""
+    late = _LateReader()
+    _run(tmp_path, late, "late", trials=20)
+    assert len(late.seen) >= 4
+    for seen in late.seen:  # only the last trials, those running then (parallelTrialCount 3), may be unfinished
+        assert [state.is_terminal for _, state, _ in seen[:-3]] == [True] * len(seen[:-3]), seen

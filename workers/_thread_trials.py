@@ -33,7 +33,8 @@ from katibx.report import TrialPruned, report_metrics, returned_metrics, set_thr
 from katibx.spec import Experiment
 
 # A trial that took less than this (seconds) has the next one run on the controller's own thread, where nothing else
-# would run meanwhile (parallelTrialCount 1, no early stopping, no deadline): two thread switches less a trial.
+# would run meanwhile (parallelTrialCount 1, no early stopping, no deadline): two thread switches less a trial. Not
+# where an asyncio event loop runs on that thread (see _loop_running).
 INLINE_BELOW = 0.005
 ABANDONED = ("the objective's thread could not be stopped (isolation: none): it runs on until the function "
              "returns, its result dropped; call katibx.should_prune() to end by yourself")
@@ -244,7 +245,7 @@ class ThreadTrials:
             os.unlink(log_path)
         self._capture_output()
         if (self._may_inline and deadline is None and not self._trials and self._last_seconds is not None
-                and self._last_seconds < INLINE_BELOW):
+                and self._last_seconds < INLINE_BELOW and not _loop_running()):
             self._trials[trial.name] = trial
             self._run(trial, function, arguments, self._objectives, inline=True)
             self._wake()
@@ -275,7 +276,9 @@ class ThreadTrials:
     def _run(self, trial: ThreadTrial, function: Callable[..., Any], arguments: dict[str, Any],
              objectives: tuple[str, ...], inline: bool = False) -> None:
         """Run one trial on this thread. ``inline`` (the controller's thread): Ctrl-C abandons the trial and goes on
-        to the controller, which stops the run."""
+        to the controller, which stops the run. The thread's own trial (a sweep run inside a trial) is its trial
+        again afterwards."""
+        outer = thread_trial()
         set_thread_trial(trial)
         code, failure = 0, ""
         began = time.perf_counter()
@@ -295,7 +298,7 @@ class ThreadTrials:
             with contextlib.suppress(Exception):
                 trial.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         finally:
-            set_thread_trial(None)
+            set_thread_trial(outer)
         trial.seconds = time.perf_counter() - began
         trial.end(code, failure)
 
@@ -363,6 +366,13 @@ class ThreadTrials:
         if self._streams:
             self._streams = False
             _STREAMS.give_back()
+
+
+def _loop_running() -> bool:
+    """Whether an asyncio event loop runs on this thread (a notebook's): an objective that runs one of its own
+    (``asyncio.run``) works on a trial thread, not on this one."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio.events._get_running_loop() is not None
 
 
 def _exit_event(trial: ThreadTrial, code: int, logs: list[MetricLog]) -> TrialExited:
