@@ -1,10 +1,10 @@
-"""``python -m benchmarks``: quality, overhead and growth benchmarks; JSON, Markdown report and plots.
+"""``python -m benchmarks``: quality, black-box suite, overhead and growth benchmarks; JSON, Markdown report and plots.
 
     python -m benchmarks                      # full run (< 10 min on an idle 2-core machine) -> benchmarks/results/
     python -m benchmarks --quick --out DIR    # CI-sized (< 60 s); without --out it writes to a new temp dir
-    python -m benchmarks --only overhead      # some sections only (quality, overhead, growth)
+    python -m benchmarks --only overhead      # some sections only (quality, blackbox, overhead, growth)
 
-Order: the untimed work (quality runs and the memory runs, on a pool of ``--workers`` processes) starts
+Order: the untimed work (quality runs, the black-box suite's runs and the memory runs, on a pool of ``--workers`` processes) starts
 first, one job at a time, while the timed sections that need a single core measure beside it (suggestion
 latency, the local overhead rows); then the pool gets every core, and once it is done the rows that need
 every core (katibx on Ray vs Ray Tune) are measured alone. Every timing row is a ratio of arms measured in
@@ -32,10 +32,10 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from benchmarks import growth, overhead, quality, report  # noqa: E402
+from benchmarks import blackbox, growth, overhead, quality, report  # noqa: E402
 from benchmarks.common import REPO, busy_cpu_seconds, cpu_count, environment, limit_threads, load_average, log  # noqa: E402
 
-SECTIONS = ("quality", "overhead", "growth")
+SECTIONS = ("quality", "blackbox", "overhead", "growth")
 # A run is marked loaded when other processes used more than this many CPUs on average while it ran.
 OTHER_LOAD_LIMIT = 0.5
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -67,19 +67,27 @@ def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, 
     one_core_timed = workers > 1 and ("growth" in sections or "overhead" in sections)
     slots = threading.Semaphore(1 if one_core_timed else workers)
     pool = None
-    if "quality" in sections or memory_sizes:
+    suite = blackbox.Suite.of(quick) if "blackbox" in sections else None
+    if "quality" in sections or memory_sizes or suite is not None:
         plan = quality.plan(quick) if "quality" in sections else quality.Plan([], [], {}, 0, 0)
         extra = [(growth.memory_run, (n,)) for n in sorted(memory_sizes, reverse=True)]
+        suite_jobs = suite.jobs() if suite is not None else []
+        suite_results: list[dict[str, Any]] = []
 
-        def on_memory(i: int, result: dict[str, Any]) -> None:
+        def on_extra(i: int, result: dict[str, Any]) -> None:
+            if i >= len(extra):
+                suite_results.append(result)
+                return
             memory_results.append(result if "trials" in result else {"trials": sorted(memory_sizes, reverse=True)[i],
                                                                      **result})
             log(f"  memory: {memory_results[-1]}")
 
         def work() -> None:
             start = time.perf_counter()
-            quality_box.append(quality.run(plan, workers, extra, on_memory, slots))
-            phase_seconds["pool: quality+memory"] = time.perf_counter() - start
+            quality_box.append(quality.run(plan, workers, extra + suite_jobs, on_extra, slots))
+            if suite is not None:
+                results["blackbox"] = suite.summarize(suite_results)
+            phase_seconds["pool: quality+blackbox+memory"] = time.perf_counter() - start
 
         pool = threading.Thread(target=work, name="benchmark-pool")
         if one_core_timed:
@@ -104,7 +112,7 @@ def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, 
         slots.release()
     if pool is not None and one_core_timed:
         pool.join()
-    if quality_box:
+    if quality_box and "quality" in sections:
         results["quality"] = quality_box[0]
     if "growth" in sections:
         results["growth"] = {"suggest_latency": latency, "memory": growth.memory_summary(memory_results)}

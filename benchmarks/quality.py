@@ -172,6 +172,11 @@ def _optuna_sampler(arm: Arm, seed: int) -> Any:
 
 
 def _run_optuna(arm: Arm, problem: Problem, seed: int, trials: int) -> list[float | None]:
+    return optuna_values(problem, lambda: _optuna_sampler(arm, seed), trials)
+
+
+def optuna_values(problem: Problem, sampler: Callable[[], Any], trials: int) -> list[float | None]:
+    """Objective values of an optuna study with the sampler ``sampler()`` makes, asked and told one trial at a time."""
     import warnings
 
     import optuna
@@ -179,7 +184,7 @@ def _run_optuna(arm: Arm, problem: Problem, seed: int, trials: int) -> list[floa
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental / deprecated-argument warnings
-        study = optuna.create_study(direction="minimize", sampler=_optuna_sampler(arm, seed))
+        study = optuna.create_study(direction="minimize", sampler=sampler())
         distributions = problem.optuna_distributions()
         out: list[float | None] = []
         for _ in range(trials):

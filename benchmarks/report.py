@@ -97,6 +97,29 @@ def quality_section(q: dict[str, Any], plot: str | None) -> str:
     return "\n".join(out)
 
 
+def blackbox_section(b: dict[str, Any]) -> str:
+    s = b["settings"]
+    out = [f"Every algorithm with its defaults against the peers' defaults (`benchmarks/blackbox.py`): {s['problems']} "
+           f"problems of COCO's bbob functions (2, 5 and 10 dimensions, mixed and categorical problems), "
+           f"{s['trials']} trials each, one run per problem (katibx's arms with no settings, the peers seeded); the "
+           f"GP arms on the {s['gp_problems']} 2-dimensional bbob problems. Metric: {s['metric']}, regret floor {s['regret_floor']}.", ""]
+    rows = [[p["katibx"], p["peer"], p["problems"], p["better"], p["worse"], p["ties"], p["median_difference"], p["p"],
+             p["verdict"]] for p in b["pairs"]]
+    out += [f"Each katibx default against the peer default of its family: problems where katibx's regret is lower "
+            f"(better), higher (worse) or equal; median difference of log10 regret (katibx - peer; below 0: katibx "
+            f"better); Wilcoxon signed-rank p (two-sided, alpha {s['alpha']}):", "",
+            table(["katibx", "peer", "problems", "better", "worse", "ties", "median diff", "p", "verdict"], rows), ""]
+    for title, ranks in b["average_rank"].items():
+        out += [f"Average rank ({title}; 1 is best): "
+                + ", ".join(f"{a} {r}" for a, r in ranks.items()) + ".", ""]
+    out += ["Median seconds per run: " + ", ".join(f"{a} {v}" for a, v in b["median_seconds_per_run"].items()) + ".",
+            ""]
+    if b.get("errors"):
+        out += ["Failed runs: " + "; ".join(f"{e.get('arm')} {e.get('problem')}: {e.get('error')}"
+                                            for e in b["errors"][:10]), ""]
+    return "\n".join(out)
+
+
 def overhead_section(o: dict[str, Any], plot: str | None) -> str:
     s = o["settings"]
     out = [f"Trivial objective ({s['objective']}); {s['measure']}; median of {s['repeats']} repetitions, arms "
@@ -275,6 +298,8 @@ def write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     parts = {"Run": meta_section(results["meta"])}
     if "quality" in results:
         parts["Quality at a fixed budget"] = quality_section(results["quality"], plots.get("quality"))
+    if "blackbox" in results:
+        parts["Defaults on a broad black-box suite"] = blackbox_section(results["blackbox"])
     if "overhead" in results:
         parts["Overhead per trial"] = overhead_section(results["overhead"], plots.get("overhead"))
     if "growth" in results:

@@ -32,6 +32,55 @@ def test_problems_reach_their_known_optimum() -> None:
         assert len(problem.katibx_parameters()) == problem.dims == len(problem.skopt_dimensions())
 
 
+def test_black_box_problems_reach_their_known_optimum_and_their_spaces_agree() -> None:
+    """The suite's problems: a bbob function's optimum is its value at its optimal point; a mixed problem has the
+    integers it says; a categorical problem's optimum 0 is the first category's optimum, the others shifted up."""
+    import cocoex
+    import numpy as np
+
+    from benchmarks import blackbox
+
+    names = blackbox.problem_names()
+    assert len(names) == 24 * 5 and len({blackbox._function(n) for n in names}) == 24
+    assert {n.split("-")[0] for n in names} == {"bbob", "mixed", "categorical"}
+    for name in ("bbob-f15-d5-i2", "bbob-f24-d10-i3"):
+        problem = blackbox.problem(name)
+        fn = cocoex.BareProblem("bbob", blackbox._function(name), problem.dims, int(name[-1]))
+        best = fn.best_parameter()
+        assert problem.value({f"x{i}": v for i, v in enumerate(best)}) == problem.optimum == fn.best_value()
+        assert len(problem.katibx_parameters()) == len(problem.optuna_distributions()) == len(problem.skopt_dimensions())
+    mixed = blackbox.problem("mixed-f08-d4-i1")
+    assert [q.kind for q in mixed.params] == ["int", "int", "double", "double"]
+    categorical = blackbox.problem("categorical-f03-d4")
+    for c, shift in blackbox.CATEGORY_SHIFTS.items():
+        fn = cocoex.BareProblem("bbob", 3, 4, list(blackbox.CATEGORY_SHIFTS).index(c) + 1)
+        point = {"c": c, **{f"x{i}": v for i, v in enumerate(fn.best_parameter())}}
+        assert categorical.value(point) == pytest.approx(shift, abs=1e-9)
+    assert categorical.optimum == 0.0 and blackbox.log10_regret(categorical, 0.0) == math.log10(blackbox.REGRET_FLOOR)
+    assert not np.isnan(categorical.value({"c": "b", **{f"x{i}": 0.0 for i in range(4)}}))
+
+
+def test_black_box_pairs_say_which_default_is_worse() -> None:
+    """The suite's verdicts: a katibx arm worse on most problems by a clear margin is 'katibx worse', the
+    reverse 'katibx better', equal regrets a tie."""
+    from benchmarks import blackbox
+
+    names = [f"bbob-f{f:02d}-d5-i2" for f in range(1, 21)]
+    results = []
+    for i, name in enumerate(names):
+        results += [{"arm": "katibx-tpe", "problem": name, "log10_regret": 1.0 + (i % 3), "seconds": 1.0},
+                    {"arm": "optuna-tpe", "problem": name, "log10_regret": 0.0 + (i % 3), "seconds": 0.5},
+                    {"arm": "katibx-cmaes", "problem": name, "log10_regret": -1.0, "seconds": 0.1},
+                    {"arm": "optuna-cmaes", "problem": name, "log10_regret": -1.0, "seconds": 0.1}]
+    summary = blackbox.summarize(names, ["katibx-tpe", "optuna-tpe", "katibx-cmaes", "optuna-cmaes"], results, 50)
+    pairs = {p["katibx"]: p for p in summary["pairs"]}
+    assert pairs["katibx-tpe"]["verdict"] == "katibx worse" and pairs["katibx-tpe"]["worse"] == 20
+    assert pairs["katibx-tpe"]["median_difference"] == 1.0 and pairs["katibx-tpe"]["p"] < 0.001
+    assert pairs["katibx-cmaes"]["verdict"] == "no significant difference" and pairs["katibx-cmaes"]["ties"] == 20
+    ranks = summary["average_rank"]["all problems, arms without a GP"]
+    assert list(ranks)[:2] in (["katibx-cmaes", "optuna-cmaes"], ["optuna-cmaes", "katibx-cmaes"])
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     out = tmp_path_factory.mktemp("bench")
@@ -49,13 +98,14 @@ def _positive(x: object) -> bool:
 def test_quick_run_meta(quick_run: tuple[Path, dict, str]) -> None:
     _, results, report = quick_run
     meta = results["meta"]
-    assert meta["quick"] is True and meta["sections"] == ["quality", "overhead", "growth"]
+    assert meta["quick"] is True and meta["sections"] == ["quality", "blackbox", "overhead", "growth"]
     assert isinstance(meta["loaded"], bool) and len(meta["load_average_start"]) == 3
     env = meta["environment"]
     assert env["cpus"] >= 1 and env["versions"]["optuna"]["installed"]
     assert env["versions"]["optuna"]["pinned"].startswith("==")  # peers are pinned in the benchmarks extra
     assert _positive(meta["wall_seconds"])
-    for title in ("## Run", "## Quality at a fixed budget", "## Overhead per trial", "## Growth"):
+    for title in ("## Run", "## Quality at a fixed budget", "## Defaults on a broad black-box suite",
+                  "## Overhead per trial", "## Growth"):
         assert title in report
 
 
@@ -81,6 +131,21 @@ def test_quick_run_quality(quick_run: tuple[Path, dict, str]) -> None:
     assert {t["katibx"] for t in tests} == {a for a in ran if a.startswith("katibx-")}
     assert all(t["verdict"] for t in tests)
     assert "Mann-Whitney" in report
+
+
+def test_quick_run_blackbox(quick_run: tuple[Path, dict, str]) -> None:
+    _, results, report = quick_run
+    suite = results["blackbox"]
+    assert not suite["errors"], suite["errors"]
+    families = {(p["katibx"], p["peer"]) for p in suite["pairs"]}
+    assert {("katibx-tpe", "optuna-tpe"), ("katibx-cmaes", "optuna-cmaes"),
+            ("katibx-bayesianoptimization", "skopt-gp")} <= families
+    for pair in suite["pairs"]:
+        assert pair["better"] + pair["worse"] + pair["ties"] == pair["problems"] == suite["settings"]["problems"]
+    for ranks in suite["average_rank"].values():
+        assert all(1 <= r <= len(ranks) for r in ranks.values())
+    assert all(_positive(s) for s in suite["median_seconds_per_run"].values())
+    assert "| katibx-tpe | optuna-tpe |" in report
 
 
 def test_quick_run_overhead(quick_run: tuple[Path, dict, str]) -> None:
