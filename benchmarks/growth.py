@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 from benchmarks.common import REPO, limit_threads, log, median
 from benchmarks.problems import METRIC, PROBLEMS
+from benchmarks.quality import TPE_AS_OPTUNA_ARM
 
 TPE_SIZES = (100, 500, 1000, 2000)
 BO_SIZES = (10, 50, 100, 150)
@@ -170,7 +171,7 @@ def suggest_latency(tpe_sizes: Sequence[int], bo_sizes: Sequence[int], tpe_steps
     installed = plugins.algorithm_names()
     out: dict[str, Any] = {}
     specs: list[tuple[Any, ...]] = [
-        ("tpe", {"random_state": 0}, tpe_sizes, tpe_steps, None, optuna_tpe_steps, "optuna TPESampler ask+tell"),
+        ("tpe", {"random_state": 0, **TPE_AS_OPTUNA_ARM}, tpe_sizes, tpe_steps, None, optuna_tpe_steps, "optuna TPESampler ask+tell"),
         ("bayesianoptimization", {"base_estimator": "GP", "n_initial_points": 10, "acq_func": "EI",
                                   "acq_optimizer": "auto", "random_state": 0},
          bo_sizes, bo_steps, _preload_bayesian, skopt_gp_steps, "scikit-optimize Optimizer(GP, EI) ask+tell"),

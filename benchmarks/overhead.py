@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 import katibx
 from benchmarks.common import REPO, cpu_count, limit_threads, load_average, log, median
+from benchmarks.quality import TPE_AS_OPTUNA_ARM
 from katibx.capabilities import PORTABLE_ENV
 from katibx.loader import experiment_from_dict
 from katibx.runner import run_experiment
@@ -159,7 +160,8 @@ def _space() -> dict:
 
 def katibx_function(trials: int, workdir: Path, algorithm: str = "random", parallel: int = 1,
                     backend: str = "local", objective: Callable[[dict], dict] = trivial,
-                    reuse_processes: bool = True, isolation: str = "process") -> float:
+                    reuse_processes: bool = True, isolation: str = "process",
+                    settings: dict[str, str] | None = None) -> float:
     """Seconds per function trial (run by the backend's worker processes, or with ``isolation="none"`` on threads
     of this process; every result committed to SQLite)."""
     start = time.perf_counter()
@@ -167,7 +169,7 @@ def katibx_function(trials: int, workdir: Path, algorithm: str = "random", paral
     try:
         experiment = katibx.tune(name="overhead-fn", objective=objective, parameters=_space(), objective_metric_name=METRIC,
                                  objective_type="minimize", algorithm_name=algorithm,
-                                 algorithm_settings={"random_state": 0}, max_trial_count=trials,
+                                 algorithm_settings={"random_state": 0, **(settings or {})}, max_trial_count=trials,
                                  parallel_trial_count=parallel, store=store, backend=backend,
                                  reuse_processes=reuse_processes, isolation=isolation)
     finally:
@@ -341,7 +343,7 @@ def _arms(sizes: Sizes, workdir: Path, with_ray: bool) -> dict[str, Callable[[],
         "katibx_function_random_threads_durable": lambda: katibx_function(sizes.durable, workdir, "random",
                                                                           isolation="none"),
         "optuna_tpe_memory": lambda: optuna_study(sizes.inprocess, "tpe"),
-        "katibx_function_tpe": lambda: katibx_function(sizes.inprocess, workdir, "tpe"),
+        "katibx_function_tpe": lambda: katibx_function(sizes.inprocess, workdir, "tpe", settings=TPE_AS_OPTUNA_ARM),
         "optuna_random_sqlite": lambda: optuna_study(sizes.durable, "random", "sqlite", workdir),
         "optuna_random_journal": lambda: optuna_study(sizes.durable, "random", "journal", workdir),
         "katibx_function_random_durable": lambda: katibx_function(sizes.durable, workdir, "random"),

@@ -26,7 +26,7 @@ from katibx.client import KatibxClient, experiment_object, trial_object
 from katibx.formatting import short, short_metric
 from katibx.lease import controller_alive, describe_holder
 from katibx.objective import Objective
-from katibx.status import current_condition, is_completed, timestamp
+from katibx.status import CHOSEN_ALGORITHM_ANNOTATION, current_condition, is_completed, timestamp
 from katibx.store import ExperimentRecord, Store, resolve_store_path
 from katibx.trial import TrialRecord
 from katibx.trial_dir import STDOUT_LOG
@@ -299,7 +299,9 @@ def describe_experiment(name: str, namespace: str | None, store: str | None) -> 
         ("Completed", timestamp(record.completed) if record.completed else "-"),
         ("Objective", " and ".join(f"{kind} {metric}" for metric, kind in spec.objective.objectives()) +
          (f" (goal {spec.objective.goal})" if spec.objective and spec.objective.goal is not None else "")),
-        ("Algorithm", f"{algorithm.algorithm_name if algorithm else ''}" + (f" ({settings})" if settings else "")),
+        ("Algorithm", f"{algorithm.algorithm_name if algorithm else ''}" + (f" ({settings})" if settings else "")
+         + (f", chose {chosen}" if (chosen := record.experiment.metadata.annotations.get(CHOSEN_ALGORITHM_ANNOTATION))
+            else "")),
         ("Early stopping", spec.early_stopping.algorithm_name if spec.early_stopping else "-"),
         ("Parameters", ", ".join(f"{p.name} ({p.parameter_type})" for p in spec.parameters)),
         ("Budget", f"maxTrialCount {spec.max_trial_count or '-'}, parallelTrialCount {spec.parallel_trial_count}, "

@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from katibx.metrics import as_float, non_finite
 from katibx.objective import Objective
 from katibx.template import format_value
+
+# An algorithm that runs another one it chooses (``auto``) records the choice and why in the experiment's annotations:
+# stored with the experiment (a resume keeps the choice), shown in its status as ``chosenAlgorithm``.
+CHOSEN_ALGORITHM_ANNOTATION = "katibx.io/chosen-algorithm"
+CHOSEN_REASON_ANNOTATION = "katibx.io/chosen-algorithm-reason"
 from katibx.trial import TrialRecord, TrialState
 
 if TYPE_CHECKING:
@@ -230,6 +235,10 @@ def experiment_status(record: Any, summary: ExperimentSummary) -> dict[str, Any]
         "trialsEarlyStopped": counts.early_stopped,
         "trialMetricsUnavailable": counts.metrics_unavailable,
     }
+    annotations = (record.spec.get("metadata") or {}).get("annotations") or {}
+    if CHOSEN_ALGORITHM_ANNOTATION in annotations:
+        status["chosenAlgorithm"] = {"algorithmName": annotations[CHOSEN_ALGORITHM_ANNOTATION],
+                                     "reason": annotations.get(CHOSEN_REASON_ANNOTATION, "")}
     if summary.pareto is not None:
         status["paretoFront"] = [_trial_summary(t) for t in summary.pareto]
     if record.completed:

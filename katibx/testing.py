@@ -190,6 +190,7 @@ ALGORITHM_CASES: dict[str, AlgorithmCase] = {
                                                "n_population": "5", "truncation_threshold": "0.2"},
                                        [_double("lr", 0.0001, 0.02, 0.0001)], max_trials=20),
                          replay_from=6, steps=16),  # generation 0 is drawn unseeded (pbt has no random_state)
+    "auto": AlgorithmCase(algorithm_doc("auto", {"random_state": "1"}, _XY)),  # (chooses multivariate-tpe here)
     "darts": AlgorithmCase(_darts_doc(), steps=2),
     "enas": AlgorithmCase(_enas_doc(), steps=4),
 }

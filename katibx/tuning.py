@@ -73,7 +73,7 @@ def function_experiment(
     parameters: Mapping[str, Any],
     *,
     namespace: str | None = None,
-    algorithm_name: str = "random",
+    algorithm_name: str = "auto",
     algorithm_settings: Mapping[str, Any] | None = None,
     early_stopping_algorithm_name: str | None = None,
     early_stopping_settings: Mapping[str, Any] | None = None,
@@ -215,7 +215,8 @@ def tune(
     state, a crash of the interpreter ends the run, and a trial stopped without asking :func:`katibx.should_prune`
     is abandoned (its thread runs on, its result dropped).
 
-    As in Optuna: ``timeout`` seconds end the experiment with the trials it has (running ones finish; the
+    With no ``algorithm_name``, ``auto`` chooses the algorithm from the search space and budget (recorded in the
+    result's ``status.chosenAlgorithm``). As in Optuna: ``timeout`` seconds end the experiment with the trials it has (running ones finish; the
     condition's reason is ExperimentTimeLimitReached); each of ``callbacks`` is called as ``callback(result, trial)``
     once per finished trial, ``result`` the experiment so far; with ``load_if_exists`` an experiment of this name
     in the store goes on with ``max_trial_count`` more trials (its search space, objective and algorithm must be

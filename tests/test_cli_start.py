@@ -79,7 +79,7 @@ def test_a_stored_spec_read_without_validation_shows_everything_it_holds(store: 
     """What a table shows comes from the stored spec built without pydantic's validators (every camelCase key)."""
     code, modules, shown = _run_fresh(["describe", "experiment", "start"], store)
     assert code == 0 and "katibx.spec.Experiment (validators built)" not in modules
-    for text in ("Objective:      maximize y", "Algorithm:      random", "Parameters:     x (double)",
+    for text in ("Objective:      maximize y", "Algorithm:      auto, chose bayesianoptimization", "Parameters:     x (double)",
                  "maxTrialCount 3, parallelTrialCount 3", "3 total, 0 running, 3 succeeded", "Best trial:     start-"):
         assert text in shown, shown
 

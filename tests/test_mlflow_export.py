@@ -46,7 +46,7 @@ def test_export_writes_runs_params_metric_histories_tags_and_artifacts_once(tmp_
         history = client.get_metric_history(run.info.run_id, "loss")
         assert [m.step for m in history] == [0, 1, 2, 3] and [m.value for m in history] == trial.history["loss"]
         assert run.data.tags["katib.state"] == "Succeeded" and run.info.status == "FINISHED"
-        assert run.data.tags["katibx.algorithm"] == "random" and run.data.tags["katibx.backend"] == "local"
+        assert run.data.tags["katibx.algorithm"] == "auto" and run.data.tags["katibx.backend"] == "local"
         assert "stdout.log" in {a.path for a in client.list_artifacts(run.info.run_id)}
     summary = runs["curves (experiment)"]
     assert summary.data.tags["katib.condition"] == "Succeeded" and summary.data.tags["katib.best_trial"] == \

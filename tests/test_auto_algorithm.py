@@ -1,0 +1,96 @@
+"""``algorithmName: auto`` (and ``katibx.tune``'s default): the choice for representative experiments, recorded in
+the experiment's status and kept by a resume whatever its new budget; ``random_state`` handed to the one chosen.
+
+Real runs through ``katibx.tune`` on a real SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import katibx
+from katibx.algorithms.auto import choose
+from katibx.plugins import algorithm_names
+from katibx.search_space import SearchSpace
+from katibx.store import Store
+from katibx.trial import TrialState
+from katibx.tuning import function_experiment
+
+NUMERIC = {"x": katibx.search.double(-1, 1), "n": katibx.search.int(1, 5)}
+MIXED = {**NUMERIC, "kind": katibx.search.categorical(["a", "b"])}
+
+
+def loss(p: dict[str, Any]) -> float:
+    return p["x"] ** 2 + p["n"] + (0.5 if p.get("kind") == "b" else 0.0)
+
+
+def _chosen(parameters: dict[str, Any], **options: Any) -> str:
+    experiment = function_experiment("choice", loss, parameters, objective_metric_name="loss", **options)
+    return choose(experiment, SearchSpace.from_experiment(experiment), algorithm_names())[0]
+
+
+@pytest.mark.parametrize(("parameters", "options", "expected"), [
+    (NUMERIC, {"max_trial_count": 40}, "multivariate-tpe"),  # half of them integers
+    ({**NUMERIC, "y": katibx.search.double(0, 1)}, {"max_trial_count": 40}, "bayesianoptimization"),
+    (MIXED, {"max_trial_count": 40}, "bayesianoptimization"),
+    (NUMERIC, {"max_trial_count": 1000}, "cmaes"),
+    (NUMERIC, {}, "cmaes"),  # no maxTrialCount: a budget no Gaussian process affords
+    (MIXED, {"max_trial_count": 1000}, "multivariate-tpe"),
+    ({f"x{i}": katibx.search.double(0, 1) for i in range(20)}, {"max_trial_count": 40}, "multivariate-tpe"),
+    (NUMERIC, {"max_trial_count": 40, "additional_objectives": {"size": "minimize"}}, "multivariate-tpe"),
+    (NUMERIC, {"max_trial_count": 40, "early_stopping_algorithm_name": "medianstop"}, "multivariate-tpe"),
+    ({"x": katibx.search.double(0, 1)}, {"max_trial_count": 1000}, "multivariate-tpe"),  # CMA-ES needs 2 dimensions
+])
+def test_the_choice_for_representative_experiments(parameters: dict[str, Any], options: dict[str, Any],
+                                                   expected: str) -> None:
+    assert _chosen(parameters, **options) == expected
+
+
+def test_tune_uses_auto_by_default_and_the_status_says_what_it_chose_and_why(tmp_path: Path) -> None:
+    result = katibx.tune("default", loss, MIXED, objective_metric_name="loss", objective_type="minimize",
+                         max_trial_count=4, store=tmp_path / "katibx.db", progress=False)
+    chosen = result["status"]["chosenAlgorithm"]
+    assert chosen["algorithmName"] == "bayesianoptimization"
+    assert chosen["reason"].startswith("3 parameters (1 categorical, 1 integer), 4 trials")
+    assert result["spec"]["algorithm"]["algorithmName"] == "auto"  # the spec says what the user asked for
+    assert all(t.state is TrialState.SUCCEEDED for t in result.trials)
+    client = katibx.KatibClient(store=str(tmp_path / "katibx.db"))
+    assert client.get_experiment("default").status.chosen_algorithm["algorithmName"] == "bayesianoptimization"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_three(result: Any, _trial: Any) -> None:
+    if len(result.trials) >= 3:
+        raise _Stop
+
+
+def test_a_resumed_auto_experiment_goes_on_with_the_algorithm_it_chose_whatever_its_new_budget(
+        tmp_path: Path) -> None:
+    options = {"objective_metric_name": "loss", "objective_type": "minimize", "store": tmp_path / "katibx.db",
+               "progress": False, "isolation": "none", "parallel_trial_count": 1}
+    with pytest.raises(_Stop):  # a budget of 300 chooses CMA-ES; the run stops after 3 trials
+        katibx.tune("resumed", loss, NUMERIC, max_trial_count=300, callbacks=[_stop_after_three], **options)
+    with Store(tmp_path / "katibx.db") as store:
+        stored = store.get_experiment("resumed")
+        assert stored.spec["metadata"]["annotations"]["katibx.io/chosen-algorithm"] == "cmaes"
+        before = store.trial_counts(stored.id).trials
+    # 2 more trials: a budget that alone would choose a Gaussian process
+    result = katibx.tune("resumed", loss, NUMERIC, max_trial_count=2, load_if_exists=True, **options)
+    assert result["status"]["chosenAlgorithm"]["algorithmName"] == "cmaes"
+    assert len(result.trials) == before + 2 and all(t.state is TrialState.SUCCEEDED for t in result.trials)
+
+
+def test_random_state_is_handed_to_the_algorithm_chosen(tmp_path: Path) -> None:
+    runs = [katibx.tune(f"seeded-{i}", loss, NUMERIC, objective_metric_name="loss", max_trial_count=12,
+                        algorithm_settings={"random_state": 5}, store=tmp_path / "katibx.db", progress=False,
+                        isolation="none", parallel_trial_count=1) for i in range(2)]
+    assert [t.params for t in runs[0].trials] == [t.params for t in runs[1].trials]
+    other = katibx.tune("seeded-other", loss, NUMERIC, objective_metric_name="loss", max_trial_count=12,
+                        algorithm_settings={"random_state": 6}, store=tmp_path / "katibx.db", progress=False,
+                        isolation="none", parallel_trial_count=1)
+    assert [t.params for t in other.trials] != [t.params for t in runs[0].trials]
