@@ -25,14 +25,19 @@ GP_MAX_TRIALS = 200
 GP_MAX_DIMENSIONS = 12
 
 
+# What choose() may answer: an annotation naming anything else is not a choice of auto's, and is refused.
+CHOICES = frozenset({"random", "multivariate-tpe", "tpe", "cmaes", "bayesianoptimization"})
+
+
 def choose(experiment: Experiment, space: SearchSpace, installed: set[str]) -> tuple[str, str]:
     """The algorithm ``auto`` runs for ``experiment`` (among ``installed``) and why, in one line."""
     spec = experiment.spec
     budget = spec.max_trial_count
     objectives = 1 + len(spec.objective.additional_objectives or []) if spec.objective else 1
-    categorical = [p.name for p in space if not p.is_numeric_range]
-    integers = [p.name for p in space if p.is_numeric_range and p.type == "int"]
-    dims = len(space)
+    free = [p for p in space if (p.min != p.max if p.is_numeric_range else len(p.values) > 1)]  # (not fixed ones)
+    categorical = [p.name for p in free if not p.is_numeric_range]
+    integers = [p.name for p in free if p.is_numeric_range and p.type == "int"]
+    dims = len(free)
     kinds = [f"{len(names)} {kind}" for kind, names in (("categorical", categorical), ("integer", integers)) if names]
     described = (f"{dims} parameter{'s' if dims != 1 else ''}" + (f" ({', '.join(kinds)})" if kinds else "")
                  + (f", {budget} trials" if budget is not None else ", no maxTrialCount"))
@@ -40,6 +45,9 @@ def choose(experiment: Experiment, space: SearchSpace, installed: set[str]) -> t
     def first(*names: str) -> str:
         return next(n for n in names if n in installed)
 
+    normal = [p.name for p in free if p.distribution in ("normal", "logNormal")]
+    if normal:
+        return "random", f"{described}: only random search draws from normal distributions ({', '.join(normal)})"
     if spec.early_stopping is not None and spec.early_stopping.algorithm_name:
         return first("multivariate-tpe", "tpe", "random"), f"{described}, early stopping: a TPE learns from the " \
                                                           "trials it stops too"
@@ -73,6 +81,14 @@ class Auto(SearchAlgorithm):
         annotations = self.experiment.metadata.annotations
         chosen = annotations.get(CHOSEN_ALGORITHM_ANNOTATION)
         installed = plugins.algorithm_names() - {self.name}
+        if not len(self.space):
+            errors.append("spec.algorithm.algorithmName: auto chooses among search algorithms for spec.parameters; "
+                          "for nasConfig name darts or enas")
+            return
+        if chosen is not None and chosen not in CHOICES:
+            errors.append(f"metadata.annotations[{CHOSEN_ALGORITHM_ANNOTATION}]: {chosen!r} is not a choice auto makes "
+                          f"(one of {', '.join(sorted(CHOICES))})")
+            return
         if chosen is None:
             chosen, reason = choose(self.experiment, self.space, installed)
             annotations[CHOSEN_ALGORITHM_ANNOTATION] = chosen

@@ -1,5 +1,6 @@
-"""Katib's ``tpe``: hyperopt's Tree-structured Parzen Estimator settings, on optuna's TPE (its parameters modelled
-together by default, as optuna 5 does; ``multivariate: "false"`` models each alone, as hyperopt)."""
+"""Katib's ``tpe``: hyperopt's Tree-structured Parzen Estimator settings, on optuna's TPE (for one objective its
+parameters are modelled together by default, as optuna 5 does; ``multivariate: "false"`` models each alone, as
+hyperopt)."""
 
 from __future__ import annotations
 
@@ -35,21 +36,22 @@ DEFAULT_GAMMA = 0.1
 
 class Tpe(OptunaSearch):
     """Katib's ``tpe``: settings ``gamma``, ``prior_weight``, ``n_EI_candidates`` and ``random_state``, and
-    katibx's ``multivariate`` ("true", the default as in optuna 5: one Parzen estimator over the parameters together;
-    "false": one per parameter, as Katib's hyperopt models them). On the black-box suite the independent estimators
+    katibx's ``multivariate`` ("true": one Parzen estimator over the parameters together; "false": one per parameter,
+    as Katib's hyperopt models them; unset, as optuna 5: together for one objective, apart for several). On the black-box suite the independent estimators
     did worse than optuna's default TPE (better on 48 problems, worse on 72, Wilcoxon p 0.005) and the joint one did
     as well as it (p 0.83)."""
 
     name = "tpe"
     supports_multi_objective = True
     default_settings = {"gamma": None, "prior_weight": "1.0", "n_EI_candidates": "24", "random_state": None,
-                        "multivariate": "true"}
+                        "multivariate": None}
 
     def configure_sampler(self, settings: Mapping[str, str | None], errors: list[str]) -> None:
-        multivariate = str(settings.get("multivariate") or "true").lower()
-        if multivariate not in ("true", "false"):
-            errors.append(f"{setting_path('multivariate')}: must be true or false (got {settings.get('multivariate')!r})")
-        self.multivariate = multivariate != "false"
+        given = str(settings.get("multivariate") or "").lower()
+        if given not in ("", "true", "false"):
+            errors.append(f"{setting_path('multivariate')}: must be true or false "
+                          f"(got {settings.get('multivariate')!r})")
+        self.multivariate = given == "true" if given else len(self.objective.objectives) == 1
         gamma = float_setting(settings, "gamma", errors, lambda v: 0 < v < 1, "gamma should be in the range of (0, 1)")
         prior = float_setting(settings, "prior_weight", errors, lambda v: v > 0, "prior_weight should be greater than zero")
         candidates = int_setting(settings, "n_EI_candidates", errors, minimum=1)

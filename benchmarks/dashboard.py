@@ -75,9 +75,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         store = Path(folder) / "katibx.db"
         katibx.tune("bench", _objective, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                algorithm_name="random",
                     objective_type="minimize", max_trial_count=args.trials, parallel_trial_count=2, store=store,
                     progress=False)
         katibx.tune("other", _objective, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                algorithm_name="random",
                     max_trial_count=2, parallel_trial_count=1, store=store, progress=False)
         runs = [measure(store) for _ in range(args.repeat)]
         refresh = refresh_costs(store, args.repeat)

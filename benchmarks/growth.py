@@ -171,7 +171,8 @@ def suggest_latency(tpe_sizes: Sequence[int], bo_sizes: Sequence[int], tpe_steps
     installed = plugins.algorithm_names()
     out: dict[str, Any] = {}
     specs: list[tuple[Any, ...]] = [
-        ("tpe", {"random_state": 0, **TPE_AS_OPTUNA_ARM}, tpe_sizes, tpe_steps, None, optuna_tpe_steps, "optuna TPESampler ask+tell"),
+        ("tpe", {"random_state": 0, **TPE_AS_OPTUNA_ARM}, tpe_sizes, tpe_steps, None, optuna_tpe_steps,
+         "optuna TPESampler ask+tell"),
         ("bayesianoptimization", {"base_estimator": "GP", "n_initial_points": 10, "acq_func": "EI",
                                   "acq_optimizer": "auto", "random_state": 0},
          bo_sizes, bo_steps, _preload_bayesian, skopt_gp_steps, "scikit-optimize Optimizer(GP, EI) ask+tell"),

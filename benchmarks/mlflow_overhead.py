@@ -31,6 +31,7 @@ def sweep(folder: Path, name: str, trials: int, mlflow: str | None) -> tuple[flo
     ended: list[float] = []
     started = time.perf_counter()
     katibx.tune(name, _objective, {"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                algorithm_name="random",
                 objective_type="minimize", max_trial_count=trials, parallel_trial_count=1,
                 store=folder / "katibx.db", mlflow=mlflow, progress=False,
                 callbacks=[lambda _result, _trial: ended.append(time.perf_counter())])

@@ -79,11 +79,13 @@ def run(trials: int, parallel: int) -> dict[str, Any]:
         db = Path(folder) / "katibx.db"
         stop = threading.Event()
         katibx.tune("scale-warm-up", trivial, _space(), objective_metric_name=METRIC, max_trial_count=5,
+                    algorithm_name="random",
                     store=str(db), progress=False)
         sampler = threading.Thread(target=_sample, args=(db, stop, samples), daemon=True)
         sampler.start()
         started = time.perf_counter()
         result = katibx.tune("scale", trivial, _space(), objective_metric_name=METRIC, objective_type="minimize",
+                             algorithm_name="random",
                              max_trial_count=trials, parallel_trial_count=parallel, store=str(db), progress=False)
         wall = time.perf_counter() - started
         stop.set()

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from katibx.metrics import as_float, non_finite
 from katibx.objective import Objective
 from katibx.template import format_value
+from katibx.trial import TrialRecord, TrialState
+
+if TYPE_CHECKING:
+    from katibx.spec import Experiment
 
 # An algorithm that runs another one it chooses (``auto``) records the choice and why in the experiment's annotations:
 # stored with the experiment (a resume keeps the choice), shown in its status as ``chosenAlgorithm``.
 CHOSEN_ALGORITHM_ANNOTATION = "katibx.io/chosen-algorithm"
 CHOSEN_REASON_ANNOTATION = "katibx.io/chosen-algorithm-reason"
-from katibx.trial import TrialRecord, TrialState
-
-if TYPE_CHECKING:
-    from katibx.spec import Experiment
 
 # Experiment condition types and Katib's reasons.
 CREATED, RUNNING, RESTARTING, SUCCEEDED, FAILED = "Created", "Running", "Restarting", "Succeeded", "Failed"

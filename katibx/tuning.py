@@ -22,8 +22,8 @@ from katibx.sdk_objects import sdk_domain
 from katibx.search import Domain
 from katibx.search_space import TYPED_VALUES_ANNOTATION
 from katibx.spec import API_VERSION, KIND, Experiment
-from katibx.status import ExperimentSummary
-from katibx.store import ExperimentExists, ExperimentNotFound, ExperimentRecord, Store, StoreError, resolve_store_path
+from katibx.status import CHOSEN_ALGORITHM_ANNOTATION, CHOSEN_REASON_ANNOTATION, ExperimentSummary
+from katibx.store import ExperimentNotFound, ExperimentRecord, Store, StoreError, resolve_store_path
 from katibx.template import FUNCTION_KIND, format_value
 from katibx.trial import TrialRecord, TrialState
 from katibx.trial_book import TrialBook
@@ -216,7 +216,9 @@ def tune(
     is abandoned (its thread runs on, its result dropped).
 
     With no ``algorithm_name``, ``auto`` chooses the algorithm from the search space and budget (recorded in the
-    result's ``status.chosenAlgorithm``). As in Optuna: ``timeout`` seconds end the experiment with the trials it has (running ones finish; the
+    result's ``status.chosenAlgorithm``).
+
+    As in Optuna: ``timeout`` seconds end the experiment with the trials it has (running ones finish; the
     condition's reason is ExperimentTimeLimitReached); each of ``callbacks`` is called as ``callback(result, trial)``
     once per finished trial, ``result`` the experiment so far; with ``load_if_exists`` an experiment of this name
     in the store goes on with ``max_trial_count`` more trials (its search space, objective and algorithm must be
@@ -252,12 +254,15 @@ def tune(
         errors += exc.errors
     if errors:
         raise ValidationError(errors)
+    stored = _stored(store, experiment) if load_if_exists else None
+    if stored is not None and "algorithm_name" not in experiment_options:
+        experiment = _with_stored_algorithm(experiment, stored)
     worker = create_backend(backend)
     try:
         prepared = prepare(experiment, worker, mlflow)  # before the store is opened: a mistake leaves no file behind
     except ValidationError as exc:
         raise ValidationError([_with_argument(e) for e in exc.errors]) from None
-    if build is not None and not (load_if_exists and _stored(store, experiment)):  # a stored one keeps its image
+    if build is not None and stored is None:  # a stored one keeps its image
         prepared = _with_built_image(prepared, worker, build, objective, store)
         experiment = prepared.experiment
     st = store if isinstance(store, Store) else Store(store)
@@ -291,22 +296,32 @@ def tune(
             st.close()
 
 
-def _stored(store: Store | str | None, experiment: Experiment) -> bool:
-    """Whether the store (when there is one yet) holds an experiment of this name."""
+def _stored(store: Store | str | None, experiment: Experiment) -> ExperimentRecord | None:
+    """The experiment of this name the store holds (None without one, or without a store yet)."""
     if isinstance(store, Store):
         opened = store
     elif resolve_store_path(store).exists():
         opened = Store(store, create=False)  # (migrated as the run would)
     else:
-        return False
+        return None
     try:
-        opened.refuse_existing(experiment)
-        return False
-    except ExperimentExists:
-        return True
+        return opened.get_experiment(experiment.name, experiment.namespace)
+    except ExperimentNotFound:
+        return None
     finally:
         if opened is not store:
             opened.close()
+
+
+def _with_stored_algorithm(experiment: Experiment, stored: ExperimentRecord) -> Experiment:
+    """``experiment`` going on with the stored one's algorithm (and the choice ``auto`` made for it), as a resume
+    does: for a call that names no algorithm, whatever the default was when the experiment was stored."""
+    spec = stored.experiment.spec
+    experiment.spec.algorithm = spec.algorithm.model_copy(deep=True) if spec.algorithm else None
+    kept = {k: v for k, v in stored.experiment.metadata.annotations.items()
+            if k in (CHOSEN_ALGORITHM_ANNOTATION, CHOSEN_REASON_ANNOTATION)}
+    experiment.metadata.annotations.update(kept)
+    return experiment
 
 
 def _with_built_image(prepared: PreparedExperiment, backend: Backend, build: str, objective: Callable[..., Any],

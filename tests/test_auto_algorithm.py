@@ -42,6 +42,9 @@ def _chosen(parameters: dict[str, Any], **options: Any) -> str:
     (NUMERIC, {"max_trial_count": 40, "additional_objectives": {"size": "minimize"}}, "multivariate-tpe"),
     (NUMERIC, {"max_trial_count": 40, "early_stopping_algorithm_name": "medianstop"}, "multivariate-tpe"),
     ({"x": katibx.search.double(0, 1)}, {"max_trial_count": 1000}, "multivariate-tpe"),  # CMA-ES needs 2 dimensions
+    ({"x": katibx.search.double(0, 1), "c": katibx.search.int(3, 3)}, {}, "multivariate-tpe"),  # c is fixed
+    ({"x": katibx.search.double(0.1, 1, distribution="normal"), "y": katibx.search.double(0, 1)},
+     {"max_trial_count": 40}, "random"),  # the only one that draws from a normal distribution
 ])
 def test_the_choice_for_representative_experiments(parameters: dict[str, Any], options: dict[str, Any],
                                                    expected: str) -> None:
@@ -94,3 +97,28 @@ def test_random_state_is_handed_to_the_algorithm_chosen(tmp_path: Path) -> None:
                         algorithm_settings={"random_state": 6}, store=tmp_path / "katibx.db", progress=False,
                         isolation="none", parallel_trial_count=1)
     assert [t.params for t in other.trials] != [t.params for t in runs[0].trials]
+
+
+def test_a_new_experiment_chooses_afresh_whatever_choice_it_carries(tmp_path: Path) -> None:
+    """An experiment exported from another (``get experiment -o yaml``) carries that one's choice: run as a new one,
+    it chooses for its own space and budget."""
+    from katibx.runner import run_experiment
+
+    experiment = function_experiment("exported", loss, {**NUMERIC, "y": katibx.search.double(0, 1)},
+                                     objective_metric_name="loss", max_trial_count=3, parallel_trial_count=1,
+                                     algorithm_name="auto")
+    experiment.metadata.annotations["katibx.io/chosen-algorithm"] = "cmaes"
+    with Store(tmp_path / "katibx.db") as store:
+        run_experiment(experiment, store=store, function=loss)
+        annotations = store.get_experiment("exported").spec["metadata"]["annotations"]
+    assert annotations["katibx.io/chosen-algorithm"] == "bayesianoptimization"
+
+
+def test_tune_without_an_algorithm_goes_on_with_the_stored_one(tmp_path: Path) -> None:
+    """A store written when tune's default was random (or any experiment stored with another algorithm) goes on with
+    it: the call names none, so nothing differs."""
+    options = {"objective_metric_name": "loss", "store": tmp_path / "katibx.db", "progress": False,
+               "isolation": "none", "parallel_trial_count": 1}
+    katibx.tune("older", loss, NUMERIC, algorithm_name="random", max_trial_count=2, **options)
+    result = katibx.tune("older", loss, NUMERIC, max_trial_count=2, load_if_exists=True, **options)
+    assert result["spec"]["algorithm"]["algorithmName"] == "random" and len(result.trials) == 4
