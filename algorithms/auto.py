@@ -45,7 +45,7 @@ def choose(experiment: Experiment, space: SearchSpace, installed: set[str]) -> t
     def first(*names: str) -> str:
         return next(n for n in names if n in installed)
 
-    normal = [p.name for p in free if p.distribution in ("normal", "logNormal")]
+    normal = [p.name for p in space if p.is_numeric_range and p.distribution in ("normal", "logNormal")]
     if normal:
         return "random", f"{described}: only random search draws from normal distributions ({', '.join(normal)})"
     if spec.early_stopping is not None and spec.early_stopping.algorithm_name:

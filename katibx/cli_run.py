@@ -36,7 +36,7 @@ from katibx.loader import load_experiment
 from katibx.objective import Objective
 from katibx.preparation import DEFAULT_BACKEND, create_backend, file_problems, planned_trials, prepare
 from katibx.runner import resume_experiment, run_experiment
-from katibx.status import ExperimentSummary, current_condition
+from katibx.status import ExperimentSummary, current_condition, forget_chosen_algorithm
 from katibx.store import ExperimentRecord, Store, StoreError, StoreFault
 from katibx.tracking import mlflow_target
 from katibx.trial import TrialRecord
@@ -141,7 +141,7 @@ def _print_pareto_front(record: ExperimentRecord, front: Sequence[TrialRecord]) 
 def run(file: str, namespace: str | None, backend: str, build: str | None, store: str | None,
         kill_running_on_completion: bool, quiet: bool, mlflow: str | None, **options: Any) -> None:
     """Run the Experiment in FILE until it completes."""
-    experiment = load_experiment(file)
+    experiment = forget_chosen_algorithm(load_experiment(file))  # a new experiment: auto chooses afresh
     if namespace:
         experiment.metadata.namespace = namespace
     given, from_env = backend_option_values(options)

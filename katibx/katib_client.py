@@ -31,7 +31,7 @@ from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.runner import resume_experiment, run_experiment
 from katibx.sdk_objects import plain_data
 from katibx.spec import Experiment
-from katibx.status import FAILED, SUCCEEDED, is_completed
+from katibx.status import FAILED, SUCCEEDED, forget_chosen_algorithm, is_completed
 from katibx.store import ExperimentRecord, Store, StoreError
 from katibx.tracking import mlflow_target
 from katibx.trial import TrialRecord
@@ -113,7 +113,7 @@ class KatibClient(KatibxClient):
         prefix = metadata.pop("generateName", None) or metadata.pop("generate_name", None)
         if not metadata.get("name") and isinstance(prefix, str):
             metadata["name"] = prefix + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
-        return self._start(experiment_from_dict(data), None)
+        return self._start(forget_chosen_algorithm(experiment_from_dict(data)), None)  # new: auto chooses afresh
 
     def tune(
         self,

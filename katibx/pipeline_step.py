@@ -27,7 +27,7 @@ from katibx.metric_parsers import MetricsCollectorUnavailable
 from katibx.preparation import DEFAULT_BACKEND, create_backend, prepare
 from katibx.runner import resume_experiment, run_experiment
 from katibx.spec import Experiment
-from katibx.status import current_condition, is_completed
+from katibx.status import current_condition, forget_chosen_algorithm, is_completed
 from katibx.store import ExperimentNotFound, Store, StoreError
 from katibx.tracking import PIPELINE_RUN_ANNOTATION
 from katibx.tuning import why_no_result
@@ -60,7 +60,7 @@ def run_tune_step(experiment_yaml: str, *, data_path: str | None = None, backend
                   mlflow: str | None = None, pipeline_run: str | None = None) -> StepResult:
     """Run (or reuse) the experiment; StepFailed when the input is invalid or the cluster cannot be used (exit code
     2), or when the experiment did not succeed with a best trial (its reason, and the failing trial's last lines)."""
-    experiment = _experiment(experiment_yaml, pipeline_run)
+    experiment = forget_chosen_algorithm(_experiment(experiment_yaml, pipeline_run))  # auto chooses afresh
     with _data_for_trials(data_path):  # before the backend starts anything (a local Ray cluster copies the env)
         worker: Any = None
         try:

@@ -16,7 +16,7 @@ from katibx.loader import experiment_from_dict
 from katibx.mlflow_logging import logged_to_mlflow
 from katibx.preparation import DEFAULT_BACKEND, PreparedExperiment, backend_class, create_backend, prepare
 from katibx.spec import Experiment
-from katibx.status import CHOSEN_ALGORITHM_ANNOTATION, CHOSEN_REASON_ANNOTATION, CREATED, REASON_CREATED, set_condition
+from katibx.status import CREATED, REASON_CREATED, forget_chosen_algorithm, set_condition
 from katibx.store import ExperimentRecord, Store
 from katibx.tracking import mlflow_target
 from katibx.validation import ValidationError
@@ -46,9 +46,8 @@ def run_experiment(
     workdir = Path(workdir or experiment.source_dir or ".").absolute()
     store = store or Store()
     backend = create_backend(backend) if isinstance(backend, str) else backend
-    if prepared is None:  # a new experiment chooses afresh (one exported from another carries that one's choice)
-        for key in (CHOSEN_ALGORITHM_ANNOTATION, CHOSEN_REASON_ANNOTATION):
-            experiment.metadata.annotations.pop(key, None)
+    if prepared is None:  # (a caller that prepared it made it new: the CLI, the clients, the pipeline step)
+        forget_chosen_algorithm(experiment)
     prepared = prepared or prepare(experiment, backend, mlflow)  # the caller may have prepared it with this backend
     reference = function_reference(experiment)
     if function is None and reference is not None:

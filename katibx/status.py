@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 CHOSEN_ALGORITHM_ANNOTATION = "katibx.io/chosen-algorithm"
 CHOSEN_REASON_ANNOTATION = "katibx.io/chosen-algorithm-reason"
 
+
+def forget_chosen_algorithm(experiment: Experiment) -> Experiment:
+    """``experiment`` without a recorded choice: a new experiment (one exported from another carries that one's
+    choice) chooses afresh; only a resume keeps it."""
+    for key in (CHOSEN_ALGORITHM_ANNOTATION, CHOSEN_REASON_ANNOTATION):
+        experiment.metadata.annotations.pop(key, None)
+    return experiment
+
 # Experiment condition types and Katib's reasons.
 CREATED, RUNNING, RESTARTING, SUCCEEDED, FAILED = "Created", "Running", "Restarting", "Succeeded", "Failed"
 REASON_CREATED = "ExperimentCreated"

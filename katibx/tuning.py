@@ -222,7 +222,7 @@ def tune(
     condition's reason is ExperimentTimeLimitReached); each of ``callbacks`` is called as ``callback(result, trial)``
     once per finished trial, ``result`` the experiment so far; with ``load_if_exists`` an experiment of this name
     in the store goes on with ``max_trial_count`` more trials (its search space, objective and algorithm must be
-    the same). With ``early_stopping_algorithm_name`` (``medianstop``), an objective that reports intermediate
+    the same; with no algorithm named, the stored one's is taken). With ``early_stopping_algorithm_name`` (``medianstop``), an objective that reports intermediate
     values with :func:`katibx.report_metrics` asks :func:`katibx.should_prune` after each and returns (or raises
     :class:`katibx.TrialPruned`) when it says True: the trial ends EarlyStopped. ``progress`` draws the trial counts and best value as they change (on stderr, or in the notebook):
     by default where someone watches (a terminal, a notebook), not into a pipe or a log; False never, True always.
@@ -255,7 +255,7 @@ def tune(
     if errors:
         raise ValidationError(errors)
     stored = _stored(store, experiment) if load_if_exists else None
-    if stored is not None and "algorithm_name" not in experiment_options:
+    if stored is not None and not {"algorithm_name", "algorithm_settings"} & set(experiment_options):
         experiment = _with_stored_algorithm(experiment, stored)
     worker = create_backend(backend)
     try:
@@ -305,7 +305,7 @@ def _stored(store: Store | str | None, experiment: Experiment) -> ExperimentReco
     else:
         return None
     try:
-        return opened.get_experiment(experiment.name, experiment.namespace)
+        return opened.get_experiment(experiment.name, experiment.metadata.namespace)  # (as _existing looks)
     except ExperimentNotFound:
         return None
     finally:
@@ -317,7 +317,8 @@ def _with_stored_algorithm(experiment: Experiment, stored: ExperimentRecord) -> 
     """``experiment`` going on with the stored one's algorithm (and the choice ``auto`` made for it), as a resume
     does: for a call that names no algorithm, whatever the default was when the experiment was stored."""
     spec = stored.experiment.spec
-    experiment.spec.algorithm = spec.algorithm.model_copy(deep=True) if spec.algorithm else None
+    if spec.algorithm is not None:
+        experiment.spec.algorithm = spec.algorithm.model_copy(deep=True)
     kept = {k: v for k, v in stored.experiment.metadata.annotations.items()
             if k in (CHOSEN_ALGORITHM_ANNOTATION, CHOSEN_REASON_ANNOTATION)}
     experiment.metadata.annotations.update(kept)

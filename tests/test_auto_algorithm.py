@@ -45,6 +45,8 @@ def _chosen(parameters: dict[str, Any], **options: Any) -> str:
     ({"x": katibx.search.double(0, 1), "c": katibx.search.int(3, 3)}, {}, "multivariate-tpe"),  # c is fixed
     ({"x": katibx.search.double(0.1, 1, distribution="normal"), "y": katibx.search.double(0, 1)},
      {"max_trial_count": 40}, "random"),  # the only one that draws from a normal distribution
+    ({"x": katibx.search.double(0, 1), "y": katibx.search.double(0, 1),
+      "z": katibx.search.double(1, 1, distribution="normal")}, {"max_trial_count": 40}, "random"),  # fixed, still
 ])
 def test_the_choice_for_representative_experiments(parameters: dict[str, Any], options: dict[str, Any],
                                                    expected: str) -> None:
@@ -122,3 +124,43 @@ def test_tune_without_an_algorithm_goes_on_with_the_stored_one(tmp_path: Path) -
     katibx.tune("older", loss, NUMERIC, algorithm_name="random", max_trial_count=2, **options)
     result = katibx.tune("older", loss, NUMERIC, max_trial_count=2, load_if_exists=True, **options)
     assert result["spec"]["algorithm"]["algorithmName"] == "random" and len(result.trials) == 4
+
+
+def test_an_exported_experiment_run_as_new_with_the_cli_or_the_client_chooses_afresh(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``katibx run`` and ``KatibClient.create_experiment`` start new experiments: a choice an exported one carries is
+    not theirs."""
+    import shutil
+
+    import yaml
+    from conftest import katibx_cli, wait_until
+
+    examples = Path(__file__).resolve().parent.parent / "examples" / "hp-tuning"
+    shutil.copy(examples / "branin.py", tmp_path)
+    doc = yaml.safe_load((examples / "auto.yaml").read_text())
+    doc["spec"]["maxTrialCount"] = 3
+    doc["metadata"]["annotations"] = {"katibx.io/chosen-algorithm": "cmaes", "katibx.io/chosen-algorithm-reason": "x"}
+    (tmp_path / "exported.yaml").write_text(yaml.safe_dump(doc))
+    store = tmp_path / "katibx.db"
+    ran = katibx_cli("run", "exported.yaml", "-q", cwd=tmp_path, store=store)
+    assert ran.returncode == 0, ran.stderr
+    with Store(store) as st:
+        assert st.get_experiment("auto").spec["metadata"]["annotations"]["katibx.io/chosen-algorithm"] == \
+            "bayesianoptimization"
+    monkeypatch.chdir(tmp_path)  # the client's trials run here, beside branin.py
+    client = katibx.KatibClient(store=str(store))
+    doc["metadata"]["name"] = "from-client"
+    client.create_experiment(doc)
+    with Store(store) as st:
+        annotations = wait_until(lambda: st.get_experiment("from-client").spec["metadata"]["annotations"],
+                                 what="the client's experiment stored")
+    assert annotations["katibx.io/chosen-algorithm"] == "bayesianoptimization"
+    client.wait_for_experiment_condition("from-client")
+
+
+def test_settings_given_to_a_resumed_tune_are_compared_not_replaced(tmp_path: Path) -> None:
+    options = {"objective_metric_name": "loss", "store": tmp_path / "katibx.db", "progress": False,
+               "isolation": "none", "parallel_trial_count": 1, "max_trial_count": 2}
+    katibx.tune("seeded", loss, NUMERIC, algorithm_settings={"random_state": 1}, **options)
+    with pytest.raises(katibx.ValidationError, match="exists with other algorithm"):
+        katibx.tune("seeded", loss, NUMERIC, algorithm_settings={"random_state": 2}, load_if_exists=True, **options)
