@@ -123,7 +123,7 @@ class Controller:
                 self.lifecycle.save_started()
             self.lifecycle.save_ended()
         except LeaseLost:  # another controller has the experiment now, and runs again what was not stored
-            self.lifecycle.take_ended()
+            self.lifecycle.drop_ended()
             raise
         finally:
             try:
@@ -174,13 +174,8 @@ class Controller:
         new = [self.book.new_trial(self._space.cast(s.assignments), {EXPERIMENT_LABEL: self.experiment.name, **s.labels},
                                    s.name, self.experiment.name, len(self.book) + i)
                for i, s in enumerate(suggestions)]
-        ended = self.lifecycle.take_ended()  # written with the new trials: one commit
-        try:
+        with self.lifecycle.writing_ended() as ended:  # written with the new trials: one commit
             self.store.add_trials(self.record.id, new, ended, rename=self.book.rename)
-        except BaseException:
-            self.lifecycle.put_back(ended)
-            raise
-        self.lifecycle.ended_saved(ended)
         self.book.add(new)
         self._notify()
 

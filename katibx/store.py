@@ -564,10 +564,10 @@ class Store:
     # trials -----------------------------------------------------------------------------
     def add_trials(self, experiment_id: int, trials: list[TrialRecord], ended: Iterable[TrialEnd] = (),
                    rename: Callable[[TrialRecord], bool] | None = None) -> None:
-        """Insert new trials in one transaction, so a crash leaves all of them or none; the ``ended`` trials' ends
-        are written in the same transaction, before them (the controller saves a trial's end with the next trials
-        it creates: one commit a trial). A trial whose name the experiment has already is renamed by ``rename``
-        (False, or no ``rename``: the insert fails)."""
+        """Insert new trials (none: only the ends) in one transaction, so a crash leaves all of them or none; the
+        ``ended`` trials' ends are written in the same transaction, before them (the controller saves a trial's end
+        with the next trials it creates: one commit a trial). A trial whose name the experiment has already is
+        renamed by ``rename`` (False, or no ``rename``: StoreError)."""
         now = time.time()
         with self._transaction():
             for end in ended:
@@ -598,12 +598,6 @@ class Store:
             return
         with self._transaction():
             self._save_trial(trial, handle, logs, optimal_of)
-
-    def save_trial_ends(self, ended: Iterable[TrialEnd]) -> None:
-        """Write trials' ends (:meth:`save_trial`'s writes for each) in one transaction."""
-        with self._transaction():
-            for end in ended:
-                self._save_trial(end.trial, None, end.logs, end.optimal_of)
 
     def _save_trial(self, trial: TrialRecord, handle: dict[str, Any] | None, logs: list[MetricLog] | None,
                     optimal_of: ExperimentRecord | None) -> None:

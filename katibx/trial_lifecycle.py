@@ -6,11 +6,12 @@ after a crash finds each trial where the last one left it (:meth:`TrialLifecycle
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from katibx.backend import Backend, TrialExited, TrialJob, TrialStartError
 from katibx.early_stopping import EarlyStoppingAlgorithm
@@ -211,7 +212,7 @@ class TrialLifecycle:
                   logs: list[MetricLog] | None = None, *, defer: bool = False) -> None:
         """Move the trial and commit it, with its last metric ``logs`` and, when it has become the optimal trial,
         the experiment's optimal trial (one transaction). ``defer``: a trial whose worker has ended is written
-        later (see :meth:`ended`); nothing acts on it before."""
+        later (see :meth:`writing_ended`); nothing acts on it before."""
         self._unsaved.pop(trial.name, None)  # written now
         if state.is_terminal:
             self._started.discard(trial.name)
@@ -228,31 +229,28 @@ class TrialLifecycle:
         self.store.save_trial(trial, logs=logs, optimal_of=self.record if optimal else None)
         self.notify()
 
-    def take_ended(self) -> list[TrialEnd]:
-        """The ends not yet written, for the caller to write with the trials it adds, then to call
-        :meth:`ended_saved` (or :meth:`put_back`, when that failed)."""
+    @contextlib.contextmanager
+    def writing_ended(self) -> Iterator[list[TrialEnd]]:
+        """The ends not yet written, for the block to write (with the trials it adds: one commit); put back to be
+        written later when the block fails."""
         ended, self._ended = self._ended, []
-        return ended
-
-    def put_back(self, ended: list[TrialEnd]) -> None:
-        """Ends taken with :meth:`take_ended` that could not be written: written later."""
-        self._ended[:0] = ended
-
-    def ended_saved(self, ended: list[TrialEnd]) -> None:
-        """``ended`` (from :meth:`take_ended`) has been written."""
+        try:
+            yield ended
+        except BaseException:
+            self._ended[:0] = ended
+            raise
         self.book.written(end.trial for end in ended)
+
+    def drop_ended(self) -> None:
+        """Forget the ends not yet written (another controller has the experiment and runs those trials again)."""
+        self._ended.clear()
 
     def save_ended(self) -> None:
         """Write the ends not yet written."""
         if not self._ended:
             return
-        ended = self.take_ended()
-        try:
-            self.store.save_trial_ends(ended)
-        except BaseException:
-            self.put_back(ended)
-            raise
-        self.ended_saved(ended)
+        with self.writing_ended() as ended:
+            self.store.add_trials(self.record.id, [], ended)
         self.notify()
 
 
