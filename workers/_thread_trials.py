@@ -244,13 +244,13 @@ class ThreadTrials:
         with contextlib.suppress(FileNotFoundError):  # a trial run again: its earlier run's log goes
             os.unlink(log_path)
         self._capture_output()
-        if (self._may_inline and deadline is None and not self._trials and self._last_seconds is not None
-                and self._last_seconds < INLINE_BELOW and not _loop_running()):
-            self._trials[trial.name] = trial
+        inline = (self._may_inline and deadline is None and not self._trials and self._last_seconds is not None
+                  and self._last_seconds < INLINE_BELOW and not _loop_running())
+        self._trials[trial.name] = trial
+        if inline:
             self._run(trial, function, arguments, self._objectives, inline=True)
             self._wake()
             return
-        self._trials[trial.name] = trial
         try:
             inbox = self._idle.pop()
         except IndexError:
