@@ -4,10 +4,11 @@
     python -m benchmarks --quick --out DIR    # CI-sized (< 60 s); without --out it writes to a new temp dir
     python -m benchmarks --only overhead      # some sections only (quality, blackbox, overhead, growth)
 
-Order: the untimed work (quality runs, the black-box suite's runs and the memory runs, on a pool of ``--workers`` processes) starts
+Order: the untimed work (quality runs and the black-box suite's runs, on a pool of ``--workers`` processes) starts
 first, one job at a time, while the timed sections that need a single core measure beside it (suggestion
-latency, the local overhead rows); then the pool gets every core, and once it is done the rows that need
-every core (katibx on Ray vs Ray Tune) are measured alone. Every timing row is a ratio of arms measured in
+latency, the local overhead rows); then the pool gets every core, and the scale section's long run (100,000
+trials, in the growth section) goes on beside it; once the pool is done, the reads of that run's store and then
+the rows that need every core (katibx on Ray vs Ray Tune) are measured alone. Every timing row is a ratio of arms measured in
 turn within one repetition; the busy pool process costs katibx's function-trial arms about 20 % and optuna's
 in-process arms nothing (benchmarks/README.md), so those ratios are upper bounds for katibx. A run is marked
 loaded when the 1-minute load average exceeds the CPU count at its start, or when other processes used more
@@ -32,7 +33,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from benchmarks import blackbox, growth, overhead, quality, report  # noqa: E402
+from benchmarks import blackbox, growth, overhead, quality, report, scale  # noqa: E402
 from benchmarks.common import REPO, busy_cpu_seconds, cpu_count, environment, limit_threads, load_average, log  # noqa: E402
 
 SECTIONS = ("quality", "blackbox", "overhead", "growth")
@@ -60,34 +61,23 @@ def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, 
         f"load average {load_start}, writing to {out}")
     sizes = overhead.QUICK if quick else overhead.FULL
 
-    # 1. the untimed work (quality runs, memory runs) on a pool of processes, started first ...
-    memory_sizes = (growth.QUICK_MEMORY_TRIALS if quick else growth.MEMORY_TRIALS) if "growth" in sections else ()
-    memory_results: list[dict[str, Any]] = []
+    # 1. the untimed work (quality runs, the black-box suite) on a pool of processes, started first ...
     quality_box: list[dict[str, Any]] = []
     one_core_timed = workers > 1 and ("growth" in sections or "overhead" in sections)
     slots = threading.Semaphore(1 if one_core_timed else workers)
     pool = None
     suite = blackbox.Suite.of(quick) if "blackbox" in sections else None
-    if "quality" in sections or memory_sizes or suite is not None:
+    if "quality" in sections or suite is not None:
         plan = quality.plan(quick) if "quality" in sections else quality.Plan([], [], {}, 0, 0)
-        extra = [(growth.memory_run, (n,)) for n in sorted(memory_sizes, reverse=True)]
         suite_jobs = suite.jobs() if suite is not None else []
         suite_results: list[dict[str, Any]] = []
 
-        def on_extra(i: int, result: dict[str, Any]) -> None:
-            if i >= len(extra):
-                suite_results.append(result)
-                return
-            memory_results.append(result if "trials" in result else {"trials": sorted(memory_sizes, reverse=True)[i],
-                                                                     **result})
-            log(f"  memory: {memory_results[-1]}")
-
         def work() -> None:
             start = time.perf_counter()
-            quality_box.append(quality.run(plan, workers, extra + suite_jobs, on_extra, slots))
+            quality_box.append(quality.run(plan, workers, suite_jobs, lambda _, r: suite_results.append(r), slots))
             if suite is not None:
                 results["blackbox"] = suite.summarize(suite_results)
-            phase_seconds["pool: quality+blackbox+memory"] = time.perf_counter() - start
+            phase_seconds["pool: quality+blackbox"] = time.perf_counter() - start
 
         pool = threading.Thread(target=work, name="benchmark-pool")
         if one_core_timed:
@@ -110,12 +100,24 @@ def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, 
         phase_seconds["overhead (one core)"] = time.perf_counter() - t
     for _ in range(workers - 1):  # the timed work is done: the pool gets every core
         slots.release()
-    if pool is not None and one_core_timed:
-        pool.join()
+    # ... and beside the pool, the long run of the scale section (in a process of its own: its memory is measured)
+    with tempfile.TemporaryDirectory(prefix="katibx-scale-", ignore_cleanup_errors=True) as folder:
+        if "growth" in sections:
+            t = time.perf_counter()
+            db = Path(folder) / "katibx.db"
+            large = scale.run_trials_apart(scale.QUICK_TRIALS if quick else scale.TRIALS,
+                                           scale.QUICK_PARALLEL if quick else scale.PARALLEL, db)
+            phase_seconds["scale run (beside the pool)"] = time.perf_counter() - t
+        if pool is not None and one_core_timed:
+            pool.join()
+        if "growth" in sections and "error" not in large:  # the reads of its result, alone
+            t = time.perf_counter()
+            large["read_ms"] = scale.read_ms(db, large["trials"])
+            phase_seconds["scale reads"] = time.perf_counter() - t
     if quality_box and "quality" in sections:
         results["quality"] = quality_box[0]
     if "growth" in sections:
-        results["growth"] = {"suggest_latency": latency, "memory": growth.memory_summary(memory_results)}
+        results["growth"] = {"suggest_latency": latency, "scale": large}
 
     # 3. the timed rows that need every core, alone: katibx on Ray vs Ray Tune
     if "overhead" in sections:

@@ -1,4 +1,4 @@
-"""Growth: suggestion latency against the size of the history, and controller memory at 10,000 trials.
+"""Growth: suggestion latency against the size of the history (controller memory: :mod:`benchmarks.scale`).
 
 Suggestion latency: katibx's algorithm plugin is instantiated the way the controller does it
 (``katibx.preparation.create_algorithm``) and given a synthetic history of n finished trials (random points
@@ -7,9 +7,6 @@ finished trial in, ``suggest(history, 1)`` out. Next to it, the library's own st
 size and settings: optuna ``study.ask()`` + ``tell()`` on a study holding n trials, scikit-optimize
 ``Optimizer.ask()`` + ``tell()`` after n points. Median of a few steps per size.
 
-Memory: ``katibx.tune`` with the random algorithm and a trivial function objective runs in a subprocess
-(the controller process; trials run in worker processes it forks, not counted), which reports its peak RSS.
-
 Run alone: ``python -m benchmarks.growth [--quick]``; prints JSON.
 """
 
@@ -17,18 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
-import resource
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.common import REPO, limit_threads, log, median
+from benchmarks.common import limit_threads, log, median
 from benchmarks.problems import METRIC, PROBLEMS
 from benchmarks.quality import TPE_AS_OPTUNA_ARM
 
@@ -36,12 +26,10 @@ TPE_SIZES = (100, 500, 1000, 2000)
 BO_SIZES = (10, 50, 100, 150)
 TPE_STEPS = 5
 BO_STEPS = 3
-MEMORY_TRIALS = (10000,)
 QUICK_TPE_SIZES = (20, 50)
 QUICK_BO_SIZES = (10,)
 QUICK_STEPS = 2
 LATENCY_REPEATS = 3  # the two arms measured in turn, this many times (one after the other drifts by 10 %)
-QUICK_MEMORY_TRIALS = (30, 100)
 PROBLEM = "branin-2d"
 
 
@@ -201,87 +189,15 @@ def suggest_latency(tpe_sizes: Sequence[int], bo_sizes: Sequence[int], tpe_steps
     return out
 
 
-# --- memory ------------------------------------------------------------------------------------------------
-def _rss() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
-def memory_child(trials: int) -> dict[str, Any]:
-    """Run in the measured process: baseline RSS after imports, then a ``trials``-trial experiment, peak RSS."""
-    import katibx
-    from benchmarks.overhead import METRIC as OVERHEAD_METRIC
-    from benchmarks.overhead import _space, trivial
-    from katibx.store import Store
-
-    logging.disable(logging.INFO)
-    baseline = _rss()
-    peak = [baseline]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.25):
-            peak[0] = max(peak[0], _rss())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="katibx-memory-") as tmp:
-        store = Store(Path(tmp) / "katibx.db")
-        experiment = katibx.tune(name="memory", objective=trivial, parameters=_space(),
-                                 objective_metric_name=OVERHEAD_METRIC, objective_type="minimize",
-                                 algorithm_name="random", algorithm_settings={"random_state": 0},
-                                 max_trial_count=trials, parallel_trial_count=1, store=store)
-        store.close()
-    seconds = time.perf_counter() - start
-    stop.set()
-    end = _rss()
-    maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    return {"trials": trials, "succeeded": experiment["status"].get("trialsSucceeded"),
-            "baseline_rss_mb": round(baseline / 2**20, 2), "end_rss_mb": round(end / 2**20, 2),
-            "peak_rss_mb": round(max(maxrss_kb * 1024, peak[0]) / 2**20, 2), "seconds": round(seconds, 2),
-            "ms_per_trial": round(1000 * seconds / trials, 3)}
-
-
-def memory_run(trials: int, timeout: float = 1200) -> dict[str, Any]:
-    """The memory child in its own interpreter; its JSON report (or an error)."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.growth", "--memory-child", str(trials)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
-    if proc.returncode != 0:
-        return {"trials": trials, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def memory_summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    rows = sorted(results, key=lambda r: r["trials"])
-    out: dict[str, Any] = {"algorithm": "random", "objective": "trivial function", "parallel_trial_count": 1,
-                           "rows": rows, "measure": "peak RSS of the controller process (trial worker processes not counted)"}
-    ok = [r for r in rows if "error" not in r]
-    if len(ok) >= 2:  # the slope between the smallest and the largest run
-        small, large = ok[0], ok[-1]
-        out["kb_per_trial"] = round(1024 * (large["peak_rss_mb"] - small["peak_rss_mb"]) / (large["trials"] - small["trials"]), 3)
-        out["kb_per_trial_from"] = f"peak RSS at {small['trials']} and {large['trials']} trials"
-    elif ok:  # one run: growth over the RSS after imports (includes one-time allocations, so an upper bound)
-        out["kb_per_trial"] = round(1024 * (ok[0]["peak_rss_mb"] - ok[0]["baseline_rss_mb"]) / ok[0]["trials"], 3)
-        out["kb_per_trial_from"] = f"peak RSS at {ok[0]['trials']} trials over the RSS after imports"
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     limit_threads()
-    if args.memory_child:
-        print(json.dumps(memory_child(args.memory_child)))
-        return
     q = args.quick
     result = {
         "suggest_latency": suggest_latency(QUICK_TPE_SIZES if q else TPE_SIZES, QUICK_BO_SIZES if q else BO_SIZES,
                                            QUICK_STEPS if q else TPE_STEPS, QUICK_STEPS if q else BO_STEPS),
-        "memory": memory_summary([memory_run(n) for n in (QUICK_MEMORY_TRIALS if q else MEMORY_TRIALS)]),
     }
     print(json.dumps(result, indent=2))
 

@@ -2,9 +2,11 @@
 
 Every arm minimises every problem of ``benchmarks.problems`` for ``trials`` trials with seeds 0..seeds-1.
 A katibx arm runs through the real ``katibx.tune`` (function trials, a fresh SQLite store in a temporary
-directory, parallelTrialCount 1); a direct arm calls optuna or scikit-optimize in-process with the same
-settings. Reported: median log10 simple regret per problem and arm, average rank of the arms, and a
-Mann-Whitney U test of each katibx arm against the direct call of the library it wraps.
+directory, parallelTrialCount 1); a direct arm calls optuna in-process with the same settings. Reported: median
+log10 simple regret per problem and arm, average rank of the arms, and a Mann-Whitney U test of each katibx arm
+against the direct call of the library it wraps. ``bayesianoptimization`` against scikit-optimize's GP at the same
+settings is :mod:`benchmarks.bo_speed` (10 seeds, 100 trials: longer than the full run's budget allows here); the
+black-box suite compares it with scikit-optimize's and optuna's GP defaults in the full run.
 
 Run alone: ``python -m benchmarks.quality [--quick]`` (prints the summary as JSON).
 """
@@ -34,10 +36,6 @@ ALPHA = 0.05  # significance level of the Mann-Whitney tests
 N_INITIAL_POINTS = 10  # random points before a model takes over (TPE and GP alike)
 N_EI_CANDIDATES = 24
 GAMMA = 0.25  # Katib's tpe default: the good fraction of the history
-# Acquisition optimiser of both GP arms. Katib's default ("auto", which is lbfgs for a GP) costs about 1.5x the
-# CPU of "sampling" (skopt's 10,000 random candidates) and the GP arms already take most of the run's time; the
-# comparison is katibx against the same library call, so both arms use the same value.
-GP_ACQ_OPTIMIZER = "sampling"
 
 
 # katibx tpe's settings that make it the optuna arm's TPE (independent estimators, Katib's 0.25 as optuna's gamma):
@@ -55,7 +53,7 @@ class Arm:
     """An optimiser under test. ``settings`` are shown in the report ("seed" stands for the run's seed)."""
 
     name: str
-    library: str  # katibx, optuna or scikit-optimize
+    library: str  # katibx or optuna
     algorithm: str  # katibx's algorithmName, or the library's class
     settings: Mapping[str, Any] = field(default_factory=dict)
     reference: str | None = None  # for a katibx arm: the direct arm it must match
@@ -74,9 +72,6 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
         reference="optuna-multivariate-tpe"),
     Arm("katibx-cmaes", "katibx", "cmaes", {"random_state": "seed", "restart_strategy": "none"},
         reference="optuna-cmaes"),
-    Arm("katibx-bayesianoptimization", "katibx", "bayesianoptimization",
-        {"base_estimator": "GP", "n_initial_points": N_INITIAL_POINTS, "acq_func": "EI",
-         "acq_optimizer": GP_ACQ_OPTIMIZER, "random_state": "seed"}, reference="skopt-gp"),
     Arm("optuna-random", "optuna", "RandomSampler", {"seed": "seed"}),
     Arm("optuna-tpe", "optuna", "TPESampler",
         {"multivariate": False, "n_startup_trials": N_INITIAL_POINTS, "n_ei_candidates": N_EI_CANDIDATES,
@@ -86,9 +81,6 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
          "seed": "seed"}),
     Arm("optuna-cmaes", "optuna", "CmaEsSampler",
         {"sigma0": "1/6 of each range (default)", "x0": "centre (default)", "restart_strategy": None, "seed": "seed"}),
-    Arm("skopt-gp", "scikit-optimize", "Optimizer",
-        {"base_estimator": "GP", "n_initial_points": N_INITIAL_POINTS, "acq_func": "EI",
-         "acq_optimizer": GP_ACQ_OPTIMIZER, "random_state": "seed"}),
 )}
 
 
@@ -100,7 +92,7 @@ def arm_status(arm: Arm) -> str:
         if arm.algorithm not in plugins.algorithm_names():
             return f"not installed: katibx algorithm {arm.algorithm!r} is not registered"
         return "ok"
-    modules = {"optuna": ["optuna"], "scikit-optimize": ["skopt"]}[arm.library]
+    modules = ["optuna"]
     if arm.algorithm == "CmaEsSampler":
         modules.append("cmaes")
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
@@ -119,10 +111,8 @@ def run_arm(arm_name: str, problem_name: str, seed: int, trials: int) -> dict[st
     try:
         if arm.is_katibx:
             values = _run_katibx(arm, problem, seed, trials)
-        elif arm.library == "optuna":
-            values = _run_optuna(arm, problem, seed, trials)
         else:
-            values = _run_skopt(arm, problem, seed, trials)
+            values = _run_optuna(arm, problem, seed, trials)
     except Exception as exc:  # noqa: BLE001 - reported with the run it belongs to
         return {"arm": arm_name, "problem": problem_name, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}
     return {"arm": arm_name, "problem": problem_name, "seed": seed, "values": values,
@@ -200,10 +190,6 @@ def optuna_values(problem: Problem, sampler: Callable[[], Any], trials: int) -> 
     return out
 
 
-def _run_skopt(arm: Arm, problem: Problem, seed: int, trials: int) -> list[float | None]:
-    return list(skopt_values(problem, _seeded(arm.settings, seed), trials))
-
-
 def skopt_values(problem: Problem, settings: Mapping[str, Any], trials: int) -> list[float]:
     """Objective values of a scikit-optimize Optimizer with ``settings``, asked and told one point at a time."""
     import warnings
@@ -232,12 +218,10 @@ class Plan:
     trials: int
 
     def jobs(self) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
-        """One job per (arm, problem, seed), the slow model-based arms first (the pool hands jobs out in order)."""
-        weight = {"skopt-gp": 0, "katibx-bayesianoptimization": 0}
-        ordered = sorted(self.arms, key=lambda a: weight.get(a, 1))
+        """One job per (arm, problem, seed), the larger problems first (the pool hands jobs out in order)."""
         dims = {p: PROBLEMS[p].dims for p in self.problems}
         out = []
-        for arm in ordered:
+        for arm in self.arms:
             for problem in sorted(self.problems, key=lambda p: -dims[p]):
                 for seed in range(self.seeds):
                     out.append((run_arm, (arm, problem, seed, self.trials)))

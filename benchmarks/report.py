@@ -53,6 +53,11 @@ def meta_section(meta: dict[str, Any]) -> str:
     git = env.get("git", {})
     if git.get("commit"):
         out += ["", f"Code: commit `{git['commit'][:12]}`{' with uncommitted changes' if git.get('dirty') else ''}."]
+    before = meta.get("previous")
+    if before:
+        out += ["", f"Previous run (the one this replaced, compared with in the tables): "
+                    f"{'quick' if before.get('quick') else 'full'}, started {before.get('started')}"
+                    + (f", commit `{before['commit'][:12]}`." if before.get("commit") else ".")]
     rows = [[d, v.get("installed") or "not installed", v.get("pinned", ""),
              "" if "matches_pin" not in v else ("yes" if v["matches_pin"] else "**no**")]
             for d, v in env["versions"].items()]
@@ -120,22 +125,33 @@ def blackbox_section(b: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def overhead_section(o: dict[str, Any], plot: str | None) -> str:
+def _change(now: Any, before: Any) -> float | None:
+    """This run's value over the previous run's (None where either is missing)."""
+    if isinstance(now, (int, float)) and isinstance(before, (int, float)) and before:
+        return now / before
+    return None
+
+
+def overhead_section(o: dict[str, Any], plot: str | None, previous: dict[str, Any] | None = None) -> str:
     s = o["settings"]
     out = [f"Trivial objective ({s['objective']}); {s['measure']}; median of {s['repeats']} repetitions, arms "
-           "interleaved; ratio = katibx / other within each repetition, then the median.", ""]
+           "interleaved; ratio = katibx / other within each repetition, then the median. Previous: the ratio in "
+           "the run this one replaced (see Run).", ""]
+    before = {r["name"]: r.get("ratio") for r in (previous or {}).get("rows", [])}
     rows = []
     for r in o["rows"]:
         if r["status"] != "ok":
-            rows.append([r["name"], r["trials"], None, None, r["status"], ""])
+            rows.append([r["name"], r["trials"], None, None, r["status"], before.get(r["name"]), None, ""])
             continue
         extra = ""
         if "speedup" in r:
             extra = f"speed-up {r['speedup']:.2f}, efficiency {r['parallel_efficiency']:.2f}"
         elif "katibx_overhead_ms_per_trial" in r:
             extra = f"katibx adds {r['katibx_overhead_ms_per_trial']:.1f} ms/trial"
-        rows.append([r["name"], r["trials"], r["katibx_ms_per_trial"], r["other_ms_per_trial"], r["ratio"], extra])
-    out += [table(["row", "trials", "katibx ms/trial", "other ms/trial", "ratio (median)", "note"], rows), ""]
+        rows.append([r["name"], r["trials"], r["katibx_ms_per_trial"], r["other_ms_per_trial"], r["ratio"],
+                     before.get(r["name"]), _change(r["ratio"], before.get(r["name"])), extra])
+    out += [table(["row", "trials", "katibx ms/trial", "other ms/trial", "ratio (median)", "previous ratio",
+                   "ratio / previous", "note"], rows), ""]
     out += ["Rows: " + "; ".join(f"`{r['name']}`: {r['description']}" for r in o["rows"]) + ".", ""]
     if o.get("errors"):
         out += ["Errors: " + "; ".join(f"{k}: {v}" for k, v in o["errors"].items()), ""]
@@ -144,30 +160,48 @@ def overhead_section(o: dict[str, Any], plot: str | None) -> str:
     return "\n".join(out)
 
 
-def growth_section(g: dict[str, Any], plot: str | None) -> str:
+def growth_section(g: dict[str, Any], plot: str | None, previous: dict[str, Any] | None = None) -> str:
     out = []
     for algorithm, entry in g.get("suggest_latency", {}).items():
         out += [f"**{algorithm}** suggestion latency (one controller step: the plugin's `suggest(history, 1)` after "
                 f"one more finished trial; median of {entry['steps_per_size']} steps) vs {entry['library']}; the arms "
-                f"in turn {entry.get('repeats', 1)} times, the median of the ratios:", ""]
+                f"in turn {entry.get('repeats', 1)} times, the median of the ratios; previous: the ratio in the run "
+                "this one replaced:", ""]
         if entry.get("status") != "ok":
             out += [entry.get("status", ""), ""]
             continue
-        out += [table(["history n", "katibx ms", "library ms", "ratio"],
-                      [[r["n"], r.get("katibx_ms"), r.get("library_ms"), r.get("ratio", r.get("error"))]
+        before = {r["n"]: r.get("ratio") for r in
+                  (previous or {}).get("suggest_latency", {}).get(algorithm, {}).get("rows", [])}
+        out += [table(["history n", "katibx ms", "library ms", "ratio", "previous ratio", "ratio / previous"],
+                      [[r["n"], r.get("katibx_ms"), r.get("library_ms"), r.get("ratio", r.get("error")),
+                        before.get(r["n"]), _change(r.get("ratio"), before.get(r["n"]))]
                        for r in entry["rows"]]), ""]
-    mem = g.get("memory")
-    if mem:
-        out += [f"Controller memory ({mem['measure']}; {mem['algorithm']} algorithm, {mem['objective']}, "
-                f"parallelTrialCount {mem['parallel_trial_count']}):", "",
-                table(["trials", "baseline RSS MB", "peak RSS MB", "end RSS MB", "s", "ms/trial (not a timing row)"],
-                      [[r["trials"], r.get("baseline_rss_mb"), r.get("peak_rss_mb"), r.get("end_rss_mb"),
-                        r.get("seconds"), r.get("ms_per_trial", r.get("error"))] for r in mem["rows"]]), ""]
-        if "kb_per_trial" in mem:
-            out += [f"Growth: {mem['kb_per_trial']:.2f} KiB of controller RSS per trial ({mem['kb_per_trial_from']}).", ""]
+    if g.get("scale"):
+        out += [scale_part(g["scale"], (previous or {}).get("scale")), ""]
     if plot:
         out += [f"![growth]({plot})", ""]
     return "\n".join(out)
+
+
+def scale_part(r: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    """The long run: its time, the controller's memory as finished trials pile up, and the reads of its store."""
+    head = (f"**Scale**: {r['trials']:,} trials of a trivial function (random, parallelTrialCount {r['parallel']}; "
+            "the controller in a process of its own, trials in the worker processes it forks, which are not counted)")
+    if "error" in r:
+        return f"{head}: failed: {r['error']}"
+    before = previous or {}
+    rows: list[list[Any]] = [["trials succeeded", r.get("succeeded"), before.get("succeeded")],
+            ["wall time s (beside the pool: not a timing row)", r.get("wall_seconds"), before.get("wall_seconds")]]
+    rows += [[f"controller RSS MB at {int(mark):,} finished trials", mb,
+              (before.get("rss_mb_at_finished_trials") or {}).get(str(mark))]
+             for mark, mb in r.get("rss_mb_at_finished_trials", {}).items()]
+    rows += [["controller RSS MB once `tune` holds its result (every trial)", r.get("rss_mb_with_tunes_result"),
+              before.get("rss_mb_with_tunes_result")]]
+    rows += [[f"ms: {name}", ms, (before.get("read_ms") or {}).get(name)] for name, ms in r.get("read_ms", {}).items()]
+    rows = [[measure, *(f"{v:.1f}" if isinstance(v, float) else v for v in values)] for measure, *values in rows]
+    return "\n".join([head + "; the reads of its store measured alone afterwards (the CLI's: a fresh `katibx` "
+                      "process each, its start included, median of 3; every trial as JSON once):", "",
+                      table(["measure", "this run", "previous run"], rows)])
 
 
 # --- plots -------------------------------------------------------------------------------------------------
@@ -293,6 +327,9 @@ def write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     if plot_note:
         results["meta"]["plot_note"] = plot_note
     json_path = out_dir / JSON_NAME
+    previous = _previous(json_path)
+    if previous is not None:
+        results["meta"]["previous"] = previous["meta"]
     json_path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
 
     parts = {"Run": meta_section(results["meta"])}
@@ -301,9 +338,10 @@ def write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     if "blackbox" in results:
         parts["Defaults on a broad black-box suite"] = blackbox_section(results["blackbox"])
     if "overhead" in results:
-        parts["Overhead per trial"] = overhead_section(results["overhead"], plots.get("overhead"))
+        parts["Overhead per trial"] = overhead_section(results["overhead"], plots.get("overhead"),
+                                                       (previous or {}).get("overhead"))
     if "growth" in results:
-        parts["Growth"] = growth_section(results["growth"], plots.get("growth"))
+        parts["Growth"] = growth_section(results["growth"], plots.get("growth"), (previous or {}).get("growth"))
     body = ["# katibx benchmarks", "",
             "Generated by `python -m benchmarks` (see `benchmarks/__main__.py`); the numbers are in "
             f"`{JSON_NAME}`.", ""]
@@ -315,6 +353,21 @@ def write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     report_path.write_text("\n".join(body))
     text = "\n\n".join(f"== {title} ==\n{_strip_images(t)}" for title, t in parts.items())
     return {"json": json_path, "report": report_path, "plots": [out_dir / p for p in plots.values()], "text": text}
+
+
+def _previous(path: Path) -> dict[str, Any] | None:
+    """The results this run replaces (``latest.json`` in the output folder: the committed run's, in the
+    repository's), without its own record of the run before it; None when there are none."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(previous, dict) or not isinstance(previous.get("meta"), dict):
+        return None
+    meta = previous["meta"]
+    previous["meta"] = {"started": meta.get("started"), "quick": meta.get("quick"),
+                        "commit": meta.get("environment", {}).get("git", {}).get("commit")}
+    return previous
 
 
 def _strip_images(text: str) -> str:

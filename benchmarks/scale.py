@@ -1,11 +1,13 @@
-"""``python -m benchmarks.scale [--trials 100000]``: a long run of a trivial function (random, parallelTrialCount 8)
-and the reads of its store afterwards.
+"""Scale: a long run of a trivial function (random, parallelTrialCount 8) and the reads of its store afterwards.
 
 Reports the run's wall time, the controller's resident memory as the finished trials pile up (sampled every 0.5 s
-beside the trial count the store has), and how long reads take on the result: the CLI's ``get experiment``, ``list``,
-``describe experiment``, a page of ``get trials`` (the first 100, and the last 100 through ``--offset``) and every
-trial (``get trials -o json``), and the dashboard's first look at the store (optuna-dashboard's study list, the
-experiment's trials). Results: ``benchmarks/results/scale.json``.
+beside the trial count the store has), the memory once ``katibx.tune`` holds its result, and how long reads take on
+the result: the CLI's ``get experiment``, ``list``, ``describe experiment``, a page of ``get trials`` (the first 100,
+and the last 100 through ``--offset``) and every trial (``get trials -o json``), and the dashboard's first look at the
+store (optuna-dashboard's study list), then the experiment's trials.
+
+A section of ``python -m benchmarks`` (100,000 trials; the run beside the untimed pool, the reads alone). Alone:
+``python -m benchmarks.scale [--trials 100000] [--parallel 8]``, results in ``benchmarks/results/scale.json``.
 """
 
 from __future__ import annotations
@@ -19,44 +21,94 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-import katibx
 from benchmarks.common import REPO, write_results
-from benchmarks.overhead import METRIC, _space, trivial
 
-MARKS = (10_000, 50_000, 100_000)
+TRIALS, QUICK_TRIALS = 100_000, 300
+PARALLEL, QUICK_PARALLEL = 8, 2
+NAME = "scale"
+
+
+def marks(trials: int) -> tuple[int, ...]:
+    """The finished-trial counts the controller's memory is reported at: 10,000, 50,000 and 100,000 of a full run."""
+    return tuple(trials * share // 10 for share in (1, 5, 10))
 
 
 def _sample(db: Path, stop: threading.Event, samples: list[tuple[float, int, float]]) -> None:
     """(seconds, finished trials, RSS MB) every 0.5 s, from a read-only connection of the store."""
+    import psutil
+
     me, started = psutil.Process(), time.monotonic()
     while not stop.wait(0.5):
         try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            # (closed at once: a connection left open holds its page cache, which this process's RSS would count)
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
                 done = conn.execute("SELECT COUNT(*) FROM trials WHERE state NOT IN ('Created', 'Running')").fetchone()[0]
         except sqlite3.Error:
             continue
         samples.append((round(time.monotonic() - started, 1), int(done), round(me.memory_info().rss / 2**20, 1)))
 
 
+def run_trials(trials: int, parallel: int, db: Path) -> dict[str, Any]:
+    """The run, in this process (the controller: trials run in the worker processes it forks)."""
+    import katibx
+    from benchmarks.overhead import METRIC, _space, trivial
+
+    samples: list[tuple[float, int, float]] = []
+    stop = threading.Event()
+    katibx.tune("scale-warm-up", trivial, _space(), objective_metric_name=METRIC, max_trial_count=5,
+                algorithm_name="random", store=str(db), progress=False)
+    sampler = threading.Thread(target=_sample, args=(db, stop, samples), daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    result = katibx.tune(NAME, trivial, _space(), objective_metric_name=METRIC, objective_type="minimize",
+                         algorithm_name="random", max_trial_count=trials, parallel_trial_count=parallel,
+                         store=str(db), progress=False)
+    wall = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    # (the warm-up's 5 trials are counted too; the last mark is the last sample while trials still ran: then tune
+    # builds its result, which holds every trial, as Optuna's study does)
+    running = [(done, rss) for _, done, rss in samples if done < trials + 5]
+    at = {str(mark): next((rss for done, rss in running if done >= mark + 5), running[-1][1] if running else None)
+          for mark in marks(trials)}
+    return {"trials": trials, "parallel": parallel, "succeeded": result["status"].get("trialsSucceeded"),
+            "wall_seconds": round(wall, 1), "ms_per_trial": round(1000 * wall / trials, 3),
+            "rss_mb_at_finished_trials": at, "rss_mb_first_sample": samples[0][2] if samples else None,
+            "rss_mb_with_tunes_result": samples[-1][2] if samples else None,
+            "samples": samples[:: max(1, len(samples) // 200)]}
+
+
+def run_trials_apart(trials: int, parallel: int, db: Path, timeout: float = 1800) -> dict[str, Any]:
+    """:func:`run_trials` in an interpreter of its own (its memory is the controller's alone); its JSON or an error."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--trials", str(trials), "--parallel",
+                           str(parallel), "--run-only", str(db)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=os.environ.copy())
+    if proc.returncode != 0:
+        return {"trials": trials, "parallel": parallel, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _read_ms(args: list[str], db: Path, runs: int = 3) -> float:
-    """Median milliseconds of ``katibx ARGS`` (output discarded) on the store."""
+    """Median milliseconds of ``katibx ARGS`` (the console script's code, as the overhead section's CLI rows run
+    it; output discarded) on the store."""
+    from benchmarks.overhead import CLI_SCRIPT
+
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "katibx.cli", *args], env={**os.environ, "KATIBX_STORE": str(db)},
+        subprocess.run([sys.executable, "-c", CLI_SCRIPT, *args], env={**os.environ, "KATIBX_STORE": str(db)},
                        stdout=subprocess.DEVNULL, check=True, timeout=600)
         times.append(time.perf_counter() - started)
     return round(1000 * sorted(times)[len(times) // 2], 1)
 
 
 def _dashboard_ms(db: Path) -> dict[str, float]:
-    """Milliseconds of the dashboard's first look: its storage maps the store's experiments as studies, then
-    optuna-dashboard lists the studies and reads the experiment's trials."""
+    """Milliseconds of the dashboard's first look (its storage lists the store's experiments as studies, as
+    optuna-dashboard's first page asks), then of the experiment's trials (its page)."""
     from katibx.dashboard import StoreStudies
     from katibx.store import Store
 
@@ -65,60 +117,42 @@ def _dashboard_ms(db: Path) -> dict[str, float]:
         studies = StoreStudies(store)
         summaries = studies.get_all_studies()
         listed = time.perf_counter()
-        study = next(s for s in summaries if s.study_name == "scale")
+        study = next(s for s in summaries if s.study_name == NAME)
         count = len(studies.get_all_trials(study._study_id, deepcopy=False))
         done = time.perf_counter()
     assert count, "the dashboard saw no trial"
-    return {"dashboard: studies listed (maps the store)": round(1000 * (listed - started), 1),
+    return {"dashboard: studies listed": round(1000 * (listed - started), 1),
             "dashboard: the experiment's trials": round(1000 * (done - listed), 1)}
 
 
-def run(trials: int, parallel: int) -> dict[str, Any]:
-    samples: list[tuple[float, int, float]] = []
-    with tempfile.TemporaryDirectory(prefix="katibx-scale-", ignore_cleanup_errors=True) as folder:
-        db = Path(folder) / "katibx.db"
-        stop = threading.Event()
-        katibx.tune("scale-warm-up", trivial, _space(), objective_metric_name=METRIC, max_trial_count=5,
-                    algorithm_name="random",
-                    store=str(db), progress=False)
-        sampler = threading.Thread(target=_sample, args=(db, stop, samples), daemon=True)
-        sampler.start()
-        started = time.perf_counter()
-        result = katibx.tune("scale", trivial, _space(), objective_metric_name=METRIC, objective_type="minimize",
-                             algorithm_name="random",
-                             max_trial_count=trials, parallel_trial_count=parallel, store=str(db), progress=False)
-        wall = time.perf_counter() - started
-        stop.set()
-        sampler.join()
-        last_page = str(max(0, trials - 100))
-        reads = {"get experiment": _read_ms(["get", "experiment", "scale", "-o", "json"], db),
-                 "list": _read_ms(["list"], db),
-                 "describe experiment": _read_ms(["describe", "experiment", "scale"], db),
-                 "get trials -o json --limit 100": _read_ms(["get", "trials", "scale", "-o", "json", "--limit", "100"],
-                                                            db),
-                 "get trials -o json --limit 100 --offset (last page)": _read_ms(
-                     ["get", "trials", "scale", "-o", "json", "--limit", "100", "--offset", last_page], db),
-                 "get trials -o json (every trial)": _read_ms(["get", "trials", "scale", "-o", "json"], db, runs=1),
-                 **_dashboard_ms(db)}
-    # (the warm-up's 5 trials are counted too; the last mark is the last sample while trials still ran: then tune
-    # builds its result, which holds every trial, as Optuna's study does)
-    running = [(done, rss) for _, done, rss in samples if done < trials + 5]
-    at = {mark: next((rss for done, rss in running if done >= mark + 5), running[-1][1] if running else None)
-          for mark in MARKS if mark <= trials}
-    return {"trials": trials, "parallel": parallel, "succeeded": result["status"].get("trialsSucceeded"),
-            "wall_seconds": round(wall, 1), "ms_per_trial": round(1000 * wall / trials, 3),
-            "rss_mb_at_finished_trials": at, "rss_mb_first_sample": samples[0][2] if samples else None,
-            "rss_mb_with_tunes_result": samples[-1][2] if samples else None,
-            "read_ms": reads, "samples": samples[:: max(1, len(samples) // 200)]}
+def read_ms(db: Path, trials: int) -> dict[str, float]:
+    """How long each read of the finished run's store takes, in milliseconds (a fresh ``katibx`` process each,
+    its start included)."""
+    last_page = str(max(0, trials - 100))
+    return {"get experiment": _read_ms(["get", "experiment", NAME, "-o", "json"], db),
+            "list": _read_ms(["list"], db),
+            "describe experiment": _read_ms(["describe", "experiment", NAME], db),
+            "get trials -o json --limit 100": _read_ms(["get", "trials", NAME, "-o", "json", "--limit", "100"], db),
+            "get trials -o json --limit 100 --offset (last page)": _read_ms(
+                ["get", "trials", NAME, "-o", "json", "--limit", "100", "--offset", last_page], db),
+            "get trials -o json (every trial)": _read_ms(["get", "trials", NAME, "-o", "json"], db, runs=1),
+            **_dashboard_ms(db)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=100_000)
-    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=TRIALS)
+    parser.add_argument("--parallel", type=int, default=PARALLEL)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale.json")
+    parser.add_argument("--run-only", type=Path, metavar="DB", help=argparse.SUPPRESS)  # the run, on this store
     args = parser.parse_args()
-    result = run(args.trials, args.parallel)
+    if args.run_only:
+        print(json.dumps(run_trials(args.trials, args.parallel, args.run_only)))
+        return
+    with tempfile.TemporaryDirectory(prefix="katibx-scale-", ignore_cleanup_errors=True) as folder:
+        db = Path(folder) / "katibx.db"
+        result = run_trials(args.trials, args.parallel, db)
+        result["read_ms"] = read_ms(db, args.trials)
     write_results(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
 

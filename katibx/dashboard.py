@@ -10,8 +10,10 @@ what the dashboard itself writes (a note, a study it creates) lives in memory un
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -22,7 +24,7 @@ from typing import Any, BinaryIO
 
 from optuna.storages import InMemoryStorage
 
-from katibx.optuna_study import add_experiment, quiet
+from katibx.optuna_study import add_study, add_trials, quiet
 
 with quiet():  # optuna.artifacts imports google.api_core where installed (Ray's opencensus), which warns about Python
     from optuna.artifacts.exceptions import ArtifactNotFound
@@ -66,9 +68,23 @@ class TrialFiles:
         raise PermissionError("katibx dashboard does not delete from trial folders")
 
 
+@dataclasses.dataclass
+class _Mapped:
+    """An experiment as the one study of a storage of its own (None when Optuna cannot show it), as of the store's
+    ``fingerprint`` of it; its trials are added when first asked for."""
+
+    fingerprint: str
+    record: ExperimentRecord
+    alone: InMemoryStorage | None
+    with_trials: bool = False
+
+
 class StoreStudies(InMemoryStorage):
     """An in-memory Optuna storage holding the experiments of a katibx store as studies, refreshed from the store
-    when it has changed, at most every ``refresh_seconds``; ``files`` serves the trials' artifacts."""
+    when it has changed, at most every ``refresh_seconds``; ``files`` serves the trials' artifacts.
+
+    A study's trials are mapped when a read asks for them, not before: the study list (the dashboard's first page)
+    reads no trial, however many the store holds."""
 
     def __init__(self, store: Store, files: TrialFiles | None = None, refresh_seconds: float = 1.0) -> None:
         super().__init__()
@@ -77,8 +93,8 @@ class StoreStudies(InMemoryStorage):
         self.refresh_seconds = refresh_seconds
         self._checked_at = -float("inf")
         self._version: int | None = None
-        self._built: dict[int, tuple[str, InMemoryStorage | None]] = {}  # by experiment id: fingerprint, its study
-        self._refreshing = threading.Lock()
+        self._built: dict[int, _Mapped] = {}  # by experiment id (which is its study's id)
+        self._refreshing = threading.RLock()
 
     def refresh(self) -> None:
         """Bring the studies up to date if the store changed since the last look (and that was long enough ago):
@@ -93,39 +109,60 @@ class StoreStudies(InMemoryStorage):
             if version == self._version:
                 return
             fingerprints = self.store.experiment_fingerprints()
-            built: dict[int, tuple[str, InMemoryStorage | None]] = {}
+            built: dict[int, _Mapped] = {}
             for record in self.store.list_experiments():  # in creation order
                 kept = self._built.get(record.id)
                 fingerprint = fingerprints.get(record.id, "")
-                built[record.id] = kept if kept and kept[0] == fingerprint else (fingerprint, self._study(record))
+                built[record.id] = (kept if kept and kept.fingerprint == fingerprint
+                                    else _Mapped(fingerprint, record, self._study(record)))
             self._built = built
             with self._lock:  # the studies, each with the store's ids, side by side in one storage
                 self._studies = {}
                 self._prev_waiting_trial_number = {}
-                for _, alone in built.values():
-                    if alone is not None:
-                        self._studies.update(alone._studies)
-                        self._prev_waiting_trial_number.update(alone._prev_waiting_trial_number)
+                for mapped in built.values():
+                    if mapped.alone is not None:
+                        self._studies.update(mapped.alone._studies)
+                        self._prev_waiting_trial_number.update(mapped.alone._prev_waiting_trial_number)
                 # the indexes from the studies as they are now (with what was written to them since they were built)
                 self._study_name_to_id = {study.name: study_id for study_id, study in self._studies.items()}
-                self._trial_id_to_study_id_and_number = {
-                    trial._trial_id: (study_id, trial.number)
-                    for study_id, study in self._studies.items() for trial in study.trials}
+                self._trial_id_to_study_id_and_number = {}
+                self._index_trials(self._studies)
                 self._max_study_id = max(self._studies, default=-1)
-                self._max_trial_id = max(self._trial_id_to_study_id_and_number, default=-1)
             self._version = version
+
+    def with_trials(self, study_id: int) -> None:
+        """Map the trials of the experiment that is study ``study_id`` into it, if not yet done."""
+        with self._refreshing:
+            mapped = self._built.get(study_id)
+            if mapped is None or mapped.with_trials or mapped.alone is None:
+                return
+            record = mapped.record
+            try:
+                add_trials(mapped.alone, study_id, record, self.store.trials(record.id),
+                           self.store.experiment_observation_logs(record.id),
+                           system_attrs=self._artifacts(record), stable_ids=True)
+            except (ValueError, TypeError) as exc:  # one experiment Optuna cannot show: the others still
+                log.warning("dashboard: the trials of experiment %s are left out: %s", record.qualified_name, exc)
+                mapped.alone._studies[study_id].trials.clear()
+            mapped.with_trials = True
+            with self._lock:
+                self._index_trials({study_id: mapped.alone._studies[study_id]})
+
+    def _index_trials(self, studies: dict[int, Any]) -> None:
+        for study_id, study in studies.items():
+            self._trial_id_to_study_id_and_number.update((t._trial_id, (study_id, t.number)) for t in study.trials)
+        self._max_trial_id = max(self._trial_id_to_study_id_and_number, default=-1)
 
     def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
         """Refused: trials come from the store (with its ids), never from the dashboard."""
         raise PermissionError("katibx dashboard does not create trials; the store's experiments make them")
 
     def _study(self, record: ExperimentRecord) -> InMemoryStorage | None:
-        """The experiment as the one study of a storage of its own (None when Optuna cannot show it)."""
+        """The experiment as the one study of a storage of its own, trials not yet added (None when Optuna cannot
+        show it)."""
         alone = InMemoryStorage()
         try:
-            study_id = add_experiment(alone, record, self.store.trials(record.id),
-                                      self.store.experiment_observation_logs(record.id),
-                                      system_attrs=lambda trial: self._artifacts(record, trial), stable_ids=True)
+            study_id = add_study(alone, record, stable_ids=True)
         except (ValueError, TypeError) as exc:  # one experiment Optuna cannot show: the others still
             log.warning("dashboard: experiment %s is left out: %s", record.qualified_name, exc)
             return None
@@ -136,31 +173,55 @@ class StoreStudies(InMemoryStorage):
         alone.set_study_user_attr(study_id, "katib_algorithm", algorithm.algorithm_name if algorithm else "")
         return alone
 
-    def _artifacts(self, record: ExperimentRecord, trial: TrialRecord) -> dict[str, Any]:
-        """The trial's artifact entries (Optuna's ``artifacts:<id>`` system attributes) for the files it has."""
-        folder = self.store.trial_dir(record, trial.name)
-        entries = {}
-        for name, mimetype in ARTIFACT_FILES.items():
-            if (folder / name).is_file():
-                artifact_id = self.files.register(folder / name)
-                entries[f"artifacts:{artifact_id}"] = json.dumps(
-                    {"artifact_id": artifact_id, "filename": name, "mimetype": mimetype, "encoding": None})
-        return entries
+    def _artifacts(self, record: ExperimentRecord) -> Callable[[TrialRecord], dict[str, Any]]:
+        """The artifact entries (Optuna's ``artifacts:<id>`` system attributes) for the files a trial of the
+        experiment has."""
+        folder = str(self.store.experiment_dir(record))
+
+        def of(trial: TrialRecord) -> dict[str, Any]:
+            entries = {}
+            for name, mimetype in ARTIFACT_FILES.items():
+                path = os.path.join(folder, trial.name, name)
+                if os.path.isfile(path):
+                    artifact_id = self.files.register(Path(path))
+                    entries[f"artifacts:{artifact_id}"] = json.dumps(
+                        {"artifact_id": artifact_id, "filename": name, "mimetype": mimetype, "encoding": None})
+            return entries
+
+        return of
 
 
-def _reading(name: str) -> Callable[..., Any]:
+def _reading(name: str, study_of: Callable[[StoreStudies, Any], int | None] | None) -> Callable[..., Any]:
+    """InMemoryStorage's read ``name``, after the studies are brought up to date and, for a read of trials
+    (``study_of`` tells whose from its first argument), that study's trials are mapped."""
     read = getattr(InMemoryStorage, name)
 
     def refreshed(self: StoreStudies, *args: Any, **kwargs: Any) -> Any:
         self.refresh()
+        if study_of is not None and args:
+            study_id = study_of(self, args[0])
+            if study_id is not None:
+                self.with_trials(study_id)
         return read(self, *args, **kwargs)
 
     refreshed.__name__ = name
     return refreshed
 
 
+def _study_id(_: StoreStudies, study_id: Any) -> int | None:
+    return study_id if isinstance(study_id, int) else None
+
+
+def _study_of_trial(studies: StoreStudies, trial_id: Any) -> int | None:
+    return studies.store.trial_experiment_id(trial_id) if isinstance(trial_id, int) else None
+
+
+# The reads of trials, and how each names the study whose trials it reads.
+_TRIAL_READS: dict[str, Callable[[StoreStudies, Any], int | None]] = {
+    "get_all_trials": _study_id, "get_best_trial": _study_id, "get_n_trials": _study_id,
+    "get_trial_id_from_study_id_trial_number": _study_id, "get_trial": _study_of_trial}
 for _name in _READS:
-    setattr(StoreStudies, _name, _reading(_name))
+    setattr(StoreStudies, _name, _reading(_name, _TRIAL_READS.get(_name)))
 
 
 class DashboardUnavailable(RuntimeError):

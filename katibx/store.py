@@ -618,6 +618,11 @@ class Store:
         row = self._db.execute(f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE id=?", (trial_id,)).fetchone()
         return _trial_row(row) if row else None
 
+    def trial_experiment_id(self, trial_id: int) -> int | None:
+        """The id of the experiment the trial of this id belongs to (None when there is no such trial)."""
+        row = self._db.execute("SELECT experiment_id FROM trials WHERE id=?", (trial_id,)).fetchone()
+        return row[0] if row else None
+
     def trial_named(self, experiment_id: int, name: str) -> TrialRecord | None:
         row = self._db.execute(f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE experiment_id=? AND name=?",
                                (experiment_id, name)).fetchone()

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(REPO))
 
+from benchmarks import report  # noqa: E402
 from benchmarks.problems import OPTIMA, PROBLEMS, REGRET_FLOOR  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)  # the quick run itself takes under a minute on an idle 2-core machine
@@ -168,7 +169,7 @@ def test_quick_run_overhead(quick_run: tuple[Path, dict, str]) -> None:
 
 
 def test_quick_run_growth(quick_run: tuple[Path, dict, str]) -> None:
-    _, results, _ = quick_run
+    _, results, report = quick_run
     g = results["growth"]
     for algorithm in ("tpe", "bayesianoptimization"):
         entry = g["suggest_latency"][algorithm]
@@ -179,12 +180,31 @@ def test_quick_run_growth(quick_run: tuple[Path, dict, str]) -> None:
         for row in entry["rows"]:
             assert "error" not in row, row
             assert _positive(row["katibx_ms"]) and _positive(row["library_ms"]) and _positive(row["ratio"])
-    mem = g["memory"]["rows"]
-    assert len(mem) == 2
-    for row in mem:
-        assert "error" not in row, row
-        assert row["succeeded"] == row["trials"]
-        assert 0 < row["baseline_rss_mb"] <= row["peak_rss_mb"] < 4096
+    large = g["scale"]
+    assert "error" not in large, large
+    assert large["succeeded"] == large["trials"] and large["parallel"] >= 2
+    assert [int(mark) for mark in large["rss_mb_at_finished_trials"]] == [30, 150, 300]
+    assert all(0 < mb < 4096 for mb in large["rss_mb_at_finished_trials"].values())
+    assert set(large["read_ms"]) >= {"get experiment", "get trials -o json --limit 100", "dashboard: studies listed"}
+    assert all(_positive(ms) for ms in large["read_ms"].values())
+    assert "**Scale**: 300 trials" in report
+
+
+def test_a_run_is_compared_with_the_one_it_replaces(quick_run: tuple[Path, dict, str], tmp_path: Path) -> None:
+    """The report quotes, beside each timing ratio and scale measure, the run whose results it overwrites."""
+    out, results, _ = quick_run
+    previous = json.loads((out / "latest.json").read_text())
+    previous["meta"]["environment"]["git"] = {"commit": "0123456789abcdef"}
+    row = previous["overhead"]["rows"][0]
+    row["ratio"] = 2 * results["overhead"]["rows"][0]["ratio"]
+    (tmp_path / "latest.json").write_text(json.dumps(previous))
+    report_text = report.write(json.loads((out / "latest.json").read_text()), tmp_path)["report"].read_text()
+    assert "Previous run (the one this replaced" in report_text and "`0123456789ab`" in report_text
+    line = next(x for x in report_text.splitlines() if x.startswith(f"| {row['name']} |"))
+    assert line.split(" | ")[6] == "0.500"  # this ratio over the previous one
+    scale_lines = [x for x in report_text.splitlines() if x.startswith("| controller RSS MB at")]
+    assert scale_lines and all(len(x.split(" | ")) == 3 for x in scale_lines)
+    assert json.loads((tmp_path / "latest.json").read_text())["meta"]["previous"]["commit"] == "0123456789abcdef"
 
 
 def test_quick_run_plots(quick_run: tuple[Path, dict, str]) -> None:

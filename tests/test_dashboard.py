@@ -107,6 +107,36 @@ def test_only_the_experiments_that_changed_are_read_again(tmp_path):
         assert len(studies.get_all_trials(first)) == 2
 
 
+def test_the_study_list_reads_no_trial_and_each_study_maps_its_trials_when_asked(tmp_path, monkeypatch):
+    """The first page stays quick however many trials the store holds: listing the studies reads no trial; a read
+    of a study's trials, or of one trial by its id, maps that study's trials only, with the store's ids."""
+    db = tmp_path / "katibx.db"
+    args = dict(parameters={"x": katibx.search.double(-1, 1)}, objective_metric_name="loss",
+                objective_type="minimize", parallel_trial_count=1, store=db, progress=False)
+    katibx.tune("first", _objective, max_trial_count=3, **args)
+    second = katibx.tune("second", _objective, max_trial_count=2, **args)
+    read: list[int] = []
+    trials = Store.trials
+    monkeypatch.setattr(Store, "trials", lambda self, experiment_id, **kw: read.append(experiment_id) or trials(
+        self, experiment_id, **kw))
+    with Store(db, read_only=True) as store:
+        studies = StoreStudies(store, refresh_seconds=0)
+        assert [s.study_name for s in studies.get_all_studies()] == ["first", "second"]
+        assert read == []
+        first = studies.get_study_id_from_name("first")
+        assert studies.get_n_trials(first) == 3 and len(read) == 1
+        stored = Store(db, read_only=True)
+        record = stored.get_experiment("second")
+        trial = stored.trials(record.id)[1]
+        stored.close()
+        read.clear()
+        shown = studies.get_trial(trial.id)  # a trial of a study not yet opened
+        assert (shown._trial_id, shown.number, shown.user_attrs["katib_name"]) == (trial.id, 1, trial.name)
+        assert read == [record.id]
+        best = studies.get_best_trial(record.id)
+        assert best.user_attrs["katib_name"] == second.best_trial.name and best.value == second.best_value
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: apt-get install chromium (README, Tests)")
 
