@@ -54,6 +54,13 @@ class BackendUnavailable(RuntimeError):
     """The backend cannot run on this system; one line saying what to use instead (the CLI exits 2)."""
 
 
+class WorkspaceError(RuntimeError):
+    """The trial folders cannot be written (a full disk, a read-only file system); one line naming the folder.
+
+    The controller stops (the store is intact, so ``katibx resume`` continues once there is room); the CLI prints
+    the line, exit 2."""
+
+
 class ClusterError(RuntimeError):
     """The backend's cluster cannot be reached or refuses a request; one line naming the address or object.
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from katibx import cli_build
+from katibx.backend import WorkspaceError
 from katibx.cli_backends import (
     backend_option_values,
     backend_options,
@@ -57,7 +58,7 @@ def _drive(name: str, run: Callable[[Any], ExperimentRecord], store: Store, quie
     except KeyboardInterrupt:
         err.print(f"interrupted; the running trials were stopped. Continue with: katibx resume {name}")
         sys.exit(EXIT_INTERRUPTED)
-    except StoreFault as exc:  # mid-run: everything committed before it is kept
+    except (StoreFault, WorkspaceError) as exc:  # mid-run: everything committed before it is kept
         if not _stored(store, name):  # it failed before the experiment was stored
             fail([str(exc)])
         fail([f"{exc}; the running trials were stopped and what was stored is kept. Once fixed, continue with: "

@@ -126,12 +126,38 @@ def test_a_disk_that_fills_up_mid_run_stops_the_controller_cleanly(tmpfs: Path, 
         assert all(t.observation["result"].latest == "2999" for t in done)
 
     _remount(tmpfs, "size=64m")
-    resumed = katibx_cli("resume", "filler", "-q", cwd=tmp_path, store=store_path)
+    _resume_finishes("filler", done, tmp_path, store_path)
+
+
+def _resume_finishes(name: str, done: list[TrialRecord], cwd: Path, store_path: Path) -> None:
+    """``katibx resume NAME`` runs the experiment's 30 trials to success, keeping those ``done`` before."""
+    resumed = katibx_cli("resume", name, "-q", cwd=cwd, store=store_path)
     assert resumed.returncode == 0, resumed.stderr
     with Store(store_path) as probe:
-        trials = probe.trials(probe.get_experiment("filler").id)
+        trials = probe.trials(probe.get_experiment(name).id)
         assert len(trials) == 30 and all(t.state is TrialState.SUCCEEDED for t in trials)
         assert {t.name for t in done} <= {t.name for t in trials}
+
+
+def test_trial_folders_that_find_no_room_stop_the_run_in_one_line(tmpfs: Path, tmp_path: Path,
+                                                                 write_experiment) -> None:
+    """A file system out of room for another trial folder (here: out of inodes, while the store's files still
+    grow) stops the run with one line naming the folder, rather than fail trial after trial; resume finishes it."""
+    doc = experiment_doc(maxTrialCount=30, parallelTrialCount=1)
+    doc["metadata"]["name"] = "folders"
+    path = write_experiment(doc)
+    store_path = tmpfs / "katibx.db"
+    _remount(tmpfs, "size=64m,nr_inodes=60")
+
+    full = katibx_cli("run", str(path), "-q", cwd=tmp_path, store=store_path)
+    _one_line_error(full, "trial folder", str(tmpfs / "trials"), "No space left on device", "katibx resume folders")
+    with Store(store_path) as probe:  # what was committed before the fault is all there
+        trials = probe.trials(probe.get_experiment("folders").id)
+        done = [t for t in trials if t.state is TrialState.SUCCEEDED]
+        assert 0 < len(done) < 30 and not [t for t in trials if t.state is TrialState.FAILED]
+
+    _remount(tmpfs, "nr_inodes=2000")
+    _resume_finishes("folders", done, tmp_path, store_path)
 
 
 def _damage_last_page_of(path: Path, table: str) -> None:

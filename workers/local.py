@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import importlib.util
 import logging
@@ -16,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import psutil
 
@@ -30,6 +32,7 @@ from katibx.backend import (
     TrialJob,
     TrialMetrics,
     TrialStartError,
+    WorkspaceError,
 )
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.gpus import GPUS_ENV, VISIBLE_ENV, GpuPool, discover_gpus, shared_pool
@@ -296,13 +299,8 @@ class LocalBackend(Backend):
     def start(self, job: TrialJob) -> dict[str, Any]:
         if in_threads(job.experiment):
             return self._start_thread(job)
-        try:
-            job.trial_dir.mkdir(parents=True)
-        except FileExistsError:  # a trial run again starts afresh (a new folder has nothing to clear)
-            for stale in (STDOUT_LOG, PUSH_FILE, STOP_FILE, PRUNABLE_FILE):
-                (job.trial_dir / stale).unlink(missing_ok=True)
-            shutil.rmtree(job.trial_dir / FILES_DIR, ignore_errors=True)
-        (job.trial_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)  # the controller may have filled it from a parent
+        with _workspace(job.trial_dir):
+            _prepare_folder(job.trial_dir)
         token, since = new_token(), time.time()
         env = {**os.environ, **trial_environment(job.trial_dir, job.experiment.name, job.trial.name), TOKEN_ENV: token}
         tt = job.experiment.spec.trial_template
@@ -313,7 +311,8 @@ class LocalBackend(Backend):
         except (TypeError, ValueError) as exc:
             raise TrialStartError(f"invalid trial template: {exc}") from None
         try:
-            handle = self._start(job, worker, env, deadline, token, since, fresh_worker=bool(devices))
+            with _workspace(job.trial_dir):
+                handle = self._start(job, worker, env, deadline, token, since, fresh_worker=bool(devices))
         except BaseException:
             if devices:
                 self._gpus.give_back(f"{id(self)}/{job.trial.name}")
@@ -625,6 +624,32 @@ def _isolation_errors(experiment: Experiment, spec: dict[str, Any], path: str) -
         errors.append(f"{field}: {shared}, and {algorithm.algorithm_name}'s trials need a checkpoint folder each "
                       "($KATIBX_CHECKPOINT_DIR); use isolation process")
     return errors
+
+
+def _prepare_folder(trial_dir: Path) -> None:
+    """The trial's folder, without an earlier run's files (a trial run again starts afresh)."""
+    try:
+        trial_dir.mkdir(parents=True)
+    except FileExistsError:
+        for stale in (STDOUT_LOG, PUSH_FILE, STOP_FILE, PRUNABLE_FILE):
+            (trial_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(trial_dir / FILES_DIR, ignore_errors=True)
+    (trial_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)  # the controller may have filled it from a parent
+
+
+# What a file system says when it has no room (or takes no writes): the run stops, rather than fail trial after trial.
+_WORKSPACE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+@contextlib.contextmanager
+def _workspace(trial_dir: Path) -> Iterator[None]:
+    """WorkspaceError naming the trial's folder for a file system fault while the trial is set up."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _WORKSPACE_FAULTS:
+            raise WorkspaceError(f"trial folder {trial_dir}: {exc.strerror}") from None
+        raise
 
 
 def keep_tail(path: Path, limit: int) -> None:
