@@ -106,7 +106,8 @@ def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, 
             t = time.perf_counter()
             db = Path(folder) / "katibx.db"
             large = scale.run_trials_apart(scale.QUICK_TRIALS if quick else scale.TRIALS,
-                                           scale.QUICK_PARALLEL if quick else scale.PARALLEL, db)
+                                           scale.QUICK_PARALLEL if quick else scale.PARALLEL, db,
+                                           scale.FULL_RUN_ISOLATION)
             phase_seconds["scale run (beside the pool)"] = time.perf_counter() - t
         if pool is not None and one_core_timed:
             pool.join()

@@ -185,8 +185,10 @@ def growth_section(g: dict[str, Any], plot: str | None, previous: dict[str, Any]
 
 def scale_part(r: dict[str, Any], previous: dict[str, Any] | None) -> str:
     """The long run: its time, the controller's memory as finished trials pile up, and the reads of its store."""
+    where = ("on the controller's threads (isolation none), counted with it" if r.get("isolation") == "none" else
+             "in the worker processes the controller forks, which are not counted")
     head = (f"**Scale**: {r['trials']:,} trials of a trivial function (random, parallelTrialCount {r['parallel']}; "
-            "the controller in a process of its own, trials in the worker processes it forks, which are not counted)")
+            f"the controller in a process of its own, the trials {where})")
     if "error" in r:
         return f"{head}: failed: {r['error']}"
     before = previous or {}

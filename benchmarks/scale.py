@@ -1,13 +1,14 @@
 """Scale: a long run of a trivial function (random, parallelTrialCount 8) and the reads of its store afterwards.
 
-Reports the run's wall time, the controller's resident memory as the finished trials pile up (sampled every 0.5 s
+Reports the run's wall time, the controller's resident memory as the finished trials pile up (sampled every 0.5 s, a short run more often,
 beside the trial count the store has), the memory once ``katibx.tune`` holds its result, and how long reads take on
 the result: the CLI's ``get experiment``, ``list``, ``describe experiment``, a page of ``get trials`` (the first 100,
 and the last 100 through ``--offset``) and every trial (``get trials -o json``), and the dashboard's first look at the
 store (optuna-dashboard's study list), then the experiment's trials.
 
-A section of ``python -m benchmarks`` (100,000 trials; the run beside the untimed pool, the reads alone). Alone:
-``python -m benchmarks.scale [--trials 100000] [--parallel 8]``, results in ``benchmarks/results/scale.json``.
+A section of ``python -m benchmarks`` (100,000 trials on threads, see ``FULL_RUN_ISOLATION``; the run beside the
+untimed pool, the reads alone). Alone: ``python -m benchmarks.scale [--trials 100000] [--parallel 8]
+[--isolation process|none]``, results in ``benchmarks/results/scale.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from benchmarks.common import REPO, write_results
 TRIALS, QUICK_TRIALS = 100_000, 300
 PARALLEL, QUICK_PARALLEL = 8, 2
 NAME = "scale"
+# Where the trials run: "process" (the default: worker processes the controller forks) or "none" (threads of the
+# controller's process, katibx's opt-in for cheap objectives). The full benchmark run takes "none": its
+# 100,000 trials then cost about 45 CPU-seconds instead of 160, which keeps the run within 10 minutes, and the
+# controller's memory then counts the trials' too.
+ISOLATIONS = ("process", "none")
+FULL_RUN_ISOLATION = "none"
 
 
 def marks(trials: int) -> tuple[int, ...]:
@@ -37,12 +44,12 @@ def marks(trials: int) -> tuple[int, ...]:
     return tuple(trials * share // 10 for share in (1, 5, 10))
 
 
-def _sample(db: Path, stop: threading.Event, samples: list[tuple[float, int, float]]) -> None:
-    """(seconds, finished trials, RSS MB) every 0.5 s, from a read-only connection of the store."""
+def _sample(db: Path, stop: threading.Event, samples: list[tuple[float, int, float]], every: float) -> None:
+    """(seconds, finished trials, RSS MB) every ``every`` seconds, from a read-only connection of the store."""
     import psutil
 
     me, started = psutil.Process(), time.monotonic()
-    while not stop.wait(0.5):
+    while not stop.wait(every):
         try:
             # (closed at once: a connection left open holds its page cache, which this process's RSS would count)
             with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
@@ -52,8 +59,9 @@ def _sample(db: Path, stop: threading.Event, samples: list[tuple[float, int, flo
         samples.append((round(time.monotonic() - started, 1), int(done), round(me.memory_info().rss / 2**20, 1)))
 
 
-def run_trials(trials: int, parallel: int, db: Path) -> dict[str, Any]:
-    """The run, in this process (the controller: trials run in the worker processes it forks)."""
+def run_trials(trials: int, parallel: int, db: Path, isolation: str = "process") -> dict[str, Any]:
+    """The run, in this process (the controller; trials run in the worker processes it forks, or on its threads with
+    ``isolation`` "none")."""
     import katibx
     from benchmarks.overhead import METRIC, _space, trivial
 
@@ -61,12 +69,13 @@ def run_trials(trials: int, parallel: int, db: Path) -> dict[str, Any]:
     stop = threading.Event()
     katibx.tune("scale-warm-up", trivial, _space(), objective_metric_name=METRIC, max_trial_count=5,
                 algorithm_name="random", store=str(db), progress=False)
-    sampler = threading.Thread(target=_sample, args=(db, stop, samples), daemon=True)
+    every = 0.5 if trials >= 10_000 else 0.01  # (a short run ends within a few tenths of a second)
+    sampler = threading.Thread(target=_sample, args=(db, stop, samples, every), daemon=True)
     sampler.start()
     started = time.perf_counter()
     result = katibx.tune(NAME, trivial, _space(), objective_metric_name=METRIC, objective_type="minimize",
                          algorithm_name="random", max_trial_count=trials, parallel_trial_count=parallel,
-                         store=str(db), progress=False)
+                         store=str(db), progress=False, **({"isolation": "none"} if isolation == "none" else {}))
     wall = time.perf_counter() - started
     stop.set()
     sampler.join()
@@ -75,17 +84,19 @@ def run_trials(trials: int, parallel: int, db: Path) -> dict[str, Any]:
     running = [(done, rss) for _, done, rss in samples if done < trials + 5]
     at = {str(mark): next((rss for done, rss in running if done >= mark + 5), running[-1][1] if running else None)
           for mark in marks(trials)}
-    return {"trials": trials, "parallel": parallel, "succeeded": result["status"].get("trialsSucceeded"),
+    return {"trials": trials, "parallel": parallel, "isolation": isolation,
+            "succeeded": result["status"].get("trialsSucceeded"),
             "wall_seconds": round(wall, 1), "ms_per_trial": round(1000 * wall / trials, 3),
             "rss_mb_at_finished_trials": at, "rss_mb_first_sample": samples[0][2] if samples else None,
             "rss_mb_with_tunes_result": samples[-1][2] if samples else None,
             "samples": samples[:: max(1, len(samples) // 200)]}
 
 
-def run_trials_apart(trials: int, parallel: int, db: Path, timeout: float = 1800) -> dict[str, Any]:
+def run_trials_apart(trials: int, parallel: int, db: Path, isolation: str, timeout: float = 1800) -> dict[str, Any]:
     """:func:`run_trials` in an interpreter of its own (its memory is the controller's alone); its JSON or an error."""
     proc = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--trials", str(trials), "--parallel",
-                           str(parallel), "--run-only", str(db)], cwd=REPO, capture_output=True, text=True,
+                           str(parallel), "--isolation", isolation, "--run-only", str(db)], cwd=REPO,
+                          capture_output=True, text=True,
                           timeout=timeout, env=os.environ.copy())
     if proc.returncode != 0:
         return {"trials": trials, "parallel": parallel, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
@@ -143,15 +154,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=TRIALS)
     parser.add_argument("--parallel", type=int, default=PARALLEL)
+    parser.add_argument("--isolation", choices=ISOLATIONS, default="process",
+                        help="where trials run: worker processes (default) or threads of the controller (none)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale.json")
     parser.add_argument("--run-only", type=Path, metavar="DB", help=argparse.SUPPRESS)  # the run, on this store
     args = parser.parse_args()
     if args.run_only:
-        print(json.dumps(run_trials(args.trials, args.parallel, args.run_only)))
+        print(json.dumps(run_trials(args.trials, args.parallel, args.run_only, args.isolation)))
         return
     with tempfile.TemporaryDirectory(prefix="katibx-scale-", ignore_cleanup_errors=True) as folder:
         db = Path(folder) / "katibx.db"
-        result = run_trials(args.trials, args.parallel, db)
+        result = run_trials(args.trials, args.parallel, db, args.isolation)
         result["read_ms"] = read_ms(db, args.trials)
     write_results(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
