@@ -1,7 +1,7 @@
 """Scale: a long run of a trivial function (random, parallelTrialCount 8) and the reads of its store afterwards.
 
-Reports the run's wall time, the controller's resident memory as the finished trials pile up (sampled every 0.5 s, a short run more often,
-beside the trial count the store has), the memory once ``katibx.tune`` holds its result, and how long reads take on
+Reports the run's wall time, the controller's resident memory as the finished trials pile up (sampled every 0.5 s,
+a short run more often, beside the trial count the store has), the memory once ``katibx.tune`` holds its result, and how long reads take on
 the result: the CLI's ``get experiment``, ``list``, ``describe experiment``, a page of ``get trials`` (the first 100,
 and the last 100 through ``--offset``) and every trial (``get trials -o json``), and the dashboard's first look at the
 store (optuna-dashboard's study list), then the experiment's trials.
