@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from katibx import plugins
 from katibx.search_algorithm import AlgorithmSettingsError, SearchAlgorithm, Suggestion
-from katibx.search_space import SearchSpace
+from katibx.search_space import Parameter, SearchSpace
 from katibx.spec import Experiment
 from katibx.status import CHOSEN_ALGORITHM_ANNOTATION, CHOSEN_REASON_ANNOTATION
 from katibx.trial import TrialRecord
@@ -34,12 +34,13 @@ def choose(experiment: Experiment, space: SearchSpace, installed: set[str]) -> t
     spec = experiment.spec
     budget = spec.max_trial_count
     objectives = 1 + len(spec.objective.additional_objectives or []) if spec.objective else 1
-    free = [p for p in space if (p.min != p.max if p.is_numeric_range else len(p.values) > 1)]  # (not fixed ones)
+    free = [p for p in space if _free(p)]
     categorical = [p.name for p in free if not p.is_numeric_range]
     integers = [p.name for p in free if p.is_numeric_range and p.type == "int"]
     dims = len(free)
     kinds = [f"{len(names)} {kind}" for kind, names in (("categorical", categorical), ("integer", integers)) if names]
-    described = (f"{dims} parameter{'s' if dims != 1 else ''}" + (f" ({', '.join(kinds)})" if kinds else "")
+    described = ((f"{dims} parameter{'s' if dims != 1 else ''}" if dims else "no parameter with more than one value")
+                 + (f" ({', '.join(kinds)})" if kinds else "")
                  + (f", {budget} trials" if budget is not None else ", no maxTrialCount"))
 
     def first(*names: str) -> str:
@@ -48,6 +49,8 @@ def choose(experiment: Experiment, space: SearchSpace, installed: set[str]) -> t
     normal = [p.name for p in space if p.is_numeric_range and p.distribution in ("normal", "logNormal")]
     if normal:
         return "random", f"{described}: only random search draws from normal distributions ({', '.join(normal)})"
+    if not dims:
+        return "random", f"{described}: there is nothing for a model to learn"
     if spec.early_stopping is not None and spec.early_stopping.algorithm_name:
         return first("multivariate-tpe", "tpe", "random"), f"{described}, early stopping: a TPE learns from the " \
                                                           "trials it stops too"
@@ -68,6 +71,18 @@ def choose(experiment: Experiment, space: SearchSpace, installed: set[str]) -> t
                                                           "are (a Gaussian process did worse with half of them)"
     return first("bayesianoptimization", "multivariate-tpe", "tpe", "random"), \
         f"{described}: a Gaussian process makes the most of a small budget"
+
+
+def _free(parameter: Parameter) -> bool:
+    """Whether the parameter has more than one value to search (a step at least as long as the range leaves one)."""
+    if not parameter.is_numeric_range:
+        return len(parameter.values) > 1
+    assert parameter.min is not None and parameter.max is not None
+    if parameter.min == parameter.max:
+        return False
+    if parameter.step is None or parameter.distribution == "logUniform":  # (logUniform drops step, as in Katib)
+        return True
+    return parameter.max - parameter.min >= parameter.step
 
 
 class Auto(SearchAlgorithm):

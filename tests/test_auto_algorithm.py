@@ -43,6 +43,8 @@ def _chosen(parameters: dict[str, Any], **options: Any) -> str:
     (NUMERIC, {"max_trial_count": 40, "early_stopping_algorithm_name": "medianstop"}, "multivariate-tpe"),
     ({"x": katibx.search.double(0, 1)}, {"max_trial_count": 1000}, "multivariate-tpe"),  # CMA-ES needs 2 dimensions
     ({"x": katibx.search.double(0, 1), "c": katibx.search.int(3, 3)}, {}, "multivariate-tpe"),  # c is fixed
+    ({"x": katibx.search.double(0, 1), "c": katibx.search.int(0, 4, step=10)}, {}, "multivariate-tpe"),  # one value
+    ({"c": katibx.search.int(3, 3), "k": katibx.search.categorical(["a"])}, {"max_trial_count": 40}, "random"),
     ({"x": katibx.search.double(0.1, 1, distribution="normal"), "y": katibx.search.double(0, 1)},
      {"max_trial_count": 40}, "random"),  # the only one that draws from a normal distribution
     ({"x": katibx.search.double(0, 1), "y": katibx.search.double(0, 1),
@@ -51,6 +53,13 @@ def _chosen(parameters: dict[str, Any], **options: Any) -> str:
 def test_the_choice_for_representative_experiments(parameters: dict[str, Any], options: dict[str, Any],
                                                    expected: str) -> None:
     assert _chosen(parameters, **options) == expected
+
+
+def test_the_reason_when_no_parameter_has_a_choice_says_so() -> None:
+    fixed = {"x": katibx.search.double(2, 2), "n": katibx.search.int(1, 3, step=5)}
+    experiment = function_experiment("fixed", loss, fixed, objective_metric_name="loss", max_trial_count=3)
+    assert choose(experiment, SearchSpace.from_experiment(experiment), algorithm_names()) == (
+        "random", "no parameter with more than one value, 3 trials: there is nothing for a model to learn")
 
 
 def test_tune_uses_auto_by_default_and_the_status_says_what_it_chose_and_why(tmp_path: Path) -> None:
