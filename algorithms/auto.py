@@ -74,15 +74,17 @@ def choose(experiment: Experiment, space: SearchSpace, installed: set[str]) -> t
 
 
 def _free(parameter: Parameter) -> bool:
-    """Whether the parameter has more than one value to search (a step at least as long as the range leaves one)."""
+    """Whether the parameter has more than one value to search: a step at least as long as the range leaves one
+    (as the grid counts them, float noise forgiven), and so does a logUniform integer range below 2 (it starts at 1)."""
     if not parameter.is_numeric_range:
         return len(parameter.values) > 1
     assert parameter.min is not None and parameter.max is not None
+    if parameter.distribution == "logUniform":  # (logUniform drops step, as in Katib)
+        low = max(1, parameter.min) if parameter.type == "int" else parameter.min
+        return parameter.max > low
     if parameter.min == parameter.max:
         return False
-    if parameter.step is None or parameter.distribution == "logUniform":  # (logUniform drops step, as in Katib)
-        return True
-    return parameter.max - parameter.min >= parameter.step
+    return parameter.step is None or (parameter.max - parameter.min) / parameter.step + 1e-9 >= 1
 
 
 class Auto(SearchAlgorithm):

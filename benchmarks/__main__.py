@@ -8,8 +8,8 @@ Order: the untimed work (quality runs and the black-box suite's runs, on a pool 
 first, one job at a time, while the timed sections that need a single core measure beside it (suggestion
 latency, the local overhead rows); then the pool gets every core, and the scale section's long run (100,000
 trials, in the growth section) goes on beside it; once the pool is done, the reads of that run's store and then
-the rows that need every core (katibx on Ray vs Ray Tune) are measured alone. Every timing row is a ratio of arms measured in
-turn within one repetition; the busy pool process costs katibx's function-trial arms about 20 % and optuna's
+the rows that need every core (katibx on Ray vs Ray Tune) are measured alone. Every timing row is a ratio of arms
+measured in turn within one repetition; the busy pool process costs katibx's function-trial arms about 20 % and optuna's
 in-process arms nothing (benchmarks/README.md), so those ratios are upper bounds for katibx. A run is marked
 loaded when the 1-minute load average exceeds the CPU count at its start, or when other processes used more
 than half a CPU on average while it ran (/proc/stat less the run's own CPU time).
@@ -27,6 +27,7 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -113,7 +114,10 @@ def run(quick: bool, sections: list[str], out: Path, workers: int) -> dict[str, 
             pool.join()
         if "growth" in sections and "error" not in large:  # the reads of its result, alone
             t = time.perf_counter()
-            large["read_ms"] = scale.read_ms(db, large["trials"])
+            try:
+                large["read_ms"] = scale.read_ms(db, large["trials"])
+            except (subprocess.SubprocessError, OSError, AssertionError) as exc:  # the rest of the run still counts
+                large["error"] = f"a read of its store failed: {exc}"
             phase_seconds["scale reads"] = time.perf_counter() - t
     if quality_box and "quality" in sections:
         results["quality"] = quality_box[0]

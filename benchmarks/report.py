@@ -330,6 +330,8 @@ def write(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         results["meta"]["plot_note"] = plot_note
     json_path = out_dir / JSON_NAME
     previous = _previous(json_path)
+    if previous is not None and previous["meta"]["quick"] != results["meta"]["quick"]:
+        previous = None  # (a quick run's sizes differ: its ratios are no comparison)
     if previous is not None:
         results["meta"]["previous"] = previous["meta"]
     json_path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")

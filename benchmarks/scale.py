@@ -1,10 +1,10 @@
 """Scale: a long run of a trivial function (random, parallelTrialCount 8) and the reads of its store afterwards.
 
-Reports the run's wall time, the controller's resident memory as the finished trials pile up (sampled every 0.5 s,
-a short run more often, beside the trial count the store has), the memory once ``katibx.tune`` holds its result, and how long reads take on
-the result: the CLI's ``get experiment``, ``list``, ``describe experiment``, a page of ``get trials`` (the first 100,
-and the last 100 through ``--offset``) and every trial (``get trials -o json``), and the dashboard's first look at the
-store (optuna-dashboard's study list), then the experiment's trials.
+Reports the run's wall time, the controller's resident memory as the finished trials pile up (sampled every
+0.5 s, a short run more often, beside the trial count the store has), the memory once ``katibx.tune`` holds its
+result, and how long reads take on the result: the CLI's ``get experiment``, ``list``, ``describe experiment``, a
+page of ``get trials`` (the first 100, and the last 100 through ``--offset``) and every trial (``get trials -o
+json``), and the dashboard's first look at the store (optuna-dashboard's study list), then the experiment's trials.
 
 A section of ``python -m benchmarks`` (100,000 trials on threads, see ``FULL_RUN_ISOLATION``; the run beside the
 untimed pool, the reads alone). Alone: ``python -m benchmarks.scale [--trials 100000] [--parallel 8]
@@ -26,6 +26,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks.common import REPO, write_results
 
 TRIALS, QUICK_TRIALS = 100_000, 300
@@ -46,14 +48,13 @@ def marks(trials: int) -> tuple[int, ...]:
 
 def _sample(db: Path, stop: threading.Event, samples: list[tuple[float, int, float]], every: float) -> None:
     """(seconds, finished trials, RSS MB) every ``every`` seconds, from a read-only connection of the store."""
-    import psutil
-
     me, started = psutil.Process(), time.monotonic()
     while not stop.wait(every):
         try:
             # (closed at once: a connection left open holds its page cache, which this process's RSS would count)
             with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-                done = conn.execute("SELECT COUNT(*) FROM trials WHERE state NOT IN ('Created', 'Running')").fetchone()[0]
+                done = conn.execute("SELECT COUNT(*) FROM trials WHERE state NOT IN ('Created', 'Running')"
+                                    ).fetchone()[0]
         except sqlite3.Error:
             continue
         samples.append((round(time.monotonic() - started, 1), int(done), round(me.memory_info().rss / 2**20, 1)))
@@ -79,6 +80,7 @@ def run_trials(trials: int, parallel: int, db: Path, isolation: str = "process")
     wall = time.perf_counter() - started
     stop.set()
     sampler.join()
+    with_result = round(psutil.Process().memory_info().rss / 2**20, 1)  # (tune has returned: its result is held)
     # (the warm-up's 5 trials are counted too; the last mark is the last sample while trials still ran: then tune
     # builds its result, which holds every trial, as Optuna's study does)
     running = [(done, rss) for _, done, rss in samples if done < trials + 5]
@@ -88,7 +90,7 @@ def run_trials(trials: int, parallel: int, db: Path, isolation: str = "process")
             "succeeded": result["status"].get("trialsSucceeded"),
             "wall_seconds": round(wall, 1), "ms_per_trial": round(1000 * wall / trials, 3),
             "rss_mb_at_finished_trials": at, "rss_mb_first_sample": samples[0][2] if samples else None,
-            "rss_mb_with_tunes_result": samples[-1][2] if samples else None,
+            "rss_mb_with_tunes_result": with_result,
             "samples": samples[:: max(1, len(samples) // 200)]}
 
 
@@ -99,7 +101,8 @@ def run_trials_apart(trials: int, parallel: int, db: Path, isolation: str, timeo
                           capture_output=True, text=True,
                           timeout=timeout, env=os.environ.copy())
     if proc.returncode != 0:
-        return {"trials": trials, "parallel": parallel, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
+        return {"trials": trials, "parallel": parallel, "isolation": isolation,
+                "error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -17,6 +17,7 @@ _EXPORTS = {
     "BackendOption": "katibx.backend",
     "BackendUnavailable": "katibx.backend",
     "ClusterError": "katibx.backend",
+    "WorkspaceError": "katibx.backend",
     "EarlyStoppingAlgorithm": "katibx.early_stopping",
     "MetricLog": "katibx.metrics",
     "SearchAlgorithm": "katibx.search_algorithm",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 from katibx.metrics import MetricLog
 from katibx.spec import Experiment
@@ -59,6 +61,22 @@ class WorkspaceError(RuntimeError):
 
     The controller stops (the store is intact, so ``katibx resume`` continues once there is room); the CLI prints
     the line, exit 2."""
+
+
+# What a file system says when it has no room or takes no writes: the run stops, rather than fail trial after trial.
+WORKSPACE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+@contextlib.contextmanager
+def workspace(folder: Path) -> Iterator[None]:
+    """WorkspaceError naming ``folder`` for a file system fault (:data:`WORKSPACE_FAULTS`) while a trial is set up
+    there; other errors pass as they are."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in WORKSPACE_FAULTS:
+            raise WorkspaceError(f"trial folder {folder}: {exc.strerror}") from None
+        raise
 
 
 class ClusterError(RuntimeError):

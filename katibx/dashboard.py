@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 import wsgiref.simple_server
@@ -83,8 +82,9 @@ class StoreStudies(InMemoryStorage):
     """An in-memory Optuna storage holding the experiments of a katibx store as studies, refreshed from the store
     when it has changed, at most every ``refresh_seconds``; ``files`` serves the trials' artifacts.
 
-    A study's trials are mapped when a read asks for them, not before: the study list (the dashboard's first page)
-    reads no trial, however many the store holds."""
+    A study's trials are mapped when a read or write of trials asks for them, not before: the study list (the
+    dashboard's first page) maps no trial, however many the store holds. A study whose trials were mapped is mapped
+    with them again when its experiment changes. One lock (InMemoryStorage's) guards the studies and their refresh."""
 
     def __init__(self, store: Store, files: TrialFiles | None = None, refresh_seconds: float = 1.0) -> None:
         super().__init__()
@@ -94,13 +94,12 @@ class StoreStudies(InMemoryStorage):
         self._checked_at = -float("inf")
         self._version: int | None = None
         self._built: dict[int, _Mapped] = {}  # by experiment id (which is its study's id)
-        self._refreshing = threading.RLock()
 
     def refresh(self) -> None:
         """Bring the studies up to date if the store changed since the last look (and that was long enough ago):
         only the experiments whose trials, reports or conditions changed are mapped again (a running controller's
         heartbeat changes the store every few seconds, its trials less often, a finished experiment never)."""
-        with self._refreshing:
+        with self._lock:
             now = time.monotonic()
             if now - self._checked_at < self.refresh_seconds:
                 return
@@ -113,40 +112,54 @@ class StoreStudies(InMemoryStorage):
             for record in self.store.list_experiments():  # in creation order
                 kept = self._built.get(record.id)
                 fingerprint = fingerprints.get(record.id, "")
-                built[record.id] = (kept if kept and kept.fingerprint == fingerprint
-                                    else _Mapped(fingerprint, record, self._study(record)))
+                if kept and kept.fingerprint == fingerprint:
+                    built[record.id] = kept
+                    continue
+                built[record.id] = _Mapped(fingerprint, record, self._study(record))
+                if kept and kept.with_trials:  # a study being looked at keeps its trials
+                    self._add_trials(built[record.id])
             self._built = built
-            with self._lock:  # the studies, each with the store's ids, side by side in one storage
-                self._studies = {}
-                self._prev_waiting_trial_number = {}
-                for mapped in built.values():
-                    if mapped.alone is not None:
-                        self._studies.update(mapped.alone._studies)
-                        self._prev_waiting_trial_number.update(mapped.alone._prev_waiting_trial_number)
-                # the indexes from the studies as they are now (with what was written to them since they were built)
-                self._study_name_to_id = {study.name: study_id for study_id, study in self._studies.items()}
-                self._trial_id_to_study_id_and_number = {}
-                self._index_trials(self._studies)
-                self._max_study_id = max(self._studies, default=-1)
+            # the studies, each with the store's ids, side by side in one storage
+            self._studies = {}
+            self._prev_waiting_trial_number = {}
+            for mapped in built.values():
+                if mapped.alone is not None:
+                    self._studies.update(mapped.alone._studies)
+                    self._prev_waiting_trial_number.update(mapped.alone._prev_waiting_trial_number)
+            # the indexes from the studies as they are now (with what was written to them since they were built)
+            self._study_name_to_id = {study.name: study_id for study_id, study in self._studies.items()}
+            self._trial_id_to_study_id_and_number = {}
+            self._index_trials(self._studies)
+            self._max_study_id = max(self._studies, default=-1)
             self._version = version
 
     def with_trials(self, study_id: int) -> None:
         """Map the trials of the experiment that is study ``study_id`` into it, if not yet done."""
-        with self._refreshing:
+        with self._lock:
             mapped = self._built.get(study_id)
             if mapped is None or mapped.with_trials or mapped.alone is None:
                 return
-            record = mapped.record
-            try:
-                add_trials(mapped.alone, study_id, record, self.store.trials(record.id),
-                           self.store.experiment_observation_logs(record.id),
-                           system_attrs=self._artifacts(record), stable_ids=True)
-            except (ValueError, TypeError) as exc:  # one experiment Optuna cannot show: the others still
-                log.warning("dashboard: the trials of experiment %s are left out: %s", record.qualified_name, exc)
-                mapped.alone._studies[study_id].trials.clear()
-            mapped.with_trials = True
-            with self._lock:
-                self._index_trials({study_id: mapped.alone._studies[study_id]})
+            self._add_trials(mapped)
+            self._index_trials({study_id: mapped.alone._studies[study_id]})
+
+    def _add_trials(self, mapped: _Mapped) -> None:
+        """The experiment's trials into its study; on a failure the study is left without any (and a ValueError or
+        TypeError, an experiment Optuna cannot show, is not tried again: the other studies still show)."""
+        assert mapped.alone is not None
+        record, alone = mapped.record, mapped.alone
+        try:
+            add_trials(alone, record.id, record, self.store.trials(record.id),
+                       self.store.experiment_observation_logs(record.id),
+                       system_attrs=self._artifacts(record), stable_ids=True)
+        except Exception as exc:
+            study = alone._studies[record.id]
+            study.trials.clear()
+            study.best_trial_id = None
+            alone._trial_id_to_study_id_and_number.clear()
+            if not isinstance(exc, (ValueError, TypeError)):
+                raise
+            log.warning("dashboard: the trials of experiment %s are left out: %s", record.qualified_name, exc)
+        mapped.with_trials = True
 
     def _index_trials(self, studies: dict[int, Any]) -> None:
         for study_id, study in studies.items():
@@ -191,37 +204,49 @@ class StoreStudies(InMemoryStorage):
         return of
 
 
-def _reading(name: str, study_of: Callable[[StoreStudies, Any], int | None] | None) -> Callable[..., Any]:
-    """InMemoryStorage's read ``name``, after the studies are brought up to date and, for a read of trials
-    (``study_of`` tells whose from its first argument), that study's trials are mapped."""
-    read = getattr(InMemoryStorage, name)
-
-    def refreshed(self: StoreStudies, *args: Any, **kwargs: Any) -> Any:
-        self.refresh()
-        if study_of is not None and args:
-            study_id = study_of(self, args[0])
-            if study_id is not None:
-                self.with_trials(study_id)
-        return read(self, *args, **kwargs)
-
-    refreshed.__name__ = name
-    return refreshed
-
-
 def _study_id(_: StoreStudies, study_id: Any) -> int | None:
     return study_id if isinstance(study_id, int) else None
 
 
 def _study_of_trial(studies: StoreStudies, trial_id: Any) -> int | None:
-    return studies.store.trial_experiment_id(trial_id) if isinstance(trial_id, int) else None
+    if not isinstance(trial_id, int) or trial_id in studies._trial_id_to_study_id_and_number:
+        return None  # (mapped already: no need to ask the store)
+    return studies.store.trial_experiment_id(trial_id)
 
 
-# The reads of trials, and how each names the study whose trials it reads.
-_TRIAL_READS: dict[str, Callable[[StoreStudies, Any], int | None]] = {
-    "get_all_trials": _study_id, "get_best_trial": _study_id, "get_n_trials": _study_id,
-    "get_trial_id_from_study_id_trial_number": _study_id, "get_trial": _study_of_trial}
-for _name in _READS:
-    setattr(StoreStudies, _name, _reading(_name, _TRIAL_READS.get(_name)))
+# The storage's methods that read or write trials: what names the study they need mapped (their first argument, as
+# the keyword it is called by).
+_TRIAL_ACCESS: dict[str, tuple[str, Callable[[StoreStudies, Any], int | None]]] = {
+    **{name: ("study_id", _study_id) for name in (
+        "get_all_trials", "get_best_trial", "get_n_trials", "get_trial_id_from_study_id_trial_number")},
+    **{name: ("trial_id", _study_of_trial) for name in (
+        "get_trial", "get_trial_number_from_id", "get_trial_param", "set_trial_param", "set_trial_state_values",
+        "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr")},
+}
+
+
+def _wrapped(name: str) -> Callable[..., Any]:
+    """InMemoryStorage's ``name``: a read first brings the studies up to date (writes change what the dashboard
+    holds, as before); a read or write of trials then has their study's trials mapped."""
+    method = getattr(InMemoryStorage, name)
+    keyword, study_of = _TRIAL_ACCESS.get(name, ("", None))
+
+    def wrapped(self: StoreStudies, *args: Any, **kwargs: Any) -> Any:
+        if name in _READS:
+            self.refresh()
+        if study_of is not None:
+            key = args[0] if args else kwargs.get(keyword)
+            study_id = study_of(self, key)
+            if study_id is not None:
+                self.with_trials(study_id)
+        return method(self, *args, **kwargs)
+
+    wrapped.__name__ = name
+    return wrapped
+
+
+for _name in {*_READS, *_TRIAL_ACCESS}:
+    setattr(StoreStudies, _name, _wrapped(_name))
 
 
 class DashboardUnavailable(RuntimeError):

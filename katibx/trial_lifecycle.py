@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from katibx.backend import Backend, TrialExited, TrialJob, TrialStartError
+from katibx.backend import Backend, TrialExited, TrialJob, TrialStartError, workspace
 from katibx.early_stopping import EarlyStoppingAlgorithm
 from katibx.metrics import MetricLog, non_finite
 from katibx.objective import Objective
@@ -128,12 +128,13 @@ class TrialLifecycle:
             raise TrialStartError(f"label {CHECKPOINT_FROM_LABEL}: no other trial {source!r} in this experiment")
         origin = self.store.trial_dir(self.record, source) / CHECKPOINT_DIR
         try:
-            if target.exists():
-                shutil.rmtree(target)
-            if origin.is_dir():
-                shutil.copytree(origin, target, symlinks=True)
-            else:  # the parent saved nothing
-                target.mkdir(parents=True)
+            with workspace(target.parent):  # (a full disk stops the run; other faults fail this trial)
+                if target.exists():
+                    shutil.rmtree(target)
+                if origin.is_dir():
+                    shutil.copytree(origin, target, symlinks=True)
+                else:  # the parent saved nothing
+                    target.mkdir(parents=True)
         except OSError as exc:
             raise TrialStartError(f"cannot copy the checkpoint of trial {source!r}: {exc}") from None
 

@@ -182,15 +182,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if "code" in _EXIT_STATUS:
         factory = getattr(config, "_tmp_path_factory", None)
         basetemp = getattr(factory, "_basetemp", None)  # (None when no test asked for a temporary folder)
-        atexit.register(_exit_now, _EXIT_STATUS["code"], basetemp)  # the last registered, so the first to run
+        if getattr(factory, "_given_basetemp", None) is not None:  # --basetemp: not one of pytest's numbered ones
+            basetemp = None
+        keep = int(config.getini("tmp_path_retention_count"))
+        atexit.register(_exit_now, _EXIT_STATUS["code"], basetemp, keep)  # the last registered, so the first to run
 
 
-def _exit_now(code: int, basetemp: Path | None) -> None:
-    """Flush and end. pytest's own exit handler, which this one skips, would unlock this run's temporary folder
-    (``basetemp/.lock``) so that a later run deletes it once three newer ones exist: unlocked here instead (a
-    locked one is kept for three days, and the suite leaves about 2 GB there a run)."""
+def _exit_now(code: int, basetemp: Path | None, keep: int) -> None:
+    """Flush and end, after what pytest's own exit handlers (which this one skips) do for its temporary folders:
+    this run's is unlocked and only the newest ``keep`` runs' are kept (the suite leaves about 2 GB a run there;
+    skipped, they piled up until the disk was full)."""
     if basetemp is not None:
         (basetemp / ".lock").unlink(missing_ok=True)
+        try:
+            from _pytest.pathlib import LOCK_TIMEOUT, cleanup_numbered_dir  # (pytest's own, registered at exit)
+
+            cleanup_numbered_dir(basetemp.parent, "pytest-", keep, time.time() - LOCK_TIMEOUT)
+        except (ImportError, TypeError, OSError):  # another pytest's internals, or a folder in use: left as it is
+            pass
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             stream.flush()

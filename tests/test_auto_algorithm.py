@@ -45,6 +45,8 @@ def _chosen(parameters: dict[str, Any], **options: Any) -> str:
     ({"x": katibx.search.double(0, 1), "c": katibx.search.int(3, 3)}, {}, "multivariate-tpe"),  # c is fixed
     ({"x": katibx.search.double(0, 1), "c": katibx.search.int(0, 4, step=10)}, {}, "multivariate-tpe"),  # one value
     ({"c": katibx.search.int(3, 3), "k": katibx.search.categorical(["a"])}, {"max_trial_count": 40}, "random"),
+    ({"x": katibx.search.double(0.2, 0.3, step=0.1), "y": katibx.search.double(0, 1)}, {"max_trial_count": 40},
+     "bayesianoptimization"),  # 0.3 - 0.2 < 0.1 in floats: still two values
     ({"x": katibx.search.double(0.1, 1, distribution="normal"), "y": katibx.search.double(0, 1)},
      {"max_trial_count": 40}, "random"),  # the only one that draws from a normal distribution
     ({"x": katibx.search.double(0, 1), "y": katibx.search.double(0, 1),

@@ -136,6 +136,13 @@ def test_the_study_list_reads_no_trial_and_each_study_maps_its_trials_when_asked
         best = studies.get_best_trial(record.id)
         assert best.user_attrs["katib_name"] == second.best_trial.name and best.value == second.best_value
 
+        # the experiment changes: its study, being looked at, is mapped again with its trials, and a trial is found
+        # by its id without a read of the study first (as the dashboard's trial notes and attributes are written)
+        katibx.tune("second", _objective, max_trial_count=1, load_if_exists=True, **args)
+        studies.get_all_studies()
+        assert studies.get_trial_number_from_id(trial.id) == 1
+        assert studies.get_trial_id_from_study_id_trial_number(record.id, 2) > trial.id
+
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: apt-get install chromium (README, Tests)")

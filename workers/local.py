@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import importlib
 import importlib.util
 import logging
@@ -18,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import psutil
 
@@ -32,7 +30,7 @@ from katibx.backend import (
     TrialJob,
     TrialMetrics,
     TrialStartError,
-    WorkspaceError,
+    workspace,
 )
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.gpus import GPUS_ENV, VISIBLE_ENV, GpuPool, discover_gpus, shared_pool
@@ -299,7 +297,7 @@ class LocalBackend(Backend):
     def start(self, job: TrialJob) -> dict[str, Any]:
         if in_threads(job.experiment):
             return self._start_thread(job)
-        with _workspace(job.trial_dir):
+        with workspace(job.trial_dir):
             _prepare_folder(job.trial_dir)
         token, since = new_token(), time.time()
         env = {**os.environ, **trial_environment(job.trial_dir, job.experiment.name, job.trial.name), TOKEN_ENV: token}
@@ -311,7 +309,7 @@ class LocalBackend(Backend):
         except (TypeError, ValueError) as exc:
             raise TrialStartError(f"invalid trial template: {exc}") from None
         try:
-            with _workspace(job.trial_dir):
+            with workspace(job.trial_dir):
                 handle = self._start(job, worker, env, deadline, token, since, fresh_worker=bool(devices))
         except BaseException:
             if devices:
@@ -430,9 +428,10 @@ class LocalBackend(Backend):
             if self._threads is not None:
                 self._threads.close()
             self._threads = ThreadTrials(job.experiment, lambda path: keep_tail(path, self.log_limit_bytes))
-        self._threads.start(job.trial.name, job.trial_dir / STDOUT_LOG, job.function,
-                            {**(spec.get("fixedParameters") or {}), **job.trial.assignments},
-                            time.monotonic() + deadline if deadline else None)
+        with workspace(job.trial_dir):
+            self._threads.start(job.trial.name, job.trial_dir / STDOUT_LOG, job.function,
+                                {**(spec.get("fixedParameters") or {}), **job.trial.assignments},
+                                time.monotonic() + deadline if deadline else None)
         return {}  # nothing of the trial outlives this process: no worker for a later controller to find
 
     def poll(self, timeout: float) -> list[TrialEvent]:
@@ -635,21 +634,6 @@ def _prepare_folder(trial_dir: Path) -> None:
             (trial_dir / stale).unlink(missing_ok=True)
         shutil.rmtree(trial_dir / FILES_DIR, ignore_errors=True)
     (trial_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)  # the controller may have filled it from a parent
-
-
-# What a file system says when it has no room (or takes no writes): the run stops, rather than fail trial after trial.
-_WORKSPACE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
-@contextlib.contextmanager
-def _workspace(trial_dir: Path) -> Iterator[None]:
-    """WorkspaceError naming the trial's folder for a file system fault while the trial is set up."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in _WORKSPACE_FAULTS:
-            raise WorkspaceError(f"trial folder {trial_dir}: {exc.strerror}") from None
-        raise
 
 
 def keep_tail(path: Path, limit: int) -> None:
