@@ -209,8 +209,16 @@ def _exit_now(code: int, basetemp: Path | None, keep: int) -> None:
 
 
 def default_signals() -> None:
-    """``preexec_fn`` for controllers the tests start: SIGTERM and SIGHUP at their defaults, whatever the test run
-    inherited (under ``nohup`` or some CI runners SIGHUP is ignored, and katibx rightly leaves an ignored signal
-    alone)."""
+    """``preexec_fn`` for controllers the tests start: SIGINT, SIGTERM and SIGHUP at their defaults, whatever the
+    test run inherited (under ``nohup`` or some CI runners SIGHUP is ignored, and katibx rightly leaves an ignored
+    signal alone)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+# A test run started in the background by a shell without job control (`cmd &` in a script) inherits SIGINT ignored,
+# and so would every process it starts: a katibx controller then rightly ignores Ctrl-C, and the Ctrl-C tests fail
+# for the way the run was started. Python's own SIGINT handler back: the processes the tests start get the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
