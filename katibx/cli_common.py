@@ -130,7 +130,8 @@ def _loaded(module: str, *names: str) -> tuple[type[BaseException], ...]:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The library's errors that are the user's or the environment's doing: one line each, never a traceback."""
-    return (_loaded("katibx.store", "StoreError") + _loaded("katibx.backend", "ClusterError", "BackendUnavailable", "WorkspaceError")
+    return (_loaded("katibx.store", "StoreError")
+            + _loaded("katibx.backend", "ClusterError", "BackendUnavailable", "WorkspaceError")
             + _loaded("katibx.metric_parsers", "MetricsCollectorUnavailable"))
 
 

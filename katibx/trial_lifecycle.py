@@ -93,8 +93,9 @@ class TrialLifecycle:
         self._observations[trial.name] = ObservationSampler()
         trial.start_time = time.time()
         try:
-            self._copy_checkpoint(trial, job.trial_dir / CHECKPOINT_DIR)
-            handle = self.backend.start(job)
+            with workspace(job.trial_dir):  # a full disk stops the run, whichever backend met it
+                self._copy_checkpoint(trial, job.trial_dir / CHECKPOINT_DIR)
+                handle = self.backend.start(job)
         except TrialStartError as exc:
             self.set_state(trial, TrialState.FAILED, "TrialFailed. Job reason: StartError", str(exc))
             return

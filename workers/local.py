@@ -30,7 +30,6 @@ from katibx.backend import (
     TrialJob,
     TrialMetrics,
     TrialStartError,
-    workspace,
 )
 from katibx.defaults import WORKER_DEFAULTS
 from katibx.gpus import GPUS_ENV, VISIBLE_ENV, GpuPool, discover_gpus, shared_pool
@@ -297,8 +296,7 @@ class LocalBackend(Backend):
     def start(self, job: TrialJob) -> dict[str, Any]:
         if in_threads(job.experiment):
             return self._start_thread(job)
-        with workspace(job.trial_dir):
-            _prepare_folder(job.trial_dir)
+        _prepare_folder(job.trial_dir)
         token, since = new_token(), time.time()
         env = {**os.environ, **trial_environment(job.trial_dir, job.experiment.name, job.trial.name), TOKEN_ENV: token}
         tt = job.experiment.spec.trial_template
@@ -309,8 +307,7 @@ class LocalBackend(Backend):
         except (TypeError, ValueError) as exc:
             raise TrialStartError(f"invalid trial template: {exc}") from None
         try:
-            with workspace(job.trial_dir):
-                handle = self._start(job, worker, env, deadline, token, since, fresh_worker=bool(devices))
+            handle = self._start(job, worker, env, deadline, token, since, fresh_worker=bool(devices))
         except BaseException:
             if devices:
                 self._gpus.give_back(f"{id(self)}/{job.trial.name}")
@@ -428,10 +425,9 @@ class LocalBackend(Backend):
             if self._threads is not None:
                 self._threads.close()
             self._threads = ThreadTrials(job.experiment, lambda path: keep_tail(path, self.log_limit_bytes))
-        with workspace(job.trial_dir):
-            self._threads.start(job.trial.name, job.trial_dir / STDOUT_LOG, job.function,
-                                {**(spec.get("fixedParameters") or {}), **job.trial.assignments},
-                                time.monotonic() + deadline if deadline else None)
+        self._threads.start(job.trial.name, job.trial_dir / STDOUT_LOG, job.function,
+                            {**(spec.get("fixedParameters") or {}), **job.trial.assignments},
+                            time.monotonic() + deadline if deadline else None)
         return {}  # nothing of the trial outlives this process: no worker for a later controller to find
 
     def poll(self, timeout: float) -> list[TrialEvent]:
