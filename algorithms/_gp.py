@@ -18,6 +18,13 @@ functions; the constant-liar model for pending points keeps the fitted hyperpara
 candidates are drawn per dimension in the transformed space (the same distributions as skopt's ``Space.rvs``).
 For robustness: y is normalised on itself over its largest magnitude (finite values beyond ~1e154 do not overflow
 the std), and gp_hedge picks with equal probabilities where its gains are not finite.
+
+``LogEI``, katibx's own acquisition (not skopt's, and the default when ``acq_func`` is not given), is what optuna's
+``GPSampler`` does on this engine: the log of the expected improvement over the best value (no ``xi``), in the units
+of the normalised y, so it keeps its gradient where EI underflows; hyperparameters maximising the log posterior with
+optuna's weak priors (on the inverse squared length scales, the kernel's scale and the noise, whose floor is 1e-6);
+and ``lbfgs`` also starts from the best point observed. Measured against gp_hedge and optuna's GPSampler in
+``benchmarks/README.md`` ("The bayesianoptimization default").
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import LinAlgError, cho_solve, cholesky, solve_triangular
 from scipy.optimize import fmin_l_bfgs_b, minimize
-from scipy.special import ndtr
+from scipy.special import erfcx, ndtr
 from skopt.space import Categorical, Dimension, Real, Space
 from skopt.utils import normalize_dimensions
 
@@ -38,6 +45,7 @@ SQRT5 = math.sqrt(5.0)
 CONSTANT_BOUNDS = (0.01, 1000.0)
 LENGTH_SCALE_BOUNDS = (0.01, 100.0)
 NOISE_BOUNDS = (1e-5, 1e5)
+PRIOR_NOISE_BOUNDS = (1e-6, 1e5)  # LogEI's fit: optuna's minimum noise variance
 JITTER = 1e-10  # scikit-learn's GaussianProcessRegressor ``alpha``
 N_RESTARTS = 2  # skopt's ``n_restarts_optimizer`` of the GP fit
 RESTART_EVERY = 10  # skopt's random restarts at every this-many-th observation (and the first fit)
@@ -48,13 +56,31 @@ LBFGS_MAXITER = 20
 XI = 0.01
 KAPPA = 1.96
 HEDGE = ("EI", "LCB", "PI")
+LOG_EI = "LogEI"
 _LOG_2PI = math.log(2 * math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2 * math.pi)
+SQRT2 = math.sqrt(2.0)
+SQRT_PI_2 = math.sqrt(math.pi / 2)
+NO_LOG_EI = 1e10  # -LogEI where the std is 0, for L-BFGS-B
 
 
-def log_bounds(dims: int) -> np.ndarray:
+def log_bounds(dims: int, prior: bool = False) -> np.ndarray:
     """Bounds of the log hyperparameters: constant, one length scale per dimension, noise."""
-    return np.log([CONSTANT_BOUNDS, *[LENGTH_SCALE_BOUNDS] * dims, NOISE_BOUNDS])
+    return np.log([CONSTANT_BOUNDS, *[LENGTH_SCALE_BOUNDS] * dims, PRIOR_NOISE_BOUNDS if prior else NOISE_BOUNDS])
+
+
+def log_prior(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    """optuna GPSampler's log prior of the hyperparameters (up to a constant) and its gradient in log space:
+    -(0.1 / l + 0.1 l) for each inverse squared length scale l, Gamma(2, 1) for the constant, Gamma(1.1, 30) for
+    the noise."""
+    c, noise = math.exp(theta[0]), math.exp(theta[-1])
+    inverse = np.exp(-2.0 * theta[1:-1])
+    value = -(0.1 / inverse + 0.1 * inverse).sum() + (theta[0] - c) + (0.1 * theta[-1] - 30.0 * noise)
+    grad = np.empty_like(theta)
+    grad[0] = 1.0 - c
+    grad[1:-1] = 0.2 * inverse - 0.2 / inverse
+    grad[-1] = 0.1 - 30.0 * noise
+    return float(value), grad
 
 
 def _matern(r2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,14 +143,25 @@ def neg_log_marginal_likelihood(theta: np.ndarray, diff2: np.ndarray, y: np.ndar
     return -lml, -grad
 
 
-def fit_hyperparameters(X: np.ndarray, y: np.ndarray, starts: Sequence[np.ndarray]) -> np.ndarray:
-    """The log hyperparameters of the best L-BFGS-B run of minus the log marginal likelihood from each start."""
+def neg_log_posterior(theta: np.ndarray, diff2: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Minus the log marginal likelihood plus log prior (:func:`log_prior`), and its gradient."""
+    value, grad = neg_log_marginal_likelihood(theta, diff2, y)
+    if not math.isfinite(value):
+        return value, grad
+    prior, prior_grad = log_prior(theta)
+    return value - prior, grad - prior_grad
+
+
+def fit_hyperparameters(X: np.ndarray, y: np.ndarray, starts: Sequence[np.ndarray], prior: bool = False
+                        ) -> np.ndarray:
+    """The log hyperparameters of the best L-BFGS-B run from each start, of minus the log marginal likelihood (or,
+    with ``prior``, of minus the log posterior)."""
     diff2 = (X[:, None, :] - X[None, :, :]) ** 2
-    bounds = log_bounds(X.shape[1])
+    bounds = log_bounds(X.shape[1], prior)
+    loss = neg_log_posterior if prior else neg_log_marginal_likelihood
     best, best_value = np.asarray(starts[0], float), math.inf
     for start in starts:
-        result = minimize(neg_log_marginal_likelihood, start, args=(diff2, y), method="L-BFGS-B", jac=True,
-                          bounds=bounds)
+        result = minimize(loss, start, args=(diff2, y), method="L-BFGS-B", jac=True, bounds=bounds)
         if result.fun < best_value:
             best, best_value = result.x, float(result.fun)
     return best
@@ -177,8 +214,49 @@ def _pdf(z: np.ndarray | float) -> np.ndarray | float:
     return np.exp(-0.5 * np.square(z)) * _INV_SQRT_2PI
 
 
+def log_h(z: np.ndarray) -> np.ndarray:
+    """log(z Phi(z) + phi(z)), the log of the expected improvement of a unit normal over -z, accurate for any z:
+    direct above -1, as log phi(z) + log1p(z m(z)) with Mills' ratio m = erfcx(-z / sqrt2) sqrt(pi / 2) below, and
+    by its asymptotic series below -100 (where 1 + z m(z) cancels)."""
+    z = np.asarray(z, float)
+    out = np.empty_like(z)
+    high, far = z > -1.0, z < -100.0
+    mid = ~high & ~far
+    zh, zm, zf = z[high], z[mid], z[far]
+    out[high] = np.log(zh * ndtr(zh) + _pdf(zh))
+    out[mid] = -0.5 * zm * zm - 0.5 * _LOG_2PI + np.log1p(zm * erfcx(-zm / SQRT2) * SQRT_PI_2)
+    out[far] = -0.5 * zf * zf - 0.5 * _LOG_2PI - 2.0 * np.log(-zf) + np.log1p(_tail(zf))
+    return out
+
+
+def _tail(z: np.ndarray) -> np.ndarray:
+    """-3/z^2 + 15/z^4: the asymptotic series of z^2 (z Phi(z) + phi(z)) / phi(z) - 1 far below 0 (its next term,
+    -105/z^6, is below 1e-10 there)."""
+    return -3.0 / z**2 + 15.0 / z**4
+
+
+def log_h_slope(z: np.ndarray) -> np.ndarray:
+    """d log_h / dz = Phi(z) / (z Phi(z) + phi(z)), over the same three ranges as :func:`log_h`."""
+    z = np.asarray(z, float)
+    out = np.empty_like(z)
+    high, far = z > -1.0, z < -100.0
+    mid = ~high & ~far
+    zh, zm, zf = z[high], z[mid], z[far]
+    out[high] = ndtr(zh) / (zh * ndtr(zh) + _pdf(zh))
+    ratio = erfcx(-zm / SQRT2) * SQRT_PI_2
+    out[mid] = ratio / (1.0 + zm * ratio)
+    out[far] = -zf - 2.0 / zf + (6.0 / zf**3 - 60.0 / zf**5) / (1.0 + _tail(zf))
+    return out
+
+
 def acquisition(name: str, mean: np.ndarray, std: np.ndarray, y_opt: float) -> np.ndarray:
-    """skopt's acquisition values to minimise (-EI, -PI, LCB) from predicted means and standard deviations."""
+    """skopt's acquisition values to minimise (-EI, -PI, LCB), or -LogEI, from predicted means and standard
+    deviations (-LogEI is +inf where the std is 0)."""
+    if name == LOG_EI:
+        values = np.full(len(mean), np.inf)
+        mask = std > 0
+        values[mask] = -(np.log(std[mask]) + log_h((y_opt - mean[mask]) / std[mask]))
+        return values
     if name == "LCB":
         return mean - KAPPA * std
     values = np.zeros_like(mean)
@@ -191,12 +269,17 @@ def acquisition(name: str, mean: np.ndarray, std: np.ndarray, y_opt: float) -> n
 
 
 def acquisition_gradient(x: np.ndarray, model: GaussianProcess, name: str, y_opt: float) -> tuple[float, np.ndarray]:
-    """One point's acquisition value to minimise and its gradient (what L-BFGS-B gets), as skopt computes them."""
+    """One point's acquisition value to minimise and its gradient (what L-BFGS-B gets), as skopt computes them (and
+    -LogEI, whose value where the std is 0 is a large finite one: L-BFGS-B needs finite values)."""
     mean, std, mean_grad, std_grad = model.predict_gradient(x)
     if name == "LCB":
         return mean - KAPPA * std, mean_grad - KAPPA * std_grad
     if std <= 0.0:
-        return 0.0, np.zeros_like(x)
+        return (NO_LOG_EI if name == LOG_EI else 0.0), np.zeros_like(x)
+    if name == LOG_EI:
+        z = np.array([(y_opt - mean) / std])
+        z_grad = (-mean_grad * std - std_grad * (y_opt - mean)) / std**2
+        return -(math.log(std) + float(log_h(z)[0])), -(std_grad / std + float(log_h_slope(z)[0]) * z_grad)
     improve = y_opt - XI - mean
     scaled = improve / std
     cdf, pdf = float(ndtr(scaled)), float(_pdf(scaled))
@@ -238,6 +321,7 @@ class GPOptimizer:
         self.space = Space(normalize_dimensions(list(dimensions)))
         self.acq_func, self.acq_optimizer = acq_func, acq_optimizer
         self.cand_acq_funcs = HEDGE if acq_func == "gp_hedge" else (acq_func,)
+        self.prior = acq_func == LOG_EI  # LogEI fits with optuna's priors
         if acq_func == "gp_hedge":
             self.gains_ = np.zeros(len(HEDGE))
         self.rng = np.random.RandomState(seed)
@@ -276,7 +360,7 @@ class GPOptimizer:
         """Where the fit starts: the last optimum and skopt's initial kernel, plus skopt's two random starts at the
         first fit and at the fit that reaches or passes each multiple of ``RESTART_EVERY`` observations (a batch
         tell restarts where telling its points one at a time would have)."""
-        bounds = log_bounds(dims)
+        bounds = log_bounds(dims, self.prior)
         starts = [np.zeros(len(bounds))] if self.theta_ is None else [self.theta_, np.zeros(len(bounds))]
         if self.theta_ is None or len(self.yi) // RESTART_EVERY > self._fitted_n // RESTART_EVERY:
             starts += list(np.random.RandomState(self._restart_seed).uniform(bounds[:, 0], bounds[:, 1],
@@ -288,20 +372,21 @@ class GPOptimizer:
         X = self.space.transform(self.Xi)
         y = np.asarray(self.yi, float)
         if refit or self.theta_ is None:
-            self.theta_ = fit_hyperparameters(X, normalize(y)[0], self._starts(X.shape[1]))
+            self.theta_ = fit_hyperparameters(X, normalize(y)[0], self._starts(X.shape[1]), self.prior)
             self._fitted_n = len(y)
         model = GaussianProcess(X, y, self.theta_)
         if self.acq_func == "gp_hedge" and hasattr(self, "next_xs_"):
             self.gains_ = self.gains_ - model.predict(np.vstack(self.next_xs_))[0]
-        self.next_xs_ = self._acquire(model, float(y.min()))
+        self.next_xs_ = self._acquire(model, float(y.min()), X[int(np.argmin(y))])
         if self.acq_func == "gp_hedge":
             next_x = self.next_xs_[int(np.argmax(self.rng.multinomial(1, hedge_probabilities(self.gains_))))]
         else:
             next_x = self.next_xs_[0]
         self._next_x = self.space.inverse_transform(next_x.reshape((1, -1)))[0]
 
-    def _acquire(self, model: GaussianProcess, y_opt: float) -> list[np.ndarray]:
-        """Each candidate acquisition function's minimiser over random candidates (polished by lbfgs)."""
+    def _acquire(self, model: GaussianProcess, y_opt: float, observed_best: np.ndarray) -> list[np.ndarray]:
+        """Each candidate acquisition function's minimiser over random candidates (polished by lbfgs, from the best
+        of them and, for LogEI, from the best point observed too)."""
         X = sample(self.space, N_POINTS, self.rng)
         mean, std = model.predict(X)
         out = []
@@ -310,9 +395,11 @@ class GPOptimizer:
             if self.acq_optimizer == "sampling":
                 best = X[np.argmin(values)]
             else:
+                starts = X[np.argsort(values)[:N_STARTS]]
+                if name == LOG_EI:
+                    starts = np.vstack([starts, observed_best])
                 runs = [fmin_l_bfgs_b(acquisition_gradient, x0, args=(model, name, y_opt), bounds=self._bounds,
-                                      maxiter=LBFGS_MAXITER)
-                        for x0 in X[np.argsort(values)[:N_STARTS]]]
+                                      maxiter=LBFGS_MAXITER) for x0 in starts]
                 best = min(runs, key=lambda r: r[1])[0]
             out.append(np.clip(best, self._bounds[:, 0], self._bounds[:, 1]))
         return out

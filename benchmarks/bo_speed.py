@@ -39,24 +39,23 @@ ARMS = ("katibx", "skopt")
 OUT = REPO / "benchmarks" / "results" / "bo_speed.json"
 
 
-def _experiment(problem: Problem, acq_func: str, acq_optimizer: str, seed: int) -> Any:
-    """The Experiment ``katibx.tune`` would run for this problem and setting."""
+def _experiment(problem: Problem, settings: dict[str, Any]) -> Any:
+    """The Experiment ``katibx.tune`` would run for this problem with these ``bayesianoptimization`` settings."""
     import katibx
 
     function_experiment = sys.modules[katibx.tune.__module__].function_experiment
-    settings = {"base_estimator": "GP", "n_initial_points": N_INITIAL_POINTS, "acq_func": acq_func,
-                "acq_optimizer": acq_optimizer, "random_state": seed}
-    return function_experiment(f"bo-speed-{problem.name}", problem.objective, problem.katibx_parameters(),
+    return function_experiment(f"bo-{problem.name}", problem.objective, problem.katibx_parameters(),
                                algorithm_name="bayesianoptimization", algorithm_settings=settings,
                                objective_metric_name=METRIC, objective_type="minimize", max_trial_count=100000)
 
 
-def run_katibx(problem: Problem, acq_func: str, acq_optimizer: str, seed: int, trials: int) -> list[float]:
-    """Objective values of a sequential run of the plugin, driven as the controller drives it."""
+def drive_plugin(problem: Problem, settings: dict[str, Any], trials: int) -> list[float]:
+    """Objective values of a sequential run of the ``bayesianoptimization`` plugin with ``settings``, driven as the
+    controller drives it (one finished trial in, one suggestion out), without the store."""
     from katibx.preparation import create_algorithm
     from katibx.trial import MetricSummary, TrialRecord, TrialState
 
-    algo = create_algorithm(_experiment(problem, acq_func, acq_optimizer, seed))
+    algo = create_algorithm(_experiment(problem, settings))
     history: list[TrialRecord] = []
     values = []
     for index in range(trials):
@@ -69,6 +68,12 @@ def run_katibx(problem: Problem, acq_func: str, acq_optimizer: str, seed: int, t
                                    creation_time=float(index), start_time=float(index), completion_time=index + 0.5))
         values.append(value)
     return values
+
+
+def run_katibx(problem: Problem, acq_func: str, acq_optimizer: str, seed: int, trials: int) -> list[float]:
+    """Objective values of the plugin with ``base_estimator: GP`` and this acquisition."""
+    return drive_plugin(problem, {"base_estimator": "GP", "n_initial_points": N_INITIAL_POINTS, "acq_func": acq_func,
+                                  "acq_optimizer": acq_optimizer, "random_state": seed}, trials)
 
 
 def run_skopt(problem: Problem, acq_func: str, acq_optimizer: str, seed: int, trials: int) -> list[float]:

@@ -93,7 +93,9 @@ LISTS = [{"name": "c", "parameterType": "categorical", "feasibleSpace": {"list":
 
 @pytest.mark.parametrize(("settings", "space", "expected"), [
     ({"base_estimator": "XGB"}, NUMERIC, "[base_estimator]: must be one of GP, RF, ET, GBRT (got 'XGB')"),
-    ({"acq_func": "UCB"}, NUMERIC, "[acq_func]: must be one of gp_hedge, LCB, EI, PI, EIps, PIps (got 'UCB')"),
+    ({"acq_func": "UCB"}, NUMERIC, "[acq_func]: must be one of gp_hedge, LCB, EI, PI, EIps, PIps, LogEI (got 'UCB')"),
+    ({"acq_func": "LogEI", "base_estimator": "RF"}, NUMERIC, "[acq_func]: LogEI needs base_estimator GP and an int"),
+    ({"acq_func": "LogEI"}, LISTS, "[acq_func]: LogEI needs base_estimator GP and an int or double parameter"),
     ({"acq_optimizer": "adam"}, NUMERIC, "[acq_optimizer]: must be one of auto, sampling, lbfgs (got 'adam')"),
     ({"n_initial_points": "-1"}, NUMERIC, "[n_initial_points]: must be >= 0 (got -1)"),
     ({"n_initial_points": "many"}, NUMERIC, "[n_initial_points]: must be an integer (got 'many')"),
@@ -322,6 +324,46 @@ def test_engine_acquisitions_and_gradients_match_skopt(name: str) -> None:
         assert abs(ours[0] - float(np.squeeze(value))) < 1e-6 and np.allclose(ours[1], grad, rtol=0, atol=1e-6)
 
 
+def test_log_posterior_gradient_matches_finite_differences() -> None:
+    from scipy.optimize import approx_fprime
+
+    X, y = training_data()
+    diff2, yn = (X[:, None] - X[None]) ** 2, _gp.normalize(y)[0]
+    for theta in (THETA, np.log([0.5, 3.0, 0.05, 20.0, 1e-5])):
+        value, grad = _gp.neg_log_posterior(theta, diff2, yn)
+        numeric = approx_fprime(theta, lambda t: _gp.neg_log_posterior(t, diff2, yn)[0], 1e-6)
+        assert np.allclose(grad, numeric, rtol=1e-4, atol=1e-4), (grad, numeric)
+        assert value > _gp.neg_log_marginal_likelihood(theta, diff2, yn)[0] - 10  # the prior's share is bounded here
+    prior, prior_grad = _gp.log_prior(THETA)
+    assert np.allclose(prior_grad, approx_fprime(THETA, lambda t: _gp.log_prior(t)[0], 1e-7), rtol=1e-5, atol=1e-5)
+
+
+def test_log_ei_is_the_log_of_expected_improvement_and_finite_where_that_underflows() -> None:
+    mean = np.array([0.0, 1.0, 2.0, 40.0, 80.0, 1e6, 0.5])
+    std = np.array([1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.0])
+    values = _gp.acquisition("LogEI", mean, std, y_opt=0.5)
+    ei = -_gp.acquisition("EI", mean, std, y_opt=0.5 + _gp.XI)  # skopt's EI less its xi: EI over y_opt itself
+    assert np.allclose(values[:3], -np.log(ei[:3]), rtol=1e-12, atol=0)
+    assert ei[3] == 0.0 and np.all(np.isfinite(values[3:6])) and np.all(np.diff(values[2:6]) > 0)
+    assert values[6] == np.inf  # no std: no improvement to expect
+    z = np.concatenate([np.linspace(-1e4, -101, 50), np.linspace(-100, 8, 500)])
+    step = 1e-6 * np.maximum(1.0, np.abs(z))
+    slope = (_gp.log_h(z + step) - _gp.log_h(z - step)) / (2 * step)
+    assert np.allclose(_gp.log_h_slope(z), slope, rtol=1e-4, atol=1e-6)
+
+
+def test_log_ei_gradient_matches_finite_differences() -> None:
+    from scipy.optimize import approx_fprime
+
+    X, y = training_data()
+    model = _gp.GaussianProcess(X, y, THETA)
+    for x in np.random.RandomState(3).rand(5, 3):
+        value, grad = _gp.acquisition_gradient(x, model, "LogEI", float(y.min()))
+        assert abs(value - _gp.acquisition("LogEI", *model.predict(x[None]), float(y.min()))[0]) < 1e-9
+        numeric = approx_fprime(x, lambda p: _gp.acquisition_gradient(p, model, "LogEI", float(y.min()))[0], 1e-7)
+        assert np.allclose(grad, numeric, rtol=1e-4, atol=1e-4), (grad, numeric)
+
+
 def test_engine_fit_reaches_skopt_likelihood() -> None:
     """From skopt's three starts, the engine's hyperparameters are at least as likely as skopt's own fit."""
     X, y = training_data(40)
@@ -354,12 +396,38 @@ def drive(settings: dict[str, Any], trials: int, history: list[TrialRecord] | No
 
 
 @pytest.mark.parametrize("acq_optimizer", ["sampling", "lbfgs"])
-@pytest.mark.parametrize("acq_func", ["gp_hedge", "LCB", "EI", "PI"])
+@pytest.mark.parametrize("acq_func", ["gp_hedge", "LCB", "EI", "PI", "LogEI"])
 def test_every_gp_acquisition_runs_reproducibly(acq_func: str, acq_optimizer: str) -> None:
     settings = {"random_state": 3, "n_initial_points": 4, "acq_func": acq_func, "acq_optimizer": acq_optimizer}
     first, again = drive(settings, 9), drive(settings, 9)
     assert points(first) == points(again) and len(set(points(first))) == 9
     assert points(drive({**settings, "random_state": 4}, 9))[4:] != points(first)[4:]
+
+
+def plugin(settings: dict[str, str], space: list[dict[str, Any]] = NUMERIC) -> BayesianOptimization:
+    doc = algorithm_doc(space, BO, settings)
+    doc["spec"]["objective"] = {"type": "minimize", "objectiveMetricName": "loss"}
+    experiment = experiment_from_dict(doc)
+    return BayesianOptimization(experiment, SearchSpace.from_experiment(experiment))
+
+
+def test_unset_acq_func_is_log_ei_and_katibs_values_keep_skopts_meaning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No acq_func: LogEI with the prior on the GP engine. An acq_func written as Katib's default (gp_hedge) is
+    skopt's gp_hedge with skopt's maximum-likelihood fit, as before; where the engine does not run (a tree estimator,
+    categorical parameters only) the default stays gp_hedge."""
+    default, hedge = plugin({"n_initial_points": "2"}), plugin({"n_initial_points": "2", "acq_func": "gp_hedge"})
+    assert isinstance(default._opt, _gp.GPOptimizer) and default._opt.cand_acq_funcs == ("LogEI",)
+    assert isinstance(hedge._opt, _gp.GPOptimizer) and hedge._opt.cand_acq_funcs == _gp.HEDGE
+    assert plugin({"base_estimator": "RF"})._opt.acq_func == "gp_hedge"
+    assert plugin({}, LISTS)._opt.acq_func == "gp_hedge"
+    fits: list[bool] = []
+    monkeypatch.setattr(_gp, "fit_hyperparameters", lambda X, y, starts, prior=False: fits.append(prior) or THETA[:3])
+    for algorithm, prior in ((default, True), (hedge, False)):
+        fits.clear()
+        for x in (0.1, 0.9, 0.4):
+            algorithm._opt.tell([x], x * x)
+        assert fits == [prior, prior]  # a fit at each tell after the two initial points
+    # explicit gp_hedge draws exactly what skopt's hedge draws: test_engine_optimizer_matches_skopt_optimizer_*
 
 
 def test_engine_state_rebuilt_from_the_history_matches_an_uninterrupted_run() -> None:
@@ -374,7 +442,7 @@ def fixed_pair(monkeypatch: pytest.MonkeyPatch, acq_func: str, seed: int) -> tup
     """The engine and ``skopt.Optimizer`` on [0, 1]^3 with the GP at THETA (no fit), sampling, one seed each."""
     from skopt import Optimizer
 
-    monkeypatch.setattr(_gp, "fit_hyperparameters", lambda X, y, starts: THETA)
+    monkeypatch.setattr(_gp, "fit_hyperparameters", lambda X, y, starts, prior=False: THETA)
     dims = [(0.0, 1.0)] * 3
     engine = _gp.GPOptimizer(dims, acq_func, "sampling", 3, seed=seed)  # type: ignore[arg-type]
     engine.rng = np.random.RandomState(seed)  # skopt draws nothing before its first candidates
@@ -448,9 +516,9 @@ def test_batch_tell_restarts_where_single_tells_would(monkeypatch: pytest.Monkey
     fit = _gp.fit_hyperparameters
     counts: list[tuple[int, int]] = []
 
-    def recording(X: np.ndarray, y: np.ndarray, starts: Any) -> np.ndarray:
+    def recording(X: np.ndarray, y: np.ndarray, starts: Any, prior: bool = False) -> np.ndarray:
         counts.append((len(y), len(starts)))
-        return fit(X, y, starts)
+        return fit(X, y, starts, prior)
 
     monkeypatch.setattr(_gp, "fit_hyperparameters", recording)
     X, y = training_data(_gp.RESTART_EVERY + 2, dims=2)
