@@ -256,29 +256,54 @@ def summarize(names: Sequence[str], arms: Sequence[str], results: Sequence[Mappi
                            else "katibx better" if d < 0 or d == 0 and pair["better"] > pair["worse"]
                            else "katibx worse")
 
+    def scored(group: Sequence[str], over: Sequence[str]) -> list[str]:
+        return [n for n in over if all(a in regret.get(n, {}) for a in group)]
+
     def average_ranks(group: Sequence[str], over: Sequence[str]) -> dict[str, float]:
         ranks: dict[str, list[float]] = {a: [] for a in group}
-        for n in over:
-            scored = [a for a in group if a in regret.get(n, {})]
-            if len(scored) != len(group):
-                continue
-            for a, r in zip(scored, rankdata([regret[n][a] for a in scored])):
+        for n in scored(group, over):
+            for a, r in zip(group, rankdata([regret[n][a] for a in group])):
                 ranks[a].append(float(r))
         return dict(sorted(((a, round(sum(v) / len(v), 3)) for a, v in ranks.items() if v), key=lambda kv: kv[1]))
 
+    def ties(group: Sequence[str], over: Sequence[str]) -> dict[str, Any]:
+        """Which arms the average ranks cannot tell from the first: Nemenyi's critical difference, and auto against
+        the first arm problem by problem (Wilcoxon)."""
+        ranks, both = average_ranks(group, over), scored(group, over)
+        if len(ranks) < 2 or not both:
+            return {}
+        cd = critical_difference(len(ranks), len(both))
+        first = next(iter(ranks))
+        out: dict[str, Any] = {"problems": len(both), "arms": len(ranks), "critical_difference": round(cd, 3),
+                               "first": first, "tied_with_first": [a for a, r in ranks.items() if r - ranks[first] <= cd]}
+        auto = next((a for a in group if ARMS[a].algorithm == "auto" and ARMS[a].library == "katibx"), None)
+        if auto and auto != first:
+            out["auto_against_first_p"] = _wilcoxon([regret[n][auto] - regret[n][first] for n in both])
+        return out
+
     cheap = [a for a in arms if not ARMS[a].gp]
     gp_problems = [n for n in names if all(runs_on(ARMS[a], n, quick) for a in arms)]
+    rankings = {"all problems, arms without a GP": (cheap, names), "GP problems, every arm": (list(arms), gp_problems)}
     return {
         "settings": {"trials": trials, "problems": len(names), "gp_problems": len(gp_problems),
                      "alpha": ALPHA, "regret_floor": REGRET_FLOOR, "seed": "the problem's index",
                      "metric": "log10 simple regret of the best value found (lower is better)"},
         "pairs": pairs,
-        "average_rank": {"all problems, arms without a GP": average_ranks(cheap, names),
-                         "GP problems, every arm": average_ranks(list(arms), gp_problems)},
+        "average_rank": {title: average_ranks(*ranking) for title, ranking in rankings.items()},
+        "rank_ties": {title: ties(*ranking) for title, ranking in rankings.items()},
         "median_seconds_per_run": {a: round(median(s), 3) for a, s in seconds.items()},
         "log10_regret": regret,
         "errors": errors,
     }
+
+
+def critical_difference(arms: int, problems: int) -> float:
+    """Nemenyi's critical difference of average ranks at ``ALPHA`` (Demsar 2006, JMLR 7): two arms whose average
+    ranks over ``problems`` differ by less are not told apart."""
+    from scipy.stats import studentized_range
+
+    q = float(studentized_range.ppf(1 - ALPHA, arms, math.inf)) / math.sqrt(2)
+    return q * math.sqrt(arms * (arms + 1) / (6 * problems))
 
 
 def _function(name: str) -> int:

@@ -117,6 +117,13 @@ def blackbox_section(b: dict[str, Any]) -> str:
     for title, ranks in b["average_rank"].items():
         out += [f"Average rank ({title}; 1 is best): "
                 + ", ".join(f"{a} {r}" for a, r in ranks.items()) + ".", ""]
+        tie = b.get("rank_ties", {}).get(title)
+        if tie:
+            auto = (f" katibx-auto against {tie['first']}, problem by problem: Wilcoxon p {tie['auto_against_first_p']}."
+                    if "auto_against_first_p" in tie else "")
+            out += [f"Tied with the first ({tie['first']}): {', '.join(tie['tied_with_first'])} (average ranks within "
+                    f"Nemenyi's critical difference, {tie['critical_difference']}, for {tie['arms']} arms over "
+                    f"{tie['problems']} problems at alpha {s['alpha']}).{auto}", ""]
     out += ["Median seconds per run: " + ", ".join(f"{a} {v}" for a, v in b["median_seconds_per_run"].items()) + ".",
             ""]
     if b.get("errors"):

@@ -80,6 +80,17 @@ def test_black_box_pairs_say_which_default_is_worse() -> None:
     assert pairs["katibx-cmaes"]["verdict"] == "no significant difference" and pairs["katibx-cmaes"]["ties"] == 20
     ranks = summary["average_rank"]["all problems, arms without a GP"]
     assert list(ranks)[:2] in (["katibx-cmaes", "optuna-cmaes"], ["optuna-cmaes", "katibx-cmaes"])
+    tie = summary["rank_ties"]["all problems, arms without a GP"]
+    assert (tie["problems"], tie["arms"]) == (20, 4) and tie["first"] in ("katibx-cmaes", "optuna-cmaes")
+    assert sorted(tie["tied_with_first"]) == ["katibx-cmaes", "optuna-cmaes"]  # tpe's 3 and 4 lie beyond 1.5 + 1.05
+
+
+def test_critical_difference_is_nemenyis() -> None:
+    """Demsar (2006), Table 5(a): q_0.05 is 2.569 for 4 arms and 3.164 for 10; CD = q sqrt(k (k + 1) / (6 N))."""
+    from benchmarks import blackbox
+
+    assert abs(blackbox.critical_difference(4, 20) - 2.569 * math.sqrt(4 * 5 / 120)) < 1e-3
+    assert abs(blackbox.critical_difference(10, 120) - 3.164 * math.sqrt(10 * 11 / 720)) < 1e-3
 
 
 @pytest.fixture(scope="module")
