@@ -21,7 +21,8 @@ the std), and gp_hedge picks with equal probabilities where its gains are not fi
 
 ``LogEI``, katibx's own acquisition (not skopt's, and the default when ``acq_func`` is not given), is what optuna's
 ``GPSampler`` does on this engine: the log of the expected improvement over the best value (no ``xi``), in the units
-of the normalised y, so it keeps its gradient where EI underflows; hyperparameters maximising the log posterior with
+of the normalised y with optuna's stabilising variance (1e-12) added, so it is finite everywhere and keeps its
+gradient where EI underflows; hyperparameters maximising the log posterior with
 optuna's weak priors (on the inverse squared length scales, the kernel's scale and the noise, whose floor is 1e-6);
 and ``lbfgs`` also starts from the best point observed. Measured against gp_hedge and optuna's GPSampler in
 ``benchmarks/README.md`` ("The bayesianoptimization default").
@@ -61,7 +62,7 @@ _LOG_2PI = math.log(2 * math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2 * math.pi)
 SQRT2 = math.sqrt(2.0)
 SQRT_PI_2 = math.sqrt(math.pi / 2)
-NO_LOG_EI = 1e10  # -LogEI where the std is 0, for L-BFGS-B
+LOG_EI_VARIANCE = 1e-12  # added to LogEI's normalised predictive variance, as optuna's stabilising noise
 
 
 def log_bounds(dims: int, prior: bool = False) -> np.ndarray:
@@ -231,7 +232,7 @@ def log_h(z: np.ndarray) -> np.ndarray:
 
 def _tail(z: np.ndarray) -> np.ndarray:
     """-3/z^2 + 15/z^4: the asymptotic series of z^2 (z Phi(z) + phi(z)) / phi(z) - 1 far below 0 (its next term,
-    -105/z^6, is below 1e-10 there)."""
+    -105/z^6, is at most about 1e-10 there)."""
     return -3.0 / z**2 + 15.0 / z**4
 
 
@@ -249,14 +250,12 @@ def log_h_slope(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def acquisition(name: str, mean: np.ndarray, std: np.ndarray, y_opt: float) -> np.ndarray:
+def acquisition(name: str, mean: np.ndarray, std: np.ndarray, y_opt: float, scale: float = 1.0) -> np.ndarray:
     """skopt's acquisition values to minimise (-EI, -PI, LCB), or -LogEI, from predicted means and standard
-    deviations (-LogEI is +inf where the std is 0)."""
+    deviations (``scale``: y's normalising standard deviation, for LogEI)."""
     if name == LOG_EI:
-        values = np.full(len(mean), np.inf)
-        mask = std > 0
-        values[mask] = -(np.log(std[mask]) + log_h((y_opt - mean[mask]) / std[mask]))
-        return values
+        std = np.sqrt(np.square(std / scale) + LOG_EI_VARIANCE)
+        return -(np.log(std) + log_h((y_opt - mean) / scale / std))
     if name == "LCB":
         return mean - KAPPA * std
     values = np.zeros_like(mean)
@@ -269,17 +268,21 @@ def acquisition(name: str, mean: np.ndarray, std: np.ndarray, y_opt: float) -> n
 
 
 def acquisition_gradient(x: np.ndarray, model: GaussianProcess, name: str, y_opt: float) -> tuple[float, np.ndarray]:
-    """One point's acquisition value to minimise and its gradient (what L-BFGS-B gets), as skopt computes them (and
-    -LogEI, whose value where the std is 0 is a large finite one: L-BFGS-B needs finite values)."""
+    """One point's acquisition value to minimise and its gradient (what L-BFGS-B gets), as skopt computes them, or
+    -LogEI's (in normalised units, as :func:`acquisition`)."""
     mean, std, mean_grad, std_grad = model.predict_gradient(x)
     if name == "LCB":
         return mean - KAPPA * std, mean_grad - KAPPA * std_grad
-    if std <= 0.0:
-        return (NO_LOG_EI if name == LOG_EI else 0.0), np.zeros_like(x)
     if name == LOG_EI:
-        z = np.array([(y_opt - mean) / std])
-        z_grad = (-mean_grad * std - std_grad * (y_opt - mean)) / std**2
-        return -(math.log(std) + float(log_h(z)[0])), -(std_grad / std + float(log_h_slope(z)[0]) * z_grad)
+        scale = model.y_std
+        sd = math.sqrt((std / scale) ** 2 + LOG_EI_VARIANCE)
+        sd_grad = (std / scale) * (std_grad / scale) / sd
+        improve, improve_grad = (y_opt - mean) / scale, -mean_grad / scale
+        z = np.array([improve / sd])
+        z_grad = (improve_grad * sd - sd_grad * improve) / sd**2
+        return -(math.log(sd) + float(log_h(z)[0])), -(sd_grad / sd + float(log_h_slope(z)[0]) * z_grad)
+    if std <= 0.0:
+        return 0.0, np.zeros_like(x)
     improve = y_opt - XI - mean
     scaled = improve / std
     cdf, pdf = float(ndtr(scaled)), float(_pdf(scaled))
@@ -391,7 +394,7 @@ class GPOptimizer:
         mean, std = model.predict(X)
         out = []
         for name in self.cand_acq_funcs:
-            values = acquisition(name, mean, std, y_opt)
+            values = acquisition(name, mean, std, y_opt, model.y_std)
             if self.acq_optimizer == "sampling":
                 best = X[np.argmin(values)]
             else:

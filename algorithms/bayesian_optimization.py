@@ -1,9 +1,9 @@
 """Katib's ``bayesianoptimization``: an optimizer (katibx's GP engine or ``skopt.Optimizer``) kept for the whole run.
 
-With ``base_estimator: GP`` (acq_func gp_hedge, LCB, EI, PI or LogEI, and an int or double parameter) the kept
-optimizer is ``katibx.algorithms._gp.GPOptimizer``: skopt's GP optimizer (same kernel, fit, acquisition functions and
-acquisition optimizers) computed directly in numpy / scipy, several times faster; see that module for where it
-differs. EIps / PIps, categorical-only spaces and the tree estimators (RF, ET, GBRT) run on ``skopt.Optimizer`` itself.
+With ``base_estimator: GP`` (acq_func gp_hedge, LCB, EI or PI, and an int or double parameter) the kept optimizer is
+``katibx.algorithms._gp.GPOptimizer``: skopt's GP optimizer (same kernel, fit, acquisition functions and acquisition
+optimizers) computed directly in numpy / scipy, several times faster; see that module for where it differs. katibx's
+``LogEI`` runs on the same engine with optuna GPSampler's acquisition and fit. EIps / PIps, categorical-only spaces and the tree estimators (RF, ET, GBRT) run on ``skopt.Optimizer`` itself.
 
 ``acq_func`` not given: ``LogEI`` (katibx's: optuna GPSampler's log EI and priors on the engine) where the engine
 runs, else Katib's default ``gp_hedge``. Over the black-box suite's bbob functions (2, 5 and 10 dimensions, several

@@ -98,9 +98,10 @@ def summarize(results: Sequence[dict[str, Any]], dims: Sequence[int], arms: Sequ
 def markdown(summary: dict[str, Any]) -> str:
     lines = ["| dimensions | arm | against | better / worse / ties | median diff | p |", "|---|---|---|---|---|---|"]
     for c in summary["comparisons"]:
+        difference = "-" if c["median_difference"] is None else f"{c['median_difference']:+.3f}"
+        p = "too few runs" if c["p"] is None else c["p"]
         lines.append(f"| {c['dimensions']} | {c['arm']} | {c['against']} | {c['better']} / {c['worse']} / {c['ties']} "
-                     f"| {c['median_difference']:+.3f} | {c['p']} |" if c["median_difference"] is not None else
-                     f"| {c['dimensions']} | {c['arm']} | {c['against']} | - | - | - |")
+                     f"| {difference} | {p} |")
     return "\n".join(lines)
 
 

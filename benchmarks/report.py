@@ -119,8 +119,10 @@ def blackbox_section(b: dict[str, Any]) -> str:
                 + ", ".join(f"{a} {r}" for a, r in ranks.items()) + ".", ""]
         tie = b.get("rank_ties", {}).get(title)
         if tie:
-            auto = (f" katibx-auto against {tie['first']}, problem by problem: Wilcoxon p {tie['auto_against_first_p']}."
-                    if "auto_against_first_p" in tie else "")
+            p = tie.get("auto_against_first_p")
+            auto = (f" katibx-auto against {tie['first']}, problem by problem: Wilcoxon p {p}." if p is not None
+                    else f" katibx-auto against {tie['first']}: too few problems for a test." if
+                    "auto_against_first_p" in tie else "")
             out += [f"Tied with the first ({tie['first']}): {', '.join(tie['tied_with_first'])} (average ranks within "
                     f"Nemenyi's critical difference, {tie['critical_difference']}, for {tie['arms']} arms over "
                     f"{tie['problems']} problems at alpha {s['alpha']}).{auto}", ""]
