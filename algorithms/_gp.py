@@ -219,15 +219,20 @@ def log_h(z: np.ndarray) -> np.ndarray:
     """log(z Phi(z) + phi(z)), the log of the expected improvement of a unit normal over -z, accurate for any z:
     direct above -1, as log phi(z) + log1p(z m(z)) with Mills' ratio m = erfcx(-z / sqrt2) sqrt(pi / 2) below, and
     by its asymptotic series below -100 (where 1 + z m(z) cancels)."""
-    z = np.asarray(z, float)
-    out = np.empty_like(z)
-    high, far = z > -1.0, z < -100.0
-    mid = ~high & ~far
+    z, out, (high, mid, far) = _log_h_ranges(z)
     zh, zm, zf = z[high], z[mid], z[far]
     out[high] = np.log(zh * ndtr(zh) + _pdf(zh))
     out[mid] = -0.5 * zm * zm - 0.5 * _LOG_2PI + np.log1p(zm * erfcx(-zm / SQRT2) * SQRT_PI_2)
     out[far] = -0.5 * zf * zf - 0.5 * _LOG_2PI - 2.0 * np.log(-zf) + np.log1p(_tail(zf))
     return out
+
+
+def _log_h_ranges(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """z as floats, an output array like it, and the masks of :func:`log_h`'s three ranges: above -1, between,
+    below -100."""
+    z = np.asarray(z, float)
+    high, far = z > -1.0, z < -100.0
+    return z, np.empty_like(z), (high, ~high & ~far, far)
 
 
 def _tail(z: np.ndarray) -> np.ndarray:
@@ -238,10 +243,7 @@ def _tail(z: np.ndarray) -> np.ndarray:
 
 def log_h_slope(z: np.ndarray) -> np.ndarray:
     """d log_h / dz = Phi(z) / (z Phi(z) + phi(z)), over the same three ranges as :func:`log_h`."""
-    z = np.asarray(z, float)
-    out = np.empty_like(z)
-    high, far = z > -1.0, z < -100.0
-    mid = ~high & ~far
+    z, out, (high, mid, far) = _log_h_ranges(z)
     zh, zm, zf = z[high], z[mid], z[far]
     out[high] = ndtr(zh) / (zh * ndtr(zh) + _pdf(zh))
     ratio = erfcx(-zm / SQRT2) * SQRT_PI_2

@@ -155,8 +155,6 @@ class BayesianOptimization(SearchAlgorithm):
 
     def configure(self, settings: Mapping[str, str | None], errors: list[str]) -> None:
         self._estimator = _choice(settings, "base_estimator", ESTIMATORS, errors)
-        given_acq_func = settings.get("acq_func")
-        self._acq_func = _choice(settings, "acq_func", ACQ_FUNCS, errors) if given_acq_func is not None else ""
         acq_optimizer = _choice(settings, "acq_optimizer", ACQ_OPTIMIZERS, errors)
         initial = int_setting(settings, "n_initial_points", errors)
         self._initial = 10 if initial is None else initial
@@ -169,9 +167,11 @@ class BayesianOptimization(SearchAlgorithm):
         self._axes = [_Axis(p) for p in self.space]
         self._free = [a for a in self._axes if not a.fixed]
         gradients = self._estimator == "GP" and any(a.param.is_numeric_range for a in self._free)
-        if given_acq_func is None:  # katibx's default where its GP engine runs, Katib's (skopt's) elsewhere
+        if settings.get("acq_func") is None:  # katibx's default where its GP engine runs, Katib's (skopt's) elsewhere
             self._acq_func = LOG_EI if gradients else "gp_hedge"
-        elif self._acq_func == LOG_EI and not gradients:
+        else:
+            self._acq_func = _choice(settings, "acq_func", ACQ_FUNCS, errors)
+        if self._acq_func == LOG_EI and not gradients:
             errors.append(f"{setting_path('acq_func')}: {LOG_EI} needs base_estimator GP and an int or double "
                           "parameter; use gp_hedge, EI, PI or LCB")
         if acq_optimizer == "lbfgs" and not gradients:

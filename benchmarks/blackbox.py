@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from benchmarks.common import REPO, limit_threads, log, median, run_pool, write_results
+from benchmarks.common import REPO, limit_threads, median, run_logged, write_results
 from benchmarks.problems import METRIC, Param, Problem, categorical, double, integer
 from benchmarks.quality import optuna_values
 
@@ -341,19 +341,7 @@ class Suite:
 
 
 def run(suite: Suite, workers: int = 2) -> dict[str, Any]:
-    work = suite.jobs()
-    results: list[Any] = []
-    start = time.perf_counter()
-
-    def collect(_i: int, result: Any) -> None:
-        results.append(result)
-        if "error" in result:
-            log(f"  blackbox: {result.get('arm')} on {result.get('problem')} failed: {result['error']}")
-        if len(results) % max(1, len(work) // 10) == 0 or len(results) == len(work):
-            log(f"  blackbox: {len(results)}/{len(work)} runs, {time.perf_counter() - start:.0f} s")
-
-    run_pool(work, workers, collect)
-    return suite.summarize(results)
+    return suite.summarize(run_logged("blackbox", suite.jobs(), workers))
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks.blackbox import DIMENSIONS, FUNCTIONS, TRIALS, _wilcoxon, log10_regret, problem
 from benchmarks.bo_speed import drive_plugin
-from benchmarks.common import REPO, limit_threads, log, median, run_pool, write_results
+from benchmarks.common import REPO, limit_threads, median, run_logged, write_results
 from benchmarks.quality import optuna_values
 
 SEEDS = {2: (100, 101, 102), 5: (100, 101), 10: (100, 101)}  # more seeds where a run is cheap
@@ -53,8 +53,8 @@ def run_one(arm: str, name: str, seed: int, trials: int) -> dict[str, Any]:
         else:
             values = drive_plugin(p, {**settings, "random_state": seed}, trials)
     finite = [v for v in values if v is not None]
-    return {"arm": arm, "problem": name, "seed": seed, "log10_regret": log10_regret(p, min(finite)),
-            "seconds": round(time.perf_counter() - start, 3)}
+    return {"arm": arm, "problem": name, "dimensions": p.dims, "seed": seed,
+            "log10_regret": log10_regret(p, min(finite)), "seconds": round(time.perf_counter() - start, 3)}
 
 
 def jobs(dims: Sequence[int], arms: Sequence[str], trials: int, quick: bool = False
@@ -66,19 +66,16 @@ def jobs(dims: Sequence[int], arms: Sequence[str], trials: int, quick: bool = Fa
             for arm in arms]
 
 
-def _dimension(name: str) -> int:
-    return int(name.split("-d")[1].split("-")[0])
-
-
 def summarize(results: Sequence[dict[str, Any]], dims: Sequence[int], arms: Sequence[str]) -> dict[str, Any]:
     """Per dimension and over all: each arm against each reference, and median seconds."""
-    regret: dict[tuple[str, int], dict[str, float]] = {}
-    for r in results:
-        if "error" not in r and r["log10_regret"] is not None:
-            regret.setdefault((r["problem"], r["seed"]), {})[r["arm"]] = r["log10_regret"]
+    done = [r for r in results if "error" not in r]
+    regret: dict[tuple[str, int, int], dict[str, float]] = {}  # (problem, dimensions, seed) -> arm -> regret
+    for r in done:
+        if r["log10_regret"] is not None:
+            regret.setdefault((r["problem"], r["dimensions"], r["seed"]), {})[r["arm"]] = r["log10_regret"]
     comparisons = []
     for scope in [*dims, "all"]:
-        runs = [k for k in regret if scope == "all" or _dimension(k[0]) == scope]
+        runs = [k for k in regret if scope == "all" or k[1] == scope]
         for reference in (a for a in REFERENCES if a in arms):
             for arm in (a for a in arms if a != reference and a != "optuna-gp"):
                 diffs = [regret[k][arm] - regret[k][reference] for k in runs
@@ -89,8 +86,7 @@ def summarize(results: Sequence[dict[str, Any]], dims: Sequence[int], arms: Sequ
                     "ties": sum(d == 0 for d in diffs),
                     "median_difference": round(median(diffs), 4) if diffs else None, "p": _wilcoxon(diffs)})
     seconds = {f"{arm} d{d}": round(median(s), 3) for arm in arms for d in dims
-               if (s := [r["seconds"] for r in results if "error" not in r and r["arm"] == arm
-                         and _dimension(r["problem"]) == d])}
+               if (s := [r["seconds"] for r in done if r["arm"] == arm and r["dimensions"] == d])}
     return {"comparisons": comparisons, "median_seconds_per_run": seconds,
             "errors": [r for r in results if "error" in r]}
 
@@ -118,17 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     dims, arms = list(args.dims or DIMENSIONS), list(args.arms or ARMS)
     trials = args.trials or (QUICK_TRIALS if args.quick else TRIALS)
     todo = jobs(dims, arms, trials, args.quick)
-    results: list[dict[str, Any]] = []
     start = time.perf_counter()
-
-    def collect(_: int, result: dict[str, Any]) -> None:
-        results.append(result)
-        if "error" in result:
-            log(f"  bo_defaults job failed: {result['error']}")
-        if len(results) % max(1, len(todo) // 10) == 0:
-            log(f"  bo_defaults: {len(results)}/{len(todo)} runs, {time.perf_counter() - start:.0f} s")
-
-    run_pool(todo, args.workers, collect)
+    results: list[dict[str, Any]] = run_logged("bo_defaults", todo, args.workers)
     summary = summarize(results, dims, arms)
     write_results(args.out, {"settings": {"trials": trials, "seeds": {d: SEEDS[d] for d in dims}, "arms": ARMS,
                                           "quick": args.quick},

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, limit_threads, log, median, run_pool, write_results
+from benchmarks.common import REPO, limit_threads, median, run_logged, write_results
 from benchmarks.problems import METRIC, PROBLEMS, Problem
 from benchmarks.quality import ALPHA, _mann_whitney, best_so_far, skopt_values
 
@@ -194,17 +194,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = list(range(args.first_seed, args.first_seed + (args.seeds or (QUICK_SEEDS if args.quick else SEEDS))))
     trials = args.trials or (QUICK_TRIALS if args.quick else TRIALS)
     todo = jobs(settings, problems, seeds, trials, args.arms or ARMS)
-    results: list[dict[str, Any]] = []
     start = time.perf_counter()
-
-    def collect(_: int, result: dict[str, Any]) -> None:
-        results.append(result)
-        if "error" in result:
-            log(f"  bo_speed job failed: {result['error']}")
-        if len(results) % max(1, len(todo) // 10) == 0:
-            log(f"  bo_speed: {len(results)}/{len(todo)} runs, {time.perf_counter() - start:.0f} s")
-
-    run_pool(todo, args.workers, collect)
+    results: list[dict[str, Any]] = run_logged("bo_speed", todo, args.workers)
     provenance = None
     if args.reuse:
         runs, provenance = reused(args.reuse, [a for a in ARMS if a not in args.arms], settings, problems, seeds,

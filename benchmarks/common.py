@@ -138,6 +138,24 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def run_logged(label: str, jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], workers: int) -> list[Any]:
+    """Every job's result (in arrival order) from :func:`run_pool`, logging each failed run and the progress at
+    every tenth of the jobs."""
+    results: list[Any] = []
+    start = time.perf_counter()
+
+    def collect(_i: int, result: Any) -> None:
+        results.append(result)
+        if "error" in result:
+            where = " on ".join(str(result[k]) for k in ("arm", "problem") if k in result)
+            log(f"  {label}: {where + ' ' if where else ''}failed: {result['error']}")
+        if len(results) % max(1, len(jobs) // 10) == 0 or len(results) == len(jobs):
+            log(f"  {label}: {len(results)}/{len(jobs)} runs, {time.perf_counter() - start:.0f} s")
+
+    run_pool(jobs, workers, collect)
+    return results
+
+
 def run_pool(jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], workers: int,
              on_result: Callable[[int, Any], None], slots: threading.Semaphore | None = None) -> None:
     """Run ``fn(*args)`` for every job on ``workers`` fresh (spawned) processes, in the given order.
